@@ -1,0 +1,20 @@
+"""Shared fixtures: offscreen Qt, a small randomly initialised SAM2 checkpoint."""
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mini_checkpoint(tmp_path_factory):
+    """A randomly initialised ``sam2pal_mini`` checkpoint file ({"model": state_dict})."""
+    import torch
+
+    from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
+
+    path = tmp_path_factory.mktemp("ckpt") / "sam2pal_mini.pt"
+    model = build_model(MINI_CONFIG, seed=0)
+    torch.save({"model": model.sam.state_dict()}, path)
+    return path
