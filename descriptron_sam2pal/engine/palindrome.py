@@ -1,0 +1,92 @@
+"""The palindrome step {x0, x1, x1+, x0+} with a real memory reset (ALGORITHM.md).
+
+x0 (template, K ground-truth masks) -> memory M0; x1 (unlabeled) predicted from
+{M0}; *reset*; x1 with its soft predicted masks -> memory M1; x0 predicted from
+{M1} only; the loss compares that prediction with x0's ground truth. All K
+structures of the template travel together as one batch of objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .features import ImageFeatures
+from .frames import encode_memory, make_frame, predict_from_memory
+
+
+@dataclass
+class LossWeights:
+    bce: float = 1.0
+    dice: float = 1.0
+    presence: float = 1.0  # object-score loss on x0+: its structures are present
+    target_presence: float = 0.0  # same on x1 (off by default: a target may lack a structure)
+
+
+@dataclass
+class PalindromeOutput:
+    loss: torch.Tensor  # scalar, summed over objects
+    bce: torch.Tensor
+    dice: torch.Tensor
+    presence: torch.Tensor
+    target_logits: torch.Tensor  # (K, 1, S, S) L1, x1's predicted masks
+    cycle_logits: torch.Tensor  # (K, 1, S, S) L3, x0 predicted back
+    cycle_iou: torch.Tensor  # (K,) hard IoU of L3 vs ground truth on real pixels (no grad)
+
+
+def mask_losses(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor):
+    """Per-object BCE and Dice of ``logits`` (K,1,S,S) vs ``target`` (K,S,S), real pixels only."""
+    logits = logits[:, 0].float()
+    target = target.float()
+    valid = valid.to(logits.device, torch.float32).expand_as(logits)
+    n_valid = valid.sum(dim=(1, 2)).clamp(min=1.0)
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * valid).sum(dim=(1, 2)) / n_valid
+    prob = torch.sigmoid(logits) * valid
+    inter = (prob * target).sum(dim=(1, 2))
+    dice = 1.0 - (2.0 * inter + 1.0) / (prob.sum(dim=(1, 2)) + (target * valid).sum(dim=(1, 2)) + 1.0)
+    return bce, dice
+
+
+def hard_iou(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """IoU per object of ``logits > 0`` (K,1,S,S) against ``target`` (K,S,S) on real pixels."""
+    with torch.no_grad():
+        pred = (logits[:, 0] > 0) & valid.to(logits.device)
+        gt = (target > 0.5) & valid.to(logits.device)
+        inter = (pred & gt).sum(dim=(1, 2)).float()
+        union = (pred | gt).sum(dim=(1, 2)).float()
+        return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def palindrome_step(sam, template: ImageFeatures, template_masks: torch.Tensor,
+                    template_valid: torch.Tensor, target: ImageFeatures,
+                    weights: LossWeights = LossWeights()) -> PalindromeOutput:
+    """Forward one palindrome for the K structures of one template and one unlabeled image.
+
+    ``template_masks``: (K, S, S) in {0, 1} (letterboxed); ``template_valid``: (S, S) bool.
+    Differentiable end to end (the x1 masks are fed back soft, not thresholded).
+    """
+    k = template_masks.shape[0]
+    if k == 0:
+        raise ValueError("a palindrome needs at least one template structure")
+    device = template_masks.device
+    f0 = make_frame(sam, [template], k)
+    f1 = make_frame(sam, [target], k)
+    # Phase 1: x0 with its ground truth -> M0; x1 attends to {M0}.
+    m0 = encode_memory(sam, f0, template_masks[:, None])
+    p1 = predict_from_memory(sam, f1, [m0])
+    # Memory reset: phase 2 sees only M1, built from x1 and its soft prediction.
+    m1 = encode_memory(sam, f1, torch.sigmoid(p1.logits.float()))
+    p3 = predict_from_memory(sam, f0, [m1])
+
+    bce, dice = mask_losses(p3.logits, template_masks, template_valid)
+    ones = torch.ones_like(p3.object_score_logits, dtype=torch.float32)
+    presence = F.binary_cross_entropy_with_logits(p3.object_score_logits.float(), ones, reduction="none")[:, 0]
+    loss = weights.bce * bce.sum() + weights.dice * dice.sum() + weights.presence * presence.sum()
+    if weights.target_presence:
+        loss = loss + weights.target_presence * F.binary_cross_entropy_with_logits(
+            p1.object_score_logits.float(), ones, reduction="sum")
+    return PalindromeOutput(loss=loss, bce=bce.detach(), dice=dice.detach(), presence=presence.detach(),
+                            target_logits=p1.logits, cycle_logits=p3.logits,
+                            cycle_iou=hard_iou(p3.logits, template_masks, template_valid.to(device)))
