@@ -1,0 +1,165 @@
+"""Run engine calls in a QThread so the GUI never blocks.
+
+``EngineWorker(fn, *args, **kwargs)`` calls ``fn(*args, **kwargs)`` in a
+background thread. If ``fn`` takes a ``progress`` or ``cancel`` keyword (the
+engine's convention, see ``engine/control.py``), the worker passes a callback
+that forwards each report to the ``progress`` signal and its ``CancelToken``.
+
+All signals are delivered in the GUI thread, in this order:
+``progress*`` then exactly one of ``result`` / ``error`` / ``cancelled``, then
+``finished``, which is emitted however ``fn`` ends (returns, raises, or is
+cancelled), so the UI can always re-enable its buttons.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import traceback
+from typing import Any, Callable
+
+from PyQt5.QtCore import QObject, QThread, pyqtSignal
+
+from .. import UserError
+from ..engine.control import CancelToken
+
+log = logging.getLogger(__name__)
+
+# Workers whose thread is running, kept referenced so that neither the Python
+# object nor its QThread is destroyed mid-run ("QThread: Destroyed while
+# thread is still running" aborts the process).
+_RUNNING: set["EngineWorker"] = set()
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+class _Runner(QThread):
+    """The thread: calls fn and hands the outcome to its EngineWorker through queued signals."""
+
+    reported = pyqtSignal(object)
+    done = pyqtSignal(str, object, str, str)  # outcome, value, message, details
+
+    def __init__(self, call: Callable[[], Any], token: CancelToken) -> None:
+        super().__init__()
+        self._call = call
+        self._token = token
+
+    def run(self) -> None:
+        outcome, value, message, details = "result", None, "", ""
+        try:
+            value = self._call()
+            if self._token.cancelled:
+                outcome = "cancelled"
+        except BaseException as exc:  # noqa: BLE001 - every outcome must reach `finished`
+            if self._token.cancelled:
+                outcome = "cancelled"
+            elif isinstance(exc, UserError):
+                outcome, message = "error", str(exc)
+            else:
+                outcome = "error"
+                message = f"{type(exc).__name__}: {exc}"
+                details = traceback.format_exc()
+        finally:
+            self.done.emit(outcome, value, message, details)
+
+
+class EngineWorker(QObject):
+    """One background call. Create, connect signals, ``start()``; ``cancel()`` to ask it to stop.
+
+    Signals: ``progress(object)`` (whatever fn reports, usually an
+    ``engine.control.Progress``), ``result(object)`` (fn's return value),
+    ``error(str message, str details)`` (details empty for a ``UserError``,
+    whose message is meant for the user as is; a traceback otherwise),
+    ``cancelled()``, ``finished()``.
+    """
+
+    progress = pyqtSignal(object)
+    result = pyqtSignal(object)
+    error = pyqtSignal(str, str)
+    cancelled = pyqtSignal()
+    finished = pyqtSignal()
+
+    def __init__(self, fn: Callable, *args, description: str = "", **kwargs) -> None:
+        super().__init__()
+        self.fn = fn
+        self.description = description or getattr(fn, "__name__", "task")
+        self.token = CancelToken()
+        if _accepts(fn, "progress"):
+            kwargs.setdefault("progress", self._report)
+        if _accepts(fn, "cancel"):
+            kwargs.setdefault("cancel", self.token)
+        self._args, self._kwargs = args, kwargs
+        self._runner: _Runner | None = None
+        self._running = False
+        self._done = False
+
+    # Called in the worker thread; the signal is queued to the GUI thread.
+    def _report(self, report: Any) -> None:
+        if self._runner is not None:
+            self._runner.reported.emit(report)
+
+    def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("an EngineWorker runs once; create a new one")
+        self._runner = _Runner(lambda: self.fn(*self._args, **self._kwargs), self.token)
+        self._runner.reported.connect(self.progress)
+        self._runner.done.connect(self._on_done)
+        self._runner.finished.connect(self._on_thread_finished)
+        self._running = True
+        _RUNNING.add(self)
+        self._runner.start()
+
+    def cancel(self) -> None:
+        """Ask fn to stop (it checks the token at its next step); returns at once."""
+        self.token.cancel()
+
+    def is_running(self) -> bool:
+        """True from ``start()`` until ``finished`` has been emitted."""
+        return self._running
+
+    def wait(self, timeout_ms: int | None = None) -> bool:
+        """Block until the thread has ended (True) or the timeout passed (False).
+
+        Signals still pending are delivered by the event loop afterwards.
+        """
+        if self._runner is None:
+            return True
+        return self._runner.wait() if timeout_ms is None else self._runner.wait(timeout_ms)
+
+    def _on_done(self, outcome: str, value: Any, message: str, details: str) -> None:
+        try:
+            if outcome == "result":
+                self.result.emit(value)
+            elif outcome == "cancelled":
+                self.cancelled.emit()
+            else:
+                if details:
+                    log.error("%s failed: %s\n%s", self.description, message, details)
+                self.error.emit(message, details)
+        finally:
+            self._done = True
+            self._maybe_finish()
+
+    def _on_thread_finished(self) -> None:
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        # `finished` waits for both the outcome and the thread's end, so a
+        # slot on `finished` may drop the worker (and its QThread) safely.
+        if not self._running or not self._done or self._runner.isRunning():
+            return
+        self._runner.wait()  # the thread is past run(); this only joins it
+        self._running = False
+        _RUNNING.discard(self)
+        self.finished.emit()
+
+
+def running_workers() -> list[EngineWorker]:
+    """Workers started and not yet finished, in this process."""
+    return list(_RUNNING)

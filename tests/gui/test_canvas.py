@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+from PyQt5.QtCore import QEvent, QPoint, QPointF, Qt
+from PyQt5.QtGui import QMouseEvent
+from PyQt5.QtTest import QTest
+from PyQt5.QtWidgets import QApplication
+
+from descriptron_sam2pal.gui.canvas import (ImageCanvas, StructureColors, compose_overlay,
+                                            mask_outline)
+
+
+@pytest.fixture
+def canvas(qtbot):
+    c = ImageCanvas()
+    qtbot.addWidget(c)
+    c.resize(500, 400)
+    c.show()
+    qtbot.waitExposed(c)
+    img = np.zeros((60, 80, 3), np.uint8)
+    img[..., 0] = np.arange(80, dtype=np.uint8)[None, :] * 3
+    c.set_image(img)
+    return c
+
+
+def _send(widget, kind, pos, button, buttons, modifiers=Qt.NoModifier):
+    event = QMouseEvent(kind, QPointF(pos), button, buttons, modifiers)
+    QApplication.sendEvent(widget, event)
+
+
+def _drag(canvas, start, end, modifiers=Qt.NoModifier):
+    """Press, move, release with the button held (QTest.mouseMove cannot hold one).
+
+    pyqtgraph drops moves closer than 10 ms apart (mouseRateLimit), hence the waits.
+    """
+    vp = canvas.view.viewport()
+    a, b = canvas.map_to_widget(*start), canvas.map_to_widget(*end)
+    _send(vp, QEvent.MouseButtonPress, a, Qt.LeftButton, Qt.LeftButton, modifiers)
+    for t in (0.25, 0.5, 0.75, 1.0):
+        p = QPoint(int(a.x() + (b.x() - a.x()) * t), int(a.y() + (b.y() - a.y()) * t))
+        QTest.qWait(11)
+        _send(vp, QEvent.MouseMove, p, Qt.NoButton, Qt.LeftButton, modifiers)
+    _send(vp, QEvent.MouseButtonRelease, b, Qt.LeftButton, Qt.NoButton, modifiers)
+
+
+def test_click_emits_image_pixel_coordinates(qtbot, canvas):
+    for button, name in ((Qt.LeftButton, "left"), (Qt.RightButton, "right")):
+        with qtbot.waitSignal(canvas.clicked, timeout=2000) as blocker:
+            qtbot.mouseClick(canvas.view.viewport(), button, pos=canvas.map_to_widget(30.5, 20.5))
+        x, y, got = blocker.args
+        assert got == name
+        assert (int(x), int(y)) == (30, 20)
+
+
+def test_click_outside_image_emits_nothing(qtbot, canvas):
+    canvas.viewbox.setRange(xRange=(-200, 200), yRange=(-200, 200), padding=0)
+    with qtbot.assertNotEmitted(canvas.clicked):
+        qtbot.mouseClick(canvas.view.viewport(), Qt.LeftButton, pos=canvas.map_to_widget(-50, -50))
+
+
+def test_shift_drag_draws_a_box_in_image_coordinates(qtbot, canvas):
+    with qtbot.waitSignal(canvas.box_drawn, timeout=2000) as blocker:
+        _drag(canvas, (50, 40), (10, 5), Qt.ShiftModifier)
+    x0, y0, x1, y1 = blocker.args
+    assert x0 < x1 and y0 < y1
+    assert abs(x0 - 10) < 1.5 and abs(y0 - 5) < 1.5 and abs(x1 - 50) < 1.5 and abs(y1 - 40) < 1.5
+
+
+def test_plain_drag_pans_unless_box_mode(qtbot, canvas):
+    before = canvas.viewbox.viewRange()
+    with qtbot.assertNotEmitted(canvas.box_drawn):
+        _drag(canvas, (40, 30), (20, 10))
+    assert canvas.viewbox.viewRange() != before
+    canvas.set_box_mode(True)
+    with qtbot.waitSignal(canvas.box_drawn, timeout=2000):
+        _drag(canvas, (45, 35), (60, 50))
+
+
+def test_overlay_colours_are_stable_and_legend_toggles(canvas):
+    mask = np.zeros((60, 80), bool)
+    mask[10:30, 10:40] = True
+    eye = np.zeros((60, 80), bool)
+    eye[40:50, 50:70] = True
+    assert canvas.set_masks({"scape": mask, "eye": eye, "bad": np.ones((5, 5), bool)}) == ["bad"]
+    rgba = canvas.overlay_rgba()
+    assert rgba.shape == (60, 80, 4)
+    scape_rgb = tuple(rgba[20, 20, :3])
+    assert scape_rgb == canvas.colors.color("scape")
+    assert rgba[20, 20, 3] == 90 and rgba[10, 20, 3] == 255  # fill inside, outline on the edge
+    assert rgba[0, 0, 3] == 0
+    assert canvas.legend.names() == ["scape", "eye"]
+    canvas.legend.checkbox("scape").setChecked(False)
+    assert canvas.overlay_rgba()[20, 20, 3] == 0
+    assert canvas.overlay_rgba()[45, 60, 3] > 0
+    canvas.set_structure_visible("scape", True)
+    assert canvas.legend.checkbox("scape").isChecked()
+    assert canvas.overlay_rgba()[20, 20, 3] == 90
+
+
+def test_structure_colors_assigned_in_order_then_hashed():
+    colors = StructureColors()
+    colors.assign(["scape", "eye", "Antenna"])
+    assert colors.color("scape") == colors.palette[0]
+    assert colors.color("antenna") == colors.palette[2]
+    other = StructureColors()
+    assert other.color("pronotum") == StructureColors().color("pronotum")
+
+
+def test_points_and_box_markers(canvas):
+    canvas.set_points([(5, 5, True), (10, 12, False)])
+    assert canvas.points() == [(5, 5, True), (10, 12, False)]
+    canvas.set_box((1, 2, 30, 40))
+    assert canvas._box_item.isVisible()
+    canvas.set_image(np.zeros((10, 10, 3), np.uint8))
+    assert canvas.points() == [] and not canvas._box_item.isVisible()
+
+
+def test_outline_is_closed_at_the_image_border():
+    mask = np.zeros((10, 10), bool)
+    mask[:, :5] = True
+    edge = mask_outline(mask, 1)
+    assert edge[0, 2] and edge[5, 0] and edge[5, 4] and not edge[5, 2]
+    overlay = compose_overlay((10, 10), {"x": mask}, StructureColors())
+    assert overlay[5, 4, 3] == 255 and overlay[5, 2, 3] == 90
+
+
+def test_rejects_non_rgb_uint8(canvas):
+    with pytest.raises(ValueError):
+        canvas.set_image(np.zeros((5, 5), np.float32))

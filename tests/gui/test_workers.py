@@ -1,0 +1,94 @@
+import threading
+
+import pytest
+
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.gui.workers import EngineWorker, running_workers
+
+
+def test_result_then_finished_in_order(qtbot):
+    seen = []
+
+    def double(x, progress=None):
+        progress("half")
+        return 2 * x
+
+    worker = EngineWorker(double, 21)
+    worker.progress.connect(lambda p: seen.append(("progress", p)))
+    worker.result.connect(lambda r: seen.append(("result", r)))
+    worker.finished.connect(lambda: seen.append(("finished",)))
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        worker.start()
+    assert seen == [("progress", "half"), ("result", 42), ("finished",)]
+    assert not worker.is_running()
+    assert worker not in running_workers()
+
+
+def test_raising_worker_still_emits_finished_and_ui_reenables(qtbot):
+    """Regression guard (cf. DeepLabCut): an exception must not leave the UI busy forever."""
+    from PyQt5.QtWidgets import QPushButton
+
+    button = QPushButton("Run")
+    qtbot.addWidget(button)
+    errors = []
+
+    def boom():
+        raise RuntimeError("disk on fire")
+
+    worker = EngineWorker(boom)
+    button.setEnabled(False)
+    worker.error.connect(lambda msg, details: errors.append((msg, details)))
+    worker.finished.connect(lambda: button.setEnabled(True))
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        worker.start()
+    assert button.isEnabled()
+    (msg, details), = errors
+    assert msg == "RuntimeError: disk on fire"
+    assert "Traceback" in details and "boom" in details
+
+
+def test_user_error_message_is_plain(qtbot):
+    def refuse():
+        raise UserError("Choose a checkpoint first (Settings > Model).")
+
+    worker = EngineWorker(refuse)
+    with qtbot.waitSignal(worker.error, timeout=5000) as blocker:
+        worker.start()
+    assert blocker.args == ["Choose a checkpoint first (Settings > Model).", ""]
+    qtbot.waitUntil(lambda: not worker.is_running(), timeout=5000)
+
+
+def test_cancel_reaches_fn_and_reports_cancelled(qtbot):
+    started = threading.Event()
+
+    def loop(cancel=None):
+        started.set()
+        while not cancel.cancelled:
+            cancel._event.wait(0.01)
+        return "partial"
+
+    worker = EngineWorker(loop)
+    results = []
+    worker.result.connect(results.append)
+    with qtbot.waitSignals([worker.cancelled, worker.finished], timeout=5000, order="strict"):
+        worker.start()
+        assert started.wait(5)
+        assert worker.is_running()
+        worker.cancel()
+    assert results == []
+
+
+def test_fn_without_progress_or_cancel_gets_neither(qtbot):
+    worker = EngineWorker(lambda a, b=0: a + b, 1, b=2)
+    with qtbot.waitSignal(worker.result, timeout=5000) as blocker:
+        worker.start()
+    assert blocker.args == [3]
+    qtbot.waitUntil(lambda: not worker.is_running(), timeout=5000)
+
+
+def test_a_worker_runs_once(qtbot):
+    worker = EngineWorker(lambda: None)
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        worker.start()
+    with pytest.raises(RuntimeError):
+        worker.start()
