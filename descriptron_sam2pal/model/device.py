@@ -1,0 +1,60 @@
+"""Choosing the torch device and the autocast precision for it."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from descriptron_sam2pal import UserError
+
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """``auto`` (CUDA, else Apple MPS, else CPU), ``cuda``/``cuda:N``, ``mps``
+    or ``cpu`` -> torch.device; UserError when the requested one is absent."""
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    text = str(spec).strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError as exc:
+        raise UserError(f"unknown device {spec!r}; use one of {', '.join(DEVICE_CHOICES)}") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only torch build" if torch.version.cuda is None else f"torch for CUDA {torch.version.cuda}"
+            raise UserError(f"device {spec!r} was requested but no CUDA GPU is usable here ({build}); "
+                            "use --device cpu or --device auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {spec!r} was requested but only {torch.cuda.device_count()} "
+                            "CUDA GPU(s) exist; use --device cuda")
+    elif device.type == "mps":
+        if not _mps_available():
+            raise UserError(f"device {spec!r} (Apple GPU) was requested but is not available here; "
+                            "use --device cpu or --device auto")
+    elif device.type != "cpu":
+        raise UserError(f"unsupported device {spec!r}; use one of {', '.join(DEVICE_CHOICES)}")
+    return device
+
+
+def autocast_context(device: str | torch.device, enabled: bool | None = None):
+    """bf16 autocast on CUDA (the default there), nothing elsewhere unless
+    ``enabled=True`` (CPU bf16 roughly halves step time; numerics not checked)."""
+    device = torch.device(device)
+    if enabled is None:
+        enabled = device.type == "cuda"
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
