@@ -1,0 +1,300 @@
+"""One Descriptron COCO annotation file: its ``.json`` and ``.rlejson`` pair.
+
+The ``.json`` is the document (every field kept, key order included). The
+``.rlejson`` companion is the same file except that some annotations carry
+RLE instead of polygons (masks with holes); on reading, its segmentation is
+preferred for the annotations it has, on writing it is regenerated from the
+document plus those RLE segmentations. Writing is atomic (temporary file in the
+same folder, then ``os.replace``), optionally after copying the previous
+version to ``<file name>.bak-<YYYYmmdd-HHMMSS>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.store.stem import companion_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INDENT = 2
+
+
+class StoreError(UserError):
+    """A fatal problem with an annotation store; the message names the file and entry and says what to do."""
+
+
+def read_json(path: Path) -> tuple[dict, int | str | None]:
+    """Parse a COCO JSON file: (top-level dict, the indent it was written with)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise StoreError(f"{path}: file not found. Check the path.") from None
+    except UnicodeDecodeError as e:
+        raise StoreError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}). "
+                         "Open a Descriptron .json/.rlejson annotation file.") from None
+    except OSError as e:
+        raise StoreError(f"{path}: cannot be read ({e.strerror or e}). Check permissions.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}). "
+                         "Fix the file, or restore a backup (*.bak-*) or an older _final_ file.") from None
+    if not isinstance(data, dict):
+        raise StoreError(f"{path}: expected a COCO object with \"images\", \"annotations\" and "
+                         f"\"categories\", found a JSON {type(data).__name__}.")
+    return data, detect_indent(text)
+
+
+def detect_indent(text: str) -> int | str | None:
+    """The indentation of a JSON text (None for a one-line file), so rewrites diff cleanly."""
+    lines = text.lstrip("\ufeff").splitlines()
+    if len(lines) < 2:
+        return None
+    second = lines[1]
+    stripped = second.lstrip(" \t")
+    lead = second[: len(second) - len(stripped)]
+    if not lead:
+        return DEFAULT_INDENT
+    return "\t" if lead[0] == "\t" else len(lead)
+
+
+def check_top_level(data: dict, path: Path) -> None:
+    """The three COCO lists exist and are lists; ``"images": []`` with annotations is refused.
+
+    Missing ``annotations``/``categories`` are created empty (a new store); a
+    missing or empty ``images`` with annotations is an error: those annotations
+    could not be attached to anything (SAM2-PAL once loaded nothing, silently).
+    """
+    if "images" not in data:
+        raise StoreError(f"{path}: no \"images\" list; this is not a COCO annotation file. "
+                         "Open a Descriptron .json/.rlejson file.")
+    for key in ("images", "annotations", "categories"):
+        if key in data and not isinstance(data[key], list):
+            raise StoreError(f"{path}: \"{key}\" must be a list, found {type(data[key]).__name__}.")
+    data.setdefault("annotations", [])
+    data.setdefault("categories", [])
+    if not data["images"] and data["annotations"]:
+        raise StoreError(f"{path}: \"images\" is empty but the file has {len(data['annotations'])} "
+                         "annotation(s), which point at no image. Restore the image entries "
+                         "(id, file_name, height, width), e.g. from a backup or an older _final_ file.")
+
+
+class CocoDocument:
+    """One annotation file pair, loaded: ``data`` (the .json document, mutated in place) and
+    ``rle`` (annotation id -> segmentation from the ``.rlejson``, preferred for masks)."""
+
+    def __init__(self, path: Path, data: dict, *, indent: int | str | None = DEFAULT_INDENT,
+                 rle: dict[Any, Any] | None = None, exists: bool = False):
+        self.path = Path(path)          # the .json (written even if only a .rlejson was read)
+        self.data = data
+        self.indent = indent
+        self.rle: dict[Any, Any] = rle if rle is not None else {}
+        self.exists = exists            # read from disk (so a save replaces files, keeping backups)
+        self.dirty = False
+        self.warnings: list[str] = []
+
+    @property
+    def rlejson_path(self) -> Path:
+        return companion_path(self.path)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path) -> CocoDocument:
+        """Read ``path`` (.json or .rlejson) and its companion. The .json is the document;
+        the .rlejson supplies segmentations (it keeps holes)."""
+        path = Path(path)
+        if path.suffix.lower() == ".rlejson":
+            json_path, rle_path = companion_path(path), path
+        else:
+            json_path, rle_path = path, companion_path(path)
+        if not json_path.exists() and not rle_path.exists():
+            raise StoreError(f"{path}: file not found. Check the path.")
+        if json_path.exists():
+            data, indent = read_json(json_path)
+            check_top_level(data, json_path)
+            doc = cls(json_path, data, indent=indent, exists=True)
+            if rle_path.exists():
+                rle_data, _ = read_json(rle_path)
+                check_top_level(rle_data, rle_path)
+                doc._merge_rlejson(rle_data, rle_path)
+        else:
+            # Only the .rlejson is there: it is the document; the .json is written on save.
+            data, indent = read_json(rle_path)
+            check_top_level(data, rle_path)
+            doc = cls(json_path, data, indent=indent, exists=True)
+            doc.warn(f"{rle_path}: its companion {json_path.name} is missing; it will be written on save.")
+        return doc
+
+    def _merge_rlejson(self, rle_data: dict, rle_path: Path) -> None:
+        """Take the .rlejson's segmentation for each annotation of the .json (matched by id).
+
+        Annotations only in the .rlejson are added to the document (with a warning) so
+        nothing the user saved is lost; other differences: the .json wins.
+        """
+        by_id: dict[Any, dict] = {}
+        dup: set = set()
+        for ann in rle_data.get("annotations", []):
+            if isinstance(ann, dict) and "id" in ann:
+                key = _id_key(ann["id"])
+                if key in by_id:
+                    dup.add(key)
+                by_id[key] = ann
+        json_ids = {_id_key(a.get("id")) for a in self.data["annotations"] if isinstance(a, dict)}
+        for key in sorted(dup, key=str):
+            self.warn(f"{rle_path}: annotation id {key!r} occurs more than once; its .rlejson "
+                      f"segmentation is not used (the {self.path.name} polygons are).")
+        for ann in self.data["annotations"]:
+            if not isinstance(ann, dict) or "id" not in ann:
+                continue
+            key = _id_key(ann["id"])
+            if key in by_id and key not in dup and "segmentation" in by_id[key]:
+                if by_id[key]["segmentation"] != ann.get("segmentation"):
+                    self.rle[key] = by_id[key]["segmentation"]
+        extra = [a for k, a in by_id.items() if k not in json_ids and k not in dup]
+        for ann in extra:
+            self.warn(f"{rle_path}: annotation id {ann['id']!r} is not in {self.path.name}; "
+                      f"kept (it will be written to both files on save).")
+            self.data["annotations"].append(ann)
+        if extra:
+            self.dirty = True
+        if [i.get("id") for i in rle_data.get("images", []) if isinstance(i, dict)] != \
+                [i.get("id") for i in self.data["images"] if isinstance(i, dict)]:
+            self.warn(f"{rle_path}: its images differ from {self.path.name}; {self.path.name} is used.")
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning(message)
+
+    def segmentation(self, ann: dict) -> Any:
+        """The segmentation to decode for ``ann``: the .rlejson one where there is one."""
+        if "id" in ann:
+            key = _id_key(ann["id"])
+            if key in self.rle:
+                return self.rle[key]
+        return ann.get("segmentation")
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def rlejson_data(self) -> dict:
+        """The .rlejson document: the .json with the RLE segmentations swapped in (same key order)."""
+        anns = []
+        for ann in self.data["annotations"]:
+            if isinstance(ann, dict) and "id" in ann and _id_key(ann["id"]) in self.rle:
+                ann = {**ann, "segmentation": self.rle[_id_key(ann["id"])]}
+            anns.append(ann)
+        return {k: (anns if k == "annotations" else v) for k, v in self.data.items()}
+
+    def write(self, json_path: Path | None = None, *, backup: bool) -> list[Path]:
+        """Write .json + .rlejson (to ``json_path`` or ``self.path``) atomically; see :func:`write_pair`."""
+        json_path = Path(json_path) if json_path is not None else self.path
+        written = write_pair(
+            [(json_path, self.data), (companion_path(json_path), self.rlejson_data())],
+            indent=self.indent, backup=backup)
+        self.path = json_path
+        self.exists = True
+        self.dirty = False
+        return written
+
+
+def _id_key(value: Any) -> Any:
+    """Annotation ids as dict keys (ints and floats like 3.0 are the same id)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def dumps(data: dict, indent: int | str | None) -> str:
+    return json.dumps(data, indent=indent, ensure_ascii=False) + "\n"
+
+
+def backup_path(path: Path) -> Path:
+    """``<file name>.bak-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``... if taken): never an ``*.json``,
+    so no tool mistakes a backup for a current annotation file."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = path.with_name(f"{path.name}.bak-{stamp}")
+    n = 2
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}.bak-{stamp}-{n}")
+        n += 1
+    return candidate
+
+
+def write_pair(files: list[tuple[Path, dict]], *, indent: int | str | None, backup: bool) -> list[Path]:
+    """Write several JSON files as one step: all or nothing, as far as a file system allows.
+
+    1. serialise everything (a failure changes nothing);
+    2. write each to a temporary file in its target folder and fsync;
+    3. copy each existing target to a backup (if ``backup``);
+    4. ``os.replace`` each temporary file onto its target. If a later replace fails,
+       targets already replaced are restored from their previous content.
+    Temporary files never remain. Returns the written paths.
+    """
+    texts = []
+    for path, data in files:
+        try:
+            texts.append((Path(path), dumps(data, indent)))
+        except (TypeError, ValueError) as e:
+            raise StoreError(f"{path}: cannot be written, the annotations contain a value that is "
+                             f"not JSON ({e}). Nothing was changed.") from e
+    temps: list[Path] = []
+    previous: dict[Path, bytes | None] = {}
+    replaced: list[Path] = []
+    try:
+        for path, text in texts:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temps.append(Path(tmp))
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        for path, _ in texts:
+            previous[path] = path.read_bytes() if path.exists() else None
+            if backup and previous[path] is not None:
+                shutil.copy2(path, backup_path(path))
+        for (path, _), tmp in zip(texts, temps):
+            os.replace(tmp, path)
+            replaced.append(path)
+    except OSError as e:
+        restored = _restore(replaced, previous)
+        what = "Nothing was changed." if not replaced or restored else (
+            "Some files were replaced and could not be restored: " + ", ".join(map(str, replaced))
+            + "; their previous versions are in the *.bak-* files next to them.")
+        raise StoreError(f"{e.filename or texts[0][0]}: could not save ({e.strerror or e}). {what} "
+                         "Free disk space or check write permission on the folder, then save again.") from e
+    finally:
+        for tmp in temps:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError:  # pragma: no cover - best effort cleanup
+                log.warning("could not remove temporary file %s", tmp)
+    return [p for p, _ in texts]
+
+
+def _restore(replaced: list[Path], previous: dict[Path, bytes | None]) -> bool:
+    """Put back the previous content of ``replaced`` files; True if all were restored."""
+    ok = True
+    for path in replaced:
+        try:
+            old = previous.get(path)
+            if old is None:
+                path.unlink()
+            else:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(old)
+                os.replace(tmp, path)
+        except OSError:
+            ok = False
+    return ok

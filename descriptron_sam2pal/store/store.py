@@ -1,0 +1,908 @@
+"""``AnnotationStore``: Descriptron's annotations for a set of images, read and written losslessly.
+
+Two ways Descriptron keeps annotations, two write conventions:
+
+* **session file** (one COCO file for many images, opened as a file or as the only
+  COCO file of a folder): saved in place, atomically, after copying the previous
+  version to ``<file name>.bak-<YYYYmmdd-HHMMSS>``.
+* **per-image files** (``<image path without extension>_final_<unix seconds>.json`` +
+  ``.rlejson`` next to each image; the newest per image wins): saving writes a *new*
+  ``_final_<ts>`` pair whose timestamp is strictly newer than every existing one for
+  that image, holding the previous content plus the changes. The user's files are
+  never modified; the older file is the backup.
+
+Everything not changed (fields, key order, keypoint/line/trait annotations,
+categories, unknown fields) is written back as read. Problems that leave the data
+usable are warnings (``store.warnings`` and the ``logging`` module), each naming
+the file and the entry; problems that would make the store mislabel or lose data
+raise :class:`StoreError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from descriptron_sam2pal.imaging.io import read_image_size
+from descriptron_sam2pal.imaging.masks import (
+    has_hole,
+    mask_area,
+    mask_bbox,
+    mask_to_polygons,
+    mask_to_rle,
+    polygons_to_mask,
+    segmentation_to_mask,
+)
+from descriptron_sam2pal.store.coco import CocoDocument, StoreError, _id_key, read_json
+from descriptron_sam2pal.store.stem import (
+    basename,
+    final_name,
+    find_image_files,
+    normalized_stem,
+    parse_final_name,
+    strip_image_extension,
+)
+
+log = logging.getLogger(__name__)
+
+TRASH = "trash"                 # Descriptron drops this category on save; never a structure
+KEYPOINT_SUPERCATEGORY = "keypoints"
+POLYGON_BOUNDS_TOLERANCE = 1.0  # px a polygon vertex may lie outside the image before we warn
+
+SESSION = "session"
+PER_IMAGE = "per_image"
+
+
+class ImageRecord:
+    """One image of the store. ``raw`` is the file's ``images`` entry itself (edited in place)."""
+
+    def __init__(self, raw: dict, path: Path | None, doc: CocoDocument | None, prefix: str | None = None):
+        self.raw = raw
+        self.path = path                # the image file, or None when it cannot be found
+        self.doc = doc                  # the annotation file it lives in (None: not written yet)
+        self._prefix = prefix           # per-image files: `<image path without extension>`
+
+    @property
+    def id(self) -> str | int:
+        return self.raw.get("id")
+
+    @property
+    def file_name(self) -> str:
+        return self.raw.get("file_name") or (self.path.name if self.path else "")
+
+    @property
+    def height(self) -> int | None:
+        return _positive_int(self.raw.get("height"))
+
+    @property
+    def width(self) -> int | None:
+        return _positive_int(self.raw.get("width"))
+
+    @property
+    def structure_status(self) -> dict:
+        """{structure name: "absent" | "unknown" | ...} (a copy; change it with ``set_structure_status``)."""
+        status = self.raw.get("structure_status")
+        return dict(status) if isinstance(status, dict) else {}
+
+    @property
+    def stem(self) -> str:
+        """Descriptron's matching key for this image."""
+        return normalized_stem(self.file_name or str(self.id))
+
+    @property
+    def source(self) -> Path | None:
+        """The annotation file this image was read from (None for an image not yet annotated)."""
+        return self.doc.path if self.doc is not None else None
+
+    def __repr__(self) -> str:
+        return f"ImageRecord(id={self.id!r}, file_name={self.file_name!r}, path={self.path})"
+
+
+class AnnotationRecord:
+    """One annotation: ``raw`` is the file's dict; ``kind`` is "mask", "keypoints", "line",
+    "trait" or "other" (no segmentation). Only usable "mask" annotations are structures."""
+
+    def __init__(self, raw: dict, image: ImageRecord, doc: CocoDocument, category: str | None,
+                 kind: str, problem: str | None = None):
+        self.raw = raw
+        self.image = image
+        self.doc = doc
+        self.category = category        # category name, None if its id is unknown
+        self.kind = kind
+        self.problem = problem          # why its mask cannot be used (already warned), or None
+
+    @property
+    def id(self) -> Any:
+        return self.raw.get("id")
+
+    @property
+    def category_id(self) -> Any:
+        return self.raw.get("category_id")
+
+    @property
+    def is_structure(self) -> bool:
+        return (self.kind == "mask" and self.problem is None and self.category is not None
+                and self.category.lower() != TRASH)
+
+    @property
+    def segmentation(self) -> Any:
+        """The segmentation decoded by :meth:`mask` (the .rlejson one where there is one)."""
+        return self.doc.segmentation(self.raw)
+
+    def mask(self) -> np.ndarray:
+        """The annotation's mask, bool (height, width) of its image."""
+        if self.kind != "mask":
+            raise StoreError(f"{self.doc.path}: annotation id {self.id!r} is a {self.kind} annotation, not a mask.")
+        if self.problem:
+            raise StoreError(self.problem)
+        h, w = self.image.height, self.image.width
+        if h is None or w is None:
+            raise StoreError(f"{self.doc.path}: image id {self.image.id!r} has no valid height/width, so "
+                             f"annotation id {self.id!r} cannot be decoded. Add \"height\" and \"width\".")
+        try:
+            return np.asarray(segmentation_to_mask(self.segmentation, h, w), dtype=bool)
+        except Exception as e:  # the geometry layer says what is wrong; we say where
+            raise StoreError(f"{self.doc.path}: annotation id {self.id!r} (image {self.image.id!r}): "
+                             f"segmentation cannot be decoded ({e}). Redraw or remove it in Descriptron.") from e
+
+    def __repr__(self) -> str:
+        return f"AnnotationRecord(id={self.id!r}, category={self.category!r}, kind={self.kind!r})"
+
+
+class AnnotationStore:
+    """Descriptron annotations for a set of images; see the module docstring for the conventions."""
+
+    def __init__(self, path: Path, mode: str):
+        self.path = Path(path)          # the file or folder that was opened / created
+        self.mode = mode                # SESSION or PER_IMAGE
+        self.warnings: list[str] = []
+        self.images: list[ImageRecord] = []
+        self._docs: list[CocoDocument] = []
+        self._anns: dict[int, list[AnnotationRecord]] = {}      # id(ImageRecord) -> records
+        self._doc_cats: dict[int, dict[Any, dict]] = {}          # id(doc) -> category id -> entry
+        self._categories: dict[str, int] = {}                    # name -> id (first seen)
+        self._category_entries: dict[str, dict] = {}             # name -> first entry
+        self._next_ann_id = 1
+        self._next_cat_id = 1
+        self._folder_index: dict[Path, dict[str, list[Path]]] = {}
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, path: str | Path) -> AnnotationStore:
+        """Open a ``.json``/``.rlejson`` file (companion preferred for masks), a folder of images
+        with per-image ``_final_<ts>`` files (newest per image wins) or a folder holding one
+        folder-session COCO file. A folder of images without annotations opens empty."""
+        path = Path(path).expanduser()
+        if path.is_dir():
+            return cls._open_folder(path)
+        if path.suffix.lower() not in (".json", ".rlejson"):
+            raise StoreError(f"{path}: not an annotation file; open a Descriptron .json/.rlejson "
+                             "file or a folder of images.")
+        doc = CocoDocument.load(path)
+        if parse_final_name(doc.path):
+            store = cls(doc.path, PER_IMAGE)
+            store._add_documents([doc])
+        else:
+            store = cls(doc.path, SESSION)
+            store._add_documents([doc])
+        return store
+
+    @classmethod
+    def _open_folder(cls, folder: Path) -> AnnotationStore:
+        finals: dict[str, dict[int, list[Path]]] = {}
+        others: list[Path] = []
+        for p in sorted(folder.iterdir()):
+            if not p.is_file() or p.name.startswith("."):
+                continue
+            parsed = parse_final_name(p)
+            if parsed:
+                prefix, ts, _ = parsed
+                finals.setdefault(prefix, {}).setdefault(ts, []).append(p)
+            elif p.suffix.lower() == ".json" or (p.suffix.lower() == ".rlejson"
+                                                  and not p.with_suffix(".json").exists()):
+                others.append(p)
+
+        if finals:
+            store = cls(folder, PER_IMAGE)
+            docs = []
+            for prefix in sorted(finals):
+                newest = max(finals[prefix])
+                files = sorted(finals[prefix][newest], key=lambda q: q.suffix.lower() != ".json")
+                docs.append(CocoDocument.load(files[0]))
+            store._add_documents(docs)
+            for p in others:
+                if _looks_like_coco(p):
+                    store._warn(f"{p}: a COCO file next to per-image _final_ files; not read. "
+                                "Open it directly to work on it instead.")
+            store._add_folder_images(folder)
+            return store
+
+        sessions, invalid = [], []
+        for p in others:
+            try:
+                data, _ = read_json(p)
+            except StoreError as e:
+                invalid.append(e)
+                continue
+            if "images" in data or "annotations" in data:
+                sessions.append(p)
+        if len(sessions) > 1:
+            raise StoreError(f"{folder}: several COCO annotation files ({', '.join(p.name for p in sessions)}); "
+                             "open the one you want directly.")
+        if not sessions and invalid:
+            raise invalid[0]
+        if sessions:
+            store = cls.open(sessions[0])
+            for e in invalid:
+                store._warn(f"{e} (not read; {sessions[0].name} is used)")
+            return store
+        images = find_image_files(folder)
+        if not images:
+            raise StoreError(f"{folder}: no images and no Descriptron annotation files here. "
+                             "Choose the folder with the specimen photos.")
+        store = cls(folder, PER_IMAGE)
+        store._add_folder_images(folder)
+        return store
+
+    @classmethod
+    def create(cls, folder_or_file: str | Path, images: Iterable[str | Path] | None = None) -> AnnotationStore:
+        """A new, empty store. A folder: per-image ``_final_`` files will be written next to each
+        image (``images`` default: every image in the folder). A ``.json`` path: one session file
+        for ``images`` (default: the images of its folder). Image ids are the image path without
+        extension, as Descriptron's GUI writes them. Refuses to hide existing annotations."""
+        target = Path(folder_or_file).expanduser()
+        if target.is_dir():
+            existing = [p.name for p in target.iterdir() if parse_final_name(p)]
+            if existing:
+                raise StoreError(f"{target}: already has Descriptron annotation files ({existing[0]}, ...); "
+                                 "open the folder instead of creating a new store, or the new files would "
+                                 "hide the user's annotations.")
+            paths = [Path(p) for p in images] if images is not None else find_image_files(target)
+            store = cls(target, PER_IMAGE)
+            for p in paths:
+                store._new_image(p)
+            return store
+        if target.suffix.lower() != ".json":
+            raise StoreError(f"{target}: give an existing folder of images or a new .json file name.")
+        if target.exists() or target.with_suffix(".rlejson").exists():
+            raise StoreError(f"{target}: already exists; open it instead of creating a new store.")
+        if not target.parent.is_dir():
+            raise StoreError(f"{target.parent}: folder not found.")
+        paths = [Path(p) for p in images] if images is not None else find_image_files(target.parent)
+        doc = CocoDocument(target, {"images": [], "annotations": [], "categories": []})
+        doc.dirty = True
+        store = cls(target, SESSION)
+        store._add_documents([doc])
+        for p in paths:
+            store.add_image(p)
+        return store
+
+    # ------------------------------------------------------------------ indexing & validation
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            log.warning(message)
+
+    def _add_documents(self, docs: list[CocoDocument]) -> None:
+        for doc in docs:
+            for w in doc.warnings:
+                if w not in self.warnings:
+                    self.warnings.append(w)   # already logged by the document
+            self._docs.append(doc)
+            self._index_categories(doc)
+        self._update_counters()
+        for doc in docs:
+            self._index_images(doc)
+            self._index_annotations(doc)
+
+    def _index_categories(self, doc: CocoDocument) -> None:
+        by_id: dict[Any, dict] = {}
+        for i, cat in enumerate(doc.data["categories"]):
+            if not isinstance(cat, dict) or "id" not in cat or not isinstance(cat.get("name"), str):
+                self._warn(f"{doc.path}: category #{i} ({cat!r}) has no id or name; kept in the file, not used.")
+                continue
+            key = _id_key(cat["id"])
+            if key in by_id:
+                other = by_id[key]["name"]
+                if other != cat["name"]:
+                    raise StoreError(
+                        f"{doc.path}: category id {key!r} is used by both \"{other}\" and \"{cat['name']}\", so "
+                        "its annotations cannot be labelled safely. Give one of them a new id in the file "
+                        "(and its annotations' category_id), then open it again.")
+                self._warn(f"{doc.path}: category \"{cat['name']}\" (id {key!r}) is listed twice; "
+                           "kept as it is, treated as one.")
+                continue
+            by_id[key] = cat
+        names: dict[str, Any] = {}
+        for key, cat in by_id.items():
+            name = cat["name"]
+            if name in names:
+                self._warn(f"{doc.path}: category \"{name}\" has two ids ({names[name]!r} and {key!r}); "
+                           f"both are read as \"{name}\", new annotations use id {names[name]!r}.")
+                continue
+            names[name] = key
+            if name in self._categories and self._categories[name] != key:
+                self._warn(f"{doc.path}: category \"{name}\" has id {key!r} here but {self._categories[name]!r} "
+                           "in another file; matched by name.")
+            self._categories.setdefault(name, key)
+            self._category_entries.setdefault(name, cat)
+        self._doc_cats[id(doc)] = by_id
+
+    def _update_counters(self) -> None:
+        ann_ids = [a.get("id") for d in self._docs for a in d.data["annotations"] if isinstance(a, dict)]
+        cat_ids = [c.get("id") for d in self._docs for c in d.data["categories"] if isinstance(c, dict)]
+        nums = [int(v) for v in ann_ids if _is_number(v)]
+        self._next_ann_id = max([self._next_ann_id - 1, *nums]) + 1
+        nums = [int(v) for v in cat_ids if _is_number(v)] + [int(v) for v in self._categories.values() if _is_number(v)]
+        self._next_cat_id = max([self._next_cat_id - 1, 0, *nums]) + 1
+
+    def _index_images(self, doc: CocoDocument) -> None:
+        seen: dict[Any, dict] = {}
+        for i, raw in enumerate(doc.data["images"]):
+            if not isinstance(raw, dict) or "id" not in raw:
+                self._warn(f"{doc.path}: images entry #{i} ({_short(raw)}) has no id; kept in the file, not used.")
+                continue
+            key = _id_key(raw["id"])
+            if key in seen:
+                self._warn(f"{doc.path}: image id {key!r} is listed twice ({seen[key].get('file_name')!r} and "
+                           f"{raw.get('file_name')!r}); its annotations go to the first.")
+                continue
+            seen[key] = raw
+            record = ImageRecord(raw, self._find_image_file(doc, raw), doc)
+            clash = next((r for r in self.images if r.stem == record.stem and r.doc is not doc), None)
+            if clash is not None:
+                self._warn(f"{doc.path}: image id {key!r} ({record.file_name}) is also in {clash.source}; "
+                           f"the entry from {clash.source} is used.")
+                continue
+            self._check_image(doc, record)
+            self.images.append(record)
+            self._anns[id(record)] = []
+        ids = [r.id for r in self.images]
+        for key in {_id_key(v) for v in ids if ids.count(v) > 1}:
+            self._warn(f"image id {key!r} occurs in several annotation files "
+                       f"({', '.join(str(r.source) for r in self.images if _id_key(r.id) == key)}); "
+                       "refer to those images by record or file name.")
+
+    def _check_image(self, doc: CocoDocument, record: ImageRecord) -> None:
+        if record.path is None:
+            self._warn(f"{doc.path}: image id {record.id!r} ({record.file_name or '?'}): image file not found "
+                       f"in {doc.path.parent}. Its masks can be read, but it cannot be shown, trained on or "
+                       "predicted; put the image next to the annotation file.")
+        if record.height is None or record.width is None:
+            size = None
+            if record.path is not None:
+                try:
+                    size = read_image_size(record.path)
+                except Exception:  # reported just below
+                    size = None
+            if size is None:
+                self._warn(f"{doc.path}: image id {record.id!r} has no valid height/width "
+                           f"({record.raw.get('height')!r} x {record.raw.get('width')!r}); its masks cannot be decoded.")
+            else:
+                self._warn(f"{doc.path}: image id {record.id!r} has no valid height/width; using the image "
+                           f"file's {size[0]} x {size[1]} (written to the file on the next save).")
+                record.raw["height"], record.raw["width"] = int(size[0]), int(size[1])
+
+    def _index_annotations(self, doc: CocoDocument) -> None:
+        by_key: dict[Any, ImageRecord] = {}
+        by_str: dict[str, ImageRecord] = {}
+        for r in self.images:
+            if r.doc is doc:
+                by_key.setdefault(_id_key(r.id), r)
+                by_str.setdefault(str(r.id), r)
+        cats = self._doc_cats[id(doc)]
+        seen_ids: set = set()
+        for i, ann in enumerate(doc.data["annotations"]):
+            if not isinstance(ann, dict):
+                self._warn(f"{doc.path}: annotations entry #{i} is not an object ({_short(ann)}); kept, not used.")
+                continue
+            label = f"annotation id {ann['id']!r}" if "id" in ann else f"annotation #{i} (no id)"
+            if "id" not in ann:
+                self._warn(f"{doc.path}: {label}; kept, but give it an id in Descriptron.")
+            else:
+                key = _id_key(ann["id"])
+                if key in seen_ids:
+                    self._warn(f"{doc.path}: annotation id {key!r} is used more than once; all are kept.")
+                seen_ids.add(key)
+            image = by_key.get(_id_key(ann.get("image_id")))
+            if image is None and str(ann.get("image_id")) in by_str:
+                image = by_str[str(ann.get("image_id"))]
+                self._warn(f"{doc.path}: {label} has image_id {ann.get('image_id')!r} but the image's id is "
+                           f"{image.id!r} (a {type(image.id).__name__}); matched as the same image.")
+            if image is None:
+                self._warn(f"{doc.path}: {label} points at image id {ann.get('image_id')!r}, which is not in "
+                           "\"images\" (or its entry was skipped); kept in the file, not used.")
+                continue
+            cat = cats.get(_id_key(ann.get("category_id")))
+            if cat is None and "category_id" in ann:
+                self._warn(f"{doc.path}: {label} has category_id {ann.get('category_id')!r}, which is not in "
+                           "\"categories\"; kept in the file, not used as a structure.")
+            elif "category_id" not in ann:
+                self._warn(f"{doc.path}: {label} has no category_id; kept in the file, not used as a structure.")
+            record = self._make_record(doc, ann, image, cat, label)
+            self._anns[id(image)].append(record)
+
+    def _make_record(self, doc: CocoDocument, ann: dict, image: ImageRecord, cat: dict | None,
+                     label: str) -> AnnotationRecord:
+        kind = _kind(ann, cat, doc.segmentation(ann))
+        problem = None
+        if kind == "mask":
+            error, warning = _segmentation_problem(doc.segmentation(ann), image.height, image.width)
+            where = f"{doc.path}: {label} (image {image.id!r})"
+            if warning:
+                self._warn(f"{where}: {warning}.")
+            if error:
+                problem = f"{where}: {error}"
+                self._warn(problem + "; kept in the file, its mask is not used.")
+        return AnnotationRecord(ann, image, doc, cat["name"] if cat else None, kind, problem)
+
+    def _find_image_file(self, doc: CocoDocument, raw: dict) -> Path | None:
+        names = [raw.get("file_name"), raw.get("id") if isinstance(raw.get("id"), str) else None]
+        folders = [doc.path.parent]
+        if isinstance(raw.get("id"), str):
+            id_folder = Path(raw["id"].replace("\\", "/")).parent
+            if str(id_folder) not in ("", ".") and id_folder != doc.path.parent:
+                folders.append(id_folder)
+        for folder in folders:
+            index = self._index_folder(folder)
+            for name in names:
+                if not isinstance(name, str) or not name:
+                    continue
+                found = index.get(normalized_stem(name), [])
+                exact = [p for p in found if p.name == basename(name)]
+                if exact or found:
+                    if len(found) > 1 and not exact:
+                        self._warn(f"{doc.path}: image id {raw['id']!r}: several files match "
+                                   f"({', '.join(p.name for p in found)}); using {found[0].name}.")
+                    return (exact or found)[0]
+        return None
+
+    def _index_folder(self, folder: Path) -> dict[str, list[Path]]:
+        folder = Path(folder)
+        if folder not in self._folder_index:
+            index: dict[str, list[Path]] = {}
+            if folder.is_dir():
+                for p in find_image_files(folder):
+                    index.setdefault(normalized_stem(p.name), []).append(p)
+            self._folder_index[folder] = index
+        return self._folder_index[folder]
+
+    def _add_folder_images(self, folder: Path) -> None:
+        """Per-image mode: images of the folder without an annotation file yet."""
+        known = {r.stem for r in self.images}
+        for p in find_image_files(folder):
+            if normalized_stem(p.name) not in known:
+                self._new_image(p)
+
+    def _new_image(self, path: Path) -> ImageRecord:
+        """Per-image mode: a record for an image that has no annotation file yet."""
+        path = Path(path).expanduser().absolute()
+        raw = _image_entry(path, str_id=True)
+        record = ImageRecord(raw, path if path.is_file() else None, None,
+                             prefix=strip_image_extension(str(path)))
+        if record.path is None:
+            self._warn(f"{path}: image file not found.")
+        self.images.append(record)
+        self._anns[id(record)] = []
+        return record
+
+    # ------------------------------------------------------------------ reading API
+
+    @property
+    def categories(self) -> dict[str, int]:
+        """Category name -> id (the first id seen for the name), structures and keypoint categories alike."""
+        return dict(self._categories)
+
+    def category_entry(self, name: str) -> dict | None:
+        """The file's category dict for ``name`` (supercategory, occluder, occludes...), or None."""
+        return self._category_entries.get(name)
+
+    def structure_names(self) -> list[str]:
+        """Names of categories used (or usable) as mask structures: no Trash, no keypoint categories."""
+        return [n for n in self._categories if _is_structure_category(self._category_entries[n])]
+
+    def image(self, image_id: Any) -> ImageRecord:
+        """The image with this id (or the record itself). Raises StoreError if unknown or ambiguous."""
+        return self._image(image_id)
+
+    def image_by_file(self, name_or_path: str | Path) -> ImageRecord | None:
+        """The image matching a file name or path by Descriptron's normalised stem, or None."""
+        stem = normalized_stem(name_or_path)
+        matches = [r for r in self.images if r.stem == stem
+                   or (r.path is not None and normalized_stem(r.path.name) == stem)]
+        if len(matches) > 1:
+            exact = [r for r in matches if r.path is not None and Path(name_or_path).name == r.path.name]
+            if len(exact) == 1:
+                return exact[0]
+            raise StoreError(f"{self.path}: several images match \"{name_or_path}\" "
+                             f"({', '.join(repr(r.id) for r in matches)}); rename one of the image files.")
+        return matches[0] if matches else None
+
+    def annotations_for(self, image_id: Any) -> list[AnnotationRecord]:
+        """All annotations of an image (masks, keypoints, lines, traits), in file order."""
+        return list(self._anns[id(self._image(image_id))])
+
+    def structure_masks(self, image_id: Any) -> dict[str, np.ndarray]:
+        """{structure name: bool mask} for an image: the union of that category's mask annotations."""
+        image = self._image(image_id)
+        out: dict[str, np.ndarray] = {}
+        for rec in self._anns[id(image)]:
+            if not rec.is_structure:
+                continue
+            try:
+                m = rec.mask()
+            except StoreError as e:
+                self._warn(f"{e} Not used.")
+                continue
+            out[rec.category] = out[rec.category] | m if rec.category in out else m
+        return out
+
+    @property
+    def is_dirty(self) -> bool:
+        """There are changes not yet saved."""
+        return any(d.dirty for d in self._docs)
+
+    @property
+    def source_files(self) -> list[Path]:
+        """The annotation files that were read (.json, or .rlejson where only that exists)."""
+        return [d.path for d in self._docs if d.exists]
+
+    @property
+    def files(self) -> list[Path]:
+        """The files :meth:`save` would write now (.json and .rlejson of each changed document)."""
+        out = []
+        for doc in self._docs:
+            if doc.dirty:
+                target = self._target_path(doc)
+                out += [target, target.with_suffix(".rlejson")]
+        return out
+
+    # ------------------------------------------------------------------ writing API
+
+    def add_structure(self, image_id: Any, name: str, mask: np.ndarray, attributes: dict | None = None,
+                      replace: bool = False) -> int:
+        """Add ``mask`` as an annotation of structure ``name`` on an image; returns its new id.
+
+        The category is matched by name (a new name gets a new id that clashes with none).
+        ``replace=True`` first removes that structure's *mask* annotations on that image (only
+        those; their ``attributes`` and ``notes`` carry over); keypoints, lines and other
+        structures are never touched. ``attributes`` (e.g. provenance) are merged into the
+        annotation's ``attributes`` dict.
+        """
+        image = self._image(image_id)
+        name = _check_structure_name(name)
+        mask = np.asarray(mask)
+        if mask.ndim != 2 or (image.height, image.width) != mask.shape:
+            raise ValueError(f"mask shape {mask.shape} does not match image {image.id!r} "
+                             f"({image.height} x {image.width})")
+        mask = mask.astype(bool)
+        if not mask.any():
+            raise ValueError(f"empty mask for structure {name!r} on image {image.id!r}")
+        entry = self._category_entries.get(name)
+        if entry is not None and not _is_structure_category(entry):
+            raise StoreError(f"\"{name}\" is a keypoint category in {self.path}; choose another structure name.")
+        doc = self._doc_for_write(image)
+        cat_id = self._category_id(doc, name)
+
+        carried_attrs: dict = {}
+        carried_notes: list = []
+        insert_at = None
+        if replace:
+            for rec in [r for r in self._anns[id(image)] if r.kind == "mask" and r.category == name]:
+                old_attrs = rec.raw.get("attributes")
+                if isinstance(old_attrs, dict):
+                    carried_attrs.update(old_attrs)
+                elif old_attrs is not None:
+                    self._warn(f"{rec.doc.path}: annotation id {rec.id!r}: attributes {_short(old_attrs)} are "
+                               "not an object and cannot be carried over to its replacement.")
+                notes = rec.raw.get("notes")
+                if notes not in (None, "") and notes not in carried_notes:
+                    carried_notes.append(notes)
+                index = self._remove(rec)
+                if insert_at is None and rec.doc is doc:
+                    insert_at = index
+
+        polygons = [[float(v) for v in poly] for poly in mask_to_polygons(mask)]
+        needs_rle = has_hole(mask) or not np.array_equal(
+            np.asarray(polygons_to_mask(polygons, image.height, image.width), dtype=bool), mask)
+        ann_id = self._next_ann_id
+        self._next_ann_id += 1
+        instances = [r.raw.get("instance_id") for r in self._anns[id(image)] if r.category == name]
+        ann: dict[str, Any] = {
+            "id": ann_id,
+            "image_id": image.id,
+            "category_id": cat_id,
+            "segmentation": polygons,
+            "area": int(mask_area(mask)),
+            "bbox": [float(v) for v in mask_bbox(mask)],
+            "iscrowd": 0,
+            "instance_id": max([int(v) for v in instances if _is_number(v)] + [0]) + 1,
+        }
+        if carried_notes:
+            ann["notes"] = (carried_notes[0] if len(carried_notes) == 1
+                            else "\n".join(str(n) for n in carried_notes))
+        if carried_attrs or attributes:
+            ann["attributes"] = {**carried_attrs, **(attributes or {})}
+        if insert_at is None:
+            doc.data["annotations"].append(ann)
+        else:  # where the replaced annotation was, so the file diff stays small
+            doc.data["annotations"].insert(insert_at, ann)
+        if needs_rle:
+            rle = mask_to_rle(mask)
+            doc.rle[ann_id] = {"size": [int(v) for v in rle["size"]], "counts": [int(c) for c in rle["counts"]]}
+        doc.dirty = True
+        self._anns[id(image)].append(AnnotationRecord(ann, image, doc, name, "mask"))
+        return ann_id
+
+    def set_structure_status(self, image_id: Any, name: str, status: str | None) -> None:
+        """Record that a structure is "absent"/"unknown"/... on an image (None removes the entry)."""
+        image = self._image(image_id)
+        name = _check_structure_name(name)
+        current = image.raw.get("structure_status")
+        if current is not None and not isinstance(current, dict):
+            raise StoreError(f"{image.source}: image id {image.id!r} has a structure_status that is not an "
+                             f"object ({current!r}); fix it in Descriptron first.")
+        if (current or {}).get(name) == status or (status is None and name not in (current or {})):
+            return
+        doc = self._doc_for_write(image)
+        if status is None:
+            del current[name]
+            if not current:
+                del image.raw["structure_status"]
+        else:
+            image.raw.setdefault("structure_status", {})[name] = status
+        doc.dirty = True
+
+    def add_image(self, path: str | Path) -> ImageRecord:
+        """Add an image file to the store (or return its record if already there, matched by stem).
+
+        Session files get an ``images`` entry (string id = path without extension, or the next
+        integer id if the file uses integers); per-image stores write it with its first change.
+        """
+        path = Path(path).expanduser().absolute()
+        existing = self.image_by_file(path)
+        if existing is not None:
+            return existing
+        if self.mode == PER_IMAGE:
+            return self._new_image(path)
+        doc = self._docs[0]
+        int_ids = [r.id for r in self.images if isinstance(r.id, int) and not isinstance(r.id, bool)]
+        raw = _image_entry(path, str_id=not int_ids)
+        if int_ids:
+            raw["id"] = max(_id_key(v) for v in int_ids) + 1
+        doc.data["images"].append(raw)
+        record = ImageRecord(raw, path if path.is_file() else None, doc)
+        if record.path is None:
+            self._warn(f"{path}: image file not found.")
+        self.images.append(record)
+        self._anns[id(record)] = []
+        doc.dirty = True
+        return record
+
+    def save(self) -> list[Path]:
+        """Write every changed document (.json polygons + .rlejson with RLE for masks polygons
+        cannot hold exactly) atomically; see the module docstring. Returns the files written."""
+        written: list[Path] = []
+        for doc in self._docs:
+            if not doc.dirty:
+                continue
+            try:
+                if self.mode == PER_IMAGE:
+                    written += doc.write(self._target_path(doc), backup=False)
+                else:
+                    written += doc.write(backup=doc.exists)
+            except StoreError as e:
+                if written:
+                    raise StoreError(f"{e} (already saved: {', '.join(map(str, written))})") from e
+                raise
+        if self.mode == SESSION and self._docs:
+            self.path = self._docs[0].path
+        return written
+
+    # ------------------------------------------------------------------ internals
+
+    def _image(self, image_id: Any) -> ImageRecord:
+        if isinstance(image_id, ImageRecord):
+            if id(image_id) not in self._anns:
+                raise StoreError(f"image {image_id.id!r} is not part of the store {self.path}.")
+            return image_id
+        key = _id_key(image_id)
+        matches = [r for r in self.images if _id_key(r.id) == key and type(r.id) is type(image_id)] or \
+                  [r for r in self.images if _id_key(r.id) == key]
+        if not matches:
+            raise StoreError(f"{self.path}: no image with id {image_id!r}.")
+        if len(matches) > 1:
+            raise StoreError(f"{self.path}: image id {image_id!r} is used by several annotation files "
+                             f"({', '.join(str(r.source) for r in matches)}); use image_by_file().")
+        return matches[0]
+
+    def _doc_for_write(self, image: ImageRecord) -> CocoDocument:
+        """The document an image's changes go into; per-image images get one on first change."""
+        if image.doc is not None:
+            return image.doc
+        if image._prefix is None:  # pragma: no cover - records without doc always have a prefix
+            raise StoreError(f"image {image.id!r} has no annotation file to write to.")
+        cats = [copy.deepcopy(self._category_entries[n]) for n in self._categories
+                if n.lower() != TRASH]
+        for cat, name in zip(cats, [n for n in self._categories if n.lower() != TRASH]):
+            cat["id"] = self._categories[name]
+        data = {"images": [image.raw], "annotations": [], "categories": cats}
+        doc = CocoDocument(final_name(image._prefix, 0), data)
+        image.doc = doc
+        self._docs.append(doc)
+        self._doc_cats[id(doc)] = {_id_key(c["id"]): c for c in cats}
+        return doc
+
+    def _category_id(self, doc: CocoDocument, name: str) -> Any:
+        """The id of ``name`` in ``doc``, adding the category (store-wide id if free, else a new one)."""
+        cats = self._doc_cats[id(doc)]
+        for key, cat in cats.items():
+            if cat["name"] == name:
+                return cat["id"]
+        cat_id = self._categories.get(name)
+        if cat_id is None or _id_key(cat_id) in cats:
+            cat_id = self._next_cat_id
+        self._next_cat_id = max(self._next_cat_id, int(cat_id) + 1 if _is_number(cat_id) else 0)
+        entry = copy.deepcopy(self._category_entries[name]) if name in self._category_entries else \
+            {"id": cat_id, "name": name, "supercategory": ""}
+        entry["id"] = cat_id
+        doc.data["categories"].append(entry)
+        cats[_id_key(cat_id)] = entry
+        self._categories.setdefault(name, cat_id)
+        self._category_entries.setdefault(name, entry)
+        return cat_id
+
+    def _remove(self, rec: AnnotationRecord) -> int | None:
+        """Remove an annotation from its document; returns the list position it had."""
+        anns = rec.doc.data["annotations"]
+        index = next((i for i, a in enumerate(anns) if a is rec.raw), None)
+        if index is not None:
+            del anns[index]
+        if "id" in rec.raw and not any(_id_key(a.get("id")) == _id_key(rec.raw["id"])
+                                       for a in anns if isinstance(a, dict)):
+            rec.doc.rle.pop(_id_key(rec.raw["id"]), None)
+        self._anns[id(rec.image)].remove(rec)
+        rec.doc.dirty = True
+        return index
+
+    def _target_path(self, doc: CocoDocument) -> Path:
+        """Where a document is saved: in place (session) or a new, strictly newer `_final_` file."""
+        if self.mode != PER_IMAGE:
+            return doc.path
+        parsed = parse_final_name(doc.path)
+        prefix = parsed[0] if parsed else strip_image_extension(str(doc.path.with_suffix("")))
+        folder = Path(prefix).parent
+        newest = 0
+        if folder.is_dir():
+            for p in folder.iterdir():
+                q = parse_final_name(p)
+                if q and q[0] == prefix:
+                    newest = max(newest, q[1])
+        return final_name(prefix, max(int(time.time()), newest + 1))
+
+
+# ---------------------------------------------------------------------- helpers
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not _is_number(value) or int(value) != value or value <= 0:
+        return None
+    return int(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _looks_like_coco(path: Path) -> bool:
+    try:
+        data, _ = read_json(path)
+    except StoreError:
+        return False
+    return "images" in data or "annotations" in data
+
+
+def _image_entry(path: Path, *, str_id: bool) -> dict:
+    """A new ``images`` entry as Descriptron's GUI writes it (id = image path without extension)."""
+    raw: dict[str, Any] = {"id": strip_image_extension(str(path)) if str_id else None, "file_name": path.name}
+    try:
+        h, w = read_image_size(path)
+        raw["height"], raw["width"] = int(h), int(w)
+    except Exception as e:
+        raise StoreError(f"{path}: cannot read the image size ({e}). Check the image file.") from e
+    return raw
+
+
+def _is_structure_category(entry: dict | None) -> bool:
+    if entry is None:
+        return True
+    return (str(entry.get("name", "")).lower() != TRASH
+            and entry.get("supercategory") != KEYPOINT_SUPERCATEGORY)
+
+
+def _check_structure_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"structure name must be a non-empty string, got {name!r}")
+    name = name.strip()
+    if name.lower() == TRASH:
+        raise StoreError("\"Trash\" is Descriptron's discard category, not a structure; choose another name.")
+    return name
+
+
+def _kind(ann: dict, cat: dict | None, segmentation: Any) -> str:
+    if ann.get("is_line"):
+        return "line"
+    if ann.get("keypoints") or (cat is not None and cat.get("supercategory") == KEYPOINT_SUPERCATEGORY):
+        return "keypoints"
+    if ann.get("is_trait_only"):
+        return "trait"
+    if not segmentation:
+        return "other"
+    return "mask"
+
+
+def _segmentation_problem(seg: Any, h: int | None, w: int | None) -> tuple[str | None, str | None]:
+    """(why the segmentation cannot be decoded, a usable oddity worth a warning); None when fine.
+
+    Cheap structural checks made when a file is opened, so every bad entry is reported up
+    front; the same forms as ``imaging.masks.segmentation_to_mask`` are accepted.
+    """
+    if isinstance(seg, dict):
+        return _rle_problem(seg, h, w), None
+    if not isinstance(seg, list):
+        return f"segmentation is a {type(seg).__name__}, neither polygons nor RLE", None
+    if seg and all(isinstance(part, dict) for part in seg):
+        for part in seg:
+            problem = _rle_problem(part, h, w)
+            if problem:
+                return problem, None
+        return None, None
+    polygons = [seg] if all(_is_number(v) for v in seg) else seg
+    out_of_bounds = False
+    for j, poly in enumerate(polygons):
+        if not isinstance(poly, list) or not all(_is_number(v) and math.isfinite(v) for v in poly):
+            return f"polygon #{j} is not a list of finite numbers [x1, y1, x2, y2, ...]", None
+        if len(poly) % 2:
+            return f"polygon #{j} has an odd number of coordinates ({len(poly)})", None
+        if poly and h is not None and w is not None:
+            xs, ys = poly[0::2], poly[1::2]
+            t = POLYGON_BOUNDS_TOLERANCE
+            if min(xs) < -t or min(ys) < -t or max(xs) > w + t or max(ys) > h + t:
+                out_of_bounds = True
+    if out_of_bounds:
+        return None, (f"polygon points lie outside the image ({w} x {h} px); the mask is clipped "
+                      "to the image")
+    return None, None
+
+
+def _rle_problem(seg: dict, h: int | None, w: int | None) -> str | None:
+    if "counts" not in seg or "size" not in seg:
+        return "RLE segmentation without \"size\" and \"counts\""
+    size = seg["size"]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_number(v) for v in size)):
+        return f"RLE size {size!r} is not [height, width]"
+    if h is not None and w is not None and list(size) != [h, w]:
+        return (f"RLE size {list(size)} does not match the image's [height, width] [{h}, {w}] "
+                "(wrong image, or the image was resized or rotated)")
+    counts = seg["counts"]
+    if isinstance(counts, list):
+        if not all(_is_number(c) and c >= 0 for c in counts):
+            return "RLE counts contain values that are not non-negative numbers"
+        total = sum(counts)
+        if total != size[0] * size[1]:
+            return f"RLE counts sum to {total}, not {size[0]} x {size[1]} = {size[0] * size[1]} pixels"
+    elif not isinstance(counts, (str, bytes)):
+        return f"RLE counts must be a list or a string, found {type(counts).__name__}"
+    return None
