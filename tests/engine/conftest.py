@@ -1,63 +1,13 @@
-"""Synthetic specimens and small models shared by the engine tests.
+"""Shared fixtures for the engine tests; synthetic data helpers live in synthetic.py.
 
-Keep additions here additive: several engine test files use these helpers.
+Keep additions here additive: several engine test files use these fixtures.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-# name -> (shape, colour RGB, relative centre (y, x), relative radii (ry, rx))
-SPECIMEN_STRUCTURES = {
-    "head": ("ellipse", (150, 90, 40), (0.50, 0.50), (0.28, 0.22)),
-    "eye": ("ellipse", (20, 20, 20), (0.40, 0.62), (0.07, 0.07)),
-    "scape": ("bar", (220, 200, 60), (0.30, 0.30), (0.04, 0.18)),
-    "mandible": ("ellipse", (90, 40, 140), (0.80, 0.50), (0.06, 0.14)),
-}
-
-
-def make_specimen(seed: int, size=128, structures=("head", "eye", "scape")):
-    """A synthetic specimen photo: coloured shapes on a textured background.
-
-    ``size`` is an int (square) or ``(height, width)``. The layout jitters with
-    ``seed`` (positions shift by a few percent, colours by a few levels), so two
-    seeds give two similar but different specimens. Returns ``(image, masks)``:
-    (H, W, 3) uint8 RGB and ``{name: (H, W) bool}`` for the requested
-    structures (later structures are painted over earlier ones, and each mask
-    is what stays visible).
-    """
-    h, w = (size, size) if isinstance(size, int) else size
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    # Textured background: low-frequency stripes plus noise.
-    base = 120 + 25 * np.sin(xx / (5 + 3 * rng.random())) * np.cos(yy / (7 + 3 * rng.random()))
-    image = np.repeat(base[..., None], 3, axis=2) + rng.normal(0, 8, (h, w, 3))
-    image[..., 2] += 30
-    owner = np.full((h, w), -1, dtype=np.int32)
-    jitter = rng.uniform(-0.04, 0.04, size=(len(structures), 2))
-    for i, name in enumerate(structures):
-        shape, colour, (cy, cx), (ry, rx) = SPECIMEN_STRUCTURES[name]
-        cy, cx = (cy + jitter[i, 0]) * h, (cx + jitter[i, 1]) * w
-        ry, rx = ry * h, rx * w
-        if shape == "ellipse":
-            inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
-        else:
-            inside = (np.abs(yy - cy) <= ry) & (np.abs(xx - cx) <= rx)
-        shade = np.asarray(colour, np.float32) + rng.integers(-10, 11, 3)
-        image[inside] = shade + rng.normal(0, 5, (int(inside.sum()), 3))
-        owner[inside] = i
-    masks = {name: owner == i for i, name in enumerate(structures)}
-    return np.clip(image, 0, 255).astype(np.uint8), masks
-
-
-def make_template(image_id, seed: int, size=128, structures=("head", "eye", "scape"), image_size: int = 128):
-    """An engine ``Template`` of a synthetic specimen (see ``make_specimen``)."""
-    from descriptron_sam2pal.engine.preprocess import prepare_image
-    from descriptron_sam2pal.engine.templates import Template
-
-    image, masks = make_specimen(seed, size, structures)
-    return Template(image_id, prepare_image(image, image_size, source=f"specimen-{seed}"), masks)
+from synthetic import SPECIMEN_STRUCTURES, make_specimen, make_template  # noqa: F401 (re-exported)
 
 
 @pytest.fixture
@@ -66,3 +16,21 @@ def mini_model():
     from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
 
     return build_model(MINI_CONFIG, image_size=128, seed=0)
+
+
+def set_object_score_bias(model, bias: float) -> None:
+    """Shift SAM2's object-score head so a random model calls every structure present
+    (bias > 0) or absent (bias < 0): random weights sit near 0, i.e. undecided."""
+    import torch
+
+    head = model.sam.sam_mask_decoder.pred_obj_score_head
+    last = head.layers[-1] if hasattr(head, "layers") else head
+    with torch.no_grad():
+        last.bias += bias
+
+
+@pytest.fixture
+def present_model(mini_model):
+    """``mini_model`` whose object-score head says "present" (random masks, but masks)."""
+    set_object_score_bias(mini_model, 3.0)
+    return mini_model
