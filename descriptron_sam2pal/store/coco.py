@@ -133,6 +133,8 @@ class CocoDocument:
             check_top_level(data, rle_path)
             doc = cls(json_path, data, indent=indent, exists=True)
             doc.warn(f"{rle_path}: its companion {json_path.name} is missing; it will be written on save.")
+        if not doc.data["images"]:
+            doc.warn(f"{path}: \"images\" is empty; there is nothing to segment in this file.")
         return doc
 
     def _merge_rlejson(self, rle_data: dict, rle_path: Path) -> None:
@@ -249,6 +251,7 @@ def write_pair(files: list[tuple[Path, dict]], *, indent: int | str | None, back
     temps: list[Path] = []
     previous: dict[Path, bytes | None] = {}
     replaced: list[Path] = []
+    backups: list[Path] = []
     try:
         for path, text in texts:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -260,12 +263,16 @@ def write_pair(files: list[tuple[Path, dict]], *, indent: int | str | None, back
         for path, _ in texts:
             previous[path] = path.read_bytes() if path.exists() else None
             if backup and previous[path] is not None:
-                shutil.copy2(path, backup_path(path))
+                backups.append(backup_path(path))
+                shutil.copy2(path, backups[-1])
         for (path, _), tmp in zip(texts, temps):
             os.replace(tmp, path)
             replaced.append(path)
     except OSError as e:
         restored = _restore(replaced, previous)
+        if restored:  # nothing changed: the backups of this attempt are not needed
+            for b in backups:
+                b.unlink(missing_ok=True)
         what = "Nothing was changed." if not replaced or restored else (
             "Some files were replaced and could not be restored: " + ", ".join(map(str, replaced))
             + "; their previous versions are in the *.bak-* files next to them.")
