@@ -353,11 +353,13 @@ class ImageCanvas(QWidget):
     def set_points(self, points: Iterable[tuple[float, float, bool]]) -> None:
         """Show prompt markers: (x, y, positive) -> green (positive) or red (negative) dots."""
         pts = list(points)
+        # Shape as well as colour tells them apart (red/green colour blindness).
         spots = [{
             "pos": (x, y),
             "brush": pg.mkBrush(*(POSITIVE_COLOR if positive else NEGATIVE_COLOR)),
-            "pen": pg.mkPen("w", width=1.5),
+            "pen": pg.mkPen("w", width=1.5) if positive else pg.mkPen(60, 0, 0, width=1),
             "symbol": "o" if positive else "x",
+            "size": 11 if positive else 15,
         } for x, y, positive in pts]
         self._points_item.setData(spots=spots)
 

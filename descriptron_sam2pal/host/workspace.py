@@ -1,0 +1,649 @@
+"""The standalone Descriptron workspace: a Qt main window that implements the host contract.
+
+It opens a folder of specimen images with their Descriptron annotation files
+(or one annotation file), lists the images, shows the current one with its
+structures, loads plugins through ``host/api.py`` and saves through the store.
+Image files are decoded in a background worker, so browsing never blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+from PyQt5.QtCore import QSettings, Qt, pyqtSignal
+from PyQt5.QtGui import QColor, QKeySequence
+from PyQt5.QtWidgets import (QAction, QDialog, QDialogButtonBox, QDockWidget, QFileDialog,
+                             QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                             QMainWindow, QMenu, QMessageBox, QPlainTextEdit, QTableWidget,
+                             QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
+
+from .. import UserError
+from ..gui.canvas import ImageCanvas
+from ..gui.workers import EngineWorker
+from ..imaging.io import load_image
+from ..store import AnnotationStore
+from . import api
+
+log = logging.getLogger(__name__)
+
+_AREAS = {
+    "left": Qt.LeftDockWidgetArea, "right": Qt.RightDockWidgetArea,
+    "top": Qt.TopDockWidgetArea, "bottom": Qt.BottomDockWidgetArea,
+}
+_RECORD_ROLE = Qt.UserRole
+
+
+def _strip_mnemonic(text: str) -> str:
+    return text.replace("&&", "\0").replace("&", "").replace("\0", "&")
+
+
+class Workspace(QMainWindow):
+    """Main window of ``sam2pal gui``; implements :class:`descriptron_sam2pal.host.api.Host`."""
+
+    api_version = api.HOST_API_VERSION
+
+    #: Qt-side twins of the contract's callbacks, for code that prefers signals.
+    store_changed = pyqtSignal(object)
+    current_image_changed = pyqtSignal(object)
+
+    def __init__(self, parent: QWidget | None = None, settings: QSettings | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings if settings is not None else QSettings("Descriptron", "sam2pal")
+        self.setWindowTitle("Descriptron workspace[*]")
+        self.resize(1280, 820)
+        self._store: AnnotationStore | None = None
+        self._records: list = []
+        self._row_of: dict[Any, int] = {}
+        self._current = None
+        self._pixels: np.ndarray | None = None
+        self._loader: EngineWorker | None = None
+        self._wanted = None  # the image record asked for and not shown yet
+        self._loading_message = ""
+        self._store_callbacks: list[Callable] = []
+        self._image_callbacks: list[Callable] = []
+        self._workers: list = []
+        self._close_plan: dict | None = None
+        self.plugin_results: list[api.PluginLoadResult] = []
+        self._plugin_docks: dict[Qt.DockWidgetArea, QDockWidget] = {}
+
+        self.canvas = ImageCanvas()
+        self.canvas.set_message("File > Open folder... to start")
+        self.canvas.hovered.connect(self._on_hover)
+        self.setCentralWidget(self.canvas)
+        self._build_image_dock()
+        self._build_menus()
+        self._build_status_bar()
+        self._update_actions()
+
+    # ------------------------------------------------------------------ UI
+    def _build_image_dock(self) -> None:
+        panel = QWidget()
+        layout = QVBoxLayout(panel)
+        layout.setContentsMargins(4, 4, 4, 4)
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter images")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.textChanged.connect(self._apply_filter)
+        self.image_list = QListWidget()
+        self.image_list.setUniformItemSizes(True)
+        self.image_list.currentItemChanged.connect(self._on_list_selection)
+        self.list_summary = QLabel("No images")
+        layout.addWidget(self.filter_edit)
+        layout.addWidget(self.image_list, 1)
+        layout.addWidget(self.list_summary)
+        self.images_dock = QDockWidget("Images")
+        self.images_dock.setObjectName("images")
+        self.images_dock.setWidget(panel)
+        self.images_dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+        self.addDockWidget(Qt.LeftDockWidgetArea, self.images_dock)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self.open_folder_action = file_menu.addAction("Open &folder...", self._ask_open_folder)
+        self.open_folder_action.setShortcut(QKeySequence("Ctrl+O"))
+        self.open_file_action = file_menu.addAction("Open annotation &file...", self._ask_open_file)
+        self.open_file_action.setShortcut(QKeySequence("Ctrl+Shift+O"))
+        file_menu.addSeparator()
+        self.save_action = file_menu.addAction("&Save", self._save_from_menu)
+        self.save_action.setShortcut(QKeySequence.Save)
+        file_menu.addSeparator()
+        quit_action = file_menu.addAction("&Quit", self.close)
+        quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+
+        view = bar.addMenu("&View")
+        self.next_action = view.addAction("&Next image", lambda: self._step(+1))
+        self.next_action.setShortcuts([QKeySequence(Qt.Key_PageDown), QKeySequence("]")])
+        self.prev_action = view.addAction("&Previous image", lambda: self._step(-1))
+        self.prev_action.setShortcuts([QKeySequence(Qt.Key_PageUp), QKeySequence("[")])
+        fit = view.addAction("&Fit image", self.canvas.fit)
+        fit.setShortcut(QKeySequence("Ctrl+0"))
+        view.addSeparator()
+        self.panels_menu = view.addMenu("Panels")
+        self.panels_menu.addAction(self.images_dock.toggleViewAction())
+
+        self.help_menu = bar.addMenu("&Help")
+        self.plugins_action = self.help_menu.addAction("&Plugins...", self.show_plugins_dialog)
+        self.warnings_action = self.help_menu.addAction("Store &warnings...", self.show_warnings_dialog)
+
+    def _build_status_bar(self) -> None:
+        status = self.statusBar()
+        self.position_label = QLabel("")
+        self.tasks_label = QLabel("")
+        self.plugin_button = QToolButton()
+        self.plugin_button.setAutoRaise(True)
+        self.plugin_button.clicked.connect(self.show_plugins_dialog)
+        self.plugin_button.hide()
+        for widget in (self.tasks_label, self.position_label, self.plugin_button):
+            status.addPermanentWidget(widget)
+
+    def _update_actions(self) -> None:
+        has_store = self._store is not None
+        self.save_action.setEnabled(has_store)
+        self.next_action.setEnabled(has_store)
+        self.prev_action.setEnabled(has_store)
+        self.warnings_action.setEnabled(bool(has_store and self._store.warnings))
+        self.setWindowModified(self.is_modified())
+        name = f" \u2014 {self._store_name()}" if has_store else ""
+        self.setWindowTitle(f"Descriptron workspace{name}[*]")
+        self.tasks_label.setText(  # registered and not finished: running or about to start
+            f"Running: {', '.join(self._describe(w) for w in self._workers)}" if self._workers else "")
+
+    def _store_name(self) -> str:
+        path = getattr(self._store, "path", None)
+        return Path(path).name if path else "untitled"
+
+    # ------------------------------------------------------------ Host: UI
+    def main_window(self) -> QWidget:
+        return self
+
+    def add_menu_action(self, menu: str, text: str, callback: Callable[[], Any],
+                        shortcut: Optional[str] = None) -> QAction:
+        target = self._menu_for_path(menu)
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(lambda _checked=False: self._run_plugin_callback(text, callback))
+        target.addAction(action)
+        return action
+
+    def _menu_for_path(self, path: str) -> QMenu:
+        """The menu named by "Title" or "Title/Submenu", created (before Help) when missing."""
+        parts = [p for p in path.split("/") if p.strip()] or ["Plugins"]
+        parent_actions = self.menuBar().actions()
+        menu: QMenu | None = None
+        for depth, part in enumerate(parts):
+            found = None
+            for action in parent_actions:
+                sub = action.menu()
+                if sub is not None and _strip_mnemonic(action.text()) == _strip_mnemonic(part):
+                    found = sub
+                    break
+            if found is None:
+                if depth == 0:
+                    found = QMenu(part, self)
+                    self.menuBar().insertMenu(self.help_menu.menuAction(), found)
+                else:
+                    found = menu.addMenu(part)
+            menu = found
+            parent_actions = menu.actions()
+        return menu
+
+    def _run_plugin_callback(self, text: str, callback: Callable[[], Any]) -> None:
+        try:
+            callback()
+        except UserError as exc:
+            self.show_error(_strip_mnemonic(text), str(exc))
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug must not close the window
+            log.exception("menu action %r failed", text)
+            self.show_error(_strip_mnemonic(text), f"{type(exc).__name__}: {exc}",
+                            traceback.format_exc())
+
+    def add_dock_panel(self, title: str, widget: QWidget, area: str = "right") -> QDockWidget:
+        if area not in _AREAS:
+            raise ValueError(f"area must be one of {sorted(_AREAS)}, not {area!r}")
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"plugin:{title}")
+        dock.setWidget(widget)
+        qt_area = _AREAS[area]
+        previous = self._plugin_docks.get(qt_area)
+        self.addDockWidget(qt_area, dock)
+        if previous is not None:
+            self.tabifyDockWidget(previous, dock)
+            dock.raise_()
+        self._plugin_docks[qt_area] = dock
+        self.panels_menu.addAction(dock.toggleViewAction())
+        return dock
+
+    def show_error(self, title: str, message: str, details: str = "") -> None:
+        box = QMessageBox(QMessageBox.Warning, title, message, QMessageBox.Ok, self)
+        if details:
+            box.setDetailedText(details)
+        box.exec_()
+
+    def show_status(self, message: str, timeout_ms: int = 5000) -> None:
+        self.statusBar().showMessage(message, timeout_ms)
+
+    # --------------------------------------------------------- Host: store
+    @property
+    def store(self) -> AnnotationStore | None:
+        return self._store
+
+    def is_modified(self) -> bool:
+        """The open store has changes not saved yet."""
+        return self._store is not None and self._store.is_dirty
+
+    def open_store(self, path: str) -> AnnotationStore | None:
+        if not self._settle_unsaved("open another project"):
+            return None
+        store = AnnotationStore.open(path)  # StoreError leaves the current store in place
+        self._set_store(store)
+        self.settings.setValue("last_dir", str(Path(path).parent if Path(path).is_file() else path))
+        return store
+
+    def save_store(self) -> None:
+        if self._store is None:
+            raise UserError("Nothing to save: open a folder or an annotation file first.")
+        written = self._store.save()
+        self._update_actions()
+        self.show_status(f"Saved {len(written)} file{'s' * (len(written) != 1)} of {self._store_name()}"
+                         if written else "Nothing to save")
+
+    def notify_store_changed(self) -> None:
+        self.canvas.colors.assign(self._category_names())
+        self._refresh_counts()
+        if self._current is not None and self._pixels is not None:
+            self._show_masks(self._current)
+        self._update_actions()
+        self._emit_store_changed()
+
+    def on_store_changed(self, callback: Callable) -> Callable[[], None]:
+        return self._subscribe(self._store_callbacks, callback)
+
+    # -------------------------------------------------------- Host: images
+    def images(self) -> list:
+        return list(self._records)
+
+    def current_image(self):
+        return self._current
+
+    def current_image_array(self) -> np.ndarray | None:
+        return self._pixels
+
+    def set_current_image(self, image_id: Any) -> None:
+        if image_id not in self._row_of:
+            raise KeyError(f"no image with id {image_id!r} in the open store")
+        row = self._row_of[image_id]
+        item = self.image_list.item(row)
+        if self.image_list.currentRow() != row:
+            self.image_list.blockSignals(True)
+            self.image_list.setCurrentItem(item)
+            self.image_list.blockSignals(False)
+            self.image_list.scrollToItem(item)
+        self._request_image(self._records[row])
+
+    def on_current_image_changed(self, callback: Callable) -> Callable[[], None]:
+        return self._subscribe(self._image_callbacks, callback)
+
+    # ---------------------------------------------------------- Host: work
+    def register_worker(self, worker: Any) -> None:
+        self._workers.append(worker)
+        worker.finished.connect(lambda w=worker: self._on_worker_finished(w))
+        self._update_actions()
+
+    def _on_worker_finished(self, worker: Any) -> None:
+        if worker in self._workers:
+            self._workers.remove(worker)
+        self._update_actions()
+        if self._close_plan is not None and not self._running_workers():
+            self.close()
+
+    def _running_workers(self) -> list:
+        return [w for w in self._workers if w.is_running()]
+
+    @staticmethod
+    def _describe(worker: Any) -> str:
+        return getattr(worker, "description", "") or "a task"
+
+    # -------------------------------------------------------------- plugins
+    def load_plugins(self, entry_points=None) -> list[api.PluginLoadResult]:
+        """Load plugins through the contract; failures are listed, never fatal."""
+        results = api.load_plugins(self, entry_points)
+        self.plugin_results.extend(results)
+        failed = [r for r in self.plugin_results if not r.ok]
+        if failed:
+            text = f"{len(failed)} plugin{'s' if len(failed) > 1 else ''} failed to load"
+            self.plugin_button.setText(f"\u26a0 {text}")
+            self.plugin_button.setToolTip("Show which plugins loaded and why some did not")
+            self.plugin_button.show()
+            self.show_status(f"{text}: {', '.join(r.name for r in failed)} (Help > Plugins)", 15000)
+        return results
+
+    def show_plugins_dialog(self) -> QDialog:
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Plugins")
+        layout = QVBoxLayout(dialog)
+        if not self.plugin_results:
+            layout.addWidget(QLabel(f"No plugins found (entry point group '{api.PLUGIN_GROUP}')."))
+        table = QTableWidget(len(self.plugin_results), 3)
+        table.setHorizontalHeaderLabels(["Plugin", "Status", "Entry point"])
+        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        table.horizontalHeader().setStretchLastSection(True)
+        table.verticalHeader().hide()
+        table.setEditTriggers(QTableWidget.NoEditTriggers)
+        details = QPlainTextEdit()
+        details.setReadOnly(True)
+        for row, res in enumerate(self.plugin_results):
+            status = QTableWidgetItem("loaded" if res.ok else f"failed: {res.error}")
+            if not res.ok:
+                status.setForeground(QColor(190, 30, 30))
+            for col, item in enumerate((QTableWidgetItem(res.name), status, QTableWidgetItem(res.target))):
+                table.setItem(row, col, item)
+        table.currentCellChanged.connect(
+            lambda row, *_: details.setPlainText(
+                self.plugin_results[row].details if 0 <= row < len(self.plugin_results) else ""))
+        layout.addWidget(table)
+        layout.addWidget(details)
+        buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        buttons.rejected.connect(dialog.reject)
+        layout.addWidget(buttons)
+        dialog.resize(760, 360)
+        failed_rows = [i for i, r in enumerate(self.plugin_results) if not r.ok]
+        if failed_rows:
+            table.setCurrentCell(failed_rows[0], 0)
+        dialog.open()
+        return dialog
+
+    def show_warnings_dialog(self) -> QDialog:
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Store warnings")
+        layout = QVBoxLayout(dialog)
+        text = QPlainTextEdit("\n".join(self._store.warnings) if self._store else "")
+        text.setReadOnly(True)
+        layout.addWidget(text)
+        buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        buttons.rejected.connect(dialog.reject)
+        layout.addWidget(buttons)
+        dialog.resize(700, 300)
+        dialog.open()
+        return dialog
+
+    # ------------------------------------------------------- opening stores
+    def open_path(self, path: str | os.PathLike) -> bool:
+        """Open a folder or annotation file from the UI; errors become a dialog. True if opened."""
+        try:
+            return self.open_store(str(path)) is not None
+        except UserError as exc:
+            self.show_error("Cannot open", str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bad file must leave the window usable
+            log.exception("opening %s failed", path)
+            self.show_error("Cannot open", f"{path}: {type(exc).__name__}: {exc}",
+                            traceback.format_exc())
+        return False
+
+    def _ask_open_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a folder of specimen images",
+                                                self.settings.value("last_dir", "", str))
+        if path:
+            self.open_path(path)
+
+    def _ask_open_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open a Descriptron annotation file", self.settings.value("last_dir", "", str),
+            "Descriptron annotations (*.json *.rlejson);;All files (*)")
+        if path:
+            self.open_path(path)
+
+    def _save_from_menu(self) -> bool:
+        try:
+            self.save_store()
+            return True
+        except UserError as exc:
+            self.show_error("Cannot save", str(exc))
+        except Exception as exc:  # noqa: BLE001
+            log.exception("saving failed")
+            self.show_error("Cannot save", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        return False
+
+    def _set_store(self, store: AnnotationStore) -> None:
+        self._store = store
+        self._records = list(store.images)
+        self._row_of = {rec.id: row for row, rec in enumerate(self._records)}
+        self.canvas.colors.assign(self._category_names())
+        self._current, self._pixels = None, None
+        self._wanted = None  # a load still running for the old store is stale now
+        self._fill_list()
+        self._update_actions()
+        n_warn = len(store.warnings)
+        self.show_status(f"Opened {self._store_name()}: {len(self._records)} images"
+                         + (f", {n_warn} warnings (Help > Store warnings)" if n_warn else ""), 10000)
+        if self._records:
+            self.canvas.set_image(None, "Loading...")
+            self.image_list.setCurrentRow(0)
+        else:
+            self.canvas.set_image(None, "No images in this project")
+            self._emit_current_changed()
+        self._emit_store_changed()
+
+    def _category_names(self) -> list[str]:
+        return self._store.structure_names() if self._store is not None else []
+
+    # ------------------------------------------------------------ image list
+    def _fill_list(self) -> None:
+        self.image_list.blockSignals(True)
+        self.image_list.clear()
+        for rec in self._records:
+            item = QListWidgetItem()
+            item.setData(_RECORD_ROLE, rec.id)
+            self.image_list.addItem(item)
+        self.image_list.blockSignals(False)
+        self._refresh_counts()
+        self._apply_filter(self.filter_edit.text())
+
+    def _refresh_counts(self) -> None:
+        for row, rec in enumerate(self._records):
+            item = self.image_list.item(row)
+            n = len(self._store.annotations_for(rec.id))
+            item.setText(f"{rec.file_name}  ({n})")
+            if rec.path is None:
+                item.setForeground(QColor(150, 150, 150))
+                item.setToolTip(f"{rec.file_name}: image file not found; {n} annotations")
+            else:
+                item.setToolTip(f"{rec.path}\n{n} annotations")
+
+    def _apply_filter(self, text: str) -> None:
+        needle = text.strip().lower()
+        shown = 0
+        for row, rec in enumerate(self._records):
+            hide = bool(needle) and needle not in rec.file_name.lower()
+            self.image_list.item(row).setHidden(hide)
+            shown += not hide
+        total = len(self._records)
+        self.list_summary.setText(f"{total} images" if shown == total else f"{shown} of {total} images")
+
+    def _on_list_selection(self, item: QListWidgetItem | None, _previous=None) -> None:
+        if item is not None:
+            self._request_image(self._records[self.image_list.row(item)])
+
+    def _step(self, delta: int) -> None:
+        rows = [r for r in range(self.image_list.count()) if not self.image_list.item(r).isHidden()]
+        if not rows:
+            return
+        cur = self.image_list.currentRow()
+        later = [r for r in rows if (r > cur if delta > 0 else r < cur)]
+        if later:
+            self.image_list.setCurrentRow(later[0] if delta > 0 else later[-1])
+
+    # --------------------------------------------------------- image loading
+    def _request_image(self, record) -> None:
+        """Show ``record``: its pixels are decoded off the GUI thread, one load at a
+        time; while one runs, only the latest request is remembered."""
+        self._wanted = record
+        if record.path is None:
+            self._wanted = None
+            self._finish_switch(record, None, f"Image file not found: {record.file_name}")
+        elif self._loader is None:
+            self._start_loader(record)
+
+    def _start_loader(self, record) -> None:
+        loader = EngineWorker(load_image, record.path, description=f"loading {record.file_name}")
+        loader.result.connect(lambda pixels, r=record: self._on_pixels(r, pixels))
+        loader.error.connect(lambda message, details, r=record: self._on_pixels_error(r, message, details))
+        loader.finished.connect(self._on_loader_finished)
+        self._loader = loader
+        self._loading_message = f"Loading {record.file_name}..."
+        self.show_status(self._loading_message, 0)
+        loader.start()
+
+    def _clear_loading_message(self) -> None:
+        if self.statusBar().currentMessage() == self._loading_message:
+            self.statusBar().clearMessage()
+
+    def _on_loader_finished(self) -> None:
+        self._loader = None
+        if self._wanted is not None:
+            self._start_loader(self._wanted)
+
+    def _on_pixels(self, record, pixels: np.ndarray) -> None:
+        if record is not self._wanted:
+            return  # the user moved on while it loaded
+        self._wanted = None
+        self._clear_loading_message()
+        self._finish_switch(record, pixels, "")
+
+    def _on_pixels_error(self, record, message: str, details: str) -> None:
+        if record is not self._wanted:
+            return
+        self._wanted = None
+        self._clear_loading_message()
+        self._finish_switch(record, None, f"Cannot show {record.file_name}")
+        self.show_error("Cannot load image", message, details)
+
+    def _finish_switch(self, record, pixels: np.ndarray | None, message: str) -> None:
+        self._current, self._pixels = record, pixels
+        self.canvas.set_image(pixels, message)
+        if pixels is not None:
+            self._show_masks(record)
+        row = self._row_of.get(record.id, -1)
+        self.position_label.setText(f"{row + 1} / {len(self._records)}  {record.file_name}")
+        self._emit_current_changed()
+
+    def _show_masks(self, record) -> None:
+        try:
+            masks = self._store.structure_masks(record.id)
+        except Exception as exc:  # noqa: BLE001 - show the image even if its annotations are bad
+            log.exception("reading the masks of %s failed", record.file_name)
+            self.show_status(f"Cannot draw the annotations of {record.file_name}: {exc}", 15000)
+            return
+        skipped = self.canvas.set_masks(masks)
+        if skipped:
+            h, w = self.canvas.image_shape()
+            self.show_status(f"{record.file_name}: not drawn, size differs from the image ({w}x{h}): "
+                             f"{', '.join(skipped)}", 15000)
+
+    def _on_hover(self, x: float, y: float) -> None:
+        if self._current is not None:
+            self.position_label.setText(f"x {int(x)}, y {int(y)}   {self._current.file_name}")
+
+    # ------------------------------------------------------------- callbacks
+    @staticmethod
+    def _subscribe(callbacks: list, callback: Callable) -> Callable[[], None]:
+        callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in callbacks:
+                callbacks.remove(callback)
+        return unsubscribe
+
+    def _call_each(self, callbacks: list, arg: Any) -> None:
+        for callback in list(callbacks):
+            try:
+                callback(arg)
+            except Exception as exc:  # noqa: BLE001 - one plugin's bug must not stop the others
+                log.exception("callback %r failed", callback)
+                self.show_status(f"A plugin callback failed: {type(exc).__name__}: {exc}", 15000)
+
+    def _emit_store_changed(self) -> None:
+        self.store_changed.emit(self._store)
+        self._call_each(self._store_callbacks, self._store)
+
+    def _emit_current_changed(self) -> None:
+        self.current_image_changed.emit(self._current)
+        self._call_each(self._image_callbacks, self._current)
+
+    # ------------------------------------------------------------- closing
+    def _ask(self, title: str, text: str, buttons, default) -> QMessageBox.StandardButton:
+        box = QMessageBox(QMessageBox.Question, title, text, buttons, self)
+        box.setDefaultButton(default)
+        return box.exec_()
+
+    def _settle_unsaved(self, doing: str) -> bool:
+        """Ask Save/Discard/Cancel when there are unsaved changes; False means cancel."""
+        if not self.is_modified():
+            return True
+        answer = self._ask("Unsaved changes",
+                           f"{self._store_name()} has unsaved changes. Save them before you {doing}?",
+                           QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel,
+                           QMessageBox.Save)
+        if answer == QMessageBox.Save:
+            return self._save_from_menu()
+        return answer == QMessageBox.Discard
+
+    def closeEvent(self, event) -> None:
+        if self._close_plan is not None:
+            # Second pass, after the running work stopped (or the user insists again).
+            if self._running_workers():
+                event.ignore()
+                self.show_status("Still stopping: " + ", ".join(
+                    self._describe(w) for w in self._running_workers()), 5000)
+                return
+            plan, self._close_plan = self._close_plan, None
+            if plan["save"] and not self._save_from_menu():
+                event.ignore()
+                return
+            self._shutdown()
+            event.accept()
+            return
+
+        running = self._running_workers()
+        if running:
+            names = ", ".join(self._describe(w) for w in running)
+            answer = self._ask("Work in progress", f"{names} is still running. Stop it and close?",
+                               QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+            if answer != QMessageBox.Yes:
+                event.ignore()
+                return
+        save = False
+        if self.is_modified():
+            answer = self._ask("Unsaved changes",
+                               f"{self._store_name()} has unsaved changes. Save them before closing?",
+                               QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel,
+                               QMessageBox.Save)
+            if answer == QMessageBox.Cancel:
+                event.ignore()
+                return
+            save = answer == QMessageBox.Save
+        if running:
+            # Stop the work without blocking the GUI; the last `finished` closes the window.
+            self._close_plan = {"save": save}
+            for worker in running:
+                worker.cancel()
+            self.show_status("Stopping " + ", ".join(self._describe(w) for w in running) + "...", 0)
+            event.ignore()
+            return
+        if save and not self._save_from_menu():
+            event.ignore()
+            return
+        self._shutdown()
+        event.accept()
+
+    def _shutdown(self) -> None:
+        """Join the image loader so no thread outlives the window."""
+        self._wanted = None
+        if self._loader is not None:
+            self._loader.wait(10000)
