@@ -171,6 +171,9 @@ class AnnotationStore:
         self._next_ann_id = 1
         self._next_cat_id = 1
         self._folder_index: dict[Path, dict[str, list[Path]]] = {}
+        self._by_id: dict[Any, list[ImageRecord]] = {}           # _id_key(image id) -> records
+        self._by_stem: dict[str, list[ImageRecord]] = {}         # normalised stem -> records
+        self._sizes_checked: set[int] = set()                    # id(ImageRecord) checked against its file
 
     # ------------------------------------------------------------------ opening
 
@@ -300,8 +303,7 @@ class AnnotationStore:
             self._index_categories(doc)
         self._update_counters()
         for doc in docs:
-            self._index_images(doc)
-            self._index_annotations(doc)
+            self._index_annotations(doc, self._index_images(doc))
 
     def _index_categories(self, doc: CocoDocument) -> None:
         by_id: dict[Any, dict] = {}
@@ -344,32 +346,40 @@ class AnnotationStore:
         nums = [int(v) for v in cat_ids if _is_number(v)] + [int(v) for v in self._categories.values() if _is_number(v)]
         self._next_cat_id = max([self._next_cat_id - 1, 0, *nums]) + 1
 
-    def _index_images(self, doc: CocoDocument) -> None:
+    def _index_images(self, doc: CocoDocument) -> list[ImageRecord]:
+        """Records for the images of ``doc`` (returned), with their image files found."""
+        records: list[ImageRecord] = []
         seen: dict[Any, dict] = {}
         for i, raw in enumerate(doc.data["images"]):
             if not isinstance(raw, dict) or "id" not in raw:
                 self._warn(f"{doc.path}: images entry #{i} ({_short(raw)}) has no id; kept in the file, not used.")
                 continue
             key = _id_key(raw["id"])
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                self._warn(f"{doc.path}: images entry #{i} has id {_short(key)}, neither a string nor an "
+                           "integer; kept in the file, not used.")
+                continue
             if key in seen:
                 self._warn(f"{doc.path}: image id {key!r} is listed twice ({seen[key].get('file_name')!r} and "
                            f"{raw.get('file_name')!r}); its annotations go to the first.")
                 continue
             seen[key] = raw
             record = ImageRecord(raw, self._find_image_file(doc, raw), doc)
-            clash = next((r for r in self.images if r.stem == record.stem and r.doc is not doc), None)
+            clash = next((r for r in self._by_stem.get(record.stem, []) if r.doc is not doc), None)
             if clash is not None:
                 self._warn(f"{doc.path}: image id {key!r} ({record.file_name}) is also in {clash.source}; "
                            f"the entry from {clash.source} is used.")
                 continue
             self._check_image(doc, record)
-            self.images.append(record)
-            self._anns[id(record)] = []
-        ids = [r.id for r in self.images]
-        for key in {_id_key(v) for v in ids if ids.count(v) > 1}:
-            self._warn(f"image id {key!r} occurs in several annotation files "
-                       f"({', '.join(str(r.source) for r in self.images if _id_key(r.id) == key)}); "
-                       "refer to those images by record or file name.")
+            self._register(record)
+            records.append(record)
+        for key in seen:
+            records = self._by_id.get(key, [])
+            if len(records) > 1 and records[-1].doc is doc:
+                self._warn(f"image id {key!r} occurs in several annotation files "
+                           f"({', '.join(str(r.source) for r in records)}); "
+                           "refer to those images by record or file name.")
+        return records
 
     def _check_image(self, doc: CocoDocument, record: ImageRecord) -> None:
         if record.path is None:
@@ -391,13 +401,12 @@ class AnnotationStore:
                            f"file's {size[0]} x {size[1]} (written to the file on the next save).")
                 record.raw["height"], record.raw["width"] = int(size[0]), int(size[1])
 
-    def _index_annotations(self, doc: CocoDocument) -> None:
+    def _index_annotations(self, doc: CocoDocument, images: list[ImageRecord]) -> None:
         by_key: dict[Any, ImageRecord] = {}
         by_str: dict[str, ImageRecord] = {}
-        for r in self.images:
-            if r.doc is doc:
-                by_key.setdefault(_id_key(r.id), r)
-                by_str.setdefault(str(r.id), r)
+        for r in images:
+            by_key.setdefault(_id_key(r.id), r)
+            by_str.setdefault(str(r.id), r)
         cats = self._doc_cats[id(doc)]
         seen_ids: set = set()
         for i, ann in enumerate(doc.data["annotations"]):
@@ -412,7 +421,8 @@ class AnnotationStore:
                 if key in seen_ids:
                     self._warn(f"{doc.path}: annotation id {key!r} is used more than once; all are kept.")
                 seen_ids.add(key)
-            image = by_key.get(_id_key(ann.get("image_id")))
+            image_key = _id_key(ann.get("image_id"))
+            image = by_key.get(image_key) if _hashable(image_key) else None
             if image is None and str(ann.get("image_id")) in by_str:
                 image = by_str[str(ann.get("image_id"))]
                 self._warn(f"{doc.path}: {label} has image_id {ann.get('image_id')!r} but the image's id is "
@@ -477,9 +487,8 @@ class AnnotationStore:
 
     def _add_folder_images(self, folder: Path) -> None:
         """Per-image mode: images of the folder without an annotation file yet."""
-        known = {r.stem for r in self.images}
         for p in find_image_files(folder):
-            if normalized_stem(p.name) not in known:
+            if normalized_stem(p.name) not in self._by_stem:
                 self._new_image(p)
 
     def _new_image(self, path: Path) -> ImageRecord:
@@ -490,9 +499,16 @@ class AnnotationStore:
                              prefix=strip_image_extension(str(path)))
         if record.path is None:
             self._warn(f"{path}: image file not found.")
+        self._register(record)
+        return record
+
+    def _register(self, record: ImageRecord) -> None:
         self.images.append(record)
         self._anns[id(record)] = []
-        return record
+        self._by_id.setdefault(_id_key(record.id), []).append(record)
+        stems = {record.stem} | ({normalized_stem(record.path.name)} if record.path is not None else set())
+        for stem in stems:
+            self._by_stem.setdefault(stem, []).append(record)
 
     # ------------------------------------------------------------------ reading API
 
@@ -516,8 +532,7 @@ class AnnotationStore:
     def image_by_file(self, name_or_path: str | Path) -> ImageRecord | None:
         """The image matching a file name or path by Descriptron's normalised stem, or None."""
         stem = normalized_stem(name_or_path)
-        matches = [r for r in self.images if r.stem == stem
-                   or (r.path is not None and normalized_stem(r.path.name) == stem)]
+        matches = self._by_stem.get(stem, [])
         if len(matches) > 1:
             exact = [r for r in matches if r.path is not None and Path(name_or_path).name == r.path.name]
             if len(exact) == 1:
@@ -533,6 +548,7 @@ class AnnotationStore:
     def structure_masks(self, image_id: Any) -> dict[str, np.ndarray]:
         """{structure name: bool mask} for an image: the union of that category's mask annotations."""
         image = self._image(image_id)
+        self._check_size(image)
         out: dict[str, np.ndarray] = {}
         for rec in self._anns[id(image)]:
             if not rec.is_structure:
@@ -544,6 +560,29 @@ class AnnotationStore:
                 continue
             out[rec.category] = out[rec.category] | m if rec.category in out else m
         return out
+
+    def check_image_sizes(self) -> list[str]:
+        """Compare every image's height/width with its file (EXIF orientation applied); returns
+        the new warnings. Done lazily by :meth:`structure_masks` for the images it reads."""
+        before = len(self.warnings)
+        for image in self.images:
+            self._check_size(image)
+        return self.warnings[before:]
+
+    def _check_size(self, image: ImageRecord) -> None:
+        if image.path is None or id(image) in self._sizes_checked:
+            return
+        self._sizes_checked.add(id(image))
+        try:
+            h, w = read_image_size(image.path)
+        except Exception as e:
+            self._warn(f"{image.source or image.path}: image id {image.id!r}: {image.path} cannot be read ({e}).")
+            return
+        if (image.height, image.width) != (h, w):
+            self._warn(f"{image.source or image.path}: image id {image.id!r}: height x width in the file "
+                       f"({image.height} x {image.width}) differ from {image.path.name} ({h} x {w}, EXIF "
+                       "orientation applied); its masks may not line up with the photo. Re-annotate it "
+                       "or fix the image entry.")
 
     @property
     def is_dirty(self) -> bool:
@@ -558,12 +597,7 @@ class AnnotationStore:
     @property
     def files(self) -> list[Path]:
         """The files :meth:`save` would write now (.json and .rlejson of each changed document)."""
-        out = []
-        for doc in self._docs:
-            if doc.dirty:
-                target = self._target_path(doc)
-                out += [target, target.with_suffix(".rlejson")]
-        return out
+        return [p for target in self._targets().values() for p in (target, target.with_suffix(".rlejson"))]
 
     # ------------------------------------------------------------------ writing API
 
@@ -682,8 +716,7 @@ class AnnotationStore:
         record = ImageRecord(raw, path if path.is_file() else None, doc)
         if record.path is None:
             self._warn(f"{path}: image file not found.")
-        self.images.append(record)
-        self._anns[id(record)] = []
+        self._register(record)
         doc.dirty = True
         return record
 
@@ -691,19 +724,20 @@ class AnnotationStore:
         """Write every changed document (.json polygons + .rlejson with RLE for masks polygons
         cannot hold exactly) atomically; see the module docstring. Returns the files written."""
         written: list[Path] = []
+        targets = self._targets()
         for doc in self._docs:
             if not doc.dirty:
                 continue
             try:
                 if self.mode == PER_IMAGE:
-                    written += doc.write(self._target_path(doc), backup=False)
+                    written += doc.write(targets[id(doc)], backup=False)
                 else:
                     written += doc.write(backup=doc.exists)
             except StoreError as e:
                 if written:
                     raise StoreError(f"{e} (already saved: {', '.join(map(str, written))})") from e
                 raise
-        if self.mode == SESSION and self._docs:
+        if self._docs and not self.path.is_dir():   # a single file was opened: follow it
             self.path = self._docs[0].path
         return written
 
@@ -715,8 +749,8 @@ class AnnotationStore:
                 raise StoreError(f"image {image_id.id!r} is not part of the store {self.path}.")
             return image_id
         key = _id_key(image_id)
-        matches = [r for r in self.images if _id_key(r.id) == key and type(r.id) is type(image_id)] or \
-                  [r for r in self.images if _id_key(r.id) == key]
+        candidates = self._by_id.get(key, []) if _hashable(key) else []
+        matches = [r for r in candidates if type(r.id) is type(image_id)] or candidates
         if not matches:
             raise StoreError(f"{self.path}: no image with id {image_id!r}.")
         if len(matches) > 1:
@@ -773,20 +807,25 @@ class AnnotationStore:
         rec.doc.dirty = True
         return index
 
-    def _target_path(self, doc: CocoDocument) -> Path:
-        """Where a document is saved: in place (session) or a new, strictly newer `_final_` file."""
+    def _targets(self) -> dict[int, Path]:
+        """id(doc) -> where each changed document is saved: in place (session) or, per image, a new
+        `_final_<ts>` pair strictly newer than every existing one for that image (and than now)."""
+        dirty = [d for d in self._docs if d.dirty]
         if self.mode != PER_IMAGE:
-            return doc.path
-        parsed = parse_final_name(doc.path)
-        prefix = parsed[0] if parsed else strip_image_extension(str(doc.path.with_suffix("")))
-        folder = Path(prefix).parent
-        newest = 0
-        if folder.is_dir():
-            for p in folder.iterdir():
-                q = parse_final_name(p)
-                if q and q[0] == prefix:
-                    newest = max(newest, q[1])
-        return final_name(prefix, max(int(time.time()), newest + 1))
+            return {id(d): d.path for d in dirty}
+        prefixes = {}
+        for doc in dirty:
+            parsed = parse_final_name(doc.path)
+            prefixes[id(doc)] = parsed[0] if parsed else strip_image_extension(str(doc.path.with_suffix("")))
+        newest: dict[str, int] = {}
+        for folder in {Path(p).parent for p in prefixes.values()}:
+            if folder.is_dir():
+                for f in folder.iterdir():
+                    q = parse_final_name(f)
+                    if q:
+                        newest[q[0]] = max(newest.get(q[0], 0), q[1])
+        now = int(time.time())
+        return {key: final_name(prefix, max(now, newest.get(prefix, 0) + 1)) for key, prefix in prefixes.items()}
 
 
 # ---------------------------------------------------------------------- helpers
@@ -795,6 +834,14 @@ def _positive_int(value: Any) -> int | None:
     if isinstance(value, bool) or not _is_number(value) or int(value) != value or value <= 0:
         return None
     return int(value)
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _is_number(value: Any) -> bool:

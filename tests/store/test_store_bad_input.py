@@ -238,3 +238,35 @@ def test_unknown_image_id_is_a_clear_error(session_folder):
     store = AnnotationStore.open(folder)
     with pytest.raises(StoreError, match="no image with id 'nope'"):
         store.structure_masks("nope")
+
+
+def test_exif_rotated_image_whose_size_disagrees_is_reported(tmp_path):
+    from PIL import Image
+
+    img = Image.new("RGB", (W, H))                         # stored W x H, EXIF says rotate 90
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "a.jpg", exif=exif)
+    path = write_json(tmp_path / "s.json", coco([ann(1, GOOD)], images=[
+        {"id": 1, "file_name": "a.jpg", "height": H, "width": W}]))
+    store = AnnotationStore.open(path)
+    assert store.warnings == []
+    store.structure_masks(1)
+    only_warning(store, str(path), "image id 1", f"({H} x {W}) differ from a.jpg ({W} x {H}, EXIF")
+    assert store.check_image_sizes() == []                 # reported once
+
+
+def test_same_integer_id_in_several_per_image_files(tmp_path):
+    for name in ("a", "b"):
+        write_image(tmp_path / f"{name}.png")
+        write_json(tmp_path / f"{name}_final_100.json", coco(
+            [ann(1, GOOD)], images=[{"id": 1, "file_name": f"{name}.png", "height": H, "width": W}]))
+    store = AnnotationStore.open(tmp_path)
+    only_warning(store, "image id 1 occurs in several annotation files", "a_final_100.json", "b_final_100.json")
+    with pytest.raises(StoreError, match="image id 1 is used by several annotation files"):
+        store.structure_masks(1)
+    b = store.image_by_file("b.png")
+    assert store.add_structure(b, "scape", box_mask(20, 25, 20, 25)) == 2      # > every id in the store
+    [new_json, _] = store.save()
+    assert new_json.name == f"b_final_{new_json.stem.rsplit('_', 1)[1]}.json"
+    assert [a["id"] for a in read_json(new_json)["annotations"]] == [1, 2]
