@@ -19,7 +19,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt5.QtCore import QRectF, Qt, pyqtSignal
 from PyQt5.QtGui import QColor, QIcon, QPen, QPixmap
-from PyQt5.QtWidgets import (QCheckBox, QGraphicsRectItem, QHBoxLayout, QLabel,
+from PyQt5.QtWidgets import (QCheckBox, QGraphicsRectItem, QHBoxLayout,
                              QScrollArea, QVBoxLayout, QWidget)
 
 log = logging.getLogger(__name__)

@@ -185,3 +185,33 @@ def test_close_while_a_worker_runs_asks_then_stops_it_cleanly(qtbot, window, dia
         assert window.isVisible()  # stopping does not block; the window closes when it ends
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=5000)
     assert worker.token.cancelled and not worker.is_running()
+
+
+def test_opens_descriptron_per_image_final_files(qtbot, window, tmp_path):
+    """Descriptron's own layout: <image without extension>_final_<ts>.json next to each image,
+    string image ids; an image without a file yet is listed too."""
+    import json
+
+    from PIL import Image
+
+    from descriptron_sam2pal.imaging.masks import mask_to_polygons
+
+    folder = tmp_path / "pinned"
+    folder.mkdir()
+    for name in ("Ant 01.jpg", "Ant 02.jpg"):
+        Image.fromarray(np.full((30, 40, 3), 128, np.uint8)).save(folder / name)
+    image_id = str(folder / "Ant 01")
+    mask = np.zeros((30, 40), bool)
+    mask[5:15, 5:20] = True
+    coco = {"images": [{"id": image_id, "file_name": "Ant 01.jpg", "height": 30, "width": 40}],
+            "annotations": [{"id": 1714000000001, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                             "segmentation": mask_to_polygons(mask), "area": int(mask.sum()),
+                             "bbox": [5.0, 5.0, 15.0, 10.0], "instance_id": 1}],
+            "categories": [{"id": 1, "name": "head", "supercategory": "ant"}]}
+    (folder / "Ant 01_final_1714000000.json").write_text(json.dumps(coco))
+    assert window.open_path(folder)
+    assert sorted(_labels(window)) == ["Ant 01.jpg  (1)", "Ant 02.jpg  (0)"]
+    window.set_current_image(image_id)
+    wait_shown(qtbot, window, "Ant 01.jpg")
+    assert list(window.canvas.masks()) == ["head"]
+    assert window.canvas.masks()["head"].sum() == mask.sum()
