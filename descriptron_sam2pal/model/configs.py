@@ -38,6 +38,8 @@ class ConfigInfo:
     @property
     def label(self) -> str:
         """Human name, e.g. "SAM2.1 hiera-tiny"."""
+        if self.size == "mini":
+            return f"{self.family} mini test model"
         return f"{self.family} hiera-{self.size}"
 
 
