@@ -115,6 +115,36 @@ class Host(Protocol):
         """
 
 
+@runtime_checkable
+class CanvasHost(Protocol):
+    """Optional members of a host that shows the current image on a canvas.
+
+    They let a plugin take prompts on the image (clicks, boxes) and draw a
+    proposal that is not in the store yet (e.g. an interactive SAM2 mask). A
+    host may lack them: check ``isinstance(host, CanvasHost)`` first. The
+    standalone workspace offers them. Coordinates are image pixels of
+    :meth:`Host.current_image_array` (x right, y down). Called in the GUI thread.
+    """
+
+    def on_image_clicked(self, callback: Callable[[float, float, str], None]) -> Callable[[], None]:
+        """Call ``callback(x, y, button)`` on a click on the current image; ``button`` is
+        "left" or "right". Returns an unsubscribe."""
+
+    def on_box_drawn(self, callback: Callable[[float, float, float, float], None]) -> Callable[[], None]:
+        """Call ``callback(x0, y0, x1, y1)`` (x0 <= x1, y0 <= y1, inside the image) when the
+        user drags a box on the current image. Returns an unsubscribe."""
+
+    def set_box_drawing(self, on: bool) -> None:
+        """While on, a plain left-drag on the image draws a box (instead of panning)."""
+
+    def show_proposal(self, mask: Optional["np.ndarray"], name: str = "",
+                      points: Iterable[tuple[float, float, bool]] = (),
+                      box: Optional[tuple[float, float, float, float]] = None) -> None:
+        """Draw a proposed mask (H, W) bool for structure ``name`` over the current image,
+        with prompt markers ``points`` ((x, y, positive)) and ``box``; it is not stored.
+        ``show_proposal(None)`` removes it; switching images removes it too."""
+
+
 @dataclass
 class PluginLoadResult:
     """What happened to one plugin: loaded, or why not."""

@@ -66,6 +66,9 @@ class Workspace(QMainWindow):
         self._loading_message = ""
         self._store_callbacks: list[Callable] = []
         self._image_callbacks: list[Callable] = []
+        self._click_callbacks: list[Callable] = []
+        self._box_callbacks: list[Callable] = []
+        self._proposal: tuple[str, np.ndarray] | None = None  # CanvasHost.show_proposal
         self._workers: list = []
         self._close_plan: dict | None = None
         self.plugin_results: list[api.PluginLoadResult] = []
@@ -74,6 +77,8 @@ class Workspace(QMainWindow):
         self.canvas = ImageCanvas()
         self.canvas.set_message("File > Open folder... to start")
         self.canvas.hovered.connect(self._on_hover)
+        self.canvas.clicked.connect(lambda x, y, button: self._call_each(self._click_callbacks, x, y, button))
+        self.canvas.box_drawn.connect(lambda *box: self._call_each(self._box_callbacks, *box))
         self.setCentralWidget(self.canvas)
         self._build_image_dock()
         self._build_menus()
@@ -289,6 +294,24 @@ class Workspace(QMainWindow):
 
     def on_current_image_changed(self, callback: Callable) -> Callable[[], None]:
         return self._subscribe(self._image_callbacks, callback)
+
+    # ------------------------------------------------ CanvasHost (optional)
+    def on_image_clicked(self, callback: Callable) -> Callable[[], None]:
+        return self._subscribe(self._click_callbacks, callback)
+
+    def on_box_drawn(self, callback: Callable) -> Callable[[], None]:
+        return self._subscribe(self._box_callbacks, callback)
+
+    def set_box_drawing(self, on: bool) -> None:
+        self.canvas.set_box_mode(on)
+
+    def show_proposal(self, mask: np.ndarray | None, name: str = "", points=(), box=None) -> None:
+        label = f"{name} (proposal)" if name else "proposal"
+        self._proposal = None if mask is None else (label, np.asarray(mask, bool))
+        if self._current is not None and self._pixels is not None:
+            self._show_masks(self._current)
+        self.canvas.set_points(list(points))
+        self.canvas.set_box(box)
 
     # ---------------------------------------------------------- Host: work
     def register_worker(self, worker: Any) -> None:
@@ -526,6 +549,7 @@ class Workspace(QMainWindow):
 
     def _finish_switch(self, record, pixels: np.ndarray | None, message: str) -> None:
         self._current, self._pixels = record, pixels
+        self._proposal = None  # it belonged to the previous image
         self.canvas.set_image(pixels, message)
         if pixels is not None:
             self._show_masks(record)
@@ -540,6 +564,8 @@ class Workspace(QMainWindow):
             log.exception("reading the masks of %s failed", record.file_name)
             self.show_status(f"Cannot draw the annotations of {record.file_name}: {exc}", 15000)
             return
+        if self._proposal is not None:
+            masks[self._proposal[0]] = self._proposal[1]
         skipped = self.canvas.set_masks(masks)
         if skipped:
             h, w = self.canvas.image_shape()
@@ -560,10 +586,10 @@ class Workspace(QMainWindow):
                 callbacks.remove(callback)
         return unsubscribe
 
-    def _call_each(self, callbacks: list, arg: Any) -> None:
+    def _call_each(self, callbacks: list, *args: Any) -> None:
         for callback in list(callbacks):
             try:
-                callback(arg)
+                callback(*args)
             except Exception as exc:  # noqa: BLE001 - one plugin's bug must not stop the others
                 log.exception("callback %r failed", callback)
                 self.show_status(f"A plugin callback failed: {type(exc).__name__}: {exc}", 15000)
