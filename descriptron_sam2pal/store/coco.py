@@ -209,9 +209,12 @@ class CocoDocument:
 
 
 def _id_key(value: Any) -> Any:
-    """Annotation ids as dict keys (ints and floats like 3.0 are the same id)."""
+    """Ids as dict keys: 3.0 is the same id as 3; a malformed (list/dict) id gets a hashable
+    stand-in that equals no real id."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, (list, dict)):
+        return ("<malformed id>", json.dumps(value, sort_keys=True, default=repr))
     return value
 
 

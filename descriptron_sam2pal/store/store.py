@@ -162,6 +162,7 @@ class AnnotationStore:
         self.path = Path(path)          # the file or folder that was opened / created
         self.mode = mode                # SESSION or PER_IMAGE
         self.warnings: list[str] = []
+        self._warned: set[str] = set()
         self.images: list[ImageRecord] = []
         self._docs: list[CocoDocument] = []
         self._anns: dict[int, list[AnnotationRecord]] = {}      # id(ImageRecord) -> records
@@ -189,12 +190,9 @@ class AnnotationStore:
             raise StoreError(f"{path}: not an annotation file; open a Descriptron .json/.rlejson "
                              "file or a folder of images.")
         doc = CocoDocument.load(path)
-        if parse_final_name(doc.path):
-            store = cls(doc.path, PER_IMAGE)
-            store._add_documents([doc])
-        else:
-            store = cls(doc.path, SESSION)
-            store._add_documents([doc])
+        # a `_final_` file is one image's Descriptron save: changes go to a newer `_final_` file
+        store = cls(doc.path, PER_IMAGE if parse_final_name(doc.path) else SESSION)
+        store._add_documents([doc])
         return store
 
     @classmethod
@@ -289,16 +287,17 @@ class AnnotationStore:
 
     # ------------------------------------------------------------------ indexing & validation
 
-    def _warn(self, message: str) -> None:
-        if message not in self.warnings:
+    def _warn(self, message: str, *, logged: bool = False) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
             self.warnings.append(message)
-            log.warning(message)
+            if not logged:
+                log.warning(message)
 
     def _add_documents(self, docs: list[CocoDocument]) -> None:
         for doc in docs:
             for w in doc.warnings:
-                if w not in self.warnings:
-                    self.warnings.append(w)   # already logged by the document
+                self._warn(w, logged=True)    # already logged by the document
             self._docs.append(doc)
             self._index_categories(doc)
         self._update_counters()
@@ -312,6 +311,10 @@ class AnnotationStore:
                 self._warn(f"{doc.path}: category #{i} ({cat!r}) has no id or name; kept in the file, not used.")
                 continue
             key = _id_key(cat["id"])
+            if not isinstance(key, int) or isinstance(key, bool):
+                self._warn(f"{doc.path}: category \"{cat['name']}\" has id {cat['id']!r}, not an integer; "
+                           "kept in the file, not used.")
+                continue
             if key in by_id:
                 other = by_id[key]["name"]
                 if other != cat["name"]:

@@ -270,3 +270,20 @@ def test_same_integer_id_in_several_per_image_files(tmp_path):
     [new_json, _] = store.save()
     assert new_json.name == f"b_final_{new_json.stem.rsplit('_', 1)[1]}.json"
     assert [a["id"] for a in read_json(new_json)["annotations"]] == [1, 2]
+
+
+def test_malformed_ids_do_not_crash(tmp_path):
+    write_image(tmp_path / "a.png")
+    path = write_json(tmp_path / "s.json", coco(
+        [ann([1], GOOD), ann(2, GOOD, image_id=[1]), ann(3, GOOD, category_id={"x": 1})],
+        categories=[{"id": 1, "name": "scape", "supercategory": ""}, {"id": [2], "name": "eye"}]))
+    store = AnnotationStore.open(path)
+    only_warning(store, str(path), "annotation id 2", "image id [1]")
+    only_warning(store, str(path), "annotation id 3", "category_id {'x': 1}")
+    only_warning(store, str(path), 'category "eye" has id [2], not an integer')
+    assert np.array_equal(store.structure_masks(1)["scape"], box_mask(5, 10, 5, 10))
+    assert store.add_structure(1, "eye", box_mask(1, 3, 1, 3)) == 4
+    store.save()
+    out = read_json(path)
+    assert [a["id"] for a in out["annotations"]] == [[1], 2, 3, 4]
+    assert out["annotations"][-1]["category_id"] == 2 and out["categories"][-1]["id"] == 2

@@ -132,3 +132,23 @@ def test_json_output_is_utf8_not_escaped(tmp_path, session_folder):
     assert "left side ☺" in text
     assert json.loads(text)["images"][0]["structure_status"]["eye"] == "present"
     assert text.splitlines()[1].startswith("    \"")       # the file's indent (4) is kept
+
+
+def test_random_masks_round_trip_exactly(tmp_path):
+    """Any mask (holes, islands, single pixels, borders) survives store -> files -> store."""
+    rng = np.random.default_rng(1)
+    write_image(tmp_path / "a.png", 16, 20)
+    for trial in range(25):
+        path = tmp_path / f"s{trial}.json"
+        store = AnnotationStore.create(path, [tmp_path / "a.png"])
+        masks = {}
+        for k in range(3):
+            m = rng.random((16, 20)) < rng.uniform(0.2, 0.8)
+            if not m.any():
+                m[0, 0] = True
+            masks[f"s{k}"] = m
+            store.add_structure(store.images[0], f"s{k}", m)
+        store.save()
+        got = AnnotationStore.open(path).structure_masks(store.images[0].id)
+        for k, m in masks.items():
+            assert np.array_equal(got[k], m), (trial, k)
