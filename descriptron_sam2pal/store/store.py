@@ -377,10 +377,10 @@ class AnnotationStore:
             self._register(record)
             records.append(record)
         for key in seen:
-            records = self._by_id.get(key, [])
-            if len(records) > 1 and records[-1].doc is doc:
+            same_id = self._by_id.get(key, [])
+            if len(same_id) > 1 and same_id[-1].doc is doc:
                 self._warn(f"image id {key!r} occurs in several annotation files "
-                           f"({', '.join(str(r.source) for r in records)}); "
+                           f"({', '.join(str(r.source) for r in same_id)}); "
                            "refer to those images by record or file name.")
         return records
 

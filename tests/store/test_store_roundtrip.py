@@ -152,3 +152,23 @@ def test_random_masks_round_trip_exactly(tmp_path):
         got = AnnotationStore.open(path).structure_masks(store.images[0].id)
         for k, m in masks.items():
             assert np.array_equal(got[k], m), (trial, k)
+
+
+def test_session_file_with_several_images_keeps_every_images_annotations(tmp_path):
+    """Regression: indexing used to drop the annotations of all but the last image."""
+    names = ["a.png", "b.png", "c.png"]
+    for n in names:
+        write_image(tmp_path / n)
+    masks = {n: box_mask(2 + i, 12 + i, 3 * i, 20 + 3 * i) for i, n in enumerate(names)}
+    data = {
+        "images": [{"id": i + 1, "file_name": n, "height": H, "width": W} for i, n in enumerate(names)],
+        "annotations": [{"id": 10 + i, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
+                         "segmentation": mask_to_polygons(masks[n]), "bbox": [0, 0, 1, 1], "area": 1}
+                        for i, n in enumerate(names)],
+        "categories": [{"id": 1, "name": "head", "supercategory": ""}],
+    }
+    write_json(tmp_path / "session.json", data)
+    store = AnnotationStore.open(tmp_path / "session.json")
+    assert not [w for w in store.warnings if "not in" in w]
+    for i, n in enumerate(names):
+        assert np.array_equal(store.structure_masks(i + 1)["head"], masks[n])
