@@ -1,0 +1,582 @@
+"""Propagation: segment every target from the templates' memories (ALGORITHM.md).
+
+* The templates' memories are encoded **once** (:class:`TemplateMemory`): each
+  template with all its masks as one conditioning frame; their encoder
+  features come from the (cached) :class:`FeatureEncoder`.
+* Each target costs **one** encoder pass, then memory attention and mask
+  decoding for all its structures at once, attending to the template memories
+  only. No state goes from one target to the next, so a result does not depend
+  on the batch or the order, and targets can be batched freely.
+* With several templates a structure attends to the memories of every template
+  that annotates it. Structures are grouped by that set of templates; each
+  group is one decoder batch.
+* **Palindrome confidence** (for review, worst first): the backward half with a
+  memory reset. The target with its predicted (thresholded) masks becomes the
+  only conditioning frame; the templates are predicted from it (their features
+  are cached: no encoder pass) and scored by IoU against their ground truth on
+  real pixels. With several templates in a group the IoUs are averaged.
+* Masks go back to each target's own pixel grid (letterbox undone, orientation
+  undone). A structure whose object-score logit is <= 0 (or whose mask is
+  empty on the target's grid) is reported absent, without a mask.
+* Resumable: with a :class:`ResultJournal` every finished target is appended
+  to a JSONL file; a rerun with the same model, templates and settings reuses
+  them instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .. import UserError
+from ..imaging.io import load_image
+from ..imaging.masks import mask_to_rle, rle_to_mask
+from ..model.build import LoadedModel
+from ..model.device import autocast_context
+from .control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
+from .features import FeatureEncoder, ImageFeatures, _hash_tensors
+from .frames import encode_memory, make_frame, predict_from_memory, repeat_memory
+from .orientation import IDENTITY, ORIENTATIONS, choose_orientation, orient, orientation_score, unorient
+from .palindrome import hard_iou
+from .preprocess import PreparedImage, prepare_image
+from .templates import Template, structure_names
+
+log = logging.getLogger(__name__)
+
+# structure_status values that mean "do not predict this structure on this image".
+SKIP_STATUSES = ("absent", "unknown")
+JOURNAL_VERSION = 1
+
+
+# --------------------------------------------------------------------------- results
+
+@dataclass(eq=False)
+class StructureResult:
+    """One structure on one target.
+
+    ``mask``: (H, W) bool on the target's own pixel grid, None when absent.
+    ``score``: palindrome confidence in [0, 1] (None when absent or when
+    confidence was not computed). ``object_score``: sigmoid of SAM2's object
+    score logit (> 0.5 means present). ``predicted_iou``: SAM2's IoU estimate.
+    """
+
+    name: str
+    present: bool
+    mask: np.ndarray | None
+    score: float | None
+    object_score: float
+    predicted_iou: float
+
+    def to_json(self) -> dict:
+        return {"present": self.present, "score": self.score, "object_score": self.object_score,
+                "predicted_iou": self.predicted_iou,
+                "mask": mask_to_rle(self.mask) if self.mask is not None else None}
+
+    @classmethod
+    def from_json(cls, name: str, d: dict) -> "StructureResult":
+        mask = rle_to_mask(d["mask"]) if d.get("mask") is not None else None
+        return cls(name, bool(d["present"]), mask, d.get("score"), float(d["object_score"]),
+                   float(d["predicted_iou"]))
+
+
+@dataclass(eq=False)
+class TargetResult:
+    """All structures of one target. ``error`` is set (and ``structures`` empty) when the
+    target could not be read; ``skipped`` lists structures not predicted because the
+    target's ``structure_status`` marks them absent/unknown; ``orientation`` is the one
+    used (see :mod:`.orientation`)."""
+
+    image_id: Any
+    path: str | None
+    height: int
+    width: int
+    structures: dict[str, StructureResult] = field(default_factory=dict)
+    orientation: str = IDENTITY
+    error: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    from_journal: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict:
+        return {"image_id": self.image_id, "path": self.path, "height": self.height, "width": self.width,
+                "orientation": self.orientation, "skipped": self.skipped,
+                "structures": {n: s.to_json() for n, s in self.structures.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TargetResult":
+        return cls(d.get("image_id"), d.get("path"), int(d["height"]), int(d["width"]),
+                   {n: StructureResult.from_json(n, s) for n, s in d["structures"].items()},
+                   d.get("orientation", IDENTITY), None, dict(d.get("skipped") or {}), True)
+
+
+@dataclass(eq=False)
+class Target:
+    """What to propagate to: an image file (``path``) or pixels (``image``: an RGB array
+    or a PreparedImage), with an optional id and ``structure_status``."""
+
+    path: str | None = None
+    image: np.ndarray | PreparedImage | None = None
+    image_id: Any = None
+    structure_status: dict = field(default_factory=dict)
+
+
+def as_target(item: Any) -> Target:
+    """Paths, arrays, PreparedImages, store ImageRecords (``path``, ``id``,
+    ``structure_status``) and Targets -> Target."""
+    if isinstance(item, Target):
+        return item
+    if isinstance(item, (str, os.PathLike)):
+        return Target(path=str(item), image_id=None)
+    if isinstance(item, (np.ndarray, PreparedImage)):
+        return Target(image=item, path=getattr(item, "source", None))
+    if hasattr(item, "path") and hasattr(item, "id"):  # a store ImageRecord
+        path = item.path
+        return Target(path=str(path) if path is not None else None, image_id=item.id,
+                      structure_status=dict(getattr(item, "structure_status", None) or {}))
+    raise TypeError(f"cannot propagate to a {type(item).__name__}; give a path, an array, "
+                    "a PreparedImage, a store ImageRecord or a Target")
+
+
+# --------------------------------------------------------------------------- template memories
+
+@contextmanager
+def inference_mode_of(sam):
+    """Eval mode (no dropout) and no autograd for the duration; each module's
+    training flag is restored afterwards (the trainer may be sharing the model)."""
+    states = [(m, m.training) for m in sam.modules()]
+    sam.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, training in states:
+            m.training = training
+
+
+@dataclass
+class StructureGroup:
+    """Structures annotated by exactly the same templates: one decoder batch."""
+
+    names: list[str]
+    templates: list[int]  # indices into TemplateMemory.templates
+
+
+def group_structures(templates: Sequence[Template]) -> list[StructureGroup]:
+    """Group structure names by the set of templates that annotate them (first-seen order)."""
+    groups: dict[tuple[int, ...], StructureGroup] = {}
+    for name in structure_names(list(templates)):
+        owners = tuple(i for i, t in enumerate(templates) if name in t.masks)
+        groups.setdefault(owners, StructureGroup([], list(owners))).names.append(name)
+    return list(groups.values())
+
+
+def _select_rows(memory: dict, rows: list[int]) -> dict:
+    idx = torch.as_tensor(rows, dtype=torch.long, device=memory["maskmem_features"].device)
+    return {"maskmem_features": memory["maskmem_features"].index_select(0, idx),
+            "maskmem_pos_enc": [p.index_select(0, idx) for p in memory["maskmem_pos_enc"]],
+            "obj_ptr": memory["obj_ptr"].index_select(0, idx)}
+
+
+class TemplateMemory:
+    """The templates, encoded once: cached encoder features and one SAM2 memory per
+    template (all its structures as one conditioning frame, eval mode, no autograd)."""
+
+    def __init__(self, model: LoadedModel, templates: Sequence[Template],
+                 encoder: FeatureEncoder | None = None) -> None:
+        templates = list(templates)
+        if not templates:
+            raise UserError("propagation needs at least one template; annotate a specimen first")
+        for t in templates:
+            if t.image.size != model.image_size:
+                raise UserError(f"template {t.image_id} was prepared at {t.image.size} px but the model "
+                                f"takes {model.image_size} px; prepare templates with the model's image size")
+        self.model = model
+        self.templates = templates
+        self.encoder = encoder or FeatureEncoder(model)
+        self.groups = group_structures(templates)
+        self.structures = structure_names(templates)
+        sam, device = model.sam, model.device
+        with inference_mode_of(sam), autocast_context(device):
+            self.features: list[ImageFeatures] = self.encoder.encode([t.image for t in templates])
+            self._memories = []
+            for t, feats in zip(templates, self.features):
+                frame = make_frame(sam, [feats], len(t.structures))
+                mem = encode_memory(sam, frame, t.model_masks(t.structures, device)[:, None])
+                self._memories.append({k: mem[k] for k in ("maskmem_features", "maskmem_pos_enc", "obj_ptr")})
+        self._valid = [t.valid(device) for t in templates]
+
+    def memory(self, template: int, names: list[str]) -> dict:
+        """Template ``template``'s memory restricted to ``names`` (rows in that order)."""
+        t = self.templates[template]
+        return _select_rows(self._memories[template], [t.structures.index(n) for n in names])
+
+    def identity(self) -> str:
+        """Hash of the templates' pixels and masks (what the results depend on)."""
+        h = hashlib.sha256()
+        for t in self.templates:
+            h.update(f"{t.image.key}|{json.dumps(t.image.letterbox.to_dict(), sort_keys=True)}|".encode())
+            for name in t.structures:
+                h.update(name.encode() + b"\0")
+                h.update(np.packbits(t.masks[name]).tobytes())
+        return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- journal
+
+def weights_identity(model: LoadedModel) -> str:
+    """What the predictions depend on in the model: the base checkpoint (or, without one,
+    every weight) plus every weight outside the frozen image encoder (adapters, fine-tuning)."""
+    sam = model.sam
+    state = sam.state_dict()
+    if model.checkpoint_hash:
+        names = [k for k in state if not k.startswith("image_encoder.")]
+    else:
+        names = list(state)
+    names.sort()
+    h = hashlib.sha256(f"{model.checkpoint_hash}|{model.config_name}|{model.image_size}|".encode())
+    h.update("|".join(names).encode())
+    h.update(_hash_tensors([state[k] for k in names]).encode())
+    return h.hexdigest()
+
+
+class ResultJournal:
+    """Append-only JSONL file of finished targets, so an interrupted run resumes.
+
+    One line per target: ``{"v": 1, "run": <hash of model weights + templates +
+    settings>, "key": <hash of image path + file content + structure_status>,
+    "result": TargetResult.to_json()}`` (masks as uncompressed COCO RLE). Lines of
+    another run are ignored; a damaged line (a crash mid-write) is skipped.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def load(self, run: str) -> dict[str, dict]:
+        records: dict[str, dict] = {}
+        if not self.path.exists():
+            return records
+        with open(self.path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                    if rec.get("v") == JOURNAL_VERSION and rec.get("run") == run:
+                        records[rec["key"]] = rec["result"]
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                    log.warning("%s:%d: damaged journal line ignored", self.path, lineno)
+        return records
+
+    def append(self, run: str, entries: list[tuple[str, TargetResult]]) -> None:
+        if not entries:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps({"v": JOURNAL_VERSION, "run": run, "key": key, "result": r.to_json()},
+                                   separators=(",", ":")) + "\n" for key, r in entries)
+        with open(self.path, "a+b") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() > 0:  # a crash may have left a partial last line: start a fresh one
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    lines = "\n" + lines
+            f.write(lines.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def target_key(target: Target) -> str:
+    """Journal key of a target: its path, its content and its structure_status."""
+    h = hashlib.sha256()
+    h.update(f"{os.path.abspath(target.path) if target.path else ''}|".encode())
+    h.update(json.dumps(target.structure_status, sort_keys=True, default=str).encode())
+    img = target.image
+    if isinstance(img, PreparedImage):
+        h.update(f"|prepared|{img.key}|{json.dumps(img.letterbox.to_dict(), sort_keys=True)}".encode())
+    elif isinstance(img, np.ndarray):
+        h.update(f"|array|{img.shape}|{img.dtype}|".encode())
+        h.update(np.ascontiguousarray(img).tobytes())
+    else:
+        h.update(b"|file|")
+        with open(target.path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- the forward pass
+
+@dataclass
+class _Raw:
+    """One structure on one prepared image, on the model's grid."""
+
+    logits: np.ndarray  # (S, S) float32
+    object_logit: float
+    predicted_iou: float
+    score: float | None
+    visible: bool  # object logit > 0 and some positive logit on real pixels
+
+    @property
+    def present(self) -> bool:
+        return self.visible
+
+    @property
+    def object_score(self) -> float:
+        return 1.0 / (1.0 + math.exp(-max(min(self.object_logit, 80.0), -80.0)))
+
+
+def _encode_memory_per_image(sam, frame, masks, n: int, k: int) -> dict:
+    """Target memories for the confidence. SAM2 may apply a non-overlap constraint across
+    the batch when encoding memories in eval mode; then encode image by image so that
+    targets never see each other."""
+    if not getattr(sam, "non_overlap_masks_for_mem_enc", False) or n == 1:
+        return encode_memory(sam, frame, masks)
+    from .frames import Frame
+    parts = []
+    for i in range(n):
+        rows = slice(i * k, (i + 1) * k)
+        sub = Frame([f[:, rows] for f in frame.vision_feats], [p[:, rows] for p in frame.vision_pos],
+                    frame.feat_sizes)
+        parts.append(encode_memory(sam, sub, masks[rows]))
+    return {"maskmem_features": torch.cat([p["maskmem_features"] for p in parts]),
+            "maskmem_pos_enc": [torch.cat(ps) for ps in zip(*[p["maskmem_pos_enc"] for p in parts])],
+            "obj_ptr": torch.cat([p["obj_ptr"] for p in parts])}
+
+
+def _cycle_scores(memory: TemplateMemory, group: StructureGroup, frame, masks: torch.Tensor,
+                  n: int) -> torch.Tensor:
+    """Palindrome confidence of ``masks`` ((n*k, S, S) bool, image-major) on the images of
+    ``frame``: memory reset, the images with those masks as the only conditioning frame,
+    each template of the group predicted back and compared with its ground truth (IoU on
+    its real pixels), averaged over the group's templates. Returns (n*k,)."""
+    sam, device = memory.model.sam, memory.model.device
+    k = len(group.names)
+    m1 = _encode_memory_per_image(sam, frame, masks[:, None].float(), n, k)
+    ious = []
+    for t in group.templates:
+        tframe = make_frame(sam, [memory.features[t]] * n, k)
+        back = predict_from_memory(sam, tframe, [m1])
+        gt = memory.templates[t].model_masks(group.names, device).repeat(n, 1, 1)
+        ious.append(hard_iou(back.logits.float(), gt, memory._valid[t]))
+    return torch.stack(ious).mean(0)
+
+
+def palindrome_confidence(memory: TemplateMemory, image: PreparedImage, masks: dict[str, np.ndarray],
+                          features: ImageFeatures | None = None) -> dict[str, float]:
+    """Palindrome confidence of given masks ({name: (H, W) bool on the image's own grid})
+    on ``image``, e.g. after a user edited a prediction. One encoder pass unless
+    ``features`` are given. Structures no template annotates are ignored."""
+    sam, device = memory.model.sam, memory.model.device
+    if features is None:
+        features = memory.encoder.encode([image], cache=False)[0]
+    valid = torch.from_numpy(image.valid_mask()).to(device)
+    out: dict[str, float] = {}
+    with inference_mode_of(sam), autocast_context(device):
+        for group in memory.groups:
+            names = [n for n in group.names if n in masks]
+            if not names:
+                continue
+            sub = StructureGroup(names, group.templates)
+            model_masks = np.stack([image.letterbox.apply_mask(masks[n]) for n in names]) >= 0.5
+            hard = torch.from_numpy(model_masks).to(device) & valid
+            frame = make_frame(sam, [features], len(names))
+            scores = _cycle_scores(memory, sub, frame, hard, 1)
+            out.update({n: float(s) for n, s in zip(names, scores.cpu().tolist())})
+    return out
+
+
+def predict_prepared(memory: TemplateMemory, images: Sequence[PreparedImage],
+                     features: Sequence[ImageFeatures], confidence: bool = True) -> list[dict[str, _Raw]]:
+    """Every structure on each image (features already encoded), one decoder batch per group."""
+    sam, device = memory.model.sam, memory.model.device
+    n = len(images)
+    out: list[dict[str, _Raw]] = [{} for _ in range(n)]
+    if n == 0:
+        return out
+    valid = torch.from_numpy(np.stack([im.valid_mask() for im in images])).to(device)  # (n, S, S)
+    with inference_mode_of(sam), autocast_context(device):
+        for group in memory.groups:
+            k = len(group.names)
+            frame = make_frame(sam, list(features), k)
+            mems = [repeat_memory(memory.memory(t, group.names), n) for t in group.templates]
+            pred = predict_from_memory(sam, frame, mems)
+            logits = pred.logits.float()  # (n*k, 1, S, S)
+            valid_rows = valid.repeat_interleave(k, dim=0)  # (n*k, S, S)
+            hard = (logits[:, 0] > 0) & valid_rows
+            scores = _cycle_scores(memory, group, frame, hard, n).cpu().numpy() if confidence else None
+            obj = pred.object_score_logits.float()[:, 0].cpu().numpy()
+            piou = pred.predicted_iou.float().cpu().numpy()
+            any_fg = hard.flatten(1).any(1).cpu().numpy()
+            logits_np = logits[:, 0].cpu().numpy()
+            for i in range(n):
+                for j, name in enumerate(group.names):
+                    r = i * k + j
+                    visible = bool(obj[r] > 0 and any_fg[r])
+                    out[i][name] = _Raw(logits_np[r], float(obj[r]), float(piou[r]),
+                                        float(scores[r]) if scores is not None and visible else None, visible)
+    return out
+
+
+def _finish(raw: dict[str, _Raw], image: PreparedImage, orientation: str, names: list[str]
+            ) -> dict[str, StructureResult]:
+    """Model-grid results -> masks on the target's own grid (letterbox, then orientation undone)."""
+    results = {}
+    present = [n for n in names if raw[n].present]
+    masks = {}
+    if present:
+        planes = image.letterbox.unapply(np.stack([raw[n].logits for n in present]))
+        planes = unorient(planes, orientation) > 0
+        masks = {n: planes[i] for i, n in enumerate(present)}
+    for n in names:
+        r = raw[n]
+        mask = masks.get(n)
+        ok = mask is not None and bool(mask.any())
+        results[n] = StructureResult(n, ok, mask if ok else None, r.score if ok else None,
+                                     r.object_score, r.predicted_iou)
+    return results
+
+
+# --------------------------------------------------------------------------- the driver
+
+def run_identity(model: LoadedModel, memory: TemplateMemory, *, confidence: bool,
+                 orientation_search: bool) -> str:
+    settings = f"confidence={confidence}|orientation_search={orientation_search}|v={JOURNAL_VERSION}"
+    return hashlib.sha256(f"{weights_identity(model)}|{memory.identity()}|{settings}".encode()).hexdigest()
+
+
+def _load(target: Target, size: int, orientation_search: bool) -> tuple[list[tuple[str, PreparedImage]], int, int]:
+    """Prepared images of a target (8 with orientation search) and its (height, width)."""
+    img = target.image
+    if isinstance(img, PreparedImage):
+        if orientation_search:
+            raise UserError("orientation search needs image files or arrays, not prepared images")
+        if img.size != size:
+            raise UserError(f"target prepared at {img.size} px but the model takes {size} px")
+        return [(IDENTITY, img)], img.letterbox.height, img.letterbox.width
+    if img is None:
+        if target.path is None:
+            raise UserError("a target has neither a file nor pixels")
+        img = load_image(target.path)
+    h, w = img.shape[:2]
+    names = ORIENTATIONS if orientation_search else (IDENTITY,)
+    return [(o, prepare_image(orient(img, o), size, source=target.path)) for o in names], h, w
+
+
+def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateMemory,
+                   targets: Iterable[Any], batch_size: int = 4,
+                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                   journal: ResultJournal | str | Path | None = None, orientation_search: bool = False,
+                   confidence: bool = True, encoder: FeatureEncoder | None = None) -> Iterator[TargetResult]:
+    """Yield a :class:`TargetResult` per target, in input order, batch by batch.
+
+    ``batch_size`` targets are encoded and decoded together (with orientation
+    search, ``batch_size`` oriented images). ``cancel`` stops between batches.
+    An unreadable target gives a result with ``error`` set; the run goes on.
+    ``orientation_search`` requires ``confidence`` (it is how orientations are
+    compared).
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if orientation_search and not confidence:
+        raise UserError("orientation search compares palindrome confidences; enable confidence")
+    memory = templates if isinstance(templates, TemplateMemory) else TemplateMemory(model, templates, encoder)
+    encoder = memory.encoder
+    size = model.image_size
+    targets = [as_target(t) for t in targets]
+    if isinstance(journal, (str, Path)):
+        journal = ResultJournal(journal)
+    run = run_identity(model, memory, confidence=confidence, orientation_search=orientation_search) \
+        if journal is not None else ""
+    done_before = journal.load(run) if journal is not None else {}
+    keys: list[str | None] = [None] * len(targets)
+    n_cached = 0
+    if done_before:
+        for i, t in enumerate(targets):
+            try:
+                keys[i] = target_key(t)
+            except OSError:
+                continue
+            n_cached += keys[i] in done_before
+    reporter = ProgressReporter("propagate", len(targets), progress, start_done=n_cached)
+    done = 0
+    step = max(1, batch_size // len(ORIENTATIONS)) if orientation_search else batch_size
+    for start in range(0, len(targets), step):
+        if is_cancelled(cancel):
+            log.info("propagation cancelled after %d of %d targets", done, len(targets))
+            return
+        window = list(range(start, min(start + step, len(targets))))
+        results: dict[int, TargetResult] = {}
+        jobs = []  # (target index, orientation, prepared image)
+        loaded: dict[int, tuple[int, int]] = {}
+        for i in window:
+            t = targets[i]
+            status = {n: s for n, s in (t.structure_status or {}).items() if s in SKIP_STATUSES}
+            try:
+                if journal is not None and keys[i] is None:
+                    keys[i] = target_key(t)
+                if keys[i] is not None and keys[i] in done_before:
+                    r = TargetResult.from_json(done_before[keys[i]])
+                    r.image_id, r.path = t.image_id, t.path
+                    results[i] = r
+                    continue
+                prepared, h, w = _load(t, size, orientation_search)
+            except (UserError, OSError, ValueError) as exc:
+                results[i] = TargetResult(t.image_id, t.path, 0, 0, error=str(exc), skipped=status)
+                log.warning("target %s skipped: %s", t.path or t.image_id, exc)
+                continue
+            loaded[i] = (h, w)
+            jobs.extend((i, o, p) for o, p in prepared)
+        raws: list[dict[str, _Raw]] = []
+        for s in range(0, len(jobs), batch_size):
+            chunk = [p for _, _, p in jobs[s:s + batch_size]]
+            raws.extend(predict_prepared(memory, chunk, encoder.encode(chunk, cache=False), confidence))
+        by_target: dict[int, list[tuple[str, PreparedImage, dict[str, _Raw]]]] = {}
+        for (i, o, p), raw in zip(jobs, raws):
+            by_target.setdefault(i, []).append((o, p, raw))
+        new_entries = []
+        for i, options in by_target.items():
+            t = targets[i]
+            skipped = {n: s for n, s in (t.structure_status or {}).items()
+                       if s in SKIP_STATUSES and n in memory.structures}
+            names = [n for n in memory.structures if n not in skipped]
+            if len(options) > 1:
+                scores = {o: orientation_score({n: raw[n] for n in names}) for o, _, raw in options}
+                chosen = choose_orientation(scores)
+                o, p, raw = next(opt for opt in options if opt[0] == chosen)
+            else:
+                o, p, raw = options[0]
+            h, w = loaded[i]
+            r = TargetResult(t.image_id, t.path, h, w, _finish(raw, p, o, names), o, skipped=skipped)
+            results[i] = r
+            if journal is not None and keys[i] is not None:
+                new_entries.append((keys[i], r))
+        if journal is not None:
+            journal.append(run, new_entries)
+        for i in window:
+            done += 1
+            yield results[i]
+        reporter.report(done, message=str(targets[window[-1]].path or ""),
+                        encoder_passes=encoder.encoder_passes)
+
+
+def propagate(model: LoadedModel, templates: Sequence[Template] | TemplateMemory, targets: Iterable[Any],
+              batch_size: int = 4, progress: ProgressCallback | None = None,
+              cancel: CancelToken | None = None, journal: ResultJournal | str | Path | None = None,
+              orientation_search: bool = False, confidence: bool = True,
+              encoder: FeatureEncoder | None = None) -> list[TargetResult]:
+    """All results of :func:`iter_propagate` as a list (what was done before a cancel)."""
+    return list(iter_propagate(model, templates, targets, batch_size, progress, cancel, journal,
+                               orientation_search, confidence, encoder))
