@@ -1,0 +1,640 @@
+"""What a review of propagation results is, without any Qt: items, states, undo, write-back.
+
+A :class:`ReviewSession` holds one :class:`ReviewItem` per (target specimen,
+structure) of a propagation run, ordered **worst first** (predicted-absent
+structures first, then by palindrome confidence ascending, ties by SAM2's object
+score ascending). Each item is *unreviewed*, *accepted* or *rejected*; a
+correction (point prompts re-run through SAM2) replaces the item's mask. Every
+change is one undoable action.
+
+:meth:`ReviewSession.write_back` puts the accepted items (only those) into a
+Descriptron :class:`~descriptron_sam2pal.store.AnnotationStore`, with a
+provenance record in the annotation's ``attributes``; items written are marked
+so a second write-back does not duplicate them, and they are locked (the store
+has them now: change them in Descriptron). Writing back cannot be undone here,
+so it clears the undo history.
+
+A session is saved as JSON (:meth:`ReviewSession.save`, masks as uncompressed
+COCO RLE), by default next to the predictions as ``<predictions>.review.json``,
+so a review can be continued later. The panel saves it after every change.
+
+The session file (``"format": "sam2pal-review"``, ``"version": 1``)::
+
+    {"format": "sam2pal-review", "version": 1, "saved": "<ISO time>",
+     "predictions": "<predictions file or null>",
+     "targets": [{"image_id": .., "path": .., "file_name": .., "height": int, "width": int,
+                  "orientation": "..", "error": null | ".."}],
+     "items": [{"target": <index into targets>, "structure": "eye", "present": bool,
+                "score": float | null, "object_score": float | null,
+                "predicted_iou": float | null, "mask": RLE | null,
+                "state": "unreviewed" | "accepted" | "rejected",
+                "correction": null | {"mask": RLE | null, "points": [[x, y, 1 | 0], ...]},
+                "written": null | {"annotation_id": int | null, "status": "absent" | null}}]}
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from .. import UserError
+from ..imaging.masks import mask_to_rle, rle_to_mask
+
+UNREVIEWED = "unreviewed"
+ACCEPTED = "accepted"
+REJECTED = "rejected"
+STATES = (UNREVIEWED, ACCEPTED, REJECTED)
+
+#: Filter names (the panel's combo box) -> the states they show.
+FILTERS: dict[str, tuple[str, ...]] = {
+    "all": STATES, UNREVIEWED: (UNREVIEWED,), ACCEPTED: (ACCEPTED,), REJECTED: (REJECTED,),
+}
+
+SESSION_FORMAT = "sam2pal-review"
+SESSION_VERSION = 1
+#: ``attributes["source"]`` of every annotation written back.
+SOURCE = "sam2pal"
+
+
+class ReviewError(UserError):
+    """A review action that cannot be done (the message says why and what to do)."""
+
+
+# --------------------------------------------------------------------------- items
+
+@dataclass(eq=False)
+class ReviewTarget:
+    """One specimen photo of the run. ``image_id`` is its store id (None if it had none)."""
+
+    image_id: Any
+    path: Optional[str]
+    height: int
+    width: int
+    file_name: str = ""
+    orientation: str = "identity"
+    error: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not self.file_name:
+            self.file_name = os.path.basename(self.path) if self.path else str(self.image_id)
+
+    @property
+    def label(self) -> str:
+        return self.file_name or str(self.image_id)
+
+    @property
+    def prompt_id(self) -> Any:
+        """What identifies this specimen to a re-prompt callable: its store id, else its path."""
+        return self.image_id if self.image_id is not None else self.path
+
+    def to_json(self) -> dict:
+        return {"image_id": self.image_id, "path": self.path, "file_name": self.file_name,
+                "height": self.height, "width": self.width, "orientation": self.orientation,
+                "error": self.error}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ReviewTarget":
+        return cls(d.get("image_id"), d.get("path"), int(d.get("height") or 0), int(d.get("width") or 0),
+                   d.get("file_name") or "", d.get("orientation") or "identity", d.get("error"))
+
+
+@dataclass(eq=False)
+class ReviewItem:
+    """One structure predicted on one specimen, and what the reviewer made of it.
+
+    ``mask`` is the prediction ((H, W) bool on the specimen's own grid; None when
+    SAM2 predicted the structure absent). ``corrected_mask`` (if the reviewer fixed
+    it with points; None otherwise) replaces it for display and write-back;
+    ``points`` are the prompts of that correction ((x, y, 1 positive | 0 negative)).
+    ``written`` is set once the item went into the store.
+    """
+
+    target: ReviewTarget
+    structure: str
+    present: bool
+    mask: Optional[np.ndarray]
+    score: Optional[float]
+    object_score: Optional[float]
+    predicted_iou: Optional[float]
+    state: str = UNREVIEWED
+    corrected_mask: Optional[np.ndarray] = None
+    points: list = field(default_factory=list)
+    written: Optional[dict] = None
+    index: int = 0  # position in the run (targets in input order, structures in order)
+
+    @property
+    def corrected(self) -> bool:
+        return bool(self.points)
+
+    @property
+    def current_mask(self) -> Optional[np.ndarray]:
+        return self.corrected_mask if self.corrected else self.mask
+
+    @property
+    def absent(self) -> bool:
+        """Nothing to write as a mask: predicted absent and not fixed into a mask."""
+        m = self.current_mask
+        return m is None or not bool(np.any(m))
+
+    @property
+    def label(self) -> str:
+        return f"{self.target.label} / {self.structure}"
+
+    def sort_key(self) -> tuple:
+        """Worst first: absent (flagged) first, then confidence ascending, then object score."""
+        score = self.score if self.score is not None and not math.isnan(self.score) else -1.0
+        obj = self.object_score if self.object_score is not None else -1.0
+        return (0 if not self.present else 1, score, obj, self.index)
+
+    def _snapshot(self) -> tuple:
+        return (self.state, self.corrected_mask, list(self.points))
+
+    def _restore(self, snap: tuple) -> None:
+        self.state, self.corrected_mask, points = snap
+        self.points = list(points)
+
+
+@dataclass
+class WriteBackSummary:
+    """What :meth:`ReviewSession.write_back` did."""
+
+    written: list = field(default_factory=list)          # (image_id, structure, annotation id)
+    marked_absent: list = field(default_factory=list)    # (image_id, structure)
+    skipped: list = field(default_factory=list)          # (item label, reason): accepted, not written
+    already_written: int = 0                             # accepted items written by an earlier write-back
+    not_accepted: int = 0                                # rejected or unreviewed: never touched
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.written or self.marked_absent)
+
+    def message(self) -> str:
+        parts = [f"{len(self.written)} structure{'s' * (len(self.written) != 1)} written to the store"]
+        if self.marked_absent:
+            parts.append(f"{len(self.marked_absent)} marked absent")
+        if self.already_written:
+            parts.append(f"{self.already_written} written earlier (not written again)")
+        if self.not_accepted:
+            parts.append(f"{self.not_accepted} rejected or unreviewed (left out)")
+        text = "; ".join(parts) + "."
+        if self.skipped:
+            text += f"\n{len(self.skipped)} accepted not written:\n" + "\n".join(
+                f"  {label}: {reason}" for label, reason in self.skipped[:20])
+            if len(self.skipped) > 20:
+                text += f"\n  ... and {len(self.skipped) - 20} more"
+        return text
+
+
+# --------------------------------------------------------------------------- session
+
+class ReviewSession:
+    """Review state of one propagation run; see the module docstring."""
+
+    def __init__(self, targets: Sequence[ReviewTarget], items: Sequence[ReviewItem],
+                 predictions_path: str | os.PathLike | None = None) -> None:
+        self.targets: list[ReviewTarget] = list(targets)
+        self.items: list[ReviewItem] = list(items)
+        for i, item in enumerate(self.items):
+            item.index = i
+        self.order: list[ReviewItem] = sorted(self.items, key=ReviewItem.sort_key)
+        self.predictions_path = str(predictions_path) if predictions_path else None
+        self._undo: list[tuple[str, list[tuple[ReviewItem, tuple]]]] = []
+        self._rle_cache: dict[int, Any] = {}
+        #: Called with no arguments after every change (the panel autosaves and redraws).
+        self.listeners: list[Callable[[], None]] = []
+
+    # -- building -------------------------------------------------------------
+    @classmethod
+    def from_results(cls, results: Iterable[Any], predictions_path: str | os.PathLike | None = None
+                     ) -> "ReviewSession":
+        """From ``engine.propagate.TargetResult`` objects (anything with their attributes)."""
+        targets, items = [], []
+        for r in results:
+            t = ReviewTarget(r.image_id, str(r.path) if r.path is not None else None,
+                             int(r.height or 0), int(r.width or 0),
+                             orientation=getattr(r, "orientation", "identity") or "identity",
+                             error=getattr(r, "error", None))
+            targets.append(t)
+            for name, s in (r.structures or {}).items():
+                mask = None if s.mask is None else np.asarray(s.mask, dtype=bool)
+                items.append(ReviewItem(t, name, bool(s.present) and mask is not None, mask,
+                                        _opt_float(s.score), _opt_float(s.object_score),
+                                        _opt_float(s.predicted_iou)))
+        return cls(targets, items, predictions_path)
+
+    @classmethod
+    def from_predictions_file(cls, path: str | os.PathLike) -> "ReviewSession":
+        """From a predictions file written by ``sam2pal propagate``.
+
+        * A COCO file (``.json``/``.rlejson``; its companion is used for RLE masks):
+          one structure per category per image (several annotations of a category
+          are unioned); ``score``, ``object_score``, ``predicted_iou`` are read from
+          the annotation or its ``attributes``; an image's optional
+          ``predicted_absent`` ({name: {"object_score":, "predicted_iou":}} or a list
+          of names) lists structures predicted absent.
+        * A ``.jsonl`` propagation journal (``TargetResult.to_json`` per line,
+          possibly wrapped as ``{"result": ...}``).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ReviewError(f"{path}: predictions file not found.")
+        if path.suffix.lower() == ".jsonl":
+            return cls._from_jsonl(path)
+        return cls._from_coco(path)
+
+    @classmethod
+    def _from_jsonl(cls, path: Path) -> "ReviewSession":
+        from ..engine.propagate import TargetResult  # torch: only for this file kind
+
+        results = []
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    d = json.loads(line)
+                    results.append(TargetResult.from_json(d.get("result", d)))
+                except (ValueError, KeyError, TypeError) as e:
+                    raise ReviewError(f"{path}:{lineno}: not a propagation result ({e}).") from e
+        return cls.from_results(results, path)
+
+    @classmethod
+    def _from_coco(cls, path: Path) -> "ReviewSession":
+        from ..store import AnnotationStore, StoreError
+
+        try:
+            preds = AnnotationStore.open(path)
+        except StoreError as e:
+            raise ReviewError(f"Cannot read the predictions: {e}") from e
+        targets, items = [], []
+        for rec in preds.images:
+            t = ReviewTarget(rec.id, str(rec.path) if rec.path is not None else None,
+                             rec.height or 0, rec.width or 0, file_name=rec.file_name)
+            targets.append(t)
+            by_name: dict[str, ReviewItem] = {}
+            for ann in preds.annotations_for(rec.id):
+                if not ann.is_structure:
+                    continue
+                try:
+                    mask = ann.mask()
+                except StoreError as e:
+                    raise ReviewError(str(e)) from e
+                attrs = ann.raw.get("attributes") if isinstance(ann.raw.get("attributes"), dict) else {}
+
+                def value(key: str, ann=ann, attrs=attrs) -> Optional[float]:
+                    return _opt_float(ann.raw.get(key, attrs.get(key)))
+
+                item = by_name.get(ann.category)
+                if item is None:
+                    by_name[ann.category] = ReviewItem(t, ann.category, bool(mask.any()), mask,
+                                                       value("score"), value("object_score"),
+                                                       value("predicted_iou"))
+                else:  # several instances: one structure, the union, the worst score
+                    item.mask = item.mask | mask
+                    if value("score") is not None:
+                        item.score = value("score") if item.score is None else min(item.score, value("score"))
+            absent = rec.raw.get("predicted_absent") or {}
+            if isinstance(absent, list):
+                absent = {n: {} for n in absent}
+            for name, info in absent.items():
+                if name not in by_name:
+                    info = info if isinstance(info, dict) else {}
+                    by_name[name] = ReviewItem(t, name, False, None, None, _opt_float(info.get("object_score")),
+                                               _opt_float(info.get("predicted_iou")))
+            items.extend(by_name.values())
+        return cls(targets, items, path)
+
+    # -- saving and loading ------------------------------------------------------
+    def to_json(self) -> dict:
+        index = {id(t): i for i, t in enumerate(self.targets)}
+        items = []
+        for item in self.items:
+            rle = self._rle_cache.get(id(item))
+            if rle is None and item.mask is not None:
+                rle = self._rle_cache[id(item)] = mask_to_rle(item.mask)
+            correction = None
+            if item.corrected:
+                correction = {"mask": mask_to_rle(item.corrected_mask) if item.corrected_mask is not None
+                              else None,
+                              "points": [[float(x), float(y), int(lab)] for x, y, lab in item.points]}
+            items.append({"target": index[id(item.target)], "structure": item.structure,
+                          "present": item.present, "score": item.score, "object_score": item.object_score,
+                          "predicted_iou": item.predicted_iou, "mask": rle, "state": item.state,
+                          "correction": correction, "written": item.written})
+        return {"format": SESSION_FORMAT, "version": SESSION_VERSION,
+                "saved": _dt.datetime.now().isoformat(timespec="seconds"),
+                "predictions": self.predictions_path,
+                "targets": [t.to_json() for t in self.targets], "items": items}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the session atomically (a temporary file renamed over ``path``)."""
+        path = Path(path)
+        text = json.dumps(self.to_json(), separators=(",", ":"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ReviewSession":
+        if not isinstance(d, dict) or d.get("format") != SESSION_FORMAT:
+            raise ReviewError("not a SAM2-PAL review session file")
+        if int(d.get("version", 0)) > SESSION_VERSION:
+            raise ReviewError(f"this review session was written by a newer version (format "
+                              f"{d.get('version')}); update descriptron-sam2pal to continue it.")
+        targets = [ReviewTarget.from_json(t) for t in d["targets"]]
+        items = []
+        for e in d["items"]:
+            mask = rle_to_mask(e["mask"]) if e.get("mask") is not None else None
+            state = e.get("state", UNREVIEWED)
+            if state not in STATES:
+                raise ReviewError(f"unknown review state {state!r} in the session file")
+            item = ReviewItem(targets[int(e["target"])], e["structure"], bool(e.get("present")), mask,
+                              _opt_float(e.get("score")), _opt_float(e.get("object_score")),
+                              _opt_float(e.get("predicted_iou")), state, written=e.get("written"))
+            corr = e.get("correction")
+            if corr:
+                item.corrected_mask = rle_to_mask(corr["mask"]) if corr.get("mask") is not None else None
+                item.points = [(float(x), float(y), int(lab)) for x, y, lab in corr.get("points", [])]
+            items.append(item)
+        return cls(targets, items, d.get("predictions"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ReviewSession":
+        path = Path(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ReviewError(f"{path}: cannot read the review session ({e}).") from e
+        try:
+            return cls.from_json(d)
+        except ReviewError as e:
+            raise ReviewError(f"{path}: {e}") from e
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise ReviewError(f"{path}: damaged review session ({type(e).__name__}: {e}).") from e
+
+    @classmethod
+    def open_predictions(cls, path: str | os.PathLike) -> "ReviewSession":
+        """The review of a predictions file: continued from its session file if there is one."""
+        session_path = review_path_for(path)
+        if session_path.is_file():
+            return cls.load(session_path)
+        return cls.from_predictions_file(path)
+
+    # -- queries -------------------------------------------------------------------
+    def visible(self, filter_name: str = "all") -> list[ReviewItem]:
+        """Items in worst-first order, those the filter shows ("all", or a state)."""
+        try:
+            states = FILTERS[filter_name]
+        except KeyError:
+            raise ValueError(f"unknown filter {filter_name!r}; one of {sorted(FILTERS)}") from None
+        return [item for item in self.order if item.state in states]
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in STATES}
+        for item in self.items:
+            out[item.state] += 1
+        out["total"] = len(self.items)
+        out["reviewed"] = out[ACCEPTED] + out[REJECTED]
+        out["written"] = sum(1 for item in self.items if item.written)
+        out["specimens"] = len(self.targets)
+        out["failed"] = sum(1 for t in self.targets if t.error)
+        return out
+
+    def counts_text(self) -> str:
+        c = self.counts()
+        text = (f"{c['reviewed']} of {c['total']} reviewed: {c[ACCEPTED]} accepted, "
+                f"{c[REJECTED]} rejected")
+        if c["written"]:
+            text += f" ({c['written']} written to the store)"
+        return text
+
+    def items_of(self, target: ReviewTarget) -> list[ReviewItem]:
+        return [item for item in self.items if item.target is target]
+
+    def structure_names(self) -> list[str]:
+        return list(dict.fromkeys(item.structure for item in self.items))
+
+    # -- actions (each one undoable) -----------------------------------------------
+    def set_state(self, item: ReviewItem, state: str) -> bool:
+        """Accept/reject/un-review one item; returns False if it already had that state."""
+        return self._set_states(f"{state} {item.label}", [item], state)
+
+    def accept(self, item: ReviewItem) -> bool:
+        return self.set_state(item, ACCEPTED)
+
+    def reject(self, item: ReviewItem) -> bool:
+        return self.set_state(item, REJECTED)
+
+    def set_target_state(self, target: ReviewTarget, state: str, only_unreviewed: bool = True) -> int:
+        """Accept/reject the structures of a specimen in one action: by default only those
+        not reviewed yet, so an explicit decision on one structure is never overridden.
+        Items already written to the store are left as they are. Returns how many changed."""
+        items = [i for i in self.items_of(target)
+                 if not i.written and (not only_unreviewed or i.state == UNREVIEWED) and i.state != state]
+        self._set_states(f"{state} {target.label}", items, state)
+        return len(items)
+
+    def _set_states(self, description: str, items: list[ReviewItem], state: str) -> bool:
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}")
+        for item in items:
+            self._check_not_written(item)
+        items = [i for i in items if i.state != state]
+        if not items:
+            return False
+        self._undo.append((description, [(i, i._snapshot()) for i in items]))
+        for item in items:
+            item.state = state
+        self._changed()
+        return True
+
+    def correct(self, item: ReviewItem, mask: Optional[np.ndarray], points: Sequence[tuple]) -> None:
+        """Replace the item's mask by a corrected one (from ``points``: (x, y, 1|0)); undoable.
+        The item's state is kept; the reviewer still accepts it."""
+        self._check_not_written(item)
+        t = item.target
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if t.height and t.width and mask.shape != (t.height, t.width):
+                raise ReviewError(f"the corrected mask of {item.label} is {mask.shape[1]} x {mask.shape[0]} px "
+                                  f"but the specimen is {t.width} x {t.height} px.")
+        if not points:
+            raise ValueError("a correction needs at least one point")
+        self._undo.append((f"fix {item.label}", [(item, item._snapshot())]))
+        item.corrected_mask = mask
+        item.points = [(float(x), float(y), int(lab)) for x, y, lab in points]
+        self._changed()
+
+    def revert_correction(self, item: ReviewItem) -> bool:
+        """Back to the predicted mask (undoable); False if the item was not corrected."""
+        self._check_not_written(item)
+        if not item.corrected:
+            return False
+        self._undo.append((f"revert fix of {item.label}", [(item, item._snapshot())]))
+        item.corrected_mask, item.points = None, []
+        self._changed()
+        return True
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    def undo_text(self) -> str:
+        return self._undo[-1][0] if self._undo else ""
+
+    def undo(self) -> list[ReviewItem]:
+        """Undo the last action; returns the items it restored ([] if nothing to undo)."""
+        if not self._undo:
+            return []
+        _, snaps = self._undo.pop()
+        for item, snap in snaps:
+            item._restore(snap)
+        self._changed()
+        return [item for item, _ in snaps]
+
+    def _check_not_written(self, item: ReviewItem) -> None:
+        if item.written:
+            raise ReviewError(f"{item.label} is already in the Descriptron store; change it there.")
+
+    def _changed(self) -> None:
+        for listener in list(self.listeners):
+            listener()
+
+    # -- write-back -------------------------------------------------------------------
+    def write_back(self, store: Any, replace_existing: bool = False, record_absent: bool = True
+                   ) -> WriteBackSummary:
+        """Put the accepted items into ``store`` (an AnnotationStore); nothing else is touched.
+
+        Each accepted item with a mask becomes ``store.add_structure(image, name, mask,
+        attributes={"source": "sam2pal", "score", "object_score", "predicted_iou",
+        "reviewed": "accepted", "corrected"}, replace=replace_existing)``. With
+        ``replace_existing`` False an item whose structure the store already has on
+        that image is skipped (reported), never duplicated. An accepted *absent*
+        prediction (the reviewer agrees the structure is missing) sets the image's
+        ``structure_status`` to "absent" when ``record_absent``. Items are matched to
+        store images by file name (by id only for a specimen without a file); every accepted item is checked
+        before the store is changed, so one bad item cannot leave half a change.
+        The caller saves the store.
+        """
+        from ..store import StoreError
+
+        summary = WriteBackSummary()
+        plan: list[tuple[ReviewItem, Any]] = []
+        for item in self.items:
+            if item.state != ACCEPTED:
+                summary.not_accepted += 1
+                continue
+            if item.written:
+                summary.already_written += 1
+                continue
+            reason, image = self._check_writable(store, item, replace_existing, record_absent)
+            if reason:
+                summary.skipped.append((item.label, reason))
+            else:
+                plan.append((item, image))
+        done = 0
+        try:
+            for item, image in plan:
+                if item.absent:
+                    store.set_structure_status(image.id, item.structure, "absent")
+                    item.written = {"annotation_id": None, "status": "absent"}
+                    summary.marked_absent.append((image.id, item.structure))
+                else:
+                    attrs = {"source": SOURCE, "score": _round(item.score),
+                             "object_score": _round(item.object_score),
+                             "predicted_iou": _round(item.predicted_iou),
+                             "reviewed": ACCEPTED, "corrected": item.corrected}
+                    ann_id = store.add_structure(image.id, item.structure, item.current_mask,
+                                                 attributes=attrs, replace=replace_existing)
+                    item.written = {"annotation_id": ann_id, "status": None}
+                    summary.written.append((image.id, item.structure, ann_id))
+                done += 1
+        except (StoreError, ValueError) as e:
+            item = plan[done][0]
+            raise ReviewError(f"Writing {item.label} into the store failed: {e}. "
+                              f"{done} structures were written before it (they stay marked as written).") from e
+        finally:
+            if done:
+                self._undo.clear()  # the store has them now: no undo past this point
+                self._changed()
+        return summary
+
+    def _check_writable(self, store: Any, item: ReviewItem, replace_existing: bool,
+                        record_absent: bool) -> tuple[str, Any]:
+        from ..store import StoreError
+
+        image = None
+        t = item.target
+        for key in (t.path, t.file_name):
+            if key:
+                try:
+                    image = store.image_by_file(key)
+                except StoreError as e:
+                    return str(e), None
+                if image is not None:
+                    break
+        if image is None and t.path is None and t.image_id is not None:
+            # Only a specimen without a file is matched by id alone: ids of a predictions
+            # file need not be the store's (integer ids especially).
+            try:
+                image = store.image(t.image_id)
+            except StoreError:
+                image = None
+        if image is None:
+            return "this specimen is not in the open Descriptron project", None
+        name = item.structure
+        if name in store.categories and name not in store.structure_names():
+            return f'"{name}" is a keypoint (or Trash) category in the store', None
+        has_mask = any(r.kind == "mask" and r.category == name for r in store.annotations_for(image.id))
+        if item.absent:
+            if not record_absent:
+                return "predicted absent (nothing to write)", None
+            if has_mask:
+                return "predicted absent, but the store has an outline of it on this specimen", None
+            return "", image
+        mask = item.current_mask
+        if (image.height, image.width) != tuple(mask.shape):
+            return (f"the mask is {mask.shape[1]} x {mask.shape[0]} px but the store's image is "
+                    f"{image.width} x {image.height} px"), None
+        if has_mask and not replace_existing:
+            return "already outlined in the store (choose Replace to overwrite)", None
+        return "", image
+
+
+def review_path_for(predictions_path: str | os.PathLike) -> Path:
+    """Where the review of a predictions file is kept: ``<predictions without suffix>.review.json``."""
+    p = Path(predictions_path)
+    return p.with_name(p.stem + ".review.json")
+
+
+def _opt_float(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(float(value), 4)
