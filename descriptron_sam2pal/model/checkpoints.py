@@ -72,24 +72,35 @@ def _env_checkpoint(env: Mapping[str, str]) -> Path | None:
     return path
 
 
+def _fallback_names() -> list[str]:
+    """Meta's other checkpoints, SAM2.1 before SAM2, larger before smaller."""
+    sizes = ("large", "base_plus", "small", "tiny")
+    names = [f"{prefix}hiera_{size}.pt" for prefix in ("sam2.1_", "sam2_") for size in sizes]
+    return [n for n in names if n != DEFAULT_CHECKPOINT and n in KNOWN_CHECKPOINTS]
+
+
 def find_checkpoint(name: str | None = None, start_dir: str | Path | None = None,
                     env: Mapping[str, str] = os.environ) -> Path | None:
     """The checkpoint Descriptron would use, or None when there is none yet.
 
-    ``name`` is a file name (default ``sam2_hiera_large.pt``, Descriptron's);
-    ``start_dir`` the folder the program started in (default: the current one).
-    The file named by ``DESCRIPTRON_SAM2_CHECKPOINT`` wins when ``name`` is
-    None or is that file's name; when set to a missing file it is an error.
+    ``name`` is a file name; ``start_dir`` the folder the program started in
+    (default: the current one). The file named by ``DESCRIPTRON_SAM2_CHECKPOINT``
+    wins when ``name`` is None or is that file's name; when set to a missing
+    file it is an error. Then ``../checkpoints/<name>`` and the cache. Without
+    a name: Descriptron's ``sam2_hiera_large.pt`` first, then any other of
+    Meta's checkpoints there (SAM2.1 before SAM2, larger first), so a model
+    downloaded with ``download_checkpoint`` is found.
     """
     from_env = _env_checkpoint(env)
     if from_env is not None and (name is None or from_env.name == name):
         return from_env
-    name = name or DEFAULT_CHECKPOINT
     start = Path(start_dir) if start_dir is not None else Path.cwd()
-    for folder in (start.resolve().parent / "checkpoints", cache_dir(env)):
-        candidate = folder / name
-        if candidate.is_file():
-            return candidate
+    folders = (start.resolve().parent / "checkpoints", cache_dir(env))
+    for candidate_name in [name] if name else [DEFAULT_CHECKPOINT, *_fallback_names()]:
+        for folder in folders:
+            candidate = folder / candidate_name
+            if candidate.is_file():
+                return candidate
     return None
 
 

@@ -50,6 +50,18 @@ def test_search_order(places, tmp_path):
     assert find_checkpoint("sam2.1_hiera_tiny.pt", start_dir=start, env=env) == tiny
 
 
+def test_without_a_name_any_downloaded_model_is_found(places):
+    start, shared, cache, env = places
+    small = _touch(cache / "sam2.1_hiera_small.pt")
+    assert find_checkpoint(start_dir=start, env=env) == small
+    large = _touch(shared / "sam2.1_hiera_large.pt")
+    assert find_checkpoint(start_dir=start, env=env) == large
+    _touch(cache / "unrelated.pt")
+    default = _touch(cache / DEFAULT_CHECKPOINT)  # Descriptron's own choice comes first
+    assert find_checkpoint(start_dir=start, env=env) == default
+    assert find_checkpoint("sam2.1_hiera_small.pt", start_dir=start, env=env) == small
+
+
 def test_missing_file_in_environment_variable_is_an_error(places):
     start, _, cache, env = places
     _touch(cache / DEFAULT_CHECKPOINT)
