@@ -1,0 +1,741 @@
+"""Palindrome fine-tuning of SAM2 from a few templates and a pool of unlabeled images.
+
+One call, ``train``, used by the GUI (in a worker thread) and the CLI alike. A
+run lives in a folder ``RUN_DIR``:
+
+- ``settings.json``: everything needed to reproduce the run (configuration,
+  templates, structures, images, base model identity, versions, seed);
+- ``log.jsonl``: one JSON line per optimizer step (loss and its parts, learning
+  rate, gradient norm, seconds, and ``val`` when validation ran at that step);
+- ``adapter.pt``: the best weights so far by validation (LoRA weights only, or
+  the fine-tuned modules in full mode), written with ``model.adapter_file``
+  so that loading it onto another base model is refused;
+- ``state.pt``: what ``resume=True`` needs (current weights, optimizer,
+  scheduler, step, random states, best weights);
+- ``result.json``: written when the call ends: ``finished``, ``cancelled``
+  or ``failed`` (with the error).
+
+Every file is written atomically (temporary file + rename), so a crash or a
+cancel never leaves a half-written checkpoint.
+
+What one step does (ALGORITHM.md): sample one template (all of its structures)
+and one unlabeled image, run ``palindrome_step``, backward; after ``accumulate``
+such palindromes, clip gradients and take an AdamW step (learning rate: linear
+warm-up, then cosine decay). The image encoder never trains; its features are
+computed once per image by ``FeatureEncoder`` and reused.
+
+Validation chooses the best checkpoint, never the noisy training loss:
+- ``loo_iou`` (higher is better) with two or more templates sharing a
+  structure: each template is predicted from the memories of the others
+  (``encode_memory`` + ``predict_from_memory``), IoU per structure averaged;
+- ``val_loss`` (lower is better) otherwise: the palindrome loss on a fixed
+  held-out subset of the unlabeled images (not trained on).
+Validation also runs before the first step (the base model's score): if
+training never beats it, the saved adapter is the untrained one and the
+result says so (``best_step == 0``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .. import UserError, __version__
+from ..model.adapter_file import save_adapter
+from ..model.build import LoadedModel
+from ..model.device import autocast_context
+from ..model.lora import (apply_lora, enable_full_finetune, load_trainable_state, trainable_parameters,
+                          trainable_state_dict)
+from .control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
+from .features import FeatureEncoder
+from .frames import encode_memory, make_frame, predict_from_memory
+from .palindrome import LossWeights, hard_iou, palindrome_step
+from .preprocess import PreparedImage, prepare_image
+from .templates import Template, structure_names
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "settings.json"
+LOG_FILE = "log.jsonl"
+ADAPTER_FILE = "adapter.pt"
+STATE_FILE = "state.pt"
+RESULT_FILE = "result.json"
+
+# Default learning rates. LoRA: B starts at zero and the update is low-rank, so
+# a few hundred steps need a rate in the usual LoRA range (1e-4..1e-3) to move
+# at all. Full fine-tuning changes the pretrained decoder/memory weights
+# directly: SAM2's own fine-tuning recipe uses 5e-6 with large batches; from one
+# template, much above 1e-5 overfits the decoder quickly.
+DEFAULT_LORA_LR = 5e-4
+DEFAULT_FULL_LR = 1e-5
+
+
+class TrainingError(UserError):
+    """Training could not go on (diverged, no gradient, nothing to train on)."""
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a palindrome fine-tuning run.
+
+    ``steps`` counts optimizer steps; each uses ``accumulate`` palindromes
+    (one template x one unlabeled image each). ``lr=None`` picks
+    ``DEFAULT_LORA_LR`` or ``DEFAULT_FULL_LR``; ``lora_alpha=None`` is
+    ``2 * lora_rank``; ``warmup_steps=None`` is ``min(25, steps // 10)`` (at
+    least 1). ``validate_every=0`` turns validation off (the adapter is then the
+    last step's weights). ``autocast=None``: bf16 on CUDA, fp32 elsewhere. The
+    image size and device are the model's (``build_model``).
+    """
+
+    steps: int = 300
+    lr: float | None = None
+    weight_decay: float = 0.01
+    warmup_steps: int | None = None
+    min_lr_ratio: float = 0.05  # the cosine decays to lr * min_lr_ratio at the last step
+    lora_rank: int = 8
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.0
+    full: bool = False
+    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    accumulate: int = 1
+    seed: int = 0
+    validate_every: int = 25
+    checkpoint_every: int = 25  # state.pt (for resume) every this many steps, and at the end
+    val_images: int = 4  # held-out unlabeled images (validation with one template)
+    loss: LossWeights = field(default_factory=LossWeights)
+    autocast: bool | None = None
+
+    @property
+    def mode(self) -> str:
+        return "full" if self.full else "lora"
+
+    @property
+    def effective_lr(self) -> float:
+        if self.lr is not None:
+            return float(self.lr)
+        return DEFAULT_FULL_LR if self.full else DEFAULT_LORA_LR
+
+    @property
+    def effective_lora_alpha(self) -> float:
+        return float(2 * self.lora_rank if self.lora_alpha is None else self.lora_alpha)
+
+    @property
+    def effective_warmup(self) -> int:
+        if self.warmup_steps is not None:
+            return int(self.warmup_steps)
+        return max(1, min(25, self.steps // 10))
+
+    def check(self) -> None:
+        """UserError for values a run cannot use."""
+        problems = []
+        if self.steps < 1:
+            problems.append(f"steps must be at least 1 (got {self.steps})")
+        if self.effective_lr <= 0 or not math.isfinite(self.effective_lr):
+            problems.append(f"the learning rate must be a positive number (got {self.lr})")
+        if self.accumulate < 1:
+            problems.append(f"accumulate must be at least 1 (got {self.accumulate})")
+        if self.lora_rank < 1:
+            problems.append(f"the LoRA rank must be at least 1 (got {self.lora_rank})")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            problems.append("weight decay and gradient clipping must not be negative")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            problems.append(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
+        if self.validate_every < 0 or self.checkpoint_every < 0 or self.val_images < 0:
+            problems.append("validate_every, checkpoint_every and val_images must not be negative")
+        if self.effective_warmup < 0:
+            problems.append(f"warmup_steps must not be negative (got {self.warmup_steps})")
+        if problems:
+            raise UserError("invalid training settings: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        """Plain values, with the defaults that ``None`` stands for resolved."""
+        d = asdict(self)
+        d["resolved"] = {"lr": self.effective_lr, "lora_alpha": self.effective_lora_alpha,
+                         "warmup_steps": self.effective_warmup, "mode": self.mode}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in d.items() if k in names}
+        if isinstance(values.get("loss"), dict):
+            values["loss"] = LossWeights(**values["loss"])
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    """What a ``train`` call did. ``best_val`` is None when validation was off."""
+
+    run_dir: Path
+    steps_done: int  # optimizer steps completed in this run folder (all calls together)
+    total_steps: int
+    best_step: int  # the step whose weights adapter.pt holds (0: the untrained model)
+    best_val: float | None
+    val_metric: str | None  # "loo_iou" (higher is better), "val_loss" (lower is better) or None
+    baseline_val: float | None  # validation of the untrained model
+    cancelled: bool
+    history: list[dict]  # the log.jsonl lines of the whole run
+    adapter_path: Path
+    encoder_passes: int  # images sent through the image encoder by this call
+    skipped_images: list[dict] = field(default_factory=list)  # {"source", "error"}
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.val_metric == "loo_iou"
+
+
+def train(model: LoadedModel, templates: Sequence[Template],
+          unlabeled: Sequence[PreparedImage | str | os.PathLike], run_dir: str | os.PathLike,
+          config: TrainConfig | None = None, progress: ProgressCallback | None = None,
+          cancel: CancelToken | None = None, resume: bool = False,
+          feature_cache_dir: str | os.PathLike | None = None,
+          log_fn: Callable[[str], None] | None = None) -> TrainResult:
+    """Fine-tune ``model`` in place with palindrome self-training; see the module docstring.
+
+    ``model`` must be freshly built (LoRA is injected into it, or its modules
+    are unfrozen for full fine-tuning); when the call returns it holds the
+    best weights (the same as ``adapter.pt``) and is in eval mode.
+    ``templates`` must be prepared at ``model.image_size``. ``unlabeled``:
+    prepared images or image paths; a path that cannot be read is skipped and
+    named in a warning (``log_fn`` and ``result.skipped_images``); none usable
+    is a UserError. ``progress`` gets a ``Progress("train", step, steps)`` after
+    every step with metrics ``loss``, ``lr`` and ``val`` (when computed), and an
+    ETA. ``cancel`` is checked between steps: the run then validates, saves and
+    returns with ``cancelled=True``. ``resume=True`` continues the run in
+    ``run_dir`` from its ``state.pt`` (the same templates, images and settings;
+    only ``steps`` may grow). Failures raise (``TrainingError`` for a
+    diverged loss); they are never reported as success.
+    """
+    run = _Run(model, list(templates), list(unlabeled), Path(run_dir), config or TrainConfig(),
+               progress, cancel, resume, feature_cache_dir, log_fn)
+    return run.execute()
+
+
+class _Run:
+    """One ``train`` call: setup, the step loop, validation and checkpoints."""
+
+    def __init__(self, model: LoadedModel, templates: list[Template], unlabeled: list,
+                 run_dir: Path, config: TrainConfig, progress, cancel, resume: bool,
+                 feature_cache_dir, log_fn) -> None:
+        config.check()
+        self.model, self.sam, self.device = model, model.sam, model.device
+        self.config, self.progress, self.cancel, self.resume = config, progress, cancel, resume
+        self.run_dir = run_dir
+        self.log_fn = log_fn
+        self.feature_cache_dir = feature_cache_dir
+        self.templates = self._check_templates(templates)
+        self.structures = structure_names(self.templates)
+        self.skipped: list[dict] = []
+        self.pool = self._load_unlabeled(unlabeled)
+        self.val_metric, self.train_pool, self.val_pool = self._plan_validation()
+
+    # -- setup ------------------------------------------------------------------
+    def _say(self, message: str) -> None:
+        log.info(message)
+        if self.log_fn is not None:
+            self.log_fn(message)
+
+    def _check_templates(self, templates: list[Template]) -> list[Template]:
+        if not templates:
+            raise UserError("training needs at least one template (an image with outlined structures)")
+        size = self.model.image_size
+        for t in templates:
+            if t.image.size != size:
+                raise ValueError(f"template {t.image_id} was prepared at {t.image.size} px but the "
+                                 f"model takes {size} px; prepare it with prepare_image(..., {size})")
+        ids = [t.image_id for t in templates]
+        if len(set(map(str, ids))) != len(ids):
+            raise UserError(f"the same template is given twice ({ids}); give each annotated image once")
+        return templates
+
+    def _load_unlabeled(self, items: list) -> list[PreparedImage]:
+        size = self.model.image_size
+        template_keys = {t.image.key for t in self.templates}
+        pool, seen, same_as_template = [], set(), 0
+        for item in items:
+            if isinstance(item, PreparedImage):
+                if item.size != size:
+                    raise ValueError(f"unlabeled image {item.source or item.key[:12]} was prepared at "
+                                     f"{item.size} px but the model takes {size} px")
+                image = item
+            else:
+                try:
+                    image = prepare_image(item, size)
+                except (UserError, OSError, ValueError) as exc:
+                    self.skipped.append({"source": str(item), "error": str(exc)})
+                    continue
+            if image.key in template_keys:
+                same_as_template += 1  # a palindrome of a template with itself teaches nothing
+                continue
+            if image.key in seen:
+                continue
+            seen.add(image.key)
+            pool.append(image)
+        if self.skipped:
+            names = ", ".join(Path(s["source"]).name for s in self.skipped[:10])
+            more = f" and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
+            self._say(f"warning: {len(self.skipped)} unlabeled image(s) could not be read and are "
+                      f"skipped: {names}{more}")
+            for s in self.skipped:
+                log.warning("skipped %s: %s", s["source"], s["error"])
+        if same_as_template:
+            self._say(f"{same_as_template} unlabeled image(s) are template images; not used as unlabeled")
+        if not pool:
+            raise UserError("no usable unlabeled image: palindrome training needs at least one image "
+                            "without annotations besides the templates" +
+                            (f" ({len(self.skipped)} could not be read)" if self.skipped else ""))
+        return pool
+
+    def _plan_validation(self):
+        """(metric, training images, held-out images) for the configured validation."""
+        if self.config.validate_every == 0:
+            return None, list(self.pool), []
+        shared = [n for n in self.structures if sum(n in t.masks for t in self.templates) >= 2]
+        if len(self.templates) >= 2 and shared:
+            return "loo_iou", list(self.pool), []
+        if len(self.templates) >= 2:
+            self._say("the templates share no structure, so none can be predicted from the others; "
+                      "validating on held-out unlabeled images instead")
+        n = len(self.pool)
+        n_val = min(self.config.val_images, n - 1)
+        if n_val <= 0:
+            self._say("too few unlabeled images to hold some out for validation; validating on the "
+                      "training images (the best-checkpoint choice is then less reliable)")
+            return "val_loss", list(self.pool), list(self.pool)
+        held = set(random.Random(self.config.seed).sample(range(n), n_val))
+        return ("val_loss", [im for i, im in enumerate(self.pool) if i not in held],
+                [im for i, im in enumerate(self.pool) if i in held])
+
+    def _settings(self) -> dict:
+        from importlib.metadata import PackageNotFoundError, version
+
+        def pkg(name):
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return None
+
+        def image_entry(im: PreparedImage) -> dict:
+            return {"source": im.source, "key": im.key, "height": im.letterbox.height,
+                    "width": im.letterbox.width}
+
+        return {
+            "package_version": __version__,
+            "versions": {"torch": torch.__version__, "sam2": pkg("sam2"), "peft": pkg("peft")},
+            "config": self.config.to_dict(),
+            "seed": self.config.seed,
+            "model": {"config_name": self.model.config_name, "checkpoint_hash": self.model.checkpoint_hash,
+                      "checkpoint_path": str(getattr(self.model, "checkpoint_path", None) or "") or None,
+                      "image_size": self.model.image_size, "device": str(self.device)},
+            "structures": self.structures,
+            "templates": [{"id": t.image_id, "structures": t.structures, **image_entry(t.image)}
+                          for t in self.templates],
+            "unlabeled": [image_entry(im) for im in self.train_pool],
+            "validation": {"metric": self.val_metric, "images": [image_entry(im) for im in self.val_pool]},
+            "skipped_images": self.skipped,
+        }
+
+    def _check_resumable(self, saved: dict, current: dict) -> None:
+        """UserError unless the saved run used the same data, model and settings (``steps`` may differ)."""
+        differs = []
+        saved_cfg = {k: v for k, v in saved.get("config", {}).items() if k not in ("steps", "resolved")}
+        current_cfg = {k: v for k, v in current["config"].items() if k not in ("steps", "resolved")}
+        if saved_cfg != current_cfg:
+            keys = sorted(k for k in set(saved_cfg) | set(current_cfg) if saved_cfg.get(k) != current_cfg.get(k))
+            differs.append("settings (" + ", ".join(keys) + ")")
+        for key, what in (("model", "base model"), ("templates", "templates"), ("unlabeled", "unlabeled images"),
+                          ("validation", "validation images")):
+            a, b = saved.get(key), current[key]
+            if key == "model":
+                a = {k: v for k, v in (a or {}).items() if k != "device"}
+                b = {k: v for k, v in b.items() if k != "device"}
+            if json.loads(json.dumps(a)) != json.loads(json.dumps(b)):
+                differs.append(what)
+        if differs:
+            raise UserError(f"cannot resume the run in {self.run_dir}: its {', '.join(differs)} differ from "
+                            "this call's; resume with the same inputs, or start a new run in an empty folder")
+
+    def _prepare_model(self) -> None:
+        torch.manual_seed(self.config.seed)  # LoRA initialisation is random
+        if self.config.full:
+            enable_full_finetune(self.sam)
+        else:
+            apply_lora(self.sam, rank=self.config.lora_rank, alpha=self.config.effective_lora_alpha,
+                       dropout=self.config.lora_dropout)
+        self.sam.to(self.device)
+        leaked = [n for n, p in self.sam.image_encoder.named_parameters() if p.requires_grad]
+        if leaked:
+            raise RuntimeError(f"image encoder parameters are trainable ({leaked[:3]}...); the cached "
+                               "features would go stale")
+        self.params = trainable_parameters(self.sam)
+        if not self.params:
+            raise TrainingError("nothing to train: the model has no trainable parameters")
+        self._train_mode()
+
+    def _train_mode(self) -> None:
+        self.sam.train()
+        self.sam.image_encoder.eval()
+
+    def _lr_factor(self, step: int) -> float:
+        """Multiplier of the base learning rate for optimizer step ``step`` (0-based)."""
+        warmup, total = self.config.effective_warmup, self.config.steps
+        if step < warmup:
+            return (step + 1) / warmup
+        span = max(1, total - warmup - 1)
+        progress = min(1.0, (step - warmup) / span)
+        floor = self.config.min_lr_ratio
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    # -- files --------------------------------------------------------------------
+    def _write_json(self, name: str, data: dict) -> None:
+        _atomic_write(self.run_dir / name, lambda f: f.write(json.dumps(data, indent=2, default=str).encode()))
+
+    def _save_adapter(self) -> None:
+        hyper = self.config.to_dict()
+        hyper.update(best_step=self.best_step, val_metric=self.val_metric, best_val=self.best_val)
+        save_adapter(self.run_dir / ADAPTER_FILE, self.model, structures=self.structures,
+                     template_ids=[t.image_id for t in self.templates], hyperparameters=hyper)
+
+    def _save_state(self) -> None:
+        state = {
+            "step": self.step, "trainable": trainable_state_dict(self.sam),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "sampler": self.sampler.getstate(), "python_random": random.getstate(),
+            "numpy_random": _numpy_state_plain(), "torch_random": torch.get_rng_state(),
+            "cuda_random": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "best_step": self.best_step, "best_val": self.best_val, "baseline_val": self.baseline_val,
+            "best_state": self.best_state,
+        }
+        _atomic_write(self.run_dir / STATE_FILE, lambda f: torch.save(state, f))
+
+    def _load_state(self) -> None:
+        path = self.run_dir / STATE_FILE
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise UserError(f"cannot resume: {path} is unreadable ({str(exc).splitlines()[0][:200]}); "
+                            "start a new run") from exc
+        load_trainable_state(self.sam, state["trainable"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.setstate(state["sampler"])
+        random.setstate(state["python_random"])
+        kind, keys, pos, has_gauss, cached = state["numpy_random"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(state["torch_random"])
+        if state.get("cuda_random") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_random"])
+        self.step = int(state["step"])
+        self.best_step, self.best_val = int(state["best_step"]), state["best_val"]
+        self.baseline_val, self.best_state = state["baseline_val"], state["best_state"]
+
+    def _read_log(self) -> list[dict]:
+        path = self.run_dir / LOG_FILE
+        if not path.exists():
+            return []
+        lines = []
+        for line in path.read_text().splitlines():
+            if line.strip():
+                try:
+                    lines.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut by a crash
+                    break
+        return lines
+
+    def _append_log(self, entry: dict) -> None:
+        with open(self.run_dir / LOG_FILE, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+
+    # -- the run --------------------------------------------------------------------
+    def execute(self) -> TrainResult:
+        run_dir = self.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        has_run = (run_dir / STATE_FILE).exists() or (run_dir / LOG_FILE).exists()
+        if self.resume and not (run_dir / STATE_FILE).exists():
+            raise UserError(f"nothing to resume in {run_dir}: it has no {STATE_FILE}; start a new run")
+        if not self.resume and has_run:
+            raise UserError(f"{run_dir} already holds a training run; resume it or choose an empty folder")
+        settings = self._settings()
+        if self.resume:
+            self._check_resumable(json.loads((run_dir / SETTINGS_FILE).read_text()), settings)
+
+        self._prepare_model()
+        self.encoder = FeatureEncoder(self.model, cache_dir=self.feature_cache_dir)
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.config.effective_lr,
+                                           weight_decay=self.config.weight_decay)
+        # A plain function (not a bound method): LambdaLR then keeps nothing of it in its state.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: self._lr_factor(s))
+        self.sampler = _PairSampler(len(self.templates), len(self.train_pool), self.config.seed)
+        self.step, self.best_step, self.best_val, self.baseline_val = 0, 0, None, None
+        self.best_state: dict | None = None
+        self._masks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        history: list[dict] = []
+        if self.resume:
+            self._load_state()
+            history = [e for e in self._read_log() if e.get("step", 0) <= self.step]
+            # Steps logged after the last state save are redone: drop their lines.
+            _atomic_write(run_dir / LOG_FILE, lambda f: f.write("".join(json.dumps(e) + "\n" for e in history).encode()))
+            settings["config"] = self.config.to_dict()
+            self._say(f"resuming at step {self.step} of {self.config.steps}")
+        else:
+            random.seed(self.config.seed)
+            np.random.seed(self.config.seed % (2 ** 32))
+        self._write_json(SETTINGS_FILE, settings)
+
+        try:
+            cancelled = self._loop(history)
+        except BaseException as exc:
+            self._write_json(RESULT_FILE, {"status": "failed", "step": self.step, "error": f"{type(exc).__name__}: {exc}"})
+            raise
+        if self.best_state is not None:
+            load_trainable_state(self.sam, self.best_state)
+        self.sam.eval()
+        result = TrainResult(
+            run_dir=run_dir, steps_done=self.step, total_steps=self.config.steps, best_step=self.best_step,
+            best_val=self.best_val, val_metric=self.val_metric, baseline_val=self.baseline_val,
+            cancelled=cancelled, history=history, adapter_path=run_dir / ADAPTER_FILE,
+            encoder_passes=self.encoder.encoder_passes, skipped_images=self.skipped)
+        self._write_json(RESULT_FILE, {
+            "status": "cancelled" if cancelled else "finished", "steps_done": self.step,
+            "total_steps": self.config.steps, "best_step": self.best_step, "val_metric": self.val_metric,
+            "best_val": self.best_val, "baseline_val": self.baseline_val})
+        if self.val_metric and self.best_step == 0 and self.step > 0:
+            self._say(f"validation ({self.val_metric}) never improved on the untrained model "
+                      f"({self.baseline_val:.4f}); the saved adapter leaves the model unchanged")
+        return result
+
+    def _loop(self, history: list[dict]) -> bool:
+        config = self.config
+        if self.step == 0:
+            if self.val_metric:
+                self.baseline_val = self.best_val = self._validate()
+                self._say(f"untrained model: {self.val_metric} {self.baseline_val:.4f}")
+            self.best_state = trainable_state_dict(self.sam)
+            self._save_adapter()  # a usable adapter exists from the start
+            self._save_state()  # and a run that fails later can resume
+        reporter = ProgressReporter("train", config.steps, self.progress, start_done=self.step)
+        start_step = self.step
+        any_gradient = False
+        cancelled = False
+        while self.step < config.steps:
+            if is_cancelled(self.cancel):
+                cancelled = True
+                break
+            entry = self._train_step()
+            any_gradient = any_gradient or entry["grad_norm"] > 0
+            self.step += 1
+            entry = {"step": self.step, **entry}
+            validated = bool(self.val_metric) and (self.step % config.validate_every == 0 or self.step == config.steps)
+            if validated:
+                entry["val"] = self._validate()
+                self._consider_best(entry["val"])
+            elif not self.val_metric:
+                self.best_step, self.best_state = self.step, None
+            self._append_log(entry)
+            history.append(entry)
+            if not self.val_metric and (self.step == config.steps or self._checkpoint_due()):
+                self._save_adapter()
+            if self._checkpoint_due() or self.step == config.steps:
+                self._save_state()
+            metrics = {"loss": entry["loss"], "lr": entry["lr"]}
+            if "val" in entry:
+                metrics["val"] = entry["val"]
+            reporter.report(self.step, f"step {self.step}/{config.steps}", **metrics)
+        if self.step > start_step and not any_gradient:
+            raise TrainingError("no gradient reached the trained weights in any step, so nothing was "
+                                "learned; check that the templates' structures are visible in the images")
+        if cancelled:
+            self._say(f"cancelled after step {self.step} of {config.steps}")
+            if self.val_metric and history and history[-1]["step"] == self.step and "val" not in history[-1]:
+                self._consider_best(self._validate())
+            if not self.val_metric:
+                self._save_adapter()
+            self._save_state()
+        return cancelled
+
+    def _checkpoint_due(self) -> bool:
+        every = self.config.checkpoint_every
+        return every > 0 and self.step % every == 0
+
+    def _consider_best(self, value: float) -> None:
+        better = value > self.best_val if self.val_metric == "loo_iou" else value < self.best_val
+        if better:
+            self.best_val, self.best_step = value, self.step
+            self.best_state = trainable_state_dict(self.sam)
+            self._save_adapter()
+
+    def _template_tensors(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if index not in self._masks:
+            t = self.templates[index]
+            self._masks[index] = (t.model_masks(t.structures, self.device), t.valid(self.device))
+        return self._masks[index]
+
+    def _palindrome(self, t_index: int, image: PreparedImage):
+        feats0, feats1 = self.encoder.encode([self.templates[t_index].image, image])
+        masks, valid = self._template_tensors(t_index)
+        with autocast_context(self.device, self.config.autocast):
+            return palindrome_step(self.sam, feats0, masks, valid, feats1, self.config.loss)
+
+    def _train_step(self) -> dict:
+        config = self.config
+        t0 = time.monotonic()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = {"loss": 0.0, "bce": 0.0, "dice": 0.0, "presence": 0.0, "cycle_iou": 0.0}
+        used = []
+        for _ in range(config.accumulate):
+            t_index = self.sampler.next_template()
+            image = self.train_pool[self.sampler.next_image()]
+            template = self.templates[t_index]
+            where = f"template {template.image_id}, image {image.source or image.key[:12]}"
+            try:
+                out = self._palindrome(t_index, image)
+                loss = out.loss
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"training diverged at step {self.step + 1} ({where}): the loss is {loss.item()}; "
+                        f"lower the learning rate (now {config.effective_lr:g}) or check the images")
+                (loss / config.accumulate).backward()
+            except TrainingError:
+                raise
+            except Exception as exc:
+                exc.add_note(f"in training step {self.step + 1} ({where})")
+                raise
+            totals["loss"] += loss.item() / config.accumulate
+            for key, value in (("bce", out.bce), ("dice", out.dice), ("presence", out.presence)):
+                totals[key] += float(value.sum()) / config.accumulate
+            totals["cycle_iou"] += float(out.cycle_iou.mean()) / config.accumulate
+            used.append({"template": template.image_id, "image": image.source or image.key[:12]})
+        if all(p.grad is None for p in self.params):
+            raise TrainingError(f"step {self.step + 1}: the loss is not connected to the trained weights")
+        max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        if not math.isfinite(grad_norm):
+            raise TrainingError(f"training diverged at step {self.step + 1}: the gradient is {grad_norm}; "
+                                f"lower the learning rate (now {config.effective_lr:g})")
+        self.optimizer.step()
+        self.scheduler.step()
+        entry = {**totals, "lr": lr, "grad_norm": grad_norm, "seconds": round(time.monotonic() - t0, 4)}
+        entry["pairs"] = used
+        return entry
+
+    # -- validation ------------------------------------------------------------------
+    @torch.no_grad()
+    def _validate(self) -> float:
+        self.sam.eval()
+        try:
+            with autocast_context(self.device, self.config.autocast):
+                value = self._loo_iou() if self.val_metric == "loo_iou" else self._val_loss()
+        finally:
+            self._train_mode()
+        if not math.isfinite(value):
+            raise TrainingError(f"validation at step {self.step} gave {value}; the model has diverged; "
+                                f"lower the learning rate (now {self.config.effective_lr:g})")
+        return value
+
+    def _val_loss(self) -> float:
+        losses = [float(self._palindrome(ti, image).loss)
+                  for ti in range(len(self.templates)) for image in self.val_pool]
+        return float(np.mean(losses))
+
+    def _loo_iou(self) -> float:
+        """Mean IoU of each template's structures predicted from the other templates' memories."""
+        sam, templates = self.sam, self.templates
+        feats = self.encoder.encode([t.image for t in templates])
+        memories = []
+        for i, t in enumerate(templates):
+            masks, _ = self._template_tensors(i)
+            memories.append(encode_memory(sam, make_frame(sam, [feats[i]], len(t.structures)), masks[:, None]))
+        ious: list[float] = []
+        for h, held in enumerate(templates):
+            # Structures of the held-out template, grouped by which other templates have them,
+            # so each group is one batch attending to exactly those templates' memories.
+            groups: dict[tuple[int, ...], list[str]] = {}
+            for name in held.structures:
+                owners = tuple(j for j, t in enumerate(templates) if j != h and name in t.masks)
+                if owners:
+                    groups.setdefault(owners, []).append(name)
+            for owners, names in groups.items():
+                mems = [_select_objects(memories[j], [templates[j].structures.index(n) for n in names])
+                        for j in owners]
+                pred = predict_from_memory(sam, make_frame(sam, [feats[h]], len(names)), mems)
+                truth = held.model_masks(names, self.device)
+                ious.extend(hard_iou(pred.logits, truth, held.valid(self.device)).tolist())
+        return float(np.mean(ious))
+
+
+class _PairSampler:
+    """Which template and which unlabeled image each palindrome uses.
+
+    Both are drawn from shuffled rounds (without replacement within a round),
+    so every template is used within each ``n_templates`` palindromes and every
+    image within each ``n_images``: a short run cannot leave a template out by
+    chance, as independent draws could.
+    """
+
+    def __init__(self, n_templates: int, n_images: int, seed: int) -> None:
+        self._rng = random.Random(seed)
+        self._sizes = (n_templates, n_images)
+        self._queues: list[list[int]] = [[], []]
+
+    def _next(self, which: int) -> int:
+        if not self._queues[which]:
+            order = list(range(self._sizes[which]))
+            self._rng.shuffle(order)
+            self._queues[which] = order
+        return self._queues[which].pop()
+
+    def next_template(self) -> int:
+        return self._next(0)
+
+    def next_image(self) -> int:
+        return self._next(1)
+
+    def getstate(self):
+        return {"rng": self._rng.getstate(), "queues": [list(q) for q in self._queues]}
+
+    def setstate(self, state) -> None:
+        self._rng.setstate(state["rng"])
+        self._queues = [list(q) for q in state["queues"]]
+
+
+def _numpy_state_plain() -> tuple:
+    """NumPy's global random state as plain values (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return kind, keys.tolist(), int(pos), int(has_gauss), float(cached)
+
+
+def _select_objects(memory: dict, indices: list[int]) -> dict:
+    """The memory of some of the objects (batch rows) of ``memory``."""
+    idx = torch.as_tensor(indices, device=memory["maskmem_features"].device)
+    return {"maskmem_features": memory["maskmem_features"][idx],
+            "maskmem_pos_enc": [p[idx] for p in memory["maskmem_pos_enc"]],
+            "obj_ptr": memory["obj_ptr"][idx]}
+
+
+def _atomic_write(path: Path, write: Callable) -> None:
+    """Write ``path`` through a temporary file in the same folder and a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,250 @@
+"""The palindrome trainer: files, LoRA / full modes, cancel + resume, determinism, failures,
+multi-template sampling and leave-one-template-out validation.
+
+Real SAM2 code, the mini model at 128 px, synthetic specimens, CPU.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.engine import trainer
+from descriptron_sam2pal.engine.control import CancelToken
+from descriptron_sam2pal.engine.preprocess import prepare_image
+from descriptron_sam2pal.engine.trainer import TrainConfig, TrainingError, train
+from descriptron_sam2pal.model.adapter_file import load_adapter, read_adapter
+from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
+from descriptron_sam2pal.model.lora import trainable_state_dict
+
+from synthetic import make_specimen, make_template
+
+
+def _pool(seeds=(10, 11, 12), size=(128, 104)):
+    return [prepare_image(make_specimen(s, size)[0], 128, source=f"unlabeled-{s}.png") for s in seeds]
+
+
+def _fresh_model():
+    return build_model(MINI_CONFIG, image_size=128, seed=0)
+
+
+def _losses(run_dir) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_lora_run_writes_adapter_settings_and_log(mini_model, tmp_path):
+    template = make_template("t0", seed=0, size=(120, 128))
+    good = tmp_path / "specimen.png"
+    Image.fromarray(make_specimen(20, (96, 128))[0]).save(good)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    unlabeled = _pool((10, 11)) + [str(good), str(broken)]
+    reports, messages = [], []
+    run_dir = tmp_path / "run"
+
+    result = train(mini_model, [template], unlabeled, run_dir,
+                   TrainConfig(steps=6, validate_every=3, val_images=1, seed=3),
+                   progress=reports.append, log_fn=messages.append)
+
+    assert not result.cancelled and result.steps_done == 6
+    # The unreadable image is skipped, and the user is told which one.
+    assert [s["source"] for s in result.skipped_images] == [str(broken)]
+    assert any("broken.jpg" in m for m in messages)
+
+    lines = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in lines] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(e["loss"]) and e["lr"] > 0 and e["seconds"] > 0 for e in lines)
+    assert [e["step"] for e in lines if "val" in e] == [3, 6]
+    assert result.val_metric == "val_loss" and result.baseline_val is not None
+
+    settings = json.loads((run_dir / "settings.json").read_text())
+    assert settings["seed"] == 3 and settings["config"]["steps"] == 6
+    assert settings["structures"] == ["head", "eye", "scape"]
+    assert [t["id"] for t in settings["templates"]] == ["t0"]
+    assert settings["model"]["config_name"] == mini_model.config_name
+    assert settings["model"]["image_size"] == 128 and "checkpoint_hash" in settings["model"]
+    used = [im["source"] for im in settings["unlabeled"] + settings["validation"]["images"]]
+    assert sorted(used) == sorted(["unlabeled-10.png", "unlabeled-11.png", str(good)])
+    assert len(settings["validation"]["images"]) == 1  # held out, never trained on
+    trained_on = {p["image"] for e in lines for p in e["pairs"]}
+    assert not trained_on & {im["source"] for im in settings["validation"]["images"]}
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "finished"
+
+    # Only adapter weights: a small fraction of the model, all LoRA.
+    info, state = read_adapter(run_dir / "adapter.pt")
+    assert state and all("lora_" in k for k in state)
+    full_bytes = sum(v.numel() * v.element_size() for v in mini_model.sam.state_dict().values())
+    assert (run_dir / "adapter.pt").stat().st_size < full_bytes / 4
+    assert info.structures == ["head", "eye", "scape"] and info.template_ids == ["t0"]
+    assert info.hyperparameters["best_step"] == result.best_step
+    # The model is left holding the best weights, which are the adapter's.
+    mine = trainable_state_dict(mini_model.sam)
+    assert all(torch.equal(mine[k], state[k]) for k in state)
+    fresh = _fresh_model()
+    load_adapter(run_dir / "adapter.pt", fresh)
+    assert all(torch.equal(trainable_state_dict(fresh.sam)[k], state[k]) for k in state)
+
+    # Progress after every step, with ETA and metrics; val where validated.
+    assert [p.done for p in reports] == [1, 2, 3, 4, 5, 6] and all(p.total == 6 for p in reports)
+    assert all("loss" in p.metrics and "lr" in p.metrics for p in reports)
+    assert [p.done for p in reports if "val" in p.metrics] == [3, 6]
+    assert reports[-1].eta_s == 0 and all(p.eta_s is not None for p in reports)
+
+    # Features are computed once per image: 12 palindromes + validations, 4 images.
+    assert result.encoder_passes <= 4
+
+
+def test_no_readable_unlabeled_image_is_a_user_error(mini_model, tmp_path):
+    template = make_template("t0", seed=0)
+    missing = tmp_path / "gone.png"
+    with pytest.raises(UserError, match="no usable unlabeled image"):
+        train(mini_model, [template], [str(missing)], tmp_path / "run", TrainConfig(steps=2))
+    # A template given again as "unlabeled" is not an unlabeled image either.
+    with pytest.raises(UserError, match="no usable unlabeled image"):
+        train(mini_model, [template], [template.image], tmp_path / "run2", TrainConfig(steps=2))
+
+
+def test_full_finetune_trains_decoder_and_saves_it(mini_model, tmp_path):
+    before = {k: v.clone() for k, v in mini_model.sam.state_dict().items()}
+    result = train(mini_model, [make_template("t0", seed=0)], _pool((10, 11)), tmp_path / "run",
+                   TrainConfig(steps=3, full=True, lr=1e-3, validate_every=0))
+    after = mini_model.sam.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("sam_mask_decoder.") for k in changed)
+    assert any(k.startswith("memory_attention.") for k in changed)
+    assert not any(k.startswith("image_encoder.") for k in changed)
+    info, state = read_adapter(result.adapter_path)
+    assert info.mode == "full" and result.best_step == 3 and result.val_metric is None
+    assert any(k.startswith("sam_mask_decoder.") for k in state)
+    assert not any(k.startswith("image_encoder.") for k in state)
+    assert all(torch.equal(state[k], after[k]) for k in state)  # validation off: the last weights
+
+
+def test_cancel_resume_and_seed_reproduce_an_uninterrupted_run(tmp_path):
+    template = make_template("t0", seed=0, size=(120, 128))
+    config = TrainConfig(steps=5, validate_every=2, val_images=1, seed=7)
+
+    straight = train(_fresh_model(), [template], _pool(), tmp_path / "straight", config)
+    assert straight.steps_done == 5
+
+    cancel = CancelToken()
+
+    def stop_after_two(p):
+        if p.done == 2:
+            cancel.cancel()
+
+    part = train(_fresh_model(), [template], _pool(), tmp_path / "split", config,
+                 progress=stop_after_two, cancel=cancel)
+    assert part.cancelled and part.steps_done == 2
+    assert json.loads((tmp_path / "split" / "result.json").read_text())["status"] == "cancelled"
+    load_adapter(tmp_path / "split" / "adapter.pt", _fresh_model())  # a usable checkpoint exists
+    # Seeded: the first two steps are those of the uninterrupted run.
+    assert _losses(tmp_path / "split") == _losses(tmp_path / "straight")[:2]
+
+    # A run folder is never silently reused, and resuming needs the same inputs.
+    with pytest.raises(UserError, match="already holds a training run"):
+        train(_fresh_model(), [template], _pool(), tmp_path / "split", config)
+    with pytest.raises(UserError, match="unlabeled images"):
+        train(_fresh_model(), [template], _pool((10, 11)), tmp_path / "split", config, resume=True)
+
+    resumed = train(_fresh_model(), [template], _pool(), tmp_path / "split", config, resume=True)
+    assert not resumed.cancelled and resumed.steps_done == 5
+    steps = [json.loads(x)["step"] for x in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+    # Optimizer, schedule, sampling and random states restored: the same losses exactly.
+    assert _losses(tmp_path / "split") == _losses(tmp_path / "straight")
+
+    other_seed = train(_fresh_model(), [template], _pool(), tmp_path / "seed8",
+                       TrainConfig(steps=2, validate_every=0, seed=8))
+    assert _losses(tmp_path / "seed8") != _losses(tmp_path / "straight")[:2]
+    assert other_seed.steps_done == 2
+
+
+def _failing_step(monkeypatch, fail_at: int, failure):
+    real = trainer.palindrome_step
+    calls = {"n": 0}
+
+    def step(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if torch.is_grad_enabled():  # training steps, not validation
+            calls["n"] += 1
+            if calls["n"] == fail_at:
+                return failure(out)
+        return out
+
+    monkeypatch.setattr(trainer, "palindrome_step", step)
+
+
+def test_nan_loss_is_a_clear_error_never_success(mini_model, tmp_path, monkeypatch):
+    def nan(out):
+        out.loss = out.loss * float("nan")
+        return out
+
+    _failing_step(monkeypatch, 2, nan)
+    with pytest.raises(TrainingError, match="diverged at step 2.*learning rate"):
+        train(mini_model, [make_template("t0", seed=0)], _pool((10, 11)), tmp_path / "run",
+              TrainConfig(steps=4, validate_every=0))
+    status = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert status["status"] == "failed" and "diverged" in status["error"]
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 1
+
+
+def test_exception_in_a_step_propagates(mini_model, tmp_path, monkeypatch):
+    def boom(out):
+        raise RuntimeError("boom")
+
+    _failing_step(monkeypatch, 1, boom)
+    with pytest.raises(RuntimeError, match="boom") as info:
+        train(mini_model, [make_template("t0", seed=0)], _pool((10,)), tmp_path / "run",
+              TrainConfig(steps=3, validate_every=0))
+    assert any("training step 1" in note for note in info.value.__notes__)
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "failed"
+
+
+def test_templates_with_different_structures_and_leave_one_out_validation(mini_model, tmp_path, monkeypatch):
+    templates = [make_template("t0", 0, structures=("head", "eye", "scape")),
+                 make_template("t1", 1, size=(110, 128), structures=("head", "eye")),
+                 make_template("t2", 2, structures=("head", "scape", "mandible"))]
+    trained_k = []
+    real_step = trainer.palindrome_step
+
+    def spy_step(sam, template, masks, valid, target, weights):
+        if torch.is_grad_enabled():
+            trained_k.append(masks.shape[0])
+        return real_step(sam, template, masks, valid, target, weights)
+
+    groups = []
+    real_predict = trainer.predict_from_memory
+
+    def spy_predict(sam, frame, memories):
+        groups.append((frame.batch, len(memories)))
+        return real_predict(sam, frame, memories)
+
+    monkeypatch.setattr(trainer, "palindrome_step", spy_step)
+    monkeypatch.setattr(trainer, "predict_from_memory", spy_predict)
+    result = train(mini_model, templates, _pool((10, 11)), tmp_path / "run",
+                   TrainConfig(steps=6, validate_every=3, seed=1))
+
+    # Each step trains one template with all (and only) its structures.
+    templates_used = [p["template"] for e in result.history for p in e["pairs"]]
+    assert set(templates_used) == {"t0", "t1", "t2"}
+    expected_k = {"t0": 3, "t1": 2, "t2": 3}
+    assert trained_k == [expected_k[t] for t in templates_used]
+
+    # Leave-one-template-out: every held-out structure batch attends to exactly the
+    # other templates that have those structures (mandible: only t2 has it, not predicted).
+    assert result.val_metric == "loo_iou" and 0.0 <= result.best_val <= 1.0
+    per_validation = sorted(groups[:len(groups) // 3])
+    # t0: head <- {t1,t2}, eye <- {t1}, scape <- {t2}; t1: head <- {t0,t2}, eye <- {t0};
+    # t2: head <- {t0,t1}, scape <- {t0}.
+    assert per_validation == sorted([(1, 2), (1, 1), (1, 1), (1, 2), (1, 1), (1, 2), (1, 1)])
+    assert len(groups) == 3 * len(per_validation)  # baseline, step 3, step 6
+    settings = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert settings["structures"] == ["head", "eye", "scape", "mandible"]
+    assert [t["structures"] for t in settings["templates"]] == [["head", "eye", "scape"], ["head", "eye"],
+                                                                ["head", "scape", "mandible"]]
