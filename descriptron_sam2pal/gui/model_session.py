@@ -1,0 +1,322 @@
+"""The SAM2 model shared by the plugin's panels, and choosing / downloading its checkpoint.
+
+Loading SAM2 takes seconds to a minute, so :class:`ModelSession` loads it
+lazily, the first time a panel needs it, in an :class:`EngineWorker`, and
+keeps it (with its feature cache and an :class:`InteractiveSegmenter`) for
+every later use. The checkpoint is found where Descriptron looks for it
+(``model.checkpoints.find_checkpoint``), or chosen by the user (Browse...,
+Download..., or the untrained demo model); the choice is remembered in
+QSettings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from PyQt5.QtCore import QObject, QSettings, Qt, pyqtSignal
+from PyQt5.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QLabel,
+                             QProgressDialog, QPushButton, QVBoxLayout, QWidget)
+
+from .. import UserError
+from .workers import EngineWorker
+
+log = logging.getLogger(__name__)
+
+#: The value remembered for "use the randomly initialised mini model".
+DEMO_CHOICE = "demo"
+DEMO_LABEL = "untrained demo model \u2014 not for real work"
+SETTINGS_CHECKPOINT = "sam2pal/checkpoint"
+SETTINGS_DEVICE = "sam2pal/device"
+#: Offered by Download...: small enough for a laptop CPU first, Descriptron's own last.
+DOWNLOAD_CHOICES = ("sam2.1_hiera_tiny.pt", "sam2.1_hiera_small.pt", "sam2.1_hiera_base_plus.pt",
+                    "sam2.1_hiera_large.pt", "sam2_hiera_large.pt")
+
+
+@dataclass
+class LoadedSession:
+    """What the worker builds: the model, its feature cache and a click segmenter."""
+
+    model: Any  # model.build.LoadedModel
+    encoder: Any  # engine.features.FeatureEncoder
+    segmenter: Any  # engine.interactive.InteractiveSegmenter
+
+
+def build_for_choice(choice: str, device: str = "auto", image_size: int | None = None,
+                     adapter: str | None = None):
+    """LoadedModel for a checkpoint path or ``DEMO_CHOICE`` (the random mini model, seed 0),
+    with an adapter file loaded onto it when given. Runs in a worker (slow)."""
+    from ..model.build import MINI_CONFIG, build_model
+
+    if adapter:  # the adapter knows the input size it was trained at
+        from ..model.adapter_file import read_adapter
+        info, _ = read_adapter(adapter)
+        image_size = info.image_size
+    if choice == DEMO_CHOICE:
+        model = build_model(MINI_CONFIG, device=device, image_size=image_size, seed=0)
+    else:
+        model = build_model(checkpoint=choice, device=device, image_size=image_size)
+    if adapter:
+        from ..model.adapter_file import load_adapter
+        load_adapter(adapter, model)
+        model.sam.eval()
+    return model
+
+
+def _load_session(choice: str, device: str, image_size: int | None) -> LoadedSession:
+    from ..engine.features import FeatureEncoder
+    from ..engine.interactive import InteractiveSegmenter
+
+    model = build_for_choice(choice, device, image_size)
+    encoder = FeatureEncoder(model, max_memory_bytes=512 << 20)
+    return LoadedSession(model, encoder, InteractiveSegmenter(model, encoder))
+
+
+def describe_choice(choice: str | None) -> str:
+    if choice is None:
+        return "No SAM2 checkpoint chosen"
+    if choice == DEMO_CHOICE:
+        return f"Mini SAM2 ({DEMO_LABEL})"
+    return Path(choice).name
+
+
+class ModelSession(QObject):
+    """The chosen checkpoint and, once loaded, the model every panel shares.
+
+    Signals: ``loading(bool)`` while a load runs, ``ready()`` when the model is
+    usable, ``failed(message, details)``, ``choice_changed(str)``.
+    """
+
+    loading = pyqtSignal(bool)
+    ready = pyqtSignal()
+    failed = pyqtSignal(str, str)
+    choice_changed = pyqtSignal(str)
+
+    def __init__(self, host: Any = None, settings: QSettings | None = None,
+                 image_size: int | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.host = host
+        self.settings = settings if settings is not None else QSettings("Descriptron", "sam2pal")
+        self.image_size = image_size  # None: the config's own (1024 for Meta's checkpoints)
+        self.loaded: LoadedSession | None = None
+        self.problem = ""  # why no checkpoint was found (e.g. a bad environment variable)
+        self._worker: EngineWorker | None = None
+        self._loading_choice: str | None = None
+
+    # -- the choice -----------------------------------------------------------
+    def checkpoint_choice(self) -> str | None:
+        """The remembered choice if still valid, else the checkpoint Descriptron would use, else None."""
+        saved = self.settings.value(SETTINGS_CHECKPOINT, "", str)
+        if saved == DEMO_CHOICE or (saved and Path(saved).is_file()):
+            return saved
+        from ..model.checkpoints import find_checkpoint
+        try:
+            found = find_checkpoint()
+            self.problem = ""
+        except UserError as exc:
+            self.problem = str(exc)
+            return None
+        return str(found) if found is not None else None
+
+    def set_checkpoint(self, choice: str) -> None:
+        """Remember a checkpoint path (or ``DEMO_CHOICE``); the next use loads it."""
+        if choice != DEMO_CHOICE and not Path(choice).is_file():
+            raise UserError(f"{choice} is not a file; choose a SAM2 checkpoint (.pt)")
+        self.settings.setValue(SETTINGS_CHECKPOINT, str(choice))
+        self.loaded = None  # built from the previous choice; the next use loads the new one
+        self.choice_changed.emit(str(choice))
+
+    @property
+    def device(self) -> str:
+        return self.settings.value(SETTINGS_DEVICE, "auto", str) or "auto"
+
+    @property
+    def is_demo(self) -> bool:
+        return self.checkpoint_choice() == DEMO_CHOICE
+
+    def describe(self) -> str:
+        return describe_choice(self.checkpoint_choice())
+
+    # -- loading ----------------------------------------------------------------
+    @property
+    def is_loading(self) -> bool:
+        return self._worker is not None
+
+    @property
+    def is_ready(self) -> bool:
+        return self.loaded is not None
+
+    def ensure_loaded(self) -> bool:
+        """True if the model is ready; otherwise start loading it (once) and return False.
+
+        Raises UserError when no checkpoint is chosen (the caller offers the choices).
+        """
+        if self.loaded is not None:
+            return True
+        if self._worker is not None:
+            return False
+        choice = self.checkpoint_choice()
+        if choice is None:
+            raise UserError(self.problem or "No SAM2 checkpoint found; choose one with Browse..., "
+                            "Download... or use the demo model")
+        worker = EngineWorker(_load_session, choice, self.device, self.image_size,
+                              description=f"Loading SAM2 ({describe_choice(choice)})")
+        worker.result.connect(lambda loaded, c=choice: self._on_loaded(c, loaded))
+        worker.error.connect(self.failed)
+        worker.finished.connect(self._on_finished)
+        self._worker, self._loading_choice = worker, choice
+        if self.host is not None:
+            self.host.register_worker(worker)
+        self.loading.emit(True)
+        worker.start()
+        return False
+
+    def _on_loaded(self, choice: str, loaded: LoadedSession) -> None:
+        if choice != self.checkpoint_choice():
+            return  # the user chose another checkpoint meanwhile; the next use loads that one
+        self.loaded = loaded
+        self.ready.emit()
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.loading.emit(False)
+
+    def wait(self, timeout_ms: int = 60000) -> bool:
+        """Block until a running load ends (tests and shutdown)."""
+        return True if self._worker is None else self._worker.wait(timeout_ms)
+
+
+# --------------------------------------------------------------------------- widgets
+
+def _download(name: str, progress=None, cancel=None) -> Path:
+    from ..model.checkpoints import download_checkpoint
+    return download_checkpoint(name, progress=lambda done, total: progress((done, total)),
+                               cancel=lambda: cancel.cancelled)
+
+
+def start_download(parent: QWidget, name: str, on_done: Callable[[Path], None], host: Any = None,
+                   download_fn: Callable = _download) -> EngineWorker:
+    """Download checkpoint ``name`` into Descriptron's cache in a worker, with a progress
+    dialog whose Cancel stops it (the partial file is kept to resume later)."""
+    from ..model.configs import KNOWN_CHECKPOINTS
+
+    approx = KNOWN_CHECKPOINTS[name].approx_mb if name in KNOWN_CHECKPOINTS else 0
+    dialog = QProgressDialog(f"Downloading {name} (about {approx} MB)...", "Cancel", 0, 100, parent)
+    dialog.setWindowTitle("Download SAM2 checkpoint")
+    dialog.setWindowModality(Qt.WindowModal)
+    dialog.setAutoClose(False)
+    dialog.setAutoReset(False)
+    dialog.setMinimumDuration(0)
+    worker = EngineWorker(download_fn, name, description=f"Downloading {name}")
+
+    def on_progress(report) -> None:
+        done, total = report
+        if total:
+            dialog.setMaximum(100)
+            dialog.setValue(int(100 * done / total))
+            dialog.setLabelText(f"Downloading {name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+        else:
+            dialog.setMaximum(0)
+            dialog.setLabelText(f"Downloading {name}: {done / 1e6:.0f} MB")
+
+    def on_error(message: str, details: str) -> None:
+        if host is not None:
+            host.show_error("Download failed", message, details)
+
+    worker.progress.connect(on_progress)
+    worker.result.connect(on_done)
+    worker.error.connect(on_error)
+    worker.finished.connect(dialog.close)
+    dialog.canceled.connect(worker.cancel)
+    if host is not None:
+        host.register_worker(worker)
+    dialog.show()
+    worker.start()
+    worker.dialog = dialog  # kept alive with the worker; tests look at it
+    return worker
+
+
+class CheckpointPicker(QWidget):
+    """A line saying which SAM2 checkpoint is used, with Browse... / Download... / Demo model."""
+
+    def __init__(self, session: ModelSession, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.browse_button = QPushButton("Browse...")
+        self.browse_button.setToolTip("Use a SAM2 / SAM2.1 checkpoint file (.pt) you already have")
+        self.download_button = QPushButton("Download...")
+        self.download_button.setToolTip("Download one of Meta's SAM2 checkpoints into Descriptron's "
+                                        "cache (shared with Descriptron)")
+        self.demo_button = QPushButton("Demo model")
+        self.demo_button.setToolTip(f"A tiny randomly initialised SAM2 to try the buttons: {DEMO_LABEL}")
+        self.browse_button.clicked.connect(self.browse)
+        self.download_button.clicked.connect(self.ask_download)
+        self.demo_button.clicked.connect(lambda: self._choose(DEMO_CHOICE))
+        buttons = QHBoxLayout()
+        for b in (self.browse_button, self.download_button, self.demo_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.label)
+        layout.addLayout(buttons)
+        self.download_worker: EngineWorker | None = None
+        session.choice_changed.connect(lambda _c: self.refresh())
+        self.refresh()
+
+    def refresh(self) -> None:
+        choice = self.session.checkpoint_choice()
+        if choice is None:
+            why = f" ({self.session.problem})" if self.session.problem else ""
+            self.label.setText(f"<b>No SAM2 checkpoint found</b>{why}. Browse for one, download one, "
+                               "or try the demo model.")
+        elif choice == DEMO_CHOICE:
+            self.label.setText(f"Model: <b>mini SAM2</b> <span style='color:#b00'>({DEMO_LABEL})</span>")
+        else:
+            self.label.setText(f"Model: <b>{Path(choice).name}</b>")
+            self.label.setToolTip(choice)
+
+    def _choose(self, choice: str) -> None:
+        try:
+            self.session.set_checkpoint(choice)
+        except UserError as exc:
+            if self.session.host is not None:
+                self.session.host.show_error("SAM2 checkpoint", str(exc))
+
+    def browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a SAM2 checkpoint", "",
+                                              "PyTorch checkpoints (*.pt *.pth);;All files (*)")
+        if path:
+            self._choose(path)
+
+    def ask_download(self) -> None:
+        from ..model.configs import KNOWN_CHECKPOINTS
+
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Download a SAM2 checkpoint")
+        combo = QComboBox()
+        for name in DOWNLOAD_CHOICES:
+            combo.addItem(f"{name} (about {KNOWN_CHECKPOINTS[name].approx_mb} MB)", name)
+        layout = QVBoxLayout(dialog)
+        layout.addWidget(QLabel("Smaller models are faster, larger ones more accurate.\n"
+                                "Without a GPU, start with tiny or small."))
+        layout.addWidget(combo)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(dialog.accept)
+        buttons.rejected.connect(dialog.reject)
+        layout.addWidget(buttons)
+        if dialog.exec_() == QDialog.Accepted:
+            self.download(combo.currentData())
+
+    def download(self, name: str, download_fn: Callable = _download) -> EngineWorker:
+        self.download_button.setEnabled(False)
+        worker = start_download(self, name, lambda path: self._choose(str(path)), self.session.host,
+                                download_fn)
+        worker.finished.connect(lambda: self.download_button.setEnabled(True))
+        self.download_worker = worker
+        return worker

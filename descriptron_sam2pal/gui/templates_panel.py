@@ -1,0 +1,428 @@
+"""The Templates panel: outline structures on a few specimens with SAM2 clicks.
+
+On the current image a left click marks a point on the structure, a right
+click a point off it, a drag draws a box; SAM2 proposes the mask at once (the
+image is encoded once in the background; each click then only runs the mask
+decoder). The user names the structure and accepts it: it goes into the
+store as an annotation with ``attributes.source = "sam2pal-template"``.
+Undo (Ctrl+Z) takes back the last click, or else the last accepted structure.
+
+Needs a host with the optional canvas members (``host.api.CanvasHost``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PyQt5.QtCore import Qt
+from PyQt5.QtGui import QKeySequence
+from PyQt5.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
+                             QListWidgetItem, QProgressBar, QPushButton, QShortcut, QVBoxLayout, QWidget)
+
+from .. import UserError
+from ..host.api import CanvasHost
+from .model_session import CheckpointPicker, ModelSession
+from .workers import EngineWorker
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_SOURCE = "sam2pal-template"
+COMMON_STRUCTURES = ("scape", "antenna", "eye", "head", "pronotum", "elytra", "legs")
+_ID_ROLE = Qt.UserRole
+
+
+def template_images(store) -> list[tuple[Any, list[str]]]:
+    """(image record, structure names) for every image with at least one outlined structure."""
+    out = []
+    if store is None:
+        return out
+    for record in store.images:
+        names = list(dict.fromkeys(a.category for a in store.annotations_for(record.id) if a.is_structure))
+        if names:
+            out.append((record, names))
+    return out
+
+
+def remove_annotation(store, image_id: Any, ann_id: Any) -> None:
+    """Take an annotation back out of the store (Undo of an accepted structure)."""
+    remover = getattr(store, "remove_annotation", None)
+    if remover is not None:
+        remover(ann_id)
+        return
+    # The store has no public removal yet; this is the removal its own
+    # add_structure(replace=True) uses (annotation, its RLE entry, dirty flag).
+    record = next((a for a in store.annotations_for(image_id) if a.id == ann_id), None)
+    if record is None:
+        raise UserError(f"annotation {ann_id} is no longer in the store; nothing to undo")
+    store._remove(record)
+
+
+@dataclass
+class _Prompts:
+    """The clicks and box on the current image, in the order given (for Undo)."""
+
+    events: list[tuple] = field(default_factory=list)  # ("point", x, y, positive) or ("box", (x0, y0, x1, y1))
+
+    def points(self) -> list[tuple[float, float, bool]]:
+        return [(e[1], e[2], e[3]) for e in self.events if e[0] == "point"]
+
+    def box(self) -> tuple[float, float, float, float] | None:
+        boxes = [e[1] for e in self.events if e[0] == "box"]
+        return boxes[-1] if boxes else None
+
+    def __bool__(self) -> bool:
+        return bool(self.events)
+
+
+class TemplatesPanel(QWidget):
+    """Dock panel: click on the image, name the structure, accept; the list of templates."""
+
+    def __init__(self, host: Any, session: ModelSession, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.host = host
+        self.session = session
+        self.can_prompt = isinstance(host, CanvasHost)
+        self.prompts = _Prompts()
+        self.proposal: np.ndarray | None = None
+        self.score: float | None = None
+        self.accepted: list[dict] = []  # undo stack of accepted structures
+        self._encoded_id: Any = None  # image whose features the segmenter holds
+        self._encoder: EngineWorker | None = None
+        self._problem = ""  # why SAM2 cannot be used now (no checkpoint), shown until that changes
+        self._unsubscribe: list = []
+        self._build()
+        if self.can_prompt:
+            self._unsubscribe += [host.on_image_clicked(self._on_click), host.on_box_drawn(self._on_box)]
+        self._unsubscribe += [host.on_current_image_changed(self._on_image_changed),
+                              host.on_store_changed(lambda _store: self.refresh())]
+        session.ready.connect(self._on_model_ready)
+        session.loading.connect(lambda _on: self._update())
+        session.failed.connect(self._on_model_failed)
+        session.choice_changed.connect(lambda _c: self._reset_model_state())
+        self.refresh()
+
+    # ------------------------------------------------------------------ UI
+    def _build(self) -> None:
+        self.picker = CheckpointPicker(self.session)
+
+        self.active_button = QPushButton("Outline on the image")
+        self.active_button.setCheckable(True)
+        self.active_button.setToolTip("When on, clicks on the image are SAM2 prompts: left click on the "
+                                      "structure, right click off it, drag a box around it")
+        self.active_button.toggled.connect(self._on_active_toggled)
+        self.help_label = QLabel(
+            "<b>Left click</b>: on the structure &nbsp; <b>Right click</b>: not on it<br>"
+            "<b>Drag</b>: a box around it &nbsp; <b>Ctrl+Z</b>: undo")
+        self.help_label.setWordWrap(True)
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)
+        self.busy.setTextVisible(False)
+        self.busy.setMaximumHeight(10)
+        self.busy.hide()
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+
+        self.name_combo = QComboBox()
+        self.name_combo.setEditable(True)
+        self.name_combo.setInsertPolicy(QComboBox.NoInsert)
+        self.name_combo.setToolTip("The structure's name: choose one or type a new one "
+                                   "(the same name on every template)")
+        self.name_combo.lineEdit().setPlaceholderText("structure name, e.g. scape")
+        self.name_combo.lineEdit().returnPressed.connect(self.accept_proposal)
+        self.name_combo.editTextChanged.connect(lambda _t: self.proposal is not None and self._show())
+        self.accept_button = QPushButton("Accept")
+        self.accept_button.setToolTip("Save the proposed mask as this structure on this image (Enter)")
+        self.accept_button.clicked.connect(self.accept_proposal)
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setToolTip("Take back the last click, or else the last accepted structure (Ctrl+Z)")
+        self.undo_button.clicked.connect(self.undo)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.setToolTip("Forget the clicks on this image and start again")
+        self.clear_button.clicked.connect(self.clear_prompts)
+        self.score_label = QLabel("")
+        self.score_label.setToolTip("SAM2's own estimate of the mask quality (0 to 1)")
+
+        outline = QGroupBox("Outline a structure")
+        form = QFormLayout()
+        form.addRow("Structure:", self.name_combo)
+        buttons = QHBoxLayout()
+        for b in (self.accept_button, self.undo_button, self.clear_button):
+            buttons.addWidget(b)
+        box_layout = QVBoxLayout(outline)
+        box_layout.addWidget(self.active_button)
+        box_layout.addWidget(self.help_label)
+        box_layout.addWidget(self.busy)
+        box_layout.addWidget(self.status)
+        box_layout.addLayout(form)
+        box_layout.addWidget(self.score_label)
+        box_layout.addLayout(buttons)
+
+        self.template_list = QListWidget()
+        self.template_list.setToolTip("Images with outlined structures; double-click to show one")
+        self.template_list.itemDoubleClicked.connect(self._on_template_activated)
+        self.template_summary = QLabel()
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.picker)
+        layout.addWidget(outline)
+        layout.addWidget(QLabel("<b>Templates</b> (images with outlined structures)"))
+        layout.addWidget(self.template_list, 1)
+        layout.addWidget(self.template_summary)
+
+        undo = QShortcut(QKeySequence.Undo, self)
+        undo.setContext(Qt.WindowShortcut)
+        undo.activated.connect(self.undo)
+        self._undo_shortcut = undo
+        if not self.can_prompt:
+            self.active_button.setEnabled(False)
+            self.active_button.setToolTip("This host does not pass image clicks to plugins")
+        self._update()
+
+    def refresh(self) -> None:
+        """Re-read structure names and templates from the store."""
+        store = self.host.store
+        if store is not getattr(self, "_store", None):
+            self._store = store
+            self.accepted = []  # undo entries belong to the store they were made in
+        current = self.name_combo.currentText()
+        names = list(dict.fromkeys((store.structure_names() if store is not None else [])
+                                   + list(COMMON_STRUCTURES)))
+        self.name_combo.blockSignals(True)
+        self.name_combo.clear()
+        self.name_combo.addItems(names)
+        self.name_combo.setEditText(current)
+        self.name_combo.blockSignals(False)
+
+        self.template_list.clear()
+        templates = template_images(store)
+        for record, structures in templates:
+            item = QListWidgetItem(f"{record.file_name}: {', '.join(structures)}")
+            item.setData(_ID_ROLE, record.id)
+            item.setToolTip(str(record.path or record.file_name))
+            self.template_list.addItem(item)
+        n = len(templates)
+        self.template_summary.setText(
+            "No templates yet: outline a structure on a specimen and accept it." if n == 0 else
+            f"{n} template{'s' * (n != 1)}" + (" (one or two more help the training)" if n < 3 else ""))
+        self._update()
+
+    def _update(self) -> None:
+        has_image = self.host.current_image_array() is not None
+        working = self.session.is_loading or self._encoder is not None
+        self.busy.setVisible(working)
+        self.accept_button.setEnabled(self.proposal is not None)
+        self.undo_button.setEnabled(bool(self.prompts) or bool(self.accepted))
+        self.clear_button.setEnabled(bool(self.prompts))
+        if self._problem and not self.session.is_ready:
+            self.status.setText(self._problem)
+        elif self.session.is_loading:
+            self.status.setText("Loading SAM2... (the first time takes a while)")
+        elif self._encoder is not None:
+            self.status.setText("Reading the image with SAM2...")
+        elif not self.active_button.isChecked():
+            self.status.setText("Press \u201cOutline on the image\u201d to start.")
+        elif not has_image:
+            self.status.setText("Open an image to outline its structures.")
+        elif self.proposal is None:
+            self.status.setText("Click on the structure.")
+        else:
+            self.status.setText("Add clicks to correct the mask, then name it and accept.")
+        self.score_label.setText("" if self.score is None else f"SAM2 quality estimate: {self.score:.2f}")
+
+    # --------------------------------------------------------------- prompts
+    def _on_active_toggled(self, on: bool) -> None:
+        if self.can_prompt:
+            self.host.set_box_drawing(on)
+        if on:
+            self._prepare()
+        else:
+            self.clear_prompts()
+        self._update()
+
+    def set_active(self, on: bool = True) -> None:
+        self.active_button.setChecked(on)
+
+    def _prepare(self) -> bool:
+        """True when the model is loaded and the current image encoded; otherwise starts that work."""
+        try:
+            self._problem = ""
+            if not self.session.ensure_loaded():
+                return False
+        except UserError as exc:
+            self._problem = str(exc)
+            self.host.show_status(str(exc), 10000)
+            return False
+        record = self.host.current_image()
+        pixels = self.host.current_image_array()
+        if record is None or pixels is None:
+            return False
+        if self._encoded_id == record.id and self.session.loaded.segmenter.image is not None:
+            return True
+        if self._encoder is None:
+            self._start_encoding(record.id, pixels)
+        return False
+
+    def _start_encoding(self, image_id: Any, pixels: np.ndarray) -> None:
+        segmenter = self.session.loaded.segmenter
+        worker = EngineWorker(segmenter.set_image, pixels, description="Reading the image with SAM2")
+        worker.result.connect(lambda _r, i=image_id: self._on_encoded(i))
+        worker.error.connect(lambda message, details: self.host.show_error("SAM2", message, details))
+        worker.finished.connect(self._on_encoder_finished)
+        self._encoder = worker
+        self.host.register_worker(worker)
+        worker.start()
+        self._update()
+
+    def _on_encoded(self, image_id: Any) -> None:
+        self._encoded_id = image_id
+
+    def _on_encoder_finished(self) -> None:
+        self._encoder = None
+        record = self.host.current_image()
+        if record is not None and record.id != self._encoded_id:
+            self._encoded_id = None
+            if self.active_button.isChecked():
+                self._prepare()  # the user moved on while it ran
+        elif self.prompts:
+            self._predict()
+        self._update()
+
+    def _on_model_ready(self) -> None:
+        if self.active_button.isChecked() and self._prepare() and self.prompts:
+            self._predict()
+        self._update()
+
+    def _on_model_failed(self, message: str, details: str) -> None:
+        self.host.show_error("Cannot load SAM2", message, details)
+        self._update()
+
+    def _reset_model_state(self) -> None:
+        self._encoded_id = None
+        if self.active_button.isChecked():
+            self._prepare()
+        self._update()
+
+    def _on_click(self, x: float, y: float, button: str) -> None:
+        if not self.active_button.isChecked() or self.host.current_image() is None:
+            return
+        self.prompts.events.append(("point", float(x), float(y), button == "left"))
+        self._prompts_changed()
+
+    def _on_box(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        if not self.active_button.isChecked() or self.host.current_image() is None:
+            return
+        self.prompts.events.append(("box", (float(x0), float(y0), float(x1), float(y1))))
+        self._prompts_changed()
+
+    def _prompts_changed(self) -> None:
+        if self._prepare():
+            self._predict()
+        else:
+            self._show()  # the markers now, the mask once SAM2 is ready
+        self._update()
+
+    def _predict(self) -> None:
+        if not self.prompts:
+            self.proposal, self.score = None, None
+            self._show()
+            return
+        segmenter = self.session.loaded.segmenter
+        points = self.prompts.points()
+        try:
+            mask, score = segmenter.predict(
+                [(x, y) for x, y, _ in points] or None, [int(p) for _, _, p in points] or None,
+                box=self.prompts.box())
+        except Exception as exc:  # noqa: BLE001 - a failed proposal must not break the panel
+            log.exception("SAM2 proposal failed")
+            self.host.show_error("SAM2", f"SAM2 could not propose a mask: {type(exc).__name__}: {exc}")
+            return
+        self.proposal, self.score = (mask if mask.any() else None), score
+        if self.proposal is None:
+            self.host.show_status("SAM2 found nothing there; click elsewhere on the structure or draw a box", 8000)
+        self._show()
+
+    def _show(self) -> None:
+        if self.can_prompt:
+            self.host.show_proposal(self.proposal, self.name_combo.currentText().strip(),
+                                    points=self.prompts.points(), box=self.prompts.box())
+        self._update()
+
+    def clear_prompts(self) -> None:
+        had = bool(self.prompts) or self.proposal is not None
+        self.prompts = _Prompts()
+        self.proposal, self.score = None, None
+        if had and self.can_prompt:
+            self.host.show_proposal(None)
+        self._update()
+
+    def _on_image_changed(self, record) -> None:
+        # The workspace dropped the proposal with the old image.
+        self.prompts = _Prompts()
+        self.proposal, self.score = None, None
+        if record is None or record.id != self._encoded_id:
+            if self.active_button.isChecked() and self._encoder is None:
+                self._prepare()
+        self._update()
+
+    # ------------------------------------------------------- accept and undo
+    def accept_proposal(self) -> None:
+        name = self.name_combo.currentText().strip()
+        record = self.host.current_image()
+        store = self.host.store
+        if self.proposal is None or record is None or store is None:
+            return
+        if not name:
+            self.host.show_status("Type or choose the structure's name first", 8000)
+            self.name_combo.setFocus()
+            return
+        try:
+            ann_id = store.add_structure(record.id, name, self.proposal, attributes={"source": TEMPLATE_SOURCE})
+        except (UserError, ValueError) as exc:
+            self.host.show_error("Cannot add the structure", str(exc))
+            return
+        self.accepted.append({"image_id": record.id, "ann_id": ann_id, "name": name,
+                              "file_name": record.file_name})
+        self.prompts = _Prompts()
+        self.proposal, self.score = None, None
+        if self.can_prompt:
+            self.host.show_proposal(None)
+        self.host.notify_store_changed()  # redraws, marks unsaved, calls refresh()
+        self.host.show_status(f"Added {name} to {record.file_name} (not saved yet: File > Save)", 8000)
+        self.name_combo.setEditText("")
+        self._update()
+
+    def undo(self) -> None:
+        if self.prompts:
+            self.prompts.events.pop()
+            if self.prompts and self._prepare():
+                self._predict()
+            else:
+                self.proposal, self.score = None, None
+                self._show()
+            return
+        if not self.accepted:
+            return
+        last = self.accepted.pop()
+        store = self.host.store
+        try:
+            remove_annotation(store, last["image_id"], last["ann_id"])
+        except (UserError, KeyError) as exc:
+            self.host.show_error("Undo", str(exc))
+            return
+        self.host.notify_store_changed()
+        self.host.show_status(f"Removed {last['name']} from {last['file_name']}", 8000)
+        self._update()
+
+    def _on_template_activated(self, item: QListWidgetItem) -> None:
+        try:
+            self.host.set_current_image(item.data(_ID_ROLE))
+        except KeyError as exc:
+            self.host.show_status(str(exc), 8000)
+
+    def close_panel(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []

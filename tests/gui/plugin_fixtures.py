@@ -1,0 +1,94 @@
+"""Fixtures shared by the plugin's GUI tests: a specimen folder, a workspace, a model session.
+
+Import the fixtures into a test module with ``from plugin_fixtures import *``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from PyQt5.QtCore import QSettings
+from PyQt5.QtWidgets import QMessageBox
+
+__all__ = ["write_specimens", "specimens", "messages", "settings", "window", "session", "wait_image",
+           "Messages"]
+
+
+def write_specimens(folder: Path, n: int = 4) -> Path:
+    """``n`` small non-square specimen photos: a bright body on a dark textured background."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        h, w = 72 + 4 * i, 112
+        img = rng.integers(10, 60, (h, w, 3), dtype=np.uint8)
+        img[20:50, 30 + 2 * i:80 + 2 * i] = (210, 190, 120)
+        Image.fromarray(img).save(folder / f"specimen_{i + 1:02d}.png")
+    return folder
+
+
+@pytest.fixture
+def specimens(tmp_path) -> Path:
+    return write_specimens(tmp_path / "specimens")
+
+
+class Messages:
+    """Records every QMessageBox shown (title, text) and answers it with the next queued button."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self.answers: list = []
+
+    def exec_(self, box: QMessageBox):
+        self.seen.append((box.windowTitle(), box.text()))
+        return self.answers.pop(0) if self.answers else QMessageBox.Ok
+
+
+@pytest.fixture
+def messages(monkeypatch) -> Messages:
+    m = Messages()
+    monkeypatch.setattr(QMessageBox, "exec_", lambda box: m.exec_(box))
+    return m
+
+
+@pytest.fixture
+def settings(tmp_path) -> QSettings:
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+
+
+@pytest.fixture
+def window(qtbot, settings, messages):
+    from descriptron_sam2pal.gui.workers import running_workers
+    from descriptron_sam2pal.host.workspace import Workspace
+
+    win = Workspace(settings=settings)
+    win.resize(900, 600)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    for worker in running_workers():
+        worker.cancel()
+        worker.wait(20000)
+    qtbot.wait(10)  # deliver the workers' last signals
+    messages.answers = [QMessageBox.Yes, QMessageBox.Discard]
+    win.close()
+    if win._loader is not None:
+        win._loader.wait(5000)
+    win.deleteLater()
+
+
+@pytest.fixture
+def session(window, settings, mini_checkpoint):
+    """A model session on the mini checkpoint at 128 px (nothing loaded yet)."""
+    from descriptron_sam2pal.gui.model_session import ModelSession
+
+    s = ModelSession(window, settings, image_size=128)
+    s.set_checkpoint(str(mini_checkpoint))
+    return s
+
+
+def wait_image(qtbot, win, file_name: str) -> None:
+    qtbot.waitUntil(lambda: win.current_image() is not None and win.current_image().file_name == file_name
+                    and win.current_image_array() is not None and win._loader is None, timeout=10000)

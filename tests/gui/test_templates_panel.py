@@ -1,0 +1,110 @@
+"""Templates panel: clicks on the real canvas -> SAM2 proposal -> a named structure in the store."""
+
+import numpy as np
+from PyQt5.QtCore import Qt
+
+from descriptron_sam2pal.gui.model_session import DEMO_CHOICE, ModelSession
+from descriptron_sam2pal.gui.templates_panel import TEMPLATE_SOURCE, TemplatesPanel, template_images
+from plugin_fixtures import *  # noqa: F401,F403
+from plugin_fixtures import wait_image
+
+
+def _click(qtbot, window, x, y, button=Qt.LeftButton):
+    canvas = window.canvas
+    qtbot.mouseClick(canvas.view.viewport(), button, pos=canvas.map_to_widget(x, y))
+
+
+def _ready(qtbot, panel):
+    qtbot.waitUntil(lambda: panel.session.is_ready and panel._encoder is None
+                    and panel._encoded_id is not None, timeout=30000)
+
+
+def _open(qtbot, window, specimens, session):
+    assert window.open_path(specimens)
+    wait_image(qtbot, window, "specimen_01.png")
+    panel = TemplatesPanel(window, session)
+    window.add_dock_panel("SAM2-PAL Templates", panel)
+    return panel
+
+
+def test_clicks_make_a_mask_and_accept_saves_a_named_structure(qtbot, window, specimens, session):
+    panel = _open(qtbot, window, specimens, session)
+    assert "scape" in [panel.name_combo.itemText(i) for i in range(panel.name_combo.count())]
+    panel.set_active(True)
+    assert window.canvas.box_mode  # a plain drag now draws a box
+    _ready(qtbot, panel)
+    _click(qtbot, window, 50, 35)
+    assert panel.proposal is not None or panel.prompts.points() == [(50.0, 35.0, True)] \
+        or panel.prompts.points()[0][:2] == (50.5, 35.5)
+    # the random mini model may propose nothing for one click; a box always gives it more to go on
+    if panel.proposal is None:
+        window.canvas.box_drawn.emit(25.0, 15.0, 90.0, 55.0)
+    assert panel.proposal is not None
+    assert panel.proposal.shape == (72, 112)
+    assert any(n.endswith("proposal") for n in window.canvas.masks())
+    _click(qtbot, window, 5, 5, Qt.RightButton)
+    assert len(panel.prompts.points()) >= 1 and not panel.prompts.points()[-1][2]
+    assert session.loaded.encoder.encoder_passes == 1  # clicks only run the decoder
+
+    panel.name_combo.setEditText("antenna")
+    assert "antenna (proposal)" in window.canvas.masks()  # the overlay follows the name
+    proposal = panel.proposal.copy()
+    qtbot.mouseClick(panel.accept_button, Qt.LeftButton)
+    store = window.store
+    record = window.current_image()
+    masks = store.structure_masks(record.id)
+    assert np.array_equal(masks["antenna"], proposal)
+    ann = [a for a in store.annotations_for(record.id) if a.category == "antenna"][0]
+    assert ann.raw["attributes"]["source"] == TEMPLATE_SOURCE
+    assert store.is_dirty and window.isWindowModified()
+    assert not any(n.endswith("proposal") for n in window.canvas.masks())
+    assert "antenna" in window.canvas.masks()
+    assert [r.file_name for r, _ in template_images(store)] == ["specimen_01.png"]
+    assert panel.template_list.count() == 1 and "antenna" in panel.template_list.item(0).text()
+
+    # Undo with no clicks pending takes the accepted structure back out.
+    panel.undo()
+    assert "antenna" not in store.structure_masks(record.id)
+    assert panel.template_list.count() == 0
+
+
+def test_undo_takes_back_clicks_and_a_new_image_starts_fresh(qtbot, window, specimens, session):
+    panel = _open(qtbot, window, specimens, session)
+    panel.set_active(True)
+    _ready(qtbot, panel)
+    window.canvas.clicked.emit(50.0, 35.0, "left")
+    window.canvas.clicked.emit(60.0, 40.0, "left")
+    assert len(panel.prompts.points()) == 2
+    panel.undo()
+    assert len(panel.prompts.points()) == 1
+    panel.undo()
+    assert not panel.prompts and panel.proposal is None
+    assert not panel.accept_button.isEnabled()
+
+    window.set_current_image(window.images()[1].id)
+    wait_image(qtbot, window, "specimen_02.png")
+    qtbot.waitUntil(lambda: panel._encoded_id == window.images()[1].id and panel._encoder is None,
+                    timeout=30000)
+    window.canvas.box_drawn.emit(25.0, 15.0, 90.0, 55.0)
+    assert panel.proposal is not None and panel.proposal.shape == (76, 112)
+    assert session.loaded.encoder.encoder_passes == 2
+
+
+def test_no_checkpoint_offers_the_choices_and_the_demo_model(qtbot, window, specimens, settings, monkeypatch,
+                                                             tmp_path):
+    monkeypatch.setenv("DESCRIPTRON_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.delenv("DESCRIPTRON_SAM2_CHECKPOINT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    session = ModelSession(window, settings, image_size=128)
+    panel = _open(qtbot, window, specimens, session)
+    assert session.checkpoint_choice() is None
+    assert "No SAM2 checkpoint found" in panel.picker.label.text()
+    panel.set_active(True)
+    assert "No SAM2 checkpoint" in panel.status.text()
+    panel.picker.demo_button.click()
+    assert session.is_demo and "not for real work" in panel.picker.label.text()
+    assert settings.value("sam2pal/checkpoint") == DEMO_CHOICE  # remembered
+    assert ModelSession(window, settings).checkpoint_choice() == DEMO_CHOICE
+    panel._prepare()
+    _ready(qtbot, panel)
+    assert session.loaded.model.checkpoint_hash is None
