@@ -1,0 +1,72 @@
+"""Templates from a store, a binary mask PNG or a colour mask PNG; clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_specimen
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.engine.template_loading import (template_from_color_png, template_from_mask_png,
+                                                         templates_from_store)
+from descriptron_sam2pal.store import AnnotationStore
+
+
+def write_specimen(tmp_path, name, seed, size=(90, 120)):
+    image, masks = make_specimen(seed, size=size)
+    path = tmp_path / name
+    Image.fromarray(image).save(path)
+    return path, masks
+
+
+def test_from_binary_and_colour_pngs(tmp_path):
+    path, masks = write_specimen(tmp_path, "spec.png", 1)
+    Image.fromarray(masks["scape"].astype(np.uint8) * 255).save(tmp_path / "scape.png")
+    t = template_from_mask_png(path, tmp_path / "scape.png", "scape", 128)
+    assert t.structures == ["scape"] and np.array_equal(t.masks["scape"], masks["scape"])
+    assert t.image.size == 128 and t.image.letterbox.height == 90
+
+    colour = np.zeros((90, 120, 3), np.uint8)
+    colour[masks["head"]] = (200, 0, 0)
+    colour[masks["eye"]] = (0, 0, 255)
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    t = template_from_color_png(path, tmp_path / "colour.png", "head=200,0,0;eye=0,0,255;leg=0,255,0", 128)
+    assert t.structures == ["head", "eye"]  # leg's colour does not occur: not on this template
+    assert np.array_equal(t.masks["eye"], masks["eye"])
+
+
+def test_empty_or_mis_sized_masks_are_clear_user_errors(tmp_path):
+    path, masks = write_specimen(tmp_path, "spec.png", 1)
+    Image.fromarray(np.zeros((90, 120), np.uint8)).save(tmp_path / "empty.png")
+    with pytest.raises(UserError, match="empty"):
+        template_from_mask_png(path, tmp_path / "empty.png", "scape", 128)
+    Image.fromarray(np.full((120, 90), 255, np.uint8)).save(tmp_path / "rotated.png")
+    with pytest.raises(UserError, match="90x120 px but the image"):
+        template_from_mask_png(path, tmp_path / "rotated.png", "scape", 128)
+    Image.fromarray(np.zeros((90, 120, 3), np.uint8)).save(tmp_path / "black.png")
+    with pytest.raises(UserError, match="none of the colours"):
+        template_from_color_png(path, tmp_path / "black.png", "head=200,0,0", 128)
+
+
+def test_from_a_store_uses_annotated_images_or_chosen_ids(tmp_path):
+    p1, m1 = write_specimen(tmp_path, "a.png", 1)
+    p2, m2 = write_specimen(tmp_path, "b.png", 2, size=(100, 80))
+    write_specimen(tmp_path, "c.png", 3)  # not annotated
+    store = AnnotationStore.create(tmp_path / "session.json")
+    ids = {r.file_name: r.id for r in store.images}
+    store.add_structure(ids["a.png"], "head", m1["head"])
+    store.add_structure(ids["a.png"], "eye", m1["eye"])
+    store.add_structure(ids["b.png"], "scape", m2["scape"])
+    store.save()
+
+    templates = templates_from_store(tmp_path / "session.json", 128)
+    assert [t.structures for t in templates] == [["head", "eye"], ["scape"]]
+    assert np.array_equal(templates[1].masks["scape"], m2["scape"])
+    reopened = AnnotationStore.open(tmp_path / "session.json")
+    [only_b] = templates_from_store(reopened, 128, image_ids=[ids["b.png"]])
+    assert only_b.image_id == ids["b.png"]
+    [heads] = templates_from_store(reopened, 128, structures=["head"])
+    assert heads.structures == ["head"]
+    with pytest.raises(UserError, match="no structure outlined"):
+        templates_from_store(reopened, 128, image_ids=[ids["c.png"]])
