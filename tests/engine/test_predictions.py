@@ -1,0 +1,80 @@
+"""Writing results: COCO predictions (+ .rlejson for holes) and merging into a store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_specimen, make_template
+from descriptron_sam2pal.engine.evaluate import evaluate
+from descriptron_sam2pal.engine.predictions import merge_into_store, write_predictions
+from descriptron_sam2pal.engine.propagate import StructureResult, TargetResult, propagate
+from descriptron_sam2pal.imaging.masks import segmentation_to_mask
+from descriptron_sam2pal.store import AnnotationStore
+
+
+def ring_and_dot(h=40, w=50):
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot(yy - 20, xx - 20)
+    mask = (r <= 15) & (r >= 6)  # a ring: a hole of > 64 px
+    mask[35:38, 44:48] = True  # and a second component
+    return mask
+
+
+def test_coco_file_keeps_every_component_holes_in_rlejson_and_scores(tmp_path):
+    mask = ring_and_dot()
+    results = [
+        TargetResult("img/a", str(tmp_path / "a.png"), 40, 50, {
+            "head": StructureResult("head", True, mask, 0.42, 0.9, 0.7),
+            "eye": StructureResult("eye", False, None, None, 0.1, 0.3)}, orientation="rot90"),
+        TargetResult(None, str(tmp_path / "broken.jpg"), 0, 0, error="cannot read"),
+    ]
+    written = write_predictions(results, tmp_path / "pred.json", categories={"eye": 5})
+    assert [p.name for p in written] == ["pred.json", "pred.rlejson"]
+    doc = json.loads((tmp_path / "pred.json").read_text())
+    assert doc["images"] == [{"id": "img/a", "file_name": "a.png", "height": 40, "width": 50}]
+    assert doc["categories"] == [{"id": 5, "name": "eye", "supercategory": ""},
+                                 {"id": 6, "name": "head", "supercategory": ""}]
+    [ann] = doc["annotations"]  # the absent eye is not an empty polygon
+    assert (ann["category_id"], ann["score"], ann["object_score"], ann["predicted_iou"], ann["orientation"]) == \
+        (6, 0.42, 0.9, 0.7, "rot90")
+    assert len(ann["segmentation"]) == 2 and ann["area"] == int(mask.sum())
+    assert ann["bbox"] == [5.0, 5.0, 43.0, 33.0]
+    assert doc["info"]["errors"][0]["error"] == "cannot read"
+    rle_doc = json.loads((tmp_path / "pred.rlejson").read_text())
+    assert np.array_equal(segmentation_to_mask(rle_doc["annotations"][0]["segmentation"], 40, 50), mask)
+    # The store reads it back exactly (its .rlejson preferred), so evaluation can use the file.
+    store = AnnotationStore.open(tmp_path / "pred.json")
+    assert np.array_equal(store.structure_masks("img/a")["head"], mask)
+
+
+def test_propagate_write_evaluate_and_merge_into_a_store(present_model, tmp_path):
+    paths = []
+    for i, size in enumerate([(80, 100), (100, 70)]):
+        image, _ = make_specimen(20 + i, size=size)
+        paths.append(tmp_path / f"spec_{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    results = propagate(present_model, [make_template("t0", seed=0)], paths)
+    write_predictions(results, tmp_path / "pred.json")
+    rep = evaluate(tmp_path / "pred.json", {})  # readable as predictions
+    assert rep.matched == [] and rep.unmatched_predictions == ["spec_0", "spec_1"]
+    rep = evaluate(results, tmp_path / "pred.json")  # and as truth: identical masks, IoU 1
+    assert rep.mean_iou == pytest.approx(1.0)
+
+    store = AnnotationStore.create(tmp_path / "session.json", images=[paths[0]])
+    added = merge_into_store(store, results, save=True)
+    assert added == 6  # 3 structures x 2 images; the second image was added to the store
+    reopened = AnnotationStore.open(tmp_path / "session.json")
+    assert len(reopened.images) == 2
+    rec = reopened.image_by_file(paths[1])
+    masks = reopened.structure_masks(rec.id)
+    assert np.array_equal(masks["head"], results[1].structures["head"].mask)
+    attrs = [a.raw["attributes"] for a in reopened.annotations_for(rec.id)]
+    assert all(a["source"] == "sam2pal" and 0 <= a["score"] <= 1 for a in attrs)
+    # Merging again replaces instead of piling up; min_score filters.
+    assert merge_into_store(reopened, results, min_score=2.0) == 0
+    merge_into_store(reopened, results)
+    assert len(reopened.annotations_for(rec.id)) == 3
