@@ -1,0 +1,898 @@
+"""The Review panel: go through propagation results worst first, accept / reject / fix, write back.
+
+A dock widget holding a table of every (specimen, structure) prediction sorted
+worst first, a filter and counts, its **own** :class:`~.canvas.ImageCanvas`
+showing the selected specimen with the selected structure highlighted (full
+colour, in the legend) and the specimen's other predictions dimmed, and the
+action buttons. The panel has its own canvas because the host contract offers no
+overlay API and the host's canvas shows the *store's* outlines, not predictions.
+
+Keys (while the panel or any part of it has the focus; they win over the host's
+shortcuts there): **A** accept, **R** reject, **Shift+A / Shift+R** the whole
+specimen (structures not reviewed yet), **Down/Right** next, **Up/Left**
+previous, **F** fix mode (left click adds a positive point, right click a
+negative one; SAM2 re-segments at once), **Esc** leaves fix mode,
+**Ctrl+Z** undo.
+
+The review is saved (see :mod:`.review_model`) a moment after every change and
+when the panel is hidden, to ``session_path``, so closing the window loses
+nothing. "Write back..." asks first, then puts the accepted structures into the
+host's store and calls ``host.notify_store_changed()``; the dialog offers
+"Write and save" (then ``host.save_store()``) or "Write only" (the host's
+File > Save saves them later, and its unsaved-changes guard still applies).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt5.QtCore import QAbstractTableModel, QEvent, QModelIndex, Qt, QTimer, pyqtSignal
+from PyQt5.QtGui import QBrush, QColor, QFont, QKeySequence
+from PyQt5.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QGridLayout,
+                             QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton, QSplitter,
+                             QTableView, QVBoxLayout, QWidget)
+
+from .. import UserError
+from ..imaging.io import load_image
+from .canvas import ImageCanvas, compose_overlay
+from .review_model import (ACCEPTED, REJECTED, UNREVIEWED, ReviewItem, ReviewSession,
+                           review_path_for)
+from .workers import EngineWorker
+
+log = logging.getLogger(__name__)
+
+#: (background, text) per state: big, obvious, and told apart by the words as well.
+STATE_COLORS = {
+    UNREVIEWED: ((236, 236, 236), (40, 40, 40)),
+    ACCEPTED: ((46, 160, 67), (255, 255, 255)),
+    REJECTED: ((207, 52, 68), (255, 255, 255)),
+}
+STATE_TEXT = {UNREVIEWED: "To review", ACCEPTED: "\u2714 Accepted", REJECTED: "\u2718 Rejected"}
+ABSENT_COLOR = (196, 110, 0)
+FILTER_CHOICES = (("All", "all"), ("Unreviewed", UNREVIEWED), ("Accepted", ACCEPTED), ("Rejected", REJECTED))
+DIM_ALPHA = 0.4          # how much of the normal overlay the non-selected structures keep
+AUTOSAVE_DELAY_MS = 800
+IMAGE_CACHE_SIZE = 4
+
+COLUMNS = ("Specimen", "Structure", "Score", "State")
+
+Reprompt = Callable[[Any, list, list], Optional[np.ndarray]]
+
+
+def state_text(item: ReviewItem) -> str:
+    text = STATE_TEXT[item.state]
+    if item.corrected:
+        text += " (fixed)"
+    if item.written:
+        text += " \u00b7 in project"
+    return text
+
+
+def score_text(item: ReviewItem) -> str:
+    if item.absent:
+        return "absent"
+    return "\u2013" if item.score is None else f"{item.score:.2f}"
+
+
+class ReviewTableModel(QAbstractTableModel):
+    """The session's items under the current filter, worst first (rows rebuilt on every change)."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.session: ReviewSession | None = None
+        self.filter = "all"
+        self.rows: list[ReviewItem] = []
+
+    def set_session(self, session: ReviewSession | None) -> None:
+        self.session = session
+        self.refresh()
+
+    def set_filter(self, name: str) -> None:
+        self.filter = name
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.beginResetModel()
+        self.rows = self.session.visible(self.filter) if self.session is not None else []
+        self.endResetModel()
+
+    def row_of(self, item: ReviewItem) -> int:
+        for r, it in enumerate(self.rows):
+            if it is item:
+                return r
+        return -1
+
+    def rowCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent=QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.DisplayRole):
+        if orientation == Qt.Horizontal and role == Qt.DisplayRole:
+            return COLUMNS[section]
+        if orientation == Qt.Horizontal and role == Qt.ToolTipRole:
+            return ("Specimen photo", "Structure predicted on it",
+                    "Palindrome confidence 0..1 (predict the template back from this specimen): low = check it",
+                    "Your decision")[section]
+        if orientation == Qt.Vertical and role == Qt.DisplayRole:
+            return str(section + 1)
+        return None
+
+    def data(self, index, role=Qt.DisplayRole):
+        if not index.isValid():
+            return None
+        item, col = self.rows[index.row()], index.column()
+        bg, fg = STATE_COLORS[item.state]
+        if role == Qt.DisplayRole:
+            return (item.target.label, item.structure, score_text(item), state_text(item))[col]
+        if role == Qt.BackgroundRole:
+            if col == 3:
+                return QBrush(QColor(*bg))
+            if item.state != UNREVIEWED:  # a light tint of the state across the row
+                return QBrush(QColor(*bg, 45))
+            return None
+        if role == Qt.ForegroundRole:
+            if col == 3:
+                return QBrush(QColor(*fg))
+            if col == 2 and item.absent:
+                return QBrush(QColor(*ABSENT_COLOR))
+            return None
+        if role == Qt.FontRole and (col == 3 or (col == 2 and item.absent)):
+            font = QFont()
+            font.setBold(True)
+            return font
+        if role == Qt.TextAlignmentRole and col == 2:
+            return int(Qt.AlignRight | Qt.AlignVCenter)
+        if role == Qt.ToolTipRole:
+            return item_tooltip(item)
+        return None
+
+
+def item_tooltip(item: ReviewItem) -> str:
+    def fmt(v):
+        return "\u2013" if v is None else f"{v:.3f}"
+    lines = [item.label,
+             "Predicted ABSENT: accept (A) to confirm it is missing on this specimen" if item.absent and
+             not item.corrected else f"Palindrome confidence: {fmt(item.score)}",
+             f"SAM2 object score: {fmt(item.object_score)}   predicted IoU: {fmt(item.predicted_iou)}",
+             f"State: {state_text(item)}"]
+    if item.corrected:
+        lines.append(f"Fixed with {len(item.points)} point(s)")
+    if item.target.path:
+        lines.append(item.target.path)
+    return "\n".join(lines)
+
+
+class ReviewPanel(QWidget):
+    """Review of one propagation run (a :class:`ReviewSession`) for a host's dock.
+
+    ``host`` offers the :class:`~descriptron_sam2pal.host.api.Host` contract.
+    ``reprompt(image_id, points, labels) -> mask`` re-segments a structure from point
+    prompts: ``image_id`` is the specimen's store id (its path when it has none),
+    ``points`` a list of (x, y) image pixels, ``labels`` 1 (positive) / 0 (negative);
+    it returns an (H, W) bool mask on the specimen's grid (or None: nothing found).
+    It runs in a worker thread. Without it, Fix is disabled.
+
+    Signals: ``template_requested(image_id, path, masks)`` ("Add as template":
+    {structure: mask} of the specimen's predictions that are not rejected, fixes
+    included), ``written_back(summary)`` (a ``WriteBackSummary``), ``session_changed()``.
+    """
+
+    template_requested = pyqtSignal(object, object, object)
+    written_back = pyqtSignal(object)
+    session_changed = pyqtSignal()
+
+    def __init__(self, host: Any, reprompt: Reprompt | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.host = host
+        self.reprompt = reprompt
+        self.session: ReviewSession | None = None
+        self.session_path: Path | None = None
+        #: The default of the write-back dialog's "replace outlines already in the project".
+        self.replace_existing = False
+        self._fix_mode = False
+        self._shown_item: ReviewItem | None = None
+        self._image_cache: dict[str, np.ndarray] = {}
+        self._image_errors: dict[str, str] = {}
+        self._loader: EngineWorker | None = None
+        self._wanted_path: str | None = None
+        self._prompt_worker: EngineWorker | None = None
+        self._pending: tuple[ReviewItem, list] | None = None  # points clicked while SAM2 was busy
+        self._autosave = QTimer(self)
+        self._autosave.setSingleShot(True)
+        self._autosave.setInterval(AUTOSAVE_DELAY_MS)
+        self._autosave.timeout.connect(self.save_session)
+        self._build()
+        self._update_actions()
+
+    # ------------------------------------------------------------------ building
+    def _build(self) -> None:
+        self.open_button = QPushButton("Open predictions\u2026")
+        self.open_button.setToolTip("Open the predictions file written by 'sam2pal propagate' "
+                                    "(a saved review of it continues where you left off)")
+        self.open_button.clicked.connect(self._ask_open_predictions)
+        self.filter_combo = QComboBox()
+        for text, name in FILTER_CHOICES:
+            self.filter_combo.addItem(text, name)
+        self.filter_combo.setToolTip("Show all predictions, or only those still to review, accepted or rejected")
+        self.filter_combo.currentIndexChanged.connect(self._on_filter_changed)
+        self.counts_label = QLabel("No predictions to review")
+        counts_font = self.counts_label.font()
+        counts_font.setBold(True)
+        self.counts_label.setFont(counts_font)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Show:"))
+        top.addWidget(self.filter_combo)
+        top.addWidget(self.counts_label, 1)
+        top.addWidget(self.open_button)
+
+        self.model = ReviewTableModel(self)
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 10)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.Stretch)
+        for col in (1, 2, 3):
+            header.setSectionResizeMode(col, QHeaderView.ResizeToContents)
+        self.table.setToolTip("Worst first. A accept, R reject, \u2191/\u2193 previous/next, Ctrl+Z undo")
+        self.table.selectionModel().currentRowChanged.connect(self._on_current_changed)
+
+        self.title_label = QLabel("")
+        self.title_label.setTextFormat(Qt.PlainText)
+        title_font = self.title_label.font()
+        title_font.setPointSizeF(title_font.pointSizeF() * 1.15)
+        title_font.setBold(True)
+        self.title_label.setFont(title_font)
+        self.state_label = QLabel("")
+        self.state_label.setAlignment(Qt.AlignCenter)
+        self.state_label.setMinimumWidth(150)
+        self.state_label.setFont(title_font)
+        title_row = QHBoxLayout()
+        title_row.addWidget(self.title_label, 1)
+        title_row.addWidget(self.state_label)
+        self.canvas = ImageCanvas()
+        self.canvas.set_message("Nothing to review yet")
+        self.canvas.clicked.connect(self._on_canvas_click)
+        self._dim_item = pg.ImageItem(axisOrder="row-major")
+        self._dim_item.setZValue(5)  # over the photo, under the highlighted structure
+        self.canvas.viewbox.addItem(self._dim_item)
+        viewer = QWidget()
+        viewer_layout = QVBoxLayout(viewer)
+        viewer_layout.setContentsMargins(0, 0, 0, 0)
+        viewer_layout.addLayout(title_row)
+        viewer_layout.addWidget(self.canvas, 1)
+
+        splitter = QSplitter(Qt.Vertical)
+        splitter.addWidget(viewer)
+        splitter.addWidget(self.table)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        self.splitter = splitter
+
+        def button(text: str, tip: str, slot, color: tuple | None = None) -> QPushButton:
+            b = QPushButton(text)
+            b.setToolTip(tip)
+            b.clicked.connect(slot)
+            b.setFocusPolicy(Qt.NoFocus)  # keys keep going to the table
+            if color is not None:
+                b.setStyleSheet(f"QPushButton {{ background: rgb{color}; color: white; font-weight: bold; "
+                                f"padding: 6px 14px; }} QPushButton:disabled {{ background: rgb(190,190,190); }}")
+            return b
+
+        self.accept_button = button("Accept  (A)", "Accept this structure's outline (key A), then go to the next",
+                                    self.accept_current, STATE_COLORS[ACCEPTED][0])
+        self.reject_button = button("Reject  (R)", "Reject this outline: it will not be written (key R)",
+                                    self.reject_current, STATE_COLORS[REJECTED][0])
+        self.fix_button = button("Fix  (F)", "", lambda on: self.set_fix_mode(on))
+        self.fix_button.setCheckable(True)
+        self.undo_button = button("Undo  (Ctrl+Z)", "Undo the last accept, reject or fix", self.undo)
+        self.accept_specimen_button = button(
+            "Accept specimen  (Shift+A)",
+            "Accept every structure of this specimen you have not reviewed yet", self.accept_specimen)
+        self.reject_specimen_button = button(
+            "Reject specimen  (Shift+R)",
+            "Reject every structure of this specimen you have not reviewed yet (e.g. a bad photo)",
+            self.reject_specimen)
+        self.template_button = button(
+            "Add as template", "Use this specimen, with its outlines that are not rejected, as another "
+            "template for training", self.add_as_template)
+        self.write_button = button(
+            "Write back\u2026", "Put the ACCEPTED outlines into the Descriptron project (asks first); "
+            "rejected and unreviewed ones are never written", self.write_back)
+        grid = QGridLayout()
+        grid.addWidget(self.accept_button, 0, 0)
+        grid.addWidget(self.reject_button, 0, 1)
+        grid.addWidget(self.fix_button, 0, 2)
+        grid.addWidget(self.undo_button, 0, 3)
+        grid.addWidget(self.accept_specimen_button, 1, 0)
+        grid.addWidget(self.reject_specimen_button, 1, 1)
+        grid.addWidget(self.template_button, 1, 2)
+        grid.addWidget(self.write_button, 1, 3)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(top)
+        layout.addWidget(splitter, 1)
+        layout.addLayout(grid)
+        self.setFocusPolicy(Qt.StrongFocus)
+        self.setFocusProxy(self.table)
+        for w in [self, self.table, self.table.viewport(), self.canvas, self.canvas.view,
+                  self.canvas.view.viewport()] + [b for b in self.findChildren(QPushButton)]:
+            w.installEventFilter(self)
+
+    # ------------------------------------------------------------------ sessions
+    def set_session(self, session: ReviewSession | None, session_path: str | Path | None = None) -> None:
+        """Review ``session``; it is saved to ``session_path`` after every change (None: not saved)."""
+        self.save_session()  # the previous one, if it had unsaved changes
+        if self.session is not None and self._on_session_changed in self.session.listeners:
+            self.session.listeners.remove(self._on_session_changed)
+        self.set_fix_mode(False)
+        self.session = session
+        self.session_path = Path(session_path) if session_path else None
+        self._shown_item = None
+        if session is not None:
+            session.listeners.append(self._on_session_changed)
+            self.canvas.colors.assign(session.structure_names())
+        self.model.set_session(session)
+        self._select_row(0)
+        if not self.model.rows:
+            self._show_current()
+        self._update_actions()
+
+    def load_results(self, results, predictions_path: str | Path | None = None,
+                     session_path: str | Path | None = None) -> ReviewSession:
+        """Review fresh ``TargetResult``s (e.g. right after propagation in the GUI). The session is
+        kept at ``session_path``, default ``<predictions>.review.json`` when a predictions path is given."""
+        session = ReviewSession.from_results(results, predictions_path)
+        if session_path is None and predictions_path is not None:
+            session_path = review_path_for(predictions_path)
+        self.set_session(session, session_path)
+        if self.session_path is not None:
+            self.save_session()
+        return session
+
+    def open_predictions(self, path: str | Path) -> ReviewSession | None:
+        """Review a predictions file, continuing its saved review if there is one. Errors are
+        shown to the user (returns None then; the current review stays)."""
+        try:
+            session = ReviewSession.open_predictions(path)
+        except UserError as exc:
+            self.host.show_error("Cannot open the predictions", str(exc))
+            return None
+        except Exception as exc:  # noqa: BLE001
+            log.exception("opening predictions %s failed", path)
+            self.host.show_error("Cannot open the predictions", f"{type(exc).__name__}: {exc}",
+                                 traceback.format_exc())
+            return None
+        self.set_session(session, review_path_for(path))
+        c = session.counts()
+        self.host.show_status(f"Reviewing {c['total']} predictions on {c['specimens']} specimens "
+                              f"({c['reviewed']} reviewed before)")
+        return session
+
+    def _ask_open_predictions(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open predictions", "",
+                                              "Predictions (*.json *.rlejson *.jsonl);;All files (*)")
+        if path:
+            self.open_predictions(path)
+
+    def save_session(self) -> bool:
+        """Write the review to ``session_path`` now (if there is one); errors are shown."""
+        self._autosave.stop()
+        if self.session is None or self.session_path is None:
+            return False
+        try:
+            self.session.save(self.session_path)
+            return True
+        except OSError as exc:
+            self.host.show_error("Cannot save the review",
+                                 f"{self.session_path}: {exc}. Your decisions are kept in this window; "
+                                 "free some disk space or check the folder's permissions.")
+            return False
+
+    def _on_session_changed(self) -> None:
+        if self.session_path is not None:
+            self._autosave.start()
+        self.session_changed.emit()
+
+    def hideEvent(self, event) -> None:  # the dock closed or the window closing: keep everything
+        if self._autosave.isActive():
+            self.save_session()
+        super().hideEvent(event)
+
+    # ------------------------------------------------------------------ selection
+    def current_item(self) -> ReviewItem | None:
+        row = self.table.currentIndex().row()
+        return self.model.rows[row] if 0 <= row < len(self.model.rows) else None
+
+    def current_row(self) -> int:
+        return self.table.currentIndex().row()
+
+    def select(self, item: ReviewItem) -> bool:
+        """Select ``item`` if the filter shows it."""
+        row = self.model.row_of(item)
+        if row >= 0:
+            self._select_row(row)
+        return row >= 0
+
+    def _select_row(self, row: int) -> None:
+        n = len(self.model.rows)
+        if n == 0:
+            self.table.setCurrentIndex(QModelIndex())
+            self._show_current()
+            return
+        row = min(max(row, 0), n - 1)
+        index = self.model.index(row, 0)
+        self.table.setCurrentIndex(index)
+        self.table.scrollTo(index)
+        if self.current_item() is not self._shown_item:
+            self._show_current()
+
+    def _on_current_changed(self, *_args) -> None:
+        self._show_current()
+        self._update_actions()
+
+    def next_item(self) -> None:
+        self._select_row(self.current_row() + 1)
+
+    def previous_item(self) -> None:
+        self._select_row(max(self.current_row() - 1, 0))
+
+    def _refresh_after(self, row: int, item: ReviewItem | None, advance: bool) -> None:
+        """Rows are rebuilt: select what comes next (the same row if the item left the view)."""
+        self.model.refresh()
+        new_row = self.model.row_of(item) if item is not None else -1
+        if new_row < 0:
+            self._select_row(row)
+        else:
+            self._select_row(new_row + 1 if advance and new_row + 1 < len(self.model.rows) else new_row)
+        self._show_current(force=True)
+        self._update_actions()
+
+    # ------------------------------------------------------------------ actions
+    def _act(self, what: str, fn: Callable[[], Any]) -> tuple[bool, Any]:
+        """Run a review action -> (done, its value); a problem is shown to the user and the
+        panel stays usable."""
+        try:
+            return True, fn()
+        except UserError as exc:
+            self.host.show_error(what, str(exc))
+        except Exception as exc:  # noqa: BLE001
+            log.exception("%s failed", what)
+            self.host.show_error(what, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        return False, None
+
+    def _set_current_state(self, state: str) -> None:
+        item = self.current_item()
+        if item is None or self.session is None:
+            return
+        row = self.current_row()
+        self.set_fix_mode(False)
+        if not self._act("Review", lambda: self.session.set_state(item, state))[0]:
+            return
+        self._refresh_after(row, item, advance=True)
+
+    def accept_current(self) -> None:
+        """Accept the selected structure and go to the next one."""
+        self._set_current_state(ACCEPTED)
+
+    def reject_current(self) -> None:
+        """Reject the selected structure and go to the next one."""
+        self._set_current_state(REJECTED)
+
+    def _set_specimen_state(self, state: str) -> None:
+        item = self.current_item()
+        if item is None or self.session is None:
+            return
+        row = self.current_row()
+        self.set_fix_mode(False)
+        done, n = self._act("Review", lambda: self.session.set_target_state(item.target, state))
+        if not done:
+            return
+        if n == 0:
+            self.host.show_status(f"{item.target.label}: every structure is reviewed already")
+        self._refresh_after(row, item, advance=True)
+
+    def accept_specimen(self) -> None:
+        self._set_specimen_state(ACCEPTED)
+
+    def reject_specimen(self) -> None:
+        self._set_specimen_state(REJECTED)
+
+    def undo(self) -> None:
+        if self.session is None or not self.session.can_undo:
+            self.host.show_status("Nothing to undo")
+            return
+        row = self.current_row()
+        self.set_fix_mode(False)
+        restored = self.session.undo()
+        self.model.refresh()
+        if restored and self.model.row_of(restored[0]) >= 0:
+            self._select_row(self.model.row_of(restored[0]))
+        else:
+            self._select_row(row)
+        self._show_current(force=True)
+        self._update_actions()
+
+    def add_as_template(self) -> None:
+        item = self.current_item()
+        if item is None or self.session is None:
+            return
+        masks = {i.structure: i.current_mask for i in self.session.items_of(item.target)
+                 if i.state != REJECTED and not i.absent}
+        if not masks:
+            self.host.show_error("Add as template", f"{item.target.label} has no outline that is not "
+                                 "rejected; fix one first (F, then click on the structure).")
+            return
+        if self.receivers(self.template_requested) == 0:
+            self.host.show_error("Add as template", "Templates cannot be added from here in this window.")
+            return
+        self.template_requested.emit(item.target.image_id, item.target.path, masks)
+        self.host.show_status(f"{item.target.label} sent to the templates with "
+                              f"{len(masks)} structure{'s' * (len(masks) != 1)}")
+
+    # ------------------------------------------------------------------ write back
+    def write_back(self) -> None:
+        """Ask, then write the accepted structures into the host's store (see the module docstring)."""
+        if self.session is None:
+            return
+        store = self.host.store
+        if store is None:
+            self.host.show_error("Write back", "No Descriptron project is open: open the folder or "
+                                 "annotation file of these specimens first, then write back.")
+            return
+        pending = [i for i in self.session.items if i.state == ACCEPTED and not i.written]
+        if not pending:
+            self.host.show_status("Nothing new to write: accept structures first (A)")
+            return
+        n_spec = len({id(i.target) for i in pending})
+        box = QMessageBox(QMessageBox.Question, "Write back to Descriptron",
+                          f"Write {len(pending)} accepted structure{'s' * (len(pending) != 1)} on "
+                          f"{n_spec} specimen{'s' * (n_spec != 1)} into {_store_name(store)}?",
+                          QMessageBox.NoButton, self)
+        box.setInformativeText("Only what you accepted is written, with its score as a record. Rejected and "
+                               "unreviewed predictions are left out; nothing else in the project changes.")
+        save = box.addButton(QMessageBox.Save)
+        save.setText("Write and save")
+        save.setToolTip("Write the structures and save the project files now")
+        apply = box.addButton(QMessageBox.Apply)
+        apply.setText("Write, save later")
+        apply.setToolTip("Write the structures; File > Save saves the project")
+        box.addButton(QMessageBox.Cancel)
+        box.setDefaultButton(save)
+        replace = QCheckBox("Replace outlines the project already has for these structures")
+        replace.setChecked(self.replace_existing)
+        box.setCheckBox(replace)
+        answer = box.exec_()
+        if answer not in (QMessageBox.Save, QMessageBox.Apply):
+            return
+        self.set_fix_mode(False)
+        row, item = self.current_row(), self.current_item()
+        try:
+            summary = self.session.write_back(store, replace_existing=replace.isChecked())
+        except UserError as exc:
+            summary = None
+            self.host.show_error("Write back", str(exc))
+        except Exception as exc:  # noqa: BLE001
+            summary = None
+            log.exception("write back failed")
+            self.host.show_error("Write back", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        # A failure part-way still leaves written items in the store: tell the host in every case.
+        if summary is None or summary.changed:
+            self.host.notify_store_changed()
+        self.save_session()
+        self._refresh_after(row, item, advance=False)
+        if summary is None:
+            return
+        saved = ""
+        if summary.changed and answer == QMessageBox.Save:
+            try:
+                self.host.save_store()
+                saved = " Project saved."
+            except Exception as exc:  # noqa: BLE001 - StoreError and the like: the data is safe in memory
+                self.host.show_error("Save", f"The structures are in the project but it could not be saved: "
+                                     f"{exc}\nUse File > Save after fixing the problem.")
+        self.host.show_status(summary.message().splitlines()[0] + saved, 10000)
+        if summary.skipped:
+            QMessageBox(QMessageBox.Information, "Write back", summary.message(), QMessageBox.Ok, self).exec_()
+        self.written_back.emit(summary)
+
+    # ------------------------------------------------------------------ fix mode
+    def set_fix_mode(self, on: bool) -> None:
+        """In fix mode, clicks on the photo re-segment the selected structure with SAM2."""
+        on = bool(on) and self.reprompt is not None and self.current_item() is not None \
+            and not self.current_item().written
+        self._fix_mode = on
+        self._pending = None
+        if self.fix_button.isChecked() != on:
+            self.fix_button.blockSignals(True)
+            self.fix_button.setChecked(on)
+            self.fix_button.blockSignals(False)
+        self.canvas.view.setCursor(Qt.CrossCursor if on else Qt.ArrowCursor)
+        if on:
+            self.host.show_status("Fix: left click = part of the structure, right click = not part of it. "
+                                  "Esc when done; A to accept.", 0)
+        self._update_actions()
+
+    @property
+    def fix_mode(self) -> bool:
+        return self._fix_mode
+
+    def set_reprompt(self, reprompt: Reprompt | None) -> None:
+        """Set (or remove) the re-segmentation callable, e.g. once a model is loaded."""
+        self.reprompt = reprompt
+        if reprompt is None:
+            self.set_fix_mode(False)
+        self._update_actions()
+
+    def _on_canvas_click(self, x: float, y: float, button: str) -> None:
+        item = self.current_item()
+        if not self._fix_mode or item is None:
+            return
+        points = list(item.points) + [(float(x), float(y), 1 if button == "left" else 0)]
+        if self._pending is not None and self._pending[0] is item:
+            points = self._pending[1] + [points[-1]]
+        self.canvas.set_points([(px, py, lab == 1) for px, py, lab in points])
+        if self._prompt_worker is not None:  # SAM2 busy: send all points when it is done
+            self._pending = (item, points)
+            return
+        self._start_reprompt(item, points)
+
+    def _start_reprompt(self, item: ReviewItem, points: list) -> None:
+        self._pending = None
+        worker = EngineWorker(self.reprompt, item.target.prompt_id, [(px, py) for px, py, _ in points],
+                              [lab for _, _, lab in points], description=f"fixing {item.label}")
+        worker.result.connect(lambda mask, it=item, pts=points: self._on_reprompt_result(it, pts, mask))
+        worker.error.connect(lambda msg, details: self.host.show_error("Fix", msg, details))
+        worker.finished.connect(self._on_reprompt_finished)
+        self._prompt_worker = worker
+        self.host.show_status(f"Re-segmenting {item.label}\u2026", 0)
+        self.host.register_worker(worker)
+        worker.start()
+
+    def _on_reprompt_result(self, item: ReviewItem, points: list, mask: Any) -> None:
+        if isinstance(mask, tuple):  # (mask, score) from an interactive segmenter
+            mask = mask[0]
+        if self.session is None or item not in self.session.items:
+            return
+        done, _ = self._act("Fix", lambda: self.session.correct(
+            item, None if mask is None else np.asarray(mask), points))
+        if not done:
+            return
+        was_current = self.current_item() is item
+        row = self.current_row()
+        self.model.refresh()
+        if was_current:
+            self.select(item)
+        else:
+            self._select_row(row)
+        self._show_current(force=True)
+        self._update_actions()
+        self.host.show_status(f"{item.label}: fixed with {len(points)} point(s). A to accept, Ctrl+Z to undo", 8000)
+
+    def _on_reprompt_finished(self) -> None:
+        self._prompt_worker = None
+        if self._pending is not None and self._fix_mode and self._pending[0] is self.current_item():
+            item, points = self._pending
+            self._start_reprompt(item, points)
+        else:
+            self._pending = None
+
+    def reprompt_running(self) -> bool:
+        return self._prompt_worker is not None
+
+    # ------------------------------------------------------------------ display
+    def _show_current(self, force: bool = False) -> None:
+        item = self.current_item()
+        if item is self._shown_item and not force:
+            return
+        if item is not self._shown_item and self._fix_mode:
+            self.set_fix_mode(False)
+        self._shown_item = item
+        self._update_title(item)
+        self._update_counts()
+        if item is None:
+            self._dim_item.clear()
+            self.canvas.set_image(None, "Nothing to review yet" if self.session is None or not self.session.items
+                                  else "Nothing here: choose another filter")
+            return
+        path = self._image_path(item)
+        if path is None:
+            self._dim_item.clear()
+            self.canvas.set_image(None, f"Image file not found: {item.target.label}")
+            return
+        if path in self._image_cache:
+            self._draw(item, self._image_cache[path])
+        elif path in self._image_errors:
+            self._dim_item.clear()
+            self.canvas.set_image(None, f"Cannot show {item.target.label}: {self._image_errors[path]}")
+        else:
+            self._request_image(path)
+
+    def _image_path(self, item: ReviewItem) -> str | None:
+        if item.target.path:
+            return item.target.path
+        store = getattr(self.host, "store", None)
+        if store is not None and item.target.image_id is not None:
+            try:
+                rec = store.image(item.target.image_id)
+                return str(rec.path) if rec.path is not None else None
+            except UserError:
+                return None
+        return None
+
+    def _draw(self, item: ReviewItem, pixels: np.ndarray) -> None:
+        shape = pixels.shape[:2]
+        same_image = self.canvas.image() is pixels
+        if not same_image:
+            self.canvas.set_image(pixels)
+        else:
+            self.canvas.clear_points()
+            self.canvas.set_message("")
+        mask = item.current_mask
+        skipped = self.canvas.set_masks({} if item.absent else {item.structure: mask})
+        if skipped:
+            self.canvas.set_message(f"The prediction is {mask.shape[1]} x {mask.shape[0]} px, the photo "
+                                    f"{shape[1]} x {shape[0]} px: not drawn")
+        elif item.absent:
+            self.canvas.set_message(f"{item.structure}: predicted absent.\nA confirms it is missing; "
+                                    "F and a click outlines it.")
+        others = {i.structure: i.current_mask for i in self.session.items_of(item.target)
+                  if i is not item and not i.absent and i.state != REJECTED and i.current_mask.shape == shape}
+        if others:
+            rgba = compose_overlay(shape, others, self.canvas.colors, fill_alpha=90)
+            rgba[..., 3] = (rgba[..., 3] * DIM_ALPHA).astype(np.uint8)
+            self._dim_item.setImage(rgba, levels=(0, 255), autoLevels=False)
+        else:
+            self._dim_item.clear()
+        if item.points:
+            self.canvas.set_points([(x, y, lab == 1) for x, y, lab in item.points])
+
+    def _request_image(self, path: str) -> None:
+        """Decode ``path`` off the GUI thread (one load at a time; only the latest wish counts)."""
+        self._wanted_path = path
+        self._dim_item.clear()
+        self.canvas.set_image(None, f"Loading {Path(path).name}\u2026")
+        if self._loader is None:
+            self._start_loader(path)
+
+    def _start_loader(self, path: str) -> None:
+        loader = EngineWorker(load_image, path, description=f"loading {Path(path).name}")
+        loader.result.connect(lambda pixels, p=path: self._on_pixels(p, pixels))
+        loader.error.connect(lambda message, details, p=path: self._on_pixels_error(p, message))
+        loader.finished.connect(self._on_loader_finished)
+        self._loader = loader
+        loader.start()
+
+    def _on_pixels(self, path: str, pixels: np.ndarray) -> None:
+        self._image_cache[path] = pixels
+        while len(self._image_cache) > IMAGE_CACHE_SIZE:
+            self._image_cache.pop(next(iter(self._image_cache)))
+        if path == self._wanted_path:
+            self._wanted_path = None
+            self._show_current(force=True)
+
+    def _on_pixels_error(self, path: str, message: str) -> None:
+        self._image_errors[path] = message
+        if path == self._wanted_path:
+            self._wanted_path = None
+            self._show_current(force=True)
+            self.host.show_status(f"Cannot load {path}: {message}", 10000)
+
+    def _on_loader_finished(self) -> None:
+        self._loader = None
+        if self._wanted_path is not None and self._wanted_path not in self._image_cache:
+            self._start_loader(self._wanted_path)
+
+    def image_loading(self) -> bool:
+        return self._loader is not None
+
+    def _update_title(self, item: ReviewItem | None) -> None:
+        if item is None:
+            self.title_label.setText("")
+            self.state_label.setText("")
+            self.state_label.setStyleSheet("")
+            return
+        score = "predicted absent" if item.absent else f"confidence {score_text(item)}"
+        self.title_label.setText(f"{item.target.label}  \u2014  {item.structure}  ({score})")
+        self.title_label.setToolTip(item_tooltip(item))
+        bg, fg = STATE_COLORS[item.state]
+        self.state_label.setText(state_text(item))
+        self.state_label.setStyleSheet(f"QLabel {{ background: rgb{bg}; color: rgb{fg}; padding: 4px 10px; "
+                                       "border-radius: 4px; }")
+
+    def _update_counts(self) -> None:
+        if self.session is None:
+            self.counts_label.setText("No predictions to review")
+            return
+        text = self.session.counts_text()
+        failed = self.session.counts()["failed"]
+        if failed:
+            text += f"; {failed} specimen{'s' * (failed != 1)} could not be read"
+        self.counts_label.setText(text)
+
+    def _update_actions(self) -> None:
+        item = self.current_item()
+        has = item is not None
+        editable = has and not item.written
+        for b in (self.accept_button, self.reject_button, self.accept_specimen_button,
+                  self.reject_specimen_button):
+            b.setEnabled(editable)
+        self.template_button.setEnabled(has)
+        self.fix_button.setEnabled(editable and self.reprompt is not None)
+        self.fix_button.setToolTip(
+            "Fix the outline with clicks (key F): left click = part of the structure, right click = not. "
+            "SAM2 re-segments after each click; Ctrl+Z undoes a click." if self.reprompt is not None else
+            "Fixing needs a SAM2 model: train or load one first")
+        can_undo = self.session is not None and self.session.can_undo
+        self.undo_button.setEnabled(can_undo)
+        self.undo_button.setToolTip(f"Undo: {self.session.undo_text()} (Ctrl+Z)" if can_undo else "Nothing to undo")
+        self.write_button.setEnabled(self.session is not None and any(
+            i.state == ACCEPTED and not i.written for i in self.session.items))
+        self._update_counts()
+
+    def _on_filter_changed(self, _index: int) -> None:
+        item = self.current_item()
+        self.model.set_filter(self.filter_combo.currentData())
+        if item is None or not self.select(item):
+            self._select_row(0)
+        self._show_current()
+        self._update_actions()
+
+    def set_filter(self, name: str) -> None:
+        """"all", "unreviewed", "accepted" or "rejected"."""
+        for i, (_, value) in enumerate(FILTER_CHOICES):
+            if value == name:
+                self.filter_combo.setCurrentIndex(i)
+                return
+        raise ValueError(f"unknown filter {name!r}")
+
+    # ------------------------------------------------------------------ keys
+    def _key_action(self, event) -> Callable[[], None] | None:
+        key, mods = event.key(), event.modifiers() & ~Qt.KeypadModifier
+        if event.matches(QKeySequence.Undo) or (key == Qt.Key_Z and mods == Qt.ControlModifier):
+            return self.undo
+        if mods == Qt.NoModifier:
+            return {Qt.Key_A: self.accept_current, Qt.Key_R: self.reject_current,
+                    Qt.Key_Down: self.next_item, Qt.Key_Right: self.next_item,
+                    Qt.Key_Up: self.previous_item, Qt.Key_Left: self.previous_item,
+                    Qt.Key_F: lambda: self.set_fix_mode(not self._fix_mode),
+                    Qt.Key_Escape: lambda: self.set_fix_mode(False)}.get(key)
+        if mods == Qt.ShiftModifier:
+            return {Qt.Key_A: self.accept_specimen, Qt.Key_R: self.reject_specimen}.get(key)
+        return None
+
+    def eventFilter(self, obj, event) -> bool:
+        kind = event.type()
+        if kind == QEvent.ShortcutOverride and self._key_action(event) is not None:
+            event.accept()  # ours here, not the host's menu shortcut (e.g. its own Ctrl+Z)
+            return True
+        if kind == QEvent.KeyPress:
+            action = self._key_action(event)
+            if action is not None:
+                action()
+                return True
+        return super().eventFilter(obj, event)
+
+    def keyPressEvent(self, event) -> None:
+        action = self._key_action(event)
+        if action is not None:
+            action()
+            event.accept()
+        else:
+            super().keyPressEvent(event)
+
+
+def _store_name(store: Any) -> str:
+    path = getattr(store, "path", None)
+    return f"the project {Path(path).name}" if path else "the project"
