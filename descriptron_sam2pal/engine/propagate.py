@@ -40,7 +40,7 @@ import torch
 
 from .. import UserError
 from ..imaging.io import load_image
-from ..imaging.masks import mask_to_rle, rle_to_mask
+from ..imaging.masks import mask_to_polygons, mask_to_rle, rle_to_mask
 from ..model.build import LoadedModel
 from ..model.device import autocast_context
 from .control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
@@ -76,6 +76,10 @@ class StructureResult:
     score: float | None
     object_score: float
     predicted_iou: float
+
+    def polygons(self, tolerance: float = 0.0) -> list[list[float]]:
+        """Flat COCO polygons of every component of the mask ([] when absent)."""
+        return mask_to_polygons(self.mask, tolerance) if self.mask is not None else []
 
     def to_json(self) -> dict:
         return {"present": self.present, "score": self.score, "object_score": self.object_score,
@@ -310,6 +314,9 @@ def target_key(target: Target) -> str:
         h.update(f"|array|{img.shape}|{img.dtype}|".encode())
         h.update(np.ascontiguousarray(img).tobytes())
     else:
+        if target.path is None:
+            raise UserError(f"image {target.image_id!r}: its file was not found; "
+                            "put the image next to the annotations")
         h.update(b"|file|")
         with open(target.path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -468,7 +475,8 @@ def _load(target: Target, size: int, orientation_search: bool) -> tuple[list[tup
         return [(IDENTITY, img)], img.letterbox.height, img.letterbox.width
     if img is None:
         if target.path is None:
-            raise UserError("a target has neither a file nor pixels")
+            raise UserError(f"image {target.image_id!r}: its file was not found; "
+                            "put the image next to the annotations")
         img = load_image(target.path)
     h, w = img.shape[:2]
     names = ORIENTATIONS if orientation_search else (IDENTITY,)
@@ -486,14 +494,15 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
     search, ``batch_size`` oriented images). ``cancel`` stops between batches.
     An unreadable target gives a result with ``error`` set; the run goes on.
     ``orientation_search`` requires ``confidence`` (it is how orientations are
-    compared).
+    compared). ``encoder`` (default: the template memory's) encodes the targets,
+    uncached: each target is seen once.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if orientation_search and not confidence:
         raise UserError("orientation search compares palindrome confidences; enable confidence")
     memory = templates if isinstance(templates, TemplateMemory) else TemplateMemory(model, templates, encoder)
-    encoder = memory.encoder
+    encoder = encoder or memory.encoder
     size = model.image_size
     targets = [as_target(t) for t in targets]
     if isinstance(journal, (str, Path)):
@@ -507,7 +516,7 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
         for i, t in enumerate(targets):
             try:
                 keys[i] = target_key(t)
-            except OSError:
+            except (OSError, UserError):
                 continue
             n_cached += keys[i] in done_before
     reporter = ProgressReporter("propagate", len(targets), progress, start_done=n_cached)

@@ -115,6 +115,7 @@ def test_masks_come_back_on_each_targets_own_grid_including_exif_rotation(presen
         assert (r.height, r.width) == (h, w)
         for s in r.structures.values():
             assert s.mask.shape == (h, w) and s.mask.dtype == bool
+            assert s.polygons() and all(len(p) >= 6 for p in s.polygons())
     # The file and its EXIF-applied pixels give the same masks: one pixel grid everywhere.
     [from_pixels] = propagate(present_model, memory, [shown], batch_size=1)
     assert_same(results[-1], from_pixels, mask_px=0)
@@ -251,8 +252,11 @@ def test_an_unreadable_target_is_reported_and_the_batch_goes_on(present_model, t
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     missing = tmp_path / "missing.png"
-    results = propagate(present_model, [make_template("t0", seed=0)], [paths[0], broken, missing, paths[1]],
-                        batch_size=4)
-    assert [r.ok for r in results] == [True, False, False, True]
-    assert "broken.jpg" in results[1].error and results[1].structures == {}
-    assert results[3].structures["head"].present
+    no_file = Target(path=None, image_id="gone")  # a store record whose image file is missing
+    for journal in (None, tmp_path / "j.jsonl"):
+        results = propagate(present_model, [make_template("t0", seed=0)],
+                            [paths[0], broken, missing, no_file, paths[1]], batch_size=4, journal=journal)
+        assert [r.ok for r in results] == [True, False, False, False, True]
+        assert "broken.jpg" in results[1].error and results[1].structures == {}
+        assert "'gone'" in results[3].error
+        assert results[4].structures["head"].present
