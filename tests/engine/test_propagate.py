@@ -14,7 +14,7 @@ from conftest import make_specimen, make_template, set_object_score_bias
 from descriptron_sam2pal.engine.control import CancelToken
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import prepare_image
-from descriptron_sam2pal.engine.propagate import (ResultJournal, Target, TemplateMemory, group_structures,
+from descriptron_sam2pal.engine.propagate import (Target, TemplateMemory, group_structures,
                                                   palindrome_confidence, propagate)
 from descriptron_sam2pal.imaging.io import load_image
 
