@@ -1,0 +1,720 @@
+"""The "Train SAM2-PAL" dialog: choose templates, unlabeled images, model and effort; train; propagate.
+
+Training and propagation run in :class:`EngineWorker` threads (the window
+stays usable): a progress bar with the time left, a live loss curve, a log.
+Cancel stops training at the next step; the last good checkpoint
+(``adapter.pt`` in the run folder) is kept and can be used to propagate. A
+failure is shown in a dialog and the buttons come back.
+
+When propagation ends, the results go to ``on_results(results, run_dir)``
+(the plugin hands them to the Review panel).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pyqtgraph as pg
+from PyQt5.QtCore import Qt
+from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QFileDialog,
+                             QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+                             QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QRadioButton,
+                             QSpinBox, QSplitter, QVBoxLayout, QWidget)
+
+from .. import UserError
+from ..engine.control import Progress
+from .model_session import DEMO_CHOICE, CheckpointPicker, ModelSession, build_for_choice
+from .templates_panel import template_images
+from .workers import EngineWorker
+
+log = logging.getLogger(__name__)
+
+_ID_ROLE = Qt.UserRole
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    steps: int
+    gpu_size: int
+    cpu_size: int
+    tip: str
+
+
+PRESETS = (
+    Preset("Quick", 100, 512, 256, "A first look: minutes on a GPU, up to half an hour on a laptop"),
+    Preset("Balanced", 300, 1024, 512, "Good results for most projects"),
+    Preset("Thorough", 1000, 1024, 512, "The most careful training; hours without a GPU"),
+)
+DEFAULT_PRESET = "Balanced"
+
+# Seconds per training step of SAM2 hiera-tiny by input size (CPU figures measured on a
+# 2-core machine, GPU ones rough); other sizes scale by _MODEL_FACTOR. Only for the estimate.
+_STEP_SECONDS = {"cpu": {256: 1.4, 512: 6.0, 1024: 38.0}, "gpu": {256: 0.05, 512: 0.12, 1024: 0.4}}
+_MODEL_FACTOR = {"mini": 0.07, "tiny": 1.0, "small": 1.3, "base_plus": 2.2, "large": 5.0}
+
+
+def estimate_seconds(steps: int, size: int, gpu: bool, model_size: str = "tiny") -> float:
+    table = _STEP_SECONDS["gpu" if gpu else "cpu"]
+    sizes = sorted(table)
+    lo = max([s for s in sizes if s <= size] or [sizes[0]])
+    per_step = table[lo] * (size / lo) ** 2  # attention cost grows at least with the pixel count
+    return steps * per_step * _MODEL_FACTOR.get(model_size, 1.0)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "\u2026"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
+
+
+def _model_size(choice: str | None) -> str:
+    if choice == DEMO_CHOICE:
+        return "mini"
+    from ..model.configs import config_from_file_name, config_info
+    config = config_from_file_name(Path(choice).name) if choice else None
+    info = config_info(config) if config else None
+    return info.size if info else "tiny"
+
+
+def _gpu_available(device: str) -> bool:
+    import torch
+    if device == "cpu":
+        return False
+    return torch.cuda.is_available() or device in ("cuda", "mps")
+
+
+# --------------------------------------------------------------------------- worker functions
+
+@dataclass
+class TemplateSpec:
+    """A template as read from the store in the GUI thread: the image file and its masks."""
+
+    image_id: Any
+    path: str
+    masks: dict
+
+
+@dataclass
+class TrainJob:
+    choice: str
+    device: str
+    image_size: int
+    templates: list[TemplateSpec]
+    unlabeled: list[str]
+    run_dir: Path
+    config: Any  # engine.trainer.TrainConfig
+    outcome: "TrainOutcome | None" = None  # set by run_training, even when cancelled
+
+
+@dataclass
+class TrainOutcome:
+    result: Any  # engine.trainer.TrainResult
+    model: Any  # the trained LoadedModel (best weights), reused for propagation
+    templates: list
+
+
+@dataclass
+class PropagateJob:
+    choice: str
+    device: str
+    image_size: int
+    templates: list[TemplateSpec]
+    targets: list  # engine.propagate.Target
+    run_dir: Path
+    adapter: str | None = None  # adapter file; None: the base model (or ``trained``)
+    trained: TrainOutcome | None = None  # reuse the model and templates trained in this window
+    extra: dict = field(default_factory=dict)
+
+
+def _log(progress, message: str) -> None:
+    if progress is not None:
+        progress(Progress("log", 0, 0, message))
+
+
+def build_templates(specs: list[TemplateSpec], size: int) -> list:
+    from ..engine.preprocess import prepare_image
+    from ..engine.templates import Template
+    return [Template(s.image_id, prepare_image(s.path, size), s.masks) for s in specs]
+
+
+def run_training(job: TrainJob, progress=None, cancel=None) -> TrainOutcome:
+    """Build the model, prepare the templates, train (in a worker thread)."""
+    from ..engine.trainer import train
+
+    _log(progress, "Loading SAM2...")
+    model = build_for_choice(job.choice, job.device, job.image_size)
+    _log(progress, f"Model: {model.describe()} at {model.image_size} px on {model.device}")
+    templates = build_templates(job.templates, model.image_size)
+    _log(progress, f"{len(templates)} template(s), {len(job.unlabeled)} unlabeled image(s); "
+                   f"run folder {job.run_dir}")
+    result = train(model, templates, job.unlabeled, job.run_dir, job.config, progress=progress,
+                   cancel=cancel, log_fn=lambda message: _log(progress, message))
+    job.outcome = TrainOutcome(result, model, templates)
+    return job.outcome
+
+
+def run_propagation(job: PropagateJob, progress=None, cancel=None) -> list:
+    """Segment the targets from the templates with the trained / loaded / base model."""
+    from ..engine.propagate import propagate
+
+    if job.trained is not None:
+        model, templates = job.trained.model, job.trained.templates
+    else:
+        _log(progress, "Loading SAM2" + (f" with adapter {job.adapter}" if job.adapter else " (no adapter)"))
+        model = build_for_choice(job.choice, job.device, job.image_size, adapter=job.adapter)
+        templates = build_templates(job.templates, model.image_size)
+    _log(progress, f"Propagating to {len(job.targets)} image(s)...")
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    results = propagate(model, templates, job.targets, progress=progress, cancel=cancel,
+                        journal=job.run_dir / "propagation.jsonl")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        _log(progress, f"{len(failed)} image(s) could not be read: " +
+             ", ".join(str(r.path or r.image_id) for r in failed[:5]))
+    return results
+
+
+# --------------------------------------------------------------------------- the dialog
+
+class TrainDialog(QDialog):
+    """Non-modal dialog; ``on_results(results, run_dir)`` receives propagation results."""
+
+    def __init__(self, host: Any, session: ModelSession,
+                 on_results: Callable[[list, Path], None] | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent if parent is not None else host.main_window())
+        self.host = host
+        self.session = session
+        self.on_results = on_results
+        self.setWindowTitle("Train SAM2-PAL")
+        self.worker: EngineWorker | None = None
+        self.job: TrainJob | PropagateJob | None = None
+        self.trained: TrainOutcome | None = None
+        self.last_adapter: Path | None = None
+        self.run_dir: Path | None = None
+        self.results: list | None = None
+        self._losses: list[tuple[int, float]] = []
+        self._vals: list[tuple[int, float]] = []
+        self._build()
+        self.refresh()
+        self.resize(980, 720)
+
+    # ------------------------------------------------------------------ UI
+    def _build(self) -> None:
+        # Templates
+        self.template_list = QListWidget()
+        self.template_list.setToolTip("The specimens whose outlined structures SAM2 learns from")
+        self.template_list.itemChanged.connect(lambda _i: self._update())
+        templates_box = QGroupBox("1. Templates (outlined specimens)")
+        QVBoxLayout(templates_box).addWidget(self.template_list)
+
+        # Unlabeled images
+        self.project_radio = QRadioButton("The project's other images")
+        self.folder_radio = QRadioButton("Images in a folder:")
+        self.project_radio.setChecked(True)
+        group = QButtonGroup(self)
+        group.addButton(self.project_radio)
+        group.addButton(self.folder_radio)
+        self.folder_edit = QLineEdit()
+        self.folder_edit.setPlaceholderText("folder of specimen photos")
+        folder_button = QPushButton("Browse...")
+        folder_button.clicked.connect(self._browse_folder)
+        self.folder_radio.toggled.connect(lambda _on: self._update())
+        self.folder_edit.textChanged.connect(lambda _t: self._update())
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folder_radio)
+        folder_row.addWidget(self.folder_edit, 1)
+        folder_row.addWidget(folder_button)
+        unlabeled_box = QGroupBox("2. Unlabeled specimens (learned from, then segmented)")
+        unlabeled_layout = QVBoxLayout(unlabeled_box)
+        unlabeled_layout.addWidget(self.project_radio)
+        unlabeled_layout.addLayout(folder_row)
+
+        # Model and effort
+        self.picker = CheckpointPicker(self.session)
+        self.session.choice_changed.connect(lambda _c: self._update_estimate())
+        self.preset_combo = QComboBox()
+        for p in PRESETS:
+            self.preset_combo.addItem(p.name, p)
+            self.preset_combo.setItemData(self.preset_combo.count() - 1, p.tip, Qt.ToolTipRole)
+        self.preset_combo.setToolTip("How long to train: more steps usually fit better")
+        self.estimate_label = QLabel()
+        self.estimate_label.setWordWrap(True)
+        model_box = QGroupBox("3. Model and effort")
+        model_form = QFormLayout(model_box)
+        model_form.addRow(self.picker)
+        model_form.addRow("Preset:", self.preset_combo)
+        model_form.addRow("", self.estimate_label)
+
+        # Advanced, folded away
+        self.advanced_box = QGroupBox("Advanced settings")
+        self.advanced_box.setCheckable(True)
+        self.advanced_box.setChecked(False)
+        self.advanced_widget = QWidget()
+        adv = QFormLayout(self.advanced_widget)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 100000)
+        self.steps_spin.setToolTip("Optimizer steps (each: one template and one unlabeled image)")
+        self.size_spin = QSpinBox()
+        self.size_spin.setRange(64, 2048)
+        self.size_spin.setSingleStep(32)
+        self.size_spin.setSuffix(" px")
+        self.size_spin.setToolTip("Images are letterboxed to this square size (a multiple of 32). "
+                                  "Larger sees finer detail and is much slower")
+        self.rank_spin = QSpinBox()
+        self.rank_spin.setRange(1, 128)
+        self.rank_spin.setValue(8)
+        self.rank_spin.setToolTip("LoRA rank: the capacity of the small adapter that is trained")
+        self.full_check = QCheckBox("Full fine-tuning instead of LoRA")
+        self.full_check.setToolTip("Train the decoder and memory modules themselves (bigger files, "
+                                   "needs more templates)")
+        self.full_check.toggled.connect(self.rank_spin.setDisabled)
+        self.lr_edit = QLineEdit()
+        self.lr_edit.setPlaceholderText("default")
+        self.lr_edit.setToolTip("Learning rate; empty for the default (5e-4 LoRA, 1e-5 full)")
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2 ** 31 - 1)
+        self.seed_spin.setToolTip("The same seed and settings give the same run")
+        self.device_combo = QComboBox()
+        for d in ("auto", "cpu", "cuda", "mps"):
+            self.device_combo.addItem(d)
+        self.device_combo.setCurrentText(self.session.device)
+        self.device_combo.setToolTip("auto: the GPU when there is one, else the CPU")
+        self.output_edit = QLineEdit()
+        self.output_edit.setToolTip("The run folder: settings, log, adapter.pt (the trained weights)")
+        output_button = QPushButton("Browse...")
+        output_button.clicked.connect(self._browse_output)
+        output_row = QHBoxLayout()
+        output_row.addWidget(self.output_edit, 1)
+        output_row.addWidget(output_button)
+        adv.addRow("Steps:", self.steps_spin)
+        adv.addRow("Image size:", self.size_spin)
+        adv.addRow("LoRA rank:", self.rank_spin)
+        adv.addRow("", self.full_check)
+        adv.addRow("Learning rate:", self.lr_edit)
+        adv.addRow("Seed:", self.seed_spin)
+        adv.addRow("Device:", self.device_combo)
+        adv.addRow("Output folder:", output_row)
+        QVBoxLayout(self.advanced_box).addWidget(self.advanced_widget)
+        self.advanced_widget.setVisible(False)
+        self.advanced_box.toggled.connect(self.advanced_widget.setVisible)
+        self.preset_combo.currentIndexChanged.connect(lambda _i: self._apply_preset())
+        self.device_combo.currentIndexChanged.connect(lambda _i: self._apply_preset())
+        for spin in (self.steps_spin, self.size_spin):
+            spin.valueChanged.connect(lambda _v: self._update_estimate())
+
+        # Propagation source
+        self.source_combo = QComboBox()
+        self.source_combo.setToolTip("Which weights segment the specimens")
+        self.adapter_edit = QLineEdit()
+        self.adapter_edit.setPlaceholderText("adapter.pt from an earlier run")
+        adapter_button = QPushButton("Browse...")
+        adapter_button.clicked.connect(self._browse_adapter)
+        self.source_combo.currentIndexChanged.connect(lambda _i: self._update())
+        self.adapter_edit.textChanged.connect(lambda _t: self._update())
+        adapter_row = QHBoxLayout()
+        adapter_row.addWidget(self.adapter_edit, 1)
+        adapter_row.addWidget(adapter_button)
+        propagate_box = QGroupBox("4. Segment the specimens")
+        propagate_form = QFormLayout(propagate_box)
+        propagate_form.addRow("Use:", self.source_combo)
+        propagate_form.addRow("Adapter file:", adapter_row)
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        for w in (templates_box, unlabeled_box, model_box, self.advanced_box, propagate_box):
+            left_layout.addWidget(w)
+        left_layout.addStretch(1)
+
+        # Progress
+        self.stage_label = QLabel("Ready.")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.eta_label = QLabel("")
+        self.plot = pg.PlotWidget(background="w")
+        self.plot.setLabel("bottom", "step")
+        self.plot.setLabel("left", "loss")
+        self.plot.addLegend(offset=(-10, 10))
+        self.plot.showGrid(x=True, y=True, alpha=0.3)
+        self.loss_curve = self.plot.plot([], [], pen=pg.mkPen((31, 119, 180), width=2), name="training loss")
+        self.val_curve = self.plot.plot([], [], pen=None, symbol="o", symbolSize=7,
+                                        symbolBrush=(255, 127, 14), name="validation")
+        self.plot.setMinimumHeight(200)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(5000)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.stage_label)
+        bar_row = QHBoxLayout()
+        bar_row.addWidget(self.progress_bar, 1)
+        bar_row.addWidget(self.eta_label)
+        right_layout.addLayout(bar_row)
+        right_layout.addWidget(self.plot, 2)
+        right_layout.addWidget(self.log_view, 1)
+
+        splitter = QSplitter(Qt.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(1, 1)
+
+        self.start_button = QPushButton("Start training")
+        self.start_button.setDefault(True)
+        self.start_button.setToolTip("Fine-tune SAM2 on the templates and unlabeled specimens, "
+                                     "then segment the specimens")
+        self.start_button.clicked.connect(self.start_training)
+        self.propagate_button = QPushButton("Segment specimens")
+        self.propagate_button.setToolTip("Segment the unlabeled specimens now and review the results")
+        self.propagate_button.clicked.connect(self.start_propagation)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop at the next step; the last good checkpoint is kept")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.close_button = QPushButton("Close")
+        self.close_button.clicked.connect(self.close)
+        self.propagate_after = QCheckBox("Segment the specimens when training ends")
+        self.propagate_after.setChecked(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.propagate_after)
+        buttons.addStretch(1)
+        for b in (self.start_button, self.propagate_button, self.cancel_button, self.close_button):
+            buttons.addWidget(b)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter, 1)
+        layout.addLayout(buttons)
+        preset = self.preset_combo.findText(DEFAULT_PRESET)
+        self.preset_combo.setCurrentIndex(preset)
+        self._apply_preset()
+
+    # ------------------------------------------------------------ contents
+    def refresh(self) -> None:
+        """Re-read templates and images from the host's store."""
+        store = self.host.store
+        self.template_list.blockSignals(True)
+        self.template_list.clear()
+        for record, names in template_images(store):
+            item = QListWidgetItem(f"{record.file_name}: {', '.join(names)}")
+            item.setData(_ID_ROLE, record.id)
+            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            item.setCheckState(Qt.Checked if record.path is not None else Qt.Unchecked)
+            if record.path is None:
+                item.setFlags(item.flags() & ~Qt.ItemIsEnabled)
+                item.setToolTip("The image file is missing")
+            self.template_list.addItem(item)
+        self.template_list.blockSignals(False)
+        if not self.output_edit.text():
+            self.output_edit.setText(str(self._default_run_dir()))
+        self._update_sources()
+        self._update()
+
+    def _default_run_dir(self) -> Path:
+        store = self.host.store
+        base = Path.home()
+        if store is not None and getattr(store, "path", None):
+            base = store.path if store.path.is_dir() else store.path.parent
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return base / "sam2pal_runs" / f"run-{stamp}"
+
+    def _update_sources(self) -> None:
+        current = self.source_combo.currentData()
+        self.source_combo.blockSignals(True)
+        self.source_combo.clear()
+        if self.trained is not None:
+            self.source_combo.addItem("The model trained in this window", "trained")
+        if self.last_adapter is not None:
+            self.source_combo.addItem(f"Checkpoint of the last run ({self.last_adapter.parent.name})", "last")
+        self.source_combo.addItem("An adapter file", "file")
+        self.source_combo.addItem("The base model (no fine-tuning)", "base")
+        index = self.source_combo.findData(current)
+        self.source_combo.setCurrentIndex(index if index >= 0 else 0)
+        self.source_combo.blockSignals(False)
+
+    def chosen_templates(self) -> list[TemplateSpec]:
+        store = self.host.store
+        specs = []
+        for row in range(self.template_list.count()):
+            item = self.template_list.item(row)
+            if item.checkState() != Qt.Checked:
+                continue
+            record = store.image(item.data(_ID_ROLE))
+            masks = {n: m for n, m in store.structure_masks(record.id).items() if m.any()}
+            specs.append(TemplateSpec(record.id, str(record.path), masks))
+        return specs
+
+    def unlabeled_images(self) -> list:
+        """Store records (project mode) or image paths (folder mode), templates excluded."""
+        from ..imaging.io import is_image_file
+        if self.folder_radio.isChecked():
+            folder = Path(self.folder_edit.text().strip()).expanduser()
+            if not folder.is_dir():
+                return []
+            return [str(p) for p in sorted(folder.iterdir()) if is_image_file(p)]
+        template_ids = {item.data(_ID_ROLE) for item in
+                        (self.template_list.item(r) for r in range(self.template_list.count()))}
+        return [r for r in self.host.images() if r.id not in template_ids and r.path is not None]
+
+    def _apply_preset(self) -> None:
+        preset: Preset = self.preset_combo.currentData()
+        if preset is None:
+            return
+        gpu = _gpu_available(self.device_combo.currentText())
+        self.steps_spin.setValue(preset.steps)
+        size = preset.gpu_size if gpu else preset.cpu_size
+        if self.session.image_size:  # a session made for small images (tests, demos)
+            size = self.session.image_size
+        self.size_spin.setValue(size)
+        self._update_estimate()
+
+    def _update_estimate(self) -> None:
+        device = self.device_combo.currentText()
+        gpu = _gpu_available(device)
+        seconds = estimate_seconds(self.steps_spin.value(), self.size_spin.value(), gpu,
+                                   _model_size(self.session.checkpoint_choice()))
+        where = "with the GPU" if gpu else "on the CPU"
+        self.estimate_label.setText(f"{self.steps_spin.value()} steps at {self.size_spin.value()} px: "
+                                    f"about {format_duration(seconds)} {where} (a rough estimate)")
+
+    def _update(self) -> None:
+        running = self.worker is not None
+        n_templates = sum(self.template_list.item(r).checkState() == Qt.Checked
+                          for r in range(self.template_list.count()))
+        self.project_radio.setText(f"The project's other images ({len(self.unlabeled_images())})"
+                                   if not self.folder_radio.isChecked() else "The project's other images")
+        for w in (self.template_list, self.project_radio, self.folder_radio, self.folder_edit,
+                  self.preset_combo, self.advanced_box, self.picker, self.source_combo):
+            w.setEnabled(not running)
+        self.start_button.setEnabled(not running and n_templates > 0)
+        self.propagate_button.setEnabled(not running and n_templates > 0)
+        self.start_button.setToolTip("Outline structures on at least one specimen first (Templates panel)"
+                                     if n_templates == 0 else
+                                     "Fine-tune SAM2 on the templates and unlabeled specimens")
+        self.cancel_button.setEnabled(running)
+        self.adapter_edit.setEnabled(not running and self.source_combo.currentData() == "file")
+
+    def _browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder of unlabeled specimen images")
+        if path:
+            self.folder_edit.setText(path)
+            self.folder_radio.setChecked(True)
+
+    def _browse_output(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder for the training run")
+        if path:
+            self.output_edit.setText(path)
+
+    def _browse_adapter(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "SAM2-PAL adapter", "",
+                                              "SAM2-PAL adapters (*.pt);;All files (*)")
+        if path:
+            self.adapter_edit.setText(path)
+            self.source_combo.setCurrentIndex(self.source_combo.findData("file"))
+
+    # ------------------------------------------------------------ running
+    def train_config(self):
+        from ..engine.trainer import TrainConfig
+        lr_text = self.lr_edit.text().strip()
+        try:
+            lr = float(lr_text) if lr_text else None
+        except ValueError:
+            raise UserError(f"the learning rate {lr_text!r} is not a number; e.g. 5e-4, or leave it empty")
+        config = TrainConfig(steps=self.steps_spin.value(), lr=lr, lora_rank=self.rank_spin.value(),
+                             full=self.full_check.isChecked(), seed=self.seed_spin.value())
+        config.check()
+        return config
+
+    def _common(self) -> tuple[str, str, int, list[TemplateSpec]]:
+        choice = self.session.checkpoint_choice()
+        if choice is None:
+            raise UserError("Choose a SAM2 checkpoint first (Browse..., Download... or the demo model).")
+        if self.size_spin.value() % 32:
+            raise UserError(f"the image size must be a multiple of 32 (e.g. 512), not {self.size_spin.value()}")
+        specs = self.chosen_templates()
+        if not specs:
+            raise UserError("Tick at least one template (outline structures in the Templates panel first).")
+        return choice, self.device_combo.currentText(), self.size_spin.value(), specs
+
+    def start_training(self) -> None:
+        try:
+            choice, device, size, specs = self._common()
+            config = self.train_config()
+            unlabeled = self.unlabeled_images()
+            if self.folder_radio.isChecked() and not Path(self.folder_edit.text().strip()).expanduser().is_dir():
+                raise UserError("Choose an existing folder of unlabeled images, or use the project's images.")
+            paths = [str(u.path) if hasattr(u, "path") else str(u) for u in unlabeled]
+            run_dir = Path(self.output_edit.text().strip() or self._default_run_dir()).expanduser()
+            if run_dir.exists() and any(run_dir.iterdir()):  # never mix two runs in one folder
+                base, n = run_dir.parent / self._default_run_dir().name, 1
+                run_dir = base
+                while run_dir.exists():
+                    n += 1
+                    run_dir = base.with_name(f"{base.name}-{n}")
+                self.output_edit.setText(str(run_dir))
+        except UserError as exc:
+            self.host.show_error("Train SAM2-PAL", str(exc))
+            return
+        self.run_dir = run_dir
+        self.trained = None
+        self._losses, self._vals = [], []
+        self.loss_curve.setData([], [])
+        self.val_curve.setData([], [])
+        self.job = TrainJob(choice, device, size, specs, paths, run_dir, config)
+        self._append_log(f"Training {config.steps} steps on {len(specs)} template(s) "
+                         f"and {len(paths)} unlabeled image(s).")
+        self._start(EngineWorker(run_training, self.job, description="Training SAM2-PAL"), "Training")
+
+    def start_propagation(self) -> None:
+        from ..engine.propagate import as_target
+        try:
+            choice, device, size, specs = self._common()
+            source = self.source_combo.currentData()
+            adapter, trained = None, None
+            if source == "trained":
+                trained = self.trained
+            elif source == "last":
+                adapter = str(self.last_adapter)
+            elif source == "file":
+                adapter = self.adapter_edit.text().strip()
+                if not adapter or not Path(adapter).expanduser().is_file():
+                    raise UserError("Choose the adapter file (adapter.pt in a training run folder), "
+                                    "or segment with the base model.")
+            targets = [as_target(u) for u in self.unlabeled_images()]
+            if not targets:
+                raise UserError("There are no specimens to segment: the project has no images besides "
+                                "the templates (or the folder has none).")
+        except UserError as exc:
+            self.host.show_error("Segment specimens", str(exc))
+            return
+        run_dir = self.run_dir or Path(self.output_edit.text().strip() or self._default_run_dir())
+        self.run_dir = run_dir
+        self.job = PropagateJob(choice, device, size, specs, targets, run_dir, adapter, trained)
+        self._start(EngineWorker(run_propagation, self.job, description="Segmenting specimens"), "Segmenting")
+
+    def _start(self, worker: EngineWorker, stage: str) -> None:
+        self.worker = worker
+        worker.progress.connect(self._on_progress)
+        worker.result.connect(self._on_result)
+        worker.error.connect(self._on_error)
+        worker.cancelled.connect(self._on_cancelled)
+        worker.finished.connect(self._on_finished)
+        self.stage_label.setText(f"{stage}...")
+        self.progress_bar.setRange(0, 0)  # busy until the first report
+        self.eta_label.setText("")
+        self.host.register_worker(worker)
+        self._update()
+        worker.start()
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            self.cancel_button.setEnabled(False)
+            self.stage_label.setText("Stopping at the next step...")
+
+    def _append_log(self, text: str) -> None:
+        stamp = _dt.datetime.now().strftime("%H:%M:%S")
+        self.log_view.appendPlainText(f"{stamp}  {text}")
+
+    def _on_progress(self, report: Any) -> None:
+        if not isinstance(report, Progress):
+            return
+        if report.stage == "log":
+            self._append_log(report.message)
+            return
+        self.progress_bar.setRange(0, max(report.total, 1))
+        self.progress_bar.setValue(report.done)
+        self.progress_bar.setFormat(f"%v / %m {'steps' if report.stage == 'train' else 'images'}")
+        self.eta_label.setText(f"{format_duration(report.eta_s)} left" if report.eta_s is not None else "")
+        if report.stage == "train":
+            self.stage_label.setText(f"Training: step {report.done} of {report.total}")
+            loss = report.metrics.get("loss")
+            if loss is not None:
+                self._losses.append((report.done, float(loss)))
+                self.loss_curve.setData([s for s, _ in self._losses], [v for _, v in self._losses])
+            val = report.metrics.get("val")
+            if val is not None:
+                self._vals.append((report.done, float(val)))
+                self.val_curve.setData([s for s, _ in self._vals], [v for _, v in self._vals])
+            if report.done % 10 == 0 or report.done == report.total:
+                self._append_log(f"step {report.done}/{report.total}  loss {loss:.4f}"
+                                 + (f"  validation {val:.4f}" if val is not None else ""))
+        elif report.stage == "propagate":
+            self.stage_label.setText(f"Segmenting: {report.done} of {report.total} specimens")
+
+    def _on_result(self, value: Any) -> None:
+        if isinstance(value, TrainOutcome):
+            self._training_ended(value, cancelled=False)
+        else:
+            self._propagation_ended(value)
+
+    def _training_ended(self, outcome: TrainOutcome | None, cancelled: bool) -> None:
+        adapter = self.run_dir / "adapter.pt" if self.run_dir is not None else None
+        self.last_adapter = adapter if adapter is not None and adapter.is_file() else None
+        self.trained = outcome
+        if outcome is not None:
+            r = outcome.result
+            best = (f"best {r.val_metric} {r.best_val:.4f} at step {r.best_step} (untrained: "
+                    f"{r.baseline_val:.4f})" if r.val_metric and r.best_val is not None else "")
+            self._append_log(f"Training {'cancelled' if cancelled else 'finished'} after {r.steps_done} of "
+                             f"{r.total_steps} steps. {best}".strip())
+        if self.last_adapter is not None:
+            self._append_log(f"Trained weights: {self.last_adapter}")
+        self.stage_label.setText("Training cancelled: the last good checkpoint is kept." if cancelled
+                                 else "Training finished.")
+        self._update_sources()
+        self.source_combo.setCurrentIndex(0)
+        if not cancelled and self.propagate_after.isChecked():
+            self._propagate_next = True
+
+    def _propagation_ended(self, results: list) -> None:
+        self.results = results
+        present = sum(1 for r in results for s in r.structures.values() if s.present)
+        self._append_log(f"Segmented {len(results)} specimen(s): {present} structure(s) found.")
+        self.stage_label.setText(f"Done: {len(results)} specimens segmented. Review them in the Review panel.")
+        if self.on_results is not None:
+            try:
+                self.on_results(results, self.run_dir)
+            except Exception as exc:  # noqa: BLE001 - the results stay in self.results
+                log.exception("handing the results to the Review panel failed")
+                self.host.show_error("Review", f"Cannot show the results: {type(exc).__name__}: {exc}")
+
+    def _on_error(self, message: str, details: str) -> None:
+        what = "Training" if isinstance(self.job, TrainJob) else "Segmenting"
+        self._append_log(f"{what} failed: {message}")
+        self.stage_label.setText(f"{what} failed.")
+        if isinstance(self.job, TrainJob) and self.run_dir is not None and (self.run_dir / "adapter.pt").is_file():
+            self.last_adapter = self.run_dir / "adapter.pt"
+            self._update_sources()
+        self.host.show_error(f"{what} failed", message, details)
+
+    def _on_cancelled(self) -> None:
+        if isinstance(self.job, TrainJob):
+            self._training_ended(self.job.outcome, cancelled=True)
+        else:
+            self._append_log("Segmenting cancelled; finished images are kept in the run folder "
+                             "and are not redone next time.")
+            self.stage_label.setText("Segmenting cancelled.")
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        if self.progress_bar.maximum() == 0:
+            self.progress_bar.setRange(0, 1)
+        self._update()
+        if getattr(self, "_propagate_next", False):
+            self._propagate_next = False
+            self.start_propagation()
+
+    def closeEvent(self, event) -> None:
+        # The work goes on when the dialog is hidden; the host's window asks before quitting.
+        super().closeEvent(event)

@@ -1,0 +1,125 @@
+"""Train dialog: a real training worker on the mini model (progress, finish, cancel, failure)."""
+
+import numpy as np
+from PyQt5.QtCore import Qt
+
+from descriptron_sam2pal.gui.train_dialog import TrainDialog, estimate_seconds, format_duration
+from plugin_fixtures import *  # noqa: F401,F403
+from plugin_fixtures import wait_image
+
+
+def _project_with_template(qtbot, window, specimens):
+    assert window.open_path(specimens)
+    wait_image(qtbot, window, "specimen_01.png")
+    record = window.images()[0]
+    mask = np.zeros((record.height, record.width), bool)
+    mask[20:50, 30:80] = True
+    window.store.add_structure(record.id, "pronotum", mask, attributes={"source": "sam2pal-template"})
+    window.notify_store_changed()
+    return record
+
+
+def _dialog(qtbot, window, session, steps, results):
+    dialog = TrainDialog(window, session, on_results=lambda r, run_dir: results.append((r, run_dir)))
+    dialog.advanced_box.setChecked(True)
+    dialog.steps_spin.setValue(steps)
+    assert dialog.size_spin.value() == 128  # the session's size
+    dialog.device_combo.setCurrentText("cpu")
+    dialog.steps_spin.setValue(steps)
+    dialog.show()
+    return dialog
+
+
+def test_training_reports_progress_finishes_then_segments(qtbot, window, specimens, session, messages):
+    _project_with_template(qtbot, window, specimens)
+    results = []
+    dialog = _dialog(qtbot, window, session, 3, results)
+    assert dialog.template_list.count() == 1 and "pronotum" in dialog.template_list.item(0).text()
+    assert "(3)" in dialog.project_radio.text()  # the other three images
+    reports = []
+    dialog.start_training()
+    worker = dialog.worker
+    worker.progress.connect(reports.append)
+    assert worker in window._workers  # the host knows: closing asks first
+    assert not dialog.start_button.isEnabled() and dialog.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: bool(results), timeout=60000)  # trained, then propagated
+    qtbot.waitUntil(lambda: dialog.worker is None, timeout=10000)
+    train_steps = [r.done for r in reports if r.stage == "train"]
+    assert train_steps == [1, 2, 3]
+    assert len(dialog._losses) == 3 and dialog.progress_bar.value() >= 1
+    assert (dialog.run_dir / "adapter.pt").is_file()
+    (res, run_dir), = results
+    assert run_dir == dialog.run_dir
+    assert sorted(r.path.rsplit("/", 1)[-1] for r in res) == ["specimen_02.png", "specimen_03.png",
+                                                             "specimen_04.png"]
+    assert dialog.start_button.isEnabled() and not dialog.cancel_button.isEnabled()
+    assert messages.seen == []
+    assert "Training finished" in dialog.log_view.toPlainText()
+
+
+def test_cancel_stops_and_keeps_a_usable_checkpoint(qtbot, window, specimens, session, messages):
+    _project_with_template(qtbot, window, specimens)
+    results = []
+    dialog = _dialog(qtbot, window, session, 500, results)
+    dialog.propagate_after.setChecked(True)
+    steps = []
+    dialog.start_training()
+    dialog.worker.progress.connect(lambda p: steps.append(p.done) if p.stage == "train" else None)
+    qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60000)
+    qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
+    assert max(steps) < 500 and results == []  # no propagation after a cancel
+    assert "cancelled" in dialog.stage_label.text().lower()
+    adapter = dialog.run_dir / "adapter.pt"
+    assert adapter.is_file() and dialog.last_adapter == adapter
+    assert dialog.start_button.isEnabled()
+
+    from descriptron_sam2pal.model.adapter_file import load_adapter
+    from descriptron_sam2pal.model.build import build_model
+    info = load_adapter(adapter, build_model(checkpoint=session.checkpoint_choice(), image_size=128))
+    assert info.structures == ["pronotum"]
+
+    # The kept checkpoint segments the specimens.
+    assert dialog.source_combo.currentData() in ("trained", "last")
+    dialog.source_combo.setCurrentIndex(dialog.source_combo.findData("last"))
+    dialog.start_propagation()
+    qtbot.waitUntil(lambda: bool(results) and dialog.worker is None, timeout=60000)
+    assert len(results[0][0]) == 3 and messages.seen == []
+
+
+def test_a_failing_worker_shows_the_error_and_gives_the_buttons_back(qtbot, window, specimens, session,
+                                                                     messages, tmp_path):
+    _project_with_template(qtbot, window, specimens)
+    bad = tmp_path / "unreadable"
+    bad.mkdir()
+    (bad / "broken.png").write_bytes(b"not a png")
+    dialog = _dialog(qtbot, window, session, 3, [])
+    dialog.folder_edit.setText(str(bad))
+    dialog.folder_radio.setChecked(True)
+    dialog.start_training()
+    assert dialog.worker is not None and not dialog.start_button.isEnabled()
+    qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
+    assert [t for t, _ in messages.seen] == ["Training failed"]
+    assert "no usable unlabeled image" in messages.seen[0][1]
+    assert dialog.start_button.isEnabled() and dialog.propagate_button.isEnabled()
+    assert not dialog.cancel_button.isEnabled() and dialog.template_list.isEnabled()
+    assert "failed" in dialog.stage_label.text()
+
+
+def test_presets_and_estimates(qtbot, window, specimens, settings, mini_checkpoint):
+    from descriptron_sam2pal.gui.model_session import ModelSession
+    session = ModelSession(window, settings)  # no fixed size: the presets choose it
+    session.set_checkpoint(str(mini_checkpoint))
+    dialog = TrainDialog(window, session)
+    dialog.device_combo.setCurrentText("cpu")
+    dialog.preset_combo.setCurrentText("Quick")
+    assert (dialog.steps_spin.value(), dialog.size_spin.value()) == (100, 256)
+    dialog.preset_combo.setCurrentText("Thorough")
+    assert dialog.steps_spin.value() == 1000
+    assert "on the CPU" in dialog.estimate_label.text()
+    assert not dialog.advanced_widget.isVisibleTo(dialog)
+    dialog.advanced_box.setChecked(True)
+    assert dialog.advanced_widget.isVisibleTo(dialog)
+    assert not dialog.start_button.isEnabled()  # no templates yet
+    assert estimate_seconds(100, 512, False) > estimate_seconds(100, 256, False) > estimate_seconds(100, 256, True)
+    assert format_duration(3700) == "1 h 01 min" and format_duration(75) == "1 min 15 s"
