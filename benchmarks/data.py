@@ -180,10 +180,25 @@ def write_reference_template(ds: Dataset, path: Path) -> Path:
         cats.append({"id": i, "name": name, "supercategory": "object"})
         ys, xs = np.nonzero(m)
         bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
-        anns.append({"id": i, "image_id": 1, "category_id": i, "segmentation": uncompressed_rle(m),
+        rle = uncompressed_rle(m)
+        if not np.array_equal(_decode_like_reference(rle), m):
+            raise AssertionError(f"RLE of {name} does not decode to its mask")
+        anns.append({"id": i, "image_id": 1, "category_id": i, "segmentation": rle,
                      "area": int(m.sum()), "bbox": bbox, "iscrowd": 0})
     coco = {"images": [{"id": 1, "file_name": ds.template_image.name, "height": h, "width": w}],
             "annotations": anns, "categories": cats}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(coco))
     return path
+
+
+def _decode_like_reference(rle: dict) -> np.ndarray:
+    """Uncompressed RLE decoded the way the reference's _coco_segmentation_to_mask does."""
+    h, w = rle["size"]
+    flat = np.zeros(h * w, dtype=np.uint8)
+    idx, val = 0, 0
+    for run in rle["counts"]:
+        flat[idx:idx + run] = val
+        idx += run
+        val = 1 - val
+    return flat.reshape((w, h)).T.astype(bool)
