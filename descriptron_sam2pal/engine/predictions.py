@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -77,14 +78,40 @@ def write_predictions(results: Iterable[TargetResult], path: str | Path,
     return write_pair([(path, doc), (companion_path(path), rle_doc)], indent=None, backup=path.exists())
 
 
-def merge_into_store(store: Any, results: Iterable[TargetResult], replace: bool = True,
-                     min_score: float | None = None, save: bool = False) -> int:
+@dataclass
+class MergeSummary:
+    """What ``merge_into_store`` did."""
+
+    added: int = 0  # new annotations
+    replaced: int = 0  # of those, how many replaced an earlier sam2pal prediction
+    kept_user: list[str] = field(default_factory=list)  # "file: structure" left alone
+
+    def __str__(self) -> str:
+        text = f"merged {self.added} structure(s) into the store"
+        if self.replaced:
+            text += f" ({self.replaced} replacing earlier sam2pal predictions)"
+        if self.kept_user:
+            text += (f"; kept your own annotation and skipped the prediction for {len(self.kept_user)}: "
+                     + ", ".join(self.kept_user[:5]) + (" ..." if len(self.kept_user) > 5 else ""))
+        return text
+
+
+def _is_ours(record) -> bool:
+    attributes = record.raw.get("attributes")
+    return isinstance(attributes, dict) and attributes.get("source") == "sam2pal"
+
+
+def merge_into_store(store: Any, results: Iterable[TargetResult], min_score: float | None = None,
+                     save: bool = False) -> MergeSummary:
     """Add each present structure of each result to a Descriptron store as an annotation
     with ``attributes`` {"source": "sam2pal", "score", "object_score", "predicted_iou",
     "orientation"}. Images are found by id, else by file (normalised stem), else added.
-    ``replace`` replaces that structure's existing masks on the image; ``min_score`` skips
-    less confident ones. Returns the number of annotations added."""
-    added = 0
+
+    The user's work is never replaced: where an image already has an annotation of that
+    structure not made by sam2pal, the prediction is skipped (and listed); earlier sam2pal
+    predictions of it are replaced, so merging twice does not pile up. ``min_score`` skips
+    less confident predictions."""
+    summary = MergeSummary()
     for r in results:
         if not r.ok or not r.structures:
             continue
@@ -101,13 +128,19 @@ def merge_into_store(store: Any, results: Iterable[TargetResult], replace: bool 
         if (record.height, record.width) != (r.height, r.width):
             raise UserError(f"{record.file_name}: the store says {record.width}x{record.height} px but the "
                             f"prediction is {r.width}x{r.height} px; was the image replaced? Propagate again")
+        existing = [a for a in store.annotations_for(record.id) if a.is_structure]
         for name, s in r.structures.items():
             if not s.present or (min_score is not None and (s.score is None or s.score < min_score)):
                 continue
+            mine = [a for a in existing if a.category == name]
+            if any(not _is_ours(a) for a in mine):
+                summary.kept_user.append(f"{record.file_name}: {name}")
+                continue
             store.add_structure(record.id, name, s.mask, attributes={
                 "source": "sam2pal", "score": s.score, "object_score": s.object_score,
-                "predicted_iou": s.predicted_iou, "orientation": r.orientation}, replace=replace)
-            added += 1
+                "predicted_iou": s.predicted_iou, "orientation": r.orientation}, replace=bool(mine))
+            summary.added += 1
+            summary.replaced += bool(mine)
     if save:
         store.save()
-    return added
+    return summary

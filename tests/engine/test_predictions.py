@@ -65,8 +65,8 @@ def test_propagate_write_evaluate_and_merge_into_a_store(present_model, tmp_path
     assert rep.mean_iou == pytest.approx(1.0)
 
     store = AnnotationStore.create(tmp_path / "session.json", images=[paths[0]])
-    added = merge_into_store(store, results, save=True)
-    assert added == 6  # 3 structures x 2 images; the second image was added to the store
+    summary = merge_into_store(store, results, save=True)
+    assert summary.added == 6  # 3 structures x 2 images; the second image was added to the store
     reopened = AnnotationStore.open(tmp_path / "session.json")
     assert len(reopened.images) == 2
     rec = reopened.image_by_file(paths[1])
@@ -75,6 +75,25 @@ def test_propagate_write_evaluate_and_merge_into_a_store(present_model, tmp_path
     attrs = [a.raw["attributes"] for a in reopened.annotations_for(rec.id)]
     assert all(a["source"] == "sam2pal" and 0 <= a["score"] <= 1 for a in attrs)
     # Merging again replaces instead of piling up; min_score filters.
-    assert merge_into_store(reopened, results, min_score=2.0) == 0
-    merge_into_store(reopened, results)
+    assert merge_into_store(reopened, results, min_score=2.0).added == 0
+    again = merge_into_store(reopened, results)
+    assert again.replaced == 6
     assert len(reopened.annotations_for(rec.id)) == 3
+
+
+def test_merge_never_replaces_the_users_own_annotation(present_model, tmp_path):
+    image, _ = make_specimen(30, size=(90, 110))
+    path = tmp_path / "spec.png"
+    Image.fromarray(image).save(path)
+    results = propagate(present_model, [make_template("t0", seed=0)], [path])
+    store = AnnotationStore.create(tmp_path / "session.json", images=[path])
+    rec = store.images[0]
+    mine = np.zeros((90, 110), bool)
+    mine[10:40, 20:60] = True
+    store.add_structure(rec.id, "head", mine, attributes={"notes": "drawn by hand"})
+    summary = merge_into_store(store, results)
+    present = [n for n, s in results[0].structures.items() if s.present]
+    assert "head" in present
+    assert summary.kept_user == ["spec.png: head"]
+    assert summary.added == len(present) - 1
+    assert np.array_equal(store.structure_masks(rec.id)["head"], mine)
