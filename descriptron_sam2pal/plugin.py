@@ -1,0 +1,135 @@
+"""``register(host)``: what the SAM2-PAL plugin adds to Descriptron (or the standalone workspace).
+
+- menu "SAM2-PAL" > "Train SAM2-PAL..." (the training / propagation dialog);
+- dock panels "SAM2-PAL Templates" (outline structures with SAM2 clicks) and
+  "SAM2-PAL Review" (go through the propagated results, write them back).
+
+One :class:`~.gui.model_session.ModelSession` is shared by the panels: the
+SAM2 model is loaded once, lazily, in the background. Propagation results
+reach the Review panel through :meth:`Sam2PalPlugin.show_results`.
+This is the only module that registers things with a host (see
+docs/host_contract.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MENU = "SAM2-PAL"
+TRAIN_ACTION = "Train SAM2-PAL..."
+TEMPLATES_PANEL = "SAM2-PAL Templates"
+REVIEW_PANEL = "SAM2-PAL Review"
+
+
+class Sam2PalPlugin:
+    """The plugin's pieces for one host, kept alive by the host's menu action."""
+
+    def __init__(self, host: Any) -> None:
+        from .gui.model_session import ModelSession
+        from .gui.templates_panel import TemplatesPanel
+
+        self.host = host
+        self.session = ModelSession(host)
+        self.templates_panel = TemplatesPanel(host, self.session)
+        self.review_panel = _make_review_panel(host)
+        self.train_dialog = None
+        if self.review_panel is not None:
+            self.session.ready.connect(self._give_review_a_reprompt)
+            self.review_panel.template_requested.connect(self.add_template)
+
+    # -- menu -------------------------------------------------------------------
+    def open_train_dialog(self):
+        from .gui.train_dialog import TrainDialog
+
+        if self.train_dialog is None:
+            self.train_dialog = TrainDialog(self.host, self.session, on_results=self.show_results)
+        else:
+            self.train_dialog.refresh()
+        self.train_dialog.show()
+        self.train_dialog.raise_()
+        self.train_dialog.activateWindow()
+        return self.train_dialog
+
+    # -- results to the Review panel ---------------------------------------------
+    def show_results(self, results: list, run_dir: Path | None = None) -> None:
+        """Hand propagation results (``TargetResult``s) to the Review panel."""
+        if self.review_panel is None:
+            self.host.show_status(f"{len(results)} specimens segmented; results in {run_dir}", 15000)
+            return
+        session_path = Path(run_dir) / "review.json" if run_dir is not None else None
+        self.review_panel.load_results(results, session_path=session_path)
+        dock = getattr(self, "review_dock", None)
+        if dock is not None:
+            dock.show()
+            dock.raise_()
+        self.host.show_status(f"{len(results)} specimens segmented: review them in the {REVIEW_PANEL} panel",
+                              15000)
+
+    def add_template(self, image_id: Any, path: Any, masks: dict) -> None:
+        """Review's "Add as template": the specimen's reviewed masks become template structures."""
+        from .gui.templates_panel import TEMPLATE_SOURCE
+
+        store = self.host.store
+        if store is None:
+            return
+        try:
+            for name, mask in masks.items():
+                store.add_structure(image_id, name, mask, attributes={"source": TEMPLATE_SOURCE}, replace=True)
+        except Exception as exc:  # noqa: BLE001 - tell the user, keep the window usable
+            self.host.show_error("Add as template", f"{type(exc).__name__}: {exc}")
+            return
+        self.host.notify_store_changed()
+        self.host.show_status(f"Added {len(masks)} structure(s) as a template", 8000)
+
+    def _give_review_a_reprompt(self) -> None:
+        self.review_panel.set_reprompt(make_reprompt(self.host, self.session))
+
+
+def make_reprompt(host: Any, session: Any):
+    """``reprompt(image_id, points, labels) -> mask`` for the Review panel's Fix mode.
+
+    Runs in a worker thread; it has its own segmenter and feature cache so it
+    never shares mutable state with the Templates panel.
+    """
+    from .engine.features import FeatureEncoder
+    from .engine.interactive import InteractiveSegmenter
+    from .imaging.io import load_image
+
+    loaded = session.loaded
+    segmenter = InteractiveSegmenter(loaded.model, FeatureEncoder(loaded.model, max_memory_bytes=256 << 20))
+    store = host.store
+    paths: dict = {}
+    if store is not None:  # read in the GUI thread: the store is not shared with the worker
+        paths = {r.id: r.path for r in store.images}
+
+    def reprompt(image_id: Any, points: list, labels: list):
+        path = paths.get(image_id) or image_id
+        segmenter.set_image(load_image(path))
+        mask, _score = segmenter.predict(points, labels)
+        return mask if mask.any() else None
+
+    return reprompt
+
+
+def _make_review_panel(host: Any):
+    try:
+        from .gui.review_panel import ReviewPanel
+    except ImportError:  # the Review panel is optional for the rest of the plugin
+        log.exception("the SAM2-PAL Review panel is unavailable")
+        return None
+    return ReviewPanel(host)
+
+
+def register(host: Any) -> Sam2PalPlugin:
+    """Add the SAM2-PAL menu and panels to ``host`` (cheap: no model is loaded here)."""
+    plugin = Sam2PalPlugin(host)  # every widget exists before anything is added to the host
+    host.add_menu_action(MENU, TRAIN_ACTION, plugin.open_train_dialog, "Ctrl+Shift+T")
+    plugin.templates_dock = host.add_dock_panel(TEMPLATES_PANEL, plugin.templates_panel, "right")
+    if plugin.review_panel is not None:
+        plugin.review_dock = host.add_dock_panel(REVIEW_PANEL, plugin.review_panel, "right")
+        plugin.templates_dock.raise_()  # outlining templates comes first
+    return plugin

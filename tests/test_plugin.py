@@ -1,0 +1,69 @@
+"""register(host) on the real standalone workspace: the menu action, the panels, the hand-offs."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from PyQt5.QtWidgets import QDockWidget
+
+sys.path.insert(0, str(Path(__file__).parent / "gui"))
+from plugin_fixtures import *  # noqa: E402,F401,F403
+from plugin_fixtures import wait_image  # noqa: E402
+
+from descriptron_sam2pal import plugin as plugin_module  # noqa: E402
+from descriptron_sam2pal.host.api import PluginLoadResult, load_plugins  # noqa: E402
+
+
+def _actions(window, menu_title):
+    for action in window.menuBar().actions():
+        if action.menu() is not None and action.text().replace("&", "") == menu_title:
+            return {a.text(): a for a in action.menu().actions()}
+    return None
+
+
+def test_register_adds_the_menu_action_and_panels(qtbot, window, specimens):
+    plugin = plugin_module.register(window)
+    actions = _actions(window, "SAM2-PAL")
+    assert actions is not None and plugin_module.TRAIN_ACTION in actions
+    docks = {d.windowTitle(): d for d in window.findChildren(QDockWidget)}
+    assert docks[plugin_module.TEMPLATES_PANEL].widget() is plugin.templates_panel
+    if plugin.review_panel is not None:
+        assert docks[plugin_module.REVIEW_PANEL].widget() is plugin.review_panel
+    assert plugin.session.loaded is None  # nothing heavy at registration
+
+    window.open_path(specimens)
+    wait_image(qtbot, window, "specimen_01.png")
+    actions[plugin_module.TRAIN_ACTION].trigger()
+    dialog = plugin.train_dialog
+    assert dialog is not None and dialog.isVisible() and dialog.session is plugin.session
+    assert "(4)" in dialog.project_radio.text()
+    dialog.close()
+
+
+def test_the_entry_point_loads_through_the_contract(qtbot, window):
+    class EntryPoint:
+        name, value = "sam2pal", "descriptron_sam2pal.plugin:register"
+
+        def load(self):
+            return plugin_module.register
+
+    results = load_plugins(window, [EntryPoint()])
+    assert results == [PluginLoadResult("sam2pal", "descriptron_sam2pal.plugin:register", True)]
+
+
+def test_results_reach_the_review_panel_and_templates_come_back(qtbot, window, specimens, tmp_path):
+    plugin = plugin_module.register(window)
+    window.open_path(specimens)
+    wait_image(qtbot, window, "specimen_01.png")
+    from descriptron_sam2pal.engine.propagate import StructureResult, TargetResult
+    record = window.images()[1]
+    mask = np.zeros((record.height, record.width), bool)
+    mask[10:30, 20:60] = True
+    result = TargetResult(record.id, str(record.path), record.height, record.width,
+                          {"eye": StructureResult("eye", True, mask, 0.8, 0.9, 0.7)})
+    plugin.show_results([result], tmp_path / "run")
+    if plugin.review_panel is not None:
+        assert plugin.review_panel.session is not None
+    plugin.add_template(record.id, record.path, {"eye": mask})
+    assert np.array_equal(window.store.structure_masks(record.id)["eye"], mask)
+    assert plugin.templates_panel.template_list.count() == 1
