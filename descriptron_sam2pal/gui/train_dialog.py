@@ -215,8 +215,13 @@ class TrainDialog(QDialog):
         self.template_list = QListWidget()
         self.template_list.setToolTip("The specimens whose outlined structures SAM2 learns from")
         self.template_list.itemChanged.connect(lambda _i: self._update())
+        self.no_templates_label = QLabel("No templates yet: outline structures on a few specimens in the "
+                                         "<b>SAM2-PAL Templates</b> panel, then come back.")
+        self.no_templates_label.setWordWrap(True)
         templates_box = QGroupBox("1. Templates (outlined specimens)")
-        QVBoxLayout(templates_box).addWidget(self.template_list)
+        templates_layout = QVBoxLayout(templates_box)
+        templates_layout.addWidget(self.template_list)
+        templates_layout.addWidget(self.no_templates_label)
 
         # Unlabeled images
         self.project_radio = QRadioButton("The project's other images")
@@ -415,6 +420,7 @@ class TrainDialog(QDialog):
                 item.setToolTip("The image file is missing")
             self.template_list.addItem(item)
         self.template_list.blockSignals(False)
+        self.no_templates_label.setVisible(self.template_list.count() == 0)
         if not self.output_edit.text():
             self.output_edit.setText(str(self._default_run_dir()))
         self._update_sources()
