@@ -1,29 +1,378 @@
-"""The ``sam2pal`` command: train / propagate / evaluate / gui (one engine, two faces)."""
+"""The ``sam2pal`` command: train / propagate / evaluate / download / gui.
+
+One engine, two faces: every command calls the same engine functions as the
+GUI, with a tqdm bar instead of a progress dialog. Errors the user can act on
+(``UserError``) are printed without a traceback and exit non-zero.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from pathlib import Path
 
 from . import UserError, __version__
+
+EXAMPLES = """\
+examples:
+  # fine-tune SAM2 on your specimens from the structures outlined on the templates
+  sam2pal train --templates project/annotations.json --images specimens/ \\
+      --checkpoint sam2.1_hiera_tiny.pt --out runs/weevils
+
+  # segment every specimen with the fine-tuned model, then merge into Descriptron's store
+  sam2pal propagate --templates project/annotations.json --images specimens/ \\
+      --checkpoint sam2.1_hiera_tiny.pt --adapter runs/weevils --out predictions.json
+
+  # how good is it? (against masks you trust)
+  sam2pal evaluate --pred predictions.json --truth truth_masks/ --colors "head=200,0,0;eye=0,200,0"
+"""
+
+
+# -- argument helpers ------------------------------------------------------------
+
+def _image_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of pixels") from None
+    if value < 64 or value % 32:
+        lower, upper = max(64, value - value % 32), max(64, value - value % 32 + 32)
+        raise argparse.ArgumentTypeError(
+            f"{value} is not supported: SAM2 needs a multiple of 32, at least 64 "
+            f"(e.g. {lower} or {upper})")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--checkpoint", metavar="CKPT",
+                   help="SAM2 / SAM2.1 checkpoint (.pt). Default: the one Descriptron uses "
+                        "($DESCRIPTRON_SAM2_CHECKPOINT, ../checkpoints/, ~/.cache/descriptron/sam2/)")
+    g.add_argument("--config", metavar="NAME",
+                   help="SAM2 config (e.g. sam2.1_hiera_t); normally chosen from the checkpoint")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where to run (default: auto = a GPU if there is one)")
+    g.add_argument("--image-size", type=_image_size, metavar="PX",
+                   help="model input size in pixels, a multiple of 32 (default: the model's, "
+                        "usually 1024; smaller is faster and coarser)")
+    g.add_argument("--cache-dir", metavar="DIR",
+                   help="keep image-encoder features on disk here, so reruns skip the encoder")
+
+
+def _add_template_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("templates (the specimens you outlined)")
+    g.add_argument("--templates", action="append", metavar="STORE", default=[],
+                   help="Descriptron annotations: a .json/.rlejson file or a folder of images with "
+                        "their _final_ files; every annotated image is a template. Repeat for more")
+    g.add_argument("--template-image", action="append", metavar="IMG", default=[],
+                   help="a template image whose structures are given as a mask PNG (--template-mask)")
+    g.add_argument("--template-mask", action="append", metavar="MASK.png", default=[],
+                   help="the mask PNG of the matching --template-image: binary (one structure, "
+                        "named by --structure) or colour (structures named by --colors)")
+    g.add_argument("--structure", metavar="NAME", help="name of the structure in a binary mask")
+    g.add_argument("--colors", metavar='"name=R,G,B;..."',
+                   help='colour of each structure in colour mask PNGs, e.g. "head=200,0,0;eye=0,200,0"')
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sam2pal",
-        description=(
-            "SAM2-PAL for Descriptron: outline structures on a template specimen, "
-            "fine-tune SAM2 on your unlabeled specimens, and segment them all."
-        ),
-    )
+        description=("SAM2-PAL for Descriptron: outline structures on a template specimen, "
+                     "fine-tune SAM2 on your unlabeled specimens, and segment them all."),
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"sam2pal {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show more detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="fine-tune SAM2 with palindrome self-training",
+                       description="Fine-tune SAM2 on your specimens: the templates' structures are the "
+                                   "only labels; the other images teach the model by palindrome "
+                                   "cycle-consistency. Writes RUN_DIR/adapter.pt, settings.json, log.jsonl.")
+    _add_template_args(t)
+    t.add_argument("--images", required=True, metavar="DIR",
+                   help="folder of unlabeled specimen images (templates in it are skipped)")
+    t.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for the trained adapter and logs")
+    _add_model_args(t)
+    g = t.add_argument_group("training")
+    g.add_argument("--steps", type=_positive, default=300, help="training steps (default 300)")
+    mode = g.add_mutually_exclusive_group()
+    mode.add_argument("--lora-rank", type=_positive, default=8, metavar="R",
+                      help="train small LoRA adapters of this rank (default 8)")
+    mode.add_argument("--full", action="store_true",
+                      help="train the memory and decoder weights themselves instead of LoRA adapters")
+    g.add_argument("--lr", type=float, help="learning rate (default: 5e-4 for LoRA, 1e-4 full)")
+    g.add_argument("--seed", type=int, default=0, help="random seed, for a reproducible run (default 0)")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
+    t.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("propagate", help="segment every specimen from the templates",
+                       description="Segment the templates' structures on every image of DIR and score "
+                                   "each result (palindrome confidence, 0..1, low = check it).")
+    _add_template_args(p)
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of specimen images to segment")
+    p.add_argument("--out", required=True, metavar="PRED.json", help="COCO file of predictions to write")
+    p.add_argument("--adapter", metavar="RUN_DIR", help="a trained run (or its adapter.pt); default: base SAM2")
+    _add_model_args(p)
+    g = p.add_argument_group("propagation")
+    g.add_argument("--batch-size", type=_positive, default=4, help="images per batch (default 4)")
+    g.add_argument("--orientation-search", action="store_true",
+                   help="try the 8 rotations/mirrorings of each specimen and keep the most confident")
+    g.add_argument("--no-confidence", action="store_true", help="skip palindrome confidence (faster)")
+    g.add_argument("--write-to", metavar="STORE",
+                   help="also merge the predictions into this Descriptron store (nothing is overwritten)")
+    g.add_argument("--resume", action="store_true",
+                   help="reuse results of an interrupted run with the same settings")
+    p.set_defaults(func=cmd_propagate)
+
+    e = sub.add_parser("evaluate", help="IoU of predictions against ground truth",
+                       description="Per-structure IoU and mean IoU of predictions against ground truth "
+                                   "(a COCO file, or a folder of colour/indexed mask PNGs named like the images).")
+    e.add_argument("--pred", required=True, metavar="PRED.json", help="predictions (sam2pal propagate --out)")
+    e.add_argument("--truth", required=True, metavar="COCO.json|MASK_DIR", help="ground truth")
+    e.add_argument("--colors", metavar='"name=R,G,B;..."', help="structure colours of mask PNGs")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("download", help="download a SAM2 checkpoint from Meta into Descriptron's cache")
+    d.add_argument("name", nargs="?", default="sam2.1_hiera_tiny.pt",
+                   help="checkpoint file name, e.g. sam2.1_hiera_large.pt (default sam2.1_hiera_tiny.pt)")
+    d.add_argument("--dest", metavar="DIR", help="folder (default: Descriptron's cache)")
+    d.add_argument("--url", help="download from this address instead of Meta's")
+    d.set_defaults(func=cmd_download)
+
+    ui = sub.add_parser("gui", help="open the Descriptron workspace with the SAM2-PAL plugin")
+    ui.add_argument("project", nargs="?", help="a folder of specimen images or a Descriptron annotation file")
+    ui.add_argument("--no-plugins", action="store_true", help="start without plugins")
+    ui.set_defaults(func=cmd_gui)
     return parser
+
+
+# -- commands ---------------------------------------------------------------------
+
+def cmd_gui(args) -> int:
+    from .host.app import run
+
+    return run(args.project, plugins=not args.no_plugins)
+
+
+def cmd_download(args) -> int:
+    from .model.checkpoints import download_checkpoint
+
+    with _Bar("download", unit="B") as bar:
+        path = download_checkpoint(args.name, dest_dir=args.dest, url=args.url,
+                                   progress=lambda done, total: bar.bytes(done, total))
+    print(f"saved {path}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .engine.trainer import TrainConfig, train
+
+    model = _load_model(args)
+    templates = _load_templates(args, model.image_size)
+    pool = _images_in(args.images, exclude=[t.image.source for t in templates])
+    config = TrainConfig(steps=args.steps, lora_rank=args.lora_rank, full=args.full, seed=args.seed)
+    if args.lr is not None:
+        config.lr = args.lr
+    print(f"training on {len(templates)} template(s) ({', '.join(_structures(templates))}) "
+          f"and {len(pool)} unlabeled image(s), {args.steps} steps, "
+          f"{'full fine-tuning' if args.full else f'LoRA rank {args.lora_rank}'}, "
+          f"{model.image_size} px on {model.device}")
+    with _Bar("train", unit="step") as bar:
+        result = train(model, templates, pool, Path(args.out), config, progress=bar.update,
+                       resume=args.resume, feature_cache_dir=args.cache_dir,
+                       log_fn=lambda text: print(text, file=sys.stderr))
+    state = "cancelled" if result.cancelled else "finished"
+    print(f"training {state} after {result.steps_done} of {result.total_steps} steps")
+    if result.val_metric:
+        print(f"validation ({result.val_metric}): untrained {result.baseline_val:.4f}, "
+              f"best {result.best_val:.4f} at step {result.best_step}")
+    print(f"adapter: {result.adapter_path}")
+    return 0
+
+
+def cmd_propagate(args) -> int:
+    from .engine.predictions import write_predictions, merge_into_store
+    from .engine.propagate import iter_propagate
+
+    model = _load_model(args)
+    templates = _load_templates(args, model.image_size)
+    targets = _images_in(args.images, exclude=[t.image.source for t in templates])
+    out = Path(args.out)
+    journal = out.with_name(out.name + ".journal.jsonl")
+    if journal.exists() and not args.resume:
+        journal.unlink()
+    print(f"segmenting {', '.join(_structures(templates))} on {len(targets)} image(s) "
+          f"from {len(templates)} template(s), {model.image_size} px on {model.device}")
+    results = []
+    with _Bar("propagate", unit="img") as bar:
+        for r in iter_propagate(model, templates, targets, batch_size=args.batch_size, progress=bar.update,
+                                journal=journal, orientation_search=args.orientation_search,
+                                confidence=not args.no_confidence):
+            results.append(r)
+    written = write_predictions(results, out)
+    failed = [r for r in results if r.error]
+    for r in failed:
+        print(f"skipped {r.path}: {r.error}", file=sys.stderr)
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    if args.write_to:
+        from .store import AnnotationStore
+
+        store = AnnotationStore.open(args.write_to)
+        summary = merge_into_store(store, results, save=True)
+        print(summary)
+    if journal.exists():
+        journal.unlink()
+    return 1 if failed and len(failed) == len(results) else 0
+
+
+def cmd_evaluate(args) -> int:
+    import json
+
+    from .engine.evaluate import evaluate
+
+    for path in (args.pred, args.truth):
+        if not Path(path).exists():
+            raise UserError(f"{path} does not exist")
+    if not args.verbose:  # the images themselves are not needed to score masks
+        logging.getLogger("descriptron_sam2pal.store").setLevel(logging.ERROR)
+    report = evaluate(args.pred, args.truth, colors=args.colors)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    return 0
+
+
+# -- shared pieces ------------------------------------------------------------------
+
+def _load_model(args):
+    from .model.build import build_model
+    from .model.checkpoints import find_checkpoint
+
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        checkpoint = find_checkpoint()
+        if checkpoint is None:
+            raise UserError("no SAM2 checkpoint found where Descriptron keeps them; pass --checkpoint "
+                            "FILE, or fetch one with `sam2pal download sam2.1_hiera_tiny.pt`")
+    elif not Path(checkpoint).is_file():
+        raise UserError(f"checkpoint {checkpoint} does not exist; check the path")
+    adapter = getattr(args, "adapter", None)
+    adapter_path = None
+    image_size = args.image_size
+    if adapter:
+        from .model.adapter_file import read_adapter
+
+        adapter_path = Path(adapter)
+        if adapter_path.is_dir():
+            adapter_path = adapter_path / "adapter.pt"
+        if not adapter_path.is_file():
+            raise UserError(f"no trained adapter at {adapter_path}; pass the RUN_DIR of `sam2pal train`")
+        info, _ = read_adapter(adapter_path)
+        if image_size is None and info.image_size:
+            image_size = info.image_size  # propagate at the size it was trained at
+    model = build_model(args.config, checkpoint, device=args.device, image_size=image_size)
+    if adapter_path is not None:
+        from .model.adapter_file import load_adapter
+
+        load_adapter(adapter_path, model)
+    return model
+
+
+def _load_templates(args, size: int):
+    from .engine.template_loading import (template_from_color_png, template_from_mask_png,
+                                          templates_from_store)
+
+    templates = []
+    for store in args.templates:
+        templates.extend(templates_from_store(store, size))
+    if len(args.template_image) != len(args.template_mask):
+        raise UserError("give one --template-mask for each --template-image")
+    for image, mask in zip(args.template_image, args.template_mask):
+        if args.colors:
+            templates.append(template_from_color_png(image, mask, args.colors, size))
+        elif args.structure:
+            templates.append(template_from_mask_png(image, mask, args.structure, size))
+        else:
+            raise UserError(f"name the structure of {mask}: --structure NAME for a binary mask, "
+                            '--colors "name=R,G,B;..." for a colour mask')
+    if not templates:
+        raise UserError("no templates: pass --templates STORE (Descriptron annotations) or "
+                        "--template-image IMG --template-mask MASK.png")
+    return templates
+
+
+def _structures(templates) -> list[str]:
+    from .engine.templates import structure_names
+
+    return structure_names(templates)
+
+
+def _images_in(folder: str, exclude=()) -> list[Path]:
+    from .imaging.io import is_image_file
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"{folder} is not a folder of images")
+    skip = {Path(p).resolve() for p in exclude if p}
+    images = sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p) and p.resolve() not in skip)
+    if not images:
+        raise UserError(f"no specimen images (.jpg .png .tif .bmp .webp) in {folder}")
+    return images
+
+
+class _Bar:
+    """A tqdm bar fed by engine Progress reports (or byte counts)."""
+
+    def __init__(self, desc: str, unit: str) -> None:
+        self.desc, self.unit, self.bar = desc, unit, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+    def _ensure(self, total):
+        from tqdm import tqdm
+
+        if self.bar is None:
+            scale = self.unit == "B"
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, unit_scale=scale,
+                            dynamic_ncols=True, file=sys.stderr)
+        elif total and self.bar.total != total:
+            self.bar.total = total
+
+    def update(self, progress) -> None:
+        self._ensure(progress.total)
+        self.bar.n = progress.done
+        shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in progress.metrics.items()
+                 if k in ("loss", "val", "lr")}
+        if shown:
+            self.bar.set_postfix(shown, refresh=False)
+        self.bar.refresh()
+
+    def bytes(self, done: int, total: int | None) -> None:
+        self._ensure(total)
+        self.bar.n = done
+        self.bar.refresh()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s: %(message)s")
     if args.command is None:
         parser.print_help()
         return 0
@@ -33,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sam2pal: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("sam2pal: interrupted", file=sys.stderr)
+        print("sam2pal: interrupted; run again with --resume to continue", file=sys.stderr)
         return 130
 
 

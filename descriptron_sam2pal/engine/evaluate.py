@@ -280,10 +280,18 @@ def evaluate(predictions: Any, truth: Any, colors: Mapping[str, Color] | str | N
     {stem: AnnotatedImage} dict) against ``truth`` (a COCO file/store, colour mask PNGs
     (a folder or file) with ``colors``, or a dict). ``structures`` defaults to every
     structure the predictions name."""
+    names: list[str] = []
+    if isinstance(predictions, (str, Path)) and Path(predictions).suffix.lower() != ".png":
+        from ..store import AnnotationStore
+
+        predictions = AnnotationStore.open(predictions)
+    if hasattr(predictions, "structure_names"):
+        # A predictions file lists every structure it predicted among its categories, also
+        # those predicted absent everywhere (they have no annotation to name them).
+        names = list(predictions.structure_names())
     pred = _as_images(predictions)
     gt = _as_images(truth, colors)
     if structures is None:
-        names: list[str] = []
         for p in pred.values():
             names.extend(n for n in p.masks if n not in names)
     else:

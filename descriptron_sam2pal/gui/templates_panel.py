@@ -48,16 +48,10 @@ def template_images(store) -> list[tuple[Any, list[str]]]:
 
 def remove_annotation(store, image_id: Any, ann_id: Any) -> None:
     """Take an annotation back out of the store (Undo of an accepted structure)."""
-    remover = getattr(store, "remove_annotation", None)
-    if remover is not None:
-        remover(ann_id)
-        return
-    # The store has no public removal yet; this is the removal its own
-    # add_structure(replace=True) uses (annotation, its RLE entry, dirty flag).
-    record = next((a for a in store.annotations_for(image_id) if a.id == ann_id), None)
-    if record is None:
-        raise UserError(f"annotation {ann_id} is no longer in the store; nothing to undo")
-    store._remove(record)
+    try:
+        store.remove_annotation(image_id, ann_id)
+    except UserError as exc:
+        raise UserError(f"{exc}; nothing to undo") from exc
 
 
 @dataclass

@@ -604,6 +604,17 @@ class AnnotationStore:
 
     # ------------------------------------------------------------------ writing API
 
+    def remove_annotation(self, image_id: Any, ann_id: Any) -> dict:
+        """Remove one annotation of an image (e.g. Undo of an accepted structure); returns its raw dict.
+
+        Only the named annotation goes; the user's other annotations are untouched.
+        """
+        record = next((a for a in self.annotations_for(image_id) if _id_key(a.id) == _id_key(ann_id)), None)
+        if record is None:
+            raise StoreError(f"annotation {ann_id!r} is not on image {image_id!r}; nothing was removed")
+        self._remove(record)
+        return record.raw
+
     def add_structure(self, image_id: Any, name: str, mask: np.ndarray, attributes: dict | None = None,
                       replace: bool = False) -> int:
         """Add ``mask`` as an annotation of structure ``name`` on an image; returns its new id.

@@ -270,3 +270,19 @@ def test_add_image_to_a_session_file(tmp_path):
     store.save()
     assert read_json(tmp_path / "s.json")["images"][-1] == {"id": 6, "file_name": "c d.png",
                                                             "height": 20, "width": 30}
+
+
+def test_remove_annotation_takes_out_only_that_one(tmp_path):
+    from descriptron_sam2pal.store import AnnotationStore, StoreError
+
+    from .conftest import box_mask, write_image
+
+    write_image(tmp_path / "a.png")
+    store = AnnotationStore.create(tmp_path / "s.json")
+    img = store.images[0]
+    keep = store.add_structure(img.id, "head", box_mask(2, 10, 2, 10))
+    gone = store.add_structure(img.id, "eye", box_mask(20, 30, 20, 30))
+    store.remove_annotation(img.id, gone)
+    assert [a.id for a in store.annotations_for(img.id)] == [keep]
+    with pytest.raises(StoreError, match="nothing was removed"):
+        store.remove_annotation(img.id, gone)

@@ -1,0 +1,183 @@
+"""The `sam2pal` command line end to end: real files, real sam2 code, the mini model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from descriptron_sam2pal.cli import main
+from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
+
+sys.path.insert(0, str(Path(__file__).parent / "engine"))
+from synthetic import make_specimen  # noqa: E402
+
+COLORS = {"head": (200, 0, 0), "eye": (0, 200, 0), "scape": (0, 0, 200)}
+COLOR_SPEC = ";".join(f"{n}={r},{g},{b}" for n, (r, g, b) in COLORS.items())
+
+
+def write_specimen(folder: Path, name: str, seed: int, size=(96, 120)) -> tuple[Path, Path]:
+    """An image in ``folder`` and its colour mask in ``folder/../masks``."""
+    image, masks = make_specimen(seed, size=size)
+    folder.mkdir(parents=True, exist_ok=True)
+    mask_dir = folder.parent / "masks"
+    mask_dir.mkdir(exist_ok=True)
+    colour = np.zeros(image.shape, np.uint8)
+    for n, m in masks.items():
+        colour[m] = COLORS[n]
+    Image.fromarray(image).save(folder / name)
+    Image.fromarray(colour).save(mask_dir / name)
+    return folder / name, mask_dir / name
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A template (image + colour mask) and four unlabeled specimens of other sizes."""
+    template, template_mask = write_specimen(tmp_path / "template", "t.png", seed=0)
+    for i, size in enumerate([(96, 120), (110, 90), (80, 80), (100, 130)]):
+        write_specimen(tmp_path / "specimens", f"s{i}.png", seed=10 + i, size=size)
+    return tmp_path, template, template_mask
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def template_args(template, template_mask):
+    return ["--template-image", template, "--template-mask", template_mask, "--colors", COLOR_SPEC]
+
+
+def test_train_propagate_evaluate_end_to_end(project, mini_checkpoint, capsys):
+    root, template, template_mask = project
+    common = [*template_args(template, template_mask), "--images", root / "specimens",
+              "--checkpoint", mini_checkpoint, "--image-size", 128, "--device", "cpu"]
+    code, out, err = run(capsys, "train", *common, "--out", root / "run", "--steps", 3, "--lora-rank", 2)
+    assert code == 0, err
+    assert "finished after 3 of 3 steps" in out
+    log = [json.loads(line) for line in (root / "run" / "log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log if "loss" in entry][-3:] == [1, 2, 3]
+    settings = json.loads((root / "run" / "settings.json").read_text())
+    assert settings  # reproducible settings were written
+    assert (root / "run" / "adapter.pt").is_file()
+
+    pred = root / "pred.json"
+    code, out, err = run(capsys, "propagate", *common, "--adapter", root / "run", "--out", pred,
+                         "--batch-size", 3, "--write-to", root / "specimens")
+    assert code == 0, err
+    doc = json.loads(pred.read_text())
+    assert sorted(im["file_name"] for im in doc["images"]) == ["s0.png", "s1.png", "s2.png", "s3.png"]
+    sizes = {im["file_name"]: (im["height"], im["width"]) for im in doc["images"]}
+    assert sizes["s1.png"] == (110, 90)
+    for ann in doc["annotations"]:
+        assert 0.0 <= ann["score"] <= 1.0
+        assert 0.0 <= ann["object_score"] <= 1.0
+        assert "predicted_iou" in ann
+    assert pred.with_suffix(".rlejson").is_file()
+    assert "merged" in out
+
+    code, out, err = run(capsys, "evaluate", "--pred", pred, "--truth", root / "masks", "--colors", COLOR_SPEC,
+                         "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert 0.0 <= report["mean_iou"] <= 1.0
+
+
+def test_propagate_resumes_from_its_journal(project, mini_checkpoint, capsys, monkeypatch):
+    root, template, template_mask = project
+    args = [*template_args(template, template_mask), "--images", root / "specimens",
+            "--checkpoint", mini_checkpoint, "--image-size", 128, "--out", root / "pred.json",
+            "--batch-size", 2]
+    journal = root / "pred.json.journal.jsonl"
+    import descriptron_sam2pal.engine.predictions as predictions
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(predictions, "write_pair", disk_full)
+    with pytest.raises(OSError):
+        main(["propagate", *[str(a) for a in args]])
+    assert journal.is_file() and len(journal.read_text().splitlines()) == 4
+    assert not (root / "pred.json").exists()
+    monkeypatch.undo()
+
+    from descriptron_sam2pal.engine import features
+
+    passes = []
+    original = features.FeatureEncoder._run_encoder
+    monkeypatch.setattr(features.FeatureEncoder, "_run_encoder",
+                        lambda self, images, projected: passes.append(len(images)) or original(self, images, projected))
+    code, out, err = run(capsys, "propagate", *args, "--resume")
+    assert code == 0, err
+    assert sum(passes) == 1  # only the template: every target came from the journal
+    assert not journal.exists()
+
+
+@pytest.mark.parametrize("case", ["image-size", "no-images", "corrupt-template", "empty-mask",
+                                  "config-mismatch", "no-structure-name", "missing-checkpoint"])
+def test_bad_input_gives_a_clear_error_and_writes_nothing(project, mini_checkpoint, capsys, case):
+    root, template, template_mask = project
+    args = {"templates": template_args(template, template_mask), "images": root / "specimens",
+            "checkpoint": mini_checkpoint, "extra": ["--image-size", 128]}
+    expect = ""
+    if case == "image-size":
+        args["extra"] = ["--image-size", 300]
+        expect = "multiple of 32"
+    elif case == "no-images":
+        (root / "empty").mkdir()
+        args["images"] = root / "empty"
+        expect = "no specimen images"
+    elif case == "corrupt-template":
+        bad = root / "bad.png"
+        bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+        args["templates"] = template_args(bad, template_mask)
+        expect = "bad.png"
+    elif case == "empty-mask":
+        empty = root / "empty_mask.png"
+        Image.fromarray(np.zeros((96, 120, 3), np.uint8)).save(empty)
+        args["templates"] = template_args(template, empty)
+        expect = "empty"
+    elif case == "config-mismatch":
+        args["extra"] = ["--image-size", 128, "--config", "sam2.1_hiera_t"]
+        expect = "config"
+    elif case == "no-structure-name":
+        args["templates"] = ["--template-image", template, "--template-mask", template_mask]
+        expect = "--structure"
+    elif case == "missing-checkpoint":
+        args["checkpoint"] = root / "nope.pt"
+        expect = "does not exist"
+    out_dir = root / "run"
+    argv = ["train", *args["templates"], "--images", args["images"], "--checkpoint", args["checkpoint"],
+            *args["extra"], "--out", out_dir, "--steps", 2]
+    if case == "image-size":
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in argv])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+    else:
+        code, _, err = run(capsys, *argv)
+        assert code == 2
+    assert expect in err
+    assert "Traceback" not in err
+    assert not out_dir.exists()
+
+
+def test_adapter_for_another_base_model_is_refused(project, mini_checkpoint, capsys, tmp_path):
+    root, template, template_mask = project
+    common = [*template_args(template, template_mask), "--images", root / "specimens", "--image-size", 128]
+    code, _, err = run(capsys, "train", *common, "--checkpoint", mini_checkpoint, "--out", root / "run",
+                       "--steps", 1, "--lora-rank", 2)
+    assert code == 0, err
+    other = tmp_path / "other.pt"
+    torch.save({"model": build_model(MINI_CONFIG, seed=1).sam.state_dict()}, other)
+    code, _, err = run(capsys, "propagate", *common, "--checkpoint", other, "--adapter", root / "run",
+                       "--out", root / "pred.json")
+    assert code == 2
+    assert "trained on" in err and "--checkpoint" in err
+    assert not (root / "pred.json").exists()
