@@ -211,7 +211,8 @@ def train(model: LoadedModel, templates: Sequence[Template],
     ``templates`` must be prepared at ``model.image_size``. ``unlabeled``:
     prepared images or image paths; a path that cannot be read is skipped and
     named in a warning (``log_fn`` and ``result.skipped_images``); none usable
-    is a UserError. ``progress`` gets a ``Progress("train", step, steps)`` after
+    is a UserError. While paths are read, ``progress`` gets ``Progress("load", i, n)``;
+    then a ``Progress("train", step, steps)`` after
     every step with metrics ``loss``, ``lr`` and ``val`` (when computed), and an
     ETA. ``cancel`` is checked between steps: the run then validates, saves and
     returns with ``cancelled=True``. ``resume=True`` continues the run in
@@ -238,6 +239,7 @@ class _Run:
         self.feature_cache_dir = feature_cache_dir
         self.templates = self._check_templates(templates)
         self.structures = structure_names(self.templates)
+        self._check_run_dir()  # before loading hundreds of images
         self.skipped: list[dict] = []
         self.pool = self._load_unlabeled(unlabeled)
         self.val_metric, self.train_pool, self.val_pool = self._plan_validation()
@@ -261,11 +263,22 @@ class _Run:
             raise UserError(f"the same template is given twice ({ids}); give each annotated image once")
         return templates
 
+    def _check_run_dir(self) -> None:
+        state, log_file = self.run_dir / STATE_FILE, self.run_dir / LOG_FILE
+        if self.resume and not state.exists():
+            raise UserError(f"nothing to resume in {self.run_dir}: it has no {STATE_FILE}; start a new run")
+        if not self.resume and (state.exists() or log_file.exists()):
+            raise UserError(f"{self.run_dir} already holds a training run; resume it or choose an empty folder")
+
     def _load_unlabeled(self, items: list) -> list[PreparedImage]:
         size = self.model.image_size
         template_keys = {t.image.key for t in self.templates}
         pool, seen, same_as_template = [], set(), 0
-        for item in items:
+        paths = sum(not isinstance(item, PreparedImage) for item in items)
+        reporter = ProgressReporter("load", len(items), self.progress) if paths else None
+        for n, item in enumerate(items, 1):
+            if reporter is not None:
+                reporter.report(n, "reading unlabeled images")
             if isinstance(item, PreparedImage):
                 if item.size != size:
                     raise ValueError(f"unlabeled image {item.source or item.key[:12]} was prepared at "
@@ -464,11 +477,6 @@ class _Run:
     def execute(self) -> TrainResult:
         run_dir = self.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        has_run = (run_dir / STATE_FILE).exists() or (run_dir / LOG_FILE).exists()
-        if self.resume and not (run_dir / STATE_FILE).exists():
-            raise UserError(f"nothing to resume in {run_dir}: it has no {STATE_FILE}; start a new run")
-        if not self.resume and has_run:
-            raise UserError(f"{run_dir} already holds a training run; resume it or choose an empty folder")
         settings = self._settings()
         if self.resume:
             self._check_resumable(json.loads((run_dir / SETTINGS_FILE).read_text()), settings)
@@ -489,7 +497,6 @@ class _Run:
             history = [e for e in self._read_log() if e.get("step", 0) <= self.step]
             # Steps logged after the last state save are redone: drop their lines.
             _atomic_write(run_dir / LOG_FILE, lambda f: f.write("".join(json.dumps(e) + "\n" for e in history).encode()))
-            settings["config"] = self.config.to_dict()
             self._say(f"resuming at step {self.step} of {self.config.steps}")
         else:
             random.seed(self.config.seed)

@@ -64,6 +64,7 @@ def test_lora_run_writes_adapter_settings_and_log(mini_model, tmp_path):
 
     settings = json.loads((run_dir / "settings.json").read_text())
     assert settings["seed"] == 3 and settings["config"]["steps"] == 6
+    assert TrainConfig.from_dict(settings["config"]) == TrainConfig(steps=6, validate_every=3, val_images=1, seed=3)
     assert settings["structures"] == ["head", "eye", "scape"]
     assert [t["id"] for t in settings["templates"]] == ["t0"]
     assert settings["model"]["config_name"] == mini_model.config_name
@@ -89,7 +90,10 @@ def test_lora_run_writes_adapter_settings_and_log(mini_model, tmp_path):
     load_adapter(run_dir / "adapter.pt", fresh)
     assert all(torch.equal(trainable_state_dict(fresh.sam)[k], state[k]) for k in state)
 
-    # Progress after every step, with ETA and metrics; val where validated.
+    # Progress while reading the image files, then after every step with ETA and
+    # metrics; val where validated.
+    assert [(p.done, p.total) for p in reports if p.stage == "load"] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    reports = [p for p in reports if p.stage == "train"]
     assert [p.done for p in reports] == [1, 2, 3, 4, 5, 6] and all(p.total == 6 for p in reports)
     assert all("loss" in p.metrics and "lr" in p.metrics for p in reports)
     assert [p.done for p in reports if "val" in p.metrics] == [3, 6]
@@ -112,7 +116,8 @@ def test_no_readable_unlabeled_image_is_a_user_error(mini_model, tmp_path):
 def test_full_finetune_trains_decoder_and_saves_it(mini_model, tmp_path):
     before = {k: v.clone() for k, v in mini_model.sam.state_dict().items()}
     result = train(mini_model, [make_template("t0", seed=0)], _pool((10, 11)), tmp_path / "run",
-                   TrainConfig(steps=3, full=True, lr=1e-3, validate_every=0))
+                   TrainConfig(steps=3, full=True, lr=1e-3, validate_every=0, accumulate=2))
+    assert [len(e["pairs"]) for e in result.history] == [2, 2, 2]  # gradient accumulation
     after = mini_model.sam.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any(k.startswith("sam_mask_decoder.") for k in changed)
