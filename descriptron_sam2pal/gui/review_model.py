@@ -39,6 +39,7 @@ import json
 import math
 import os
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -106,7 +107,6 @@ class ReviewTarget:
                    d.get("file_name") or "", d.get("orientation") or "identity", d.get("error"))
 
 
-@dataclass(eq=False)
 class ReviewItem:
     """One structure predicted on one specimen, and what the reviewer made of it.
 
@@ -115,20 +115,60 @@ class ReviewItem:
     it with points; None otherwise) replaces it for display and write-back;
     ``points`` are the prompts of that correction ((x, y, 1 positive | 0 negative)).
     ``written`` is set once the item went into the store.
+
+    Hundreds of full-resolution masks do not fit in memory, so once a prediction
+    has its RLE (:meth:`compact`, or read from a session file) only the RLE is
+    kept; ``mask`` decodes it on demand and the last :data:`DECODED_CACHE_SIZE`
+    decoded masks are kept.
     """
 
-    target: ReviewTarget
-    structure: str
-    present: bool
-    mask: Optional[np.ndarray]
-    score: Optional[float]
-    object_score: Optional[float]
-    predicted_iou: Optional[float]
-    state: str = UNREVIEWED
-    corrected_mask: Optional[np.ndarray] = None
-    points: list = field(default_factory=list)
-    written: Optional[dict] = None
-    index: int = 0  # position in the run (targets in input order, structures in order)
+    def __init__(self, target: ReviewTarget, structure: str, present: bool, mask: Optional[np.ndarray],
+                 score: Optional[float], object_score: Optional[float], predicted_iou: Optional[float],
+                 state: str = UNREVIEWED, corrected_mask: Optional[np.ndarray] = None,
+                 points: Optional[list] = None, written: Optional[dict] = None, *,
+                 mask_rle: Optional[dict] = None) -> None:
+        self.target = target
+        self.structure = structure
+        self.score, self.object_score, self.predicted_iou = score, object_score, predicted_iou
+        self.state = state
+        self.corrected_mask = corrected_mask
+        self.points = list(points or [])
+        self.written = written
+        self.index = 0  # position in the run (targets in input order, structures in order)
+        self._mask = None if mask is None else np.asarray(mask, dtype=bool)
+        self._rle = mask_rle
+        self._decoded: Optional[np.ndarray] = None
+        if self._mask is not None:
+            self._empty = not bool(self._mask.any())
+        elif mask_rle is not None:
+            self._empty = not any(mask_rle["counts"][1::2])
+        else:
+            self._empty = True
+        self.present = bool(present) and not self._empty
+
+    # -- masks ---------------------------------------------------------------------
+    @property
+    def mask(self) -> Optional[np.ndarray]:
+        if self._mask is not None:
+            return self._mask
+        if self._rle is None:
+            return None
+        if self._decoded is None:
+            self._decoded = rle_to_mask(self._rle)
+            _remember_decoded(self)
+        return self._decoded
+
+    def mask_rle(self) -> Optional[dict]:
+        """The prediction as uncompressed COCO RLE (computed once)."""
+        if self._rle is None and self._mask is not None:
+            self._rle = mask_to_rle(self._mask)
+        return self._rle
+
+    def compact(self) -> None:
+        """Keep the prediction as RLE only (the full mask is decoded again when needed)."""
+        if self._mask is not None:
+            self.mask_rle()
+            self._mask = None
 
     @property
     def corrected(self) -> bool:
@@ -141,8 +181,9 @@ class ReviewItem:
     @property
     def absent(self) -> bool:
         """Nothing to write as a mask: predicted absent and not fixed into a mask."""
-        m = self.current_mask
-        return m is None or not bool(np.any(m))
+        if self.corrected:
+            return self.corrected_mask is None or not bool(self.corrected_mask.any())
+        return self._empty
 
     @property
     def label(self) -> str:
@@ -160,6 +201,22 @@ class ReviewItem:
     def _restore(self, snap: tuple) -> None:
         self.state, self.corrected_mask, points = snap
         self.points = list(points)
+
+    def __repr__(self) -> str:
+        return f"ReviewItem({self.label!r}, {self.state}, score={self.score})"
+
+
+#: How many masks decoded from RLE stay in memory (a specimen's structures and some more).
+DECODED_CACHE_SIZE = 48
+_DECODED: "OrderedDict[int, ReviewItem]" = OrderedDict()
+
+
+def _remember_decoded(item: ReviewItem) -> None:
+    _DECODED[id(item)] = item
+    _DECODED.move_to_end(id(item))
+    while len(_DECODED) > DECODED_CACHE_SIZE:
+        _, old = _DECODED.popitem(last=False)
+        old._decoded = None
 
 
 @dataclass
@@ -207,15 +264,18 @@ class ReviewSession:
         self.order: list[ReviewItem] = sorted(self.items, key=ReviewItem.sort_key)
         self.predictions_path = str(predictions_path) if predictions_path else None
         self._undo: list[tuple[str, list[tuple[ReviewItem, tuple]]]] = []
-        self._rle_cache: dict[int, Any] = {}
         #: Called with no arguments after every change (the panel autosaves and redraws).
         self.listeners: list[Callable[[], None]] = []
 
     # -- building -------------------------------------------------------------
     @classmethod
-    def from_results(cls, results: Iterable[Any], predictions_path: str | os.PathLike | None = None
-                     ) -> "ReviewSession":
-        """From ``engine.propagate.TargetResult`` objects (anything with their attributes)."""
+    def from_results(cls, results: Iterable[Any], predictions_path: str | os.PathLike | None = None,
+                     compact: bool = False) -> "ReviewSession":
+        """From ``engine.propagate.TargetResult`` objects (anything with their attributes).
+
+        ``compact`` keeps the masks as RLE only (about 10 ms per 6-megapixel mask, so do
+        it in a worker thread for big runs): memory stays small once the results are
+        dropped, and saving the session is quick from the start."""
         targets, items = [], []
         for r in results:
             t = ReviewTarget(r.image_id, str(r.path) if r.path is not None else None,
@@ -228,6 +288,8 @@ class ReviewSession:
                 items.append(ReviewItem(t, name, bool(s.present) and mask is not None, mask,
                                         _opt_float(s.score), _opt_float(s.object_score),
                                         _opt_float(s.predicted_iou)))
+                if compact:
+                    items[-1].compact()
         return cls(targets, items, predictions_path)
 
     @classmethod
@@ -280,6 +342,7 @@ class ReviewSession:
                              rec.height or 0, rec.width or 0, file_name=rec.file_name)
             targets.append(t)
             by_name: dict[str, ReviewItem] = {}
+            masks: dict[str, list] = {}
             for ann in preds.annotations_for(rec.id):
                 if not ann.is_structure:
                     continue
@@ -292,15 +355,16 @@ class ReviewSession:
                 def value(key: str, ann=ann, attrs=attrs) -> Optional[float]:
                     return _opt_float(ann.raw.get(key, attrs.get(key)))
 
-                item = by_name.get(ann.category)
-                if item is None:
-                    by_name[ann.category] = ReviewItem(t, ann.category, bool(mask.any()), mask,
-                                                       value("score"), value("object_score"),
-                                                       value("predicted_iou"))
+                found = masks.get(ann.category)
+                if found is None:
+                    masks[ann.category] = [mask, value("score"), value("object_score"), value("predicted_iou")]
                 else:  # several instances: one structure, the union, the worst score
-                    item.mask = item.mask | mask
+                    found[0] = found[0] | mask
                     if value("score") is not None:
-                        item.score = value("score") if item.score is None else min(item.score, value("score"))
+                        found[1] = value("score") if found[1] is None else min(found[1], value("score"))
+            for name, (mask, score, obj, piou) in masks.items():
+                by_name[name] = ReviewItem(t, name, True, mask, score, obj, piou)
+                by_name[name].compact()
             absent = rec.raw.get("predicted_absent") or {}
             if isinstance(absent, list):
                 absent = {n: {} for n in absent}
@@ -317,9 +381,7 @@ class ReviewSession:
         index = {id(t): i for i, t in enumerate(self.targets)}
         items = []
         for item in self.items:
-            rle = self._rle_cache.get(id(item))
-            if rle is None and item.mask is not None:
-                rle = self._rle_cache[id(item)] = mask_to_rle(item.mask)
+            rle = item.mask_rle()
             correction = None
             if item.corrected:
                 correction = {"mask": mask_to_rle(item.corrected_mask) if item.corrected_mask is not None
@@ -362,13 +424,16 @@ class ReviewSession:
         targets = [ReviewTarget.from_json(t) for t in d["targets"]]
         items = []
         for e in d["items"]:
-            mask = rle_to_mask(e["mask"]) if e.get("mask") is not None else None
             state = e.get("state", UNREVIEWED)
             if state not in STATES:
                 raise ReviewError(f"unknown review state {state!r} in the session file")
-            item = ReviewItem(targets[int(e["target"])], e["structure"], bool(e.get("present")), mask,
+            rle = e.get("mask")
+            if rle is not None:
+                _check_rle(rle, e.get("structure"))
+            item = ReviewItem(targets[int(e["target"])], e["structure"], bool(e.get("present")), None,
                               _opt_float(e.get("score")), _opt_float(e.get("object_score")),
-                              _opt_float(e.get("predicted_iou")), state, written=e.get("written"))
+                              _opt_float(e.get("predicted_iou")), state, written=e.get("written"),
+                              mask_rle=rle)
             corr = e.get("correction")
             if corr:
                 item.corrected_mask = rle_to_mask(corr["mask"]) if corr.get("mask") is not None else None
@@ -624,6 +689,13 @@ def review_path_for(predictions_path: str | os.PathLike) -> Path:
     """Where the review of a predictions file is kept: ``<predictions without suffix>.review.json``."""
     p = Path(predictions_path)
     return p.with_name(p.stem + ".review.json")
+
+
+def _check_rle(rle: Any, name: Any) -> None:
+    """Masks are decoded only when shown; check now that they will decode (cheaply)."""
+    if not (isinstance(rle, dict) and isinstance(rle.get("counts"), list) and isinstance(rle.get("size"), list)
+            and len(rle["size"]) == 2 and sum(rle["counts"]) == rle["size"][0] * rle["size"][1]):
+        raise ValueError(f"the mask of {name!r} is not a valid RLE")
 
 
 def _opt_float(value: Any) -> Optional[float]:

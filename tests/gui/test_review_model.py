@@ -170,13 +170,15 @@ def test_write_back_replace_keeps_the_users_notes_and_attributes(project, sessio
     assert anns[0]["attributes"]["colour"] == "brown" and anns[0]["attributes"]["source"] == "sam2pal"
 
 
-def test_write_back_checks_everything_before_changing_the_store(project, session, tmp_path):
+def test_write_back_checks_everything_before_changing_the_store(project, tmp_path):
+    results = make_results(project.parent)
+    results[0].height = 99
+    results[0].structures["eye"].mask = np.ones((99, 80), bool)
+    results[1].path = str(tmp_path / "elsewhere.png")
+    session = ReviewSession.from_results(results)
     store = AnnotationStore.open(project)
-    stranger = find(session, "ant_02.png", "eye")
-    stranger.target.path, stranger.target.file_name = str(tmp_path / "elsewhere.png"), "elsewhere.png"
+    stranger = find(session, "elsewhere.png", "eye")
     bad_size = find(session, "ant_01.png", "eye")
-    bad_size.target.height = 99
-    bad_size.mask = np.ones((99, 80), bool)
     session.accept(stranger)
     session.accept(bad_size)
     summary = session.write_back(store)
@@ -276,3 +278,27 @@ def test_from_propagation_journal(project, tmp_path):
     assert np.array_equal(find(s, "ant_02.png", "head").mask, results[1].structures["head"].mask)
     with pytest.raises(ReviewError, match="not found"):
         ReviewSession.from_predictions_file(tmp_path / "missing.json")
+
+
+def test_masks_are_kept_compact_and_decoded_on_demand(project, tmp_path):
+    from descriptron_sam2pal.gui import review_model
+
+    results = make_results(project.parent)
+    s = ReviewSession.from_results(results, compact=True)
+    head = find(s, "ant_02.png", "head")
+    assert head._mask is None and head._rle is not None
+    assert np.array_equal(head.mask, results[1].structures["head"].mask)
+    assert labels(s.visible()) == WORST_FIRST and find(s, "beetle_03.png", "eye").absent
+    path = s.save(tmp_path / "x.review.json")
+    restored = ReviewSession.load(path)
+    assert all(i._decoded is None for i in restored.items)  # nothing decoded by loading
+    assert find(restored, "beetle_03.png", "eye").absent and not find(restored, "ant_01.png", "eye").absent
+    old = review_model.DECODED_CACHE_SIZE
+    review_model.DECODED_CACHE_SIZE = 2
+    try:
+        for item in restored.items:
+            _ = item.mask
+        assert sum(i._decoded is not None for i in restored.items) == 2  # bounded
+        assert np.array_equal(find(restored, "ant_01.png", "scape").mask, results[0].structures["scape"].mask)
+    finally:
+        review_model.DECODED_CACHE_SIZE = old
