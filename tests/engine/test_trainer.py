@@ -253,3 +253,26 @@ def test_templates_with_different_structures_and_leave_one_out_validation(mini_m
     assert settings["structures"] == ["head", "eye", "scape", "mandible"]
     assert [t["structures"] for t in settings["templates"]] == [["head", "eye", "scape"], ["head", "eye"],
                                                                 ["head", "scape", "mandible"]]
+
+
+def test_adapter_holds_the_best_validated_weights_not_the_last(mini_model, tmp_path, monkeypatch):
+    scores = iter([5.0, 3.0, 4.0, 6.0])  # val_loss: untrained, steps 2, 4, 6 -> best at step 2
+    monkeypatch.setattr(trainer._Run, "_val_loss", lambda self: next(scores))
+    result = train(mini_model, [make_template("t0", seed=0)], _pool((10, 11)), tmp_path / "run",
+                   TrainConfig(steps=6, validate_every=2, val_images=1))
+    assert (result.best_step, result.best_val, result.baseline_val) == (2, 3.0, 5.0)
+    info, best = read_adapter(result.adapter_path)
+    assert info.hyperparameters["best_step"] == 2
+    last = torch.load(tmp_path / "run" / "state.pt", weights_only=True)["trainable"]
+    assert any(not torch.equal(best[k], last[k]) for k in best)  # step 6 differs from step 2
+    mine = trainable_state_dict(mini_model.sam)
+    assert all(torch.equal(mine[k], best[k]) for k in best)  # the model is left at the best step
+
+
+def test_training_lowers_the_held_out_palindrome_loss(mini_model, tmp_path):
+    """End to end: the optimizer, schedule and loss move the weights the right way on held-out images."""
+    result = train(mini_model, [make_template("t0", seed=0)], _pool((10, 11, 12)), tmp_path / "run",
+                   TrainConfig(steps=16, lr=2e-3, validate_every=8, val_images=1))
+    vals = [e["val"] for e in result.history if "val" in e]
+    assert vals[-1] < vals[0] < result.baseline_val
+    assert result.best_step == 16 and result.best_val == vals[-1]
