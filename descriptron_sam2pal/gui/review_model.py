@@ -298,10 +298,12 @@ class ReviewSession:
 
         * A COCO file (``.json``/``.rlejson``; its companion is used for RLE masks):
           one structure per category per image (several annotations of a category
-          are unioned); ``score``, ``object_score``, ``predicted_iou`` are read from
-          the annotation or its ``attributes``; an image's optional
-          ``predicted_absent`` ({name: {"object_score":, "predicted_iou":}} or a list
-          of names) lists structures predicted absent.
+          are unioned); ``score``, ``object_score``, ``predicted_iou``, ``orientation``
+          are read from the annotation or its ``attributes``. A structure of the
+          file's categories with no annotation on an image was predicted absent there
+          (an image's optional ``predicted_absent`` {name: {"object_score":,
+          "predicted_iou":}} adds SAM2's scores for those). Targets listed in
+          ``info.errors`` are counted as not read.
         * A ``.jsonl`` propagation journal (``TargetResult.to_json`` per line,
           possibly wrapped as ``{"result": ...}``).
         """
@@ -337,6 +339,8 @@ class ReviewSession:
         except StoreError as e:
             raise ReviewError(f"Cannot read the predictions: {e}") from e
         targets, items = [], []
+        # Every structure the run propagated, in category order (absent ones have no annotation).
+        structures = [n for n in preds.structure_names()]
         for rec in preds.images:
             t = ReviewTarget(rec.id, str(rec.path) if rec.path is not None else None,
                              rec.height or 0, rec.width or 0, file_name=rec.file_name)
@@ -362,18 +366,26 @@ class ReviewSession:
                     found[0] = found[0] | mask
                     if value("score") is not None:
                         found[1] = value("score") if found[1] is None else min(found[1], value("score"))
-            for name, (mask, score, obj, piou) in masks.items():
-                by_name[name] = ReviewItem(t, name, True, mask, score, obj, piou)
-                by_name[name].compact()
+                t.orientation = str(ann.raw.get("orientation", attrs.get("orientation")) or t.orientation)
             absent = rec.raw.get("predicted_absent") or {}
             if isinstance(absent, list):
                 absent = {n: {} for n in absent}
-            for name, info in absent.items():
-                if name not in by_name:
-                    info = info if isinstance(info, dict) else {}
+            for name in structures:
+                if name in masks:
+                    mask, score, obj, piou = masks[name]
+                    by_name[name] = ReviewItem(t, name, True, mask, score, obj, piou)
+                    by_name[name].compact()
+                else:
+                    info = absent.get(name) if isinstance(absent.get(name), dict) else {}
                     by_name[name] = ReviewItem(t, name, False, None, None, _opt_float(info.get("object_score")),
                                                _opt_float(info.get("predicted_iou")))
             items.extend(by_name.values())
+        info = _info_of(path)
+        info = info if isinstance(info, dict) else {}
+        for err in info.get("errors") or []:
+            if isinstance(err, dict):
+                targets.append(ReviewTarget(err.get("image_id"), err.get("path"), 0, 0,
+                                            error=str(err.get("error") or "could not be read")))
         return cls(targets, items, path)
 
     # -- saving and loading ------------------------------------------------------
@@ -591,9 +603,10 @@ class ReviewSession:
 
         Each accepted item with a mask becomes ``store.add_structure(image, name, mask,
         attributes={"source": "sam2pal", "score", "object_score", "predicted_iou",
-        "reviewed": "accepted", "corrected"}, replace=replace_existing)``. With
-        ``replace_existing`` False an item whose structure the store already has on
-        that image is skipped (reported), never duplicated. An accepted *absent*
+        "reviewed": "accepted", "corrected"}, replace=...)``. An unreviewed sam2pal
+        prediction of that structure already in the store (``attributes.source ==
+        "sam2pal"``) is replaced; an outline of the user's is replaced only with
+        ``replace_existing``, else the item is skipped (reported), never duplicated. An accepted *absent*
         prediction (the reviewer agrees the structure is missing) sets the image's
         ``structure_status`` to "absent" when ``record_absent``. Items are matched to
         store images by file name (by id only for a specimen without a file); every accepted item is checked
@@ -628,8 +641,12 @@ class ReviewSession:
                              "object_score": _round(item.object_score),
                              "predicted_iou": _round(item.predicted_iou),
                              "reviewed": ACCEPTED, "corrected": item.corrected}
+                    # Unreviewed sam2pal predictions already in the store (sam2pal propagate
+                    # --write-to) are replaced by the reviewed one; the user's own only on request.
+                    ours = any(r.kind == "mask" and r.category == item.structure and _is_sam2pal(r)
+                               for r in store.annotations_for(image.id))
                     ann_id = store.add_structure(image.id, item.structure, item.current_mask,
-                                                 attributes=attrs, replace=replace_existing)
+                                                 attributes=attrs, replace=replace_existing or ours)
                     item.written = {"annotation_id": ann_id, "status": None}
                     summary.written.append((image.id, item.structure, ann_id))
                 done += 1
@@ -669,26 +686,44 @@ class ReviewSession:
         name = item.structure
         if name in store.categories and name not in store.structure_names():
             return f'"{name}" is a keypoint (or Trash) category in the store', None
-        has_mask = any(r.kind == "mask" and r.category == name for r in store.annotations_for(image.id))
+        outlines = [r for r in store.annotations_for(image.id) if r.kind == "mask" and r.category == name]
+        users = [r for r in outlines if not _is_sam2pal(r)]
         if item.absent:
             if not record_absent:
                 return "predicted absent (nothing to write)", None
-            if has_mask:
+            if outlines:
                 return "predicted absent, but the store has an outline of it on this specimen", None
+            status = image.structure_status.get(name)
+            if status not in (None, "absent"):
+                return f'the project marks it "{status}" on this specimen', None
             return "", image
         mask = item.current_mask
         if (image.height, image.width) != tuple(mask.shape):
             return (f"the mask is {mask.shape[1]} x {mask.shape[0]} px but the store's image is "
                     f"{image.width} x {image.height} px"), None
-        if has_mask and not replace_existing:
+        if users and not replace_existing:
             return "already outlined in the store (choose Replace to overwrite)", None
         return "", image
+
+
+def _is_sam2pal(record: Any) -> bool:
+    attributes = record.raw.get("attributes")
+    return isinstance(attributes, dict) and attributes.get("source") == SOURCE
 
 
 def review_path_for(predictions_path: str | os.PathLike) -> Path:
     """Where the review of a predictions file is kept: ``<predictions without suffix>.review.json``."""
     p = Path(predictions_path)
     return p.with_name(p.stem + ".review.json")
+
+
+def _info_of(path: Path) -> Any:
+    """The ``info`` of a COCO file (the store does not expose it)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("info")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _check_rle(rle: Any, name: Any) -> None:

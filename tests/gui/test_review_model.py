@@ -246,7 +246,9 @@ def test_from_predictions_coco_file_polygons_rle_and_absent(project, tmp_path):
     (folder / "predictions.rlejson").write_text(json.dumps(rle))
 
     s = ReviewSession.from_predictions_file(folder / "predictions.json")
-    assert labels(s.visible()) == [("ant_01.png", "eye"), ("ant_02.png", "eye"), ("ant_01.png", "scape")]
+    # ant_02 has no scape annotation: predicted absent there.
+    assert labels(s.visible()) == [("ant_02.png", "scape"), ("ant_01.png", "eye"), ("ant_02.png", "eye"),
+                                   ("ant_01.png", "scape")]
     scape = find(s, "ant_01.png", "scape")
     assert np.array_equal(scape.mask, ring) and (scape.score, scape.object_score) == (0.61, 0.97)
     assert find(s, "ant_02.png", "eye").score == 0.2
@@ -302,3 +304,46 @@ def test_masks_are_kept_compact_and_decoded_on_demand(project, tmp_path):
         assert np.array_equal(find(restored, "ant_01.png", "scape").mask, results[0].structures["scape"].mask)
     finally:
         review_model.DECODED_CACHE_SIZE = old
+
+
+def test_from_the_predictions_file_sam2pal_propagate_writes(project, tmp_path):
+    from descriptron_sam2pal.engine.predictions import write_predictions
+    from descriptron_sam2pal.engine.propagate import TargetResult
+
+    results = make_results(project.parent)
+    results.append(TargetResult(None, str(project.parent / "broken.png"), 0, 0, error="cannot read"))
+    out = tmp_path / "out" / "pred.json"
+    write_predictions(results, out)
+    s = ReviewSession.from_predictions_file(out)
+    assert labels(s.visible()) == WORST_FIRST  # beetle_03's eye: absent, no annotation in the file
+    assert s.counts()["failed"] == 1 and s.counts()["specimens"] == 4
+    head = find(s, "ant_02.png", "head")
+    assert (head.score, head.object_score, head.predicted_iou) == (0.31, 0.7, 0.88)
+    assert np.array_equal(head.mask, results[1].structures["head"].mask)
+    assert head.target.path == str(project.parent / "ant_02.png")  # found from the id (path without extension)
+    store = AnnotationStore.open(project)
+    s.accept(head)
+    s.accept(find(s, "beetle_03.png", "eye"))
+    summary = s.write_back(store)
+    assert [n for _, n, _ in summary.written] == ["head"] and len(summary.marked_absent) == 1
+
+
+def test_write_back_replaces_unreviewed_sam2pal_predictions_but_not_the_users(project):
+    from descriptron_sam2pal.engine.predictions import merge_into_store
+
+    results = make_results(project.parent)
+    store = AnnotationStore.open(project)
+    merge_into_store(store, results)  # sam2pal propagate --write-to: unreviewed predictions in the store
+    s = ReviewSession.from_results(results)
+    eye, scape = find(s, "ant_01.png", "eye"), find(s, "ant_01.png", "scape")
+    s.accept(eye)
+    s.accept(scape)
+    fixed = box(60, 80, 42, 48, 52, 68)
+    s.correct(eye, fixed, [(60, 45, 1)])
+    summary = s.write_back(store)
+    assert [n for _, n, _ in summary.written] == ["eye"]
+    assert summary.skipped == [("ant_01.png / scape", "already outlined in the store (choose Replace to overwrite)")]
+    image = store.image_by_file("ant_01.png")
+    eyes = [a for a in store.annotations_for(image.id) if a.category == "eye"]
+    assert len(eyes) == 1 and eyes[0].raw["attributes"]["reviewed"] == "accepted"
+    assert np.array_equal(eyes[0].mask(), fixed)
