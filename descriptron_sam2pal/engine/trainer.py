@@ -218,7 +218,9 @@ def train(model: LoadedModel, templates: Sequence[Template],
     returns with ``cancelled=True``. ``resume=True`` continues the run in
     ``run_dir`` from its ``state.pt`` (the same templates, images and settings;
     only ``steps`` may grow). Failures raise (``TrainingError`` for a
-    diverged loss); they are never reported as success.
+    diverged loss) after writing ``result.json`` with status ``failed``; they
+    are never reported as success, and the model is then in an undefined
+    state (build a fresh one).
     """
     run = _Run(model, list(templates), list(unlabeled), Path(run_dir), config or TrainConfig(),
                progress, cancel, resume, feature_cache_dir, log_fn)
