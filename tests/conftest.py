@@ -18,3 +18,15 @@ def mini_checkpoint(tmp_path_factory):
     model = build_model(MINI_CONFIG, seed=0)
     torch.save({"model": model.sam.state_dict()}, path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread per test: on the shared 2-core CI/dev machines two threads
+    under contention made single steps take seconds instead of 0.1 s."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

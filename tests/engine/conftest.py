@@ -34,15 +34,3 @@ def present_model(mini_model):
     """``mini_model`` whose object-score head says "present" (random masks, but masks)."""
     set_object_score_bias(mini_model, 3.0)
     return mini_model
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on the shared 2-core CI/dev machines two threads
-    under contention made single steps take seconds instead of 0.1 s."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
