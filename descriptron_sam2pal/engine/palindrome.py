@@ -23,6 +23,8 @@ class LossWeights:
     dice: float = 1.0
     presence: float = 1.0  # object-score loss on x0+: its structures are present
     target_presence: float = 0.0  # same on x1 (off by default: a target may lack a structure)
+    iou: float = 1.0  # L1 between SAM2's predicted IoU on x0+ and the real one: keeps the
+    # IoU head (reported to the user as predicted_iou) calibrated while the decoder changes
 
 
 @dataclass
@@ -31,6 +33,7 @@ class PalindromeOutput:
     bce: torch.Tensor
     dice: torch.Tensor
     presence: torch.Tensor
+    iou_error: torch.Tensor  # (K,) |predicted IoU - real IoU| on x0+
     target_logits: torch.Tensor  # (K, 1, S, S) L1, x1's predicted masks
     cycle_logits: torch.Tensor  # (K, 1, S, S) L3, x0 predicted back
     cycle_iou: torch.Tensor  # (K,) hard IoU of L3 vs ground truth on real pixels (no grad)
@@ -83,10 +86,13 @@ def palindrome_step(sam, template: ImageFeatures, template_masks: torch.Tensor,
     bce, dice = mask_losses(p3.logits, template_masks, template_valid)
     ones = torch.ones_like(p3.object_score_logits, dtype=torch.float32)
     presence = F.binary_cross_entropy_with_logits(p3.object_score_logits.float(), ones, reduction="none")[:, 0]
-    loss = weights.bce * bce.sum() + weights.dice * dice.sum() + weights.presence * presence.sum()
+    cycle_iou = hard_iou(p3.logits, template_masks, template_valid.to(device))
+    iou_error = (p3.predicted_iou.float() - cycle_iou).abs()
+    loss = (weights.bce * bce.sum() + weights.dice * dice.sum() + weights.presence * presence.sum()
+            + weights.iou * iou_error.sum())
     if weights.target_presence:
         loss = loss + weights.target_presence * F.binary_cross_entropy_with_logits(
             p1.object_score_logits.float(), ones, reduction="sum")
     return PalindromeOutput(loss=loss, bce=bce.detach(), dice=dice.detach(), presence=presence.detach(),
-                            target_logits=p1.logits, cycle_logits=p3.logits,
-                            cycle_iou=hard_iou(p3.logits, template_masks, template_valid.to(device)))
+                            iou_error=iou_error.detach(), target_logits=p1.logits, cycle_logits=p3.logits,
+                            cycle_iou=cycle_iou)

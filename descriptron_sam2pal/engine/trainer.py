@@ -604,7 +604,7 @@ class _Run:
         t0 = time.monotonic()
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
-        totals = {"loss": 0.0, "bce": 0.0, "dice": 0.0, "presence": 0.0, "cycle_iou": 0.0}
+        totals = {"loss": 0.0, "bce": 0.0, "dice": 0.0, "presence": 0.0, "iou_error": 0.0, "cycle_iou": 0.0}
         used = []
         for _ in range(config.accumulate):
             t_index = self.sampler.next_template()
@@ -625,7 +625,8 @@ class _Run:
                 exc.add_note(f"in training step {self.step + 1} ({where})")
                 raise
             totals["loss"] += loss.item() / config.accumulate
-            for key, value in (("bce", out.bce), ("dice", out.dice), ("presence", out.presence)):
+            for key, value in (("bce", out.bce), ("dice", out.dice), ("presence", out.presence),
+                               ("iou_error", out.iou_error)):
                 totals[key] += float(value.sum()) / config.accumulate
             totals["cycle_iou"] += float(out.cycle_iou.mean()) / config.accumulate
             used.append({"template": template.image_id, "image": image.source or image.key[:12]})

@@ -198,5 +198,38 @@ def test_presence_loss_gives_gradient_when_objects_are_gated_to_no_object(pair):
         out.loss.backward()
         return sum(float(p.grad.abs().sum()) for p in decoder.parameters() if p.grad is not None)
 
-    assert decoder_grad(LossWeights(presence=0.0)) == 0.0
-    assert decoder_grad(LossWeights(presence=1.0)) > 0.0
+    # (the IoU-calibration term, which also reaches the decoder, is off here)
+    assert decoder_grad(LossWeights(presence=0.0, iou=0.0)) == 0.0
+    assert decoder_grad(LossWeights(presence=1.0, iou=0.0)) > 0.0
+
+
+def test_iou_head_is_trained_towards_the_real_iou(mini_model):
+    """The IoU head gets a gradient from the calibration term, and only with it."""
+    import torch
+
+    from descriptron_sam2pal.engine.palindrome import LossWeights, palindrome_step
+    from descriptron_sam2pal.model.lora import apply_lora
+
+    from synthetic import make_template
+
+    sam = mini_model.sam
+    apply_lora(sam, rank=2)
+    sam.train()
+    t0, t1 = make_template("a", seed=0), make_template("b", seed=1)
+    from descriptron_sam2pal.engine.features import FeatureEncoder
+
+    enc = FeatureEncoder(mini_model)
+    f0, f1 = enc.encode([t0.image, t1.image])
+    names = t0.structures
+    head = [p for n, p in sam.sam_mask_decoder.iou_prediction_head.named_parameters() if "lora_B" in n]
+    assert head
+
+    def head_grad(weights):
+        sam.zero_grad(set_to_none=True)
+        out = palindrome_step(sam, f0, t0.model_masks(names), t0.valid(), f1, weights)
+        out.loss.backward()
+        assert out.iou_error.shape == (len(names),)
+        return sum(float(p.grad.abs().sum()) for p in head if p.grad is not None)
+
+    assert head_grad(LossWeights(iou=0.0)) == 0.0
+    assert head_grad(LossWeights(iou=1.0)) > 0.0
