@@ -74,6 +74,7 @@ class Settings:
     out: Path
     reference: bool = True
     device: str = "cpu"
+    threads: int | None = None
 
     @property
     def train_steps(self) -> int:
@@ -105,6 +106,9 @@ def parse_args(argv=None) -> Settings:
                         "--quick none; '' for none)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference (ours and the limit only)")
     p.add_argument("--device", default="cpu", help="device for all three (cpu or cuda)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="OMP/MKL threads for every subprocess (default: torch's own choice); "
+                        "--threads 1 gives steadier figures on a busy machine")
     p.add_argument("--timeout", type=int, default=None, help="seconds per subprocess")
     p.add_argument("--out", type=Path, default=None, help="work/result folder (default benchmarks/out/<time>)")
     a = p.parse_args(argv)
@@ -127,7 +131,7 @@ def parse_args(argv=None) -> Settings:
         memory_n=ints(a.memory_n, [10, 50, 200] if not q else [10, 200]),
         reference_memory_n=ints(a.reference_memory_n, [] if q else [10, 50]),
         timeout=a.timeout or (300 if q else 3600), out=out, reference=not a.no_reference,
-        device=a.device)
+        device=a.device, threads=a.threads)
 
 
 # --------------------------------------------------------------------------- running
@@ -139,6 +143,7 @@ class Run:
     peak_rss_mb: float
     log: Path
     timed_out: bool = False
+    cpu_s: float = 0.0  # user + system CPU seconds of the process and its children
     extra: dict = field(default_factory=dict)
 
     @property
@@ -175,11 +180,18 @@ def run_measured(cmd: list[str], log: Path, timeout: int, env: dict | None = Non
             timer.cancel()
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(cmd, wall, proc.returncode, usage.ru_maxrss / 1024.0, log, timed_out.is_set())
+    return Run(cmd, wall, proc.returncode, usage.ru_maxrss / 1024.0, log, timed_out.is_set(),
+               usage.ru_utime + usage.ru_stime)
+
+
+THREADS: int | None = None
 
 
 def child_env() -> dict:
     env = dict(os.environ)
+    if THREADS:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(THREADS)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env["TQDM_MININTERVAL"] = "5"
     return env
@@ -639,7 +651,8 @@ class Bench:
         else:
             w(f"- reference: NOT RUN ({self.ref.why_missing})")
         w(f"- each figure: median of {s.repeats} fresh-process runs [min-max]; wall time includes "
-          f"interpreter start, model build and checkpoint load on every side")
+          f"interpreter start, model build and checkpoint load on every side; threads: "
+          f"{s.threads or 'torch default'}")
         w("")
         w(f"| workload | reference | ours | encoder limit | reference/ours | limit/ours |")
         w("|---|---|---|---|---|---|")
@@ -653,10 +666,18 @@ class Bench:
           f"{fmt(ph['reference'])} | | {fmt(ph['limit'])} | | |")
         w(f"| (a) images through the image encoder | {fmt(enc['reference'], '', 0)} | "
           f"{fmt(enc['ours'], '', 0)} | {fmt(enc['limit'], '', 0)} | | |")
+        cpu = {w_: col(w_, P, attr="cpu_s") for w_ in ("reference", "ours", "limit")}
+        w(f"| (a) CPU time (user+sys) | {fmt(cpu['reference'])} | {fmt(cpu['ours'])} | {fmt(cpu['limit'])} | "
+          f"{_r(ratio(med(cpu['reference']), med(cpu['ours'])))} | {_r(ratio(med(cpu['limit']), med(cpu['ours'])))} |")
         w(f"| (a) peak RSS | {fmt(rss['reference'], ' MB', 0)} | {fmt(rss['ours'], ' MB', 0)} | "
           f"{fmt(rss['limit'], ' MB', 0)} | | |")
-        w(f"| (b) train, per step after epoch 1 ({T['images']} images, {T['steps']} steps) | "
-          f"{fmt(step['reference'], digits=3)} | {fmt(step['ours'], digits=3)} | | {_r(r_train)} | |")
+        k = len(self.ds.structures)
+        w(f"| (b) train, per step after epoch 1 ({T['images']} images, {T['steps']} steps; a reference step "
+          f"trains 1 structure, ours all {k}) | {fmt(step['reference'], digits=3)} | {fmt(step['ours'], digits=3)} "
+          f"| | {_r(r_train)} | |")
+        per_struct = (None if step["ours"] is None else tuple(x / k for x in step["ours"]))
+        w(f"| (b) train, per structure trained (ours' step / {k}) | {fmt(step['reference'], digits=3)} | "
+          f"{fmt(per_struct, digits=3)} | | {_r(ratio(med(step['reference']), med(per_struct)))} | |")
         w(f"| (b) train: wall of the whole command | {fmt(twall['reference'])} | {fmt(twall['ours'])} | | | |")
         w(f"| (b) train: peak RSS | {fmt(trss['reference'], ' MB', 0)} | {fmt(trss['ours'], ' MB', 0)} | | | |")
         for nn in sorted(set(M["ours"]) | set(M["reference"])):
@@ -769,7 +790,9 @@ def versions() -> str:
 
 
 def main(argv=None) -> int:
+    global THREADS
     s = parse_args(argv)
+    THREADS = s.threads
     b = Bench(s)
     b.results["load_start"] = load()
     t0 = time.time()
