@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
+from ..atomic import atomic_write
 from ..model.build import LoadedModel
 if TYPE_CHECKING:
     from .preprocess import PreparedImage
@@ -176,20 +175,12 @@ class FeatureEncoder:
             _, old = self._memory.popitem(last=False)
             self._memory_bytes -= old.nbytes()
         if write and self.cache_dir is not None:
+            payload = {"levels": [t.cpu() for t in feats.levels], "projected": feats.projected}
             try:
-                self.cache_dir.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".part")
-                os.close(fd)
-                torch.save({"levels": [t.cpu() for t in feats.levels], "projected": feats.projected}, tmp)
-                os.replace(tmp, self.cache_dir / f"{key}.pt")
+                atomic_write(self.cache_dir / f"{key}.pt", lambda f: torch.save(payload, f))
             except OSError as exc:  # a full disk slows us down but loses nothing
                 log.warning("could not write feature cache to %s (%s); continuing without it",
                             self.cache_dir, exc)
-                try:
-                    os.unlink(tmp)
-                except (OSError, UnboundLocalError):
-                    pass
-
 
 @torch.no_grad()
 def position_encodings(sam, feats: ImageFeatures) -> list[torch.Tensor]:

@@ -37,13 +37,11 @@ result says so (``best_step == 0``).
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -53,6 +51,7 @@ import numpy as np
 import torch
 
 from .. import UserError, __version__
+from ..atomic import atomic_write
 from ..model.adapter_file import save_adapter
 from ..model.build import LoadedModel
 from ..model.device import autocast_context
@@ -416,7 +415,7 @@ class _Run:
 
     # -- files --------------------------------------------------------------------
     def _write_json(self, name: str, data: dict) -> None:
-        _atomic_write(self.run_dir / name, lambda f: f.write(json.dumps(data, indent=2, default=str).encode()))
+        atomic_write(self.run_dir / name, lambda f: f.write(json.dumps(data, indent=2, default=str).encode()))
 
     def _save_adapter(self) -> None:
         hyper = self.config.to_dict()
@@ -434,7 +433,7 @@ class _Run:
             "best_step": self.best_step, "best_val": self.best_val, "baseline_val": self.baseline_val,
             "best_state": self.best_state,
         }
-        _atomic_write(self.run_dir / STATE_FILE, lambda f: torch.save(state, f))
+        atomic_write(self.run_dir / STATE_FILE, lambda f: torch.save(state, f))
 
     def _load_state(self) -> None:
         path = self.run_dir / STATE_FILE
@@ -498,7 +497,7 @@ class _Run:
             self._load_state()
             history = [e for e in self._read_log() if e.get("step", 0) <= self.step]
             # Steps logged after the last state save are redone: drop their lines.
-            _atomic_write(run_dir / LOG_FILE, lambda f: f.write("".join(json.dumps(e) + "\n" for e in history).encode()))
+            atomic_write(run_dir / LOG_FILE, lambda f: f.write("".join(json.dumps(e) + "\n" for e in history).encode()))
             self._say(f"resuming at step {self.step} of {self.config.steps}")
         else:
             random.seed(self.config.seed)
@@ -735,17 +734,3 @@ def _select_objects(memory: dict, indices: list[int]) -> dict:
     return {"maskmem_features": memory["maskmem_features"][idx],
             "maskmem_pos_enc": [p[idx] for p in memory["maskmem_pos_enc"]],
             "obj_ptr": memory["obj_ptr"][idx]}
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    """Write ``path`` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -38,7 +38,6 @@ import datetime as _dt
 import json
 import math
 import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from .. import UserError
+from ..atomic import atomic_write_text
 from ..imaging.masks import mask_to_rle, rle_to_mask
 
 UNREVIEWED = "unreviewed"
@@ -411,19 +411,7 @@ class ReviewSession:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the session atomically (a temporary file renamed over ``path``)."""
         path = Path(path)
-        text = json.dumps(self.to_json(), separators=(",", ":"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, json.dumps(self.to_json(), separators=(",", ":")))
         return path
 
     @classmethod

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import torch
 
 from descriptron_sam2pal import UserError, __version__
+from descriptron_sam2pal.atomic import atomic_write
 
 from .build import LoadedModel, describe_base
 from .configs import config_info, describe_config
@@ -71,18 +70,7 @@ def save_adapter(path: str | Path, model: LoadedModel, structures: list[str] | N
         structures=structures, template_ids=template_ids, hyperparameters=hyperparameters,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     payload = {"format": ADAPTER_FORMAT, **info.__dict__, "state": trainable_state_dict(model.sam)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(payload, f))
     return info
 
 
