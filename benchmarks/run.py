@@ -75,6 +75,7 @@ class Settings:
     reference: bool = True
     device: str = "cpu"
     threads: int | None = None
+    workloads: str = "abc"
 
     @property
     def train_steps(self) -> int:
@@ -106,6 +107,8 @@ def parse_args(argv=None) -> Settings:
                         "--quick none; '' for none)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference (ours and the limit only)")
     p.add_argument("--device", default="cpu", help="device for all three (cpu or cuda)")
+    p.add_argument("--workloads", default="abc",
+                   help="which workloads to run: any of a (propagation), b (training), c (memory); default abc")
     p.add_argument("--threads", type=int, default=None,
                    help="OMP/MKL threads for every subprocess (default: torch's own choice); "
                         "--threads 1 gives steadier figures on a busy machine")
@@ -131,7 +134,7 @@ def parse_args(argv=None) -> Settings:
         memory_n=ints(a.memory_n, [10, 50, 200] if not q else [10, 200]),
         reference_memory_n=ints(a.reference_memory_n, [] if q else [10, 50]),
         timeout=a.timeout or (300 if q else 3600), out=out, reference=not a.no_reference,
-        device=a.device, threads=a.threads)
+        device=a.device, threads=a.threads, workloads=a.workloads)
 
 
 # --------------------------------------------------------------------------- running
@@ -342,7 +345,7 @@ class Bench:
         s = self.s
         s.out.mkdir(parents=True, exist_ok=True)
         self.work = s.out / "work"
-        need = max([s.n_propagate, s.train_images] + s.memory_n + s.reference_memory_n)
+        need = max([s.n_propagate, s.train_images] + (s.memory_n + s.reference_memory_n if "c" in s.workloads else []))
         self.ds = bdata.load_dataset(s.images, need, CACHE)
         if len(self.ds.targets) < need:
             self.problems.append(f"only {len(self.ds.targets)} target images available, {need} wanted; "
@@ -800,9 +803,12 @@ def main(argv=None) -> int:
     b.setup()
     for p in b.problems:
         say("NOTE: " + p)
-    b.propagate()
-    b.train()
-    b.memory()
+    if "a" in s.workloads:
+        b.propagate()
+    if "b" in s.workloads:
+        b.train()
+    if "c" in s.workloads:
+        b.memory()
     text = b.report()
     (s.out / "results.md").write_text(text + "\n")
     say(f"\n(took {time.time() - t0:.0f}s; logs and results.md in {s.out})\n")
