@@ -7,7 +7,8 @@ A fresh process that starts Python, imports torch/sam2, builds the same SAM2
 model from the same checkpoint at the same input size, reads and letterboxes
 each image (the template and every target) and runs the frozen image encoder
 (Hiera trunk + FPN neck, ``sam.image_encoder``) once on each, under
-``torch.no_grad``, in fp32 on CPU. Nothing else: no memory attention, no mask
+``torch.no_grad``, in the precision sam2pal uses on that device (fp32 on CPU,
+bf16 autocast on CUDA). Nothing else: no memory attention, no mask
 decoding, no output. Timing marks are written as JSON.
 """
 
@@ -35,6 +36,7 @@ def main() -> int:
     import torch
     from descriptron_sam2pal.engine.preprocess import prepare_image
     from descriptron_sam2pal.model.build import build_model
+    from descriptron_sam2pal.model.device import autocast_context
     t_import = time.time()
 
     loaded = build_model(args.config, args.checkpoint, device=args.device, image_size=args.image_size)
@@ -50,7 +52,8 @@ def main() -> int:
             batch = torch.stack([prepare_image(p, args.image_size).tensor()
                                  for p in args.images[start:start + args.batch_size]]).to(loaded.device)
             t1 = time.time()
-            out = sam.image_encoder(batch)
+            with autocast_context(loaded.device):  # the precision sam2pal uses there (bf16 on CUDA)
+                out = sam.image_encoder(batch)
             _ = [lv.sum().item() for lv in out["backbone_fpn"]]  # force completion (CUDA)
             t2 = time.time()
             read_s += t1 - t

@@ -785,9 +785,13 @@ def load() -> str:
 
 
 def versions() -> str:
-    code = ("import torch, importlib.metadata as m; "
-            "print('torch', torch.__version__, '(threads', str(torch.get_num_threads()) + ')', "
-            "'sam2', m.version('sam2'), 'descriptron-sam2pal', m.version('descriptron-sam2pal'))")
+    code = ("import torch, importlib.metadata as m\n"
+            "def v(n):\n"
+            "    try:\n        return m.version(n)\n"
+            "    except Exception:\n        return 'not installed (on the path)'\n"
+            "cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA'\n"
+            "print('torch', torch.__version__, '(threads', str(torch.get_num_threads()) + ',', cuda + ')', "
+            "'sam2', v('sam2'), 'descriptron-sam2pal', v('descriptron-sam2pal'))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     return res.stdout.strip() or "unknown"
 
