@@ -203,38 +203,47 @@ def cmd_train(args) -> int:
 
 
 def cmd_propagate(args) -> int:
-    from .engine.predictions import write_predictions, merge_into_store
+    from .engine.predictions import MergeSummary, PredictionsBuilder, merge_into_store, write_predictions
     from .engine.propagate import iter_propagate
 
     model = _load_model(args)
     templates = _load_templates(args, model.image_size)
     targets = _images_in(args.images, exclude=[t.image.source for t in templates])
+    store = None
+    if args.write_to:  # opened first: a store we cannot read stops us before any work
+        from .store import AnnotationStore
+
+        store = AnnotationStore.open(args.write_to)
     out = Path(args.out)
     journal = out.with_name(out.name + ".journal.jsonl")
     if journal.exists() and not args.resume:
         journal.unlink()
     print(f"segmenting {', '.join(_structures(templates))} on {len(targets)} image(s) "
           f"from {len(templates)} template(s), {model.image_size} px on {model.device}")
-    results = []
+    # Results are folded into the output as they come (polygons/RLE), so memory
+    # does not grow with the number of specimens.
+    builder = PredictionsBuilder()
+    merged = MergeSummary()
+    failed = []
     with _Bar("propagate", unit="img") as bar:
         for r in iter_propagate(model, templates, targets, batch_size=args.batch_size, progress=bar.update,
                                 journal=journal, orientation_search=args.orientation_search,
                                 confidence=not args.no_confidence):
-            results.append(r)
-    written = write_predictions(results, out)
-    failed = [r for r in results if r.error]
+            builder.add(r)
+            if r.error:
+                failed.append(r)
+            elif store is not None:
+                merged += merge_into_store(store, [r])
+    written = write_predictions(builder, out)
     for r in failed:
         print(f"skipped {r.path}: {r.error}", file=sys.stderr)
     print(f"wrote {', '.join(str(p) for p in written)}")
-    if args.write_to:
-        from .store import AnnotationStore
-
-        store = AnnotationStore.open(args.write_to)
-        summary = merge_into_store(store, results, save=True)
-        print(summary)
+    if store is not None:
+        store.save()
+        print(merged)
     if journal.exists():
         journal.unlink()
-    return 1 if failed and len(failed) == len(results) else 0
+    return 1 if failed and len(failed) == len(targets) else 0
 
 
 def cmd_evaluate(args) -> int:

@@ -20,6 +20,56 @@ def _needs_rle(mask: np.ndarray, polygons: list) -> bool:
     return has_hole(mask) or not np.array_equal(polygons_to_mask(polygons, *mask.shape), mask)
 
 
+class PredictionsBuilder:
+    """Builds the COCO predictions document one result at a time.
+
+    Each result is turned into polygons (and RLE where needed) as it arrives, so
+    a run over thousands of specimens keeps kilobytes per specimen, not its
+    full-resolution masks.
+    """
+
+    def __init__(self, categories: Mapping[str, int] | None = None) -> None:
+        self.categories: dict[str, int] = dict(categories or {})
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+        self.rle: dict[int, dict] = {}
+        self.errors: list[dict] = []
+        self._count = 0
+
+    def add(self, r: TargetResult) -> None:
+        self._count += 1
+        for name in r.structures:
+            if name not in self.categories:
+                self.categories[name] = max(self.categories.values(), default=0) + 1
+        if not r.ok:
+            self.errors.append({"path": r.path, "image_id": r.image_id, "error": r.error})
+            return
+        image_id = r.image_id if r.image_id is not None else self._count
+        self.images.append({"id": image_id, "file_name": basename(r.path) if r.path else f"image_{self._count}",
+                            "height": r.height, "width": r.width})
+        for name, s in r.structures.items():
+            if not s.present:
+                continue
+            polygons = [[float(v) for v in p] for p in mask_to_polygons(s.mask)]
+            ann_id = len(self.annotations) + 1
+            self.annotations.append({
+                "id": ann_id, "image_id": image_id, "category_id": self.categories[name],
+                "segmentation": polygons, "area": mask_area(s.mask), "bbox": mask_bbox(s.mask), "iscrowd": 0,
+                "instance_id": 1, "score": s.score, "object_score": s.object_score,
+                "predicted_iou": s.predicted_iou, "orientation": r.orientation,
+            })
+            if _needs_rle(s.mask, polygons):
+                self.rle[ann_id] = mask_to_rle(s.mask)
+
+    def document(self) -> tuple[dict, dict]:
+        """(COCO document, {annotation id: RLE})."""
+        cats = sorted(self.categories.items(), key=lambda x: x[1])
+        doc = {"info": {"description": "SAM2-PAL predictions", "errors": list(self.errors)},
+               "images": list(self.images), "annotations": list(self.annotations),
+               "categories": [{"id": i, "name": n, "supercategory": ""} for n, i in cats]}
+        return doc, dict(self.rle)
+
+
 def predictions_document(results: Iterable[TargetResult], categories: Mapping[str, int] | None = None
                          ) -> tuple[dict, dict]:
     """(COCO document, {annotation id: RLE}) of the results' present structures.
@@ -31,47 +81,23 @@ def predictions_document(results: Iterable[TargetResult], categories: Mapping[st
     listed in ``info.errors``. ``categories`` fixes ids (e.g. the store's); new names get
     ids after the largest.
     """
-    results = list(results)
-    cats: dict[str, int] = dict(categories or {})
+    builder = PredictionsBuilder(categories)
     for r in results:
-        for name in r.structures:
-            if name not in cats:
-                cats[name] = max(cats.values(), default=0) + 1
-    images, annotations, rle, errors = [], [], {}, []
-    for index, r in enumerate(results, 1):
-        if not r.ok:
-            errors.append({"path": r.path, "image_id": r.image_id, "error": r.error})
-            continue
-        image_id = r.image_id if r.image_id is not None else index
-        images.append({"id": image_id, "file_name": basename(r.path) if r.path else f"image_{index}",
-                       "height": r.height, "width": r.width})
-        for name, s in r.structures.items():
-            if not s.present:
-                continue
-            polygons = [[float(v) for v in p] for p in mask_to_polygons(s.mask)]
-            ann_id = len(annotations) + 1
-            annotations.append({
-                "id": ann_id, "image_id": image_id, "category_id": cats[name], "segmentation": polygons,
-                "area": mask_area(s.mask), "bbox": mask_bbox(s.mask), "iscrowd": 0, "instance_id": 1,
-                "score": s.score, "object_score": s.object_score, "predicted_iou": s.predicted_iou,
-                "orientation": r.orientation,
-            })
-            if _needs_rle(s.mask, polygons):
-                rle[ann_id] = mask_to_rle(s.mask)
-    doc = {"info": {"description": "SAM2-PAL predictions", "errors": errors},
-           "images": images, "annotations": annotations,
-           "categories": [{"id": i, "name": n, "supercategory": ""} for n, i in sorted(cats.items(), key=lambda x: x[1])]}
-    return doc, rle
+        builder.add(r)
+    return builder.document()
 
 
-def write_predictions(results: Iterable[TargetResult], path: str | Path,
+def write_predictions(results: Iterable[TargetResult] | PredictionsBuilder, path: str | Path,
                       categories: Mapping[str, int] | None = None) -> list[Path]:
     """Write ``path`` (.json, polygons) and its ``.rlejson`` companion (RLE for masks with
     holes) atomically, keeping a backup of files replaced. Returns the written paths."""
     path = Path(path)
     if path.suffix.lower() == ".rlejson":
         path = companion_path(path)
-    doc, rle = predictions_document(results, categories)
+    if isinstance(results, PredictionsBuilder):
+        doc, rle = results.document()
+    else:
+        doc, rle = predictions_document(results, categories)
     rle_doc = {**doc, "annotations": [{**a, "segmentation": rle[a["id"]]} if a["id"] in rle else a
                                       for a in doc["annotations"]]}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +111,12 @@ class MergeSummary:
     added: int = 0  # new annotations
     replaced: int = 0  # of those, how many replaced an earlier sam2pal prediction
     kept_user: list[str] = field(default_factory=list)  # "file: structure" left alone
+
+    def __iadd__(self, other: "MergeSummary") -> "MergeSummary":
+        self.added += other.added
+        self.replaced += other.replaced
+        self.kept_user.extend(other.kept_user)
+        return self
 
     def __str__(self) -> str:
         text = f"merged {self.added} structure(s) into the store"
