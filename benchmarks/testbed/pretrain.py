@@ -291,7 +291,7 @@ def main(argv=None) -> int:
     log_f = open(log_path, "w")
     hardware = {"device": str(device), "cpu": platform.processor() or platform.machine(),
                 "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                "torch": torch.__version__, "python": platform.python_version(),
+                "torch": str(torch.__version__), "python": platform.python_version(),
                 "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
     print(f"pretraining {CONFIG} ({n_params / 1e6:.2f}M parameters) on {device}, {args.steps} steps x "
           f"{args.batch} pairs, {len(train_idx)} images, held-out structure '{tbdata.HELD_OUT}'", flush=True)

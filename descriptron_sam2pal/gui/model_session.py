@@ -5,8 +5,8 @@ lazily, the first time a panel needs it, in an :class:`EngineWorker`, and
 keeps it (with its feature cache and an :class:`InteractiveSegmenter`) for
 every later use. The checkpoint is found where Descriptron looks for it
 (``model.checkpoints.find_checkpoint``), or chosen by the user (Browse...,
-Download..., or the untrained demo model); the choice is remembered in
-QSettings.
+Download..., the small pretrained "beetles only" demo model shipped with the
+plugin, or the untrained demo model); the choice is remembered in QSettings.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 #: The value remembered for "use the randomly initialised mini model".
 DEMO_CHOICE = "demo"
 DEMO_LABEL = "untrained demo model \u2014 not for real work"
+#: The value remembered for "use the packaged beetle model" (resources/checkpoints/sam2pal_beetle.pt).
+BEETLE_DEMO_CHOICE = "demo-beetles"
+BEETLE_DEMO_LABEL = "Demo model: beetles only (small, trained on ~200 photos; not for real work)"
 SETTINGS_CHECKPOINT = "sam2pal/checkpoint"
 SETTINGS_DEVICE = "sam2pal/device"
 #: Offered by Download...: small enough for a laptop CPU first, Descriptron's own last.
@@ -44,10 +47,21 @@ class LoadedSession:
     segmenter: Any  # engine.interactive.InteractiveSegmenter
 
 
+def beetle_checkpoint_path() -> Path:
+    """The packaged beetle demo checkpoint (benchmarks/testbed/pretrain.py made it)."""
+    from importlib import resources
+    return Path(str(resources.files("descriptron_sam2pal") / "resources" / "checkpoints" / "sam2pal_beetle.pt"))
+
+
+def beetle_demo_available() -> bool:
+    return beetle_checkpoint_path().is_file()
+
+
 def build_for_choice(choice: str, device: str = "auto", image_size: int | None = None,
                      adapter: str | None = None):
-    """LoadedModel for a checkpoint path or ``DEMO_CHOICE`` (the random mini model, seed 0),
-    with an adapter file loaded onto it when given. Runs in a worker (slow)."""
+    """LoadedModel for a checkpoint path, ``DEMO_CHOICE`` (the random mini model, seed 0) or
+    ``BEETLE_DEMO_CHOICE`` (the packaged beetle model), with an adapter file loaded onto it
+    when given. Runs in a worker (slow)."""
     from ..model.build import MINI_CONFIG, build_model
 
     if adapter:  # the adapter knows the input size it was trained at
@@ -56,6 +70,10 @@ def build_for_choice(choice: str, device: str = "auto", image_size: int | None =
         image_size = info.image_size
     if choice == DEMO_CHOICE:
         model = build_model(MINI_CONFIG, device=device, image_size=image_size, seed=0)
+    elif choice == BEETLE_DEMO_CHOICE:
+        # Pretrained at 256 px: other sizes would only make it worse (and slower).
+        model = build_model(checkpoint=beetle_checkpoint_path(), device=device,
+                            image_size=image_size if adapter else None)
     else:
         model = build_model(checkpoint=choice, device=device, image_size=image_size)
     if adapter:
@@ -79,6 +97,8 @@ def describe_choice(choice: str | None) -> str:
         return "No SAM2 checkpoint chosen"
     if choice == DEMO_CHOICE:
         return f"Mini SAM2 ({DEMO_LABEL})"
+    if choice == BEETLE_DEMO_CHOICE:
+        return BEETLE_DEMO_LABEL
     return Path(choice).name
 
 
@@ -109,7 +129,8 @@ class ModelSession(QObject):
     def checkpoint_choice(self) -> str | None:
         """The remembered choice if still valid, else the checkpoint Descriptron would use, else None."""
         saved = self.settings.value(SETTINGS_CHECKPOINT, "", str)
-        if saved == DEMO_CHOICE or (saved and Path(saved).is_file()):
+        if saved == DEMO_CHOICE or (saved == BEETLE_DEMO_CHOICE and beetle_demo_available()) \
+                or (saved and saved != BEETLE_DEMO_CHOICE and Path(saved).is_file()):
             return saved
         from ..model.checkpoints import find_checkpoint
         try:
@@ -121,8 +142,11 @@ class ModelSession(QObject):
         return str(found) if found is not None else None
 
     def set_checkpoint(self, choice: str) -> None:
-        """Remember a checkpoint path (or ``DEMO_CHOICE``); the next use loads it."""
-        if choice != DEMO_CHOICE and not Path(choice).is_file():
+        """Remember a checkpoint path (or ``DEMO_CHOICE`` / ``BEETLE_DEMO_CHOICE``); the next use loads it."""
+        if choice == BEETLE_DEMO_CHOICE and not beetle_demo_available():
+            raise UserError("the beetle demo model is not installed with this copy of the plugin "
+                            f"({beetle_checkpoint_path()} is missing); reinstall it or choose a checkpoint")
+        if choice not in (DEMO_CHOICE, BEETLE_DEMO_CHOICE) and not Path(choice).is_file():
             raise UserError(f"{choice} is not a file; choose a SAM2 checkpoint (.pt)")
         self.settings.setValue(SETTINGS_CHECKPOINT, str(choice))
         self.loaded = None  # built from the previous choice; the next use loads the new one
@@ -135,6 +159,10 @@ class ModelSession(QObject):
     @property
     def is_demo(self) -> bool:
         return self.checkpoint_choice() == DEMO_CHOICE
+
+    @property
+    def is_beetle_demo(self) -> bool:
+        return self.checkpoint_choice() == BEETLE_DEMO_CHOICE
 
     def describe(self) -> str:
         return describe_choice(self.checkpoint_choice())
@@ -160,7 +188,7 @@ class ModelSession(QObject):
         choice = self.checkpoint_choice()
         if choice is None:
             raise UserError(self.problem or "No SAM2 checkpoint found; choose one with Browse..., "
-                            "Download... or use the demo model")
+                            "Download... or use a demo model")
         worker = EngineWorker(_load_session, choice, self.device, self.image_size,
                               description=f"Loading SAM2 ({describe_choice(choice)})")
         worker.result.connect(lambda loaded, c=choice: self._on_loaded(c, loaded))
@@ -239,7 +267,8 @@ def start_download(parent: QWidget, name: str, on_done: Callable[[Path], None], 
 
 
 class CheckpointPicker(QWidget):
-    """A line saying which SAM2 checkpoint is used, with Browse... / Download... / Demo model."""
+    """A line saying which SAM2 checkpoint is used, with Browse... / Download... / the beetle demo
+    model (shown while no real SAM2 checkpoint is in use) / the untrained demo model."""
 
     def __init__(self, session: ModelSession, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -257,8 +286,14 @@ class CheckpointPicker(QWidget):
         self.browse_button.clicked.connect(self.browse)
         self.download_button.clicked.connect(self.ask_download)
         self.demo_button.clicked.connect(lambda: self._choose(DEMO_CHOICE))
+        self.beetle_demo_button = QPushButton("Demo model: beetles only")
+        self.beetle_demo_button.setToolTip(
+            f"{BEETLE_DEMO_LABEL}. A 5M-parameter SAM2 pretrained on public beetle photos "
+            "(BeetleFlow / NEON, CC BY 4.0) to try training and propagation without Meta's checkpoints; "
+            "use a real SAM2 checkpoint for your own specimens.")
+        self.beetle_demo_button.clicked.connect(lambda: self._choose(BEETLE_DEMO_CHOICE))
         buttons = QHBoxLayout()
-        for b in (self.browse_button, self.download_button, self.demo_button):
+        for b in (self.browse_button, self.download_button, self.beetle_demo_button, self.demo_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
@@ -271,12 +306,17 @@ class CheckpointPicker(QWidget):
 
     def refresh(self) -> None:
         choice = self.session.checkpoint_choice()
+        # The beetle demo is offered only while no real SAM2 checkpoint is in use.
+        self.beetle_demo_button.setVisible(beetle_demo_available()
+                                           and (choice is None or choice in (DEMO_CHOICE, BEETLE_DEMO_CHOICE)))
         if choice is None:
             why = f" ({self.session.problem})" if self.session.problem else ""
             self.label.setText(f"<b>No SAM2 checkpoint found</b>{why}. Browse for one, download one, "
-                               "or try the demo model.")
+                               "or try a demo model.")
         elif choice == DEMO_CHOICE:
             self.label.setText(f"Model: <b>mini SAM2</b> <span style='color:#b00'>({DEMO_LABEL})</span>")
+        elif choice == BEETLE_DEMO_CHOICE:
+            self.label.setText(f"Model: <b>beetle SAM2</b> <span style='color:#b00'>({BEETLE_DEMO_LABEL})</span>")
         else:
             self.label.setText(f"Model: <b>{Path(choice).name}</b>")
             self.label.setToolTip(choice)

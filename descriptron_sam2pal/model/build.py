@@ -18,8 +18,8 @@ import torch
 
 from descriptron_sam2pal import UserError
 
-from .configs import (KNOWN_CONFIGS, MINI_CONFIG, canonical_config_name, config_info, describe_config,
-                      detect_config)
+from .configs import (KNOWN_CONFIGS, MINI_CONFIG, PACKAGED_CONFIGS, canonical_config_name, config_info,
+                      describe_config, detect_config)
 from .device import resolve_device
 
 __all__ = ["MINI_CONFIG", "LoadedModel", "build_model", "load_checkpoint_state",
@@ -36,7 +36,7 @@ def config_path(config: str) -> Path:
     the sam2 package (``configs/sam2.1/sam2.1_hiera_t.yaml``, ``sam2.1_hiera_t``)
     or a yaml path of one's own."""
     name = canonical_config_name(config)
-    if name == MINI_CONFIG:
+    if name in PACKAGED_CONFIGS:
         return packaged_config_path(name)
     if name.startswith("configs/") and config_info(name) is not None:
         import sam2
@@ -55,10 +55,18 @@ class LoadedModel:
     checkpoint_hash: str | None  # sha256 of the checkpoint file, None for random weights
     device: torch.device
     checkpoint_path: Path | None = None
+    precision: str = "auto"  # inference arithmetic: "auto" (bf16 on CUDA, fp32 elsewhere), "fp32", "bf16"
 
     @property
     def image_size(self) -> int:
         return int(self.sam.image_size)
+
+    def autocast(self):
+        """The autocast context for inference (encoder, propagation, clicks) at ``precision``."""
+        from .device import autocast_context
+
+        enabled = None if self.precision == "auto" else self.precision == "bf16"
+        return autocast_context(self.device, enabled)
 
     def describe(self) -> str:
         """"SAM2.1 hiera-tiny (configs/...) with checkpoint sha256 1a2b3c4d5e6f (file.pt)"."""

@@ -10,7 +10,8 @@ dicts):
   to SAM2 (all other keys and shapes are identical between the two families).
 - The Hiera trunk's embed dim (``image_encoder.trunk.patch_embed.proj.weight``
   dim 0) and number of blocks tell the size apart: tiny 96/12, small 96/16,
-  base_plus 112/24, large 144/48; our mini test model 32/5.
+  base_plus 112/24, large 144/48; our mini test model 32/5; our beetle
+  test-bed model 32/10.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from typing import Mapping
 from descriptron_sam2pal import UserError
 
 MINI_CONFIG = "sam2pal_mini"  # our tiny test/demo architecture (resources/configs)
+BEETLE_CONFIG = "sam2pal_beetle"  # the beetle test-bed / demo architecture (resources/configs)
+#: Configs shipped in descriptron_sam2pal/resources/configs (found by name).
+PACKAGED_CONFIGS = (MINI_CONFIG, BEETLE_CONFIG)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class ConfigInfo:
         """Human name, e.g. "SAM2.1 hiera-tiny"."""
         if self.size == "mini":
             return f"{self.family} mini test model"
+        if self.size == "beetle":
+            return f"{self.family} beetle demo model"
         return f"{self.family} hiera-{self.size}"
 
 
@@ -59,6 +65,8 @@ def _known_configs() -> dict[str, ConfigInfo]:
             configs[name] = ConfigInfo(name, family, size, dim, blocks)
     # Our mini model is SAM2.1-shaped (see resources/configs/sam2pal_mini.yaml).
     configs[MINI_CONFIG] = ConfigInfo(MINI_CONFIG, "SAM2.1", "mini", 32, 5)
+    # The beetle test-bed model (resources/configs/sam2pal_beetle.yaml, benchmarks/testbed).
+    configs[BEETLE_CONFIG] = ConfigInfo(BEETLE_CONFIG, "SAM2.1", "beetle", 32, 10)
     return configs
 
 

@@ -8,10 +8,11 @@ import torch
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.model.build import (MINI_CONFIG, build_model, load_checkpoint_state,
                                              packaged_config_path, resolve_config)
-from descriptron_sam2pal.model.configs import (KNOWN_CHECKPOINTS, KNOWN_CONFIGS, canonical_config_name,
-                                               config_from_file_name, config_info, detect_config)
+from descriptron_sam2pal.model.configs import (KNOWN_CHECKPOINTS, KNOWN_CONFIGS, PACKAGED_CONFIGS,
+                                               canonical_config_name, config_from_file_name, config_info,
+                                               detect_config)
 
-REAL_CONFIGS = [name for name in KNOWN_CONFIGS if name != MINI_CONFIG]
+REAL_CONFIGS = [name for name in KNOWN_CONFIGS if name not in PACKAGED_CONFIGS]
 
 
 def _fake_state(info):
@@ -29,7 +30,8 @@ def _fake_state(info):
 def test_tables_cover_both_families_and_all_sizes():
     assert len(REAL_CONFIGS) == 8
     assert {(c.family, c.size) for c in KNOWN_CONFIGS.values()} == {
-        (f, s) for f in ("SAM2", "SAM2.1") for s in ("tiny", "small", "base_plus", "large")} | {("SAM2.1", "mini")}
+        (f, s) for f in ("SAM2", "SAM2.1") for s in ("tiny", "small", "base_plus", "large")} | {("SAM2.1", "mini"),
+                                                                            ("SAM2.1", "beetle")}
     assert KNOWN_CHECKPOINTS["sam2_hiera_large.pt"].url == \
         "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_large.pt"
     assert KNOWN_CHECKPOINTS["sam2.1_hiera_tiny.pt"].url == \
@@ -54,7 +56,7 @@ def test_own_yaml_is_not_mistaken_for_a_known_config():
     assert config_info("/data/my_configs/sam2.1_hiera_t.yaml") is None
 
 
-@pytest.mark.parametrize("name", REAL_CONFIGS)
+@pytest.mark.parametrize("name", list(KNOWN_CONFIGS))
 def test_detection_facts_identify_every_config(name):
     assert detect_config(_fake_state(KNOWN_CONFIGS[name])) == name
 
