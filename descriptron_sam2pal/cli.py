@@ -66,6 +66,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=_image_size, metavar="PX",
                    help="model input size in pixels, a multiple of 32 (default: the model's, "
                         "usually 1024; smaller is faster and coarser)")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="arithmetic: auto = bf16 on a GPU, fp32 on the CPU; bf16 on a recent CPU "
+                        "(AVX512-BF16/AMX) is about twice as fast with nearly the same masks")
     g.add_argument("--cache-dir", metavar="DIR",
                    help="keep image-encoder features on disk here, so reruns skip the encoder")
 
@@ -182,7 +185,8 @@ def cmd_train(args) -> int:
     model = _load_model(args)
     templates = _load_templates(args, model.image_size)
     pool = _images_in(args.images, exclude=[t.image.source for t in templates])
-    config = TrainConfig(steps=args.steps, lora_rank=args.lora_rank, full=args.full, seed=args.seed)
+    config = TrainConfig(steps=args.steps, lora_rank=args.lora_rank, full=args.full, seed=args.seed,
+                         autocast=None if args.precision == "auto" else args.precision == "bf16")
     if args.lr is not None:
         config.lr = args.lr
     print(f"training on {len(templates)} template(s) ({', '.join(_structures(templates))}) "
@@ -290,6 +294,7 @@ def _load_model(args):
         if image_size is None and info.image_size:
             image_size = info.image_size  # propagate at the size it was trained at
     model = build_model(args.config, checkpoint, device=args.device, image_size=image_size)
+    model.precision = args.precision
     if adapter_path is not None:
         from .model.adapter_file import load_adapter
 

@@ -49,9 +49,9 @@ def _hash_tensors(tensors: Sequence[torch.Tensor]) -> str:
 
 
 def model_identity(model: LoadedModel) -> str:
-    """What the encoder output depends on: weights (checkpoint hash), config, input size."""
+    """What the encoder output depends on: weights (checkpoint hash), config, input size, precision."""
     weights = model.checkpoint_hash or _hash_tensors(list(model.sam.image_encoder.state_dict().values()))
-    return hashlib.sha256(f"{weights}|{model.config_name}|{model.image_size}".encode()).hexdigest()
+    return hashlib.sha256(f"{weights}|{model.config_name}|{model.image_size}|{model.precision}".encode()).hexdigest()
 
 
 def _high_res_convs(sam) -> list[torch.nn.Module]:
@@ -128,15 +128,13 @@ class FeatureEncoder:
     # -- internals ------------------------------------------------------------
     @torch.no_grad()
     def _run_encoder(self, images: Sequence[PreparedImage], projected: bool) -> list[ImageFeatures]:
-        from ..model.device import autocast_context
-
         sam = self.model.sam
         device = self.model.device
         batch = torch.stack([im.tensor() for im in images]).to(device)
         was_training = sam.image_encoder.training
         sam.image_encoder.eval()
         try:
-            with autocast_context(device):
+            with self.model.autocast():
                 out = sam.image_encoder(batch)
                 levels = list(out["backbone_fpn"])
                 if projected:

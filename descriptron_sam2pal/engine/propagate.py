@@ -42,7 +42,6 @@ from .. import UserError
 from ..imaging.io import load_image
 from ..imaging.masks import mask_to_polygons, mask_to_rle, rle_to_mask
 from ..model.build import LoadedModel
-from ..model.device import autocast_context
 from .control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
 from .features import FeatureEncoder, ImageFeatures, _hash_tensors
 from .frames import encode_memory, make_frame, predict_from_memory, repeat_memory
@@ -213,7 +212,7 @@ class TemplateMemory:
         self.groups = group_structures(templates)
         self.structures = structure_names(templates)
         sam, device = model.sam, model.device
-        with inference_mode_of(sam), autocast_context(device):
+        with inference_mode_of(sam), model.autocast():
             self.features: list[ImageFeatures] = self.encoder.encode([t.image for t in templates])
             self._memories = []
             for t, feats in zip(templates, self.features):
@@ -391,7 +390,7 @@ def palindrome_confidence(memory: TemplateMemory, image: PreparedImage, masks: d
         features = memory.encoder.encode([image], cache=False)[0]
     valid = torch.from_numpy(image.valid_mask()).to(device)
     out: dict[str, float] = {}
-    with inference_mode_of(sam), autocast_context(device):
+    with inference_mode_of(sam), memory.model.autocast():
         for group in memory.groups:
             names = [n for n in group.names if n in masks]
             if not names:
@@ -414,7 +413,7 @@ def predict_prepared(memory: TemplateMemory, images: Sequence[PreparedImage],
     if n == 0:
         return out
     valid = torch.from_numpy(np.stack([im.valid_mask() for im in images])).to(device)  # (n, S, S)
-    with inference_mode_of(sam), autocast_context(device):
+    with inference_mode_of(sam), memory.model.autocast():
         for group in memory.groups:
             k = len(group.names)
             frame = make_frame(sam, list(features), k)
