@@ -164,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
 # -- commands ---------------------------------------------------------------------
 
 def cmd_gui(args) -> int:
+    import os
+
+    if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
+            and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))):
+        raise UserError("there is no screen to show the workspace on (DISPLAY is not set). On a server, "
+                        "use `sam2pal train` and `sam2pal propagate`, then review on a desktop; or log "
+                        "in with `ssh -X`")
     from .host.app import run
 
     return run(args.project, plugins=not args.no_plugins)

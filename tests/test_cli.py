@@ -181,3 +181,13 @@ def test_adapter_for_another_base_model_is_refused(project, mini_checkpoint, cap
     assert code == 2
     assert "trained on" in err and "--checkpoint" in err
     assert not (root / "pred.json").exists()
+
+
+def test_gui_without_a_screen_says_what_to_do(capsys, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    code, _, err = run(capsys, "gui")
+    assert code == 2
+    assert "no screen" in err and "sam2pal propagate" in err
