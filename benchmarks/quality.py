@@ -1,0 +1,394 @@
+"""Quality benchmark: does palindrome training make one-shot segmentation better?
+
+    python benchmarks/quality.py --images DIR --masks DIR [--colors "head=200,0,0;..."]
+        [--templates 1,5] [--seeds 3] [--quick] [--checkpoint PT] [--novel NAME]
+
+For each seed and each number of templates K: K template images are drawn
+(seeded) among the images whose mask shows every structure; every other image
+is a target (scored against its mask) and, without its mask, part of the
+unlabeled pool. Three models are scored on the same targets:
+
+(a) ``zero_shot``: the checkpoint as it is (propagation only);
+(b) ``pal``: after palindrome training with the engine's own trainer and
+    propagation (``engine.trainer.train`` + ``engine.propagate.propagate``,
+    exactly what ``sam2pal train`` / ``sam2pal propagate`` do), the unlabeled
+    pool being the targets' images;
+(c) ``supervised``: for reference, the same trainable parameters (LoRA or
+    full, as PAL), optimizer, schedule, steps and learning rate, fine-tuned with
+    ordinary supervision on the templates only: a template's memory (its
+    ground-truth masks) predicts an augmented copy of a template (itself when
+    K = 1; any template when K > 1; flips, rotation, scale, colour), loss
+    BCE + Dice + object presence + IoU head (the PAL loss terms). The weights kept
+    are chosen like PAL's: the lowest loss on held-out augmented copies, checked
+    at the same steps, the untrained weights included.
+
+IoU per structure and mean IoU (engine.evaluate, at the masks' resolution; a
+missed structure counts 0) are reported separately for the structures the
+checkpoint was trained on ("seen") and for the held-out structure type
+(``--novel``; for the packaged beetle model, read from the checkpoint). The last
+line printed is:
+
+    quality: zero_shot_miou=A.A pal_miou=B.B supervised_miou=C.C novel_zero_shot_iou=D.D novel_pal_iou=E.E
+
+(percent; mean over seeds; 1 template; mIoU over the seen structures, or over
+all structures when there is no novel one).
+
+With the packaged beetle checkpoint and its own data folder, only the images
+held out of its pretraining are used (``--all-images`` overrides). Any folder
+of images with colour (or indexed) mask PNGs of the same names works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from descriptron_sam2pal import UserError  # noqa: E402
+
+BEETLE_COLORS = "head=200,0,0;pronotum=0,200,0;elytra=0,0,200;legs=200,200,0;antennas=200,0,200"
+PACKAGED = REPO / "descriptron_sam2pal" / "resources" / "checkpoints" / "sam2pal_beetle.pt"
+METHODS = ("zero_shot", "pal", "supervised")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="One-shot quality benchmark: zero-shot vs palindrome vs supervised.")
+    p.add_argument("--images", type=Path, required=True, help="folder of images")
+    p.add_argument("--masks", type=Path, required=True, help="folder of colour/indexed mask PNGs (same names)")
+    p.add_argument("--colors", default=BEETLE_COLORS,
+                   help="structure colour map 'name=R,G,B;...' (default: the BeetleFlow 5-class map)")
+    p.add_argument("--templates", default="1,5", help="numbers of templates, comma-separated (default 1,5)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
+    p.add_argument("--quick", action="store_true",
+                   help="1 template only, 150 steps, at most 40 targets (a few minutes on a CPU)")
+    p.add_argument("--checkpoint", type=Path, default=PACKAGED, help="SAM2 checkpoint (default: the beetle model)")
+    p.add_argument("--novel", default=None,
+                   help="the structure type the checkpoint never saw (default: from the checkpoint, else none)")
+    p.add_argument("--all-images", action="store_true",
+                   help="use every image, also those the checkpoint was pretrained on")
+    p.add_argument("--max-targets", type=int, default=0, help="at most this many targets (0: all)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 300, quick 150)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the trainer's)")
+    p.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA (both methods)")
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--loss", default="", help="PAL loss weights, e.g. 'presence=0.5,target_presence=0.5'")
+    p.add_argument("--methods", default=",".join(METHODS), help="which of zero_shot,pal,supervised to run")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: much faster than 2 on a busy 2-core CPU)")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "quality",
+                   help="run folders and quality.json")
+    return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- data
+
+def pair_images(images: Path, masks: Path) -> list[tuple[Path, Path]]:
+    from descriptron_sam2pal.engine.evaluate import _stem_of_mask_png
+    from descriptron_sam2pal.imaging.io import is_image_file
+    from descriptron_sam2pal.store.stem import normalized_stem
+
+    mask_by_stem = {_stem_of_mask_png(p): p for p in sorted(masks.iterdir()) if p.suffix.lower() == ".png"}
+    pairs = []
+    for img in sorted(images.iterdir()):
+        if is_image_file(img) and normalized_stem(img.name) in mask_by_stem:
+            pairs.append((img, mask_by_stem[normalized_stem(img.name)]))
+    if len(pairs) < 3:
+        raise UserError(f"only {len(pairs)} images in {images} have a mask PNG of the same name in {masks}")
+    return pairs
+
+
+def checkpoint_meta(path: Path) -> dict:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return {}
+    return dict(data.get("testbed") or {}) if isinstance(data, dict) else {}
+
+
+# --------------------------------------------------------------------------- supervised baseline
+
+def augment_template(image: np.ndarray, masks: dict[str, np.ndarray], rng: np.random.RandomState):
+    """A flipped / rotated / scaled / colour-jittered copy of an image and its masks (canvas grown so
+    nothing is cut off; new pixels get the image's border colour)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    angle, scale = rng.uniform(-25, 25), rng.uniform(0.8, 1.15)
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(math.ceil(h * sin + w * cos)), int(math.ceil(h * cos + w * sin))
+    m[0, 2] += nw / 2 - w / 2
+    m[1, 2] += nh / 2 - h / 2
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    bg = tuple(int(v) for v in np.median(border, axis=0))
+    out = cv2.warpAffine(image, m, (nw, nh), flags=cv2.INTER_LINEAR, borderValue=bg)
+    out_masks = {n: cv2.warpAffine(mk.astype(np.uint8), m, (nw, nh), flags=cv2.INTER_NEAREST) > 0
+                 for n, mk in masks.items()}
+    if rng.rand() < 0.5:
+        out = out[:, ::-1]
+        out_masks = {n: mk[:, ::-1] for n, mk in out_masks.items()}
+    if rng.rand() < 0.2:
+        out = out[::-1]
+        out_masks = {n: mk[::-1] for n, mk in out_masks.items()}
+    x = out.astype(np.float32)
+    mean = x.mean()
+    x = (x - mean) * rng.uniform(0.85, 1.15) + mean * rng.uniform(0.85, 1.15)
+    return np.ascontiguousarray(np.clip(x, 0, 255).astype(np.uint8)), \
+        {n: np.ascontiguousarray(mk) for n, mk in out_masks.items() if mk.any()}
+
+
+def supervised_finetune(model, templates, config, n_train_copies: int = 16, n_val_copies: int = 2,
+                        log=print) -> dict:
+    """Fine-tune ``model`` in place on the templates only (see the module docstring)."""
+    import torch.nn.functional as F
+
+    from descriptron_sam2pal.engine.features import FeatureEncoder
+    from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
+    from descriptron_sam2pal.engine.palindrome import hard_iou, mask_losses
+    from descriptron_sam2pal.engine.preprocess import prepare_image
+    from descriptron_sam2pal.engine.templates import Template
+    from descriptron_sam2pal.imaging.io import load_image
+    from descriptron_sam2pal.model.lora import (apply_lora, enable_full_finetune, load_trainable_state,
+                                                 trainable_parameters, trainable_state_dict)
+
+    sam, size = model.sam, model.image_size
+    torch.manual_seed(config.seed)
+    if config.full:
+        enable_full_finetune(sam)
+    else:
+        apply_lora(sam, rank=config.lora_rank, alpha=config.effective_lora_alpha, dropout=config.lora_dropout)
+    params = trainable_parameters(sam)
+    rng = np.random.RandomState(config.seed)
+    copies: list[list] = []  # per template: augmented Templates
+    for t in templates:
+        image = load_image(t.image.source)
+        made = []
+        for n in range(n_train_copies + n_val_copies):
+            aug_img, aug_masks = augment_template(image, t.masks, rng)
+            made.append(Template(f"{t.image_id}~{n}", prepare_image(aug_img, size), aug_masks))
+        copies.append(made)
+    train_copies = [c[:n_train_copies] for c in copies]
+    val_pairs = [(i, c) for i, cs in enumerate(copies) for c in cs[n_train_copies:]]
+    encoder = FeatureEncoder(model)
+    weights = config.loss
+
+    def step_loss(i: int, target) -> torch.Tensor:
+        mem_t = templates[i]
+        names = [n for n in mem_t.structures if n in target.masks]
+        f0, f1 = encoder.encode([mem_t.image, target.image])
+        m0 = encode_memory(sam, make_frame(sam, [f0], len(names)), mem_t.model_masks(names, model.device)[:, None])
+        pred = predict_from_memory(sam, make_frame(sam, [f1], len(names)), [m0])
+        truth, valid = target.model_masks(names, model.device), target.valid(model.device)
+        bce, dice = mask_losses(pred.logits, truth, valid)
+        score = pred.object_score_logits.float()
+        presence = F.binary_cross_entropy_with_logits(score, torch.ones_like(score), reduction="none")[:, 0]
+        iou_err = (pred.predicted_iou.float() - hard_iou(pred.logits, truth, valid)).abs()
+        return (weights.bce * bce.sum() + weights.dice * dice.sum() + weights.presence * presence.sum()
+                + getattr(weights, "iou", 0.0) * iou_err.sum())
+
+    def train_mode():
+        sam.train()
+        sam.image_encoder.eval()
+
+    @torch.no_grad()
+    def validate() -> float:
+        sam.eval()
+        value = float(np.mean([float(step_loss(i, c)) for i, c in val_pairs]))
+        train_mode()
+        return value
+
+    opt = torch.optim.AdamW(params, lr=config.effective_lr, weight_decay=config.weight_decay)
+    warmup, total, floor = config.effective_warmup, config.steps, config.min_lr_ratio
+
+    def factor(s):  # the trainer's schedule (engine.trainer._Run._lr_factor)
+        if s < warmup:
+            return (s + 1) / warmup
+        progress = min(1.0, (s - warmup) / max(1, total - warmup - 1))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    best_val, best_step, best_state = validate(), 0, trainable_state_dict(sam)
+    baseline = best_val
+    train_mode()
+    pick = random.Random(config.seed)
+    for step in range(1, config.steps + 1):
+        opt.zero_grad(set_to_none=True)
+        for _ in range(config.accumulate):
+            i = pick.randrange(len(templates))
+            j = i if len(templates) == 1 else pick.randrange(len(templates))
+            loss = step_loss(i, pick.choice(train_copies[j]))
+            (loss / config.accumulate).backward()
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip if config.grad_clip > 0 else float("inf"))
+        opt.step()
+        sched.step()
+        if config.validate_every and (step % config.validate_every == 0 or step == config.steps):
+            v = validate()
+            if v < best_val:
+                best_val, best_step, best_state = v, step, trainable_state_dict(sam)
+    load_trainable_state(sam, best_state)
+    sam.eval()
+    return {"best_step": best_step, "best_val": best_val, "baseline_val": baseline}
+
+
+# --------------------------------------------------------------------------- one run
+
+def score(results, truth, colors) -> dict[str, float | None]:
+    from descriptron_sam2pal.engine.evaluate import evaluate
+
+    report = evaluate(results, truth, colors)
+    return {n: (None if s.mean_iou is None else 100 * s.mean_iou) for n, s in report.structures.items()}
+
+
+def summarise(per: dict[str, float | None], novel: str | None) -> tuple[float, float | None]:
+    seen = [v for n, v in per.items() if n != novel and v is not None]
+    return float(np.mean(seen)) if seen else float("nan"), per.get(novel) if novel else None
+
+
+def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kwargs: dict) -> dict:
+    from descriptron_sam2pal.engine.evaluate import masks_from_color_png, truth_from_color_pngs
+    from descriptron_sam2pal.engine.propagate import propagate
+    from descriptron_sam2pal.engine.template_loading import template_from_color_png
+    from descriptron_sam2pal.engine.trainer import TrainConfig, train
+    from descriptron_sam2pal.model.build import build_model
+    from descriptron_sam2pal.store.stem import normalized_stem
+
+    rng = random.Random(1000 * seed + k)
+    complete = [p for p in pairs if all(m.any() for m in masks_from_color_png(p[1], colors).values())]
+    pool_for_templates = complete if len(complete) >= k else pairs
+    chosen = sorted(rng.sample(range(len(pool_for_templates)), k))
+    template_pairs = [pool_for_templates[i] for i in chosen]
+    names = {p[0] for p in template_pairs}
+    targets = [p for p in pairs if p[0] not in names]
+    if args.max_targets:
+        targets = sorted(rng.sample(targets, min(args.max_targets, len(targets))))
+    truth = truth_from_color_pngs([m for _, m in targets], colors)
+    target_paths = [str(i) for i, _ in targets]
+    run_dir = args.out / f"k{k}_seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = {"k": k, "seed": seed, "templates": [p[0].name for p in template_pairs], "targets": len(targets)}
+    methods = [m for m in args.methods.split(",") if m]
+
+    def fresh():
+        return build_model(checkpoint=args.checkpoint, device=args.device)
+
+    def make_templates(model):
+        return [template_from_color_png(i, m, colors, model.image_size, image_id=normalized_stem(i.name))
+                for i, m in template_pairs]
+
+    config = TrainConfig(seed=seed, **config_kwargs)
+    for method in methods:
+        t0 = time.time()
+        model = fresh()
+        templates = make_templates(model)
+        info = {}
+        if method == "pal":
+            pal_dir = run_dir / "pal"
+            if pal_dir.exists():
+                import shutil
+                shutil.rmtree(pal_dir)
+            res = train(model, templates, target_paths, pal_dir, config,
+                        feature_cache_dir=args.out / "feature_cache")
+            info = {"best_step": res.best_step, "best_val": res.best_val, "baseline_val": res.baseline_val,
+                    "val_metric": res.val_metric,
+                    "last_cycle_iou": float(np.mean([h["cycle_iou"] for h in res.history[-20:]]))}
+        elif method == "supervised":
+            info = supervised_finetune(model, templates, config)
+        elif method != "zero_shot":
+            raise SystemExit(f"unknown method {method}")
+        results = propagate(model, templates, target_paths, confidence=False)
+        per = score(results, truth, colors)
+        seen, nov = summarise(per, novel)
+        out[method] = {"structures": per, "seen_miou": seen, "novel_iou": nov, "seconds": round(time.time() - t0, 1),
+                       **info}
+        print(f"  K={k} seed={seed} {method:<10} seen mIoU {seen:5.1f}"
+              + (f"  novel ({novel}) {nov:5.1f}" if nov is not None else "")
+              + "  | " + " ".join(f"{n} {v:.1f}" for n, v in per.items() if v is not None)
+              + (f"  | best_step {info.get('best_step')}" if "best_step" in info else "")
+              + f"  ({out[method]['seconds']:.0f} s)", flush=True)
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from descriptron_sam2pal.engine.evaluate import parse_colors
+    from descriptron_sam2pal.engine.palindrome import LossWeights
+
+    colors = parse_colors(args.colors)
+    pairs = pair_images(args.images, args.masks)
+    meta = checkpoint_meta(args.checkpoint)
+    novel = args.novel
+    if novel is None and meta.get("held_out_structure") in colors:
+        novel = meta["held_out_structure"]
+    if novel is not None and novel not in colors:
+        raise UserError(f"--novel {novel!r} is not in the colour map ({', '.join(colors)})")
+    held = set(meta.get("eval_images") or [])
+    if held and not args.all_images and held <= {p[0].name for p in pairs}:
+        pairs = [p for p in pairs if p[0].name in held]
+        print(f"using the {len(pairs)} images held out of the checkpoint's pretraining (--all-images: all)")
+    ks = [1] if args.quick else [int(x) for x in args.templates.split(",") if x.strip()]
+    steps = args.steps or (150 if args.quick else 300)
+    if args.quick and not args.max_targets:
+        args.max_targets = 40
+    loss = LossWeights()
+    for part in filter(None, args.loss.split(",")):
+        key, _, value = part.partition("=")
+        setattr(loss, key.strip(), float(value))
+    config_kwargs = {"steps": steps, "lr": args.lr, "full": args.full, "lora_rank": args.lora_rank, "loss": loss}
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"quality benchmark: {len(pairs)} images, structures {', '.join(colors)}"
+          f" (novel: {novel or 'none'}), K in {ks}, {args.seeds} seeds, {steps} steps, "
+          f"{'full' if args.full else f'LoRA rank {args.lora_rank}'}, lr {args.lr or 'default'}, "
+          f"checkpoint {args.checkpoint.name}", flush=True)
+    runs = []
+    for k in ks:
+        for seed in range(args.seeds):
+            runs.append(run_one(args, pairs, colors, k, seed, novel, config_kwargs))
+            (args.out / "quality.json").write_text(json.dumps({"args": {a: str(v) for a, v in vars(args).items()},
+                                                               "novel": novel, "runs": runs}, indent=1))
+    methods = [m for m in args.methods.split(",") if m]
+    print("\nsummary (percent IoU, mean over seeds; per-seed values in brackets)")
+    for k in ks:
+        for method in methods:
+            rows = [r[method] for r in runs if r["k"] == k]
+            seen = [r["seen_miou"] for r in rows]
+            line = f"K={k} {method:<10} seen mIoU {np.mean(seen):5.1f} [{', '.join(f'{v:.1f}' for v in seen)}]"
+            if novel:
+                nov = [r["novel_iou"] if r["novel_iou"] is not None else float("nan") for r in rows]
+                line += f"  novel {np.mean(nov):5.1f} [{', '.join(f'{v:.1f}' for v in nov)}]"
+            names = list(rows[0]["structures"])
+            line += "  | " + " ".join(f"{n} {np.mean([r['structures'][n] or 0 for r in rows]):.1f}" for n in names)
+            print(line)
+
+    def mean(method, key):
+        vals = [r[method][key] for r in runs if r["k"] == 1 and method in r and r[method][key] is not None]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    if 1 not in ks:
+        print("(no K=1 run: the quality line needs --templates to include 1)")
+    print(f"quality: zero_shot_miou={mean('zero_shot', 'seen_miou'):.1f} pal_miou={mean('pal', 'seen_miou'):.1f} "
+          f"supervised_miou={mean('supervised', 'seen_miou'):.1f} "
+          f"novel_zero_shot_iou={mean('zero_shot', 'novel_iou'):.1f} novel_pal_iou={mean('pal', 'novel_iou'):.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2)
