@@ -58,6 +58,7 @@ FILTER_CHOICES = (("All", "all"), ("Unreviewed", UNREVIEWED), ("Accepted", ACCEP
 DIM_ALPHA = 0.4          # how much of the normal overlay the non-selected structures keep
 AUTOSAVE_DELAY_MS = 800
 IMAGE_CACHE_SIZE = 4
+PREFERRED_WIDTH = 900    # px the panel asks for
 
 COLUMNS = ("Specimen", "Structure", "Score", "State")
 
@@ -225,6 +226,7 @@ class ReviewPanel(QWidget):
         self.open_button.setToolTip("Open the predictions file written by 'sam2pal propagate' "
                                     "(a saved review of it continues where you left off)")
         self.open_button.clicked.connect(self._ask_open_predictions)
+        self.open_button.setMinimumWidth(48)
         self.filter_combo = QComboBox()
         for text, name in FILTER_CHOICES:
             self.filter_combo.addItem(text, name)
@@ -234,6 +236,7 @@ class ReviewPanel(QWidget):
         counts_font = self.counts_label.font()
         counts_font.setBold(True)
         self.counts_label.setFont(counts_font)
+        self.counts_label.setWordWrap(True)
         top = QHBoxLayout()
         top.addWidget(QLabel("Show:"))
         top.addWidget(self.filter_combo)
@@ -262,6 +265,7 @@ class ReviewPanel(QWidget):
         title_font.setPointSizeF(title_font.pointSizeF() * 1.15)
         title_font.setBold(True)
         self.title_label.setFont(title_font)
+        self.title_label.setMinimumWidth(1)  # long file names are clipped; the tooltip has it all
         self.state_label = QLabel("")
         self.state_label.setAlignment(Qt.AlignCenter)
         self.state_label.setMinimumWidth(150)
@@ -284,9 +288,9 @@ class ReviewPanel(QWidget):
         splitter = QSplitter(Qt.Vertical)
         splitter.addWidget(viewer)
         splitter.addWidget(self.table)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 2)
-        splitter.setSizes([600, 400])
+        splitter.setStretchFactor(0, 2)  # the photo gets the room; the table shows ~8 rows
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([660, 330])
         self.splitter = splitter
 
         def button(text: str, tip: str, slot, color: tuple | None = None) -> QPushButton:
@@ -294,6 +298,7 @@ class ReviewPanel(QWidget):
             b.setToolTip(tip)
             b.clicked.connect(slot)
             b.setFocusPolicy(Qt.NoFocus)  # keys keep going to the table
+            b.setMinimumWidth(48)  # may shrink (clipped) when the panel shares a narrow dock with others
             if color is not None:
                 b.setStyleSheet(f"QPushButton {{ background: rgb{color}; color: white; font-weight: bold; "
                                 f"padding: 6px 14px; }} QPushButton:disabled {{ background: rgb(190,190,190); }}")
@@ -419,6 +424,12 @@ class ReviewPanel(QWidget):
         if self.session_path is not None:
             self._autosave.start()
         self.session_changed.emit()
+
+    def sizeHint(self):
+        """Wide: the photo under review is the point of the panel (hosts cap side panels)."""
+        hint = super().sizeHint()
+        hint.setWidth(max(hint.width(), PREFERRED_WIDTH))
+        return hint
 
     def hideEvent(self, event) -> None:  # the dock closed or the window closing: keep everything
         if self._autosave.isActive():
@@ -576,7 +587,8 @@ class ReviewPanel(QWidget):
                           f"{n_spec} specimen{'s' * (n_spec != 1)} into {_store_name(store)}?",
                           QMessageBox.NoButton, self)
         box.setInformativeText("Only what you accepted is written, with its score as a record. Rejected and "
-                               "unreviewed predictions are left out; nothing else in the project changes.")
+                               "unreviewed predictions are left out; nothing else in the project changes.\n"
+                               + _saving_note(store))
         save = box.addButton(QMessageBox.Save)
         save.setText("Write and save")
         save.setToolTip("Write the structures and save the project files now")
@@ -912,3 +924,13 @@ class ReviewPanel(QWidget):
 def _store_name(store: Any) -> str:
     path = getattr(store, "path", None)
     return f"the project {Path(path).name}" if path else "the project"
+
+
+def _saving_note(store: Any) -> str:
+    """What saving does to the user's files, in the store's own convention (store/store.py)."""
+    from ..store.store import PER_IMAGE
+
+    if getattr(store, "mode", None) == PER_IMAGE:
+        return ("Saving adds a new <photo>_final_<time>.json (+ .rlejson) next to each changed photo; "
+                "the earlier files stay as they are, as backups.")
+    return "Saving keeps a backup copy of the annotation file first (<file>.bak-<date-time>)."

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-from PyQt5.QtCore import QSettings, Qt, pyqtSignal
+from PyQt5.QtCore import QSettings, Qt, QTimer, pyqtSignal
 from PyQt5.QtGui import QColor, QKeySequence
 from PyQt5.QtWidgets import (QAction, QDialog, QDialogButtonBox, QDockWidget, QFileDialog,
                              QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem,
@@ -73,6 +73,10 @@ class Workspace(QMainWindow):
         self._close_plan: dict | None = None
         self.plugin_results: list[api.PluginLoadResult] = []
         self._plugin_docks: dict[Qt.DockWidgetArea, QDockWidget] = {}
+        self._dock_widths: dict[QDockWidget, int] = {}  # width each side panel had when last shown
+        self._shown_tab: dict[Qt.DockWidgetArea, QDockWidget] = {}
+        self._panels_fitted = False
+        self.tabifiedDockWidgetActivated.connect(self._on_dock_tab_activated)
 
         self.canvas = ImageCanvas()
         self.canvas.set_message("File > Open folder... to start")
@@ -223,7 +227,55 @@ class Workspace(QMainWindow):
             dock.raise_()
         self._plugin_docks[qt_area] = dock
         self.panels_menu.addAction(dock.toggleViewAction())
+        if area in ("left", "right"):
+            self._shown_tab[qt_area] = dock
+            self._fit_side_panel(dock)
         return dock
+
+    #: Side panels take at most this share of the window, so the image keeps its room.
+    MAX_PANEL_SHARE = 0.6
+
+    def _panel_width(self, dock: QDockWidget) -> int:
+        """The width a side panel gets when shown: what the user last gave it, else what it asks for."""
+        if dock in self._dock_widths:
+            return self._dock_widths[dock]
+        wanted = dock.widget().sizeHint().width() if dock.widget() is not None else 320
+        return max(260, min(wanted, int(self.width() * self.MAX_PANEL_SHARE)))
+
+    def _on_dock_tab_activated(self, dock: QDockWidget) -> None:
+        """Tabbed side panels each keep their own width (a review needs more room than a form)."""
+        area = self.dockWidgetArea(dock)
+        if area not in (Qt.LeftDockWidgetArea, Qt.RightDockWidgetArea) or dock.isFloating():
+            return
+        previous = self._shown_tab.get(area)
+        if previous is dock:
+            return
+        if previous is not None and self.isVisible() and previous.width() > 0:
+            self._dock_widths[previous] = previous.width()
+        self._shown_tab[area] = dock
+        self._fit_side_panel(dock)
+
+    def _fit_side_panel(self, dock: QDockWidget) -> None:
+        if self.isVisible():  # before that the layout is not settled; showEvent does it
+            self.resizeDocks([dock], [self._panel_width(dock)], Qt.Horizontal)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self._panels_fitted:
+            self._panels_fitted = True
+            QTimer.singleShot(0, self._fit_shown_panels)
+
+    def _fit_shown_panels(self) -> None:
+        """Once shown: give each side area's visible panel its width (a tab raised before the
+        window was shown sends no activation signal)."""
+        for dock in self._plugin_docks_shown():
+            self._shown_tab[self.dockWidgetArea(dock)] = dock
+            self._fit_side_panel(dock)
+
+    def _plugin_docks_shown(self) -> list[QDockWidget]:
+        return [d for d in self.findChildren(QDockWidget)
+                if d.objectName().startswith("plugin:") and d.isVisible() and not d.isFloating()
+                and self.dockWidgetArea(d) in (Qt.LeftDockWidgetArea, Qt.RightDockWidgetArea)]
 
     def show_error(self, title: str, message: str, details: str = "") -> None:
         box = QMessageBox(QMessageBox.Warning, title, message, QMessageBox.Ok, self)
