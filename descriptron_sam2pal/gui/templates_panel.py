@@ -30,20 +30,33 @@ from .workers import EngineWorker
 log = logging.getLogger(__name__)
 
 TEMPLATE_SOURCE = "sam2pal-template"
+PREDICTION_SOURCE = "sam2pal"  # review_model.SOURCE: a reviewed prediction written back
 COMMON_STRUCTURES = ("scape", "antenna", "eye", "head", "pronotum", "elytra", "legs")
 _ID_ROLE = Qt.UserRole
+OUTLINE_OFF_TEXT = "Outline on the image"
+OUTLINE_ON_TEXT = "Outlining: click on the image (press to stop)"
 
 
 def template_images(store) -> list[tuple[Any, list[str]]]:
-    """(image record, structure names) for every image with at least one outlined structure."""
+    """(image record, structure names) for every image with at least one outlined structure.
+
+    Predictions written back from a review (``attributes.source == "sam2pal"``) do not make a
+    template: otherwise every reviewed specimen would silently become one (and drop out of the
+    specimens to segment); the Review panel's "Add as template" does that on purpose."""
     out = []
     if store is None:
         return out
     for record in store.images:
-        names = list(dict.fromkeys(a.category for a in store.annotations_for(record.id) if a.is_structure))
+        names = list(dict.fromkeys(a.category for a in store.annotations_for(record.id)
+                                   if a.is_structure and not _is_prediction(a)))
         if names:
             out.append((record, names))
     return out
+
+
+def _is_prediction(annotation) -> bool:
+    attributes = annotation.raw.get("attributes")
+    return isinstance(attributes, dict) and attributes.get("source") == PREDICTION_SOURCE
 
 
 def remove_annotation(store, image_id: Any, ann_id: Any) -> None:
@@ -102,8 +115,11 @@ class TemplatesPanel(QWidget):
     def _build(self) -> None:
         self.picker = CheckpointPicker(self.session)
 
-        self.active_button = QPushButton("Outline on the image")
+        self.active_button = QPushButton(OUTLINE_OFF_TEXT)
         self.active_button.setCheckable(True)
+        self.active_button.setStyleSheet(  # plainly visible when clicks on the image go to SAM2
+            "QPushButton:checked { background: rgb(46, 110, 200); color: white; font-weight: bold; "
+            "border: 1px solid rgb(30, 80, 150); border-radius: 3px; padding: 5px; }")
         self.active_button.setToolTip("When on, clicks on the image are SAM2 prompts: left click on the "
                                       "structure, right click off it, drag a box around it")
         self.active_button.toggled.connect(self._on_active_toggled)
@@ -158,11 +174,14 @@ class TemplatesPanel(QWidget):
         self.template_list.setToolTip("Images with outlined structures; double-click to show one")
         self.template_list.itemDoubleClicked.connect(self._on_template_activated)
         self.template_summary = QLabel()
+        self.template_summary.setWordWrap(True)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.picker)
         layout.addWidget(outline)
-        layout.addWidget(QLabel("<b>Templates</b> (images with outlined structures)"))
+        templates_title = QLabel("<b>Templates</b> (images with outlined structures)")
+        templates_title.setWordWrap(True)
+        layout.addWidget(templates_title)
         layout.addWidget(self.template_list, 1)
         layout.addWidget(self.template_summary)
 
@@ -174,6 +193,11 @@ class TemplatesPanel(QWidget):
             self.active_button.setEnabled(False)
             self.active_button.setToolTip("This host does not pass image clicks to plugins")
         self._update()
+
+    def sizeHint(self):
+        hint = super().sizeHint()
+        hint.setWidth(max(hint.width(), 400))  # room for the help lines and the model line
+        return hint
 
     def refresh(self) -> None:
         """Re-read structure names and templates from the store."""
@@ -217,7 +241,7 @@ class TemplatesPanel(QWidget):
         elif self._encoder is not None:
             self.status.setText("Reading the image with SAM2...")
         elif not self.active_button.isChecked():
-            self.status.setText("Press \u201cOutline on the image\u201d to start.")
+            self.status.setText(f"Press \u201c{OUTLINE_OFF_TEXT}\u201d to start.")
         elif not has_image:
             self.status.setText("Open an image to outline its structures.")
         elif self.proposal is None:
@@ -228,6 +252,7 @@ class TemplatesPanel(QWidget):
 
     # --------------------------------------------------------------- prompts
     def _on_active_toggled(self, on: bool) -> None:
+        self.active_button.setText(OUTLINE_ON_TEXT if on else OUTLINE_OFF_TEXT)
         if self.can_prompt:
             self.host.set_box_drawing(on)
         if on:

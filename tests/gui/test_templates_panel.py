@@ -108,3 +108,19 @@ def test_no_checkpoint_offers_the_choices_and_the_demo_model(qtbot, window, spec
     panel._prepare()
     _ready(qtbot, panel)
     assert session.loaded.model.checkpoint_hash is None
+
+
+def test_reviewed_predictions_written_back_are_not_templates(specimens):
+    from descriptron_sam2pal.store import AnnotationStore
+
+    store = AnnotationStore.open(specimens)
+    first, second, third = store.images[:3]
+
+    def mask(record):
+        m = np.zeros((record.height, record.width), bool)
+        m[20:40, 30:60] = True
+        return m
+    store.add_structure(first.id, "eye", mask(first))  # the user's own outline
+    store.add_structure(second.id, "eye", mask(second), attributes={"source": TEMPLATE_SOURCE})
+    store.add_structure(third.id, "eye", mask(third), attributes={"source": "sam2pal", "score": 0.9})
+    assert [r.file_name for r, _ in template_images(store)] == [first.file_name, second.file_name]
