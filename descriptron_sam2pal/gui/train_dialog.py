@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +35,29 @@ from .workers import EngineWorker
 log = logging.getLogger(__name__)
 
 _ID_ROLE = Qt.UserRole
+#: engine.trainer logs the untrained model's validation as "untrained model: <metric> <value>"
+_BASELINE_LINE = re.compile(r"untrained model: \w+ ([-+0-9.eE]+)")
+
+#: metric -> (legend name, right axis label, tooltip) of the validation points
+VALIDATION_LABELS = {
+    "loo_iou": ("validation IoU (higher is better)", "validation IoU",
+                "Orange: each template segmented from the other templates, overlap with your outline "
+                "(0 to 1). The best-scoring step is the one kept."),
+    "val_loss": ("validation loss (lower is better)", "validation loss",
+                 "Orange: the loss on a few unlabeled specimens held out of training. "
+                 "The lowest-scoring step is the one kept."),
+    None: ("validation", "validation", "Orange: validation, which chooses the step that is kept."),
+}
+
+
+def validation_metric(templates: list) -> str:
+    """What the trainer validates with for these templates (mirrors engine.trainer's plan):
+    leave-one-out IoU when two templates share a structure, else a held-out loss."""
+    counts: dict[str, int] = {}
+    for spec in templates:
+        for name in spec.masks:
+            counts[name] = counts.get(name, 0) + 1
+    return "loo_iou" if len(templates) >= 2 and any(n >= 2 for n in counts.values()) else "val_loss"
 
 
 @dataclass(frozen=True)
@@ -55,7 +79,7 @@ DEFAULT_PRESET = "Balanced"
 # Seconds per training step of SAM2 hiera-tiny by input size (CPU figures measured on a
 # 2-core machine, GPU ones rough); other sizes scale by _MODEL_FACTOR. Only for the estimate.
 _STEP_SECONDS = {"cpu": {256: 1.4, 512: 6.0, 1024: 38.0}, "gpu": {256: 0.05, 512: 0.12, 1024: 0.4}}
-_MODEL_FACTOR = {"mini": 0.07, "tiny": 1.0, "small": 1.3, "base_plus": 2.2, "large": 5.0}
+_MODEL_FACTOR = {"mini": 0.07, "beetle": 0.15, "tiny": 1.0, "small": 1.3, "base_plus": 2.2, "large": 5.0}
 
 
 def estimate_seconds(steps: int, size: int, gpu: bool, model_size: str = "tiny") -> float:
@@ -80,6 +104,9 @@ def format_duration(seconds: float | None) -> str:
 def _model_size(choice: str | None) -> str:
     if choice == DEMO_CHOICE:
         return "mini"
+    from . import model_session
+    if choice is not None and choice == getattr(model_session, "BEETLE_DEMO_CHOICE", None):
+        return "beetle"
     from ..model.configs import config_from_file_name, config_info
     config = config_from_file_name(Path(choice).name) if choice else None
     info = config_info(config) if config else None
@@ -348,14 +375,30 @@ class TrainDialog(QDialog):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self.eta_label = QLabel("")
+        # Training loss on a log axis (it can fall by orders of magnitude); validation, another
+        # quantity (an IoU or a held-out loss), on its own axis at the right.
         self.plot = pg.PlotWidget(background="w")
-        self.plot.setLabel("bottom", "step")
-        self.plot.setLabel("left", "loss")
-        self.plot.addLegend(offset=(-10, 10))
+        item = self.plot.getPlotItem()
+        self.plot.setLabel("bottom", "training step")
+        self.plot.setLabel("left", "training loss (log scale)")
+        self.plot.setLogMode(y=True)
+        self.legend = self.plot.addLegend(offset=(-10, 10))
         self.plot.showGrid(x=True, y=True, alpha=0.3)
         self.loss_curve = self.plot.plot([], [], pen=pg.mkPen((31, 119, 180), width=2), name="training loss")
-        self.val_curve = self.plot.plot([], [], pen=None, symbol="o", symbolSize=7,
-                                        symbolBrush=(255, 127, 14), name="validation")
+        self.val_view = pg.ViewBox()
+        item.showAxis("right")
+        item.scene().addItem(self.val_view)
+        item.getAxis("right").linkToView(self.val_view)
+        item.getAxis("right").setStyle(showValues=True)  # PlotItem hides the right axis' numbers
+        item.getAxis("right").setLogMode(False, False)  # setLogMode(y=True) above is for the loss only
+        item.getAxis("right").enableAutoSIPrefix(False)  # an IoU of 0.7, not "700 (x0.001)"
+        self.val_view.setXLink(item)
+        item.vb.sigResized.connect(lambda: self.val_view.setGeometry(item.vb.sceneBoundingRect()))
+        self.val_curve = pg.PlotDataItem([], [], pen=pg.mkPen((255, 127, 14), width=1, style=Qt.DashLine),
+                                         symbol="o", symbolSize=8, symbolBrush=(255, 127, 14),
+                                         symbolPen=None)
+        self.val_view.addItem(self.val_curve)
+        self._set_validation_label(None)
         self.plot.setMinimumHeight(200)
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
@@ -576,6 +619,7 @@ class TrainDialog(QDialog):
         self._losses, self._vals = [], []
         self.loss_curve.setData([], [])
         self.val_curve.setData([], [])
+        self._set_validation_label(validation_metric(specs))
         self.job = TrainJob(choice, device, size, specs, paths, run_dir, config)
         self._append_log(f"Training {config.steps} steps on {len(specs)} template(s) "
                          f"and {len(paths)} unlabeled image(s).")
@@ -628,6 +672,14 @@ class TrainDialog(QDialog):
             self.cancel_button.setEnabled(False)
             self.stage_label.setText("Stopping at the next step...")
 
+    def _set_validation_label(self, metric: str | None) -> None:
+        """Name the validation axis after what the trainer measures (see engine.trainer)."""
+        name, axis, tip = VALIDATION_LABELS.get(metric, VALIDATION_LABELS[None])
+        self.plot.setLabel("right", axis)
+        self.legend.removeItem(self.val_curve)
+        self.legend.addItem(self.val_curve, name)
+        self.plot.setToolTip(f"Blue: the training loss of each step (noisy; it should trend down).\n{tip}")
+
     def _append_log(self, text: str) -> None:
         stamp = _dt.datetime.now().strftime("%H:%M:%S")
         self.log_view.appendPlainText(f"{stamp}  {text}")
@@ -637,6 +689,10 @@ class TrainDialog(QDialog):
             return
         if report.stage == "log":
             self._append_log(report.message)
+            baseline = _BASELINE_LINE.match(report.message)
+            if baseline and isinstance(self.job, TrainJob):  # the untrained model's score, at step 0
+                self._vals.append((0, float(baseline.group(1))))
+                self.val_curve.setData([s for s, _ in self._vals], [v for _, v in self._vals])
             return
         self.progress_bar.setRange(0, max(report.total, 1))
         self.progress_bar.setValue(report.done)
@@ -646,7 +702,7 @@ class TrainDialog(QDialog):
             self.stage_label.setText(f"Training: step {report.done} of {report.total}")
             loss = report.metrics.get("loss")
             if loss is not None:
-                self._losses.append((report.done, float(loss)))
+                self._losses.append((report.done, max(float(loss), 1e-6)))  # log axis: > 0
                 self.loss_curve.setData([s for s, _ in self._losses], [v for _, v in self._losses])
             val = report.metrics.get("val")
             if val is not None:
