@@ -860,7 +860,7 @@ class ReviewPanel(QWidget):
         self.fix_button.setToolTip(
             "Fix the outline with clicks (key F): left click = part of the structure, right click = not. "
             "SAM2 re-segments after each click; Ctrl+Z undoes a click." if self.reprompt is not None else
-            "Fixing needs a SAM2 model: train or load one first")
+            "Fixing needs the SAM2 model loaded: press \u201cOutline on the image\u201d once in the Templates panel")
         can_undo = self.session is not None and self.session.can_undo
         self.undo_button.setEnabled(can_undo)
         self.undo_button.setToolTip(f"Undo: {self.session.undo_text()} (Ctrl+Z)" if can_undo else "Nothing to undo")

@@ -41,11 +41,11 @@ _BASELINE_LINE = re.compile(r"untrained model: \w+ ([-+0-9.eE]+)")
 #: metric -> (legend name, right axis label, tooltip) of the validation points
 VALIDATION_LABELS = {
     "loo_iou": ("validation IoU (higher is better)", "validation IoU",
-                "Orange: each template segmented from the other templates, overlap with your outline "
-                "(0 to 1). The best-scoring step is the one kept."),
+                ("Orange: each template segmented from the other templates, overlap with your outline "
+                 "(0 to 1). The best-scoring step is the one kept.")),
     "val_loss": ("validation loss (lower is better)", "validation loss",
-                 "Orange: the loss on a few unlabeled specimens held out of training. "
-                 "The lowest-scoring step is the one kept."),
+                 ("Orange: the loss on a few unlabeled specimens held out of training. "
+                  "The lowest-scoring step is the one kept.")),
     None: ("validation", "validation", "Orange: validation, which chooses the step that is kept."),
 }
 
