@@ -71,7 +71,7 @@ class Sam2PalPlugin:
 
     def add_template(self, image_id: Any, path: Any, masks: dict) -> None:
         """Review's "Add as template": the specimen's reviewed masks become template structures."""
-        from .gui.templates_panel import TEMPLATE_SOURCE
+        from .engine.template_loading import TEMPLATE_SOURCE
 
         store = self.host.store
         if store is None:

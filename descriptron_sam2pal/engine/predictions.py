@@ -13,6 +13,7 @@ from ..imaging.masks import has_hole, mask_area, mask_bbox, mask_to_polygons, ma
 from ..store.coco import write_pair
 from ..store.stem import basename, companion_path
 from .propagate import TargetResult
+from .template_loading import PREDICTION_SOURCE, is_prediction
 
 
 def _needs_rle(mask: np.ndarray, polygons: list) -> bool:
@@ -128,11 +129,6 @@ class MergeSummary:
         return text
 
 
-def _is_ours(record) -> bool:
-    attributes = record.raw.get("attributes")
-    return isinstance(attributes, dict) and attributes.get("source") == "sam2pal"
-
-
 def merge_into_store(store: Any, results: Iterable[TargetResult], min_score: float | None = None,
                      save: bool = False) -> MergeSummary:
     """Add each present structure of each result to a Descriptron store as an annotation
@@ -165,11 +161,11 @@ def merge_into_store(store: Any, results: Iterable[TargetResult], min_score: flo
             if not s.present or (min_score is not None and (s.score is None or s.score < min_score)):
                 continue
             mine = [a for a in existing if a.category == name]
-            if any(not _is_ours(a) for a in mine):
+            if any(not is_prediction(a) for a in mine):
                 summary.kept_user.append(f"{record.file_name}: {name}")
                 continue
             store.add_structure(record.id, name, s.mask, attributes={
-                "source": "sam2pal", "score": s.score, "object_score": s.object_score,
+                "source": PREDICTION_SOURCE, "score": s.score, "object_score": s.object_score,
                 "predicted_iou": s.predicted_iou, "orientation": r.orientation}, replace=bool(mine))
             summary.added += 1
             summary.replaced += bool(mine)

@@ -56,11 +56,47 @@ def template_from_color_png(image_path: str | Path, mask_path: str | Path, color
                     prepare_image(image, size, source=str(image_path)), found)
 
 
+PREDICTION_SOURCE = "sam2pal"  # attributes.source of predictions written into a store
+TEMPLATE_SOURCE = "sam2pal-template"  # attributes.source of outlines accepted in the Templates panel
+
+
+def is_prediction(annotation: Any) -> bool:
+    """A store annotation that sam2pal predicted (merged or written back from a review),
+    as opposed to an outline the user drew or accepted as a template."""
+    attributes = annotation.raw.get("attributes")
+    return isinstance(attributes, dict) and attributes.get("source") == PREDICTION_SOURCE
+
+
+def template_masks(store: Any, image_id: Any) -> dict[str, np.ndarray]:
+    """The user's outlines on an image, one mask per structure (union of instances).
+
+    Predictions are left out: otherwise every reviewed specimen would silently become a
+    template (and unverified predictions would become training labels)."""
+    masks: dict[str, np.ndarray] = {}
+    for ann in store.annotations_for(image_id):
+        if not ann.is_structure or is_prediction(ann):
+            continue
+        mask = ann.mask()
+        masks[ann.category] = masks[ann.category] | mask if ann.category in masks else mask
+    return masks
+
+
+def template_images(store: Any) -> list[tuple[Any, list[str]]]:
+    """(image record, structure names) of every image with at least one outline of the user's."""
+    out = []
+    for record in store.images if store is not None else []:
+        names = list(dict.fromkeys(a.category for a in store.annotations_for(record.id)
+                                   if a.is_structure and not is_prediction(a)))
+        if names:
+            out.append((record, names))
+    return out
+
+
 def templates_from_store(store: Any, size: int, image_ids: Iterable[Any] | None = None,
                          structures: Iterable[str] | None = None) -> list[Template]:
     """Templates from a Descriptron store (an ``AnnotationStore`` or a path to one): every
-    image with at least one structure mask, or only ``image_ids`` (each must have one).
-    ``structures`` restricts which structures are used."""
+    image with at least one outline of the user's (``template_masks``), or only ``image_ids``
+    (each must have one). ``structures`` restricts which structures are used."""
     from ..store import AnnotationStore
 
     if not hasattr(store, "images"):
@@ -72,7 +108,7 @@ def templates_from_store(store: Any, size: int, image_ids: Iterable[Any] | None 
         records, explicit = [store.image(i) for i in image_ids], True
     templates = []
     for rec in records:
-        masks = {n: m for n, m in store.structure_masks(rec.id).items() if wanted is None or n in wanted}
+        masks = {n: m for n, m in template_masks(store, rec.id).items() if wanted is None or n in wanted}
         empty = [n for n, m in masks.items() if not m.any()]
         if empty:
             raise UserError(f"{rec.file_name}: the outline of {', '.join(empty)} is empty (a degenerate "

@@ -47,6 +47,7 @@ import numpy as np
 
 from .. import UserError
 from ..atomic import atomic_write_text
+from ..engine.template_loading import PREDICTION_SOURCE, is_prediction
 from ..imaging.masks import mask_to_rle, rle_to_mask
 
 UNREVIEWED = "unreviewed"
@@ -62,7 +63,7 @@ FILTERS: dict[str, tuple[str, ...]] = {
 SESSION_FORMAT = "sam2pal-review"
 SESSION_VERSION = 1
 #: ``attributes["source"]`` of every annotation written back.
-SOURCE = "sam2pal"
+SOURCE = PREDICTION_SOURCE
 
 
 class ReviewError(UserError):
@@ -631,7 +632,7 @@ class ReviewSession:
                              "reviewed": ACCEPTED, "corrected": item.corrected}
                     # Unreviewed sam2pal predictions already in the store (sam2pal propagate
                     # --write-to) are replaced by the reviewed one; the user's own only on request.
-                    ours = any(r.kind == "mask" and r.category == item.structure and _is_sam2pal(r)
+                    ours = any(r.kind == "mask" and r.category == item.structure and is_prediction(r)
                                for r in store.annotations_for(image.id))
                     ann_id = store.add_structure(image.id, item.structure, item.current_mask,
                                                  attributes=attrs, replace=replace_existing or ours)
@@ -675,7 +676,7 @@ class ReviewSession:
         if name in store.categories and name not in store.structure_names():
             return f'"{name}" is a keypoint (or Trash) category in the store', None
         outlines = [r for r in store.annotations_for(image.id) if r.kind == "mask" and r.category == name]
-        users = [r for r in outlines if not _is_sam2pal(r)]
+        users = [r for r in outlines if not is_prediction(r)]
         if item.absent:
             if not record_absent:
                 return "predicted absent (nothing to write)", None
@@ -692,11 +693,6 @@ class ReviewSession:
         if users and not replace_existing:
             return "already outlined in the store (choose Replace to overwrite)", None
         return "", image
-
-
-def _is_sam2pal(record: Any) -> bool:
-    attributes = record.raw.get("attributes")
-    return isinstance(attributes, dict) and attributes.get("source") == SOURCE
 
 
 def review_path_for(predictions_path: str | os.PathLike) -> Path:

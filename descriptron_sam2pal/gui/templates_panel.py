@@ -23,40 +23,17 @@ from PyQt5.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLa
                              QListWidgetItem, QProgressBar, QPushButton, QShortcut, QVBoxLayout, QWidget)
 
 from .. import UserError
+from ..engine.template_loading import TEMPLATE_SOURCE, template_images
 from ..host.api import CanvasHost
 from .model_session import CheckpointPicker, ModelSession
 from .workers import EngineWorker
 
 log = logging.getLogger(__name__)
 
-TEMPLATE_SOURCE = "sam2pal-template"
-PREDICTION_SOURCE = "sam2pal"  # review_model.SOURCE: a reviewed prediction written back
 COMMON_STRUCTURES = ("scape", "antenna", "eye", "head", "pronotum", "elytra", "legs")
 _ID_ROLE = Qt.UserRole
 OUTLINE_OFF_TEXT = "Outline on the image"
 OUTLINE_ON_TEXT = "Outlining: click on the image (press to stop)"
-
-
-def template_images(store) -> list[tuple[Any, list[str]]]:
-    """(image record, structure names) for every image with at least one outlined structure.
-
-    Predictions written back from a review (``attributes.source == "sam2pal"``) do not make a
-    template: otherwise every reviewed specimen would silently become one (and drop out of the
-    specimens to segment); the Review panel's "Add as template" does that on purpose."""
-    out = []
-    if store is None:
-        return out
-    for record in store.images:
-        names = list(dict.fromkeys(a.category for a in store.annotations_for(record.id)
-                                   if a.is_structure and not _is_prediction(a)))
-        if names:
-            out.append((record, names))
-    return out
-
-
-def _is_prediction(annotation) -> bool:
-    attributes = annotation.raw.get("attributes")
-    return isinstance(attributes, dict) and attributes.get("source") == PREDICTION_SOURCE
 
 
 def remove_annotation(store, image_id: Any, ann_id: Any) -> None:

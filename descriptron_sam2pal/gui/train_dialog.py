@@ -28,8 +28,8 @@ from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QFileD
 
 from .. import UserError
 from ..engine.control import Progress
+from ..engine.template_loading import template_images, template_masks
 from .model_session import DEMO_CHOICE, CheckpointPicker, ModelSession, build_for_choice
-from .templates_panel import template_images
 from .workers import EngineWorker
 
 log = logging.getLogger(__name__)
@@ -499,7 +499,7 @@ class TrainDialog(QDialog):
             if item.checkState() != Qt.Checked:
                 continue
             record = store.image(item.data(_ID_ROLE))
-            masks = {n: m for n, m in store.structure_masks(record.id).items() if m.any()}
+            masks = {n: m for n, m in template_masks(store, record.id).items() if m.any()}
             specs.append(TemplateSpec(record.id, str(record.path), masks))
         return specs
 

@@ -70,3 +70,21 @@ def test_from_a_store_uses_annotated_images_or_chosen_ids(tmp_path):
     assert heads.structures == ["head"]
     with pytest.raises(UserError, match="no structure outlined"):
         templates_from_store(reopened, 128, image_ids=[ids["c.png"]])
+
+
+def test_predictions_in_the_store_are_not_template_outlines(tmp_path):
+    """Merged or reviewed predictions must not silently become training labels."""
+    from descriptron_sam2pal.engine.template_loading import template_images, template_masks, templates_from_store
+
+    image, masks = make_specimen(3, size=(80, 100))
+    Image.fromarray(image).save(tmp_path / "a.png")
+    Image.fromarray(image).save(tmp_path / "b.png")
+    store = AnnotationStore.create(tmp_path / "s.json", images=[tmp_path / "a.png", tmp_path / "b.png"])
+    a, b = store.images
+    store.add_structure(a.id, "head", masks["head"], attributes={"source": "sam2pal-template"})
+    store.add_structure(a.id, "eye", masks["eye"], attributes={"source": "sam2pal", "score": 0.9})
+    store.add_structure(b.id, "head", masks["head"], attributes={"source": "sam2pal", "score": 0.4})
+    assert list(template_masks(store, a.id)) == ["head"]
+    assert [(r.id, names) for r, names in template_images(store)] == [(a.id, ["head"])]
+    templates = templates_from_store(store, 128)
+    assert [t.image_id for t in templates] == [a.id] and templates[0].structures == ["head"]
