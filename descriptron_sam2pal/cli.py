@@ -352,10 +352,12 @@ def _images_in(folder: str, exclude=()) -> list[Path]:
 
 
 class _Bar:
-    """A tqdm bar fed by engine Progress reports (or byte counts)."""
+    """A tqdm bar fed by engine Progress reports (or byte counts); a new stage starts a new bar."""
+
+    STAGE_NAMES = {"load": "reading images", "train": "training", "propagate": "segmenting"}
 
     def __init__(self, desc: str, unit: str) -> None:
-        self.desc, self.unit, self.bar = desc, unit, None
+        self.desc, self.unit, self.bar, self.stage = desc, unit, None, None
 
     def __enter__(self):
         return self
@@ -364,29 +366,33 @@ class _Bar:
         if self.bar is not None:
             self.bar.close()
 
-    def _ensure(self, total):
+    def _ensure(self, stage, total, start=0):
         from tqdm import tqdm
 
-        if self.bar is None:
-            scale = self.unit == "B"
-            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, unit_scale=scale,
-                            dynamic_ncols=True, file=sys.stderr)
-        elif total and self.bar.total != total:
-            self.bar.total = total
+        if self.bar is not None and stage == self.stage:
+            if total and self.bar.total != total:
+                self.bar.total = total
+            return
+        if self.bar is not None:
+            self.bar.close()
+        self.stage = stage
+        unit = {"load": "img", "train": "step", "propagate": "img"}.get(stage, self.unit)
+        self.bar = tqdm(total=total, desc=self.STAGE_NAMES.get(stage, self.desc), unit=unit,
+                        unit_scale=unit == "B", initial=start, dynamic_ncols=True, file=sys.stderr)
 
     def update(self, progress) -> None:
-        self._ensure(progress.total)
-        self.bar.n = progress.done
+        # Work done before this call (resumed steps, journaled images) is the bar's
+        # starting point, not speed: it would make the rate meaningless.
+        self._ensure(progress.stage, progress.total, start=progress.done)
+        self.bar.update(max(0, progress.done - self.bar.n))
         shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in progress.metrics.items()
                  if k in ("loss", "val", "lr")}
         if shown:
             self.bar.set_postfix(shown, refresh=False)
-        self.bar.refresh()
 
     def bytes(self, done: int, total: int | None) -> None:
-        self._ensure(total)
-        self.bar.n = done
-        self.bar.refresh()
+        self._ensure("download", total)
+        self.bar.update(max(0, done - self.bar.n))
 
 
 def main(argv: list[str] | None = None) -> int:
