@@ -353,6 +353,8 @@ class TrainDialog(QDialog):
         adapter_button = QPushButton("Browse...")
         adapter_button.clicked.connect(self._browse_adapter)
         self.source_combo.currentIndexChanged.connect(lambda _i: self._update())
+        self._source_chosen = False  # True once the user picks the weights themselves
+        self.source_combo.activated.connect(lambda _i: setattr(self, "_source_chosen", True))
         self.adapter_edit.textChanged.connect(lambda _t: self._update())
         adapter_row = QHBoxLayout()
         adapter_row.addWidget(self.adapter_edit, 1)
@@ -487,8 +489,10 @@ class TrainDialog(QDialog):
             self.source_combo.addItem(f"Checkpoint of the last run ({self.last_adapter.parent.name})", "last")
         self.source_combo.addItem("An adapter file", "file")
         self.source_combo.addItem("The base model (no fine-tuning)", "base")
-        index = self.source_combo.findData(current)
-        self.source_combo.setCurrentIndex(index if index >= 0 else 0)
+        index = self.source_combo.findData(current) if self._source_chosen else -1
+        if index < 0:  # not chosen by the user: the newest trained weights, else the base model
+            index = next(i for i in (self.source_combo.findData(d) for d in ("trained", "last", "base")) if i >= 0)
+        self.source_combo.setCurrentIndex(index)
         self.source_combo.blockSignals(False)
 
     def chosen_templates(self) -> list[TemplateSpec]:
