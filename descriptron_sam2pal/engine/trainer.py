@@ -528,14 +528,16 @@ class _Run:
 
     def _loop(self, history: list[dict]) -> bool:
         config = self.config
+        reporter = ProgressReporter("train", config.steps, self.progress, start_done=self.step)
         if self.step == 0:
             if self.val_metric:
                 self.baseline_val = self.best_val = self._validate()
                 self._say(f"untrained model: {self.val_metric} {self.baseline_val:.4f}")
+                # Step 0 of the curve: what training has to beat.
+                reporter.report(0, "untrained model", val=self.baseline_val, val_metric=self.val_metric)
             self.best_state = trainable_state_dict(self.sam)
             self._save_adapter()  # a usable adapter exists from the start
             self._save_state()  # and a run that fails later can resume
-        reporter = ProgressReporter("train", config.steps, self.progress, start_done=self.step)
         start_step = self.step
         any_gradient = False
         cancelled = False
@@ -561,7 +563,7 @@ class _Run:
                 self._save_state()
             metrics = {"loss": entry["loss"], "lr": entry["lr"]}
             if "val" in entry:
-                metrics["val"] = entry["val"]
+                metrics.update(val=entry["val"], val_metric=self.val_metric)
             reporter.report(self.step, f"step {self.step}/{config.steps}", **metrics)
         if self.step > start_step and not any_gradient:
             raise TrainingError("no gradient reached the trained weights in any step, so nothing was "

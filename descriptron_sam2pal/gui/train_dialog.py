@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,8 +34,6 @@ from .workers import EngineWorker
 log = logging.getLogger(__name__)
 
 _ID_ROLE = Qt.UserRole
-#: engine.trainer logs the untrained model's validation as "untrained model: <metric> <value>"
-_BASELINE_LINE = re.compile(r"untrained model: \w+ ([-+0-9.eE]+)")
 
 #: metric -> (legend name, right axis label, tooltip) of the validation points
 VALIDATION_LABELS = {
@@ -693,10 +690,6 @@ class TrainDialog(QDialog):
             return
         if report.stage == "log":
             self._append_log(report.message)
-            baseline = _BASELINE_LINE.match(report.message)
-            if baseline and isinstance(self.job, TrainJob):  # the untrained model's score, at step 0
-                self._vals.append((0, float(baseline.group(1))))
-                self.val_curve.setData([s for s, _ in self._vals], [v for _, v in self._vals])
             return
         self.progress_bar.setRange(0, max(report.total, 1))
         self.progress_bar.setValue(report.done)
@@ -712,7 +705,7 @@ class TrainDialog(QDialog):
             if val is not None:
                 self._vals.append((report.done, float(val)))
                 self.val_curve.setData([s for s, _ in self._vals], [v for _, v in self._vals])
-            if report.done % 10 == 0 or report.done == report.total:
+            if loss is not None and (report.done % 10 == 0 or report.done == report.total):
                 self._append_log(f"step {report.done}/{report.total}  loss {loss:.4f}"
                                  + (f"  validation {val:.4f}" if val is not None else ""))
         elif report.stage == "propagate":

@@ -94,9 +94,11 @@ def test_lora_run_writes_adapter_settings_and_log(mini_model, tmp_path):
     # metrics; val where validated.
     assert [(p.done, p.total) for p in reports if p.stage == "load"] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     reports = [p for p in reports if p.stage == "train"]
-    assert [p.done for p in reports] == [1, 2, 3, 4, 5, 6] and all(p.total == 6 for p in reports)
-    assert all("loss" in p.metrics and "lr" in p.metrics for p in reports)
-    assert [p.done for p in reports if "val" in p.metrics] == [3, 6]
+    # Step 0 carries the untrained model's validation (what training has to beat).
+    assert [p.done for p in reports] == [0, 1, 2, 3, 4, 5, 6] and all(p.total == 6 for p in reports)
+    assert reports[0].metrics == {"val": result.baseline_val, "val_metric": "val_loss"}
+    assert all("loss" in p.metrics and "lr" in p.metrics for p in reports[1:])
+    assert [p.done for p in reports if "val" in p.metrics] == [0, 3, 6]
     assert reports[-1].eta_s == 0 and all(p.eta_s is not None for p in reports)
 
     # Features are computed once per image: 12 palindromes + validations, 4 images.

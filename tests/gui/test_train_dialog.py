@@ -45,8 +45,9 @@ def test_training_reports_progress_finishes_then_segments(qtbot, window, specime
     qtbot.waitUntil(lambda: bool(results), timeout=60000)  # trained, then propagated
     qtbot.waitUntil(lambda: dialog.worker is None, timeout=10000)
     train_steps = [r.done for r in reports if r.stage == "train"]
-    assert train_steps == [1, 2, 3]
+    assert train_steps == [0, 1, 2, 3]  # 0: the untrained model's validation
     assert len(dialog._losses) == 3 and dialog.progress_bar.value() >= 1
+    assert dialog._vals and dialog._vals[0][0] == 0  # the curve starts at what training must beat
     assert (dialog.run_dir / "adapter.pt").is_file()
     (res, run_dir), = results
     assert run_dir == dialog.run_dir
