@@ -58,3 +58,38 @@ def make_template(image_id, seed: int, size=128, structures=("head", "eye", "sca
 
     image, masks = make_specimen(seed, size, structures)
     return Template(image_id, prepare_image(image, image_size, source=f"specimen-{seed}"), masks)
+
+
+def make_posed_specimen(seed: int, size=128, structures=("head", "eye", "scape"), shift: float = 0.12,
+                        scale: float = 0.1, colour_jitter: int = 12):
+    """Like ``make_specimen`` but with a pose: the whole layout is moved by up to
+    ``shift`` (fraction of the image side, each axis) and scaled by ``1 +- scale``
+    about the image centre; each structure also jitters by +-3 % and its colour by
+    +-``colour_jitter`` levels. Same family of shapes and colours, so a structure's
+    look is shared while its position varies: copying a template's mask onto another
+    specimen overlaps only partly. Returns ``(image, masks)`` as ``make_specimen``.
+    """
+    h, w = (size, size) if isinstance(size, int) else size
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = 120 + 25 * np.sin(xx / (5 + 3 * rng.random())) * np.cos(yy / (7 + 3 * rng.random()))
+    image = np.repeat(base[..., None], 3, axis=2) + rng.normal(0, 8, (h, w, 3))
+    image[..., 2] += 30
+    owner = np.full((h, w), -1, dtype=np.int32)
+    dy, dx = rng.uniform(-shift, shift, 2)
+    zoom = 1.0 + rng.uniform(-scale, scale)
+    jitter = rng.uniform(-0.03, 0.03, size=(len(structures), 2))
+    for i, name in enumerate(structures):
+        shape, colour, (cy, cx), (ry, rx) = SPECIMEN_STRUCTURES[name]
+        cy = (0.5 + (cy - 0.5) * zoom + dy + jitter[i, 0]) * h
+        cx = (0.5 + (cx - 0.5) * zoom + dx + jitter[i, 1]) * w
+        ry, rx = ry * zoom * h, rx * zoom * w
+        if shape == "ellipse":
+            inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+        else:
+            inside = (np.abs(yy - cy) <= ry) & (np.abs(xx - cx) <= rx)
+        shade = np.asarray(colour, np.float32) + rng.integers(-colour_jitter, colour_jitter + 1, 3)
+        image[inside] = shade + rng.normal(0, 5, (int(inside.sum()), 3))
+        owner[inside] = i
+    masks = {name: owner == i for i, name in enumerate(structures)}
+    return np.clip(image, 0, 255).astype(np.uint8), masks
