@@ -30,16 +30,16 @@ class Sam2PalPlugin:
 
     def __init__(self, host: Any) -> None:
         from .gui.model_session import ModelSession
+        from .gui.review_panel import ReviewPanel
         from .gui.templates_panel import TemplatesPanel
 
         self.host = host
         self.session = ModelSession(host)
         self.templates_panel = TemplatesPanel(host, self.session)
-        self.review_panel = _make_review_panel(host)
+        self.review_panel = ReviewPanel(host)
         self.train_dialog = None
-        if self.review_panel is not None:
-            self.session.ready.connect(self._give_review_a_reprompt)
-            self.review_panel.template_requested.connect(self.add_template)
+        self.session.ready.connect(self._give_review_a_reprompt)
+        self.review_panel.template_requested.connect(self.add_template)
 
     # -- menu -------------------------------------------------------------------
     def open_train_dialog(self):
@@ -57,12 +57,9 @@ class Sam2PalPlugin:
     # -- results to the Review panel ---------------------------------------------
     def show_results(self, results: list, run_dir: Path | None = None) -> None:
         """Hand propagation results (``TargetResult``s) to the Review panel."""
-        if self.review_panel is None:
-            self.host.show_status(f"{len(results)} specimens segmented; results in {run_dir}", 15000)
-            return
         session_path = Path(run_dir) / "review.json" if run_dir is not None else None
         self.review_panel.load_results(results, session_path=session_path)
-        dock = getattr(self, "review_dock", None)
+        dock = getattr(self, "review_dock", None)  # set by register()
         if dock is not None:
             dock.show()
             dock.raise_()
@@ -115,21 +112,11 @@ def make_reprompt(host: Any, session: Any):
     return reprompt
 
 
-def _make_review_panel(host: Any):
-    try:
-        from .gui.review_panel import ReviewPanel
-    except ImportError:  # the Review panel is optional for the rest of the plugin
-        log.exception("the SAM2-PAL Review panel is unavailable")
-        return None
-    return ReviewPanel(host)
-
-
 def register(host: Any) -> Sam2PalPlugin:
     """Add the SAM2-PAL menu and panels to ``host`` (cheap: no model is loaded here)."""
     plugin = Sam2PalPlugin(host)  # every widget exists before anything is added to the host
     host.add_menu_action(MENU, TRAIN_ACTION, plugin.open_train_dialog, "Ctrl+Shift+T")
     plugin.templates_dock = host.add_dock_panel(TEMPLATES_PANEL, plugin.templates_panel, "right")
-    if plugin.review_panel is not None:
-        plugin.review_dock = host.add_dock_panel(REVIEW_PANEL, plugin.review_panel, "right")
-        plugin.templates_dock.raise_()  # outlining templates comes first
+    plugin.review_dock = host.add_dock_panel(REVIEW_PANEL, plugin.review_panel, "right")
+    plugin.templates_dock.raise_()  # outlining templates comes first
     return plugin
