@@ -84,6 +84,9 @@ def parse_args(argv=None):
                    help="probability that a target is its template, differently augmented")
     p.add_argument("--erase-prob", type=float, default=0.15)
     p.add_argument("--min-pixels", type=int, default=16, help="a structure smaller than this is absent")
+    p.add_argument("--held-out-pixels", choices=("background", "ignore"), default="background",
+                   help="the held-out structure's pixels: plain background (the committed checkpoint), "
+                        "or left out of the loss (unlabeled; never taught to be background)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -261,7 +264,9 @@ def main(argv=None) -> int:
     held = names.index(tbdata.HELD_OUT) + 1
     labels = cache["labels"].copy()
     train_labels = labels.copy()
-    train_labels[train_labels == held] = 0  # the held-out structure is background in pretraining
+    if args.held_out_pixels == "background":
+        train_labels[train_labels == held] = 0  # the held-out structure is background in pretraining
+    # else: kept in the label map only to leave its pixels out of the loss (never an object)
     trained_classes = [c + 1 for c in range(len(names)) if c + 1 != held]
     erasable = [names.index(n) + 1 for n in ERASABLE if names.index(n) + 1 != held]
 
@@ -330,7 +335,8 @@ def main(argv=None) -> int:
             tgt_feats = [feats[tr(k)] for k in keep]
             pred = one_shot_forward(sam, mem_feats, mem_masks, tgt_feats, counts)
         truth = torch.cat([masks[tr(k), [c - 1 for c in objects[k]]] for k in keep])
-        tval = torch.cat([val[tr(k)][None].expand(len(objects[k]), -1, -1) for k in keep])
+        loss_val = val & (masks[:, held - 1] == 0)  # held-out pixels (kept only with "ignore")
+        tval = torch.cat([loss_val[tr(k)][None].expand(len(objects[k]), -1, -1) for k in keep])
         present = torch.cat([here[tr(k), [c - 1 for c in objects[k]]] for k in keep])
         parts = object_losses(pred, truth, tval, present)
         n_obj = truth.shape[0]
