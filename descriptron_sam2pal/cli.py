@@ -69,8 +69,6 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="arithmetic: auto = bf16 on a GPU, fp32 on the CPU; bf16 on a recent CPU "
                         "(AVX512-BF16/AMX) is about twice as fast with nearly the same masks")
-    g.add_argument("--cache-dir", metavar="DIR",
-                   help="keep image-encoder features on disk here, so reruns skip the encoder")
 
 
 def _add_template_args(p: argparse.ArgumentParser) -> None:
@@ -117,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, help="learning rate (default: 5e-4 for LoRA, 1e-4 full)")
     g.add_argument("--seed", type=int, default=0, help="random seed, for a reproducible run (default 0)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
+    g.add_argument("--cache-dir", metavar="DIR",
+                   help="keep image-encoder features on disk here: needed when the unlabeled images "
+                        "do not fit in memory, and reruns skip the encoder")
     t.set_defaults(func=cmd_train)
 
     p = sub.add_parser("propagate", help="segment every specimen from the templates",
