@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="train small LoRA adapters of this rank (default 8)")
     mode.add_argument("--full", action="store_true",
                       help="train the memory and decoder weights themselves instead of LoRA adapters")
-    g.add_argument("--lr", type=float, help="learning rate (default: 5e-4 for LoRA, 1e-4 full)")
+    g.add_argument("--lr", type=float, help="learning rate (default: 5e-4 for LoRA, 1e-5 for --full)")
     g.add_argument("--seed", type=int, default=0, help="random seed, for a reproducible run (default 0)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
     g.add_argument("--cache-dir", metavar="DIR",
