@@ -738,6 +738,7 @@ class ReviewPanel(QWidget):
             self._dim_item.clear()
             self.canvas.set_image(None, f"Image file not found: {item.target.label}")
             return
+        self._follow_in_host(path)
         if path in self._image_cache:
             self._draw(item, self._image_cache[path])
         elif path in self._image_errors:
@@ -745,6 +746,15 @@ class ReviewPanel(QWidget):
             self.canvas.set_image(None, f"Cannot show {item.target.label}: {self._image_errors[path]}")
         else:
             self._request_image(path)
+
+    def _follow_in_host(self, path: str) -> None:
+        """Show the reviewed specimen in the host's main view too (with what the store
+        already has on it), so the two views never show different specimens."""
+        store = getattr(self.host, "store", None)
+        record = store.image_by_file(path) if store is not None else None
+        current = self.host.current_image()
+        if record is not None and (current is None or current.id != record.id):
+            self.host.set_current_image(record.id)
 
     def _image_path(self, item: ReviewItem) -> str | None:
         if item.target.path:

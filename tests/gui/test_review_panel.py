@@ -46,6 +46,14 @@ class RecordingHost:
     def register_worker(self, worker):
         self.workers.append(worker)
 
+    current = None  # the host's current image record
+
+    def current_image(self):
+        return self.current
+
+    def set_current_image(self, image_id):
+        self.current = self.store.image(image_id)
+
 
 class Dialogs:
     """Answers every QMessageBox.exec_ with the next queued answer and records what was asked."""
@@ -110,6 +118,7 @@ def test_review_accept_reject_undo_by_keys(qtbot, panel):
 
     qtbot.keyClick(panel, Qt.Key_A)                  # accept, go to the next
     assert states(panel)[WORST_FIRST[0]] == ACCEPTED and current(panel) == WORST_FIRST[1]
+    assert panel.host.current.file_name == WORST_FIRST[1][0]  # the host shows the same specimen
     qtbot.keyClick(panel.table, Qt.Key_R)            # the table has the focus normally
     assert states(panel)[WORST_FIRST[1]] == REJECTED and current(panel) == WORST_FIRST[2]
     qtbot.keyClick(panel, Qt.Key_Down)
@@ -349,6 +358,10 @@ def test_in_the_workspace_keys_win_over_the_hosts_shortcuts(qtbot, project, dial
     panel = ReviewPanel(win)
     win.add_dock_panel("Review", panel)
     panel.load_results(make_results(project.parent, win.store))
+    # The main view follows the reviewed specimen (never two different specimens on screen).
+    reviewed = panel.current_item().target.file_name
+    qtbot.waitUntil(lambda: win.current_image() is not None and win.current_image().file_name == reviewed,
+                    timeout=5000)
     panel.table.setFocus()
     win.activateWindow()
     qtbot.waitUntil(lambda: panel.table.hasFocus(), timeout=3000)
