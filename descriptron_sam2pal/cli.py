@@ -190,9 +190,7 @@ def cmd_download(args) -> int:
 def cmd_train(args) -> int:
     from .engine.trainer import TrainConfig, train
 
-    model = _load_model(args)
-    templates = _load_templates(args, model.image_size)
-    pool = _images_in(args.images, exclude=[t.image.source for t in templates])
+    model, templates, pool = _model_templates_images(args)
     config = TrainConfig(steps=args.steps, lora_rank=args.lora_rank, full=args.full, seed=args.seed,
                          autocast=None if args.precision == "auto" else args.precision == "bf16")
     if args.lr is not None:
@@ -218,9 +216,7 @@ def cmd_propagate(args) -> int:
     from .engine.predictions import MergeSummary, PredictionsBuilder, merge_into_store, write_predictions
     from .engine.propagate import iter_propagate
 
-    model = _load_model(args)
-    templates = _load_templates(args, model.image_size)
-    targets = _images_in(args.images, exclude=[t.image.source for t in templates])
+    model, templates, targets = _model_templates_images(args)
     store = None
     if args.write_to:  # opened first: a store we cannot read stops us before any work
         from .store import AnnotationStore
@@ -274,6 +270,13 @@ def cmd_evaluate(args) -> int:
 
 
 # -- shared pieces ------------------------------------------------------------------
+
+def _model_templates_images(args):
+    """The model, the templates at its input size, and the images of --images (templates left out)."""
+    model = _load_model(args)
+    templates = _load_templates(args, model.image_size)
+    return model, templates, _images_in(args.images, exclude=[t.image.source for t in templates])
+
 
 def _load_model(args):
     from .model.build import build_model

@@ -135,15 +135,18 @@ def trainable_state_dict(sam: nn.Module) -> dict[str, torch.Tensor]:
     weights (peft's adapter-name-free keys) or, in full mode, the trained
     modules' parameters and buffers."""
     mode = finetune_mode(sam)
+    if mode is None:
+        raise RuntimeError("the model is prepared for neither LoRA nor full fine-tuning")
+    return {k: v.detach().to("cpu", copy=True) for k, v in _trained_state(sam, mode).items()}
+
+
+def _trained_state(sam: nn.Module, mode: str) -> dict[str, torch.Tensor]:
+    """The live tensors that fine-tuning in ``mode`` changes (keys as saved)."""
     if mode == "lora":
         from peft import get_peft_model_state_dict
-        state = get_peft_model_state_dict(sam, adapter_name=ADAPTER_NAME)
-    elif mode == "full":
-        own = sam.state_dict()
-        state = {k: own[k] for k in _full_state_keys(sam)}
-    else:
-        raise RuntimeError("the model is prepared for neither LoRA nor full fine-tuning")
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+        return get_peft_model_state_dict(sam, adapter_name=ADAPTER_NAME)
+    own = sam.state_dict()
+    return {k: own[k] for k in _full_state_keys(sam)}
 
 
 def _full_state_keys(sam: nn.Module) -> list[str]:
@@ -154,17 +157,12 @@ def _full_state_keys(sam: nn.Module) -> list[str]:
 def load_trainable_state(sam: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """Put a ``trainable_state_dict`` back; every key must fit exactly (UserError)."""
     mode = finetune_mode(sam)
-    if mode == "lora":
-        from peft import get_peft_model_state_dict, set_peft_model_state_dict
-        expected = get_peft_model_state_dict(sam, adapter_name=ADAPTER_NAME)
-    elif mode == "full":
-        own = sam.state_dict()
-        expected = {k: own[k] for k in _full_state_keys(sam)}
-    else:
+    if mode is None:
         raise RuntimeError("apply_lora or enable_full_finetune before loading trained weights")
-    _check_state(expected, state, mode)
+    _check_state(_trained_state(sam, mode), state, mode)
     with torch.no_grad():
         if mode == "lora":
+            from peft import set_peft_model_state_dict
             set_peft_model_state_dict(sam, dict(state), adapter_name=ADAPTER_NAME)
         else:
             sam.load_state_dict(dict(state), strict=False)

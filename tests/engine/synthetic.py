@@ -17,6 +17,15 @@ SPECIMEN_STRUCTURES = {
 }
 
 
+def _background(rng, h: int, w: int):
+    """Pixel grids and a textured background (low-frequency stripes plus noise), float RGB."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = 120 + 25 * np.sin(xx / (5 + 3 * rng.random())) * np.cos(yy / (7 + 3 * rng.random()))
+    image = np.repeat(base[..., None], 3, axis=2) + rng.normal(0, 8, (h, w, 3))
+    image[..., 2] += 30
+    return yy, xx, image
+
+
 def make_specimen(seed: int, size=128, structures=("head", "eye", "scape")):
     """A synthetic specimen photo: coloured shapes on a textured background.
 
@@ -29,11 +38,7 @@ def make_specimen(seed: int, size=128, structures=("head", "eye", "scape")):
     """
     h, w = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    # Textured background: low-frequency stripes plus noise.
-    base = 120 + 25 * np.sin(xx / (5 + 3 * rng.random())) * np.cos(yy / (7 + 3 * rng.random()))
-    image = np.repeat(base[..., None], 3, axis=2) + rng.normal(0, 8, (h, w, 3))
-    image[..., 2] += 30
+    yy, xx, image = _background(rng, h, w)
     owner = np.full((h, w), -1, dtype=np.int32)
     jitter = rng.uniform(-0.04, 0.04, size=(len(structures), 2))
     for i, name in enumerate(structures):
@@ -71,10 +76,7 @@ def make_posed_specimen(seed: int, size=128, structures=("head", "eye", "scape")
     """
     h, w = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = 120 + 25 * np.sin(xx / (5 + 3 * rng.random())) * np.cos(yy / (7 + 3 * rng.random()))
-    image = np.repeat(base[..., None], 3, axis=2) + rng.normal(0, 8, (h, w, 3))
-    image[..., 2] += 30
+    yy, xx, image = _background(rng, h, w)
     owner = np.full((h, w), -1, dtype=np.int32)
     dy, dx = rng.uniform(-shift, shift, 2)
     zoom = 1.0 + rng.uniform(-scale, scale)
