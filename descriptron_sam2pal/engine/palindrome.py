@@ -25,6 +25,9 @@ class LossWeights:
     target_presence: float = 0.0  # same on x1 (off by default: a target may lack a structure)
     iou: float = 1.0  # L1 between SAM2's predicted IoU on x0+ and the real one: keeps the
     # IoU head (reported to the user as predicted_iou) calibrated while the decoder changes
+    blank: float = 0.0  # x0 predicted from a memory of x1 with *empty* masks must come out
+    # absent: closes the shortcut of reproducing the template's masks without reading the
+    # memory (seen on the beetle test-bed: benchmarks/testbed/README.md)
 
 
 @dataclass
@@ -62,6 +65,20 @@ def hard_iou(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) ->
         return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
+def blank_memory_loss(sam, f0, f1, valid: torch.Tensor) -> torch.Tensor:
+    """x0 predicted from a memory of x1 holding no object: every structure must be absent
+    (object score and mask), summed over objects. A model that reproduces the template's
+    masks whatever its memory says pays here."""
+    k = f0.batch
+    size = int(sam.image_size)
+    empty = torch.zeros(k, 1, size, size, device=valid.device)
+    p = predict_from_memory(sam, f0, [encode_memory(sam, f1, empty)])
+    zeros = torch.zeros_like(p.object_score_logits, dtype=torch.float32)
+    presence = F.binary_cross_entropy_with_logits(p.object_score_logits.float(), zeros, reduction="sum")
+    bce, _ = mask_losses(p.logits, torch.zeros(k, size, size, device=valid.device), valid)
+    return presence + bce.sum()
+
+
 def palindrome_step(sam, template: ImageFeatures, template_masks: torch.Tensor,
                     template_valid: torch.Tensor, target: ImageFeatures,
                     weights: LossWeights = LossWeights()) -> PalindromeOutput:
@@ -93,6 +110,8 @@ def palindrome_step(sam, template: ImageFeatures, template_masks: torch.Tensor,
     if weights.target_presence:
         loss = loss + weights.target_presence * F.binary_cross_entropy_with_logits(
             p1.object_score_logits.float(), ones, reduction="sum")
+    if weights.blank:
+        loss = loss + weights.blank * blank_memory_loss(sam, f0, f1, template_valid)
     return PalindromeOutput(loss=loss, bce=bce.detach(), dice=dice.detach(), presence=presence.detach(),
                             iou_error=iou_error.detach(), target_logits=p1.logits, cycle_logits=p3.logits,
                             cycle_iou=cycle_iou)

@@ -233,3 +233,30 @@ def test_iou_head_is_trained_towards_the_real_iou(mini_model):
 
     assert head_grad(LossWeights(iou=0.0)) == 0.0
     assert head_grad(LossWeights(iou=1.0)) > 0.0
+
+
+def test_blank_memory_term_punishes_masks_that_ignore_the_memory(mini_model):
+    """With `blank` on, x0 predicted from an empty memory of x1 adds a loss that trains."""
+    from descriptron_sam2pal.engine.features import FeatureEncoder
+    from descriptron_sam2pal.engine.frames import make_frame
+    from descriptron_sam2pal.engine.palindrome import LossWeights, blank_memory_loss, palindrome_step
+
+    from synthetic import make_template
+
+    sam = mini_model.sam
+    sam.train()
+    t0, t1 = make_template("a", seed=0), make_template("b", seed=1)
+    f0, f1 = FeatureEncoder(mini_model).encode([t0.image, t1.image])
+    names = t0.structures
+    args = (sam, f0, t0.model_masks(names), t0.valid(), f1)
+    torch.manual_seed(0)
+    without = palindrome_step(*args, LossWeights()).loss
+    torch.manual_seed(0)
+    with_blank = palindrome_step(*args, LossWeights(blank=1.0)).loss
+    torch.manual_seed(0)
+    term = blank_memory_loss(sam, make_frame(sam, [f0], len(names)), make_frame(sam, [f1], len(names)), t0.valid())
+    assert term.item() > 0
+    assert with_blank.item() == pytest.approx(without.item() + term.item(), rel=1e-4)
+    sam.zero_grad(set_to_none=True)
+    term.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in sam.sam_mask_decoder.parameters())
