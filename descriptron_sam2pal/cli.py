@@ -243,6 +243,9 @@ def cmd_propagate(args) -> int:
             elif store is not None:
                 merged += merge_into_store(store, [r])
     written = write_predictions(builder, out)
+    if bar.last is not None and "encoder_passes" in bar.last.metrics:
+        print(f"image encoder passes: {bar.last.metrics['encoder_passes']} "
+              f"(templates and {len(targets)} image(s); each image once)")
     for r in failed:
         print(f"skipped {r.path}: {r.error}", file=sys.stderr)
     print(f"wrote {', '.join(str(p) for p in written)}")
@@ -362,6 +365,7 @@ class _Bar:
 
     def __init__(self, desc: str, unit: str) -> None:
         self.desc, self.unit, self.bar, self.stage = desc, unit, None, None
+        self.last = None  # the latest Progress report
 
     def __enter__(self):
         return self
@@ -385,6 +389,7 @@ class _Bar:
                         unit_scale=unit == "B", initial=start, dynamic_ncols=True, file=sys.stderr)
 
     def update(self, progress) -> None:
+        self.last = progress
         # Work done before this call (resumed steps, journaled images) is the bar's
         # starting point, not speed: it would make the rate meaningless.
         self._ensure(progress.stage, progress.total, start=progress.done)

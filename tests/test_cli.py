@@ -81,6 +81,7 @@ def test_train_propagate_evaluate_end_to_end(project, mini_checkpoint, capsys):
         assert "predicted_iou" in ann
     assert pred.with_suffix(".rlejson").is_file()
     assert "merged" in out
+    assert "image encoder passes: 5 " in out  # the template and each of the 4 specimens once
 
     code, out, err = run(capsys, "evaluate", "--pred", pred, "--truth", root / "masks", "--colors", COLOR_SPEC,
                          "--json")
