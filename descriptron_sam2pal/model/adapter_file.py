@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import torch
 from descriptron_sam2pal import UserError, __version__
 from descriptron_sam2pal.atomic import atomic_write
 
-from .build import LoadedModel, describe_base
+from .build import LoadedModel, describe_base, load_torch_file
 from .configs import config_info, describe_config
 from .lora import (apply_lora, enable_full_finetune, finetune_mode, lora_settings, lora_target_names,
                    load_trainable_state, trainable_state_dict)
@@ -78,13 +76,7 @@ def read_adapter(path: str | Path) -> tuple[AdapterInfo, dict[str, torch.Tensor]
     """(info, weights) of an adapter file, without touching any model.
     UserError when the file is not an adapter or is from a newer format."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"adapter file {path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"{path} is not a readable SAM2-PAL adapter file "
-                        f"({str(exc).splitlines()[0][:200]})") from exc
+    data = load_torch_file(path, "adapter file", "SAM2-PAL adapter file")
     if not isinstance(data, dict) or data.get("format") != ADAPTER_FORMAT:
         hint = " (it looks like a SAM2 checkpoint: pass it as the checkpoint)" if (
             isinstance(data, dict) and "model" in data) else ""

@@ -80,19 +80,25 @@ def describe_base(checkpoint_hash: str | None, checkpoint_name: str | Path | Non
     return f"checkpoint sha256 {checkpoint_hash[:12]}{name}"
 
 
+def load_torch_file(path: Path, name: str, kind: str, advice: str = "") -> object:
+    """``torch.load`` (CPU, weights only) of a file we were given; a missing or unreadable
+    file is a UserError saying which ``name`` (checkpoint, adapter file) and why."""
+    if not path.is_file():
+        raise UserError(f"{name} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"{path} is not a readable {kind} ({str(exc).splitlines()[0][:200]}){advice}") from exc
+
+
 def load_checkpoint_state(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     """The state dict in a SAM2 checkpoint file (``{"model": state_dict}``), on CPU.
 
     UserError for a missing file, a file that is not a PyTorch checkpoint, or
     one without a ``"model"`` entry (e.g. an adapter file passed by mistake)."""
     path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:200]}); "
-                        "it may be incomplete or corrupt: download it again") from exc
+    data = load_torch_file(path, "checkpoint", "PyTorch checkpoint",
+                           "; it may be incomplete or corrupt: download it again")
     if isinstance(data, dict) and data.get("format") == "sam2pal-adapter":
         raise UserError(f"{path} is a SAM2-PAL adapter, not a SAM2 checkpoint; give it as the "
                         "adapter and the SAM2 checkpoint it was trained on as the checkpoint")
