@@ -51,7 +51,7 @@ def _hash_tensors(tensors: Sequence[torch.Tensor]) -> str:
 def model_identity(model: LoadedModel) -> str:
     """What the encoder output depends on: weights (checkpoint hash), config, input size, precision."""
     weights = model.checkpoint_hash or _hash_tensors(list(model.sam.image_encoder.state_dict().values()))
-    return hashlib.sha256(f"{weights}|{model.config_name}|{model.image_size}|{model.precision}".encode()).hexdigest()
+    return hashlib.sha256(f"{weights}|{model.config_name}|{model.image_size}|{model.resolved_precision}".encode()).hexdigest()
 
 
 def _high_res_convs(sam) -> list[torch.nn.Module]:

@@ -55,18 +55,26 @@ class LoadedModel:
     checkpoint_hash: str | None  # sha256 of the checkpoint file, None for random weights
     device: torch.device
     checkpoint_path: Path | None = None
-    precision: str = "auto"  # inference arithmetic: "auto" (bf16 on CUDA, fp32 elsewhere), "fp32", "bf16"
+    # Inference arithmetic (encoder, propagation, clicks): "fp32", "bf16" or "auto" (bf16 on
+    # CUDA and on CPUs with native bf16, fp32 elsewhere: device.resolve_precision).
+    precision: str = "auto"
 
     @property
     def image_size(self) -> int:
         return int(self.sam.image_size)
 
+    @property
+    def resolved_precision(self) -> str:
+        """``precision`` with ``auto`` resolved for this device: "fp32" or "bf16"."""
+        from .device import resolve_precision
+
+        return resolve_precision(self.device, self.precision)
+
     def autocast(self):
         """The autocast context for inference (encoder, propagation, clicks) at ``precision``."""
         from .device import autocast_context
 
-        enabled = None if self.precision == "auto" else self.precision == "bf16"
-        return autocast_context(self.device, enabled)
+        return autocast_context(self.device, self.resolved_precision == "bf16")
 
     def describe(self) -> str:
         """"SAM2.1 hiera-tiny (configs/...) with checkpoint sha256 1a2b3c4d5e6f (file.pt)"."""
@@ -159,6 +167,9 @@ def build_model(config: str | None = None, checkpoint: str | Path | None = None,
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from .attention import install as install_attention
+
+    install_attention()
     state = None
     ckpt_path = None
     if checkpoint is not None:

@@ -12,6 +12,7 @@ from synthetic import make_specimen, make_template
 def test_bf16_inference_runs_and_agrees_with_fp32(present_model):
     targets = [make_specimen(5, size=(90, 120))[0], make_specimen(6, size=(120, 90))[0]]
     templates = [make_template("t", seed=0)]
+    present_model.precision = "fp32"
     fp32 = propagate(present_model, templates, targets, confidence=True)
     present_model.precision = "bf16"
     with torch.no_grad():
@@ -28,6 +29,11 @@ def test_bf16_inference_runs_and_agrees_with_fp32(present_model):
 
 
 def test_precision_is_part_of_the_feature_cache_key(mini_model):
+    mini_model.precision = "fp32"
     before = model_identity(mini_model)
     mini_model.precision = "bf16"
     assert model_identity(mini_model) != before
+    # "auto" is keyed by what it resolves to on this machine, not by the word.
+    resolved = model_identity(mini_model) if mini_model.resolved_precision == "bf16" else before
+    mini_model.precision = "auto"
+    assert model_identity(mini_model) == resolved

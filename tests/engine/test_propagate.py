@@ -203,8 +203,10 @@ def test_several_templates_structures_attend_to_the_templates_that_have_them(pre
         assert set(r.structures) == {"head", "eye", "scape", "mandible"}
     # Attending to two templates is not the same as attending to one.
     [one] = propagate(present_model, [t1], paths[:1])
-    assert one.structures["head"].predicted_iou != pytest.approx(results[0].structures["head"].predicted_iou,
-                                                                  abs=1e-7)
+    def signature(s):  # predicted_iou alone may round to the same bf16 value
+        return (s.predicted_iou, s.object_score, s.score, int(s.mask.sum()) if s.mask is not None else 0)
+
+    assert signature(one.structures["head"]) != signature(results[0].structures["head"])
 
 
 def test_cancel_then_resume_from_the_journal_redoes_nothing(present_model, tmp_path):

@@ -63,3 +63,34 @@ def test_cuda_model_with_lora_trains_under_bf16_autocast(mini_checkpoint):
     mem.float().sum().backward()
     grads = [p.grad for n, p in sam.named_parameters() if "memory_attention" in n and "lora_B" in n]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    from descriptron_sam2pal.model import device as device_module
+    from descriptron_sam2pal.model.device import resolve_precision
+
+    assert resolve_precision("cpu", "fp32") == "fp32"
+    assert resolve_precision("cpu", "bf16") == "bf16"
+    assert resolve_precision("cuda", "auto") == "bf16"
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("cpu", "auto") == "bf16"
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("cpu", "auto") == "fp32"
+    assert resolve_precision("mps", "auto") == "fp32"
+    with pytest.raises(UserError, match="unknown precision 'fp16'"):
+        resolve_precision("cpu", "fp16")
+
+
+def test_model_autocast_uses_the_resolved_precision(monkeypatch):
+    from descriptron_sam2pal.model import device as device_module
+
+    model = build_model(MINI_CONFIG, image_size=64, seed=0)
+    a = torch.ones(4, 4)
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda native=native: native)
+        model.precision = "auto"
+        with model.autocast():
+            assert (a @ a).dtype == expected
+    model.precision = "fp32"
+    with model.autocast():
+        assert (a @ a).dtype == torch.float32
