@@ -9,7 +9,8 @@ of propagation and training beyond the image encoder, so :func:`install`
 routes the attention calls of ``sam2``'s transformer and Hiera modules through
 :func:`attention`, which computes ``softmax(q k^T * scale) v`` explicitly for
 bf16 tensors on the CPU (queries in chunks, so the score matrix stays below
-:data:`SCORE_BUDGET_BYTES`) and hands every other case to torch unchanged:
+:data:`SCORE_BUDGET_BYTES`; dropout on the attention weights, as torch's
+math kernel does in training) and hands every other case to torch unchanged:
 fp32 and CUDA results are bit-identical to plain ``sam2``.
 """
 
@@ -25,7 +26,8 @@ SAM2_ATTENTION_MODULES = ("sam2.modeling.sam.transformer", "sam2.modeling.backbo
 SCORE_BUDGET_BYTES = 256 * 2**20  # per chunk of the (batch, heads, queries, keys) score matrix
 
 
-def _explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None) -> torch.Tensor:
+def _explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None,
+              dropout_p: float = 0.0) -> torch.Tensor:
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     kt = k.transpose(-2, -1)
     per_query = max(1, q[..., :1, :1].numel() * k.shape[-2] * q.element_size())
@@ -33,7 +35,10 @@ def _explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | 
     outs = []
     for start in range(0, q.shape[-2], rows):
         scores = torch.matmul(q[..., start:start + rows, :] * scale, kt)
-        outs.append(torch.matmul(scores.softmax(dim=-1), v))
+        probs = scores.softmax(dim=-1)
+        if dropout_p:
+            probs = torch_functional.dropout(probs, p=dropout_p)
+        outs.append(torch.matmul(probs, v))
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-2)
 
 
@@ -41,10 +46,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask=None,
               is_causal: bool = False, scale: float | None = None, **kwargs) -> torch.Tensor:
     """``F.scaled_dot_product_attention`` with an explicit bf16 path on the CPU."""
     explicit = (q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.dtype == q.dtype
-                and v.dtype == q.dtype and attn_mask is None and not is_causal and dropout_p == 0.0
-                and not kwargs)
+                and v.dtype == q.dtype and attn_mask is None and not is_causal and not kwargs)
     if explicit:
-        return _explicit(q, k, v, scale)
+        return _explicit(q, k, v, scale, dropout_p)
     extra = dict(kwargs)
     if scale is not None:
         extra["scale"] = scale

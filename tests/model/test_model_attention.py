@@ -19,7 +19,7 @@ def test_fp32_and_other_cases_are_torch_itself():
     qb, kb, vb = _qkv(torch.bfloat16)
     mask = torch.zeros(50, 61, dtype=torch.bool)
     mask[:, :30] = True
-    # A mask, causal attention and dropout go to torch's kernel (which implements them).
+    # A mask and causal attention go to torch's kernel (which implements them).
     assert torch.equal(attention.attention(qb, kb, vb, attn_mask=mask),
                        F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask))
     assert torch.equal(attention.attention(qb, kb, kb, is_causal=True),
@@ -50,6 +50,20 @@ def test_gradients_flow_through_the_explicit_path():
     q, k, v = (t.bfloat16().requires_grad_() for t in _qkv(torch.float32))
     attention.attention(q, k, v).float().sum().backward()
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in (q, k, v))
+
+
+def test_dropout_drops_attention_weights_in_the_explicit_path():
+    q, k, v = (t.bfloat16() for t in _qkv(torch.float32))
+    torch.manual_seed(0)
+    a = attention.attention(q, k, v, dropout_p=0.5)
+    torch.manual_seed(1)
+    b = attention.attention(q, k, v, dropout_p=0.5)
+    plain = attention.attention(q, k, v)
+    assert not torch.equal(a, b) and not torch.equal(a, plain)
+    # Inverted dropout keeps the expectation: the mean over many draws approaches the plain output.
+    torch.manual_seed(2)
+    mean = torch.stack([attention.attention(q, k, v, dropout_p=0.5).float() for _ in range(200)]).mean(0)
+    assert (mean - plain.float()).abs().mean() < 0.05
 
 
 def test_build_model_routes_sam2_attention_through_it(monkeypatch):
