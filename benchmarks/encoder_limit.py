@@ -52,7 +52,7 @@ def main() -> int:
             batch = torch.stack([prepare_image(p, args.image_size).tensor()
                                  for p in args.images[start:start + args.batch_size]]).to(loaded.device)
             t1 = time.time()
-            with autocast_context(loaded.device):  # the precision sam2pal uses there (bf16 on CUDA)
+            with loaded.autocast():  # the precision sam2pal uses there (auto: bf16 on CUDA and native-bf16 CPUs)
                 out = sam.image_encoder(batch)
             _ = [lv.sum().item() for lv in out["backbone_fpn"]]  # force completion (CUDA)
             t2 = time.time()

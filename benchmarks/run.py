@@ -76,6 +76,7 @@ class Settings:
     device: str = "cpu"
     threads: int | None = None
     workloads: str = "abc"
+    train_bf16: bool = False  # also time our training with --precision bf16 (opt-in on the CPU)
 
     @property
     def train_steps(self) -> int:
@@ -112,6 +113,9 @@ def parse_args(argv=None) -> Settings:
     p.add_argument("--threads", type=int, default=None,
                    help="OMP/MKL threads for every subprocess (default: torch's own choice); "
                         "--threads 1 gives steadier figures on a busy machine")
+    p.add_argument("--train-bf16", action="store_true",
+                   help="(b): also time ours with --precision bf16 (training steps in bf16; opt-in on "
+                        "the CPU, whose training default is fp32); reported on its own row, not in the ratios")
     p.add_argument("--timeout", type=int, default=None, help="seconds per subprocess")
     p.add_argument("--out", type=Path, default=None, help="work/result folder (default benchmarks/out/<time>)")
     a = p.parse_args(argv)
@@ -134,7 +138,7 @@ def parse_args(argv=None) -> Settings:
         memory_n=ints(a.memory_n, [10, 50, 200] if not q else [10, 200]),
         reference_memory_n=ints(a.reference_memory_n, [] if q else [10, 50]),
         timeout=a.timeout or (300 if q else 3600), out=out, reference=not a.no_reference,
-        device=a.device, threads=a.threads, workloads=a.workloads)
+        device=a.device, threads=a.threads, workloads=a.workloads, train_bf16=a.train_bf16)
 
 
 # --------------------------------------------------------------------------- running
@@ -491,9 +495,10 @@ class Bench:
         steps = m * s.train_epochs
         say(f"\n(b) palindrome training: {m} unlabeled images x {s.train_epochs} epochs = {steps} steps, "
             f"LoRA rank {LORA_RANK}, {s.image_size} px, {s.repeats} repeats")
-        runs = {"reference": [], "ours": []}
+        runs = {"reference": [], "ours": [], "ours_bf16": []}
+        sides = ["reference", "ours"] + (["ours_bf16"] if s.train_bf16 else [])
         for r in range(s.repeats):
-            for who in (["reference", "ours"] if r % 2 == 0 else ["ours", "reference"]):
+            for who in sides[r % len(sides):] + sides[:r % len(sides)]:
                 out = self.work / f"b_{who}_{r}"
                 out.mkdir(parents=True, exist_ok=True)
                 if who == "reference":
@@ -506,8 +511,10 @@ class Bench:
                 else:
                     if self.help["train"] is None:
                         continue
-                    run = run_measured(self.our_train_cmd(targets, out / "run", steps), out / "log.txt",
-                                       s.timeout, child_env())
+                    cmd = self.our_train_cmd(targets, out / "run", steps)
+                    if who == "ours_bf16":
+                        cmd += ["--precision", "bf16"]
+                    run = run_measured(cmd, out / "log.txt", s.timeout, child_env())
                     self._our_steps(run, out / "run", m, steps)
                 runs[who].append(run)
                 per = run.extra.get("step_s")
@@ -619,7 +626,7 @@ class Bench:
         wall = {w: col(w, P) for w in ("reference", "ours", "limit")}
         rss = {w: col(w, P, attr="peak_rss_mb") for w in ("reference", "ours", "limit")}
         enc = {w: col(w, P, key="encoder_images") for w in ("reference", "ours", "limit")}
-        step = {w: col(w, T, key="step_s") for w in ("reference", "ours")}
+        step = {w: col(w, T, key="step_s") for w in ("reference", "ours", "ours_bf16")}
         twall = {w: col(w, T) for w in ("reference", "ours")}
         trss = {w: col(w, T, attr="peak_rss_mb") for w in ("reference", "ours")}
 
@@ -648,7 +655,10 @@ class Bench:
           f"load average at start {self.results.get('load_start', 'n/a')}, at end {load()}")
         w(f"- software: Python {platform.python_version()}, {versions()}")
         w(f"- model: {s.model} ({s.config}), random weights saved once ({self.ckpt.name}), "
-          f"input {s.image_size} px, device {s.device}, fp32")
+          f"input {s.image_size} px, device {s.device}")
+        w(f"- precision: reference fp32 (as written); ours `--precision auto` = {our_precision(s.device)} "
+          f"inference (encoder, propagation), training steps "
+          f"{'bf16' if s.device.startswith('cuda') else 'fp32'}; encoder limit as ours")
         w(f"- images: {self.ds.source} ({self.ds.images_dir}); template {self.ds.template_image.name} with "
           f"K={len(self.ds.structures)} structures ({', '.join(self.ds.structures)}); targets are the next "
           f"images in name order")
@@ -689,6 +699,11 @@ class Bench:
         w(f"| (b) train, per structure trained (reference: 1 step; ours: step / {k}) | "
           f"{fmt(step['reference'], digits=3)} | {fmt(per_struct, digits=3)} | | "
           f"{_r(ratio(med(step['reference']), med(per_struct)))} | |")
+        if ok_runs("ours_bf16", T):
+            b16 = step["ours_bf16"]
+            w(f"| (b) train, every structure trained once, ours with `--precision bf16` (opt-in; not in the "
+              f"ratios line) | {fmt(ref_k, digits=3)} | {fmt(b16, digits=3)} | | "
+              f"{_r(ratio(None if ref_k is None else ref_k[0], med(b16)))} | |")
         w(f"| (b) train: wall of the whole command | {fmt(twall['reference'])} | {fmt(twall['ours'])} | | | |")
         w(f"| (b) train: peak RSS | {fmt(trss['reference'], ' MB', 0)} | {fmt(trss['ours'], ' MB', 0)} | | | |")
         for nn in sorted(set(M["ours"]) | set(M["reference"])):
@@ -714,7 +729,8 @@ class Bench:
         w("")
         w("Commands (first repeat):")
         w("")
-        for block, who in ((P, "reference"), (P, "ours"), (P, "limit"), (T, "reference"), (T, "ours")):
+        for block, who in ((P, "reference"), (P, "ours"), (P, "limit"), (T, "reference"), (T, "ours"),
+                           (T, "ours_bf16")):
             runs = block["runs"].get(who) or []
             if runs:
                 label = "(a)" if block is P else "(b)"
@@ -773,6 +789,15 @@ def _short(cmd: list[str]) -> list[str]:
 
 def _r(x) -> str:
     return "n/a" if x is None else f"{x:.2f}"
+
+
+def our_precision(device: str) -> str:
+    """What sam2pal's ``--precision auto`` resolves to for inference on ``device`` here."""
+    try:
+        from descriptron_sam2pal.model.device import resolve_precision
+        return resolve_precision(device, "auto")
+    except Exception as exc:  # noqa: BLE001 - a report line, never a crash
+        return f"unknown ({exc})"
 
 
 def cpu_name() -> str:
