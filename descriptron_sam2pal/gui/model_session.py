@@ -281,7 +281,7 @@ class CheckpointPicker(QWidget):
         self.download_button = QPushButton("Download...")
         self.download_button.setToolTip("Download one of Meta's SAM2 checkpoints into Descriptron's "
                                         "cache (shared with Descriptron)")
-        self.demo_button = QPushButton("Demo model")
+        self.demo_button = QPushButton("Untrained demo")
         self.demo_button.setToolTip(f"A tiny randomly initialised SAM2 to try the buttons: {DEMO_LABEL}")
         self.browse_button.clicked.connect(self.browse)
         self.download_button.clicked.connect(self.ask_download)
