@@ -82,6 +82,10 @@ def parse_args(argv=None):
     p.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA (both methods)")
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--loss", default="", help="PAL loss weights, e.g. 'presence=0.5,target_presence=0.5'")
+    p.add_argument("--template-versions", type=int, default=0,
+                   help="PAL: the backward half reconstructs one of this many augmented copies of the "
+                        "template instead of the template itself (TrainConfig.template_versions; 0: off)")
+    p.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout (both methods)")
     p.add_argument("--methods", default=",".join(METHODS), help="which of zero_shot,pal,supervised to run")
     p.add_argument("--template-structures", default="",
                    help="only these structures (comma-separated) are outlined on the templates and scored "
@@ -357,12 +361,16 @@ def main(argv=None) -> int:
     for part in filter(None, args.loss.split(",")):
         key, _, value = part.partition("=")
         setattr(loss, key.strip(), float(value))
-    config_kwargs = {"steps": steps, "lr": args.lr, "full": args.full, "lora_rank": args.lora_rank, "loss": loss}
+    config_kwargs = {"steps": steps, "lr": args.lr, "full": args.full, "lora_rank": args.lora_rank, "loss": loss,
+                     "template_versions": args.template_versions, "lora_dropout": args.lora_dropout}
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"quality benchmark: {len(pairs)} images, structures {', '.join(colors)}"
           f" (novel: {novel or 'none'}), K in {ks}, {args.seeds} seeds, {steps} steps, "
           f"{'full' if args.full else f'LoRA rank {args.lora_rank}'}, lr {args.lr or 'default'}, "
-          f"checkpoint {args.checkpoint.name}", flush=True)
+          f"checkpoint {args.checkpoint.name}"
+          + (f", loss {args.loss}" if args.loss else "")
+          + (f", template copies {args.template_versions}" if args.template_versions else "")
+          + (f", LoRA dropout {args.lora_dropout}" if args.lora_dropout else ""), flush=True)
     runs = []
     for k in ks:
         for seed in range(args.seeds):

@@ -4,12 +4,21 @@ x0 (template, K ground-truth masks) -> memory M0; x1 (unlabeled) predicted from
 {M0}; *reset*; x1 with its soft predicted masks -> memory M1; x0 predicted from
 {M1} only; the loss compares that prediction with x0's ground truth. All K
 structures of the template travel together as one batch of objects.
+
+Optionally (``palindrome_step(..., recon=...)``) the backward half predicts an
+*augmented copy* x0' of the template (with its masks Y0') instead of x0: the
+forward half still starts from the real template and its ground truth, but the
+image to reconstruct changes from step to step, so the cycle cannot be closed by
+reproducing one fixed image's masks from any memory (with one template that
+shortcut lowers the loss while the targets get worse: benchmarks/testbed/README.md).
+``augment_letterboxed`` makes such copies in the model's letterboxed space.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,6 +37,9 @@ class LossWeights:
     blank: float = 0.0  # x0 predicted from a memory of x1 with *empty* masks must come out
     # absent: closes the shortcut of reproducing the template's masks without reading the
     # memory (seen on the beetle test-bed: benchmarks/testbed/README.md)
+    supervised: float = 0.0  # ordinary supervision in the same step: the reconstruction target
+    # (x0, or its augmented copy x0') predicted from the template's own memory M0 (BCE + Dice +
+    # presence), so a palindrome run also learns what supervised fine-tuning on the template would
 
 
 @dataclass
@@ -79,13 +91,67 @@ def blank_memory_loss(sam, f0, f1, valid: torch.Tensor) -> torch.Tensor:
     return presence + bce.sum()
 
 
+def augment_letterboxed(pixels: np.ndarray, masks: torch.Tensor, valid: torch.Tensor,
+                        rng: np.random.RandomState, rotate: float = 25.0, scale=(0.8, 1.1),
+                        shift: float = 0.05, colour: float = 0.15):
+    """A flipped / rotated / scaled / shifted / colour-jittered copy of a letterboxed image.
+
+    ``pixels``: (S, S, 3) uint8 (zero padding outside ``valid``); ``masks``: (K, S, S) in
+    [0, 1]; ``valid``: (S, S) bool. Returns ``(pixels, masks, valid)`` of the copy, the same
+    geometric transform applied to all three; pixels moved in from outside the canvas are
+    padding (zero, not valid). A structure pushed off the canvas has an empty mask.
+    """
+    size = pixels.shape[0]
+    angle = np.deg2rad(rng.uniform(-rotate, rotate))
+    zoom = rng.uniform(*scale)
+    flip_x = -1.0 if rng.rand() < 0.5 else 1.0
+    flip_y = -1.0 if rng.rand() < 0.5 else 1.0
+    tx, ty = rng.uniform(-shift, shift, 2) * 2.0  # normalised coordinates span 2
+    # Output -> input sampling grid (affine_grid's convention): inverse of zoom . rotation . flip.
+    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+    theta = torch.tensor([[[cos * flip_x, -sin * flip_x, -tx * flip_x],
+                           [sin * flip_y, cos * flip_y, -ty * flip_y]]], dtype=torch.float32)
+    grid = F.affine_grid(theta, [1, 1, size, size], align_corners=False)
+    image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float()
+    device = masks.device
+    stack = torch.cat([image, masks.detach().cpu().float()[None], valid.cpu().float()[None, None]], dim=1)
+    out = F.grid_sample(stack, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    new_valid = out[-1] > 0.5
+    new_masks = (out[3:-1] >= 0.5).float() * new_valid
+    image = out[:3]
+    # Colour: brightness and contrast about the mean of the real pixels, and saturation.
+    real = image[:, new_valid] if new_valid.any() else image.flatten(1)
+    mean = real.mean()
+    image = (image - mean) * rng.uniform(1 - colour, 1 + colour) + mean * rng.uniform(1 - colour, 1 + colour)
+    grey = image.mean(dim=0, keepdim=True)
+    image = grey + (image - grey) * rng.uniform(1 - colour, 1 + colour)
+    image = image.clamp(0, 255) * new_valid
+    out_pixels = image.round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    return out_pixels, new_masks.to(device), new_valid.to(device)
+
+
+def supervised_loss(sam, m0: dict, frame, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """BCE + Dice + presence of ``frame`` predicted from the template memory ``m0`` against
+    ``masks`` (K, S, S), summed over objects: plain supervision on the template."""
+    p = predict_from_memory(sam, frame, [m0])
+    bce, dice = mask_losses(p.logits, masks, valid)
+    present = (masks.flatten(1) > 0.5).any(dim=1).float()[:, None]
+    presence = F.binary_cross_entropy_with_logits(p.object_score_logits.float(), present, reduction="sum")
+    return bce.sum() + dice.sum() + presence
+
+
 def palindrome_step(sam, template: ImageFeatures, template_masks: torch.Tensor,
                     template_valid: torch.Tensor, target: ImageFeatures,
-                    weights: LossWeights = LossWeights()) -> PalindromeOutput:
+                    weights: LossWeights = LossWeights(),
+                    recon: tuple[ImageFeatures, torch.Tensor, torch.Tensor] | None = None) -> PalindromeOutput:
     """Forward one palindrome for the K structures of one template and one unlabeled image.
 
     ``template_masks``: (K, S, S) in {0, 1} (letterboxed); ``template_valid``: (S, S) bool.
     Differentiable end to end (the x1 masks are fed back soft, not thresholded).
+    ``recon``: ``(features, masks, valid)`` of what the backward half predicts from M1
+    and is scored against (an augmented copy of the template, same K objects in the same
+    order); default the template itself. An object whose mask is empty there (pushed off
+    the canvas) is scored as absent.
     """
     k = template_masks.shape[0]
     if k == 0:
@@ -98,20 +164,31 @@ def palindrome_step(sam, template: ImageFeatures, template_masks: torch.Tensor,
     p1 = predict_from_memory(sam, f1, [m0])
     # Memory reset: phase 2 sees only M1, built from x1 and its soft prediction.
     m1 = encode_memory(sam, f1, torch.sigmoid(p1.logits.float()))
-    p3 = predict_from_memory(sam, f0, [m1])
+    if recon is None:
+        f_back, back_masks, back_valid = f0, template_masks, template_valid
+    else:
+        feats_back, back_masks, back_valid = recon
+        if back_masks.shape != template_masks.shape:
+            raise ValueError(f"the reconstruction target has masks {tuple(back_masks.shape)}, the template "
+                             f"{tuple(template_masks.shape)}: it must hold the same objects")
+        f_back = make_frame(sam, [feats_back], k)
+    p3 = predict_from_memory(sam, f_back, [m1])
 
-    bce, dice = mask_losses(p3.logits, template_masks, template_valid)
-    ones = torch.ones_like(p3.object_score_logits, dtype=torch.float32)
-    presence = F.binary_cross_entropy_with_logits(p3.object_score_logits.float(), ones, reduction="none")[:, 0]
-    cycle_iou = hard_iou(p3.logits, template_masks, template_valid.to(device))
+    bce, dice = mask_losses(p3.logits, back_masks, back_valid)
+    present = (back_masks.flatten(1) > 0.5).any(dim=1).float()[:, None]  # (K, 1)
+    presence = F.binary_cross_entropy_with_logits(p3.object_score_logits.float(), present, reduction="none")[:, 0]
+    cycle_iou = hard_iou(p3.logits, back_masks, back_valid.to(device))
     iou_error = (p3.predicted_iou.float() - cycle_iou).abs()
     loss = (weights.bce * bce.sum() + weights.dice * dice.sum() + weights.presence * presence.sum()
             + weights.iou * iou_error.sum())
+    ones = torch.ones_like(p3.object_score_logits, dtype=torch.float32)
     if weights.target_presence:
         loss = loss + weights.target_presence * F.binary_cross_entropy_with_logits(
             p1.object_score_logits.float(), ones, reduction="sum")
     if weights.blank:
         loss = loss + weights.blank * blank_memory_loss(sam, f0, f1, template_valid)
+    if weights.supervised:
+        loss = loss + weights.supervised * supervised_loss(sam, m0, f_back, back_masks, back_valid)
     return PalindromeOutput(loss=loss, bce=bce.detach(), dice=dice.detach(), presence=presence.detach(),
                             iou_error=iou_error.detach(), target_logits=p1.logits, cycle_logits=p3.logits,
                             cycle_iou=cycle_iou)

@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import os
+import hashlib
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -60,7 +61,7 @@ from ..model.lora import (apply_lora, enable_full_finetune, load_trainable_state
 from .control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
 from .features import FeatureEncoder
 from .frames import encode_memory, make_frame, predict_from_memory
-from .palindrome import LossWeights, hard_iou, palindrome_step
+from .palindrome import LossWeights, augment_letterboxed, hard_iou, palindrome_step
 from .preprocess import PreparedImage, prepare_image
 from .templates import Template, structure_names
 
@@ -115,6 +116,12 @@ class TrainConfig:
     val_images: int = 4  # held-out unlabeled images (validation with one template)
     loss: LossWeights = field(default_factory=LossWeights)
     autocast: bool | None = None
+    # >0: that many augmented copies of each template (flips, rotation, scale, colour; made
+    # once, seeded) and the backward half of each palindrome reconstructs a randomly chosen
+    # copy instead of the template itself (the forward half still starts from the real
+    # template). With ``val_loss`` validation, one more copy per template, never trained on,
+    # is what the validation palindromes reconstruct.
+    template_versions: int = 0
 
     @property
     def mode(self) -> str:
@@ -151,6 +158,8 @@ class TrainConfig:
             problems.append("weight decay and gradient clipping must not be negative")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             problems.append(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
+        if self.template_versions < 0:
+            problems.append(f"template_versions must not be negative (got {self.template_versions})")
         if self.validate_every < 0 or self.checkpoint_every < 0 or self.val_images < 0:
             problems.append("validate_every, checkpoint_every and val_images must not be negative")
         if self.effective_warmup < 0:
@@ -492,6 +501,7 @@ class _Run:
         self.step, self.best_step, self.best_val, self.baseline_val = 0, 0, None, None
         self.best_state: dict | None = None
         self._masks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._versions = self._make_versions()
         history: list[dict] = []
         if self.resume:
             self._load_state()
@@ -594,11 +604,40 @@ class _Run:
             self._masks[index] = (t.model_masks(t.structures, self.device), t.valid(self.device))
         return self._masks[index]
 
-    def _palindrome(self, t_index: int, image: PreparedImage):
-        feats0, feats1 = self.encoder.encode([self.templates[t_index].image, image])
+    def _make_versions(self) -> list[list[tuple[PreparedImage, torch.Tensor, torch.Tensor]]]:
+        """Per template: ``template_versions`` augmented copies (+1 for validation with
+        ``val_loss``), each (image, masks, valid); the same on every call with the same seed."""
+        n = self.config.template_versions
+        if n == 0:
+            return [[] for _ in self.templates]
+        n += self.val_metric == "val_loss"
+        versions = []
+        for i, t in enumerate(self.templates):
+            rng = np.random.RandomState((self.config.seed * 7919 + i) % (2 ** 32))
+            masks, valid = self._template_tensors(i)
+            made = []
+            for v in range(n):
+                pixels, vmasks, vvalid = augment_letterboxed(t.image.pixels, masks, valid, rng)
+                image = PreparedImage(pixels=pixels, letterbox=t.image.letterbox,
+                                      key=f"{t.image.key}~v{self.config.seed}.{v}:" +
+                                      hashlib.sha256(pixels.tobytes()).hexdigest(),
+                                      source=f"{t.image.source or t.image_id}~copy{v}")
+                made.append((image, vmasks, vvalid))
+            versions.append(made)
+        return versions
+
+    def _palindrome(self, t_index: int, image: PreparedImage, version: int | None = None):
+        """One palindrome; ``version``: index of the template copy the backward half reconstructs."""
         masks, valid = self._template_tensors(t_index)
+        extra = {}
+        if version is None:
+            feats0, feats1 = self.encoder.encode([self.templates[t_index].image, image])
+        else:
+            v_image, v_masks, v_valid = self._versions[t_index][version]
+            feats0, feats_v, feats1 = self.encoder.encode([self.templates[t_index].image, v_image, image])
+            extra["recon"] = (feats_v, v_masks, v_valid)
         with autocast_context(self.device, self.config.autocast):
-            return palindrome_step(self.sam, feats0, masks, valid, feats1, self.config.loss)
+            return palindrome_step(self.sam, feats0, masks, valid, feats1, self.config.loss, **extra)
 
     def _train_step(self) -> dict:
         config = self.config
@@ -610,10 +649,12 @@ class _Run:
         for _ in range(config.accumulate):
             t_index = self.sampler.next_template()
             image = self.train_pool[self.sampler.next_image()]
+            version = (self.sampler.next_version(config.template_versions)
+                       if config.template_versions else None)
             template = self.templates[t_index]
             where = f"template {template.image_id}, image {image.source or image.key[:12]}"
             try:
-                out = self._palindrome(t_index, image)
+                out = self._palindrome(t_index, image, version)
                 loss = out.loss
                 if not torch.isfinite(loss):
                     raise TrainingError(
@@ -630,7 +671,8 @@ class _Run:
                                ("iou_error", out.iou_error)):
                 totals[key] += float(value.sum()) / config.accumulate
             totals["cycle_iou"] += float(out.cycle_iou.mean()) / config.accumulate
-            used.append({"template": template.image_id, "image": image.source or image.key[:12]})
+            used.append({"template": template.image_id, "image": image.source or image.key[:12]}
+                        | ({"copy": version} if version is not None else {}))
         if all(p.grad is None for p in self.params):
             raise TrainingError(f"step {self.step + 1}: the loss is not connected to the trained weights")
         max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
@@ -659,7 +701,9 @@ class _Run:
         return value
 
     def _val_loss(self) -> float:
-        losses = [float(self._palindrome(ti, image).loss)
+        # With template copies, the held-out copy (the last one) is reconstructed.
+        version = self.config.template_versions if self.config.template_versions else None
+        losses = [float(self._palindrome(ti, image, version).loss)
                   for ti in range(len(self.templates)) for image in self.val_pool]
         return float(np.mean(losses))
 
@@ -715,6 +759,10 @@ class _PairSampler:
 
     def next_image(self) -> int:
         return self._next(1)
+
+    def next_version(self, n: int) -> int:
+        """A template copy, uniformly among ``n`` (independent draws)."""
+        return self._rng.randrange(n)
 
     def getstate(self):
         return {"rng": self._rng.getstate(), "queues": [list(q) for q in self._queues]}
