@@ -40,6 +40,10 @@ class LossWeights:
     supervised: float = 0.0  # ordinary supervision in the same step: the reconstruction target
     # (x0, or its augmented copy x0') predicted from the template's own memory M0 (BCE + Dice +
     # presence), so a palindrome run also learns what supervised fine-tuning on the template would
+    overlap: float = 0.0  # structures that do not overlap on the template must not overlap on x1
+    # either: soft overlap of each such pair of x1's predicted masks, as a fraction of the smaller
+    # one. Objects are predicted independently, so nothing else stops two of them from covering
+    # the same part (seen on the beetle test-bed: the pronotum swallowing the new head)
 
 
 @dataclass
@@ -130,6 +134,26 @@ def augment_letterboxed(pixels: np.ndarray, masks: torch.Tensor, valid: torch.Te
     return out_pixels, new_masks.to(device), new_valid.to(device)
 
 
+def disjoint_pairs(masks: torch.Tensor, tolerance: float = 0.01) -> torch.Tensor:
+    """(K, K) bool, upper triangle: pairs of objects whose masks (K, S, S) overlap on less than
+    ``tolerance`` of the smaller one."""
+    m = (masks.flatten(1) > 0.5).float()
+    inter = m @ m.T
+    area = m.sum(dim=1)
+    smaller = torch.minimum(area[:, None], area[None, :]).clamp(min=1.0)
+    return torch.triu(inter / smaller < tolerance, diagonal=1)
+
+
+def overlap_loss(logits: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """Sum over the ``pairs`` (K, K) bool of the soft overlap of two objects' predicted masks
+    ``logits`` (K, 1, S, S): sum(p_i p_j) / min(sum p_i, sum p_j), in [0, 1] per pair."""
+    p = torch.sigmoid(logits[:, 0].float()).flatten(1)
+    inter = p @ p.T
+    area = p.sum(dim=1)
+    smaller = torch.minimum(area[:, None], area[None, :]).clamp(min=1.0)
+    return (inter / smaller)[pairs].sum()
+
+
 def supervised_loss(sam, m0: dict, frame, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """BCE + Dice + presence of ``frame`` predicted from the template memory ``m0`` against
     ``masks`` (K, S, S), summed over objects: plain supervision on the template."""
@@ -189,6 +213,8 @@ def palindrome_step(sam, template: ImageFeatures, template_masks: torch.Tensor,
         loss = loss + weights.blank * blank_memory_loss(sam, f0, f1, template_valid)
     if weights.supervised:
         loss = loss + weights.supervised * supervised_loss(sam, m0, f_back, back_masks, back_valid)
+    if weights.overlap and k > 1:
+        loss = loss + weights.overlap * overlap_loss(p1.logits, disjoint_pairs(template_masks))
     return PalindromeOutput(loss=loss, bce=bce.detach(), dice=dice.detach(), presence=presence.detach(),
                             iou_error=iou_error.detach(), target_logits=p1.logits, cycle_logits=p3.logits,
                             cycle_iou=cycle_iou)

@@ -163,3 +163,40 @@ def test_template_copies_are_seeded_and_change_training(tmp_path):
     assert a != plain
     with pytest.raises(Exception, match="template_versions"):
         TrainConfig(template_versions=-1).check()
+
+
+def test_overlap_loss_counts_only_pairs_disjoint_on_the_template():
+    from descriptron_sam2pal.engine.palindrome import disjoint_pairs, overlap_loss
+
+    masks = torch.zeros(3, 8, 8)
+    masks[0, :4] = 1  # top half
+    masks[1, 4:] = 1  # bottom half: disjoint from 0
+    masks[2, 2:6] = 1  # middle: overlaps both
+    pairs = disjoint_pairs(masks)
+    assert pairs.tolist() == [[False, True, False], [False, False, False], [False, False, False]]
+    big = 30.0
+    same = torch.full((3, 1, 8, 8), -big)
+    same[0, 0, :4] = big
+    same[1, 0, :4] = big  # object 1 predicted on object 0's place
+    assert overlap_loss(same, pairs).item() == pytest.approx(1.0, abs=1e-4)
+    apart = torch.full((3, 1, 8, 8), -big)
+    apart[0, 0, :4] = big
+    apart[1, 0, 4:] = big
+    apart[2, 0] = big  # object 2 overlaps everything, but it overlaps on the template too
+    assert overlap_loss(apart, pairs).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_overlap_term_on_the_target_prediction_trains(setup):
+    from descriptron_sam2pal.engine.palindrome import disjoint_pairs, overlap_loss
+
+    sam, template, args, recon, f0 = setup
+    torch.manual_seed(0)
+    without = palindrome_step(*args, LossWeights())
+    torch.manual_seed(0)
+    with_term = palindrome_step(*args, LossWeights(overlap=2.0))
+    term = overlap_loss(without.target_logits, disjoint_pairs(args[2]))
+    assert term.item() > 0  # a random model's structures overlap on x1
+    assert with_term.loss.item() == pytest.approx(without.loss.item() + 2.0 * term.item(), rel=1e-4)
+    sam.zero_grad(set_to_none=True)
+    term.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in sam.sam_mask_decoder.parameters())
