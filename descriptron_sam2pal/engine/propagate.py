@@ -45,6 +45,7 @@ from ..model.build import LoadedModel
 from .control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
 from .features import FeatureEncoder, ImageFeatures, _hash_tensors
 from .frames import encode_memory, make_frame, predict_from_memory, repeat_memory
+from .heap import release_freed_memory
 from .orientation import IDENTITY, ORIENTATIONS, choose_orientation, orient, orientation_score, unorient
 from .palindrome import hard_iou
 from .preprocess import PreparedImage, prepare_image
@@ -573,6 +574,8 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
                 new_entries.append((keys[i], r))
         if journal is not None:
             journal.append(run, new_entries)
+        del raws, jobs, by_target
+        release_freed_memory()  # keeps the peak flat over hundreds of targets (engine/heap.py)
         for i in window:
             done += 1
             yield results[i]
