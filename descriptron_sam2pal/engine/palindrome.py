@@ -44,6 +44,15 @@ class LossWeights:
     # either: soft overlap of each such pair of x1's predicted masks, as a fraction of the smaller
     # one. Objects are predicted independently, so nothing else stops two of them from covering
     # the same part (seen on the beetle test-bed: the pronotum swallowing the new head)
+    hard_feedback: bool = False  # not a weight: x1's masks go into M1 thresholded (logits > 0)
+    # instead of soft, so no gradient reaches the forward half through the feedback; the backward
+    # half then learns "x1 with the model's own prediction -> the template's truth" and the
+    # forward half cannot drift to whatever makes the cycle easy (ALGORITHM.md asks for soft)
+    cycle_weighted: bool = False  # not a weight: each object's reconstruction loss (BCE, Dice,
+    # presence, IoU head) is multiplied by its own cycle IoU in this step (detached), so a cycle
+    # that does not close (x1 predicted wrong) teaches little instead of the most
+    overlap_yield: bool = False  # in each overlapping pair only the structure with the lower
+    # cycle IoU in this step is pushed away (symmetric, the known structure gave way on the test-bed)
 
 
 @dataclass
@@ -144,14 +153,26 @@ def disjoint_pairs(masks: torch.Tensor, tolerance: float = 0.01) -> torch.Tensor
     return torch.triu(inter / smaller < tolerance, diagonal=1)
 
 
-def overlap_loss(logits: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+def overlap_loss(logits: torch.Tensor, pairs: torch.Tensor, rank: torch.Tensor | None = None) -> torch.Tensor:
     """Sum over the ``pairs`` (K, K) bool of the soft overlap of two objects' predicted masks
-    ``logits`` (K, 1, S, S): sum(p_i p_j) / min(sum p_i, sum p_j), in [0, 1] per pair."""
+    ``logits`` (K, 1, S, S): sum(p_i p_j) / min(sum p_i, sum p_j), in [0, 1] per pair.
+
+    ``rank`` (K,): when given, in each pair only the object of lower rank is pushed away (the
+    other's mask is detached), so a structure the model already gets right does not give way
+    to one it is still learning."""
     p = torch.sigmoid(logits[:, 0].float()).flatten(1)
-    inter = p @ p.T
     area = p.sum(dim=1)
     smaller = torch.minimum(area[:, None], area[None, :]).clamp(min=1.0)
-    return (inter / smaller)[pairs].sum()
+    if rank is None:
+        return ((p @ p.T) / smaller)[pairs].sum()
+    # inter[i, j] = sum(p_i * p_j.detach()): row i is the object that moves.
+    inter = p @ p.detach().T
+    smaller = torch.minimum(area[:, None], area.detach()[None, :]).clamp(min=1.0)
+    moves = rank.to(p.device)[:, None] < rank.to(p.device)[None, :]  # i ranks below j
+    ties = rank.to(p.device)[:, None] == rank.to(p.device)[None, :]
+    both = pairs | pairs.T
+    weight = both & (moves | (ties & torch.triu(torch.ones_like(both), diagonal=1)))
+    return (inter / smaller)[weight].sum()
 
 
 def supervised_loss(sam, m0: dict, frame, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -187,7 +208,11 @@ def palindrome_step(sam, template: ImageFeatures, template_masks: torch.Tensor,
     m0 = encode_memory(sam, f0, template_masks[:, None])
     p1 = predict_from_memory(sam, f1, [m0])
     # Memory reset: phase 2 sees only M1, built from x1 and its soft prediction.
-    m1 = encode_memory(sam, f1, torch.sigmoid(p1.logits.float()))
+    if weights.hard_feedback:
+        feedback = (p1.logits.detach().float() > 0).float()
+    else:
+        feedback = torch.sigmoid(p1.logits.float())
+    m1 = encode_memory(sam, f1, feedback)
     if recon is None:
         f_back, back_masks, back_valid = f0, template_masks, template_valid
     else:
@@ -203,8 +228,10 @@ def palindrome_step(sam, template: ImageFeatures, template_masks: torch.Tensor,
     presence = F.binary_cross_entropy_with_logits(p3.object_score_logits.float(), present, reduction="none")[:, 0]
     cycle_iou = hard_iou(p3.logits, back_masks, back_valid.to(device))
     iou_error = (p3.predicted_iou.float() - cycle_iou).abs()
-    loss = (weights.bce * bce.sum() + weights.dice * dice.sum() + weights.presence * presence.sum()
-            + weights.iou * iou_error.sum())
+    per_object = weights.bce * bce + weights.dice * dice + weights.presence * presence + weights.iou * iou_error
+    if weights.cycle_weighted:
+        per_object = per_object * cycle_iou.detach()
+    loss = per_object.sum()
     ones = torch.ones_like(p3.object_score_logits, dtype=torch.float32)
     if weights.target_presence:
         loss = loss + weights.target_presence * F.binary_cross_entropy_with_logits(
@@ -214,7 +241,8 @@ def palindrome_step(sam, template: ImageFeatures, template_masks: torch.Tensor,
     if weights.supervised:
         loss = loss + weights.supervised * supervised_loss(sam, m0, f_back, back_masks, back_valid)
     if weights.overlap and k > 1:
-        loss = loss + weights.overlap * overlap_loss(p1.logits, disjoint_pairs(template_masks))
+        rank = cycle_iou if weights.overlap_yield else None
+        loss = loss + weights.overlap * overlap_loss(p1.logits, disjoint_pairs(template_masks), rank)
     return PalindromeOutput(loss=loss, bce=bce.detach(), dice=dice.detach(), presence=presence.detach(),
                             iou_error=iou_error.detach(), target_logits=p1.logits, cycle_logits=p3.logits,
                             cycle_iou=cycle_iou)

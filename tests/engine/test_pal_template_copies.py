@@ -200,3 +200,62 @@ def test_overlap_term_on_the_target_prediction_trains(setup):
     sam.zero_grad(set_to_none=True)
     term.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in sam.sam_mask_decoder.parameters())
+
+
+def test_overlap_with_rank_moves_only_the_lower_ranked_structure():
+    from descriptron_sam2pal.engine.palindrome import disjoint_pairs, overlap_loss
+
+    masks = torch.zeros(2, 8, 8)
+    masks[0, :4] = 1
+    masks[1, 4:] = 1
+    pairs = disjoint_pairs(masks)
+    logits = torch.zeros(2, 1, 8, 8, requires_grad=True)  # both at p = 0.5 everywhere: overlap
+    for rank, moved in (([0.9, 0.1], 1), ([0.1, 0.9], 0)):
+        logits.grad = None
+        loss = overlap_loss(logits, pairs, torch.tensor(rank))
+        assert loss.item() == pytest.approx(overlap_loss(logits, pairs).item(), rel=1e-5)
+        loss.backward()
+        assert logits.grad[moved].abs().sum() > 0
+        assert logits.grad[1 - moved].abs().sum() == 0
+    logits.grad = None
+    overlap_loss(logits, pairs).backward()
+    assert (logits.grad.flatten(1).abs().sum(1) > 0).all()  # without rank both move
+
+
+def test_hard_feedback_feeds_thresholded_masks_and_cuts_the_forward_gradient(setup, monkeypatch):
+    from descriptron_sam2pal.engine import palindrome
+
+    sam, template, args, recon, f0 = setup
+    fed = []
+    real_encode = palindrome.encode_memory
+
+    def spy(s, frame, masks):
+        fed.append(masks)
+        return real_encode(s, frame, masks)
+
+    monkeypatch.setattr(palindrome, "encode_memory", spy)
+    for hard in (False, True):
+        fed.clear()
+        out = palindrome_step(*args, LossWeights(hard_feedback=hard))
+        feedback = fed[1]  # [M0's masks, M1's masks]
+        grad = torch.autograd.grad(out.loss, out.target_logits, allow_unused=True)[0]
+        if hard:
+            assert set(feedback.unique().tolist()) <= {0.0, 1.0}
+            assert torch.equal(feedback, (out.target_logits.detach() > 0).float())
+            assert grad is None or grad.abs().sum() == 0
+        else:
+            assert torch.allclose(feedback, torch.sigmoid(out.target_logits.detach()))
+            assert grad is not None and grad.abs().sum() > 0
+
+
+def test_cycle_weighting_scales_each_object_by_its_cycle_iou(setup):
+    sam, template, args, recon, f0 = setup
+    torch.manual_seed(0)
+    plain = palindrome_step(*args, LossWeights())
+    torch.manual_seed(0)
+    weighted = palindrome_step(*args, LossWeights(cycle_weighted=True))
+    assert 0 < plain.cycle_iou.max() < 1  # the weights are real fractions here
+    per = plain.bce + plain.dice + plain.presence + plain.iou_error
+    expected = float((per * plain.cycle_iou).sum())
+    assert weighted.loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert expected != pytest.approx(plain.loss.item(), rel=1e-3)

@@ -1,0 +1,186 @@
+"""Which validation signal follows the real target quality during a palindrome run? (issue 6)
+
+With one template the trainer validates on the palindrome loss of held-out unlabeled images,
+and on the beetle test-bed that loss keeps falling while the targets get worse. This script
+trains PAL exactly as ``benchmarks/quality.py --quick`` does (same templates, targets, pool,
+settings), keeps the weights at every validation step, and for each of those checkpoints
+measures the real quality on the targets (seen mIoU, novel IoU) and several candidate
+validation signals that need no target labels:
+
+- ``plain``: the trainer's default, palindrome loss x0 -> x1 -> x0 on its held-out images;
+- ``copy``: the same, the backward half reconstructing a held-out augmented copy of the
+  template (what ``template_versions`` validates on);
+- ``margin``: ``copy`` minus the same loss from a *blank* memory of x1 (how much the memory
+  of x1 helps the reconstruction; memorisation brings it towards 0);
+- ``blank_iou``: cycle IoU of the held-out copy reconstructed from a blank memory (high =
+  reproduced without reading the memory);
+- ``self_iou``: IoU of held-out copies predicted from the template's own memory (what the
+  supervised baseline validates on, as an IoU).
+
+Prints one row per checkpoint and, per seed, the rank correlation of each signal with the
+seen mIoU and the novel IoU (signed so that positive = the signal picks better checkpoints).
+
+    python benchmarks/testbed/val_signals.py --images ... --masks ... [--seeds 3] [--lr ...]
+        [--template-versions N] [--loss ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import quality  # noqa: E402
+
+SIGNALS = {"plain": -1, "copy": -1, "margin": -1, "blank_iou": -1, "self_iou": 1}  # sign: + = higher better
+
+
+def rank_corr(a, b) -> float:
+    a, b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    if np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--images", type=Path, required=True)
+    p.add_argument("--masks", type=Path, required=True)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--loss", default="")
+    p.add_argument("--template-versions", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "val_signals")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from descriptron_sam2pal.engine.evaluate import masks_from_color_png, parse_colors, truth_from_color_pngs
+    from descriptron_sam2pal.engine.features import FeatureEncoder
+    from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
+    from descriptron_sam2pal.engine.palindrome import (LossWeights, augment_letterboxed, hard_iou,
+                                                       mask_losses, palindrome_step)
+    from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
+    from descriptron_sam2pal.engine.propagate import propagate
+    from descriptron_sam2pal.engine.template_loading import template_from_color_png
+    from descriptron_sam2pal.engine.trainer import TrainConfig, train
+    from descriptron_sam2pal.model.build import build_model
+    from descriptron_sam2pal.model.lora import load_trainable_state, trainable_state_dict
+    from descriptron_sam2pal.store.stem import normalized_stem
+
+    colors = parse_colors(quality.BEETLE_COLORS)
+    pairs = quality.pair_images(args.images, args.masks)
+    meta = quality.checkpoint_meta(quality.PACKAGED)
+    novel = meta.get("held_out_structure")
+    held = set(meta.get("eval_images") or [])
+    pairs = [q for q in pairs if q[0].name in held]
+    loss = LossWeights()
+    for part in filter(None, args.loss.split(",")):
+        key, _, value = part.partition("=")
+        setattr(loss, key.strip(), float(value))
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = []
+    for seed in range(args.seeds):
+        # The template and targets of quality.py --quick (K = 1, 40 targets).
+        rng = random.Random(1000 * seed + 1)
+        complete = [q for q in pairs if all(m.any() for m in masks_from_color_png(q[1], colors).values())]
+        chosen = sorted(rng.sample(range(len(complete)), 1))
+        template_pair = complete[chosen[0]]
+        targets = [q for q in pairs if q[0] != template_pair[0]]
+        targets = sorted(rng.sample(targets, min(40, len(targets))))
+        truth = truth_from_color_pngs([m for _, m in targets], colors)
+        target_paths = [str(i) for i, _ in targets]
+
+        model = build_model(checkpoint=quality.PACKAGED, device="cpu")
+        template = template_from_color_png(template_pair[0], template_pair[1], colors, model.image_size,
+                                           image_id=normalized_stem(template_pair[0].name))
+        config = TrainConfig(seed=seed, steps=args.steps, lr=args.lr, loss=loss,
+                             template_versions=args.template_versions)
+        snaps: dict[int, dict] = {}
+
+        def keep(progress):
+            if progress.stage == "train" and progress.done and (progress.done % config.validate_every == 0
+                                                                or progress.done == config.steps):
+                snaps[progress.done] = trainable_state_dict(model.sam)
+
+        run_dir = args.out / f"seed{seed}"
+        if run_dir.exists():
+            import shutil
+            shutil.rmtree(run_dir)
+        res = train(model, [template], target_paths, run_dir, config, progress=keep,
+                    feature_cache_dir=args.out / "feature_cache")
+        settings = json.loads((run_dir / "settings.json").read_text())
+        val_images = [prepare_image(im["source"], model.image_size) for im in settings["validation"]["images"]]
+        names = template.structures
+        masks, valid = template.model_masks(names), template.valid()
+        copy_rng = np.random.RandomState(12345 + seed)
+        copies = []
+        for _ in range(3):
+            px, cm, cv = augment_letterboxed(template.image.pixels, masks, valid, copy_rng)
+            copies.append((PreparedImage(px, template.image.letterbox, f"copy{_}-{seed}-{px.sum()}"), cm, cv))
+        encoder = FeatureEncoder(model)
+        val_by_step = {e["step"]: e["val"] for e in res.history if "val" in e}
+        val_by_step[0] = res.baseline_val
+        rows = []
+        # Step 0, the untrained adapter: LoRA's B matrices start at zero.
+        snaps[0] = {k: (torch.zeros_like(v) if "lora_B" in k else v) for k, v in snaps[max(snaps)].items()}
+        for step in sorted(snaps):
+            state = snaps[step]
+            load_trainable_state(model.sam, state)
+            model.sam.eval()
+            per = quality.score(propagate(model, [template], target_paths, confidence=False), truth, colors)
+            seen, nov = quality.summarise(per, novel)
+            sig = {k: [] for k in SIGNALS}
+            with torch.no_grad():
+                f0 = encoder.encode([template.image])[0]
+                fc = encoder.encode([c[0] for c in copies])
+                k = len(names)
+                m0 = encode_memory(model.sam, make_frame(model.sam, [f0], k), masks[:, None])
+                for (_, cm, cv), f in zip(copies, fc):
+                    pr = predict_from_memory(model.sam, make_frame(model.sam, [f], k), [m0])
+                    sig["self_iou"].append(float(hard_iou(pr.logits, cm, cv).mean()))
+                for im in val_images:
+                    f1 = encoder.encode([im])[0]
+                    sig["plain"].append(float(palindrome_step(model.sam, f0, masks, valid, f1, loss).loss))
+                    recon = (fc[0], copies[0][1], copies[0][2])
+                    real = palindrome_step(model.sam, f0, masks, valid, f1, LossWeights(), recon=recon)
+                    # Blank memory: x1 with empty masks, then the copy predicted from it.
+                    fr1 = make_frame(model.sam, [f1], k)
+                    empty = torch.zeros(k, 1, model.image_size, model.image_size)
+                    pb = predict_from_memory(model.sam, make_frame(model.sam, [fc[0]], k),
+                                             [encode_memory(model.sam, fr1, empty)])
+                    bce, dice = mask_losses(pb.logits, copies[0][1], copies[0][2])
+                    sig["copy"].append(float(real.loss))
+                    sig["margin"].append(float(real.bce.sum() + real.dice.sum() - bce.sum() - dice.sum()))
+                    sig["blank_iou"].append(float(hard_iou(pb.logits, copies[0][1], copies[0][2]).mean()))
+            row = {"step": step, "seen": seen, "novel": nov, "trainer_val": val_by_step.get(step),
+                   **{k: float(np.mean(v)) for k, v in sig.items()}}
+            rows.append(row)
+            print(f"seed {seed} step {step:3d}  seen {seen:5.1f}  novel {nov:5.1f}  "
+                  + "  ".join(f"{k} {row[k]:.3f}" for k in SIGNALS), flush=True)
+        corr = {k: {"seen": SIGNALS[k] * rank_corr([r[k] for r in rows], [r["seen"] for r in rows]),
+                    "novel": SIGNALS[k] * rank_corr([r[k] for r in rows], [r["novel"] for r in rows]),
+                    "picks": max(rows, key=lambda r: SIGNALS[k] * r[k])["step"]} for k in SIGNALS}
+        best = {"seen": max(rows, key=lambda r: r["seen"])["step"], "novel": max(rows, key=lambda r: r["novel"])["step"]}
+        print(f"seed {seed} rank correlation with (seen, novel), step picked; best step by seen {best['seen']}, "
+              f"by novel {best['novel']}:")
+        for k, c in corr.items():
+            print(f"    {k:<10} {c['seen']:+.2f} {c['novel']:+.2f}  picks {c['picks']}")
+        report.append({"seed": seed, "template": template_pair[0].name, "rows": rows, "corr": corr, "best": best})
+        (args.out / "val_signals.json").write_text(json.dumps({"args": {a: str(v) for a, v in vars(args).items()},
+                                                                "runs": report}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
