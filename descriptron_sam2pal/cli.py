@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", metavar="RUN_DIR", help="a trained run (or its adapter.pt); default: base SAM2")
     _add_model_args(p)
     g = p.add_argument_group("propagation")
-    g.add_argument("--batch-size", type=_positive, default=4, help="images per batch (default 4)")
+    g.add_argument("--batch-size", type=_positive, default=None,
+                   help="images per batch (default: 1 on the CPU, where it is fastest; 4 on a GPU)")
     g.add_argument("--orientation-search", action="store_true",
                    help="try the 8 rotations/mirrorings of each specimen and keep the most confident")
     g.add_argument("--no-confidence", action="store_true", help="skip palindrome confidence (faster)")

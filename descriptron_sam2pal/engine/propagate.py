@@ -483,20 +483,30 @@ def _load(target: Target, size: int, orientation_search: bool) -> tuple[list[tup
     return [(o, prepare_image(orient(img, o), size, source=target.path)) for o in names], h, w
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Targets per batch: 1 on the CPU, where batching saves no arithmetic and only costs
+    memory traffic (tiny, K = 5, 1 thread: 1.54 vs 1.73 s per target at 512 px, 12.3 vs
+    15.9 s at 1024 px, batch 1 vs 4), 4 on a GPU, where it fills the device."""
+    return 1 if torch.device(device).type == "cpu" else 4
+
+
 def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateMemory,
-                   targets: Iterable[Any], batch_size: int = 4,
+                   targets: Iterable[Any], batch_size: int | None = None,
                    progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                    journal: ResultJournal | str | Path | None = None, orientation_search: bool = False,
                    confidence: bool = True, encoder: FeatureEncoder | None = None) -> Iterator[TargetResult]:
     """Yield a :class:`TargetResult` per target, in input order, batch by batch.
 
     ``batch_size`` targets are encoded and decoded together (with orientation
-    search, ``batch_size`` oriented images). ``cancel`` stops between batches.
+    search, ``batch_size`` oriented images); default :func:`default_batch_size`.
+    ``cancel`` stops between batches.
     An unreadable target gives a result with ``error`` set; the run goes on.
     ``orientation_search`` requires ``confidence`` (it is how orientations are
     compared). ``encoder`` (default: the template memory's) encodes the targets,
     uncached: each target is seen once.
     """
+    if batch_size is None:
+        batch_size = default_batch_size(model.device)
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if orientation_search and not confidence:
@@ -584,7 +594,7 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
 
 
 def propagate(model: LoadedModel, templates: Sequence[Template] | TemplateMemory, targets: Iterable[Any],
-              batch_size: int = 4, progress: ProgressCallback | None = None,
+              batch_size: int | None = None, progress: ProgressCallback | None = None,
               cancel: CancelToken | None = None, journal: ResultJournal | str | Path | None = None,
               orientation_search: bool = False, confidence: bool = True,
               encoder: FeatureEncoder | None = None) -> list[TargetResult]:

@@ -262,3 +262,16 @@ def test_an_unreadable_target_is_reported_and_the_batch_goes_on(present_model, t
         assert "broken.jpg" in results[1].error and results[1].structures == {}
         assert "'gone'" in results[3].error
         assert results[4].structures["head"].present
+
+
+def test_default_batch_is_one_target_on_the_cpu_and_four_on_a_gpu(present_model, monkeypatch):
+    from descriptron_sam2pal.engine import propagate as propagate_module
+    from descriptron_sam2pal.engine.propagate import default_batch_size
+
+    assert default_batch_size(torch.device("cpu")) == 1
+    assert default_batch_size(torch.device("cuda")) == 4
+    batches = []
+    monkeypatch.setattr(propagate_module, "release_freed_memory", lambda: batches.append(1))
+    targets = [make_specimen(30 + i, size=(70, 90))[0] for i in range(3)]
+    results = propagate(present_model, [make_template("t", seed=0)], targets)
+    assert len(results) == 3 and len(batches) == 3  # one batch per target on the CPU
