@@ -29,7 +29,9 @@ Validation chooses the best checkpoint, never the noisy training loss:
   structure: each template is predicted from the memories of the others
   (``encode_memory`` + ``predict_from_memory``), IoU per structure averaged;
 - ``val_loss`` (lower is better) otherwise: the palindrome loss on a fixed
-  held-out subset of the unlabeled images (not trained on).
+  held-out subset of the unlabeled images (not trained on); with
+  ``template_versions`` its backward half reconstructs a held-out augmented copy
+  of the template (never trained on) instead of the template itself.
 Validation also runs before the first step (the base model's score): if
 training never beats it, the saved adapter is the untrained one and the
 result says so (``best_step == 0``).

@@ -259,3 +259,23 @@ def test_cycle_weighting_scales_each_object_by_its_cycle_iou(setup):
     expected = float((per * plain.cycle_iou).sum())
     assert weighted.loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert expected != pytest.approx(plain.loss.item(), rel=1e-3)
+
+
+def test_resume_with_template_copies_reproduces_the_uninterrupted_run(tmp_path):
+    from descriptron_sam2pal.engine.control import CancelToken
+    from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
+
+    template = make_template("t0", seed=0, size=(120, 128))
+    config = TrainConfig(steps=4, validate_every=2, val_images=1, seed=5, template_versions=3)
+
+    def log(name):
+        return [(e["loss"], [p["copy"] for p in e["pairs"]])
+                for e in map(json.loads, (tmp_path / name / "log.jsonl").read_text().splitlines())]
+
+    train(build_model(MINI_CONFIG, image_size=128, seed=0), [template], _pool(), tmp_path / "straight", config)
+    cancel = CancelToken()
+    train(build_model(MINI_CONFIG, image_size=128, seed=0), [template], _pool(), tmp_path / "split", config,
+          progress=lambda p: cancel.cancel() if p.done == 2 else None, cancel=cancel)
+    train(build_model(MINI_CONFIG, image_size=128, seed=0), [template], _pool(), tmp_path / "split", config,
+          resume=True)
+    assert log("split") == log("straight")
