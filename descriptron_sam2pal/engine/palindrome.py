@@ -9,9 +9,10 @@ Optionally (``palindrome_step(..., recon=...)``) the backward half predicts an
 *augmented copy* x0' of the template (with its masks Y0') instead of x0: the
 forward half still starts from the real template and its ground truth, but the
 image to reconstruct changes from step to step, so the cycle cannot be closed by
-reproducing one fixed image's masks from any memory (with one template that
-shortcut lowers the loss while the targets get worse: benchmarks/testbed/README.md).
-``augment_letterboxed`` makes such copies in the model's letterboxed space.
+reproducing one fixed image's masks from any memory. ``augment_letterboxed`` makes
+such copies in the model's letterboxed space. On the beetle test-bed this changed
+nothing measurable; the other options of ``LossWeights`` beyond the defaults were
+tried there too (benchmarks/testbed/README.md, issue 6 follow-up): all off by default.
 """
 
 from __future__ import annotations
@@ -224,7 +225,10 @@ def palindrome_step(sam, template: ImageFeatures, template_masks: torch.Tensor,
     p3 = predict_from_memory(sam, f_back, [m1])
 
     bce, dice = mask_losses(p3.logits, back_masks, back_valid)
-    present = (back_masks.flatten(1) > 0.5).any(dim=1).float()[:, None]  # (K, 1)
+    if recon is None:  # every structure annotated on the template is present
+        present = torch.ones(k, 1, device=p3.object_score_logits.device)
+    else:  # a structure pushed off an augmented copy is absent there
+        present = (back_masks.flatten(1) > 0.5).any(dim=1).float()[:, None]
     presence = F.binary_cross_entropy_with_logits(p3.object_score_logits.float(), present, reduction="none")[:, 0]
     cycle_iou = hard_iou(p3.logits, back_masks, back_valid.to(device))
     iou_error = (p3.predicted_iou.float() - cycle_iou).abs()
