@@ -230,8 +230,8 @@ def cmd_propagate(args) -> int:
         journal.unlink()
     print(f"segmenting {', '.join(_structures(templates))} on {len(targets)} image(s) "
           f"from {len(templates)} template(s), {model.image_size} px on {model.device}")
-    # Results are folded into the output as they come (polygons/RLE), so memory
-    # does not grow with the number of specimens.
+    # Results are folded into the output as they come (polygons/RLE, spooled to a
+    # temporary file), so memory does not grow with the number of specimens.
     builder = PredictionsBuilder()
     merged = MergeSummary()
     failed = []
@@ -244,7 +244,10 @@ def cmd_propagate(args) -> int:
                 failed.append(r)
             elif store is not None:
                 merged += merge_into_store(store, [r])
-    written = write_predictions(builder, out)
+    try:
+        written = write_predictions(builder, out)
+    finally:
+        builder.close()
     if bar.last is not None and "encoder_passes" in bar.last.metrics:
         print(f"image encoder passes: {bar.last.metrics['encoder_passes']} "
               f"(templates and {len(targets)} image(s); each image once)")
@@ -267,9 +270,14 @@ def cmd_evaluate(args) -> int:
     for path in (args.pred, args.truth):
         if not Path(path).exists():
             raise UserError(f"{path} does not exist")
+    store_log = logging.getLogger("descriptron_sam2pal.store")
+    level = store_log.level
     if not args.verbose:  # the images themselves are not needed to score masks
-        logging.getLogger("descriptron_sam2pal.store").setLevel(logging.ERROR)
-    report = evaluate(args.pred, args.truth, colors=args.colors)
+        store_log.setLevel(logging.ERROR)
+    try:
+        report = evaluate(args.pred, args.truth, colors=args.colors)
+    finally:
+        store_log.setLevel(level)  # not left changed for whoever runs next in this process
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     return 0
 

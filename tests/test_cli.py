@@ -101,7 +101,7 @@ def test_propagate_resumes_from_its_journal(project, mini_checkpoint, capsys, mo
     def disk_full(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(predictions, "write_pair", disk_full)
+    monkeypatch.setattr(predictions, "write_streams", disk_full)
     with pytest.raises(OSError):
         main(["propagate", *[str(a) for a in args]])
     assert journal.is_file() and len(journal.read_text().splitlines()) == 4

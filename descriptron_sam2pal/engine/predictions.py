@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping, TextIO
 
 import numpy as np
 
 from .. import UserError
 from ..imaging.masks import has_hole, mask_area, mask_bbox, mask_to_polygons, mask_to_rle, polygons_to_mask
-from ..store.coco import write_pair
+from ..store.coco import write_streams
 from ..store.stem import basename, companion_path
 from .propagate import TargetResult
 from .template_loading import PREDICTION_SOURCE, is_prediction
@@ -24,18 +27,23 @@ def _needs_rle(mask: np.ndarray, polygons: list) -> bool:
 class PredictionsBuilder:
     """Builds the COCO predictions document one result at a time.
 
-    Each result is turned into polygons (and RLE where needed) as it arrives, so
-    a run over thousands of specimens keeps kilobytes per specimen, not its
-    full-resolution masks.
+    Each result is turned into polygons (and RLE where needed) as it arrives and
+    its annotations are spooled, as JSON text, to an anonymous temporary file: a
+    run over thousands of specimens keeps a small record per image in memory,
+    neither its full-resolution masks nor its outlines (those grew the process by
+    about 1 MB per target at 512 px before). :func:`write_predictions` streams the
+    spool into the output files.
     """
 
     def __init__(self, categories: Mapping[str, int] | None = None) -> None:
         self.categories: dict[str, int] = dict(categories or {})
         self.images: list[dict] = []
-        self.annotations: list[dict] = []
-        self.rle: dict[int, dict] = {}
         self.errors: list[dict] = []
+        self.n_annotations = 0
         self._count = 0
+        # One line per annotation: its polygon form, and its .rlejson form (RLE or the same).
+        self._plain: TextIO = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="sam2pal-pred-")
+        self._rle: TextIO = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="sam2pal-pred-")
 
     def add(self, r: TargetResult) -> None:
         self._count += 1
@@ -52,23 +60,55 @@ class PredictionsBuilder:
             if not s.present:
                 continue
             polygons = [[float(v) for v in p] for p in mask_to_polygons(s.mask)]
-            ann_id = len(self.annotations) + 1
-            self.annotations.append({
-                "id": ann_id, "image_id": image_id, "category_id": self.categories[name],
+            self.n_annotations += 1
+            ann = {
+                "id": self.n_annotations, "image_id": image_id, "category_id": self.categories[name],
                 "segmentation": polygons, "area": mask_area(s.mask), "bbox": mask_bbox(s.mask), "iscrowd": 0,
                 "instance_id": 1, "score": s.score, "object_score": s.object_score,
                 "predicted_iou": s.predicted_iou, "orientation": r.orientation,
-            })
+            }
+            plain = json.dumps(ann, ensure_ascii=False)
+            self._plain.write(plain + "\n")
             if _needs_rle(s.mask, polygons):
-                self.rle[ann_id] = mask_to_rle(s.mask)
+                plain = json.dumps({**ann, "segmentation": mask_to_rle(s.mask)}, ensure_ascii=False)
+            self._rle.write(plain + "\n")
+
+    def _head(self) -> dict:
+        return {"info": {"description": "SAM2-PAL predictions", "errors": list(self.errors)},
+                "images": list(self.images)}
+
+    def _categories(self) -> list[dict]:
+        cats = sorted(self.categories.items(), key=lambda x: x[1])
+        return [{"id": i, "name": n, "supercategory": ""} for n, i in cats]
+
+    def _lines(self, spool: TextIO) -> Iterator[str]:
+        spool.flush()
+        spool.seek(0)
+        for line in spool:
+            yield line.rstrip("\n")
+        spool.seek(0, os.SEEK_END)
+
+    def write_to(self, f: TextIO, rle: bool) -> None:
+        """Stream the document (``rle``: the .rlejson form) into ``f`` as JSON."""
+        head = json.dumps(self._head(), ensure_ascii=False)
+        f.write(head[:-1] + ', "annotations": [')
+        for i, line in enumerate(self._lines(self._rle if rle else self._plain)):
+            f.write(line if i == 0 else "," + line)
+        f.write('], "categories": ' + json.dumps(self._categories(), ensure_ascii=False) + "}\n")
 
     def document(self) -> tuple[dict, dict]:
-        """(COCO document, {annotation id: RLE})."""
-        cats = sorted(self.categories.items(), key=lambda x: x[1])
-        doc = {"info": {"description": "SAM2-PAL predictions", "errors": list(self.errors)},
-               "images": list(self.images), "annotations": list(self.annotations),
-               "categories": [{"id": i, "name": n, "supercategory": ""} for n, i in cats]}
-        return doc, dict(self.rle)
+        """(COCO document, {annotation id: RLE}), read back from the spool (for small runs)."""
+        annotations = [json.loads(line) for line in self._lines(self._plain)]
+        rle = {}
+        for line in self._lines(self._rle):
+            a = json.loads(line)
+            if isinstance(a["segmentation"], dict):
+                rle[a["id"]] = a["segmentation"]
+        return {**self._head(), "annotations": annotations, "categories": self._categories()}, rle
+
+    def close(self) -> None:
+        self._plain.close()
+        self._rle.close()
 
 
 def predictions_document(results: Iterable[TargetResult], categories: Mapping[str, int] | None = None
@@ -83,9 +123,12 @@ def predictions_document(results: Iterable[TargetResult], categories: Mapping[st
     ids after the largest.
     """
     builder = PredictionsBuilder(categories)
-    for r in results:
-        builder.add(r)
-    return builder.document()
+    try:
+        for r in results:
+            builder.add(r)
+        return builder.document()
+    finally:
+        builder.close()
 
 
 def write_predictions(results: Iterable[TargetResult] | PredictionsBuilder, path: str | Path,
@@ -95,14 +138,19 @@ def write_predictions(results: Iterable[TargetResult] | PredictionsBuilder, path
     path = Path(path)
     if path.suffix.lower() == ".rlejson":
         path = companion_path(path)
-    if isinstance(results, PredictionsBuilder):
-        doc, rle = results.document()
-    else:
-        doc, rle = predictions_document(results, categories)
-    rle_doc = {**doc, "annotations": [{**a, "segmentation": rle[a["id"]]} if a["id"] in rle else a
-                                      for a in doc["annotations"]]}
+    builder = results
+    if not isinstance(builder, PredictionsBuilder):
+        builder = PredictionsBuilder(categories)
+        for r in results:
+            builder.add(r)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_pair([(path, doc), (companion_path(path), rle_doc)], indent=None, backup=path.exists())
+    try:
+        return write_streams([(path, lambda f: builder.write_to(f, rle=False)),
+                              (companion_path(path), lambda f: builder.write_to(f, rle=True))],
+                             backup=path.exists())
+    finally:
+        if builder is not results:
+            builder.close()
 
 
 @dataclass

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TextIO
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.store.stem import companion_path
@@ -237,12 +237,8 @@ def backup_path(path: Path) -> Path:
 def write_pair(files: list[tuple[Path, dict]], *, indent: int | str | None, backup: bool) -> list[Path]:
     """Write several JSON files as one step: all or nothing, as far as a file system allows.
 
-    1. serialise everything (a failure changes nothing);
-    2. write each to a temporary file in its target folder and fsync;
-    3. copy each existing target to a backup (if ``backup``);
-    4. ``os.replace`` each temporary file onto its target. If a later replace fails,
-       targets already replaced are restored from their previous content.
-    Temporary files never remain. Returns the written paths.
+    Everything is serialised first (a failure changes nothing), then written by
+    :func:`write_streams`.
     """
     texts = []
     for path, data in files:
@@ -251,24 +247,37 @@ def write_pair(files: list[tuple[Path, dict]], *, indent: int | str | None, back
         except (TypeError, ValueError) as e:
             raise StoreError(f"{path}: cannot be written, the annotations contain a value that is "
                              f"not JSON ({e}). Nothing was changed.") from e
+    return write_streams([(path, lambda f, text=text: f.write(text)) for path, text in texts], backup=backup)
+
+
+def write_streams(files: list[tuple[Path, Callable[[TextIO], object]]], *, backup: bool) -> list[Path]:
+    """Write several files as one step, each by a function writing its text to a stream:
+
+    1. call each function on a temporary file in its target folder and fsync;
+    2. copy each existing target to a backup (if ``backup``);
+    3. ``os.replace`` each temporary file onto its target. If a later replace fails,
+       targets already replaced are restored from their previous content.
+    Temporary files never remain. Returns the written paths.
+    """
+    files = [(Path(path), write) for path, write in files]
     temps: list[Path] = []
     previous: dict[Path, bytes | None] = {}
     replaced: list[Path] = []
     backups: list[Path] = []
     try:
-        for path, text in texts:
+        for path, write in files:
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             temps.append(Path(tmp))
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
-        for path, _ in texts:
+        for path, _ in files:
             previous[path] = path.read_bytes() if path.exists() else None
             if backup and previous[path] is not None:
                 backups.append(backup_path(path))
                 shutil.copy2(path, backups[-1])
-        for (path, _), tmp in zip(texts, temps):
+        for (path, _), tmp in zip(files, temps):
             os.replace(tmp, path)
             replaced.append(path)
     except OSError as e:
@@ -279,7 +288,7 @@ def write_pair(files: list[tuple[Path, dict]], *, indent: int | str | None, back
         what = "Nothing was changed." if not replaced or restored else (
             "Some files were replaced and could not be restored: " + ", ".join(map(str, replaced))
             + "; their previous versions are in the *.bak-* files next to them.")
-        raise StoreError(f"{e.filename or texts[0][0]}: could not save ({e.strerror or e}). {what} "
+        raise StoreError(f"{e.filename or files[0][0]}: could not save ({e.strerror or e}). {what} "
                          "Free disk space or check write permission on the folder, then save again.") from e
     finally:
         for tmp in temps:
@@ -289,7 +298,7 @@ def write_pair(files: list[tuple[Path, dict]], *, indent: int | str | None, back
                 pass
             except OSError:  # pragma: no cover - best effort cleanup
                 log.warning("could not remove temporary file %s", tmp)
-    return [p for p, _ in texts]
+    return [p for p, _ in files]
 
 
 def _restore(replaced: list[Path], previous: dict[Path, bytes | None]) -> bool:

@@ -51,6 +51,30 @@ def test_coco_file_keeps_every_component_holes_in_rlejson_and_scores(tmp_path):
     assert np.array_equal(store.structure_masks("img/a")["head"], mask)
 
 
+def test_builder_spools_outlines_and_streams_the_same_document(tmp_path):
+    from descriptron_sam2pal.engine.predictions import PredictionsBuilder
+
+    mask = ring_and_dot()
+    builder = PredictionsBuilder()
+    for i in range(3):
+        builder.add(TargetResult(f"img/{i}", str(tmp_path / f"{i}.png"), 40, 50, {
+            "head": StructureResult("head", True, mask, 0.5, 0.9, 0.7),
+            "eye": StructureResult("eye", True, mask[::-1].copy(), 0.4, 0.8, 0.6)}))
+    # Nothing outline-sized stays in memory: only one small record per image.
+    assert builder.n_annotations == 6 and len(builder.images) == 3
+    assert not any(isinstance(v, list) and len(v) > 3 for v in vars(builder).values())
+    write_predictions(builder, tmp_path / "a.json")
+    write_predictions(builder, tmp_path / "b.json")  # the spool can be streamed again
+    doc, rle = builder.document()
+    builder.close()
+    assert json.loads((tmp_path / "a.json").read_text()) == doc
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+    rle_doc = json.loads((tmp_path / "a.rlejson").read_text())
+    assert [a["id"] for a in rle_doc["annotations"]] == [1, 2, 3, 4, 5, 6] and set(rle) == {1, 2, 3, 4, 5, 6}
+    for a in rle_doc["annotations"]:
+        assert a["segmentation"] == rle[a["id"]]
+
+
 def test_propagate_write_evaluate_and_merge_into_a_store(present_model, tmp_path):
     paths = []
     for i, size in enumerate([(80, 100), (100, 70)]):
