@@ -39,11 +39,11 @@ result says so (``best_step == 0``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
-import hashlib
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
