@@ -232,7 +232,8 @@ def cmd_propagate(args) -> int:
           f"from {len(templates)} template(s), {model.image_size} px on {model.device}")
     # Results are folded into the output as they come (polygons/RLE, spooled to a
     # temporary file), so memory does not grow with the number of specimens.
-    builder = PredictionsBuilder()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    builder = PredictionsBuilder(spool_dir=out.parent)
     merged = MergeSummary()
     failed = []
     with _Bar("propagate", unit="img") as bar:

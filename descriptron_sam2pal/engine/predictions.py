@@ -35,15 +35,17 @@ class PredictionsBuilder:
     spool into the output files.
     """
 
-    def __init__(self, categories: Mapping[str, int] | None = None) -> None:
+    def __init__(self, categories: Mapping[str, int] | None = None, spool_dir: str | Path | None = None) -> None:
+        """``spool_dir``: where the (nameless, self-deleting) spool files live; give the output's
+        folder so that they use the disk the output goes to (default: the system's temp folder)."""
         self.categories: dict[str, int] = dict(categories or {})
         self.images: list[dict] = []
         self.errors: list[dict] = []
         self.n_annotations = 0
         self._count = 0
         # One line per annotation: its polygon form, and its .rlejson form (RLE or the same).
-        self._plain: TextIO = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="sam2pal-pred-")
-        self._rle: TextIO = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="sam2pal-pred-")
+        self._plain: TextIO = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="sam2pal-pred-", dir=spool_dir)
+        self._rle: TextIO = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="sam2pal-pred-", dir=spool_dir)
 
     def add(self, r: TargetResult) -> None:
         self._count += 1
@@ -68,10 +70,16 @@ class PredictionsBuilder:
                 "predicted_iou": s.predicted_iou, "orientation": r.orientation,
             }
             plain = json.dumps(ann, ensure_ascii=False)
-            self._plain.write(plain + "\n")
+            rle = plain
             if _needs_rle(s.mask, polygons):
-                plain = json.dumps({**ann, "segmentation": mask_to_rle(s.mask)}, ensure_ascii=False)
-            self._rle.write(plain + "\n")
+                rle = json.dumps({**ann, "segmentation": mask_to_rle(s.mask)}, ensure_ascii=False)
+            try:
+                self._plain.write(plain + "\n")
+                self._rle.write(rle + "\n")
+            except OSError as exc:
+                raise UserError(f"no room to keep the predictions until they are written "
+                                f"({exc.strerror or exc}): free disk space where the output goes "
+                                "and run again with --resume (finished images are not redone)") from exc
 
     def _head(self) -> dict:
         return {"info": {"description": "SAM2-PAL predictions", "errors": list(self.errors)},

@@ -75,6 +75,24 @@ def test_builder_spools_outlines_and_streams_the_same_document(tmp_path):
         assert a["segmentation"] == rle[a["id"]]
 
 
+def test_a_full_disk_while_spooling_is_a_clear_error(tmp_path):
+    from descriptron_sam2pal import UserError
+    from descriptron_sam2pal.engine.predictions import PredictionsBuilder
+
+    builder = PredictionsBuilder(spool_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the spool files have no names: nothing to leave behind
+
+    class Full:
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+    builder._plain = Full()
+    result = TargetResult("a", str(tmp_path / "a.png"), 40, 50,
+                          {"head": StructureResult("head", True, ring_and_dot(), 0.5, 0.9, 0.7)})
+    with pytest.raises(UserError, match="No space left on device.*free disk space.*--resume"):
+        builder.add(result)
+
+
 def test_propagate_write_evaluate_and_merge_into_a_store(present_model, tmp_path):
     paths = []
     for i, size in enumerate([(80, 100), (100, 70)]):
