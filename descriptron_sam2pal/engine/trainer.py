@@ -115,7 +115,8 @@ class TrainConfig:
     seed: int = 0
     validate_every: int = 25
     checkpoint_every: int = 25  # state.pt (for resume) every this many steps, and at the end
-    val_images: int = 4  # held-out unlabeled images (validation with one template)
+    val_images: int = 4  # held-out unlabeled images (validation with one template); at most a
+    # fifth of the unlabeled images are held out (at least one when there are two or more)
     loss: LossWeights = field(default_factory=LossWeights)
     autocast: bool | None = None
     # >0: that many augmented copies of each template (flips, rotation, scale, colour; made
@@ -335,7 +336,9 @@ class _Run:
             self._say("the templates share no structure, so none can be predicted from the others; "
                       "validating on held-out unlabeled images instead")
         n = len(self.pool)
-        n_val = min(self.config.val_images, n - 1)
+        # At most val_images, and never more than a fifth of the pool (one image for 2-9): a
+        # user with five specimens trains on four of them, not on one.
+        n_val = min(self.config.val_images, max(1, n // 5)) if n >= 2 else 0
         if n_val <= 0:
             self._say("too few unlabeled images to hold some out for validation; validating on the "
                       "training images (the best-checkpoint choice is then less reliable)")

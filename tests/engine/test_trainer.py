@@ -278,3 +278,13 @@ def test_training_lowers_the_held_out_palindrome_loss(mini_model, tmp_path):
     vals = [e["val"] for e in result.history if "val" in e]
     assert vals[-1] < vals[0] < result.baseline_val
     assert result.best_step == 16 and result.best_val == vals[-1]
+
+
+@pytest.mark.parametrize("n, held", [(2, 1), (5, 1), (12, 2), (30, 4)])
+def test_validation_holds_out_at_most_a_fifth_of_a_small_pool(mini_model, tmp_path, n, held):
+    run_dir = tmp_path / "run"
+    train(mini_model, [make_template("t0", seed=0, size=(120, 128))], _pool(tuple(range(40, 40 + n))), run_dir,
+          TrainConfig(steps=1, validate_every=1, seed=0))  # default val_images (4)
+    settings = json.loads((run_dir / "settings.json").read_text())
+    assert len(settings["validation"]["images"]) == held
+    assert len(settings["unlabeled"]) == n - held
