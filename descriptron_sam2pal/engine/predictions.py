@@ -119,45 +119,33 @@ class PredictionsBuilder:
         self._rle.close()
 
 
-def predictions_document(results: Iterable[TargetResult], categories: Mapping[str, int] | None = None
-                         ) -> tuple[dict, dict]:
-    """(COCO document, {annotation id: RLE}) of the results' present structures.
-
-    images: ``id`` (the result's image id, else 1, 2, ...), ``file_name``, ``height``,
-    ``width``; annotations: every component's polygon, ``bbox``, ``area``,
-    ``category_id``, ``score`` (palindrome confidence, null when not computed),
-    ``object_score``, ``predicted_iou``, ``orientation``; targets that failed are
-    listed in ``info.errors``. ``categories`` fixes ids (e.g. the store's); new names get
-    ids after the largest.
-    """
-    builder = PredictionsBuilder(categories)
-    try:
-        for r in results:
-            builder.add(r)
-        return builder.document()
-    finally:
-        builder.close()
-
-
 def write_predictions(results: Iterable[TargetResult] | PredictionsBuilder, path: str | Path,
                       categories: Mapping[str, int] | None = None) -> list[Path]:
     """Write ``path`` (.json, polygons) and its ``.rlejson`` companion (RLE for masks with
-    holes) atomically, keeping a backup of files replaced. Returns the written paths."""
+    holes) atomically, keeping a backup of files replaced. Returns the written paths.
+
+    images: ``id`` (the result's image id, else 1, 2, ...), ``file_name``, ``height``,
+    ``width``; annotations (present structures only): every component's polygon, ``bbox``,
+    ``area``, ``category_id``, ``score`` (palindrome confidence, null when not computed),
+    ``object_score``, ``predicted_iou``, ``orientation``; targets that failed are listed
+    in ``info.errors``. ``categories`` fixes ids (e.g. the store's); new names get ids
+    after the largest.
+    """
     path = Path(path)
     if path.suffix.lower() == ".rlejson":
         path = companion_path(path)
-    builder = results
-    if not isinstance(builder, PredictionsBuilder):
-        builder = PredictionsBuilder(categories)
-        for r in results:
-            builder.add(r)
     path.parent.mkdir(parents=True, exist_ok=True)
+    own = not isinstance(results, PredictionsBuilder)
+    builder = PredictionsBuilder(categories, spool_dir=path.parent) if own else results
     try:
+        if own:
+            for r in results:
+                builder.add(r)
         return write_streams([(path, lambda f: builder.write_to(f, rle=False)),
                               (companion_path(path), lambda f: builder.write_to(f, rle=True))],
                              backup=path.exists())
     finally:
-        if builder is not results:
+        if own:
             builder.close()
 
 
