@@ -89,6 +89,8 @@ def parse_args(argv=None):
                         "or left out of the loss (unlabeled; never taught to be background)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="bf16 autocast: auto = on CUDA only; bf16 also on a CPU with native bf16 (about 2x faster there)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--install", action="store_true", help="copy the checkpoint into the package resources")
     p.add_argument("--time-limit", type=float, default=0, help="stop after this many minutes (0: none)")
@@ -232,9 +234,12 @@ def quick_eval(sam, cache, eval_idx, names: list[str], size: int, device, n_targ
     return {n: round(100 * float(np.mean(v)), 1) for n, v in ious.items() if v}
 
 
-def _autocast(device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def _autocast(device, precision: str = "auto"):
+    """bf16 autocast on CUDA (``auto``); on the CPU only with ``--precision bf16``."""
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    if device.type == "cuda" or precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
 
 
@@ -328,7 +333,7 @@ def main(argv=None) -> int:
         if not keep:
             continue
         counts = [len(objects[k]) for k in keep]
-        with _autocast(device):
+        with _autocast(device, args.precision):
             feats = encode_images(sam, x)
             mem_feats = [[feats[tm(k, j)] for k in keep] for j in range(n_mem)]
             mem_masks = [torch.cat([masks[tm(k, j), [c - 1 for c in objects[k]]] for k in keep]) for j in range(n_mem)]
