@@ -34,3 +34,17 @@ def present_model(mini_model):
     """``mini_model`` whose object-score head says "present" (random masks, but masks)."""
     set_object_score_bias(mini_model, 3.0)
     return mini_model
+
+
+def record_calls(monkeypatch, owner, name: str) -> list[tuple]:
+    """Wrap ``owner.name`` (a module function) so that every call's positional arguments are
+    appended to the returned list and the real function still runs."""
+    real = getattr(owner, name)
+    calls: list[tuple] = []
+
+    def recording(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(owner, name, recording)
+    return calls

@@ -21,6 +21,7 @@ from descriptron_sam2pal.engine.palindrome import (LossWeights, augment_letterbo
 from descriptron_sam2pal.engine.preprocess import prepare_image
 from descriptron_sam2pal.engine.trainer import TrainConfig, train
 
+from conftest import record_calls
 from synthetic import SPECIMEN_STRUCTURES, make_specimen, make_template
 
 
@@ -226,18 +227,11 @@ def test_hard_feedback_feeds_thresholded_masks_and_cuts_the_forward_gradient(set
     from descriptron_sam2pal.engine import palindrome
 
     sam, template, args, recon, f0 = setup
-    fed = []
-    real_encode = palindrome.encode_memory
-
-    def spy(s, frame, masks):
-        fed.append(masks)
-        return real_encode(s, frame, masks)
-
-    monkeypatch.setattr(palindrome, "encode_memory", spy)
+    calls = record_calls(monkeypatch, palindrome, "encode_memory")  # (sam, frame, masks)
     for hard in (False, True):
-        fed.clear()
+        calls.clear()
         out = palindrome_step(*args, LossWeights(hard_feedback=hard))
-        feedback = fed[1]  # [M0's masks, M1's masks]
+        feedback = calls[1][2]  # [M0's masks, M1's masks]
         grad = torch.autograd.grad(out.loss, out.target_logits, allow_unused=True)[0]
         if hard:
             assert set(feedback.unique().tolist()) <= {0.0, 1.0}

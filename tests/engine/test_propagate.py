@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_specimen, make_template, set_object_score_bias
+from conftest import make_specimen, make_template, record_calls, set_object_score_bias
 from descriptron_sam2pal.engine.control import CancelToken
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import prepare_image
@@ -153,16 +153,10 @@ def test_confidence_uses_a_memory_reset_and_scores_the_prediction(present_model,
     [path] = write_targets(tmp_path, 1)
     memory = TemplateMemory(present_model, [make_template("t0", seed=0)])
     template_memory = memory.memory(0, ["head", "eye", "scape"])
-    calls = []
-    original = prop.predict_from_memory
-
-    def recording(sam, frame, memories):
-        calls.append(memories)
-        return original(sam, frame, memories)
-
-    monkeypatch.setattr(prop, "predict_from_memory", recording)
+    recorded = record_calls(monkeypatch, prop, "predict_from_memory")  # (sam, frame, memories)
     [r] = propagate(present_model, memory, [path])
     monkeypatch.undo()
+    calls = [memories for _, _, memories in recorded]
     # Forward: the target attends to the template memory. Backward: to one new memory only,
     # built from the target and its prediction; nothing of the template memory is in it.
     assert len(calls) == 2 and len(calls[0]) == 1 and len(calls[1]) == 1

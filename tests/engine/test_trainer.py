@@ -22,6 +22,7 @@ from descriptron_sam2pal.model.adapter_file import load_adapter, read_adapter
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
 from descriptron_sam2pal.model.lora import trainable_state_dict
 
+from conftest import record_calls
 from synthetic import make_specimen, make_template
 
 
@@ -225,17 +226,11 @@ def test_templates_with_different_structures_and_leave_one_out_validation(mini_m
             trained_k.append(masks.shape[0])
         return real_step(sam, template, masks, valid, target, weights)
 
-    groups = []
-    real_predict = trainer.predict_from_memory
-
-    def spy_predict(sam, frame, memories):
-        groups.append((frame.batch, len(memories)))
-        return real_predict(sam, frame, memories)
-
     monkeypatch.setattr(trainer, "palindrome_step", spy_step)
-    monkeypatch.setattr(trainer, "predict_from_memory", spy_predict)
+    predictions = record_calls(monkeypatch, trainer, "predict_from_memory")  # (sam, frame, memories)
     result = train(mini_model, templates, _pool((10, 11)), tmp_path / "run",
                    TrainConfig(steps=6, validate_every=3, seed=1))
+    groups = [(frame.batch, len(memories)) for _, frame, memories in predictions]
 
     # Each step trains one template with all (and only) its structures.
     templates_used = [p["template"] for e in result.history for p in e["pairs"]]
