@@ -236,11 +236,9 @@ def quick_eval(sam, cache, eval_idx, names: list[str], size: int, device, n_targ
 
 def _autocast(device, precision: str = "auto"):
     """bf16 autocast on CUDA (``auto``); on the CPU only with ``--precision bf16``."""
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    if device.type == "cuda" or precision == "bf16":
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+    return torch.autocast(device.type, enabled=False)
 
 
 # --------------------------------------------------------------------------- main

@@ -162,18 +162,18 @@ def overlap_loss(logits: torch.Tensor, pairs: torch.Tensor, rank: torch.Tensor |
     other's mask is detached), so a structure the model already gets right does not give way
     to one it is still learning."""
     p = torch.sigmoid(logits[:, 0].float()).flatten(1)
+    # Row i, column j: how much of object i lies on object j. With ``rank`` only row i moves
+    # (column j detached), and only the lower-ranked object of each pair is counted.
+    q = p if rank is None else p.detach()
     area = p.sum(dim=1)
-    smaller = torch.minimum(area[:, None], area[None, :]).clamp(min=1.0)
+    smaller = torch.minimum(area[:, None], q.sum(dim=1)[None, :]).clamp(min=1.0)
+    overlap = (p @ q.T) / smaller
     if rank is None:
-        return ((p @ p.T) / smaller)[pairs].sum()
-    # inter[i, j] = sum(p_i * p_j.detach()): row i is the object that moves.
-    inter = p @ p.detach().T
-    smaller = torch.minimum(area[:, None], area.detach()[None, :]).clamp(min=1.0)
-    moves = rank.to(p.device)[:, None] < rank.to(p.device)[None, :]  # i ranks below j
-    ties = rank.to(p.device)[:, None] == rank.to(p.device)[None, :]
-    both = pairs | pairs.T
-    weight = both & (moves | (ties & torch.triu(torch.ones_like(both), diagonal=1)))
-    return (inter / smaller)[weight].sum()
+        return overlap[pairs].sum()
+    r = rank.to(p.device)
+    upper = torch.triu(torch.ones_like(pairs), diagonal=1)
+    weight = (pairs | pairs.T) & ((r[:, None] < r[None, :]) | ((r[:, None] == r[None, :]) & upper))
+    return overlap[weight].sum()
 
 
 def supervised_loss(sam, m0: dict, frame, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
