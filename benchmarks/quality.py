@@ -101,11 +101,11 @@ def parse_args(argv=None):
 # --------------------------------------------------------------------------- data
 
 def pair_images(images: Path, masks: Path) -> list[tuple[Path, Path]]:
-    from descriptron_sam2pal.engine.evaluate import _stem_of_mask_png
+    from descriptron_sam2pal.engine.evaluate import mask_png_stem
     from descriptron_sam2pal.imaging.io import is_image_file
     from descriptron_sam2pal.store.stem import normalized_stem
 
-    mask_by_stem = {_stem_of_mask_png(p): p for p in sorted(masks.iterdir()) if p.suffix.lower() == ".png"}
+    mask_by_stem = {mask_png_stem(p): p for p in sorted(masks.iterdir()) if p.suffix.lower() == ".png"}
     pairs = []
     for img in sorted(images.iterdir()):
         if is_image_file(img) and normalized_stem(img.name) in mask_by_stem:
@@ -263,7 +263,8 @@ def summarise(per: dict[str, float | None], novel: str | None) -> tuple[float, f
 
 
 def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kwargs: dict) -> dict:
-    from descriptron_sam2pal.engine.evaluate import masks_from_color_png, truth_from_color_pngs
+    from descriptron_sam2pal.engine.evaluate import truth_from_color_pngs
+    from descriptron_sam2pal.imaging.mask_png import masks_from_color_png
     from descriptron_sam2pal.engine.propagate import propagate
     from descriptron_sam2pal.engine.template_loading import template_from_color_png
     from descriptron_sam2pal.engine.trainer import TrainConfig, train
@@ -338,7 +339,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from descriptron_sam2pal.engine.evaluate import parse_colors
+    from descriptron_sam2pal.imaging.mask_png import parse_colors
     from descriptron_sam2pal.engine.palindrome import LossWeights
 
     colors = parse_colors(args.colors)

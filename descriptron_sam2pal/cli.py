@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import UserError, __version__
+from descriptron_sam2pal import UserError, __version__
 
 EXAMPLES = """\
 examples:
@@ -174,13 +174,13 @@ def cmd_gui(args) -> int:
         raise UserError("there is no screen to show the workspace on (DISPLAY is not set). On a server, "
                         "use `sam2pal train` and `sam2pal propagate`, then review on a desktop; or log "
                         "in with `ssh -X`")
-    from .host.app import run
+    from descriptron_sam2pal.app.launch import run
 
     return run(args.project, plugins=not args.no_plugins)
 
 
 def cmd_download(args) -> int:
-    from .model.checkpoints import download_checkpoint
+    from descriptron_sam2pal.model.checkpoints import download_checkpoint
 
     with _Bar("download", unit="B") as bar:
         path = download_checkpoint(args.name, dest_dir=args.dest, url=args.url,
@@ -190,7 +190,7 @@ def cmd_download(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .engine.trainer import TrainConfig, train
+    from descriptron_sam2pal.engine.trainer import TrainConfig, train
 
     model, templates, pool = _model_templates_images(args)
     config = TrainConfig(steps=args.steps, lora_rank=args.lora_rank, full=args.full, seed=args.seed,
@@ -215,13 +215,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_propagate(args) -> int:
-    from .engine.predictions import MergeSummary, PredictionsBuilder, merge_into_store, write_predictions
-    from .engine.propagate import iter_propagate
+    from descriptron_sam2pal.engine.predictions import MergeSummary, PredictionsBuilder, merge_into_store, write_predictions
+    from descriptron_sam2pal.engine.propagate import iter_propagate
 
     model, templates, targets = _model_templates_images(args)
     store = None
     if args.write_to:  # opened first: a store we cannot read stops us before any work
-        from .store import AnnotationStore
+        from descriptron_sam2pal.store import AnnotationStore
 
         store = AnnotationStore.open(args.write_to)
     out = Path(args.out)
@@ -266,7 +266,7 @@ def cmd_propagate(args) -> int:
 def cmd_evaluate(args) -> int:
     import json
 
-    from .engine.evaluate import evaluate
+    from descriptron_sam2pal.engine.evaluate import evaluate
 
     for path in (args.pred, args.truth):
         if not Path(path).exists():
@@ -293,8 +293,8 @@ def _model_templates_images(args):
 
 
 def _load_model(args):
-    from .model.build import build_model
-    from .model.checkpoints import find_checkpoint
+    from descriptron_sam2pal.model.build import build_model
+    from descriptron_sam2pal.model.checkpoints import find_checkpoint
 
     checkpoint = args.checkpoint
     if checkpoint is None:
@@ -308,7 +308,7 @@ def _load_model(args):
     adapter_path = None
     image_size = args.image_size
     if adapter:
-        from .model.adapter_file import read_adapter
+        from descriptron_sam2pal.model.adapter_file import read_adapter
 
         adapter_path = Path(adapter)
         if adapter_path.is_dir():
@@ -321,14 +321,14 @@ def _load_model(args):
     model = build_model(args.config, checkpoint, device=args.device, image_size=image_size)
     model.precision = args.precision
     if adapter_path is not None:
-        from .model.adapter_file import load_adapter
+        from descriptron_sam2pal.model.adapter_file import load_adapter
 
         load_adapter(adapter_path, model)
     return model
 
 
 def _load_templates(args, size: int):
-    from .engine.template_loading import (template_from_color_png, template_from_mask_png,
+    from descriptron_sam2pal.engine.template_loading import (template_from_color_png, template_from_mask_png,
                                           templates_from_store)
 
     templates = []
@@ -351,13 +351,13 @@ def _load_templates(args, size: int):
 
 
 def _structures(templates) -> list[str]:
-    from .engine.templates import structure_names
+    from descriptron_sam2pal.engine.templates import structure_names
 
     return structure_names(templates)
 
 
 def _images_in(folder: str, exclude=()) -> list[Path]:
-    from .imaging.io import is_image_file
+    from descriptron_sam2pal.imaging.io import is_image_file
 
     root = Path(folder)
     if not root.is_dir():

@@ -29,9 +29,9 @@ class Sam2PalPlugin:
     """The plugin's pieces for one host, kept alive by the host's menu action."""
 
     def __init__(self, host: Any) -> None:
-        from .gui.model_session import ModelSession
-        from .gui.review_panel import ReviewPanel
-        from .gui.templates_panel import TemplatesPanel
+        from descriptron_sam2pal.gui.model_session import ModelSession
+        from descriptron_sam2pal.gui.review_panel import ReviewPanel
+        from descriptron_sam2pal.gui.templates_panel import TemplatesPanel
 
         self.host = host
         self.session = ModelSession(host)
@@ -43,7 +43,7 @@ class Sam2PalPlugin:
 
     # -- menu -------------------------------------------------------------------
     def open_train_dialog(self):
-        from .gui.train_dialog import TrainDialog
+        from descriptron_sam2pal.gui.train_dialog import TrainDialog
 
         if self.train_dialog is None:
             self.train_dialog = TrainDialog(self.host, self.session, on_results=self.show_results)
@@ -68,7 +68,7 @@ class Sam2PalPlugin:
 
     def add_template(self, image_id: Any, path: Any, masks: dict) -> None:
         """Review's "Add as template": the specimen's reviewed masks become template structures."""
-        from .engine.template_loading import TEMPLATE_SOURCE
+        from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE
 
         store = self.host.store
         if store is None:
@@ -92,9 +92,9 @@ def make_reprompt(host: Any, session: Any):
     Runs in a worker thread; it has its own segmenter and feature cache so it
     never shares mutable state with the Templates panel.
     """
-    from .engine.features import FeatureEncoder
-    from .engine.interactive import InteractiveSegmenter
-    from .imaging.io import load_image
+    from descriptron_sam2pal.engine.features import FeatureEncoder
+    from descriptron_sam2pal.engine.interactive import InteractiveSegmenter
+    from descriptron_sam2pal.imaging.io import load_image
 
     loaded = session.loaded
     segmenter = InteractiveSegmenter(loaded.model, FeatureEncoder(loaded.model, max_memory_bytes=256 << 20))

@@ -55,7 +55,7 @@ def test_results_reach_the_review_panel_and_templates_come_back(qtbot, window, s
     plugin = plugin_module.register(window)
     window.open_path(specimens)
     wait_image(qtbot, window, "specimen_01.png")
-    from descriptron_sam2pal.engine.propagate import StructureResult, TargetResult
+    from descriptron_sam2pal.engine.results import StructureResult, TargetResult
     record = window.images()[1]
     mask = np.zeros((record.height, record.width), bool)
     mask[10:30, 20:60] = True

@@ -22,7 +22,8 @@ _score = quality.score
 
 
 def score(results, truth, colors, structures=None):
-    from descriptron_sam2pal.engine.evaluate import _at_size, images_from_results
+    from descriptron_sam2pal.engine.evaluate import images_from_results
+    from descriptron_sam2pal.imaging.masks import resize_mask
 
     preds = images_from_results(results)
     names = list(colors)
@@ -37,7 +38,7 @@ def score(results, truth, colors, structures=None):
             t = gt.masks.get(a)
             if m is None or t is None or not t.any():
                 continue
-            m = _at_size(m, gt.height, gt.width)
+            m = resize_mask(m, gt.height, gt.width)
             n = max(1, int(m.sum()))
             union = np.zeros_like(m)
             for b in names:

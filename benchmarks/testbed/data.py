@@ -68,7 +68,7 @@ def load_or_make_split(data_dir: Path) -> dict:
 
 def build_cache(data_dir: Path, names: list[str], size: int, path: Path) -> None:
     """Letterbox every image (engine.preprocess) and its colour mask into ``path`` (npz)."""
-    from descriptron_sam2pal.engine.evaluate import masks_from_color_png
+    from descriptron_sam2pal.imaging.mask_png import masks_from_color_png
     from descriptron_sam2pal.engine.preprocess import prepare_image
 
     images = np.zeros((len(names), size, size, 3), np.uint8)

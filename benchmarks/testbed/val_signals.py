@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from descriptron_sam2pal.engine.evaluate import masks_from_color_png, parse_colors, truth_from_color_pngs
+    from descriptron_sam2pal.engine.evaluate import truth_from_color_pngs
+    from descriptron_sam2pal.imaging.mask_png import masks_from_color_png, parse_colors
     from descriptron_sam2pal.engine.features import FeatureEncoder
     from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
     from descriptron_sam2pal.engine.palindrome import (LossWeights, augment_letterboxed, hard_iou,

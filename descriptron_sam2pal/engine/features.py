@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from ..atomic import atomic_write
-from ..model.build import LoadedModel
+from descriptron_sam2pal.atomic import atomic_write
+from descriptron_sam2pal.model.build import LoadedModel
 if TYPE_CHECKING:
-    from .preprocess import PreparedImage
+    from descriptron_sam2pal.engine.preprocess import PreparedImage
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class ImageFeatures:
         return ImageFeatures([t.to(device) for t in self.levels], self.projected)
 
 
-def _hash_tensors(tensors: Sequence[torch.Tensor]) -> str:
+def hash_tensors(tensors: Sequence[torch.Tensor]) -> str:
     h = hashlib.sha256()
     for t in tensors:
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -50,7 +50,7 @@ def _hash_tensors(tensors: Sequence[torch.Tensor]) -> str:
 
 def model_identity(model: LoadedModel) -> str:
     """What the encoder output depends on: weights (checkpoint hash), config, input size, precision."""
-    weights = model.checkpoint_hash or _hash_tensors(list(model.sam.image_encoder.state_dict().values()))
+    weights = model.checkpoint_hash or hash_tensors(list(model.sam.image_encoder.state_dict().values()))
     return hashlib.sha256(f"{weights}|{model.config_name}|{model.image_size}|{model.resolved_precision}".encode()).hexdigest()
 
 
@@ -87,7 +87,7 @@ class FeatureEncoder:
     def _key(self, image: PreparedImage, projected: bool) -> str:
         extra = ""
         if projected:
-            extra = _hash_tensors([p for conv in _high_res_convs(self.model.sam) for p in conv.parameters()])
+            extra = hash_tensors([p for conv in _high_res_convs(self.model.sam) for p in conv.parameters()])
         return hashlib.sha256(f"{self._identity}|{image.key}|{projected}|{extra}".encode()).hexdigest()
 
     # -- public -------------------------------------------------------------

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .features import ImageFeatures, position_encodings
+from descriptron_sam2pal.engine.features import ImageFeatures, position_encodings
 
 
 @dataclass

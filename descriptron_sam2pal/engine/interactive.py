@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..model.build import LoadedModel
-from .features import FeatureEncoder, ImageFeatures
-from .preprocess import PreparedImage, prepare_image
+from descriptron_sam2pal.model.build import LoadedModel
+from descriptron_sam2pal.engine.features import FeatureEncoder, ImageFeatures
+from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
 
 #: SAM2's low-resolution logits are clamped to this before being fed back as a mask input.
 _LOGIT_CLAMP = 32.0

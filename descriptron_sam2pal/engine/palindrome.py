@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .features import ImageFeatures
-from .frames import encode_memory, make_frame, predict_from_memory
+from descriptron_sam2pal.engine.features import ImageFeatures
+from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
 
 
 @dataclass

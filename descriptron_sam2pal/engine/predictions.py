@@ -11,12 +11,12 @@ from typing import Any, Iterable, Iterator, Mapping, TextIO
 
 import numpy as np
 
-from .. import UserError
-from ..imaging.masks import has_hole, mask_area, mask_bbox, mask_to_polygons, mask_to_rle, polygons_to_mask
-from ..store.coco import write_streams
-from ..store.stem import basename, companion_path
-from .propagate import TargetResult
-from .template_loading import PREDICTION_SOURCE, is_prediction
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.imaging.masks import has_hole, mask_area, mask_bbox, mask_to_polygons, mask_to_rle, polygons_to_mask
+from descriptron_sam2pal.store.coco import write_streams
+from descriptron_sam2pal.store.stem import basename, companion_path
+from descriptron_sam2pal.engine.results import TargetResult
+from descriptron_sam2pal.store.provenance import PREDICTION_SOURCE, is_prediction
 
 
 def _needs_rle(mask: np.ndarray, polygons: list) -> bool:

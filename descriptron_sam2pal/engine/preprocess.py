@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..imaging.io import load_image
-from ..imaging.letterbox import Letterbox
+from descriptron_sam2pal.imaging.io import load_image
+from descriptron_sam2pal.imaging.letterbox import Letterbox
 
 # SAM2's normalisation (ImageNet statistics, as in sam2.utils.transforms).
 SAM2_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)

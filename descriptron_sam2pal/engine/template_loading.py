@@ -8,11 +8,12 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .. import UserError
-from ..imaging.io import load_image
-from .evaluate import Color, mask_from_binary_png, masks_from_color_png, parse_colors
-from .preprocess import prepare_image
-from .templates import Template
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.imaging.io import load_image
+from descriptron_sam2pal.imaging.mask_png import Color, mask_from_binary_png, masks_from_color_png, parse_colors
+from descriptron_sam2pal.engine.preprocess import prepare_image
+from descriptron_sam2pal.engine.templates import Template
+from descriptron_sam2pal.store.provenance import template_masks
 
 
 def _check_size(mask: np.ndarray, image: np.ndarray, image_path: Any, mask_path: Any) -> None:
@@ -56,48 +57,12 @@ def template_from_color_png(image_path: str | Path, mask_path: str | Path, color
                     prepare_image(image, size, source=str(image_path)), found)
 
 
-PREDICTION_SOURCE = "sam2pal"  # attributes.source of predictions written into a store
-TEMPLATE_SOURCE = "sam2pal-template"  # attributes.source of outlines accepted in the Templates panel
-
-
-def is_prediction(annotation: Any) -> bool:
-    """A store annotation that sam2pal predicted (merged or written back from a review),
-    as opposed to an outline the user drew or accepted as a template."""
-    attributes = annotation.raw.get("attributes")
-    return isinstance(attributes, dict) and attributes.get("source") == PREDICTION_SOURCE
-
-
-def template_masks(store: Any, image_id: Any) -> dict[str, np.ndarray]:
-    """The user's outlines on an image, one mask per structure (union of instances).
-
-    Predictions are left out: otherwise every reviewed specimen would silently become a
-    template (and unverified predictions would become training labels)."""
-    masks: dict[str, np.ndarray] = {}
-    for ann in store.annotations_for(image_id):
-        if not ann.is_structure or is_prediction(ann):
-            continue
-        mask = ann.mask()
-        masks[ann.category] = masks[ann.category] | mask if ann.category in masks else mask
-    return masks
-
-
-def template_images(store: Any) -> list[tuple[Any, list[str]]]:
-    """(image record, structure names) of every image with at least one outline of the user's."""
-    out = []
-    for record in store.images if store is not None else []:
-        names = list(dict.fromkeys(a.category for a in store.annotations_for(record.id)
-                                   if a.is_structure and not is_prediction(a)))
-        if names:
-            out.append((record, names))
-    return out
-
-
 def templates_from_store(store: Any, size: int, image_ids: Iterable[Any] | None = None,
                          structures: Iterable[str] | None = None) -> list[Template]:
     """Templates from a Descriptron store (an ``AnnotationStore`` or a path to one): every
     image with at least one outline of the user's (``template_masks``), or only ``image_ids``
     (each must have one). ``structures`` restricts which structures are used."""
-    from ..store import AnnotationStore
+    from descriptron_sam2pal.store import AnnotationStore
 
     if not hasattr(store, "images"):
         store = AnnotationStore.open(store)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import UserError
-from .preprocess import PreparedImage
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.engine.preprocess import PreparedImage
 
 
 @dataclass(eq=False)

@@ -53,19 +53,19 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .. import UserError, __version__
-from ..atomic import atomic_write
-from ..model.adapter_file import save_adapter
-from ..model.build import LoadedModel
-from ..model.device import autocast_context
-from ..model.lora import (apply_lora, enable_full_finetune, load_trainable_state, trainable_parameters,
+from descriptron_sam2pal import UserError, __version__
+from descriptron_sam2pal.atomic import atomic_write
+from descriptron_sam2pal.model.adapter_file import save_adapter
+from descriptron_sam2pal.model.build import LoadedModel
+from descriptron_sam2pal.model.device import autocast_context
+from descriptron_sam2pal.model.lora import (apply_lora, enable_full_finetune, load_trainable_state, trainable_parameters,
                           trainable_state_dict)
-from .control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
-from .features import FeatureEncoder
-from .frames import encode_memory, make_frame, predict_from_memory
-from .palindrome import LossWeights, augment_letterboxed, hard_iou, palindrome_step
-from .preprocess import PreparedImage, prepare_image
-from .templates import Template, structure_names
+from descriptron_sam2pal.engine.control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
+from descriptron_sam2pal.engine.features import FeatureEncoder
+from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
+from descriptron_sam2pal.engine.palindrome import LossWeights, augment_letterboxed, hard_iou, palindrome_step
+from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
+from descriptron_sam2pal.engine.templates import Template, structure_names
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from PyQt5.QtCore import QObject, QSettings, Qt, pyqtSignal
 from PyQt5.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QLabel,
                              QProgressDialog, QPushButton, QVBoxLayout, QWidget)
 
-from .. import UserError
-from .workers import EngineWorker
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.gui.workers import EngineWorker
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,10 @@ def build_for_choice(choice: str, device: str = "auto", image_size: int | None =
     """LoadedModel for a checkpoint path, ``DEMO_CHOICE`` (the random mini model, seed 0) or
     ``BEETLE_DEMO_CHOICE`` (the packaged beetle model), with an adapter file loaded onto it
     when given. Runs in a worker (slow)."""
-    from ..model.build import MINI_CONFIG, build_model
+    from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
 
     if adapter:  # the adapter knows the input size it was trained at
-        from ..model.adapter_file import read_adapter
+        from descriptron_sam2pal.model.adapter_file import read_adapter
         info, _ = read_adapter(adapter)
         image_size = info.image_size
     if choice == DEMO_CHOICE:
@@ -77,15 +77,15 @@ def build_for_choice(choice: str, device: str = "auto", image_size: int | None =
     else:
         model = build_model(checkpoint=choice, device=device, image_size=image_size)
     if adapter:
-        from ..model.adapter_file import load_adapter
+        from descriptron_sam2pal.model.adapter_file import load_adapter
         load_adapter(adapter, model)
         model.sam.eval()
     return model
 
 
 def _load_session(choice: str, device: str, image_size: int | None) -> LoadedSession:
-    from ..engine.features import FeatureEncoder
-    from ..engine.interactive import InteractiveSegmenter
+    from descriptron_sam2pal.engine.features import FeatureEncoder
+    from descriptron_sam2pal.engine.interactive import InteractiveSegmenter
 
     model = build_for_choice(choice, device, image_size)
     encoder = FeatureEncoder(model, max_memory_bytes=512 << 20)
@@ -132,7 +132,7 @@ class ModelSession(QObject):
         if saved == DEMO_CHOICE or (saved == BEETLE_DEMO_CHOICE and beetle_demo_available()) \
                 or (saved and saved != BEETLE_DEMO_CHOICE and Path(saved).is_file()):
             return saved
-        from ..model.checkpoints import find_checkpoint
+        from descriptron_sam2pal.model.checkpoints import find_checkpoint
         try:
             found = find_checkpoint()
             self.problem = ""
@@ -219,7 +219,7 @@ class ModelSession(QObject):
 # --------------------------------------------------------------------------- widgets
 
 def _download(name: str, progress=None, cancel=None) -> Path:
-    from ..model.checkpoints import download_checkpoint
+    from descriptron_sam2pal.model.checkpoints import download_checkpoint
     return download_checkpoint(name, progress=lambda done, total: progress((done, total)),
                                cancel=lambda: cancel.cancelled)
 
@@ -228,7 +228,7 @@ def start_download(parent: QWidget, name: str, on_done: Callable[[Path], None], 
                    download_fn: Callable = _download) -> EngineWorker:
     """Download checkpoint ``name`` into Descriptron's cache in a worker, with a progress
     dialog whose Cancel stops it (the partial file is kept to resume later)."""
-    from ..model.configs import KNOWN_CHECKPOINTS
+    from descriptron_sam2pal.model.configs import KNOWN_CHECKPOINTS
 
     approx = KNOWN_CHECKPOINTS[name].approx_mb if name in KNOWN_CHECKPOINTS else 0
     dialog = QProgressDialog(f"Downloading {name} (about {approx} MB)...", "Cancel", 0, 100, parent)
@@ -335,7 +335,7 @@ class CheckpointPicker(QWidget):
             self._choose(path)
 
     def ask_download(self) -> None:
-        from ..model.configs import KNOWN_CHECKPOINTS
+        from descriptron_sam2pal.model.configs import KNOWN_CHECKPOINTS
 
         dialog = QDialog(self)
         dialog.setWindowTitle("Download a SAM2 checkpoint")

@@ -45,10 +45,10 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from .. import UserError
-from ..atomic import atomic_write_text
-from ..engine.template_loading import PREDICTION_SOURCE, is_prediction
-from ..imaging.masks import mask_to_rle, rle_to_mask
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.atomic import atomic_write_text
+from descriptron_sam2pal.store.provenance import PREDICTION_SOURCE, is_prediction
+from descriptron_sam2pal.imaging.masks import mask_to_rle, rle_to_mask
 
 UNREVIEWED = "unreviewed"
 ACCEPTED = "accepted"
@@ -317,7 +317,7 @@ class ReviewSession:
 
     @classmethod
     def _from_jsonl(cls, path: Path) -> "ReviewSession":
-        from ..engine.propagate import TargetResult  # torch: only for this file kind
+        from descriptron_sam2pal.engine.results import TargetResult
 
         results = []
         with open(path, encoding="utf-8") as f:
@@ -333,7 +333,7 @@ class ReviewSession:
 
     @classmethod
     def _from_coco(cls, path: Path) -> "ReviewSession":
-        from ..store import AnnotationStore, StoreError
+        from descriptron_sam2pal.store import AnnotationStore, StoreError
 
         try:
             preds = AnnotationStore.open(path)
@@ -602,7 +602,7 @@ class ReviewSession:
         before the store is changed, so one bad item cannot leave half a change.
         The caller saves the store.
         """
-        from ..store import StoreError
+        from descriptron_sam2pal.store import StoreError
 
         summary = WriteBackSummary()
         plan: list[tuple[ReviewItem, Any]] = []
@@ -651,7 +651,7 @@ class ReviewSession:
 
     def _check_writable(self, store: Any, item: ReviewItem, replace_existing: bool,
                         record_absent: bool) -> tuple[str, Any]:
-        from ..store import StoreError
+        from descriptron_sam2pal.store import StoreError
 
         image = None
         t = item.target

@@ -37,12 +37,12 @@ from PyQt5.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialo
                              QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton, QSplitter,
                              QStyle, QStyledItemDelegate, QTableView, QVBoxLayout, QWidget)
 
-from .. import UserError
-from ..imaging.io import load_image
-from .canvas import ImageCanvas, compose_overlay
-from .review_model import (ACCEPTED, REJECTED, UNREVIEWED, ReviewItem, ReviewSession,
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.imaging.io import load_image
+from descriptron_sam2pal.gui.canvas import ImageCanvas, compose_overlay
+from descriptron_sam2pal.gui.review_model import (ACCEPTED, REJECTED, UNREVIEWED, ReviewItem, ReviewSession,
                            review_path_for)
-from .workers import EngineWorker
+from descriptron_sam2pal.gui.workers import EngineWorker
 
 log = logging.getLogger(__name__)
 
@@ -938,7 +938,7 @@ def _store_name(store: Any) -> str:
 
 def _saving_note(store: Any) -> str:
     """What saving does to the user's files, in the store's own convention (store/store.py)."""
-    from ..store.store import PER_IMAGE
+    from descriptron_sam2pal.store.store import PER_IMAGE
 
     if getattr(store, "mode", None) == PER_IMAGE:
         return ("Saving adds a new <photo>_final_<time>.json (+ .rlejson) next to each changed photo; "

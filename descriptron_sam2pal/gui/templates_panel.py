@@ -22,11 +22,11 @@ from PyQt5.QtGui import QKeySequence
 from PyQt5.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget,
                              QListWidgetItem, QProgressBar, QPushButton, QShortcut, QVBoxLayout, QWidget)
 
-from .. import UserError
-from ..engine.template_loading import TEMPLATE_SOURCE, template_images
-from ..host.api import CanvasHost
-from .model_session import CheckpointPicker, ModelSession
-from .workers import EngineWorker
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE, template_images
+from descriptron_sam2pal.host.api import CanvasHost
+from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
+from descriptron_sam2pal.gui.workers import EngineWorker
 
 log = logging.getLogger(__name__)
 

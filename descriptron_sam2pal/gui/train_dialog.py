@@ -25,11 +25,11 @@ from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QFileD
                              QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QRadioButton,
                              QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
-from .. import UserError
-from ..engine.control import Progress
-from ..engine.template_loading import template_images, template_masks
-from .model_session import DEMO_CHOICE, CheckpointPicker, ModelSession, build_for_choice
-from .workers import EngineWorker
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.engine.control import Progress
+from descriptron_sam2pal.store.provenance import template_images, template_masks
+from descriptron_sam2pal.gui.model_session import DEMO_CHOICE, CheckpointPicker, ModelSession, build_for_choice
+from descriptron_sam2pal.gui.workers import EngineWorker
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,10 @@ def format_duration(seconds: float | None) -> str:
 def _model_size(choice: str | None) -> str:
     if choice == DEMO_CHOICE:
         return "mini"
-    from . import model_session
+    from descriptron_sam2pal.gui import model_session
     if choice is not None and choice == getattr(model_session, "BEETLE_DEMO_CHOICE", None):
         return "beetle"
-    from ..model.configs import config_from_file_name, config_info
+    from descriptron_sam2pal.model.configs import config_from_file_name, config_info
     config = config_from_file_name(Path(choice).name) if choice else None
     info = config_info(config) if config else None
     return info.size if info else "tiny"
@@ -166,14 +166,14 @@ def _log(progress, message: str) -> None:
 
 
 def build_templates(specs: list[TemplateSpec], size: int) -> list:
-    from ..engine.preprocess import prepare_image
-    from ..engine.templates import Template
+    from descriptron_sam2pal.engine.preprocess import prepare_image
+    from descriptron_sam2pal.engine.templates import Template
     return [Template(s.image_id, prepare_image(s.path, size), s.masks) for s in specs]
 
 
 def run_training(job: TrainJob, progress=None, cancel=None) -> TrainOutcome:
     """Build the model, prepare the templates, train (in a worker thread)."""
-    from ..engine.trainer import train
+    from descriptron_sam2pal.engine.trainer import train
 
     _log(progress, "Loading SAM2...")
     model = build_for_choice(job.choice, job.device, job.image_size)
@@ -189,7 +189,7 @@ def run_training(job: TrainJob, progress=None, cancel=None) -> TrainOutcome:
 
 def run_propagation(job: PropagateJob, progress=None, cancel=None) -> list:
     """Segment the targets from the templates with the trained / loaded / base model."""
-    from ..engine.propagate import propagate
+    from descriptron_sam2pal.engine.propagate import propagate
 
     if job.trained is not None:
         model, templates = job.trained.model, job.trained.templates
@@ -506,7 +506,7 @@ class TrainDialog(QDialog):
 
     def unlabeled_images(self) -> list:
         """Store records (project mode) or image paths (folder mode), templates excluded."""
-        from ..imaging.io import is_image_file
+        from descriptron_sam2pal.imaging.io import is_image_file
         if self.folder_radio.isChecked():
             folder = Path(self.folder_edit.text().strip()).expanduser()
             if not folder.is_dir():
@@ -574,7 +574,7 @@ class TrainDialog(QDialog):
 
     # ------------------------------------------------------------ running
     def train_config(self):
-        from ..engine.trainer import TrainConfig
+        from descriptron_sam2pal.engine.trainer import TrainConfig
         lr_text = self.lr_edit.text().strip()
         try:
             lr = float(lr_text) if lr_text else None
@@ -627,7 +627,7 @@ class TrainDialog(QDialog):
         self._start(EngineWorker(run_training, self.job, description="Training SAM2-PAL"), "Training")
 
     def start_propagation(self) -> None:
-        from ..engine.propagate import as_target
+        from descriptron_sam2pal.engine.propagate import as_target
         try:
             choice, device, size, specs = self._common()
             source = self.source_combo.currentData()

@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 from PyQt5.QtCore import QObject, QThread, pyqtSignal
 
-from .. import UserError
-from ..engine.control import CancelToken
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.engine.control import CancelToken
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the contract itself imports neither Qt, numpy nor the store
     import numpy as np
     from PyQt5.QtWidgets import QAction, QDockWidget, QWidget
 
-    from ..store import AnnotationStore, ImageRecord
+    from descriptron_sam2pal.store import AnnotationStore, ImageRecord
 
 log = logging.getLogger(__name__)
 

@@ -228,6 +228,13 @@ def mask_bbox(mask: np.ndarray) -> list[float]:
     ]
 
 
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``mask`` as a (height, width) bool array, nearest neighbour (unchanged when it already is)."""
+    if mask.shape == (height, width):
+        return mask
+    return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+
+
 def mask_area(mask: np.ndarray) -> int:
     """Foreground pixel count."""
     return int(np.count_nonzero(_as_bool_mask(mask)))

@@ -18,9 +18,9 @@ import torch
 
 from descriptron_sam2pal import UserError
 
-from .configs import (KNOWN_CONFIGS, MINI_CONFIG, PACKAGED_CONFIGS, canonical_config_name, config_info,
+from descriptron_sam2pal.model.configs import (KNOWN_CONFIGS, MINI_CONFIG, PACKAGED_CONFIGS, canonical_config_name, config_info,
                       describe_config, detect_config)
-from .device import resolve_device
+from descriptron_sam2pal.model.device import resolve_device
 
 __all__ = ["MINI_CONFIG", "LoadedModel", "build_model", "load_checkpoint_state",
            "packaged_config_path", "resolve_config", "config_path"]
@@ -66,13 +66,13 @@ class LoadedModel:
     @property
     def resolved_precision(self) -> str:
         """``precision`` with ``auto`` resolved for this device: "fp32" or "bf16"."""
-        from .device import resolve_precision
+        from descriptron_sam2pal.model.device import resolve_precision
 
         return resolve_precision(self.device, self.precision)
 
     def autocast(self):
         """The autocast context for inference (encoder, propagation, clicks) at ``precision``."""
-        from .device import autocast_context
+        from descriptron_sam2pal.model.device import autocast_context
 
         return autocast_context(self.device, self.resolved_precision == "bf16")
 
@@ -167,7 +167,7 @@ def build_model(config: str | None = None, checkpoint: str | Path | None = None,
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from .attention import install as install_attention
+    from descriptron_sam2pal.model.attention import install as install_attention
 
     install_attention()
     state = None
@@ -193,7 +193,7 @@ def build_model(config: str | None = None, checkpoint: str | Path | None = None,
     name = canonical_config_name(config)
     ckpt_hash = None
     if state is not None:
-        from .checkpoints import checkpoint_sha256
+        from descriptron_sam2pal.model.checkpoints import checkpoint_sha256
         _check_keys(sam, state, name, ckpt_path.name)
         sam.load_state_dict(state, strict=True)
         ckpt_hash = checkpoint_sha256(ckpt_path)

@@ -24,7 +24,7 @@ from typing import Callable, Mapping
 
 from descriptron_sam2pal import UserError
 
-from .configs import KNOWN_CHECKPOINTS, config_from_file_name
+from descriptron_sam2pal.model.configs import KNOWN_CHECKPOINTS, config_from_file_name
 
 CHECKPOINT_ENV = "DESCRIPTRON_SAM2_CHECKPOINT"
 CACHE_ENV = "DESCRIPTRON_CACHE"

@@ -147,18 +147,18 @@ class CocoDocument:
         dup: set = set()
         for ann in rle_data.get("annotations", []):
             if isinstance(ann, dict) and "id" in ann:
-                key = _id_key(ann["id"])
+                key = id_key(ann["id"])
                 if key in by_id:
                     dup.add(key)
                 by_id[key] = ann
-        json_ids = {_id_key(a.get("id")) for a in self.data["annotations"] if isinstance(a, dict)}
+        json_ids = {id_key(a.get("id")) for a in self.data["annotations"] if isinstance(a, dict)}
         for key in sorted(dup, key=str):
             self.warn(f"{rle_path}: annotation id {key!r} occurs more than once; its .rlejson "
                       f"segmentation is not used (the {self.path.name} polygons are).")
         for ann in self.data["annotations"]:
             if not isinstance(ann, dict) or "id" not in ann:
                 continue
-            key = _id_key(ann["id"])
+            key = id_key(ann["id"])
             if key in by_id and key not in dup and "segmentation" in by_id[key]:
                 if by_id[key]["segmentation"] != ann.get("segmentation"):
                     self.rle[key] = by_id[key]["segmentation"]
@@ -180,7 +180,7 @@ class CocoDocument:
     def segmentation(self, ann: dict) -> Any:
         """The segmentation to decode for ``ann``: the .rlejson one where there is one."""
         if "id" in ann:
-            key = _id_key(ann["id"])
+            key = id_key(ann["id"])
             if key in self.rle:
                 return self.rle[key]
         return ann.get("segmentation")
@@ -191,8 +191,8 @@ class CocoDocument:
         """The .rlejson document: the .json with the RLE segmentations swapped in (same key order)."""
         anns = []
         for ann in self.data["annotations"]:
-            if isinstance(ann, dict) and "id" in ann and _id_key(ann["id"]) in self.rle:
-                ann = {**ann, "segmentation": self.rle[_id_key(ann["id"])]}
+            if isinstance(ann, dict) and "id" in ann and id_key(ann["id"]) in self.rle:
+                ann = {**ann, "segmentation": self.rle[id_key(ann["id"])]}
             anns.append(ann)
         return {k: (anns if k == "annotations" else v) for k, v in self.data.items()}
 
@@ -208,7 +208,7 @@ class CocoDocument:
         return written
 
 
-def _id_key(value: Any) -> Any:
+def id_key(value: Any) -> Any:
     """Ids as dict keys: 3.0 is the same id as 3; a malformed (list/dict) id gets a hashable
     stand-in that equals no real id."""
     if isinstance(value, float) and value.is_integer():

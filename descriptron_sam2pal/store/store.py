@@ -39,7 +39,7 @@ from descriptron_sam2pal.imaging.masks import (
     polygons_to_mask,
     segmentation_to_mask,
 )
-from descriptron_sam2pal.store.coco import CocoDocument, StoreError, _id_key, read_json
+from descriptron_sam2pal.store.coco import CocoDocument, StoreError, id_key, read_json
 from descriptron_sam2pal.store.stem import (
     basename,
     final_name,
@@ -172,7 +172,7 @@ class AnnotationStore:
         self._next_ann_id = 1
         self._next_cat_id = 1
         self._folder_index: dict[Path, dict[str, list[Path]]] = {}
-        self._by_id: dict[Any, list[ImageRecord]] = {}           # _id_key(image id) -> records
+        self._by_id: dict[Any, list[ImageRecord]] = {}           # id_key(image id) -> records
         self._by_stem: dict[str, list[ImageRecord]] = {}         # normalised stem -> records
         self._sizes_checked: set[int] = set()                    # id(ImageRecord) checked against its file
 
@@ -310,7 +310,7 @@ class AnnotationStore:
             if not isinstance(cat, dict) or "id" not in cat or not isinstance(cat.get("name"), str):
                 self._warn(f"{doc.path}: category #{i} ({cat!r}) has no id or name; kept in the file, not used.")
                 continue
-            key = _id_key(cat["id"])
+            key = id_key(cat["id"])
             if not isinstance(key, int) or isinstance(key, bool):
                 self._warn(f"{doc.path}: category \"{cat['name']}\" has id {cat['id']!r}, not an integer; "
                            "kept in the file, not used.")
@@ -357,7 +357,7 @@ class AnnotationStore:
             if not isinstance(raw, dict) or "id" not in raw:
                 self._warn(f"{doc.path}: images entry #{i} ({_short(raw)}) has no id; kept in the file, not used.")
                 continue
-            key = _id_key(raw["id"])
+            key = id_key(raw["id"])
             if not isinstance(key, (str, int)) or isinstance(key, bool):
                 self._warn(f"{doc.path}: images entry #{i} has id {_short(key)}, neither a string nor an "
                            "integer; kept in the file, not used.")
@@ -408,7 +408,7 @@ class AnnotationStore:
         by_key: dict[Any, ImageRecord] = {}
         by_str: dict[str, ImageRecord] = {}
         for r in images:
-            by_key.setdefault(_id_key(r.id), r)
+            by_key.setdefault(id_key(r.id), r)
             by_str.setdefault(str(r.id), r)
         cats = self._doc_cats[id(doc)]
         seen_ids: set = set()
@@ -420,11 +420,11 @@ class AnnotationStore:
             if "id" not in ann:
                 self._warn(f"{doc.path}: {label}; kept, but give it an id in Descriptron.")
             else:
-                key = _id_key(ann["id"])
+                key = id_key(ann["id"])
                 if key in seen_ids:
                     self._warn(f"{doc.path}: annotation id {key!r} is used more than once; all are kept.")
                 seen_ids.add(key)
-            image_key = _id_key(ann.get("image_id"))
+            image_key = id_key(ann.get("image_id"))
             image = by_key.get(image_key) if _hashable(image_key) else None
             if image is None and str(ann.get("image_id")) in by_str:
                 image = by_str[str(ann.get("image_id"))]
@@ -434,7 +434,7 @@ class AnnotationStore:
                 self._warn(f"{doc.path}: {label} points at image id {ann.get('image_id')!r}, which is not in "
                            "\"images\" (or its entry was skipped); kept in the file, not used.")
                 continue
-            cat = cats.get(_id_key(ann.get("category_id")))
+            cat = cats.get(id_key(ann.get("category_id")))
             if cat is None and "category_id" in ann:
                 self._warn(f"{doc.path}: {label} has category_id {ann.get('category_id')!r}, which is not in "
                            "\"categories\"; kept in the file, not used as a structure.")
@@ -508,7 +508,7 @@ class AnnotationStore:
     def _register(self, record: ImageRecord) -> None:
         self.images.append(record)
         self._anns[id(record)] = []
-        self._by_id.setdefault(_id_key(record.id), []).append(record)
+        self._by_id.setdefault(id_key(record.id), []).append(record)
         stems = {record.stem} | ({normalized_stem(record.path.name)} if record.path is not None else set())
         for stem in stems:
             self._by_stem.setdefault(stem, []).append(record)
@@ -609,7 +609,7 @@ class AnnotationStore:
 
         Only the named annotation goes; the user's other annotations are untouched.
         """
-        record = next((a for a in self.annotations_for(image_id) if _id_key(a.id) == _id_key(ann_id)), None)
+        record = next((a for a in self.annotations_for(image_id) if id_key(a.id) == id_key(ann_id)), None)
         if record is None:
             raise StoreError(f"annotation {ann_id!r} is not on image {image_id!r}; nothing was removed")
         self._remove(record)
@@ -725,7 +725,7 @@ class AnnotationStore:
         int_ids = [r.id for r in self.images if isinstance(r.id, int) and not isinstance(r.id, bool)]
         raw = _image_entry(path, str_id=not int_ids)
         if int_ids:
-            raw["id"] = max(_id_key(v) for v in int_ids) + 1
+            raw["id"] = max(id_key(v) for v in int_ids) + 1
         doc.data["images"].append(raw)
         record = ImageRecord(raw, path if path.is_file() else None, doc)
         if record.path is None:
@@ -762,7 +762,7 @@ class AnnotationStore:
             if id(image_id) not in self._anns:
                 raise StoreError(f"image {image_id.id!r} is not part of the store {self.path}.")
             return image_id
-        key = _id_key(image_id)
+        key = id_key(image_id)
         candidates = self._by_id.get(key, []) if _hashable(key) else []
         matches = [r for r in candidates if type(r.id) is type(image_id)] or candidates
         if not matches:
@@ -786,7 +786,7 @@ class AnnotationStore:
         doc = CocoDocument(final_name(image._prefix, 0), data)
         image.doc = doc
         self._docs.append(doc)
-        self._doc_cats[id(doc)] = {_id_key(c["id"]): c for c in cats}
+        self._doc_cats[id(doc)] = {id_key(c["id"]): c for c in cats}
         return doc
 
     def _category_id(self, doc: CocoDocument, name: str) -> Any:
@@ -796,14 +796,14 @@ class AnnotationStore:
             if cat["name"] == name:
                 return cat["id"]
         cat_id = self._categories.get(name)
-        if cat_id is None or _id_key(cat_id) in cats:
+        if cat_id is None or id_key(cat_id) in cats:
             cat_id = self._next_cat_id
         self._next_cat_id = max(self._next_cat_id, int(cat_id) + 1 if _is_number(cat_id) else 0)
         entry = copy.deepcopy(self._category_entries[name]) if name in self._category_entries else \
             {"id": cat_id, "name": name, "supercategory": ""}
         entry["id"] = cat_id
         doc.data["categories"].append(entry)
-        cats[_id_key(cat_id)] = entry
+        cats[id_key(cat_id)] = entry
         self._categories.setdefault(name, cat_id)
         self._category_entries.setdefault(name, entry)
         return cat_id
@@ -814,9 +814,9 @@ class AnnotationStore:
         index = next((i for i, a in enumerate(anns) if a is rec.raw), None)
         if index is not None:
             del anns[index]
-        if "id" in rec.raw and not any(_id_key(a.get("id")) == _id_key(rec.raw["id"])
+        if "id" in rec.raw and not any(id_key(a.get("id")) == id_key(rec.raw["id"])
                                        for a in anns if isinstance(a, dict)):
-            rec.doc.rle.pop(_id_key(rec.raw["id"]), None)
+            rec.doc.rle.pop(id_key(rec.raw["id"]), None)
         self._anns[id(rec.image)].remove(rec)
         rec.doc.dirty = True
         return index

@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     from descriptron_sam2pal.gui.review_panel import ReviewPanel
     from descriptron_sam2pal.gui.templates_panel import TemplatesPanel
     from descriptron_sam2pal.gui.train_dialog import TrainDialog
-    from descriptron_sam2pal.host.workspace import Workspace
+    from descriptron_sam2pal.app.workspace import Workspace
 
     window = Workspace(settings=QSettings(str(work / "workspace.ini"), QSettings.IniFormat))
     results = window.load_plugins()  # the entry point, exactly as `sam2pal gui` does

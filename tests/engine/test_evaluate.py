@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.engine.evaluate import (AnnotatedImage, evaluate, mask_from_binary_png,
-                                                 masks_from_color_png, parse_colors)
-from descriptron_sam2pal.engine.propagate import StructureResult, TargetResult
+from descriptron_sam2pal.engine.evaluate import AnnotatedImage, evaluate
+from descriptron_sam2pal.imaging.mask_png import mask_from_binary_png, masks_from_color_png, parse_colors
+from descriptron_sam2pal.engine.results import StructureResult, TargetResult
 from descriptron_sam2pal.imaging.masks import mask_to_polygons
 
 

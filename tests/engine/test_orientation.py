@@ -12,7 +12,8 @@ from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.orientation import (ORIENTATIONS, choose_orientation, orient, orientation_score,
                                                     oriented_size, unorient)
 from descriptron_sam2pal.engine.preprocess import prepare_image
-from descriptron_sam2pal.engine.propagate import StructureResult, TemplateMemory, propagate
+from descriptron_sam2pal.engine.propagate import TemplateMemory, propagate
+from descriptron_sam2pal.engine.results import StructureResult
 
 
 def test_transforms_are_the_8_distinct_flips_and_quarter_turns_and_invert_exactly():

@@ -11,7 +11,8 @@ from PIL import Image
 from conftest import make_specimen, make_template
 from descriptron_sam2pal.engine.evaluate import evaluate
 from descriptron_sam2pal.engine.predictions import merge_into_store, write_predictions
-from descriptron_sam2pal.engine.propagate import StructureResult, TargetResult, propagate
+from descriptron_sam2pal.engine.propagate import propagate
+from descriptron_sam2pal.engine.results import StructureResult, TargetResult
 from descriptron_sam2pal.imaging.masks import segmentation_to_mask
 from descriptron_sam2pal.store import AnnotationStore
 

@@ -14,8 +14,8 @@ from conftest import make_specimen, make_template, record_calls, set_object_scor
 from descriptron_sam2pal.engine.control import CancelToken
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import prepare_image
-from descriptron_sam2pal.engine.propagate import (Target, TemplateMemory, group_structures,
-                                                  palindrome_confidence, propagate)
+from descriptron_sam2pal.engine.propagate import TemplateMemory, group_structures, palindrome_confidence, propagate
+from descriptron_sam2pal.engine.results import Target
 from descriptron_sam2pal.imaging.io import load_image
 
 SIZES = [(96, 128), (128, 80), (150, 150), (70, 160), (128, 128), (110, 90)]

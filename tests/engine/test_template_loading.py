@@ -74,7 +74,8 @@ def test_from_a_store_uses_annotated_images_or_chosen_ids(tmp_path):
 
 def test_predictions_in_the_store_are_not_template_outlines(tmp_path):
     """Merged or reviewed predictions must not silently become training labels."""
-    from descriptron_sam2pal.engine.template_loading import template_images, template_masks, templates_from_store
+    from descriptron_sam2pal.engine.template_loading import templates_from_store
+    from descriptron_sam2pal.store.provenance import template_images, template_masks
 
     image, masks = make_specimen(3, size=(80, 100))
     Image.fromarray(image).save(tmp_path / "a.png")

@@ -61,7 +61,7 @@ def settings(tmp_path) -> QSettings:
 @pytest.fixture
 def window(qtbot, settings, messages):
     from descriptron_sam2pal.gui.workers import running_workers
-    from descriptron_sam2pal.host.workspace import Workspace
+    from descriptron_sam2pal.app.workspace import Workspace
 
     win = Workspace(settings=settings)
     win.resize(900, 600)

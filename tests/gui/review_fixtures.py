@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from descriptron_sam2pal.engine.propagate import StructureResult, TargetResult
+from descriptron_sam2pal.engine.results import StructureResult, TargetResult
 from descriptron_sam2pal.imaging.masks import mask_to_polygons
 
 SIZES = {"ant_01.png": (60, 80), "ant_02.png": (50, 70), "beetle_03.png": (40, 48)}

@@ -308,7 +308,7 @@ def test_masks_are_kept_compact_and_decoded_on_demand(project, tmp_path):
 
 def test_from_the_predictions_file_sam2pal_propagate_writes(project, tmp_path):
     from descriptron_sam2pal.engine.predictions import write_predictions
-    from descriptron_sam2pal.engine.propagate import TargetResult
+    from descriptron_sam2pal.engine.results import TargetResult
 
     results = make_results(project.parent)
     results.append(TargetResult(None, str(project.parent / "broken.png"), 0, 0, error="cannot read"))

@@ -346,7 +346,7 @@ def test_add_as_template_sends_the_specimens_outlines(qtbot, panel):
 
 
 def test_in_the_workspace_keys_win_over_the_hosts_shortcuts(qtbot, project, dialogs, tmp_path):
-    from descriptron_sam2pal.host.workspace import Workspace
+    from descriptron_sam2pal.app.workspace import Workspace
 
     win = Workspace(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
     qtbot.addWidget(win)

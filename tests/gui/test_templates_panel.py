@@ -4,7 +4,7 @@ import numpy as np
 from PyQt5.QtCore import Qt
 
 from descriptron_sam2pal.gui.model_session import DEMO_CHOICE, ModelSession
-from descriptron_sam2pal.engine.template_loading import TEMPLATE_SOURCE, template_images
+from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE, template_images
 from descriptron_sam2pal.gui.templates_panel import TemplatesPanel
 from plugin_fixtures import *  # noqa: F401,F403
 from plugin_fixtures import wait_image

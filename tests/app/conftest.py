@@ -75,7 +75,7 @@ def dialogs(monkeypatch) -> Dialogs:
 
 @pytest.fixture
 def window(qtbot, tmp_path, dialogs):
-    from descriptron_sam2pal.host.workspace import Workspace
+    from descriptron_sam2pal.app.workspace import Workspace
 
     win = Workspace(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
     qtbot.addWidget(win)

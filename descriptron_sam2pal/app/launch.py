@@ -9,7 +9,7 @@ import sys
 from PyQt5.QtCore import QCoreApplication, Qt, QTimer
 from PyQt5.QtWidgets import QApplication
 
-from ..gui.workers import running_workers
+from descriptron_sam2pal.gui.workers import running_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(project: str | None = None, plugins: bool = True) -> int:
     """Create the application and the workspace, load plugins, open ``project``, run the event loop."""
-    from .workspace import Workspace  # imports the store and imaging stacks: after Qt is up
+    from descriptron_sam2pal.app.workspace import Workspace  # imports the store and imaging stacks: after Qt is up
 
     if QApplication.instance() is None:
         QCoreApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)

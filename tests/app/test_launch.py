@@ -1,8 +1,8 @@
 from PyQt5.QtCore import QSettings
 from PyQt5.QtWidgets import QApplication
 
-from descriptron_sam2pal.host import app
-from descriptron_sam2pal.host.workspace import Workspace
+from descriptron_sam2pal.app import launch as app
+from descriptron_sam2pal.app.workspace import Workspace
 
 from conftest import wait_shown
 

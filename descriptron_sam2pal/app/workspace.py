@@ -22,12 +22,12 @@ from PyQt5.QtWidgets import (QAction, QDialog, QDialogButtonBox, QDockWidget, QF
                              QMainWindow, QMenu, QMessageBox, QPlainTextEdit, QTableWidget,
                              QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
 
-from .. import UserError
-from ..gui.canvas import ImageCanvas
-from ..gui.workers import EngineWorker
-from ..imaging.io import load_image
-from ..store import AnnotationStore
-from . import api
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.gui.canvas import ImageCanvas
+from descriptron_sam2pal.gui.workers import EngineWorker
+from descriptron_sam2pal.imaging.io import load_image
+from descriptron_sam2pal.store import AnnotationStore
+from descriptron_sam2pal.host import api
 
 log = logging.getLogger(__name__)
 

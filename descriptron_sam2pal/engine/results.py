@@ -1,0 +1,151 @@
+"""What propagation produces and remembers, without torch: results, targets and the journal.
+
+The GUI, the store side (predictions files, write-back) and the CLI exchange
+these; importing them must stay cheap (no torch, no Qt).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from descriptron_sam2pal.engine.orientation import IDENTITY
+from descriptron_sam2pal.imaging.masks import mask_to_polygons, mask_to_rle, rle_to_mask
+
+if TYPE_CHECKING:
+    from descriptron_sam2pal.engine.preprocess import PreparedImage
+
+log = logging.getLogger(__name__)
+
+# structure_status values that mean "do not predict this structure on this image".
+SKIP_STATUSES = ("absent", "unknown")
+JOURNAL_VERSION = 1
+
+
+@dataclass(eq=False)
+class StructureResult:
+    """One structure on one target.
+
+    ``mask``: (H, W) bool on the target's own pixel grid, None when absent.
+    ``score``: palindrome confidence in [0, 1] (None when absent or when
+    confidence was not computed). ``object_score``: sigmoid of SAM2's object
+    score logit (> 0.5 means present). ``predicted_iou``: SAM2's IoU estimate.
+    """
+
+    name: str
+    present: bool
+    mask: np.ndarray | None
+    score: float | None
+    object_score: float
+    predicted_iou: float
+
+    def polygons(self, tolerance: float = 0.0) -> list[list[float]]:
+        """Flat COCO polygons of every component of the mask ([] when absent)."""
+        return mask_to_polygons(self.mask, tolerance) if self.mask is not None else []
+
+    def to_json(self) -> dict:
+        return {"present": self.present, "score": self.score, "object_score": self.object_score,
+                "predicted_iou": self.predicted_iou,
+                "mask": mask_to_rle(self.mask) if self.mask is not None else None}
+
+    @classmethod
+    def from_json(cls, name: str, d: dict) -> "StructureResult":
+        mask = rle_to_mask(d["mask"]) if d.get("mask") is not None else None
+        return cls(name, bool(d["present"]), mask, d.get("score"), float(d["object_score"]),
+                   float(d["predicted_iou"]))
+
+
+@dataclass(eq=False)
+class TargetResult:
+    """All structures of one target. ``error`` is set (and ``structures`` empty) when the
+    target could not be read; ``skipped`` lists structures not predicted because the
+    target's ``structure_status`` marks them absent/unknown; ``orientation`` is the one
+    used (see :mod:`.orientation`)."""
+
+    image_id: Any
+    path: str | None
+    height: int
+    width: int
+    structures: dict[str, StructureResult] = field(default_factory=dict)
+    orientation: str = IDENTITY
+    error: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    from_journal: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict:
+        return {"image_id": self.image_id, "path": self.path, "height": self.height, "width": self.width,
+                "orientation": self.orientation, "skipped": self.skipped,
+                "structures": {n: s.to_json() for n, s in self.structures.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TargetResult":
+        return cls(d.get("image_id"), d.get("path"), int(d["height"]), int(d["width"]),
+                   {n: StructureResult.from_json(n, s) for n, s in d["structures"].items()},
+                   d.get("orientation", IDENTITY), None, dict(d.get("skipped") or {}), True)
+
+
+@dataclass(eq=False)
+class Target:
+    """What to propagate to: an image file (``path``) or pixels (``image``: an RGB array
+    or a PreparedImage), with an optional id and ``structure_status``."""
+
+    path: str | None = None
+    image: np.ndarray | PreparedImage | None = None
+    image_id: Any = None
+    structure_status: dict = field(default_factory=dict)
+
+
+class ResultJournal:
+    """Append-only JSONL file of finished targets, so an interrupted run resumes.
+
+    One line per target: ``{"v": 1, "run": <hash of model weights + templates +
+    settings>, "key": <hash of image path + file content + structure_status>,
+    "result": TargetResult.to_json()}`` (masks as uncompressed COCO RLE). Lines of
+    another run are ignored; a damaged line (a crash mid-write) is skipped.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def load(self, run: str) -> dict[str, dict]:
+        records: dict[str, dict] = {}
+        if not self.path.exists():
+            return records
+        with open(self.path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                    if rec.get("v") == JOURNAL_VERSION and rec.get("run") == run:
+                        records[rec["key"]] = rec["result"]
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                    log.warning("%s:%d: damaged journal line ignored", self.path, lineno)
+        return records
+
+    def append(self, run: str, entries: list[tuple[str, TargetResult]]) -> None:
+        if not entries:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps({"v": JOURNAL_VERSION, "run": run, "key": key, "result": r.to_json()},
+                                   separators=(",", ":")) + "\n" for key, r in entries)
+        with open(self.path, "a+b") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() > 0:  # a crash may have left a partial last line: start a fresh one
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    lines = "\n" + lines
+            f.write(lines.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
