@@ -14,7 +14,7 @@ previous, **F** fix mode (left click adds a positive point, right click a
 negative one; SAM2 re-segments at once), **Esc** leaves fix mode,
 **Ctrl+Z** undo.
 
-The review is saved (see :mod:`.review_model`) a moment after every change and
+The review is saved (see :mod:`.review_session`) a moment after every change and
 when the panel is hidden, to ``session_path``, so closing the window loses
 nothing. "Write back..." asks first, then puts the accepted structures into the
 host's store and calls ``host.notify_store_changed()``; the dialog offers
@@ -31,151 +31,29 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt5.QtCore import QAbstractTableModel, QEvent, QModelIndex, Qt, QTimer, pyqtSignal
-from PyQt5.QtGui import QBrush, QColor, QFont, QKeySequence
+from PyQt5.QtCore import QEvent, QModelIndex, Qt, QTimer, pyqtSignal
+from PyQt5.QtGui import QKeySequence
 from PyQt5.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QGridLayout,
                              QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton, QSplitter,
-                             QStyle, QStyledItemDelegate, QTableView, QVBoxLayout, QWidget)
+                             QTableView, QVBoxLayout, QWidget)
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.imaging.io import load_image
 from descriptron_sam2pal.gui.canvas import ImageCanvas, compose_overlay
-from descriptron_sam2pal.gui.review_model import (ACCEPTED, REJECTED, UNREVIEWED, ReviewItem, ReviewSession,
+from descriptron_sam2pal.gui.review_session import (ACCEPTED, REJECTED, UNREVIEWED, ReviewItem, ReviewSession,
                            review_path_for)
+from descriptron_sam2pal.gui.review_table import (STATE_COLORS, ReviewTableModel, StateDelegate,
+                                                 item_tooltip, score_text, state_text)
 from descriptron_sam2pal.gui.workers import EngineWorker
 
 log = logging.getLogger(__name__)
 
-#: (background, text) per state: big, obvious, and told apart by the words as well.
-STATE_COLORS = {
-    UNREVIEWED: ((236, 236, 236), (40, 40, 40)),
-    ACCEPTED: ((46, 160, 67), (255, 255, 255)),
-    REJECTED: ((207, 52, 68), (255, 255, 255)),
-}
-STATE_TEXT = {UNREVIEWED: "To review", ACCEPTED: "\u2714 Accepted", REJECTED: "\u2718 Rejected"}
-ABSENT_COLOR = (196, 110, 0)
 FILTER_CHOICES = (("All", "all"), ("Unreviewed", UNREVIEWED), ("Accepted", ACCEPTED), ("Rejected", REJECTED))
 DIM_ALPHA = 0.4          # how much of the normal overlay the non-selected structures keep
 AUTOSAVE_DELAY_MS = 800
 IMAGE_CACHE_SIZE = 4
 PREFERRED_WIDTH = 900    # px the panel asks for
-
-COLUMNS = ("Specimen", "Structure", "Score", "State")
-
 Reprompt = Callable[[Any, list, list], Optional[np.ndarray]]
-
-
-def state_text(item: ReviewItem) -> str:
-    text = STATE_TEXT[item.state]
-    if item.corrected:
-        text += " (fixed)"
-    if item.written:
-        text += " \u00b7 in project"
-    return text
-
-
-def score_text(item: ReviewItem) -> str:
-    if item.absent:
-        return "absent"
-    return "\u2013" if item.score is None else f"{item.score:.2f}"
-
-
-class _StateDelegate(QStyledItemDelegate):
-    """Paints the State cell in its state colour even on the selected row."""
-
-    def initStyleOption(self, option, index) -> None:
-        super().initStyleOption(option, index)
-        option.state &= ~QStyle.State_Selected
-
-
-class ReviewTableModel(QAbstractTableModel):
-    """The session's items under the current filter, worst first (rows rebuilt on every change)."""
-
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self.session: ReviewSession | None = None
-        self.filter = "all"
-        self.rows: list[ReviewItem] = []
-
-    def set_session(self, session: ReviewSession | None) -> None:
-        self.session = session
-        self.refresh()
-
-    def set_filter(self, name: str) -> None:
-        self.filter = name
-        self.refresh()
-
-    def refresh(self) -> None:
-        self.beginResetModel()
-        self.rows = self.session.visible(self.filter) if self.session is not None else []
-        self.endResetModel()
-
-    def row_of(self, item: ReviewItem) -> int:
-        for r, it in enumerate(self.rows):
-            if it is item:
-                return r
-        return -1
-
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.DisplayRole):
-        if orientation == Qt.Horizontal and role == Qt.DisplayRole:
-            return COLUMNS[section]
-        if orientation == Qt.Horizontal and role == Qt.ToolTipRole:
-            return ("Specimen photo", "Structure predicted on it",
-                    "Palindrome confidence 0..1 (predict the template back from this specimen): low = check it",
-                    "Your decision")[section]
-        if orientation == Qt.Vertical and role == Qt.DisplayRole:
-            return str(section + 1)
-        return None
-
-    def data(self, index, role=Qt.DisplayRole):
-        if not index.isValid():
-            return None
-        item, col = self.rows[index.row()], index.column()
-        bg, fg = STATE_COLORS[item.state]
-        if role == Qt.DisplayRole:
-            return (item.target.label, item.structure, score_text(item), state_text(item))[col]
-        if role == Qt.BackgroundRole:
-            if col == 3:
-                return QBrush(QColor(*bg))
-            if item.state != UNREVIEWED:  # a light tint of the state across the row
-                return QBrush(QColor(*bg, 45))
-            return None
-        if role == Qt.ForegroundRole:
-            if col == 3:
-                return QBrush(QColor(*fg))
-            if col == 2 and item.absent:
-                return QBrush(QColor(*ABSENT_COLOR))
-            return None
-        if role == Qt.FontRole and (col == 3 or (col == 2 and item.absent)):
-            font = QFont()
-            font.setBold(True)
-            return font
-        if role == Qt.TextAlignmentRole and col == 2:
-            return int(Qt.AlignRight | Qt.AlignVCenter)
-        if role == Qt.ToolTipRole:
-            return item_tooltip(item)
-        return None
-
-
-def item_tooltip(item: ReviewItem) -> str:
-    def fmt(v):
-        return "\u2013" if v is None else f"{v:.3f}"
-    lines = [item.label,
-             "Predicted ABSENT: accept (A) to confirm it is missing on this specimen" if item.absent and
-             not item.corrected else f"Palindrome confidence: {fmt(item.score)}",
-             f"SAM2 object score: {fmt(item.object_score)}   predicted IoU: {fmt(item.predicted_iou)}",
-             f"State: {state_text(item)}"]
-    if item.corrected:
-        lines.append(f"Fixed with {len(item.points)} point(s)")
-    if item.target.path:
-        lines.append(item.target.path)
-    return "\n".join(lines)
 
 
 class ReviewPanel(QWidget):
@@ -250,7 +128,7 @@ class ReviewPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setWordWrap(False)
-        self.table.setItemDelegateForColumn(3, _StateDelegate(self.table))
+        self.table.setItemDelegateForColumn(3, StateDelegate(self.table))
         self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 10)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.Stretch)

@@ -11,7 +11,7 @@ from PyQt5.QtWidgets import QMessageBox
 from review_fixtures import WORST_FIRST, box, make_results, write_project
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.gui.review_model import ACCEPTED, REJECTED, UNREVIEWED, review_path_for
+from descriptron_sam2pal.gui.review_session import ACCEPTED, REJECTED, UNREVIEWED, review_path_for
 from descriptron_sam2pal.gui.review_panel import ReviewPanel
 from descriptron_sam2pal.store import AnnotationStore
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from review_fixtures import WORST_FIRST, box, make_results, write_project
 
-from descriptron_sam2pal.gui.review_model import (ACCEPTED, REJECTED, UNREVIEWED, ReviewError,
+from descriptron_sam2pal.gui.review_session import (ACCEPTED, REJECTED, UNREVIEWED, ReviewError,
                                                   ReviewSession, review_path_for)
 from descriptron_sam2pal.imaging.masks import mask_to_polygons, mask_to_rle
 from descriptron_sam2pal.store import AnnotationStore
@@ -283,7 +283,7 @@ def test_from_propagation_journal(project, tmp_path):
 
 
 def test_masks_are_kept_compact_and_decoded_on_demand(project, tmp_path):
-    from descriptron_sam2pal.gui import review_model
+    from descriptron_sam2pal.gui import review_session as review_model
 
     results = make_results(project.parent)
     s = ReviewSession.from_results(results, compact=True)
