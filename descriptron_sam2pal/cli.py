@@ -190,77 +190,50 @@ def cmd_download(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from descriptron_sam2pal.engine.trainer import TrainConfig, train
+    from descriptron_sam2pal.engine.templates import structure_names
+    from descriptron_sam2pal.engine.trainer import TrainConfig
+    from descriptron_sam2pal.jobs.training import TrainRequest, describe_result, train_run
 
-    model, templates, pool = _model_templates_images(args)
-    config = TrainConfig(steps=args.steps, lora_rank=args.lora_rank, full=args.full, seed=args.seed,
-                         autocast=None if args.precision == "auto" else args.precision == "bf16")
+    specs = _template_specs(args)
+    config = TrainConfig(steps=args.steps, lora_rank=args.lora_rank, full=args.full, seed=args.seed)
     if args.lr is not None:
         config.lr = args.lr
-    print(f"training on {len(templates)} template(s) ({', '.join(_structures(templates))}) "
-          f"and {len(pool)} unlabeled image(s), {args.steps} steps, "
-          f"{'full fine-tuning' if args.full else f'LoRA rank {args.lora_rank}'}, "
-          f"{model.image_size} px on {model.device}")
+    request = TrainRequest(_model_request(args), specs, _images_in(args.images, exclude=[s.path for s in specs]),
+                           Path(args.out), config, resume=args.resume, cache_dir=args.cache_dir)
+    print(f"training on {len(specs)} template(s) ({', '.join(structure_names(specs))}) "
+          f"and {len(request.unlabeled)} unlabeled image(s), {args.steps} steps, "
+          f"{'full fine-tuning' if args.full else f'LoRA rank {args.lora_rank}'}")
     with _Bar("train", unit="step") as bar:
-        result = train(model, templates, pool, Path(args.out), config, progress=bar.update,
-                       resume=args.resume, feature_cache_dir=args.cache_dir,
-                       log_fn=lambda text: print(text, file=sys.stderr))
-    state = "cancelled" if result.cancelled else "finished"
-    print(f"training {state} after {result.steps_done} of {result.total_steps} steps")
-    if result.val_metric:
-        print(f"validation ({result.val_metric}): untrained {result.baseline_val:.4f}, "
-              f"best {result.best_val:.4f} at step {result.best_step}")
-    print(f"adapter: {result.adapter_path}")
+        outcome = train_run(request, progress=bar.update, log_fn=lambda text: print(text, file=sys.stderr))
+    for line in describe_result(outcome.result):
+        print(line)
     return 0
 
 
 def cmd_propagate(args) -> int:
-    from descriptron_sam2pal.engine.predictions import MergeSummary, PredictionsBuilder, merge_into_store, write_predictions
-    from descriptron_sam2pal.engine.propagate import iter_propagate
+    from descriptron_sam2pal.engine.templates import structure_names
+    from descriptron_sam2pal.jobs.propagation import PropagateRequest, propagate_run
 
-    model, templates, targets = _model_templates_images(args)
-    store = None
-    if args.write_to:  # opened first: a store we cannot read stops us before any work
-        from descriptron_sam2pal.store import AnnotationStore
-
-        store = AnnotationStore.open(args.write_to)
-    out = Path(args.out)
-    journal = out.with_name(out.name + ".journal.jsonl")
-    if journal.exists() and not args.resume:
-        journal.unlink()
-    print(f"segmenting {', '.join(_structures(templates))} on {len(targets)} image(s) "
-          f"from {len(templates)} template(s), {model.image_size} px on {model.device}")
-    # Results are folded into the output as they come (polygons/RLE, spooled to a
-    # temporary file), so memory does not grow with the number of specimens.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    builder = PredictionsBuilder(spool_dir=out.parent)
-    merged = MergeSummary()
-    failed = []
+    specs = _template_specs(args)
+    targets = _images_in(args.images, exclude=[s.path for s in specs])
+    request = PropagateRequest(
+        _model_request(args), specs, targets, out=Path(args.out), write_to=args.write_to,
+        batch_size=args.batch_size, orientation_search=args.orientation_search,
+        confidence=not args.no_confidence, resume=args.resume,
+        protected={"--templates": args.templates, "--template-mask": args.template_mask})
+    print(f"segmenting {', '.join(structure_names(specs))} on {len(targets)} image(s) "
+          f"from {len(specs)} template(s)")
     with _Bar("propagate", unit="img") as bar:
-        for r in iter_propagate(model, templates, targets, batch_size=args.batch_size, progress=bar.update,
-                                journal=journal, orientation_search=args.orientation_search,
-                                confidence=not args.no_confidence):
-            builder.add(r)
-            if r.error:
-                failed.append(r)
-            elif store is not None:
-                merged += merge_into_store(store, [r])
-    try:
-        written = write_predictions(builder, out)
-    finally:
-        builder.close()
-    if bar.last is not None and "encoder_passes" in bar.last.metrics:
-        print(f"image encoder passes: {bar.last.metrics['encoder_passes']} "
+        outcome = propagate_run(request, progress=bar.update, log_fn=lambda text: print(text, file=sys.stderr))
+    if outcome.encoder_passes is not None:
+        print(f"image encoder passes: {outcome.encoder_passes} "
               f"(templates and {len(targets)} image(s); each image once)")
-    for r in failed:
+    for r in outcome.failed:
         print(f"skipped {r.path}: {r.error}", file=sys.stderr)
-    print(f"wrote {', '.join(str(p) for p in written)}")
-    if store is not None:
-        store.save()
-        print(merged)
-    if journal.exists():
-        journal.unlink()
-    return 1 if failed and len(failed) == len(targets) else 0
+    print(f"wrote {', '.join(str(p) for p in outcome.written)}")
+    if outcome.merged is not None:
+        print(outcome.merged)
+    return 1 if outcome.failed and len(outcome.failed) == len(targets) else 0
 
 
 def cmd_evaluate(args) -> int:
@@ -285,75 +258,18 @@ def cmd_evaluate(args) -> int:
 
 # -- shared pieces ------------------------------------------------------------------
 
-def _model_templates_images(args):
-    """The model, the templates at its input size, and the images of --images (templates left out)."""
-    model = _load_model(args)
-    templates = _load_templates(args, model.image_size)
-    return model, templates, _images_in(args.images, exclude=[t.image.source for t in templates])
+def _model_request(args):
+    from descriptron_sam2pal.jobs.models import ModelRequest
+
+    return ModelRequest(choice=args.checkpoint, device=args.device, image_size=args.image_size,
+                        adapter=getattr(args, "adapter", None), precision=args.precision, config=args.config)
 
 
-def _load_model(args):
-    from descriptron_sam2pal.model.build import build_model
-    from descriptron_sam2pal.model.checkpoints import find_checkpoint
+def _template_specs(args):
+    from descriptron_sam2pal.jobs.templates import template_specs
 
-    checkpoint = args.checkpoint
-    if checkpoint is None:
-        checkpoint = find_checkpoint()
-        if checkpoint is None:
-            raise UserError("no SAM2 checkpoint found where Descriptron keeps them; pass --checkpoint "
-                            "FILE, or fetch one with `sam2pal download sam2.1_hiera_tiny.pt`")
-    elif not Path(checkpoint).is_file():
-        raise UserError(f"checkpoint {checkpoint} does not exist; check the path")
-    adapter = getattr(args, "adapter", None)
-    adapter_path = None
-    image_size = args.image_size
-    if adapter:
-        from descriptron_sam2pal.model.adapter_file import read_adapter
-
-        adapter_path = Path(adapter)
-        if adapter_path.is_dir():
-            adapter_path = adapter_path / "adapter.pt"
-        if not adapter_path.is_file():
-            raise UserError(f"no trained adapter at {adapter_path}; pass the RUN_DIR of `sam2pal train`")
-        info, _ = read_adapter(adapter_path)
-        if image_size is None and info.image_size:
-            image_size = info.image_size  # propagate at the size it was trained at
-    model = build_model(args.config, checkpoint, device=args.device, image_size=image_size)
-    model.precision = args.precision
-    if adapter_path is not None:
-        from descriptron_sam2pal.model.adapter_file import load_adapter
-
-        load_adapter(adapter_path, model)
-    return model
-
-
-def _load_templates(args, size: int):
-    from descriptron_sam2pal.engine.template_loading import (template_from_color_png, template_from_mask_png,
-                                          templates_from_store)
-
-    templates = []
-    for store in args.templates:
-        templates.extend(templates_from_store(store, size))
-    if len(args.template_image) != len(args.template_mask):
-        raise UserError("give one --template-mask for each --template-image")
-    for image, mask in zip(args.template_image, args.template_mask):
-        if args.colors:
-            templates.append(template_from_color_png(image, mask, args.colors, size))
-        elif args.structure:
-            templates.append(template_from_mask_png(image, mask, args.structure, size))
-        else:
-            raise UserError(f"name the structure of {mask}: --structure NAME for a binary mask, "
-                            '--colors "name=R,G,B;..." for a colour mask')
-    if not templates:
-        raise UserError("no templates: pass --templates STORE (Descriptron annotations) or "
-                        "--template-image IMG --template-mask MASK.png")
-    return templates
-
-
-def _structures(templates) -> list[str]:
-    from descriptron_sam2pal.engine.templates import structure_names
-
-    return structure_names(templates)
+    return template_specs(args.templates, args.template_image, args.template_mask,
+                          structure=args.structure, colors=args.colors)
 
 
 def _images_in(folder: str, exclude=()) -> list[Path]:

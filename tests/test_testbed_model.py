@@ -57,8 +57,8 @@ def test_checkpoint_loads_and_segments_a_synthetic_image():
 def test_gui_offers_the_beetle_demo_when_no_checkpoint_is_found(qtbot, tmp_path, monkeypatch):
     from PyQt5.QtCore import QSettings
 
-    from descriptron_sam2pal.gui.model_session import (BEETLE_DEMO_CHOICE, CheckpointPicker, ModelSession,
-                                                        build_for_choice)
+    from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
+    from descriptron_sam2pal.jobs.models import BEETLE_DEMO_CHOICE, ModelRequest, fixed_image_size, load_model
 
     monkeypatch.setenv("DESCRIPTRON_CACHE", str(tmp_path / "empty_cache"))
     monkeypatch.delenv("DESCRIPTRON_SAM2_CHECKPOINT", raising=False)
@@ -73,7 +73,7 @@ def test_gui_offers_the_beetle_demo_when_no_checkpoint_is_found(qtbot, tmp_path,
     assert session.is_beetle_demo and not session.is_demo
     assert "beetles only" in picker.label.text() and "not for real work" in picker.label.text()
     assert ModelSession(None, settings).checkpoint_choice() == BEETLE_DEMO_CHOICE  # remembered
-    model = build_for_choice(BEETLE_DEMO_CHOICE, "cpu", image_size=1024)
-    assert model.config_name == "sam2pal_beetle" and model.image_size == 256
+    model = load_model(ModelRequest(BEETLE_DEMO_CHOICE, "cpu"))
+    assert model.config_name == "sam2pal_beetle" and model.image_size == fixed_image_size(BEETLE_DEMO_CHOICE) == 256
     picker._choose(str(CHECKPOINT))  # a real checkpoint file: the beetle demo is no longer offered
     assert picker.beetle_demo_button.isHidden()

@@ -1,13 +1,13 @@
-"""Writing propagation results: a COCO predictions file, or into a Descriptron store."""
+"""Writing propagation results as a COCO predictions file (.json + .rlejson); merging them into a
+Descriptron store is ``store.merge.merge_results``."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, TextIO
+from typing import Iterable, Iterator, Mapping, TextIO
 
 import numpy as np
 
@@ -16,7 +16,6 @@ from descriptron_sam2pal.imaging.masks import has_hole, mask_area, mask_bbox, ma
 from descriptron_sam2pal.store.coco import write_streams
 from descriptron_sam2pal.store.stem import basename, companion_path
 from descriptron_sam2pal.engine.results import TargetResult
-from descriptron_sam2pal.store.provenance import PREDICTION_SOURCE, is_prediction
 
 
 def _needs_rle(mask: np.ndarray, polygons: list) -> bool:
@@ -147,72 +146,3 @@ def write_predictions(results: Iterable[TargetResult] | PredictionsBuilder, path
     finally:
         if own:
             builder.close()
-
-
-@dataclass
-class MergeSummary:
-    """What ``merge_into_store`` did."""
-
-    added: int = 0  # new annotations
-    replaced: int = 0  # of those, how many replaced an earlier sam2pal prediction
-    kept_user: list[str] = field(default_factory=list)  # "file: structure" left alone
-
-    def __iadd__(self, other: "MergeSummary") -> "MergeSummary":
-        self.added += other.added
-        self.replaced += other.replaced
-        self.kept_user.extend(other.kept_user)
-        return self
-
-    def __str__(self) -> str:
-        text = f"merged {self.added} structure(s) into the store"
-        if self.replaced:
-            text += f" ({self.replaced} replacing earlier sam2pal predictions)"
-        if self.kept_user:
-            text += (f"; kept your own annotation and skipped the prediction for {len(self.kept_user)}: "
-                     + ", ".join(self.kept_user[:5]) + (" ..." if len(self.kept_user) > 5 else ""))
-        return text
-
-
-def merge_into_store(store: Any, results: Iterable[TargetResult], min_score: float | None = None,
-                     save: bool = False) -> MergeSummary:
-    """Add each present structure of each result to a Descriptron store as an annotation
-    with ``attributes`` {"source": "sam2pal", "score", "object_score", "predicted_iou",
-    "orientation"}. Images are found by id, else by file (normalised stem), else added.
-
-    The user's work is never replaced: where an image already has an annotation of that
-    structure not made by sam2pal, the prediction is skipped (and listed); earlier sam2pal
-    predictions of it are replaced, so merging twice does not pile up. ``min_score`` skips
-    less confident predictions."""
-    summary = MergeSummary()
-    for r in results:
-        if not r.ok or not r.structures:
-            continue
-        record = None
-        if r.image_id is not None:
-            try:
-                record = store.image(r.image_id)
-            except UserError:
-                record = None
-        if record is None and r.path:
-            record = store.image_by_file(r.path) or store.add_image(r.path)
-        if record is None:
-            raise UserError(f"result {r.image_id!r} names no image file and no image of the store")
-        if (record.height, record.width) != (r.height, r.width):
-            raise UserError(f"{record.file_name}: the store says {record.width}x{record.height} px but the "
-                            f"prediction is {r.width}x{r.height} px; was the image replaced? Propagate again")
-        existing = [a for a in store.annotations_for(record.id) if a.is_structure]
-        for name, s in r.structures.items():
-            if not s.present or (min_score is not None and (s.score is None or s.score < min_score)):
-                continue
-            mine = [a for a in existing if a.category == name]
-            if any(not is_prediction(a) for a in mine):
-                summary.kept_user.append(f"{record.file_name}: {name}")
-                continue
-            store.add_structure(record.id, name, s.mask, attributes={
-                "source": PREDICTION_SOURCE, "score": s.score, "object_score": s.object_score,
-                "predicted_iou": s.predicted_iou, "orientation": r.orientation}, replace=bool(mine))
-            summary.added += 1
-            summary.replaced += bool(mine)
-    if save:
-        store.save()
-    return summary

@@ -66,6 +66,7 @@ from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict
 from descriptron_sam2pal.engine.palindrome import LossWeights, augment_letterboxed, hard_iou, palindrome_step
 from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
 from descriptron_sam2pal.engine.templates import Template, structure_names
+from descriptron_sam2pal.engine.validation_plan import plan_validation
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +291,8 @@ class _Run:
         paths = sum(not isinstance(item, PreparedImage) for item in items)
         reporter = ProgressReporter("load", len(items), self.progress) if paths else None
         for n, item in enumerate(items, 1):
+            if is_cancelled(self.cancel):
+                break  # the step loop then stops at once
             if reporter is not None:
                 reporter.report(n, "reading unlabeled images")
             if isinstance(item, PreparedImage):
@@ -326,26 +329,16 @@ class _Run:
         return pool
 
     def _plan_validation(self):
-        """(metric, training images, held-out images) for the configured validation."""
-        if self.config.validate_every == 0:
-            return None, list(self.pool), []
-        shared = [n for n in self.structures if sum(n in t.masks for t in self.templates) >= 2]
-        if len(self.templates) >= 2 and shared:
-            return "loo_iou", list(self.pool), []
-        if len(self.templates) >= 2:
-            self._say("the templates share no structure, so none can be predicted from the others; "
-                      "validating on held-out unlabeled images instead")
-        n = len(self.pool)
-        # At most val_images, and never more than a fifth of the pool (one image for 2-9): a
-        # user with five specimens trains on four of them, not on one.
-        n_val = min(self.config.val_images, max(1, n // 5)) if n >= 2 else 0
-        if n_val <= 0:
-            self._say("too few unlabeled images to hold some out for validation; validating on the "
-                      "training images (the best-checkpoint choice is then less reliable)")
-            return "val_loss", list(self.pool), list(self.pool)
-        held = set(random.Random(self.config.seed).sample(range(n), n_val))
-        return ("val_loss", [im for i, im in enumerate(self.pool) if i not in held],
-                [im for i, im in enumerate(self.pool) if i in held])
+        """(metric, training images, held-out images) as ``plan_validation`` decides."""
+        plan = plan_validation([t.masks for t in self.templates], len(self.pool),
+                               validate_every=self.config.validate_every,
+                               val_images=self.config.val_images, seed=self.config.seed)
+        for note in plan.notes:
+            self._say(note)
+        if plan.on_training_images:
+            return plan.metric, list(self.pool), list(self.pool)
+        return (plan.metric, [im for i, im in enumerate(self.pool) if i not in plan.held_out],
+                [im for i, im in enumerate(self.pool) if i in plan.held_out])
 
     def _settings(self) -> dict:
         from importlib.metadata import PackageNotFoundError, version
@@ -545,7 +538,7 @@ class _Run:
         config = self.config
         reporter = ProgressReporter("train", config.steps, self.progress, start_done=self.step)
         if self.step == 0:
-            if self.val_metric:
+            if self.val_metric and not is_cancelled(self.cancel):
                 self.baseline_val = self.best_val = self._validate()
                 self._say(f"untrained model: {self.val_metric} {self.baseline_val:.4f}")
                 # Step 0 of the curve: what training has to beat.
@@ -584,9 +577,9 @@ class _Run:
             raise TrainingError("no gradient reached the trained weights in any step, so nothing was "
                                 "learned; check that the templates' structures are visible in the images")
         if cancelled:
+            # No validation here: Cancel answers within one step. The adapter keeps the best
+            # validated weights so far (with validation), else the last step's.
             self._say(f"cancelled after step {self.step} of {config.steps}")
-            if self.val_metric and history and history[-1]["step"] == self.step and "val" not in history[-1]:
-                self._consider_best(self._validate())
             if not self.val_metric:
                 self._save_adapter()
             self._save_state()

@@ -22,15 +22,12 @@ from PyQt5.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, 
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.gui.workers import EngineWorker
+from descriptron_sam2pal.jobs.models import (BEETLE_DEMO_CHOICE, BEETLE_DEMO_LABEL, DEMO_CHOICE, DEMO_LABEL,
+                                            ModelRequest, beetle_checkpoint_path, beetle_demo_available,
+                                            describe_choice, load_model)
 
 log = logging.getLogger(__name__)
 
-#: The value remembered for "use the randomly initialised mini model".
-DEMO_CHOICE = "demo"
-DEMO_LABEL = "untrained demo model \u2014 not for real work"
-#: The value remembered for "use the packaged beetle model" (resources/checkpoints/sam2pal_beetle.pt).
-BEETLE_DEMO_CHOICE = "demo-beetles"
-BEETLE_DEMO_LABEL = "Demo model: beetles only (small, trained on ~200 photos; not for real work)"
 SETTINGS_CHECKPOINT = "sam2pal/checkpoint"
 SETTINGS_DEVICE = "sam2pal/device"
 #: Offered by Download...: small enough for a laptop CPU first, Descriptron's own last.
@@ -47,59 +44,13 @@ class LoadedSession:
     segmenter: Any  # engine.interactive.InteractiveSegmenter
 
 
-def beetle_checkpoint_path() -> Path:
-    """The packaged beetle demo checkpoint (benchmarks/testbed/pretrain.py made it)."""
-    from importlib import resources
-    return Path(str(resources.files("descriptron_sam2pal") / "resources" / "checkpoints" / "sam2pal_beetle.pt"))
-
-
-def beetle_demo_available() -> bool:
-    return beetle_checkpoint_path().is_file()
-
-
-def build_for_choice(choice: str, device: str = "auto", image_size: int | None = None,
-                     adapter: str | None = None):
-    """LoadedModel for a checkpoint path, ``DEMO_CHOICE`` (the random mini model, seed 0) or
-    ``BEETLE_DEMO_CHOICE`` (the packaged beetle model), with an adapter file loaded onto it
-    when given. Runs in a worker (slow)."""
-    from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
-
-    if adapter:  # the adapter knows the input size it was trained at
-        from descriptron_sam2pal.model.adapter_file import read_adapter
-        info, _ = read_adapter(adapter)
-        image_size = info.image_size
-    if choice == DEMO_CHOICE:
-        model = build_model(MINI_CONFIG, device=device, image_size=image_size, seed=0)
-    elif choice == BEETLE_DEMO_CHOICE:
-        # Pretrained at 256 px: other sizes would only make it worse (and slower).
-        model = build_model(checkpoint=beetle_checkpoint_path(), device=device,
-                            image_size=image_size if adapter else None)
-    else:
-        model = build_model(checkpoint=choice, device=device, image_size=image_size)
-    if adapter:
-        from descriptron_sam2pal.model.adapter_file import load_adapter
-        load_adapter(adapter, model)
-        model.sam.eval()
-    return model
-
-
 def _load_session(choice: str, device: str, image_size: int | None) -> LoadedSession:
     from descriptron_sam2pal.engine.features import FeatureEncoder
     from descriptron_sam2pal.engine.interactive import InteractiveSegmenter
 
-    model = build_for_choice(choice, device, image_size)
+    model = load_model(ModelRequest(choice, device, image_size))
     encoder = FeatureEncoder(model, max_memory_bytes=512 << 20)
     return LoadedSession(model, encoder, InteractiveSegmenter(model, encoder))
-
-
-def describe_choice(choice: str | None) -> str:
-    if choice is None:
-        return "No SAM2 checkpoint chosen"
-    if choice == DEMO_CHOICE:
-        return f"Mini SAM2 ({DEMO_LABEL})"
-    if choice == BEETLE_DEMO_CHOICE:
-        return BEETLE_DEMO_LABEL
-    return Path(choice).name
 
 
 class ModelSession(QObject):

@@ -47,7 +47,8 @@ import numpy as np
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.atomic import atomic_write_text
-from descriptron_sam2pal.store.provenance import PREDICTION_SOURCE, is_prediction
+from descriptron_sam2pal.store.merge import find_image, why_not_writable, write_structure
+from descriptron_sam2pal.store.provenance import PREDICTION_SOURCE
 from descriptron_sam2pal.imaging.masks import mask_to_rle, rle_to_mask
 
 UNREVIEWED = "unreviewed"
@@ -630,12 +631,8 @@ class ReviewSession:
                              "object_score": _round(item.object_score),
                              "predicted_iou": _round(item.predicted_iou),
                              "reviewed": ACCEPTED, "corrected": item.corrected}
-                    # Unreviewed sam2pal predictions already in the store (sam2pal propagate
-                    # --write-to) are replaced by the reviewed one; the user's own only on request.
-                    ours = any(r.kind == "mask" and r.category == item.structure and is_prediction(r)
-                               for r in store.annotations_for(image.id))
-                    ann_id = store.add_structure(image.id, item.structure, item.current_mask,
-                                                 attributes=attrs, replace=replace_existing or ours)
+                    ann_id = write_structure(store, image, item.structure, item.current_mask, attrs,
+                                             replace_user=replace_existing)
                     item.written = {"annotation_id": ann_id, "status": None}
                     summary.written.append((image.id, item.structure, ann_id))
                 done += 1
@@ -651,48 +648,22 @@ class ReviewSession:
 
     def _check_writable(self, store: Any, item: ReviewItem, replace_existing: bool,
                         record_absent: bool) -> tuple[str, Any]:
+        """("", store image) when the item may be written, else (reason, None): the rules of
+        ``store.merge`` (the same as ``propagate --write-to``)."""
         from descriptron_sam2pal.store import StoreError
 
-        image = None
         t = item.target
-        for key in (t.path, t.file_name):
-            if key:
-                try:
-                    image = store.image_by_file(key)
-                except StoreError as e:
-                    return str(e), None
-                if image is not None:
-                    break
-        if image is None and t.path is None and t.image_id is not None:
-            # Only a specimen without a file is matched by id alone: ids of a predictions
-            # file need not be the store's (integer ids especially).
-            try:
-                image = store.image(t.image_id)
-            except StoreError:
-                image = None
+        try:
+            image = find_image(store, t.image_id, t.path, t.file_name)
+        except StoreError as e:
+            return str(e), None
         if image is None:
             return "this specimen is not in the open Descriptron project", None
-        name = item.structure
-        if name in store.categories and name not in store.structure_names():
-            return f'"{name}" is a keypoint (or Trash) category in the store', None
-        outlines = [r for r in store.annotations_for(image.id) if r.kind == "mask" and r.category == name]
-        users = [r for r in outlines if not is_prediction(r)]
-        if item.absent:
-            if not record_absent:
-                return "predicted absent (nothing to write)", None
-            if outlines:
-                return "predicted absent, but the store has an outline of it on this specimen", None
-            status = image.structure_status.get(name)
-            if status not in (None, "absent"):
-                return f'the project marks it "{status}" on this specimen', None
-            return "", image
-        mask = item.current_mask
-        if (image.height, image.width) != tuple(mask.shape):
-            return (f"the mask is {mask.shape[1]} x {mask.shape[0]} px but the store's image is "
-                    f"{image.width} x {image.height} px"), None
-        if users and not replace_existing:
-            return "already outlined in the store (choose Replace to overwrite)", None
-        return "", image
+        if item.absent and not record_absent:
+            return "predicted absent (nothing to write)", None
+        shape = None if item.absent else tuple(item.current_mask.shape)
+        reason = why_not_writable(store, image, item.structure, shape, replace_user=replace_existing)
+        return (reason, None) if reason else ("", image)
 
 
 def review_path_for(predictions_path: str | os.PathLike) -> Path:

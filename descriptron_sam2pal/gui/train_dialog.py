@@ -13,8 +13,9 @@ When propagation ends, the results go to ``on_results(results, run_dir)``
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,13 +28,23 @@ from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QFileD
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine.control import Progress
-from descriptron_sam2pal.store.provenance import template_images, template_masks
-from descriptron_sam2pal.gui.model_session import DEMO_CHOICE, CheckpointPicker, ModelSession, build_for_choice
+from descriptron_sam2pal.jobs.models import BEETLE_DEMO_CHOICE, DEMO_CHOICE, ModelRequest, fixed_image_size
+from descriptron_sam2pal.jobs.propagation import PropagateRequest, propagate_run
+from descriptron_sam2pal.jobs.templates import TemplateSpec, specs_from_store
+from descriptron_sam2pal.jobs.training import (TrainOutcome, TrainRequest, describe_result, train_run,
+                                               validation_plan_for)
+from descriptron_sam2pal.model.device import accelerator_available
+from descriptron_sam2pal.store.provenance import template_images
+from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
 from descriptron_sam2pal.gui.workers import EngineWorker
 
 log = logging.getLogger(__name__)
 
 _ID_ROLE = Qt.UserRole
+#: The predictions file a run folder gets (its review is kept beside it, see review_session).
+PREDICTIONS_FILE = "predictions.json"
+#: QSettings key: {"<model>|<cpu|gpu>|<size>": median seconds per training step} of past runs.
+STEP_TIMES_SETTING = "sam2pal/step_seconds"
 
 #: metric -> (legend name, right axis label, tooltip) of the validation points
 VALIDATION_LABELS = {
@@ -47,14 +58,9 @@ VALIDATION_LABELS = {
 }
 
 
-def validation_metric(templates: list) -> str:
-    """What the trainer validates with for these templates (mirrors engine.trainer's plan):
-    leave-one-out IoU when two templates share a structure, else a held-out loss."""
-    counts: dict[str, int] = {}
-    for spec in templates:
-        for name in spec.masks:
-            counts[name] = counts.get(name, 0) + 1
-    return "loo_iou" if len(templates) >= 2 and any(n >= 2 for n in counts.values()) else "val_loss"
+def validation_metric(templates: list, n_unlabeled: int = 2, config: Any = None) -> str | None:
+    """What the trainer validates with for these template specs (``jobs.training.validation_plan_for``)."""
+    return validation_plan_for(templates, n_unlabeled, config).metric
 
 
 @dataclass(frozen=True)
@@ -101,8 +107,7 @@ def format_duration(seconds: float | None) -> str:
 def _model_size(choice: str | None) -> str:
     if choice == DEMO_CHOICE:
         return "mini"
-    from descriptron_sam2pal.gui import model_session
-    if choice is not None and choice == getattr(model_session, "BEETLE_DEMO_CHOICE", None):
+    if choice == BEETLE_DEMO_CHOICE:
         return "beetle"
     from descriptron_sam2pal.model.configs import config_from_file_name, config_info
     config = config_from_file_name(Path(choice).name) if choice else None
@@ -110,54 +115,21 @@ def _model_size(choice: str | None) -> str:
     return info.size if info else "tiny"
 
 
-def _gpu_available(device: str) -> bool:
-    import torch
-    if device == "cpu":
-        return False
-    return torch.cuda.is_available() or device in ("cuda", "mps")
-
-
 # --------------------------------------------------------------------------- worker functions
 
 @dataclass
-class TemplateSpec:
-    """A template as read from the store in the GUI thread: the image file and its masks."""
-
-    image_id: Any
-    path: str
-    masks: dict
-
-
-@dataclass
 class TrainJob:
-    choice: str
-    device: str
-    image_size: int
-    templates: list[TemplateSpec]
-    unlabeled: list[str]
-    run_dir: Path
-    config: Any  # engine.trainer.TrainConfig
-    outcome: "TrainOutcome | None" = None  # set by run_training, even when cancelled
+    """What the dialog runs: the shared request, and its outcome once the call returns
+    (also when cancelled, when the worker reports ``cancelled`` instead of a result)."""
 
-
-@dataclass
-class TrainOutcome:
-    result: Any  # engine.trainer.TrainResult
-    model: Any  # the trained LoadedModel (best weights), reused for propagation
-    templates: list
+    request: TrainRequest
+    outcome: TrainOutcome | None = None
 
 
 @dataclass
 class PropagateJob:
-    choice: str
-    device: str
-    image_size: int
-    templates: list[TemplateSpec]
-    targets: list  # engine.propagate.Target
-    run_dir: Path
-    adapter: str | None = None  # adapter file; None: the base model (or ``trained``)
+    request: PropagateRequest
     trained: TrainOutcome | None = None  # reuse the model and templates trained in this window
-    extra: dict = field(default_factory=dict)
 
 
 def _log(progress, message: str) -> None:
@@ -165,47 +137,21 @@ def _log(progress, message: str) -> None:
         progress(Progress("log", 0, 0, message))
 
 
-def build_templates(specs: list[TemplateSpec], size: int) -> list:
-    from descriptron_sam2pal.engine.preprocess import prepare_image
-    from descriptron_sam2pal.engine.templates import Template
-    return [Template(s.image_id, prepare_image(s.path, size), s.masks) for s in specs]
-
-
 def run_training(job: TrainJob, progress=None, cancel=None) -> TrainOutcome:
-    """Build the model, prepare the templates, train (in a worker thread)."""
-    from descriptron_sam2pal.engine.trainer import train
-
-    _log(progress, "Loading SAM2...")
-    model = build_for_choice(job.choice, job.device, job.image_size)
-    _log(progress, f"Model: {model.describe()} at {model.image_size} px on {model.device}")
-    templates = build_templates(job.templates, model.image_size)
-    _log(progress, f"{len(templates)} template(s), {len(job.unlabeled)} unlabeled image(s); "
-                   f"run folder {job.run_dir}")
-    result = train(model, templates, job.unlabeled, job.run_dir, job.config, progress=progress,
-                   cancel=cancel, log_fn=lambda message: _log(progress, message))
-    job.outcome = TrainOutcome(result, model, templates)
+    """``jobs.training.train_run`` in a worker thread, its log lines shown in the dialog."""
+    job.outcome = train_run(job.request, progress=progress, cancel=cancel,
+                            log_fn=lambda message: _log(progress, message))
     return job.outcome
 
 
 def run_propagation(job: PropagateJob, progress=None, cancel=None) -> list:
-    """Segment the targets from the templates with the trained / loaded / base model."""
-    from descriptron_sam2pal.engine.propagate import propagate
-
-    if job.trained is not None:
-        model, templates = job.trained.model, job.trained.templates
-    else:
-        _log(progress, "Loading SAM2" + (f" with adapter {job.adapter}" if job.adapter else " (no adapter)"))
-        model = build_for_choice(job.choice, job.device, job.image_size, adapter=job.adapter)
-        templates = build_templates(job.templates, model.image_size)
-    _log(progress, f"Propagating to {len(job.targets)} image(s)...")
-    job.run_dir.mkdir(parents=True, exist_ok=True)
-    results = propagate(model, templates, job.targets, progress=progress, cancel=cancel,
-                        journal=job.run_dir / "propagation.jsonl")
-    failed = [r for r in results if not r.ok]
-    if failed:
-        _log(progress, f"{len(failed)} image(s) could not be read: " +
-             ", ".join(str(r.path or r.image_id) for r in failed[:5]))
-    return results
+    """``jobs.propagation.propagate_run`` in a worker thread; the results go to the Review panel."""
+    outcome = propagate_run(job.request, progress=progress, cancel=cancel, trained=job.trained,
+                            keep_results=True, log_fn=lambda message: _log(progress, message))
+    if outcome.failed:
+        _log(progress, f"{len(outcome.failed)} image(s) could not be read: " +
+             ", ".join(str(r.path or r.image_id) for r in outcome.failed[:5]))
+    return outcome.results
 
 
 # --------------------------------------------------------------------------- the dialog
@@ -271,7 +217,7 @@ class TrainDialog(QDialog):
 
         # Model and effort
         self.picker = CheckpointPicker(self.session)
-        self.session.choice_changed.connect(lambda _c: self._update_estimate())
+        self.session.choice_changed.connect(lambda _c: self._apply_preset())
         self.preset_combo = QComboBox()
         for p in PRESETS:
             self.preset_combo.addItem(p.name, p)
@@ -493,16 +439,10 @@ class TrainDialog(QDialog):
         self.source_combo.blockSignals(False)
 
     def chosen_templates(self) -> list[TemplateSpec]:
-        store = self.host.store
-        specs = []
-        for row in range(self.template_list.count()):
-            item = self.template_list.item(row)
-            if item.checkState() != Qt.Checked:
-                continue
-            record = store.image(item.data(_ID_ROLE))
-            masks = {n: m for n, m in template_masks(store, record.id).items() if m.any()}
-            specs.append(TemplateSpec(record.id, str(record.path), masks))
-        return specs
+        """The ticked templates, read and checked by the same rules as the command line's."""
+        ids = [item.data(_ID_ROLE) for item in (self.template_list.item(r) for r in range(self.template_list.count()))
+               if item.checkState() == Qt.Checked]
+        return specs_from_store(self.host.store, image_ids=ids) if ids else []
 
     def unlabeled_images(self) -> list:
         """Store records (project mode) or image paths (folder mode), templates excluded."""
@@ -520,22 +460,67 @@ class TrainDialog(QDialog):
         preset: Preset = self.preset_combo.currentData()
         if preset is None:
             return
-        gpu = _gpu_available(self.device_combo.currentText())
+        gpu = accelerator_available(self.device_combo.currentText())
         self.steps_spin.setValue(preset.steps)
         size = preset.gpu_size if gpu else preset.cpu_size
         if self.session.image_size:  # a session made for small images (tests, demos)
             size = self.session.image_size
+        fixed = fixed_image_size(self.session.checkpoint_choice())
+        self.size_spin.setEnabled(fixed is None)
+        if fixed is not None:  # shown as it runs: the beetle demo only works at its own size
+            size = fixed
+            self.size_spin.setToolTip(f"The beetle demo model runs at {fixed} px, the size it was trained at")
         self.size_spin.setValue(size)
         self._update_estimate()
 
+    def _step_key(self) -> str:
+        kind = "gpu" if accelerator_available(self.device_combo.currentText()) else "cpu"
+        return f"{_model_size(self.session.checkpoint_choice())}|{kind}"
+
+    def measured_step_seconds(self) -> dict[int, float]:
+        """{image size: seconds per training step} measured by earlier runs on this computer
+        with this kind of model and device."""
+        try:
+            table = json.loads(self.session.settings.value(STEP_TIMES_SETTING, "{}", str) or "{}")
+        except ValueError:
+            return {}
+        prefix = self._step_key() + "|"
+        return {int(k[len(prefix):]): float(v) for k, v in table.items() if k.startswith(prefix)}
+
+    def _remember_step_seconds(self, history: list[dict], size: int) -> None:
+        """Keep the median step time of a run, so the next estimate is measured, not guessed."""
+        seconds = sorted(e["seconds"] for e in history if isinstance(e.get("seconds"), (int, float)))
+        if len(seconds) < 3:
+            return
+        try:
+            table = json.loads(self.session.settings.value(STEP_TIMES_SETTING, "{}", str) or "{}")
+        except ValueError:
+            table = {}
+        table[f"{self._step_key()}|{size}"] = seconds[len(seconds) // 2]
+        self.session.settings.setValue(STEP_TIMES_SETTING, json.dumps(table))
+
+    def estimate(self) -> tuple[float, float, str]:
+        """(low, high, how it was found) seconds for the training settings shown."""
+        steps, size = self.steps_spin.value(), self.size_spin.value()
+        measured = self.measured_step_seconds()
+        if size in measured:
+            s = steps * measured[size]
+            return s, s, "measured on this computer"
+        if measured:
+            near = min(measured, key=lambda m: abs(m - size))
+            s = steps * measured[near] * (size / near) ** 2
+            return 0.8 * s, 1.5 * s, f"from a run at {near} px on this computer"
+        gpu = accelerator_available(self.device_combo.currentText())
+        s = estimate_seconds(steps, size, gpu, _model_size(self.session.checkpoint_choice()))
+        return 0.5 * s, 2.0 * s, "a guess until the first run on this computer"
+
     def _update_estimate(self) -> None:
-        device = self.device_combo.currentText()
-        gpu = _gpu_available(device)
-        seconds = estimate_seconds(self.steps_spin.value(), self.size_spin.value(), gpu,
-                                   _model_size(self.session.checkpoint_choice()))
-        where = "with the GPU" if gpu else "on the CPU"
-        self.estimate_label.setText(f"{self.steps_spin.value()} steps at {self.size_spin.value()} px: "
-                                    f"about {format_duration(seconds)} {where} (a rough estimate)")
+        low, high, how = self.estimate()
+        where = "with the GPU" if accelerator_available(self.device_combo.currentText()) else "on the CPU"
+        when = (f"about {format_duration(low)}" if low == high
+                else f"{format_duration(low)} to {format_duration(high)}")
+        self.estimate_label.setText(f"{self.steps_spin.value()} steps at {self.size_spin.value()} px {where}: "
+                                    f"{when} ({how}), plus reading the images")
 
     def _update(self) -> None:
         running = self.worker is not None
@@ -585,7 +570,8 @@ class TrainDialog(QDialog):
         config.check()
         return config
 
-    def _common(self) -> tuple[str, str, int, list[TemplateSpec]]:
+    def _common(self) -> tuple[ModelRequest, list[TemplateSpec]]:
+        """The model request (the checkpoint, device and size shown) and the ticked templates."""
         choice = self.session.checkpoint_choice()
         if choice is None:
             raise UserError("Choose a SAM2 checkpoint first (Browse..., Download... or the demo model).")
@@ -594,16 +580,15 @@ class TrainDialog(QDialog):
         specs = self.chosen_templates()
         if not specs:
             raise UserError("Tick at least one template (outline structures in the Templates panel first).")
-        return choice, self.device_combo.currentText(), self.size_spin.value(), specs
+        return ModelRequest(choice, self.device_combo.currentText(), self.size_spin.value()), specs
 
     def start_training(self) -> None:
         try:
-            choice, device, size, specs = self._common()
+            model, specs = self._common()
             config = self.train_config()
             unlabeled = self.unlabeled_images()
             if self.folder_radio.isChecked() and not Path(self.folder_edit.text().strip()).expanduser().is_dir():
                 raise UserError("Choose an existing folder of unlabeled images, or use the project's images.")
-            paths = [str(u.path) if hasattr(u, "path") else str(u) for u in unlabeled]
             run_dir = Path(self.output_edit.text().strip() or self._default_run_dir()).expanduser()
             if run_dir.exists() and any(run_dir.iterdir()):  # never mix two runs in one folder
                 base, n = run_dir.parent / self._default_run_dir().name, 1
@@ -620,28 +605,28 @@ class TrainDialog(QDialog):
         self._losses, self._vals = [], []
         self.loss_curve.setData([], [])
         self.val_curve.setData([], [])
-        self._set_validation_label(validation_metric(specs))
-        self.job = TrainJob(choice, device, size, specs, paths, run_dir, config)
-        self._append_log(f"Training {config.steps} steps on {len(specs)} template(s) "
-                         f"and {len(paths)} unlabeled image(s).")
+        self._set_validation_label(validation_metric(specs, len(unlabeled), config))
+        self.job = TrainJob(TrainRequest(model, specs, unlabeled, run_dir, config))
+        self._append_log(f"Training {config.steps} steps at {model.image_size} px on {len(specs)} template(s) "
+                         f"and {len(unlabeled)} unlabeled image(s).")
         self._start(EngineWorker(run_training, self.job, description="Training SAM2-PAL"), "Training")
 
     def start_propagation(self) -> None:
-        from descriptron_sam2pal.engine.propagate import as_target
         try:
-            choice, device, size, specs = self._common()
+            model, specs = self._common()
             source = self.source_combo.currentData()
-            adapter, trained = None, None
+            trained = None
             if source == "trained":
                 trained = self.trained
             elif source == "last":
-                adapter = str(self.last_adapter)
+                model = replace(model, adapter=str(self.last_adapter), image_size=None)
             elif source == "file":
                 adapter = self.adapter_edit.text().strip()
                 if not adapter or not Path(adapter).expanduser().is_file():
                     raise UserError("Choose the adapter file (adapter.pt in a training run folder), "
                                     "or segment with the base model.")
-            targets = [as_target(u) for u in self.unlabeled_images()]
+                model = replace(model, adapter=adapter, image_size=None)  # the adapter's own size
+            targets = self.unlabeled_images()
             if not targets:
                 raise UserError("There are no specimens to segment: the project has no images besides "
                                 "the templates (or the folder has none).")
@@ -650,7 +635,8 @@ class TrainDialog(QDialog):
             return
         run_dir = self.run_dir or Path(self.output_edit.text().strip() or self._default_run_dir())
         self.run_dir = run_dir
-        self.job = PropagateJob(choice, device, size, specs, targets, run_dir, adapter, trained)
+        request = PropagateRequest(model, specs, targets, out=run_dir / PREDICTIONS_FILE)
+        self.job = PropagateJob(request, trained)
         self._start(EngineWorker(run_propagation, self.job, description="Segmenting specimens"), "Segmenting")
 
     def _start(self, worker: EngineWorker, stage: str) -> None:
@@ -722,11 +708,10 @@ class TrainDialog(QDialog):
         self.last_adapter = adapter if adapter is not None and adapter.is_file() else None
         self.trained = outcome
         if outcome is not None:
-            r = outcome.result
-            best = (f"best {r.val_metric} {r.best_val:.4f} at step {r.best_step} (untrained: "
-                    f"{r.baseline_val:.4f})" if r.val_metric and r.best_val is not None else "")
-            self._append_log(f"Training {'cancelled' if cancelled else 'finished'} after {r.steps_done} of "
-                             f"{r.total_steps} steps. {best}".strip())
+            self._remember_step_seconds(outcome.result.history, outcome.model.image_size)
+            self._update_estimate()
+            for line in describe_result(outcome.result)[:2]:  # the adapter line follows below
+                self._append_log(line[:1].upper() + line[1:])
         if self.last_adapter is not None:
             self._append_log(f"Trained weights: {self.last_adapter}")
         self.stage_label.setText("Training cancelled: the last good checkpoint is kept." if cancelled

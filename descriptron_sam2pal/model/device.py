@@ -84,3 +84,12 @@ def autocast_context(device: str | torch.device, enabled: bool | None = None):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def accelerator_available(spec: str = "auto") -> bool:
+    """Whether ``spec`` would run on a GPU (CUDA or Apple MPS) here; ``cpu`` never does and a
+    requested GPU that is absent does not count. For estimates and presets, not for errors."""
+    try:
+        return resolve_device(spec).type != "cpu"
+    except UserError:
+        return False

@@ -46,3 +46,15 @@ def template_images(store: Any) -> list[tuple[Any, list[str]]]:
         if names:
             out.append((record, names))
     return out
+
+
+def is_reviewed(annotation: Any) -> bool:
+    """A sam2pal prediction that a person accepted or corrected in Review: it is the
+    user's now, and no later run replaces it."""
+    attributes = annotation.raw.get("attributes")
+    return is_prediction(annotation) and isinstance(attributes, dict) and bool(attributes.get("reviewed"))
+
+
+def is_replaceable(annotation: Any) -> bool:
+    """Only an unreviewed sam2pal prediction may be replaced by a later run."""
+    return is_prediction(annotation) and not is_reviewed(annotation)

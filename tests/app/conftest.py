@@ -86,9 +86,3 @@ def window(qtbot, tmp_path, dialogs):
     win.close()
     if win._loader is not None:
         win._loader.wait(5000)
-
-
-def wait_shown(qtbot, win, file_name: str) -> None:
-    """Until ``file_name`` is the current image and no load is pending."""
-    qtbot.waitUntil(lambda: win.current_image() is not None and win.current_image().file_name == file_name
-                    and win._wanted is None and win._loader is None, timeout=5000)

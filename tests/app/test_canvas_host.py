@@ -4,7 +4,7 @@ import numpy as np
 
 from descriptron_sam2pal.host.api import CanvasHost, Host
 
-from conftest import wait_shown
+from workspace_helpers import wait_shown
 
 
 def test_clicks_boxes_and_proposal(qtbot, window, project):

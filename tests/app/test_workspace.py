@@ -4,7 +4,7 @@ from PyQt5.QtWidgets import QMessageBox
 from descriptron_sam2pal.gui.workers import EngineWorker
 from descriptron_sam2pal.host.api import Host
 
-from conftest import wait_shown
+from workspace_helpers import wait_shown
 
 
 def _labels(win):

@@ -1,10 +1,13 @@
 """bf16 inference on the CPU: same code path, nearly the same masks, its own cache entries."""
 
 import numpy as np
+import pytest
 import torch
 
 from descriptron_sam2pal.engine.features import model_identity
 from descriptron_sam2pal.engine.propagate import propagate
+from descriptron_sam2pal.model import device as device_module
+from descriptron_sam2pal.model.device import resolve_precision
 
 from synthetic import make_specimen, make_template
 
@@ -30,10 +33,22 @@ def test_bf16_inference_runs_and_agrees_with_fp32(present_model):
 
 def test_precision_is_part_of_the_feature_cache_key(mini_model):
     mini_model.precision = "fp32"
-    before = model_identity(mini_model)
+    fp32 = model_identity(mini_model)
     mini_model.precision = "bf16"
-    assert model_identity(mini_model) != before
+    bf16 = model_identity(mini_model)
+    assert bf16 != fp32
     # "auto" is keyed by what it resolves to on this machine, not by the word.
-    resolved = model_identity(mini_model) if mini_model.resolved_precision == "bf16" else before
     mini_model.precision = "auto"
-    assert model_identity(mini_model) == resolved
+    expected = bf16 if resolve_precision(mini_model.device, "auto") == "bf16" else fp32
+    assert model_identity(mini_model) == expected
+
+
+@pytest.mark.parametrize("native_bf16", [True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
+def test_auto_precision_follows_what_the_cpu_has(mini_model, monkeypatch, native_bf16):
+    """Both kinds of CPU, whichever this one is: auto is bf16 only where bf16 is native."""
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native_bf16)
+    assert resolve_precision("cpu", "auto") == ("bf16" if native_bf16 else "fp32")
+    mini_model.precision = "auto"
+    auto = model_identity(mini_model)
+    mini_model.precision = "bf16" if native_bf16 else "fp32"
+    assert model_identity(mini_model) == auto

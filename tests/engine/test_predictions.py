@@ -10,7 +10,8 @@ from PIL import Image
 
 from conftest import make_specimen, make_template
 from descriptron_sam2pal.engine.evaluate import evaluate
-from descriptron_sam2pal.engine.predictions import merge_into_store, write_predictions
+from descriptron_sam2pal.engine.predictions import write_predictions
+from descriptron_sam2pal.store.merge import merge_results
 from descriptron_sam2pal.engine.propagate import propagate
 from descriptron_sam2pal.engine.results import StructureResult, TargetResult
 from descriptron_sam2pal.imaging.masks import segmentation_to_mask
@@ -108,7 +109,8 @@ def test_propagate_write_evaluate_and_merge_into_a_store(present_model, tmp_path
     assert rep.mean_iou == pytest.approx(1.0)
 
     store = AnnotationStore.create(tmp_path / "session.json", images=[paths[0]])
-    summary = merge_into_store(store, results, save=True)
+    summary = merge_results(store, results)
+    store.save()
     assert summary.added == 6  # 3 structures x 2 images; the second image was added to the store
     reopened = AnnotationStore.open(tmp_path / "session.json")
     assert len(reopened.images) == 2
@@ -118,8 +120,8 @@ def test_propagate_write_evaluate_and_merge_into_a_store(present_model, tmp_path
     attrs = [a.raw["attributes"] for a in reopened.annotations_for(rec.id)]
     assert all(a["source"] == "sam2pal" and 0 <= a["score"] <= 1 for a in attrs)
     # Merging again replaces instead of piling up; min_score filters.
-    assert merge_into_store(reopened, results, min_score=2.0).added == 0
-    again = merge_into_store(reopened, results)
+    assert merge_results(reopened, results, min_score=2.0).added == 0
+    again = merge_results(reopened, results)
     assert again.replaced == 6
     assert len(reopened.annotations_for(rec.id)) == 3
 
@@ -134,9 +136,9 @@ def test_merge_never_replaces_the_users_own_annotation(present_model, tmp_path):
     mine = np.zeros((90, 110), bool)
     mine[10:40, 20:60] = True
     store.add_structure(rec.id, "head", mine, attributes={"notes": "drawn by hand"})
-    summary = merge_into_store(store, results)
+    summary = merge_results(store, results)
     present = [n for n, s in results[0].structures.items() if s.present]
     assert "head" in present
-    assert summary.kept_user == ["spec.png: head"]
+    assert summary.kept == ["spec.png: head: already outlined in the store (kept; choose Replace to overwrite)"]
     assert summary.added == len(present) - 1
     assert np.array_equal(store.structure_masks(rec.id)["head"], mine)

@@ -117,7 +117,7 @@ def test_write_back_changes_the_store_exactly_as_reviewed(project, session):
     summary = session.write_back(store)
     assert [(s, a is not None) for _, s, a in summary.written] == [("eye", True), ("head", True), ("scape", True)]
     assert summary.marked_absent == [(beetle_eye.target.image_id, "eye")]
-    assert summary.skipped == [("ant_01.png / scape", "already outlined in the store (choose Replace to overwrite)")]
+    assert summary.skipped == [("ant_01.png / scape", "already outlined in the store (kept; choose Replace to overwrite)")]
     assert summary.not_accepted == 4
     assert not session.can_undo  # writing back cannot be undone here
     store.save()
@@ -329,11 +329,11 @@ def test_from_the_predictions_file_sam2pal_propagate_writes(project, tmp_path):
 
 
 def test_write_back_replaces_unreviewed_sam2pal_predictions_but_not_the_users(project):
-    from descriptron_sam2pal.engine.predictions import merge_into_store
+    from descriptron_sam2pal.store.merge import merge_results
 
     results = make_results(project.parent)
     store = AnnotationStore.open(project)
-    merge_into_store(store, results)  # sam2pal propagate --write-to: unreviewed predictions in the store
+    merge_results(store, results)  # sam2pal propagate --write-to: unreviewed predictions in the store
     s = ReviewSession.from_results(results)
     eye, scape = find(s, "ant_01.png", "eye"), find(s, "ant_01.png", "scape")
     s.accept(eye)
@@ -342,7 +342,7 @@ def test_write_back_replaces_unreviewed_sam2pal_predictions_but_not_the_users(pr
     s.correct(eye, fixed, [(60, 45, 1)])
     summary = s.write_back(store)
     assert [n for _, n, _ in summary.written] == ["eye"]
-    assert summary.skipped == [("ant_01.png / scape", "already outlined in the store (choose Replace to overwrite)")]
+    assert summary.skipped == [("ant_01.png / scape", "already outlined in the store (kept; choose Replace to overwrite)")]
     image = store.image_by_file("ant_01.png")
     eyes = [a for a in store.annotations_for(image.id) if a.category == "eye"]
     assert len(eyes) == 1 and eyes[0].raw["attributes"]["reviewed"] == "accepted"

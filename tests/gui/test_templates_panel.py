@@ -3,7 +3,8 @@
 import numpy as np
 from PyQt5.QtCore import Qt
 
-from descriptron_sam2pal.gui.model_session import DEMO_CHOICE, ModelSession
+from descriptron_sam2pal.gui.model_session import ModelSession
+from descriptron_sam2pal.jobs.models import DEMO_CHOICE
 from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE, template_images
 from descriptron_sam2pal.gui.templates_panel import TemplatesPanel
 from plugin_fixtures import *  # noqa: F401,F403

@@ -1,4 +1,4 @@
-"""Templates from a store, a binary mask PNG or a colour mask PNG; clear errors."""
+"""Templates from a store, a binary mask PNG or a colour mask PNG: one set of rules, clear errors."""
 
 from __future__ import annotations
 
@@ -6,11 +6,28 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_specimen
+import sys
+from pathlib import Path
+
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.engine.template_loading import (template_from_color_png, template_from_mask_png,
-                                                         templates_from_store)
+from descriptron_sam2pal.jobs.templates import (load_templates, spec_from_color_png, spec_from_mask_png,
+                                                specs_from_store, template_specs)
 from descriptron_sam2pal.store import AnnotationStore
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "engine"))
+from synthetic import make_specimen  # noqa: E402
+
+
+def template_from_mask_png(image, mask, structure, size):
+    return load_templates([spec_from_mask_png(image, mask, structure)], size)[0]
+
+
+def template_from_color_png(image, mask, colors, size):
+    return load_templates([spec_from_color_png(image, mask, colors)], size)[0]
+
+
+def templates_from_store(store, size, **kwargs):
+    return load_templates(specs_from_store(store, **kwargs), size)
 
 
 def write_specimen(tmp_path, name, seed, size=(90, 120)):
@@ -74,7 +91,6 @@ def test_from_a_store_uses_annotated_images_or_chosen_ids(tmp_path):
 
 def test_predictions_in_the_store_are_not_template_outlines(tmp_path):
     """Merged or reviewed predictions must not silently become training labels."""
-    from descriptron_sam2pal.engine.template_loading import templates_from_store
     from descriptron_sam2pal.store.provenance import template_images, template_masks
 
     image, masks = make_specimen(3, size=(80, 100))
@@ -89,3 +105,20 @@ def test_predictions_in_the_store_are_not_template_outlines(tmp_path):
     assert [(r.id, names) for r, names in template_images(store)] == [(a.id, ["head"])]
     templates = templates_from_store(store, 128)
     assert [t.image_id for t in templates] == [a.id] and templates[0].structures == ["head"]
+
+
+def test_no_template_at_all_says_how_to_give_one(tmp_path):
+    with pytest.raises(UserError, match="--templates STORE"):
+        template_specs()
+    path, masks = write_specimen(tmp_path, "a.png", 1)
+    with pytest.raises(UserError, match="one --template-mask for each"):
+        template_specs(images=[str(path)], masks=[])
+
+
+def test_a_photo_replaced_after_outlining_is_caught_when_preparing(tmp_path):
+    path, masks = write_specimen(tmp_path, "a.png", 1)
+    Image.fromarray(masks["head"].astype(np.uint8) * 255).save(tmp_path / "head.png")
+    spec = spec_from_mask_png(path, tmp_path / "head.png", "head")
+    write_specimen(tmp_path, "a.png", 2, size=(60, 60))
+    with pytest.raises(UserError, match="was the photo replaced"):
+        load_templates([spec], 128)

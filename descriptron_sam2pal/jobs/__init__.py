@@ -1,0 +1,15 @@
+"""The use cases both faces call: the ONE place the CLI and the GUI meet the engine.
+
+``cli.py`` parses arguments and drives tqdm bars; the GUI builds the same
+request objects and runs them in an ``EngineWorker``. Neither builds a model,
+templates, a validation plan or a write into the store of its own:
+
+* ``jobs.models``      ``load_model``: which checkpoint, which image size, which adapter.
+* ``jobs.templates``   ``TemplateSpec`` and ``load_templates``: which templates, checked once.
+* ``jobs.training``    ``TrainRequest`` / ``train_run``.
+* ``jobs.propagation`` ``PropagateRequest`` / ``propagate_run``: predictions file, journal,
+  ``--write-to``; every output path checked before any work.
+* ``jobs.outputs``     what an output may never be (an input).
+
+Importing ``descriptron_sam2pal.jobs`` is cheap: torch loads only when a job runs.
+"""

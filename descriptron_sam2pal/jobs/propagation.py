@@ -1,0 +1,183 @@
+"""The Segment use case: propagate the templates to every target, write the predictions
+file (with its journal, for resuming) and, when asked, merge into a Descriptron store.
+
+Everything that can be checked is checked before the first image is segmented:
+outputs against inputs, the output folder, the store to merge into (readable, every
+target matched to one image of the right size), so a long run never ends writing nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from descriptron_sam2pal import UserError
+from descriptron_sam2pal.jobs.models import ModelRequest, adapter_file, load_model, resolve_checkpoint
+from descriptron_sam2pal.jobs.outputs import check_outputs, check_writable_folder
+from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
+
+
+@dataclass
+class PropagateRequest:
+    """Segment ``targets`` (image paths, store records or engine Targets) from ``templates``.
+
+    ``out``: the predictions file (``.json`` + ``.rlejson``; its journal is
+    ``<out>.journal.jsonl``); ``write_to``: a Descriptron store to merge into; ``protected``:
+    more input files no output may overwrite ({what they are: paths}, e.g. the template
+    stores); ``resume``: reuse the journal of an interrupted run with the same settings."""
+
+    model: ModelRequest
+    templates: Sequence[TemplateSpec]
+    targets: Sequence[Any]
+    out: Path | None = None
+    write_to: str | os.PathLike | None = None
+    batch_size: int | None = None
+    orientation_search: bool = False
+    confidence: bool = True
+    resume: bool = False
+    protected: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+
+
+@dataclass
+class PropagateOutcome:
+    """What a run did: ``results`` (kept when asked), files ``written``, the store ``merge``
+    summary, the targets that ``failed`` (unreadable), and whether it was ``cancelled``."""
+
+    n_targets: int
+    results: list = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    merged: Any = None  # store.merge.MergeSummary
+    failed: list = field(default_factory=list)
+    cancelled: bool = False
+    encoder_passes: int | None = None
+    model: Any = None
+
+
+def journal_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".journal.jsonl")
+
+
+def _target_path(item: Any) -> str | None:
+    path = getattr(item, "path", item if isinstance(item, (str, os.PathLike)) else None)
+    return str(path) if path is not None else None
+
+
+def preflight(request: PropagateRequest) -> Any:
+    """Every check that needs no model; returns the opened ``write_to`` store (or None)."""
+    inputs: dict[str, list] = {k: list(v) for k, v in request.protected.items()}
+    inputs["a template image"] = [t.path for t in request.templates]
+    inputs["a specimen photo"] = [p for p in map(_target_path, request.targets) if p]
+    if request.model.choice not in (None, "demo", "demo-beetles"):
+        inputs["the checkpoint"] = [resolve_checkpoint(request.model.choice)]
+    if request.model.adapter:
+        inputs["the adapter"] = [adapter_file(request.model.adapter)]
+    store = None
+    if request.write_to:
+        from descriptron_sam2pal.store import AnnotationStore
+
+        store = AnnotationStore.open(request.write_to)  # a store we cannot read stops us here
+        inputs["the store of --write-to"] = [str(p) for p in store.source_files] + [str(request.write_to)]
+    if request.out is not None:
+        check_outputs({"--out": [request.out, journal_path(request.out)]}, inputs)
+        check_writable_folder(Path(request.out).expanduser().parent, "the predictions")
+    if store is not None:
+        _check_targets_fit(store, request.targets)
+        where = Path(request.write_to).expanduser()
+        for folder in {p.parent for p in store.source_files} | {where if where.is_dir() else where.parent}:
+            check_writable_folder(folder, "the annotations")
+    return store
+
+
+def _check_targets_fit(store: Any, targets: Sequence[Any]) -> None:
+    """Each target matches at most one store image, of the photo's size (header only)."""
+    from descriptron_sam2pal.imaging.io import read_image_size
+    from descriptron_sam2pal.store.merge import find_image
+
+    problems = []
+    for item in targets:
+        path = _target_path(item)
+        record = find_image(store, getattr(item, "id", getattr(item, "image_id", None)), path)
+        if record is None or path is None or record.height is None:
+            continue
+        try:
+            h, w = read_image_size(path)
+        except UserError:
+            continue  # reported as an unreadable image when its turn comes
+        if (h, w) != (record.height, record.width):
+            problems.append(f"{Path(path).name} is {w}x{h} px but the store says "
+                            f"{record.width}x{record.height} px")
+    if problems:
+        raise UserError("the store of --write-to does not fit these photos: " + "; ".join(problems[:5])
+                        + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+                        + ". Was a photo replaced? Fix the store's image entry or merge into another store")
+
+
+def propagate_run(request: PropagateRequest, progress=None, cancel=None,
+                  log_fn: Callable[[str], None] | None = None, trained: Any = None,
+                  keep_results: bool = False) -> PropagateOutcome:
+    """Run ``request`` (see the module docstring). ``trained``: a ``jobs.training.TrainOutcome``
+    whose model and templates are used instead of loading them. Results stream into the
+    predictions file and the store (memory does not grow with the number of targets);
+    ``keep_results`` also returns them. A cancelled run writes nothing but its journal
+    (rerun with ``resume`` to go on)."""
+    from descriptron_sam2pal.engine.predictions import PredictionsBuilder, write_predictions
+    from descriptron_sam2pal.engine.propagate import iter_propagate
+    from descriptron_sam2pal.store.merge import MergeSummary, merge_results
+
+    say = log_fn or (lambda text: None)
+    store = preflight(request)
+    if trained is not None:
+        model, templates = trained.model, trained.templates
+    else:
+        say("Loading SAM2" + (f" with adapter {request.model.adapter}" if request.model.adapter else ""))
+        model = load_model(request.model)
+        templates = load_templates(request.templates, model.image_size)
+    outcome = PropagateOutcome(len(request.targets), model=model)
+    journal = None
+    if request.out is not None:
+        journal = journal_path(request.out)
+        if journal.exists() and not request.resume:
+            journal.unlink()
+    say(f"Segmenting {len(request.targets)} image(s) from {len(templates)} template(s), "
+        f"{model.image_size} px on {model.device}")
+    builder = PredictionsBuilder(spool_dir=Path(request.out).parent) if request.out is not None else None
+    merged = MergeSummary()
+    last = {}
+
+    def report(p) -> None:
+        last["progress"] = p
+        if progress is not None:
+            progress(p)
+
+    try:
+        for r in iter_propagate(model, templates, request.targets, batch_size=request.batch_size,
+                                progress=report, cancel=cancel, journal=journal,
+                                orientation_search=request.orientation_search,
+                                confidence=request.confidence):
+            if builder is not None:
+                builder.add(r)
+            if keep_results:
+                outcome.results.append(r)
+            if r.error:
+                outcome.failed.append(r)
+            elif store is not None:
+                merged += merge_results(store, [r])
+        if cancel is not None and cancel.cancelled:
+            outcome.cancelled = True
+            return outcome
+        if builder is not None:
+            outcome.written = write_predictions(builder, request.out)
+    finally:
+        if builder is not None:
+            builder.close()
+    if store is not None:
+        store.save()
+        outcome.merged = merged
+    if journal is not None and journal.exists():
+        journal.unlink()
+    if "progress" in last:
+        outcome.encoder_passes = last["progress"].metrics.get("encoder_passes")
+    return outcome

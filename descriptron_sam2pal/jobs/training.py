@@ -1,0 +1,91 @@
+"""The Train SAM2-PAL use case: load the model and the templates, plan validation, train."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from descriptron_sam2pal.engine.validation_plan import ValidationPlan, plan_validation
+from descriptron_sam2pal.jobs.models import ModelRequest, load_model
+from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
+
+
+@dataclass
+class TrainRequest:
+    """A training run: the model, the templates, the unlabeled images (paths or store
+    records), the run folder, the settings (``engine.trainer.TrainConfig``; None: the
+    defaults), whether to resume the run in ``run_dir``, and an optional disk cache of
+    image-encoder features."""
+
+    model: ModelRequest
+    templates: Sequence[TemplateSpec]
+    unlabeled: Sequence[Any]
+    run_dir: Path
+    config: Any = None
+    resume: bool = False
+    cache_dir: str | os.PathLike | None = None
+
+
+@dataclass
+class TrainOutcome:
+    """``result`` (``engine.trainer.TrainResult``), the trained ``model`` (best weights, eval
+    mode; propagation can reuse it) and the prepared ``templates``."""
+
+    result: Any
+    model: Any
+    templates: list
+
+
+def validation_plan_for(templates: Sequence[TemplateSpec], n_unlabeled: int, config: Any = None
+                        ) -> ValidationPlan:
+    """The validation the trainer will use for these templates (the GUI names its plot after it)."""
+    from_config = {} if config is None else {"validate_every": config.validate_every,
+                                             "val_images": config.val_images, "seed": config.seed}
+    return plan_validation([t.masks for t in templates], n_unlabeled, **from_config)
+
+
+def unlabeled_paths(items: Sequence[Any]) -> list[str]:
+    """Image paths of store records or paths."""
+    return [str(item.path) if hasattr(item, "path") else str(item) for item in items]
+
+
+def train_run(request: TrainRequest, progress=None, cancel=None,
+              log_fn: Callable[[str], None] | None = None) -> TrainOutcome:
+    """Build the model, prepare the templates, train. ``progress``/``cancel`` as in the engine;
+    ``log_fn`` gets lines worth showing the user."""
+    from descriptron_sam2pal.engine.trainer import TrainConfig, train
+
+    say = log_fn or (lambda text: None)
+    config = request.config if request.config is not None else TrainConfig()
+    if config.autocast is None and request.model.precision != "auto":
+        config.autocast = request.model.precision == "bf16"  # "auto": bf16 on CUDA, fp32 on a CPU
+    config.check()
+    say("Loading SAM2...")
+    model = load_model(request.model)
+    say(f"Model: {model.describe()} at {model.image_size} px on {model.device}")
+    templates = load_templates(request.templates, model.image_size)
+    say(f"{len(templates)} template(s), {len(request.unlabeled)} unlabeled image(s); run folder {request.run_dir}")
+    result = train(model, templates, unlabeled_paths(request.unlabeled), Path(request.run_dir), config,
+                   progress=progress, cancel=cancel, resume=request.resume,
+                   feature_cache_dir=request.cache_dir, log_fn=say)
+    return TrainOutcome(result, model, templates)
+
+
+def describe_result(result: Any) -> list[str]:
+    """What a run did, in the lines both faces print: how it ended and what validation said."""
+    state = "cancelled" if result.cancelled else "finished"
+    lines = [f"training {state} after {result.steps_done} of {result.total_steps} steps"]
+    if result.val_metric and result.best_val is not None and result.baseline_val is not None:
+        better = result.best_val > result.baseline_val if result.higher_is_better \
+            else result.best_val < result.baseline_val
+        change = result.best_val - result.baseline_val
+        if result.best_step == 0 or not better:
+            verdict = "training did not improve on the untrained model, which is kept"
+        else:
+            verdict = f"improved by {abs(change):.4f} at step {result.best_step}"
+        lines.append(f"validation ({result.val_metric}): untrained {result.baseline_val:.4f}, "
+                     f"best {result.best_val:.4f}: {verdict}")
+    lines.append(f"adapter: {result.adapter_path}")
+    return lines

@@ -1,0 +1,7 @@
+"""Helpers for tests that drive the workspace window."""
+
+
+def wait_shown(qtbot, win, file_name: str) -> None:
+    """Until ``file_name`` is the current image and no load is pending."""
+    qtbot.waitUntil(lambda: win.current_image() is not None and win.current_image().file_name == file_name
+                    and win._wanted is None and win._loader is None, timeout=5000)
