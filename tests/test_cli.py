@@ -192,3 +192,63 @@ def test_gui_without_a_screen_says_what_to_do(capsys, monkeypatch):
     code, _, err = run(capsys, "gui")
     assert code == 2
     assert "no screen" in err and "sam2pal propagate" in err
+
+
+def _propagate_argv(root, template, template_mask, checkpoint, out, *extra):
+    return ["propagate", *template_args(template, template_mask), "--images", root / "specimens",
+            "--checkpoint", checkpoint, "--image-size", 128, "--device", "cpu", "--out", out, *extra]
+
+
+@pytest.mark.parametrize("case", ["template-mask", "photo", "write-to", "template-store"])
+def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(project, mini_checkpoint, capsys,
+                                                                           case):
+    root, template, template_mask = project
+    photo = root / "specimens" / "s1.png"
+    store = root / "specimens" / "session.json"
+    from descriptron_sam2pal.store import AnnotationStore
+
+    AnnotationStore.create(store, images=[photo]).save()
+    before = {p: p.read_bytes() for p in (template_mask, photo, store)}
+    out, extra = {"template-mask": (template_mask, []), "photo": (photo, []),
+                  "write-to": (store.with_suffix(".rlejson"), ["--write-to", store]),
+                  "template-store": (store, ["--templates", store])}[case]
+    code, stdout, err = run(capsys, *_propagate_argv(root, template, template_mask, mini_checkpoint, out, *extra))
+    assert code == 2 and "would overwrite" in err and "Traceback" not in err
+    assert "image encoder passes" not in stdout  # refused before segmenting anything
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_write_to_a_store_that_does_not_fit_the_photos_stops_before_the_work(project, mini_checkpoint, capsys):
+    root, template, template_mask = project
+    store_path = root / "specimens" / "session.json"
+    store = {"images": [{"id": 7, "file_name": "s2.png", "height": 999, "width": 999}],
+             "annotations": [], "categories": []}
+    store_path.write_text(json.dumps(store))
+    code, stdout, err = run(capsys, *_propagate_argv(root, template, template_mask, mini_checkpoint,
+                                                     root / "pred.json", "--write-to", store_path))
+    assert code == 2 and "does not fit these photos" in err and "s2.png is 80x80 px" in err
+    assert not (root / "pred.json").exists() and json.loads(store_path.read_text()) == store
+
+
+@pytest.mark.parametrize("case", ["text-checkpoint", "empty-checkpoint", "text-adapter", "huge-image-size"])
+def test_bad_model_inputs_say_what_to_do(project, mini_checkpoint, capsys, case):
+    root, template, template_mask = project
+    checkpoint, extra, expect = mini_checkpoint, [], ""
+    if case == "text-checkpoint":
+        checkpoint = root / "notes.pt"
+        checkpoint.write_text("these are my notes, not weights")
+        expect = "is not a readable PyTorch checkpoint: it is not a PyTorch file"
+    elif case == "empty-checkpoint":
+        checkpoint = root / "empty.pt"
+        checkpoint.write_bytes(b"")
+        expect = "is an empty file"
+    elif case == "text-adapter":
+        (root / "adapter.pt").write_text("not an adapter")
+        extra, expect = ["--adapter", root / "adapter.pt"], "is not a readable SAM2-PAL adapter file"
+    argv = _propagate_argv(root, template, template_mask, checkpoint, root / "pred.json", *extra)
+    if case == "huge-image-size":
+        argv[argv.index("--image-size") + 1] = 32 * 4096
+        expect = "needs about"
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and expect in err and "Traceback" not in err
+    assert not (root / "pred.json").exists()

@@ -12,6 +12,7 @@ at 256 px); the config's (1024 for Meta's checkpoints).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -141,3 +142,34 @@ def load_model(request: ModelRequest) -> Any:
         load_adapter(adapter, model)
         model.sam.eval()
     return model
+
+
+def estimated_peak_bytes(image_size: int, training: bool = False) -> int:
+    """A rough upper estimate of the memory a job needs at ``image_size`` px: about 1 GB at
+    512 px for propagation on a CPU (benchmarks/README.md), growing with the pixel count;
+    training holds activations for the backward pass, about three times as much."""
+    per_image = 5.0e9 * (image_size / 1024) ** 2
+    return int(0.9e9 + per_image * (3 if training else 1))
+
+
+def total_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory_for(image_size: int | None, training: bool = False) -> None:
+    """UserError before any work when ``image_size`` clearly cannot fit in this computer's
+    memory, with the estimate and the largest size that would."""
+    total = total_memory_bytes()
+    if image_size is None or total is None:
+        return
+    need = estimated_peak_bytes(image_size, training)
+    if need <= 0.9 * total:
+        return
+    fits = max((s for s in range(64, image_size, 32) if estimated_peak_bytes(s, training) <= 0.9 * total),
+               default=64)
+    raise UserError(f"an input size of {image_size} px needs about {need / 1e9:.0f} GB of memory to "
+                    f"{'train' if training else 'segment'}, and this computer has {total / 1e9:.0f} GB; "
+                    f"use --image-size {fits} or less (SAM2 was trained at 1024)")

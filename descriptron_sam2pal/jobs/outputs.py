@@ -54,11 +54,16 @@ def check_outputs(outputs: Mapping[str, Iterable[str | os.PathLike]],
 
 
 def check_writable_folder(folder: str | os.PathLike, label: str) -> None:
-    """UserError unless a file can be created in ``folder`` (created if missing)."""
-    folder = Path(folder).expanduser()
+    """UserError unless files can be created in ``folder``, or (when it does not exist yet)
+    in the nearest folder above it that does; nothing is left behind."""
+    folder = Path(folder).expanduser().absolute()
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write {label} into {folder}: {existing} is a file; choose a folder")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".sam2pal-write-test-"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".sam2pal-write-test-"):
             pass
     except OSError as exc:
         raise UserError(f"cannot write {label} into {folder} ({exc.strerror or exc}); choose a folder you "

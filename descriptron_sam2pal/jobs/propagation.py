@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.jobs.models import ModelRequest, adapter_file, load_model, resolve_checkpoint
+from descriptron_sam2pal.jobs.models import (ModelRequest, adapter_file, check_memory_for, load_model,
+                                            resolve_checkpoint, resolved_image_size)
 from descriptron_sam2pal.jobs.outputs import check_outputs, check_writable_folder
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
 
@@ -74,6 +75,7 @@ def preflight(request: PropagateRequest) -> Any:
         inputs["the checkpoint"] = [resolve_checkpoint(request.model.choice)]
     if request.model.adapter:
         inputs["the adapter"] = [adapter_file(request.model.adapter)]
+    check_memory_for(resolved_image_size(request.model))
     store = None
     if request.write_to:
         from descriptron_sam2pal.store import AnnotationStore
@@ -138,6 +140,7 @@ def propagate_run(request: PropagateRequest, progress=None, cancel=None,
     outcome = PropagateOutcome(len(request.targets), model=model)
     journal = None
     if request.out is not None:
+        Path(request.out).expanduser().parent.mkdir(parents=True, exist_ok=True)
         journal = journal_path(request.out)
         if journal.exists() and not request.resume:
             journal.unlink()

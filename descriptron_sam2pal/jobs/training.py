@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine.validation_plan import ValidationPlan, plan_validation
-from descriptron_sam2pal.jobs.models import ModelRequest, load_model
+from descriptron_sam2pal.jobs.models import ModelRequest, check_memory_for, load_model, resolved_image_size
+from descriptron_sam2pal.jobs.outputs import check_writable_folder
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
 
 
@@ -62,6 +64,11 @@ def train_run(request: TrainRequest, progress=None, cancel=None,
     if config.autocast is None and request.model.precision != "auto":
         config.autocast = request.model.precision == "bf16"  # "auto": bf16 on CUDA, fp32 on a CPU
     config.check()
+    check_memory_for(resolved_image_size(request.model), training=True)
+    run_dir = Path(request.run_dir).expanduser()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir} is a file; give a folder for the training run (--out RUN_DIR)")
+    check_writable_folder(run_dir, "the training run")
     say("Loading SAM2...")
     model = load_model(request.model)
     say(f"Model: {model.describe()} at {model.image_size} px on {model.device}")

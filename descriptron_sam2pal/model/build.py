@@ -93,10 +93,18 @@ def load_torch_file(path: Path, name: str, kind: str, advice: str = "") -> objec
     file is a UserError saying which ``name`` (checkpoint, adapter file) and why."""
     if not path.is_file():
         raise UserError(f"{name} {path} does not exist")
+    if path.stat().st_size == 0:
+        raise UserError(f"{name} {path} is an empty file (an interrupted download or copy?){advice}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"{path} is not a readable {kind} ({str(exc).splitlines()[0][:200]}){advice}") from exc
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError,
+            KeyError, IndexError, TypeError, AttributeError) as exc:
+        # A text or foreign file fails deep inside pickle (a KeyError for a text file); say what it is.
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        why = ("it holds Python objects, not only weights: not a file this program or Meta wrote"
+               if "Weights only load failed" in first else
+               f"it is not a PyTorch file ({type(exc).__name__}: {first[:120]})")
+        raise UserError(f"{path} is not a readable {kind}: {why}{advice}") from exc
 
 
 def load_checkpoint_state(checkpoint: str | Path) -> dict[str, torch.Tensor]:

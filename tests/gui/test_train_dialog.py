@@ -68,8 +68,10 @@ def test_cancel_stops_and_keeps_a_usable_checkpoint(qtbot, window, specimens, se
     dialog.worker.progress.connect(lambda p: steps.append(p.done) if p.stage == "train" else None)
     qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60000)
     qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
+    assert "Stopping" in dialog.stage_label.text()  # it says so while stopping
+    at_cancel = max(steps)
     qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
-    assert max(steps) < 500 and results == []  # no propagation after a cancel
+    assert max(steps) <= at_cancel + 1 and results == []  # within one step; no propagation after a cancel
     assert "cancelled" in dialog.stage_label.text().lower()
     adapter = dialog.run_dir / "adapter.pt"
     assert adapter.is_file() and dialog.last_adapter == adapter
@@ -124,3 +126,31 @@ def test_presets_and_estimates(qtbot, window, specimens, settings, mini_checkpoi
     assert not dialog.start_button.isEnabled()  # no templates yet
     assert estimate_seconds(100, 512, False) > estimate_seconds(100, 256, False) > estimate_seconds(100, 256, True)
     assert format_duration(3700) == "1 h 01 min" and format_duration(75) == "1 min 15 s"
+
+
+def test_the_estimate_is_a_range_until_measured_then_what_this_computer_did(qtbot, window, specimens, session):
+    _project_with_template(qtbot, window, specimens)
+    dialog = _dialog(qtbot, window, session, 4, [])
+    dialog.propagate_after.setChecked(False)
+    assert " to " in dialog.estimate_label.text() and "guess" in dialog.estimate_label.text()
+    dialog.start_training()
+    qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
+    assert dialog.trained is not None
+    assert "measured on this computer" in dialog.estimate_label.text()
+    assert "4 steps at 128 px" in dialog.estimate_label.text()  # the settings that ran
+    low, high, _ = dialog.estimate()
+    median = sorted(e["seconds"] for e in dialog.trained.result.history)[2]
+    assert low == high == 4 * median
+
+
+def test_the_beetle_demo_shows_the_size_it_runs_at(qtbot, window, settings):
+    from descriptron_sam2pal.gui.model_session import ModelSession
+    from descriptron_sam2pal.jobs.models import BEETLE_DEMO_CHOICE, BEETLE_DEMO_SIZE
+
+    session = ModelSession(window, settings)
+    session.set_checkpoint(BEETLE_DEMO_CHOICE)
+    dialog = TrainDialog(window, session)
+    for preset in ("Quick", "Balanced", "Thorough"):
+        dialog.preset_combo.setCurrentText(preset)
+        assert dialog.size_spin.value() == BEETLE_DEMO_SIZE and not dialog.size_spin.isEnabled()
+        assert f"at {BEETLE_DEMO_SIZE} px" in dialog.estimate_label.text()
