@@ -1,8 +1,10 @@
 """SAM2-PAL for Descriptron: one-shot structure segmentation of specimen photos.
 
-Layers (see docs/architecture.md): ``store`` and ``imaging`` (no torch, no Qt),
+Layers (see docs/design/layers.md): ``store`` and ``imaging`` (no torch, no Qt),
 ``model`` (SAM2 build/load, checkpoints, LoRA), ``engine`` (training,
-propagation, evaluation; no Qt), ``gui`` and ``host`` (PyQt5), ``cli``.
+propagation, evaluation; no Qt), ``jobs`` (the use cases both faces call),
+``gui`` (PyQt5 panels), ``app`` (the standalone workspace), ``cli``;
+``host/api.py`` is the plugin contract.
 """
 
 __version__ = "0.1.0"

@@ -24,8 +24,7 @@ from PyQt5.QtWidgets import (QAction, QDialog, QDialogButtonBox, QDockWidget, QF
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.gui.canvas import ImageCanvas
-from descriptron_sam2pal.gui.workers import EngineWorker
-from descriptron_sam2pal.imaging.io import load_image
+from descriptron_sam2pal.gui.image_loader import LatestImageLoader
 from descriptron_sam2pal.store import AnnotationStore
 from descriptron_sam2pal.host import api
 
@@ -61,8 +60,9 @@ class Workspace(QMainWindow):
         self._row_of: dict[Any, int] = {}
         self._current = None
         self._pixels: np.ndarray | None = None
-        self._loader: EngineWorker | None = None
-        self._wanted = None  # the image record asked for and not shown yet
+        self.image_loader = LatestImageLoader(self)
+        self.image_loader.loaded.connect(self._on_pixels)
+        self.image_loader.failed.connect(self._on_pixels_error)
         self._loading_message = ""
         self._store_callbacks: list[Callable] = []
         self._image_callbacks: list[Callable] = []
@@ -491,7 +491,7 @@ class Workspace(QMainWindow):
         self._row_of = {rec.id: row for row, rec in enumerate(self._records)}
         self.canvas.colors.assign(self._category_names())
         self._current, self._pixels = None, None
-        self._wanted = None  # a load still running for the old store is stale now
+        self.image_loader.forget()  # a load still running for the old store is stale now
         self._fill_list()
         self._update_actions()
         n_warn = len(store.warnings)
@@ -556,45 +556,24 @@ class Workspace(QMainWindow):
 
     # --------------------------------------------------------- image loading
     def _request_image(self, record) -> None:
-        """Show ``record``: its pixels are decoded off the GUI thread, one load at a
-        time; while one runs, only the latest request is remembered."""
-        self._wanted = record
+        """Show ``record``: its pixels are decoded off the GUI thread (``LatestImageLoader``)."""
         if record.path is None:
-            self._wanted = None
+            self.image_loader.forget()
             self._finish_switch(record, None, f"Image file not found: {record.file_name}")
-        elif self._loader is None:
-            self._start_loader(record)
-
-    def _start_loader(self, record) -> None:
-        loader = EngineWorker(load_image, record.path, description=f"loading {record.file_name}")
-        loader.result.connect(lambda pixels, r=record: self._on_pixels(r, pixels))
-        loader.error.connect(lambda message, details, r=record: self._on_pixels_error(r, message, details))
-        loader.finished.connect(self._on_loader_finished)
-        self._loader = loader
+            return
         self._loading_message = f"Loading {record.file_name}..."
         self.show_status(self._loading_message, 0)
-        loader.start()
+        self.image_loader.request(record, record.path)
 
     def _clear_loading_message(self) -> None:
         if self.statusBar().currentMessage() == self._loading_message:
             self.statusBar().clearMessage()
 
-    def _on_loader_finished(self) -> None:
-        self._loader = None
-        if self._wanted is not None:
-            self._start_loader(self._wanted)
-
     def _on_pixels(self, record, pixels: np.ndarray) -> None:
-        if record is not self._wanted:
-            return  # the user moved on while it loaded
-        self._wanted = None
         self._clear_loading_message()
         self._finish_switch(record, pixels, "")
 
     def _on_pixels_error(self, record, message: str, details: str) -> None:
-        if record is not self._wanted:
-            return
-        self._wanted = None
         self._clear_loading_message()
         self._finish_switch(record, None, f"Cannot show {record.file_name}")
         self.show_error("Cannot load image", message, details)
@@ -722,6 +701,5 @@ class Workspace(QMainWindow):
 
     def _shutdown(self) -> None:
         """Join the image loader so no thread outlives the window."""
-        self._wanted = None
-        if self._loader is not None:
-            self._loader.wait(10000)
+        self.image_loader.forget()
+        self.image_loader.wait(10000)

@@ -257,12 +257,12 @@ def run(args: argparse.Namespace) -> int:
 
     def image_shown(name: str) -> bool:
         return (window.current_image() is not None and window.current_image().file_name == name
-                and window.current_image_array() is not None and window._loader is None)
+                and window.current_image_array() is not None and not window.image_loader.busy)
 
     print(f"project {project}")
     # 1. the workspace: open the folder (as `sam2pal gui FOLDER` does), pick a template
     window.open_path(project)
-    shots.wait_until(lambda: window.current_image() is not None and window._loader is None, 20, "the first image")
+    shots.wait_until(lambda: window.current_image() is not None and not window.image_loader.busy, 20, "the first image")
     click_list_item(window.image_list, OUTLINED_BEFORE[0])
     shots.wait_until(lambda: image_shown(OUTLINED_BEFORE[0]), 20, "the template image")
     window.canvas.view.setFocus()

@@ -84,5 +84,4 @@ def window(qtbot, tmp_path, dialogs):
     yield win
     dialogs.answers = [QMessageBox.Yes, QMessageBox.Discard]
     win.close()
-    if win._loader is not None:
-        win._loader.wait(5000)
+    win.image_loader.wait(5000)

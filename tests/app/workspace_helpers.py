@@ -4,4 +4,4 @@
 def wait_shown(qtbot, win, file_name: str) -> None:
     """Until ``file_name`` is the current image and no load is pending."""
     qtbot.waitUntil(lambda: win.current_image() is not None and win.current_image().file_name == file_name
-                    and win._wanted is None and win._loader is None, timeout=5000)
+                    and not win.image_loader.busy, timeout=5000)

@@ -74,8 +74,7 @@ def window(qtbot, settings, messages):
     qtbot.wait(10)  # deliver the workers' last signals
     messages.answers = [QMessageBox.Yes, QMessageBox.Discard]
     win.close()
-    if win._loader is not None:
-        win._loader.wait(5000)
+    win.image_loader.wait(5000)
     win.deleteLater()
 
 
@@ -91,4 +90,4 @@ def session(window, settings, mini_checkpoint):
 
 def wait_image(qtbot, win, file_name: str) -> None:
     qtbot.waitUntil(lambda: win.current_image() is not None and win.current_image().file_name == file_name
-                    and win.current_image_array() is not None and win._loader is None, timeout=10000)
+                    and win.current_image_array() is not None and not win.image_loader.busy, timeout=10000)

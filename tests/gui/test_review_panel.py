@@ -380,5 +380,4 @@ def test_in_the_workspace_keys_win_over_the_hosts_shortcuts(qtbot, project, dial
     qtbot.waitUntil(lambda: not panel.image_loading(), timeout=5000)
     dialogs.answers = [QMessageBox.Discard]
     win.close()
-    if win._loader is not None:
-        win._loader.wait(5000)
+    win.image_loader.wait(5000)
