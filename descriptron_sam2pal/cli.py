@@ -220,7 +220,8 @@ def cmd_propagate(args) -> int:
         _model_request(args), specs, targets, out=Path(args.out), write_to=args.write_to,
         batch_size=args.batch_size, orientation_search=args.orientation_search,
         confidence=not args.no_confidence, resume=args.resume,
-        protected={"--templates": args.templates, "--template-mask": args.template_mask})
+        protected={"--templates": args.templates, "--template-mask": args.template_mask},
+        status_stores=args.templates)
     print(f"segmenting {', '.join(structure_names(specs))} on {len(targets)} image(s) "
           f"from {len(specs)} template(s)")
     with _Bar("propagate", unit="img") as bar:

@@ -230,7 +230,8 @@ def test_write_to_a_store_that_does_not_fit_the_photos_stops_before_the_work(pro
     assert not (root / "pred.json").exists() and json.loads(store_path.read_text()) == store
 
 
-@pytest.mark.parametrize("case", ["text-checkpoint", "empty-checkpoint", "text-adapter", "huge-image-size"])
+@pytest.mark.parametrize("case", ["text-checkpoint", "empty-checkpoint", "text-adapter", "huge-image-size",
+                                  "malformed-config", "config-without-model", "out-folder-is-a-file"])
 def test_bad_model_inputs_say_what_to_do(project, mini_checkpoint, capsys, case):
     root, template, template_mask = project
     checkpoint, extra, expect = mini_checkpoint, [], ""
@@ -245,10 +246,47 @@ def test_bad_model_inputs_say_what_to_do(project, mini_checkpoint, capsys, case)
     elif case == "text-adapter":
         (root / "adapter.pt").write_text("not an adapter")
         extra, expect = ["--adapter", root / "adapter.pt"], "is not a readable SAM2-PAL adapter file"
-    argv = _propagate_argv(root, template, template_mask, checkpoint, root / "pred.json", *extra)
+    elif case in ("malformed-config", "config-without-model"):
+        (root / "my.yaml").write_text("model:\n  _target_: [unclosed\n" if case == "malformed-config"
+                                      else "trainer: {}\n")
+        extra, expect = ["--config", root / "my.yaml"], "cannot be used"
+    out = root / "pred.json"
+    if case == "out-folder-is-a-file":
+        (root / "taken").write_text("a file")
+        out, expect = root / "taken" / "pred.json", "is a file; choose a folder"
+    argv = _propagate_argv(root, template, template_mask, checkpoint, out, *extra)
     if case == "huge-image-size":
         argv[argv.index("--image-size") + 1] = 32 * 4096
         expect = "needs about"
     code, _, err = run(capsys, *argv)
     assert code == 2 and expect in err and "Traceback" not in err
     assert not (root / "pred.json").exists()
+
+
+def test_structure_status_of_the_store_is_obeyed_by_propagate_write_to(project, capsys, tmp_path):
+    """A structure the project marks absent on a specimen is neither predicted nor written there."""
+    root, template, template_mask = project
+    checkpoint = tmp_path / "present.pt"
+    model = build_model(MINI_CONFIG, seed=0)
+    head = model.sam.sam_mask_decoder.pred_obj_score_head
+    with torch.no_grad():
+        (head.layers[-1] if hasattr(head, "layers") else head).bias += 8.0  # calls every structure present
+    torch.save({"model": model.sam.state_dict()}, checkpoint)
+    from descriptron_sam2pal.store import AnnotationStore
+
+    photos = sorted((root / "specimens").glob("*.png"))
+    store = AnnotationStore.create(root / "specimens" / "session.json", images=photos)
+    marked = store.image_by_file(photos[0])
+    store.set_structure_status(marked.id, "eye", "absent")
+    store.save()
+    code, _, err = run(capsys, *_propagate_argv(root, template, template_mask, checkpoint, root / "pred.json",
+                                                "--write-to", root / "specimens" / "session.json"))
+    assert code == 0, err
+    reopened = AnnotationStore.open(root / "specimens" / "session.json")
+    names = {r.file_name: {a.category for a in reopened.annotations_for(r.id)} for r in reopened.images}
+    assert "eye" not in names[photos[0].name] and "head" in names[photos[0].name]
+    assert all("eye" in names[p.name] for p in photos[1:])
+    pred = json.loads((root / "pred.json").read_text())
+    [image] = [i for i in pred["images"] if i["file_name"] == photos[0].name]
+    eye_id = {c["name"]: c["id"] for c in pred["categories"]}["eye"]
+    assert not [a for a in pred["annotations"] if a["image_id"] == image["id"] and a["category_id"] == eye_id]

@@ -76,6 +76,10 @@ def truth_from_color_pngs(pngs: str | Path | Iterable[str | Path], colors: Mappi
                                                    name=p.name)
     if not out:
         raise UserError(f"no mask PNG found in {pngs}")
+    if not any(m.any() for image in out.values() for m in image.masks.values()):
+        listed = ", ".join(f"{n}={','.join(map(str, c))}" for n, c in colors.items())
+        raise UserError(f"none of the colours {listed} occurs in the {len(out)} mask PNG(s); check the colour "
+                        "map against the masks (exact colours; masks saved as JPEG have altered colours)")
     return out
 
 

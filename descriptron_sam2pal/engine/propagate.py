@@ -48,7 +48,8 @@ from descriptron_sam2pal.engine.heap import release_freed_memory
 from descriptron_sam2pal.engine.orientation import IDENTITY, ORIENTATIONS, choose_orientation, orient, orientation_score, unorient
 from descriptron_sam2pal.engine.palindrome import hard_iou
 from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
-from descriptron_sam2pal.engine.results import JOURNAL_VERSION, SKIP_STATUSES, ResultJournal, StructureResult, Target, TargetResult
+from descriptron_sam2pal.engine.results import JOURNAL_VERSION, ResultJournal, StructureResult, Target, TargetResult
+from descriptron_sam2pal.store.merge import SKIP_STATUSES
 from descriptron_sam2pal.engine.templates import Template, structure_names
 
 log = logging.getLogger(__name__)

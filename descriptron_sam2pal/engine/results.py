@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# structure_status values that mean "do not predict this structure on this image".
-SKIP_STATUSES = ("absent", "unknown")
 JOURNAL_VERSION = 1
 
 

@@ -39,6 +39,7 @@ class PropagateRequest:
     confidence: bool = True
     resume: bool = False
     protected: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    status_stores: Sequence[Any] = ()  # stores whose structure_status applies to path targets
 
 
 @dataclass
@@ -67,7 +68,9 @@ def _target_path(item: Any) -> str | None:
 
 
 def preflight(request: PropagateRequest) -> Any:
-    """Every check that needs no model; returns the opened ``write_to`` store (or None)."""
+    """Every check that needs no model; returns the opened ``write_to`` store (or None).
+    Path targets get the ``structure_status`` the stores record for them (``request.targets``
+    is replaced by the completed list)."""
     inputs: dict[str, list] = {k: list(v) for k, v in request.protected.items()}
     inputs["a template image"] = [t.path for t in request.templates]
     inputs["a specimen photo"] = [p for p in map(_target_path, request.targets) if p]
@@ -85,12 +88,39 @@ def preflight(request: PropagateRequest) -> Any:
     if request.out is not None:
         check_outputs({"--out": [request.out, journal_path(request.out)]}, inputs)
         check_writable_folder(Path(request.out).expanduser().parent, "the predictions")
+    stores = [store] if store is not None else []
+    if request.status_stores:
+        from descriptron_sam2pal.store import AnnotationStore
+
+        stores += [s if hasattr(s, "images") else AnnotationStore.open(s) for s in request.status_stores]
+    request.targets = with_structure_status(request.targets, stores)
     if store is not None:
         _check_targets_fit(store, request.targets)
         where = Path(request.write_to).expanduser()
         for folder in {p.parent for p in store.source_files} | {where if where.is_dir() else where.parent}:
             check_writable_folder(folder, "the annotations")
     return store
+
+
+def with_structure_status(targets: Sequence[Any], stores: Sequence[Any]) -> list:
+    """Path targets that a store knows carry that image's ``structure_status``, so a structure
+    the project marks absent or unknown is neither predicted nor written, on every path."""
+    from descriptron_sam2pal.engine.results import Target
+    from descriptron_sam2pal.store.merge import find_image
+
+    out = []
+    for item in targets:
+        if isinstance(item, (str, os.PathLike)) and stores:
+            status = {}
+            for store in stores:
+                record = find_image(store, None, str(item))
+                if record is not None and record.structure_status:
+                    status = dict(record.structure_status)
+                    break
+            if status:
+                item = Target(path=str(item), structure_status=status)
+        out.append(item)
+    return out
 
 
 def _check_targets_fit(store: Any, targets: Sequence[Any]) -> None:

@@ -191,13 +191,24 @@ def build_model(config: str | None = None, checkpoint: str | Path | None = None,
         raise UserError(f"image size {image_size} is not supported: SAM2 needs a multiple of 32 "
                         "(e.g. 256, 512, 1024)")
     torch_device = resolve_device(device)
-    cfg = OmegaConf.load(config_path(config))
-    if image_size is not None:
-        # Must be set before instantiation: the prompt encoder sizes itself from it.
-        cfg.model.image_size = int(image_size)
-    if seed is not None:
-        torch.manual_seed(seed)
-    sam = instantiate(cfg.model, _recursive_=True)
+    yaml_path = config_path(config)
+    try:
+        cfg = OmegaConf.load(yaml_path)
+        if not isinstance(cfg.get("model"), Mapping) or "_target_" not in cfg.model:
+            raise ValueError("it has no model: section with a _target_")
+        if image_size is not None:
+            # Must be set before instantiation: the prompt encoder sizes itself from it.
+            cfg.model.image_size = int(image_size)
+        if seed is not None:
+            torch.manual_seed(seed)
+        sam = instantiate(cfg.model, _recursive_=True)
+    except Exception as exc:  # noqa: BLE001 - yaml, OmegaConf and hydra each raise their own kinds
+        if isinstance(exc, UserError):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UserError(f"the SAM2 config {yaml_path} cannot be used ({type(exc).__name__}: {first}); "
+                        "leave --config out to choose it from the checkpoint, or give one of SAM2's "
+                        "configs") from exc
     name = canonical_config_name(config)
     ckpt_hash = None
     if state is not None:

@@ -124,3 +124,13 @@ def test_evaluate_results_against_coco_truth_and_colour_pngs_at_truth_resolution
     assert rep.structures["eye"].true_absent == 1 and rep.structures["eye"].ious == {}
     with pytest.raises(UserError):
         evaluate(pred, tmp_path / "Spec 1_mask.png")
+
+
+def test_colours_that_match_no_truth_pixel_are_an_error_not_iou_zero(tmp_path):
+    from descriptron_sam2pal import UserError
+
+    truth = np.zeros((20, 30, 3), np.uint8)
+    truth[2:8, 2:8] = (200, 0, 0)
+    Image.fromarray(truth).save(tmp_path / "a_mask.png")
+    with pytest.raises(UserError, match="none of the colours head=0,0,200"):
+        evaluate({}, tmp_path, colors="head=0,0,200")
