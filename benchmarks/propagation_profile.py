@@ -35,7 +35,7 @@ sys.path.insert(0, str(BENCH))
 import data as bdata  # noqa: E402
 
 from descriptron_sam2pal.engine.propagate import TemplateMemory, iter_propagate  # noqa: E402
-from descriptron_sam2pal.engine.template_loading import template_from_color_png  # noqa: E402
+from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png  # noqa: E402
 from descriptron_sam2pal.model.build import build_model  # noqa: E402
 
 CONFIGS = {"tiny": "configs/sam2.1/sam2.1_hiera_t.yaml", "test": "sam2pal_mini"}
@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     config = None if args.checkpoint else CONFIGS[args.model]
     model = build_model(config, args.checkpoint, image_size=args.image_size, seed=0)
     model.precision = args.precision
-    template = template_from_color_png(ds.template_image, ds.template_mask, ds.colors, args.image_size)
+    [template] = load_templates([spec_from_color_png(ds.template_image, ds.template_mask, ds.colors)],
+                                args.image_size)
     memory = TemplateMemory(model, [template])
     warm, targets = ds.targets[:1], ds.targets[1:]
     print(f"{model.describe()}, {args.image_size} px, {model.resolved_precision}, K={len(ds.colors)}, "

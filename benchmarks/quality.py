@@ -266,7 +266,7 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
     from descriptron_sam2pal.engine.evaluate import truth_from_color_pngs
     from descriptron_sam2pal.imaging.mask_png import masks_from_color_png
     from descriptron_sam2pal.engine.propagate import propagate
-    from descriptron_sam2pal.engine.template_loading import template_from_color_png
+    from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png
     from descriptron_sam2pal.engine.trainer import TrainConfig, train
     from descriptron_sam2pal.model.build import build_model
     from descriptron_sam2pal.store.stem import normalized_stem
@@ -293,8 +293,8 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
     keep = [n.strip() for n in args.template_structures.split(",") if n.strip()] or None
 
     def make_templates(model):
-        made = [template_from_color_png(i, m, colors, model.image_size, image_id=normalized_stem(i.name))
-                for i, m in template_pairs]
+        made = load_templates([spec_from_color_png(i, m, colors, image_id=normalized_stem(i.name))
+                               for i, m in template_pairs], model.image_size)
         if keep:
             for t in made:
                 t.masks = {n: mk for n, mk in t.masks.items() if n in keep}

@@ -73,7 +73,7 @@ def main(argv=None) -> int:
                                                        mask_losses, palindrome_step)
     from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
     from descriptron_sam2pal.engine.propagate import propagate
-    from descriptron_sam2pal.engine.template_loading import template_from_color_png
+    from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png
     from descriptron_sam2pal.engine.trainer import TrainConfig, train
     from descriptron_sam2pal.model.build import build_model
     from descriptron_sam2pal.model.lora import load_trainable_state, trainable_state_dict
@@ -103,8 +103,9 @@ def main(argv=None) -> int:
         target_paths = [str(i) for i, _ in targets]
 
         model = build_model(checkpoint=quality.PACKAGED, device="cpu")
-        template = template_from_color_png(template_pair[0], template_pair[1], colors, model.image_size,
-                                           image_id=normalized_stem(template_pair[0].name))
+        [template] = load_templates([spec_from_color_png(template_pair[0], template_pair[1], colors,
+                                                         image_id=normalized_stem(template_pair[0].name))],
+                                    model.image_size)
         config = TrainConfig(seed=seed, steps=args.steps, lr=args.lr, loss=loss,
                              template_versions=args.template_versions)
         snaps: dict[int, dict] = {}
