@@ -175,6 +175,7 @@ class AnnotationStore:
         self._by_id: dict[Any, list[ImageRecord]] = {}           # id_key(image id) -> records
         self._by_stem: dict[str, list[ImageRecord]] = {}         # normalised stem -> records
         self._sizes_checked: set[int] = set()                    # id(ImageRecord) checked against its file
+        self._swapped: set[int] = set()                          # id(ImageRecord) with height/width swapped
 
     # ------------------------------------------------------------------ opening
 
@@ -553,6 +554,8 @@ class AnnotationStore:
         image = self._image(image_id)
         self._check_size(image)
         out: dict[str, np.ndarray] = {}
+        if id(image) in self._swapped:      # already warned: masks would not fit the photo
+            return out
         for rec in self._anns[id(image)]:
             if not rec.is_structure:
                 continue
@@ -565,7 +568,7 @@ class AnnotationStore:
         return out
 
     def check_image_sizes(self) -> list[str]:
-        """Compare every image's height/width with its file (EXIF orientation applied); returns
+        """Compare every image's height/width with its file (raw pixel frame, as Descriptron); returns
         the new warnings. Done lazily by :meth:`structure_masks` for the images it reads."""
         before = len(self.warnings)
         for image in self.images:
@@ -581,10 +584,17 @@ class AnnotationStore:
         except Exception as e:
             self._warn(f"{image.source or image.path}: image id {image.id!r}: {image.path} cannot be read ({e}).")
             return
-        if (image.height, image.width) != (h, w):
+        if (image.height, image.width) == (w, h) and h != w:
+            self._swapped.add(id(image))
+            self._warn(f"{image.source or image.path}: image id {image.id!r}: height and width are swapped "
+                       f"({image.height} x {image.width}, but {image.path.name} is {h} x {w} pixels as stored; "
+                       "perhaps a viewer's EXIF rotation was recorded). Its masks are not used. Set "
+                       f"\"height\": {h}, \"width\": {w} in the image entry (Descriptron's frame) and check "
+                       "the outlines in Descriptron.")
+        elif (image.height, image.width) != (h, w):
             self._warn(f"{image.source or image.path}: image id {image.id!r}: height x width in the file "
-                       f"({image.height} x {image.width}) differ from {image.path.name} ({h} x {w}, EXIF "
-                       "orientation applied); its masks may not line up with the photo. Re-annotate it "
+                       f"({image.height} x {image.width}) differ from {image.path.name} ({h} x {w}, as "
+                       "stored); its masks may not line up with the photo. Re-annotate it "
                        "or fix the image entry.")
 
     @property
