@@ -11,7 +11,7 @@ from descriptron_sam2pal.imaging.masks import mask_area, mask_bbox, mask_to_poly
 from descriptron_sam2pal.store import AnnotationStore, StoreError
 from descriptron_sam2pal.store.store import PER_IMAGE, SESSION
 
-from .conftest import H, W, box_mask, read_json, ring_mask, write_image, write_json
+from .conftest import read_saved, H, W, box_mask, read_json, ring_mask, write_image, write_json
 
 PROVENANCE = {"sam2pal": {"model": "abc123", "score": 0.93}}
 
@@ -68,13 +68,13 @@ def test_per_image_write_back_changes_only_the_replaced_structure(session_folder
     }
     expected = copy.deepcopy(data)
     expected["annotations"][1] = expected_ann
-    assert read_json(new_json) == expected
+    assert read_saved(new_json) == expected
     expected_rle = copy.deepcopy(rle)
     expected_rle["annotations"][1] = {**expected_ann, "segmentation": mask_to_rle(new_scape)}
-    assert read_json(new_rle) == expected_rle
+    assert read_saved(new_rle) == expected_rle
     # key order of untouched entries is preserved too
     assert list(read_json(new_json)["annotations"][0]) == list(data["annotations"][0])
-    assert list(read_json(new_json)) == list(data)
+    assert list(read_saved(new_json)) == list(data)
 
     again = AnnotationStore.open(folder)                            # newest wins
     assert again.source_files == [new_json]
@@ -95,7 +95,7 @@ def test_new_structure_gets_a_new_category_and_nothing_else_changes(session_fold
         "id": ann_id, "image_id": img.id, "category_id": 6, "segmentation": mask_to_polygons(eye),
         "area": 24, "bbox": [30.0, 10.0, 6.0, 4.0], "iscrowd": 0, "instance_id": 1})
     del expected["images"][0]["structure_status"]["eye"]
-    assert read_json(new_json) == expected
+    assert read_saved(new_json) == expected
 
 
 def test_replace_removes_only_that_structures_masks_on_that_image(session_folder):
