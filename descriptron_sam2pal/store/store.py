@@ -40,6 +40,7 @@ from descriptron_sam2pal.imaging.masks import (
     segmentation_to_mask,
 )
 from descriptron_sam2pal.store.coco import CocoDocument, StoreError, id_key, read_json
+from descriptron_sam2pal.store.lock import DEFAULT_TIMEOUT_S, store_lock
 from descriptron_sam2pal.store.stem import (
     basename,
     final_name,
@@ -57,6 +58,10 @@ POLYGON_BOUNDS_TOLERANCE = 1.0  # px a polygon vertex may lie outside the image 
 
 SESSION = "session"
 PER_IMAGE = "per_image"
+
+
+class StoreChangedError(StoreError):
+    """The annotation files changed on disk (another program saved) since the store read them."""
 
 
 class ImageRecord:
@@ -176,6 +181,9 @@ class AnnotationStore:
         self._by_stem: dict[str, list[ImageRecord]] = {}         # normalised stem -> records
         self._sizes_checked: set[int] = set()                    # id(ImageRecord) checked against its file
         self._swapped: set[int] = set()                          # id(ImageRecord) with height/width swapped
+        self.lock_timeout: float | None = DEFAULT_TIMEOUT_S      # how long save() waits for another writer
+        self._fingerprints: dict[Path, tuple[int, int] | None] = {}   # file -> (mtime_ns, size) as read
+        self._watched: dict[Path, set[str]] = {}                 # folder -> `_final_` file names known
 
     # ------------------------------------------------------------------ opening
 
@@ -193,6 +201,8 @@ class AnnotationStore:
         doc = CocoDocument.load(path)
         # a `_final_` file is one image's Descriptron save: changes go to a newer `_final_` file
         store = cls(doc.path, PER_IMAGE if parse_final_name(doc.path) else SESSION)
+        if store.mode == PER_IMAGE:
+            store._watch(doc.path.parent)
         store._add_documents([doc])
         return store
 
@@ -213,6 +223,7 @@ class AnnotationStore:
 
         if finals:
             store = cls(folder, PER_IMAGE)
+            store._watch(folder)
             docs = []
             for prefix in sorted(finals):
                 newest = max(finals[prefix])
@@ -250,6 +261,7 @@ class AnnotationStore:
             raise StoreError(f"{folder}: no images and no Descriptron annotation files here. "
                              "Choose the folder with the specimen photos.")
         store = cls(folder, PER_IMAGE)
+        store._watch(folder)
         store._add_folder_images(folder)
         return store
 
@@ -268,6 +280,7 @@ class AnnotationStore:
                                  "hide the user's annotations.")
             paths = [Path(p) for p in images] if images is not None else find_image_files(target)
             store = cls(target, PER_IMAGE)
+            store._watch(target)
             for p in paths:
                 store._new_image(p)
             return store
@@ -297,6 +310,7 @@ class AnnotationStore:
 
     def _add_documents(self, docs: list[CocoDocument]) -> None:
         for doc in docs:
+            self._remember(doc.path)
             for w in doc.warnings:
                 self._warn(w, logged=True)    # already logged by the document
             self._docs.append(doc)
@@ -744,28 +758,90 @@ class AnnotationStore:
         doc.dirty = True
         return record
 
+    def lock(self, timeout: float | None = None):
+        """Context manager holding this store's write lock (see ``store.lock.store_lock``);
+        ``timeout`` defaults to ``self.lock_timeout``. :meth:`save` takes it itself."""
+        return store_lock(self.path, self.lock_timeout if timeout is None else timeout)
+
+    def changed_since_read(self) -> list[str]:
+        """What changed on disk since the store read it, one line per file: its own
+        annotation files modified, removed or created, and (per-image folders) new
+        ``_final_`` files holding one of the images this store is about to write."""
+        problems = []
+        for path, before in self._fingerprints.items():
+            now = _fingerprint(path)
+            if now != before:
+                what = "was created" if before is None else "was removed" if now is None else "was modified"
+                problems.append(f"{path} {what}")
+        own = {p for p in self._fingerprints}
+        stems = {r.stem for d in self._docs if d.dirty for r in self.images if r.doc is d}
+        for folder, known in self._watched.items():
+            if not folder.is_dir():
+                continue
+            for p in sorted(folder.iterdir()):
+                if p.name in known or p in own or not parse_final_name(p):
+                    continue
+                try:
+                    data, _ = read_json(p)
+                    theirs = {normalized_stem(i.get("file_name") or str(i.get("id")))
+                              for i in data.get("images", []) if isinstance(i, dict)}
+                except StoreError:
+                    theirs = stems          # unreadable (being written?): assume it matters
+                if theirs & stems:
+                    problems.append(f"{p} was created")
+        return problems
+
     def save(self) -> list[Path]:
         """Write every changed document (.json polygons + .rlejson with RLE for masks polygons
-        cannot hold exactly) atomically; see the module docstring. Returns the files written."""
-        written: list[Path] = []
-        targets = self._targets()
-        for doc in self._docs:
-            if not doc.dirty:
-                continue
-            try:
-                if self.mode == PER_IMAGE:
-                    written += doc.write(targets[id(doc)], backup=False)
-                else:
-                    written += doc.write(backup=doc.exists)
-            except StoreError as e:
-                if written:
-                    raise StoreError(f"{e} (already saved: {', '.join(map(str, written))})") from e
-                raise
-        if self._docs and not self.path.is_dir():   # a single file was opened: follow it
-            self.path = self._docs[0].path
-        return written
+        cannot hold exactly) atomically; see the module docstring. Returns the files written.
+
+        Holds the store's lock (waits up to ``lock_timeout`` s for another writer, then
+        :class:`StoreBusyError`) and first checks that nothing it read changed on disk since
+        (:meth:`changed_since_read`); if something did, it writes nothing and raises
+        :class:`StoreChangedError`, so another program's save is never lost."""
+        with self.lock():
+            problems = self.changed_since_read()
+            if problems:
+                raise StoreChangedError(
+                    f"{self.path}: changed by another program since it was read here ("
+                    + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+                    + "). Nothing was saved, so that program's work is kept. Open the annotations again "
+                    "and redo this step (for sam2pal propagate: run the same command again with --resume).")
+            written: list[Path] = []
+            targets = self._targets()
+            for doc in self._docs:
+                if not doc.dirty:
+                    continue
+                try:
+                    if self.mode == PER_IMAGE:
+                        written += doc.write(targets[id(doc)], backup=False)
+                    else:
+                        written += doc.write(backup=doc.exists)
+                except StoreError as e:
+                    if written:
+                        raise StoreError(f"{e} (already saved: {', '.join(map(str, written))})") from e
+                    raise
+                finally:
+                    for p in written:
+                        self._remember(p)
+            if self._docs and not self.path.is_dir():   # a single file was opened: follow it
+                self.path = self._docs[0].path
+            return written
 
     # ------------------------------------------------------------------ internals
+
+    def _remember(self, path: Path) -> None:
+        """Note how ``path`` and its companion are on disk now (for :meth:`changed_since_read`)."""
+        for p in (Path(path), Path(path).with_suffix(".rlejson" if Path(path).suffix.lower() == ".json"
+                                                     else ".json")):
+            self._fingerprints[p] = _fingerprint(p)
+            if p.parent in self._watched:
+                self._watched[p.parent].add(p.name)
+
+    def _watch(self, folder: Path) -> None:
+        folder = Path(folder)
+        self._watched[folder] = {p.name for p in folder.iterdir() if parse_final_name(p)} \
+            if folder.is_dir() else set()
 
     def _image(self, image_id: Any) -> ImageRecord:
         if isinstance(image_id, ImageRecord):
@@ -853,6 +929,14 @@ class AnnotationStore:
 
 
 # ---------------------------------------------------------------------- helpers
+
+def _fingerprint(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
 
 def _positive_int(value: Any) -> int | None:
     if isinstance(value, bool) or not _is_number(value) or int(value) != value or value <= 0:
