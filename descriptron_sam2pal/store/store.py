@@ -72,6 +72,7 @@ class ImageRecord:
         self.path = path                # the image file, or None when it cannot be found
         self.doc = doc                  # the annotation file it lives in (None: not written yet)
         self._prefix = prefix           # per-image files: `<image path without extension>`
+        self.aliases: list[dict] = []   # other entries of the same photo in the same file
 
     @property
     def id(self) -> str | int:
@@ -92,8 +93,12 @@ class ImageRecord:
     @property
     def structure_status(self) -> dict:
         """{structure name: "absent" | "unknown" | ...} (a copy; change it with ``set_structure_status``)."""
-        status = self.raw.get("structure_status")
-        return dict(status) if isinstance(status, dict) else {}
+        merged: dict = {}
+        for raw in [*self.aliases, self.raw]:
+            status = raw.get("structure_status")
+            if isinstance(status, dict):
+                merged.update(status)
+        return merged
 
     @property
     def stem(self) -> str:
@@ -182,6 +187,9 @@ class AnnotationStore:
         self._sizes_checked: set[int] = set()                    # id(ImageRecord) checked against its file
         self._swapped: set[int] = set()                          # id(ImageRecord) with height/width swapped
         self.lock_timeout: float | None = DEFAULT_TIMEOUT_S      # how long save() waits for another writer
+        self.notes: list[str] = []                               # informational: which file won an image
+        self._stem_owner: dict[str, CocoDocument] = {}           # stem -> the newest file holding it
+        self._lost_ids: dict[int, set] = {}                      # id(doc) -> image ids a newer file owns
         self._fingerprints: dict[Path, tuple[int, int] | None] = {}   # file -> (mtime_ns, size) as read
         self._watched: dict[Path, set[str]] = {}                 # folder -> `_final_` file names known
 
@@ -227,9 +235,15 @@ class AnnotationStore:
             docs = []
             for prefix in sorted(finals):
                 newest = max(finals[prefix])
-                files = sorted(finals[prefix][newest], key=lambda q: q.suffix.lower() != ".json")
-                docs.append(CocoDocument.load(files[0]))
-            store._add_documents(docs)
+                for ts in sorted(finals[prefix]):
+                    files = sorted(finals[prefix][ts], key=lambda q: q.suffix.lower() != ".json")
+                    try:
+                        docs.append(CocoDocument.load(files[0]))
+                    except StoreError as e:
+                        if ts == newest:
+                            raise
+                        store._warn(f"{e} (an older file, not read)")
+            store._add_documents(docs)          # each image from the newest file that holds it
             for p in others:
                 if _looks_like_coco(p):
                     store._warn(f"{p}: a COCO file next to per-image _final_ files; not read. "
@@ -309,6 +323,8 @@ class AnnotationStore:
                 log.warning(message)
 
     def _add_documents(self, docs: list[CocoDocument]) -> None:
+        if len(docs) > 1:
+            docs = self._choose_newest(docs)
         for doc in docs:
             self._remember(doc.path)
             for w in doc.warnings:
@@ -318,6 +334,67 @@ class AnnotationStore:
         self._update_counters()
         for doc in docs:
             self._index_annotations(doc, self._index_images(doc))
+
+    def _choose_newest(self, docs: list[CocoDocument]) -> list[CocoDocument]:
+        """Several files describe the same photo (folder-session saves, repeated per-image saves):
+        each photo is read from the newest file that holds it (``_final_<ts>``, else the file's
+        modification time), and the log says which file won. Returns the files that won a photo."""
+        def age(doc: CocoDocument) -> tuple:
+            parsed = parse_final_name(doc.path)
+            ts = parsed[1] if parsed else int(_fingerprint(doc.path)[0] // 10**9) if doc.exists else 0
+            return ts, doc.path.name
+
+        holders: dict[str, list[CocoDocument]] = {}
+        names: dict[str, str] = {}
+        for doc in docs:
+            for raw in doc.data["images"]:
+                if isinstance(raw, dict) and "id" in raw:
+                    stem = _entry_stem(raw)
+                    if doc not in holders.setdefault(stem, []):
+                        holders[stem].append(doc)
+                    names.setdefault(stem, str(raw.get("file_name") or raw["id"]))
+        for stem, held in holders.items():
+            winner = max(held, key=age)
+            self._stem_owner[stem] = winner
+            if len(held) > 1:
+                losers = ", ".join(d.path.name for d in sorted(held, key=age, reverse=True) if d is not winner)
+                note = (f"{names[stem]}: in {len(held)} annotation files; read from {winner.path} (the newest), "
+                        f"not from {losers}")
+                self.notes.append(note)
+                log.info(note)
+        for doc in docs:
+            self._lost_ids[id(doc)] = {
+                id_key(raw["id"]) for raw in doc.data["images"] if isinstance(raw, dict) and "id" in raw
+                and _hashable(id_key(raw["id"])) and self._stem_owner.get(_entry_stem(raw), doc) is not doc}
+        kept = [d for d in docs if any(owner is d for owner in self._stem_owner.values())
+                or not d.data["images"]]
+        for doc in docs:
+            if doc not in kept:
+                log.info("%s: every image in it is in a newer file; not used", doc.path)
+        return kept
+
+    def _superseded(self, doc: CocoDocument, image_id: Any) -> bool:
+        key = id_key(image_id)
+        return _hashable(key) and key in self._lost_ids.get(id(doc), set())
+
+    def _drop_superseded(self, doc: CocoDocument) -> None:
+        """Before a per-image save: leave out the photos this file holds but a newer file owns, so
+        the new (newest) file cannot bring their older version back."""
+        lost = self._lost_ids.pop(id(doc), set())
+        if not lost:
+            return
+        doc.data["images"] = [r for r in doc.data["images"]
+                              if not (isinstance(r, dict) and _hashable(id_key(r.get("id")))
+                                      and id_key(r.get("id")) in lost)]
+        kept = []
+        for ann in doc.data["annotations"]:
+            if isinstance(ann, dict) and _hashable(id_key(ann.get("image_id"))) and id_key(ann.get("image_id")) in lost:
+                if "id" in ann and _hashable(id_key(ann["id"])):
+                    doc.rle.pop(id_key(ann["id"]), None)
+                continue
+            kept.append(ann)
+        doc.data["annotations"] = kept
+        log.info("%s: %d image(s) held by newer files are not copied into its new version", doc.path, len(lost))
 
     def _index_categories(self, doc: CocoDocument) -> None:
         by_id: dict[Any, dict] = {}
@@ -365,8 +442,14 @@ class AnnotationStore:
         self._next_cat_id = max([self._next_cat_id - 1, 0, *nums]) + 1
 
     def _index_images(self, doc: CocoDocument) -> list[ImageRecord]:
-        """Records for the images of ``doc`` (returned), with their image files found."""
-        records: list[ImageRecord] = []
+        """Records for the images of ``doc`` (returned), with their image files found.
+
+        Entries that Descriptron's normalised stem says are the same photo (its own save writes
+        one with the path-like id for masks and one with the bare stem for a line or keypoints)
+        become one record: the path-like entry is the record, the others its ``aliases`` (their
+        annotations and ``structure_status`` belong to it). An image that several files hold is
+        read from the file that :meth:`_add_documents` chose (the newest)."""
+        valid: list[tuple[Any, dict]] = []
         seen: dict[Any, dict] = {}
         for i, raw in enumerate(doc.data["images"]):
             if not isinstance(raw, dict) or "id" not in raw:
@@ -382,7 +465,24 @@ class AnnotationStore:
                            f"{raw.get('file_name')!r}); its annotations go to the first.")
                 continue
             seen[key] = raw
+            valid.append((key, raw))
+        groups: dict[str, list[dict]] = {}
+        for key, raw in valid:
+            groups.setdefault(_entry_stem(raw), []).append(raw)
+        records: list[ImageRecord] = []
+        for key, raw in valid:
+            group = groups[_entry_stem(raw)]
+            canonical = next((r for r in group if _path_like(r["id"])), group[0])
+            if raw is not canonical:
+                continue
             record = ImageRecord(raw, self._find_image_file(doc, raw), doc)
+            record.aliases = [r for r in group if r is not raw]
+            if record.aliases:
+                log.info("%s: image %s has %d entries (ids %s); read as one photo, as Descriptron does",
+                         doc.path, record.file_name, len(group), ", ".join(repr(r["id"]) for r in group))
+            owner = self._stem_owner.get(record.stem)
+            if owner is not None and owner is not doc:
+                continue                     # a newer file holds this image (said in _add_documents)
             clash = next((r for r in self._by_stem.get(record.stem, []) if r.doc is not doc), None)
             if clash is not None:
                 self._warn(f"{doc.path}: image id {key!r} ({record.file_name}) is also in {clash.source}; "
@@ -390,10 +490,12 @@ class AnnotationStore:
                 continue
             self._check_image(doc, record)
             self._register(record)
+            for alias in record.aliases:
+                self._by_id.setdefault(id_key(alias["id"]), []).append(record)
             records.append(record)
         for key in seen:
-            same_id = self._by_id.get(key, [])
-            if len(same_id) > 1 and same_id[-1].doc is doc:
+            same_id = [r for r in self._by_id.get(key, [])]
+            if len({id(r) for r in same_id}) > 1 and same_id[-1].doc is doc:
                 self._warn(f"image id {key!r} occurs in several annotation files "
                            f"({', '.join(str(r.source) for r in same_id)}); "
                            "refer to those images by record or file name.")
@@ -423,8 +525,9 @@ class AnnotationStore:
         by_key: dict[Any, ImageRecord] = {}
         by_str: dict[str, ImageRecord] = {}
         for r in images:
-            by_key.setdefault(id_key(r.id), r)
-            by_str.setdefault(str(r.id), r)
+            for raw in [r.raw, *r.aliases]:
+                by_key.setdefault(id_key(raw["id"]), r)
+                by_str.setdefault(str(raw["id"]), r)
         cats = self._doc_cats[id(doc)]
         seen_ids: set = set()
         for i, ann in enumerate(doc.data["annotations"]):
@@ -445,6 +548,8 @@ class AnnotationStore:
                 image = by_str[str(ann.get("image_id"))]
                 self._warn(f"{doc.path}: {label} has image_id {ann.get('image_id')!r} but the image's id is "
                            f"{image.id!r} (a {type(image.id).__name__}); matched as the same image.")
+            if image is None and self._superseded(doc, ann.get("image_id")):
+                continue                 # that image is read from a newer file
             if image is None:
                 self._warn(f"{doc.path}: {label} points at image id {ann.get('image_id')!r}, which is not in "
                            "\"images\" (or its entry was skipped); kept in the file, not used.")
@@ -556,7 +661,8 @@ class AnnotationStore:
             if len(exact) == 1:
                 return exact[0]
             raise StoreError(f"{self.path}: several images match \"{name_or_path}\" "
-                             f"({', '.join(repr(r.id) for r in matches)}); rename one of the image files.")
+                             f"({', '.join(repr(r.id) for r in matches)}); give the image's full path, "
+                             "or pick its record from store.images.")
         return matches[0] if matches else None
 
     def annotations_for(self, image_id: Any) -> list[AnnotationRecord]:
@@ -722,15 +828,22 @@ class AnnotationStore:
         if current is not None and not isinstance(current, dict):
             raise StoreError(f"{image.source}: image id {image.id!r} has a structure_status that is not an "
                              f"object ({current!r}); fix it in Descriptron first.")
-        if (current or {}).get(name) == status or (status is None and name not in (current or {})):
+        merged = image.structure_status
+        if (merged.get(name) == status and (current or {}).get(name) == status) or \
+                (status is None and name not in merged):
             return
         doc = self._doc_for_write(image)
-        if status is None:
-            del current[name]
-            if not current:
-                del image.raw["structure_status"]
-        else:
-            image.raw.setdefault("structure_status", {})[name] = status
+        for raw in [image.raw, *image.aliases]:
+            entry = raw.get("structure_status")
+            if status is None:
+                if isinstance(entry, dict) and name in entry:
+                    del entry[name]
+                    if not entry:
+                        del raw["structure_status"]
+            elif raw is image.raw:
+                raw.setdefault("structure_status", {})[name] = status
+            elif isinstance(entry, dict) and name in entry:
+                entry[name] = status     # the photo's other entry says the same
         doc.dirty = True
 
     def add_image(self, path: str | Path) -> ImageRecord:
@@ -814,6 +927,7 @@ class AnnotationStore:
                     continue
                 try:
                     if self.mode == PER_IMAGE:
+                        self._drop_superseded(doc)
                         written += doc.write(targets[id(doc)], backup=False)
                     else:
                         written += doc.write(backup=doc.exists)
@@ -929,6 +1043,15 @@ class AnnotationStore:
 
 
 # ---------------------------------------------------------------------- helpers
+
+def _entry_stem(raw: dict) -> str:
+    """Descriptron's matching key of an ``images`` entry (file name, else id)."""
+    return normalized_stem(str(raw.get("file_name") or raw.get("id")))
+
+
+def _path_like(image_id: Any) -> bool:
+    return isinstance(image_id, str) and ("/" in image_id or "\\" in image_id)
+
 
 def _fingerprint(path: Path) -> tuple[int, int] | None:
     try:
