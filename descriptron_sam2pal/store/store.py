@@ -833,17 +833,23 @@ class AnnotationStore:
                 (status is None and name not in merged):
             return
         doc = self._doc_for_write(image)
+        wanted = dict(merged)
+        if status is None:
+            wanted.pop(name, None)
+        else:
+            wanted[name] = status
+        # Every entry of the photo says the same (Descriptron keeps one entry's statuses: the last).
         for raw in [image.raw, *image.aliases]:
             entry = raw.get("structure_status")
-            if status is None:
-                if isinstance(entry, dict) and name in entry:
-                    del entry[name]
-                    if not entry:
-                        del raw["structure_status"]
-            elif raw is image.raw:
-                raw.setdefault("structure_status", {})[name] = status
-            elif isinstance(entry, dict) and name in entry:
-                entry[name] = status     # the photo's other entry says the same
+            if not isinstance(entry, dict):
+                if entry is not None or not wanted or (raw is not image.raw and status is None):
+                    continue
+                entry = raw["structure_status"] = {}
+            for key in [k for k in entry if k not in wanted]:
+                del entry[key]
+            entry.update(wanted)
+            if not entry:
+                del raw["structure_status"]
         doc.dirty = True
 
     def add_image(self, path: str | Path) -> ImageRecord:
