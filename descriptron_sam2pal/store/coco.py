@@ -90,6 +90,8 @@ def check_top_level(data: dict, path: Path) -> None:
     missing or empty ``images`` with annotations is an error: those annotations
     could not be attached to anything (SAM2-PAL once loaded nothing, silently).
     """
+    if is_labelme(data):
+        raise StoreError(labelme_message(path))
     if "images" not in data:
         raise StoreError(f"{path}: no \"images\" list; this is not a COCO annotation file. "
                          "Open a Descriptron .json/.rlejson file.")
@@ -102,6 +104,17 @@ def check_top_level(data: dict, path: Path) -> None:
         raise StoreError(f"{path}: \"images\" is empty but the file has {len(data['annotations'])} "
                          "annotation(s), which point at no image. Restore the image entries "
                          "(id, file_name, height, width), e.g. from a backup or an older _final_ file.")
+
+
+def is_labelme(data: Any) -> bool:
+    """A labelme annotation file ({"shapes": [...], "imagePath": ...}), not COCO."""
+    return isinstance(data, dict) and isinstance(data.get("shapes"), list) and "images" not in data
+
+
+def labelme_message(path: Path) -> str:
+    return (f"{path}: this is a labelme file (\"shapes\", \"imagePath\"), not a COCO annotation file, so its "
+            "outlines are not read. Convert it to COCO (e.g. `labelme2coco`, or open the image in Descriptron "
+            "and save), or give the outlines as mask PNGs (--template-mask).")
 
 
 class CocoDocument:

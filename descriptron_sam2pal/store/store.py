@@ -39,7 +39,7 @@ from descriptron_sam2pal.imaging.masks import (
     polygons_to_mask,
     segmentation_to_mask,
 )
-from descriptron_sam2pal.store.coco import CocoDocument, StoreError, id_key, read_json
+from descriptron_sam2pal.store.coco import CocoDocument, StoreError, id_key, is_labelme, labelme_message, read_json
 from descriptron_sam2pal.store.lock import DEFAULT_TIMEOUT_S, store_lock
 from descriptron_sam2pal.store.stem import (
     basename,
@@ -216,6 +216,20 @@ class AnnotationStore:
 
     @classmethod
     def _open_folder(cls, folder: Path) -> AnnotationStore:
+        """See :meth:`open`; labelme files there are named in a warning (they are not COCO)."""
+        labelme = [p for p in sorted(folder.glob("*.json")) if not p.name.startswith(".") and _is_labelme_file(p)]
+        try:
+            store = cls._open_folder_files(folder)
+        except StoreError:
+            if labelme and not find_image_files(folder):
+                raise StoreError(labelme_message(labelme[0])) from None
+            raise
+        for p in labelme:
+            store._warn(labelme_message(p))
+        return store
+
+    @classmethod
+    def _open_folder_files(cls, folder: Path) -> AnnotationStore:
         finals: dict[str, dict[int, list[Path]]] = {}
         others: list[Path] = []
         for p in sorted(folder.iterdir()):
@@ -503,8 +517,11 @@ class AnnotationStore:
 
     def _check_image(self, doc: CocoDocument, record: ImageRecord) -> None:
         if record.path is None:
-            self._warn(f"{doc.path}: image id {record.id!r} ({record.file_name or '?'}): image file not found "
-                       f"in {doc.path.parent}. Its masks can be read, but it cannot be shown, trained on or "
+            name = record.file_name or "?"
+            where = (f"in {doc.path.parent} nor in the folder its file_name names ({name!r}; Descriptron uses "
+                     f"the name {basename(name)!r} alone)" if basename(name) != name else f"in {doc.path.parent}")
+            self._warn(f"{doc.path}: image id {record.id!r} ({name}): image file not found "
+                       f"{where}. Its masks can be read, but it cannot be shown, trained on or "
                        "predicted; put the image next to the annotation file.")
         if record.height is None or record.width is None:
             size = None
@@ -580,6 +597,12 @@ class AnnotationStore:
     def _find_image_file(self, doc: CocoDocument, raw: dict) -> Path | None:
         names = [raw.get("file_name"), raw.get("id") if isinstance(raw.get("id"), str) else None]
         folders = [doc.path.parent]
+        file_name = raw.get("file_name")
+        if isinstance(file_name, str) and basename(file_name) != file_name:
+            # a folder part (other tools write "images/a.jpg" or a full path): Descriptron matches
+            # by the name alone; look next to the annotation file, then in that folder
+            sub = Path(file_name.replace("\\", "/")).parent
+            folders.append(sub if sub.is_absolute() else doc.path.parent / sub)
         if isinstance(raw.get("id"), str):
             id_folder = Path(raw["id"].replace("\\", "/")).parent
             if str(id_folder) not in ("", ".") and id_folder != doc.path.parent:
@@ -1090,6 +1113,14 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _is_labelme_file(path: Path) -> bool:
+    try:
+        data, _ = read_json(path)
+    except StoreError:
+        return False
+    return is_labelme(data)
+
+
 def _looks_like_coco(path: Path) -> bool:
     try:
         data, _ = read_json(path)
@@ -1155,20 +1186,34 @@ def _segmentation_problem(seg: Any, h: int | None, w: int | None) -> tuple[str |
         return None, None
     polygons = [seg] if all(_is_number(v) for v in seg) else seg
     out_of_bounds = False
+    flat: list[int] = []
     for j, poly in enumerate(polygons):
         if not isinstance(poly, list) or not all(_is_number(v) and math.isfinite(v) for v in poly):
             return f"polygon #{j} is not a list of finite numbers [x1, y1, x2, y2, ...]", None
         if len(poly) % 2:
             return f"polygon #{j} has an odd number of coordinates ({len(poly)})", None
+        if len(poly) < 6 or _polygon_area(poly) == 0:
+            flat.append(j)
         if poly and h is not None and w is not None:
             xs, ys = poly[0::2], poly[1::2]
             t = POLYGON_BOUNDS_TOLERANCE
             if min(xs) < -t or min(ys) < -t or max(xs) > w + t or max(ys) > h + t:
                 out_of_bounds = True
+    if polygons and len(flat) == len(polygons):
+        return ("its outline has zero area (fewer than 3 points, or all points on one line); "
+                "redraw it in Descriptron or delete it"), None
+    notes = []
+    if flat:
+        notes.append(f"polygon(s) #{', #'.join(map(str, flat))} have zero area (fewer than 3 points, or "
+                     "all on one line) and add only a line of pixels (as in Descriptron); redraw them in Descriptron if a part is missing")
     if out_of_bounds:
-        return None, (f"polygon points lie outside the image ({w} x {h} px); the mask is clipped "
-                      "to the image")
-    return None, None
+        notes.append(f"polygon points lie outside the image ({w} x {h} px); the mask is clipped to the image")
+    return None, ("; ".join(notes) or None)
+
+
+def _polygon_area(flat: list) -> float:
+    xs, ys = flat[0::2], flat[1::2]
+    return abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs)))) / 2.0
 
 
 def _rle_problem(seg: dict, h: int | None, w: int | None) -> str | None:
