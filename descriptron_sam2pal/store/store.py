@@ -6,10 +6,18 @@ Two ways Descriptron keeps annotations, two write conventions:
   COCO file of a folder): saved in place, atomically, after copying the previous
   version to ``<file name>.bak-<YYYYmmdd-HHMMSS>``.
 * **per-image files** (``<image path without extension>_final_<unix seconds>.json`` +
-  ``.rlejson`` next to each image; the newest per image wins): saving writes a *new*
-  ``_final_<ts>`` pair whose timestamp is strictly newer than every existing one for
-  that image, holding the previous content plus the changes. The user's files are
-  never modified; the older file is the backup.
+  ``.rlejson`` next to each image; a folder-session save holds several images and is
+  named after the image on screen): each photo is read from the newest file that holds
+  it (``notes`` and the log say which file won). Saving writes a *new* ``_final_<ts>``
+  pair whose timestamp is strictly newer than every existing one for that name, holding
+  the previous content (less the photos a newer file owns) plus the changes. The user's
+  files are never modified; the older file is the backup.
+
+One photo may have two ``images`` entries in one file (Descriptron's own save writes one
+for masks and one, with the bare stem as id, for a line or keypoints): they are one
+:class:`ImageRecord` (``aliases``). Coordinates are in the image file's raw pixel frame
+(no EXIF transpose), as Descriptron's. ``save`` holds the store lock (``store.lock``) and
+refuses to overwrite files that changed on disk since they were read.
 
 Everything not changed (fields, key order, keypoint/line/trait annotations,
 categories, unknown fields) is written back as read. Problems that leave the data
@@ -23,6 +31,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -904,6 +913,27 @@ class AnnotationStore:
         """Context manager holding this store's write lock (see ``store.lock.store_lock``);
         ``timeout`` defaults to ``self.lock_timeout``. :meth:`save` takes it itself."""
         return store_lock(self.path, self.lock_timeout if timeout is None else timeout)
+
+    def check_writable(self, lock_timeout: float = 0) -> None:
+        """Before long work: raise now what would make :meth:`save` fail at the end — a folder
+        or file it must write without write permission, or another run holding the lock
+        (:class:`StoreBusyError` after ``lock_timeout`` s). Changes nothing."""
+        folders = {self.path if self.path.is_dir() else self.path.parent}
+        folders |= {d.path.parent for d in self._docs}
+        folders |= {Path(r._prefix).parent for r in self.images if r._prefix is not None}
+        problems = [f"{f}: no write permission for this folder" for f in sorted(folders)
+                    if f.is_dir() and not os.access(f, os.W_OK | os.X_OK)]
+        if self.mode == SESSION:
+            for doc in self._docs:
+                for p in (doc.path, doc.rlejson_path):
+                    if p.exists() and not os.access(p, os.W_OK):
+                        problems.append(f"{p}: read-only file")
+        if problems:
+            raise StoreError("The annotations could not be saved here: " + "; ".join(problems)
+                             + ". Nothing was done. Give yourself write permission (or copy the folder "
+                             "somewhere writable), then run again.")
+        with self.lock(timeout=lock_timeout):
+            pass
 
     def changed_since_read(self) -> list[str]:
         """What changed on disk since the store read it, one line per file: its own

@@ -132,3 +132,14 @@ def test_a_killed_writer_leaves_no_stale_lock(session):
     proc.wait(timeout=60)
     with store_lock(session, timeout=0):
         pass
+
+
+def test_check_writable_before_work_reports_a_busy_store(session):
+    store = AnnotationStore.open(session)
+    store.check_writable()                                  # free: nothing to say
+    proc = hold_lock_in_another_process(session.parent)
+    try:
+        with pytest.raises(StoreBusyError, match="Nothing was written"):
+            store.check_writable()
+    finally:
+        release(proc)
