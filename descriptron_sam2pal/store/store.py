@@ -29,6 +29,7 @@ raise :class:`StoreError`.
 from __future__ import annotations
 
 import copy
+import glob
 import logging
 import math
 import os
@@ -38,7 +39,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from descriptron_sam2pal.imaging.io import read_image_size
+from descriptron_sam2pal.imaging.io import IMAGE_EXTENSIONS, read_image_size
 from descriptron_sam2pal.imaging.masks import (
     has_hole,
     mask_area,
@@ -248,6 +249,9 @@ class AnnotationStore:
             if parsed:
                 prefix, ts, _ = parsed
                 finals.setdefault(prefix, {}).setdefault(ts, []).append(p)
+            elif _is_descriptron_autosave(p, folder):
+                log.info("%s: Descriptron's folder-session autosave (keypoints / crash snapshot); not read, "
+                         "its final save holds the same", p)
             elif p.suffix.lower() == ".json" or (p.suffix.lower() == ".rlejson"
                                                   and not p.with_suffix(".json").exists()):
                 others.append(p)
@@ -1141,6 +1145,23 @@ def _is_number(value: Any) -> bool:
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+AUTOSAVE_SNAPSHOT = "_descriptron_session_masks.json"   # Descriptron's folder-session crash snapshot
+AUTOSAVE_KEYPOINTS = "_keypoints.json"                   # `<image path without extension>_keypoints.json`
+
+
+def _is_descriptron_autosave(path: Path, folder: Path) -> bool:
+    """Files Descriptron's folder session writes on every Next/Prev: not annotation stores of
+    their own (reading them as such would hide the final saves, or refuse the folder)."""
+    name = path.name
+    if name == AUTOSAVE_SNAPSHOT:
+        return True
+    if name.lower().endswith(AUTOSAVE_KEYPOINTS):
+        stem = name[: -len(AUTOSAVE_KEYPOINTS)]
+        return any(p.is_file() for p in folder.glob(glob.escape(stem) + ".*")
+                   if normalized_stem(p.name) == normalized_stem(stem) and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return False
 
 
 def _is_labelme_file(path: Path) -> bool:

@@ -34,6 +34,7 @@ FUNCTIONS = {
     "save_mask_and_contour_via2", "save_line_annotation_to_accumulate", "extract_evenly_spaced_keypoints",
     "save_final_via2_json", "_status_key", "_strip_image_ext", "_attach_structure_status",
     "_load_structure_status", "load_json_contours", "_folder_store_points", "_folder_store_masks",
+    "save_points_to_via2", "_folder_autosave_current",
 }
 CONSTANTS = {"IMAGE_EXTS", "KP_STATUS"}
 
@@ -103,7 +104,7 @@ class Descriptron:
             "point_coords": [], "point_labels": [], "point_orders": [], "keypoint_labels": [],
             "keypoint_visibility": [], "keypoint_bank": [], "structure_status": {},
             "folder_images": [], "folder_index": 0, "folder_kp_cache": {}, "folder_mask_cache": {},
-            "folder_coco": {"path": None}, "_sam3_points_used": 0,
+            "folder_coco": {"path": None}, "folder_autosave": {"on": True}, "_sam3_points_used": 0,
         })
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.name in FUNCTIONS:
@@ -199,8 +200,10 @@ class Descriptron:
         self.ns["folder_coco"]["path"] = str(source) if source else None
 
     def goto(self, index: int) -> None:
-        """Next / Prev in a folder session (the session's caches keep what was done)."""
+        """Next / Prev in a folder session (folder_goto: autosave, then the session's caches)."""
         ns = self.ns
+        if ns["file_path_base"] is not None:
+            ns["_folder_autosave_current"]()
         ns["_folder_store_points"]()
         ns["_folder_store_masks"]()
         ns["folder_index"] = index

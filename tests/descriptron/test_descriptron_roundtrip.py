@@ -281,3 +281,32 @@ def test_propagate_write_to_is_loaded_by_descriptron_pixel_for_pixel(tmp_path, p
             np.testing.assert_array_equal(from_pred[name], fill_holes(ours[name]))
     np.testing.assert_array_equal(store.structure_masks(store.image_by_file(images / "s0.png"))["pronotum"],
                                   holed(96, 120))
+
+
+def test_folder_session_autosaves_are_not_mistaken_for_stores(tmp_path):
+    """Next/Prev in a Descriptron folder session writes `<image>_keypoints.json` and a crash
+    snapshot: before the final save the folder still opens (no "several COCO files"), and after
+    it those autosaves never hide the final save."""
+    a, b, c = (photo(tmp_path / f"{n}.png") for n in "ABC")
+    s = Descriptron()
+    s.start_folder([a, b, c])
+    s.goto(0)
+    s.add_mask("head", box(5, 20, 5, 20))
+    s.set_keypoints([[3, 3], [9, 9]])
+    s.goto(1)
+    s.set_keypoints([[4, 4], [8, 8]])
+    s.add_mask("head", box(30, 50, 30, 50))
+    s.goto(2)
+    assert {p.name for p in tmp_path.glob("*.json")} == {"A_keypoints.json", "B_keypoints.json",
+                                                         "_descriptron_session_masks.json"}
+    store = AnnotationStore.open(tmp_path)                   # not refused; nothing saved yet
+    assert [r.file_name for r in store.images] == ["A.png", "B.png", "C.png"] and store.warnings == []
+    final = s.save(at=1000)
+    s.goto(0)                                                # autosaves again, after the final save
+    store = AnnotationStore.open(tmp_path)
+    assert store.warnings == []
+    for image, expected in ((a, box(5, 20, 5, 20)), (b, box(30, 50, 30, 50))):
+        record = store.image_by_file(image)
+        assert record.source == final
+        np.testing.assert_array_equal(store.structure_masks(record)["head"], expected)
+        assert any(r.kind == "keypoints" for r in store.annotations_for(record))
