@@ -4,7 +4,6 @@ its Load Annotations, pixel for pixel, from the .json and from the .rlejson."""
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 from pathlib import Path

@@ -1,8 +1,6 @@
 """Issue 12: more bad input, each with a message that says what to do (never a traceback)."""
 
-import json
 
-import numpy as np
 import pytest
 
 from descriptron_sam2pal.store import AnnotationStore, StoreError
