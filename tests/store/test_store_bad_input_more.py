@@ -1,6 +1,5 @@
 """Issue 12: more bad input, each with a message that says what to do (never a traceback)."""
 
-
 import pytest
 
 from descriptron_sam2pal.store import AnnotationStore, StoreError
