@@ -153,3 +153,30 @@ def test_a_real_kill_between_the_store_renames(tmp_path, present_checkpoint):
     got = state(target)
     assert got != old and {"head", "eye"} & set(got["s1.png"])                 # the new version
     assert got["s0.png"]["pronotum"] == old["s0.png"]["pronotum"]
+
+
+def test_another_writer_during_the_run_is_not_overwritten_and_resume_completes(tmp_path, present_checkpoint,
+                                                                             monkeypatch, capsys):
+    """Another program saves the store while propagate runs: propagate refuses clearly at its
+    save (nothing of the other's is lost) and `--resume` then adds its results to the new store."""
+    import descriptron_sam2pal.engine.predictions as predictions
+
+    target, argv = make_project(tmp_path, "session")
+    argv += ["--checkpoint", str(present_checkpoint)]
+    real = predictions.write_predictions
+
+    def and_meanwhile(*args, **kwargs):            # just before propagate saves the store
+        other = AnnotationStore.open(target)
+        other.add_structure(other.images[1], "mandible", np.pad(np.ones((6, 6), bool), ((2, 92), (2, 82))))
+        other.save()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predictions, "write_predictions", and_meanwhile)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "changed by another program" in err and "--resume" in err and "Traceback" not in err
+    assert set(state(target)["s1.png"]) == {"mandible"}         # the other's save is intact
+    monkeypatch.undo()
+    assert main(argv + ["--resume"]) == 0
+    got = state(target)
+    assert "mandible" in got["s1.png"] and {"head", "eye"} & set(got["s1.png"])
