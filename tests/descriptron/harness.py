@@ -46,6 +46,27 @@ def tools_folder() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "tools"
 
 
+_CODE: dict[Path, list] = {}
+
+
+def _extracted(script: Path) -> list:
+    """The script's I/O definitions, compiled one by one in file order (parsed once per process):
+    each function in FUNCTIONS (every redefinition too), the aliases that chain them
+    (`_v89_save_final_prev = save_final_via2_json`) and the constants in CONSTANTS."""
+    if script not in _CODE:
+        tree = ast.parse(script.read_text(encoding="utf-8", errors="replace"))
+        code = []
+        for node in tree.body:
+            if (isinstance(node, ast.FunctionDef) and node.name in FUNCTIONS) or (
+                    isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)
+                    and ((isinstance(node.value, ast.Name) and node.value.id in FUNCTIONS)
+                         or node.targets[0].id in CONSTANTS)):
+                code.append(compile(ast.Module(body=[node], type_ignores=[]), str(script), "exec"))
+        _CODE[script] = code
+    return _CODE[script]
+
+
 class _Stub:
     """Any Tk widget / dialog: every attribute is a no-op callable returning a stub."""
 
@@ -80,8 +101,6 @@ class Descriptron:
 
     def __init__(self, clock_start: int = 1_700_000_000):
         tools = tools_folder()
-        source = (tools / SCRIPT).read_text(encoding="utf-8", errors="replace")
-        tree = ast.parse(source)
         self.clock = _Clock(clock_start)
         self.messages: list = []
         ns = {
@@ -106,13 +125,8 @@ class Descriptron:
             "folder_images": [], "folder_index": 0, "folder_kp_cache": {}, "folder_mask_cache": {},
             "folder_coco": {"path": None}, "folder_autosave": {"on": True}, "_sam3_points_used": 0,
         })
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and node.name in FUNCTIONS:
-                self._run(node, ns)
-            elif (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                  and ((isinstance(node.value, ast.Name) and node.value.id in FUNCTIONS)
-                       or node.targets[0].id in CONSTANTS)):
-                self._run(node, ns)          # `_v89_save_final_prev = save_final_via2_json`, IMAGE_EXTS = ...
+        for code in _extracted(tools / SCRIPT):
+            exec(code, ns)
         spec = importlib.util.spec_from_file_location("descriptron_folder_save_v1", tools / "descriptron_folder_save_v1.py")
         folder_save = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(folder_save)
@@ -120,11 +134,6 @@ class Descriptron:
         missing = FUNCTIONS - set(ns)
         assert not missing, f"not found in {SCRIPT}: {missing}"
         self.ns = ns
-
-    @staticmethod
-    def _run(node, ns):
-        module = ast.Module(body=[node], type_ignores=[])
-        exec(compile(module, SCRIPT, "exec"), ns)
 
     # ---------------------------------------------------------------- the user's actions
 

@@ -66,7 +66,7 @@ def make_project(root: Path, kind: str) -> tuple[Path, list[str]]:
         target = root / "session.json"
     argv = ["propagate", "--template-image", str(root / "t.png"), "--template-mask", str(root / "t_mask.png"),
             "--colors", COLORS, "--images", str(images), "--image-size", "128", "--device", "cpu",
-            "--batch-size", "1", "--out", str(root / "pred.json"), "--write-to", str(target)]
+            "--batch-size", "2", "--no-confidence", "--out", str(root / "pred.json"), "--write-to", str(target)]
     return target, argv
 
 
