@@ -18,4 +18,10 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # SAM2 from PyPI without its torchvision pin (which would pull a CUDA torch).
 "$VENV/bin/python" -c "import sam2.build_sam" 2>/dev/null || \
   SAM2_BUILD_CUDA=0 "${PIP[@]}" install --no-build-isolation --no-deps "$SAM2_SPEC"
+# Descriptron itself, for tests/descriptron (they run its own load/save functions). --no-deps:
+# its descriptron-vision dependency pins torch<2.11 + torchvision (a CUDA torch, GBs) and
+# descriptron-core pulls pandas/scikit-learn/umap...; the functions we run need only
+# numpy, OpenCV and PIL, which are already here.
+"$VENV/bin/python" -c "import importlib.util as u; assert u.find_spec('descriptron_gui')" 2>/dev/null || \
+  "${PIP[@]}" install --no-deps "descriptron-gui==2.8.2"
 "$VENV/bin/python" -c "import sam2.build_sam, torch, descriptron_sam2pal; print('descriptron-sam2pal installed in $VENV (torch', torch.__version__ + ')')"

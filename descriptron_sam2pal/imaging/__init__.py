@@ -1,4 +1,4 @@
-"""Images and mask geometry: loading (EXIF), letterboxing, polygons/RLE.
+"""Images and mask geometry: loading (raw pixel frame, as Descriptron), letterboxing, polygons/RLE.
 
 numpy, OpenCV, PIL, shapely and pycocotools only; never torch or Qt.
 """
@@ -6,6 +6,7 @@ numpy, OpenCV, PIL, shapely and pycocotools only; never torch or Qt.
 from descriptron_sam2pal.imaging.io import (
     IMAGE_EXTENSIONS,
     ImageError,
+    exif_orientation,
     is_image_file,
     load_image,
     read_image_size,
@@ -28,6 +29,7 @@ from descriptron_sam2pal.imaging.masks import (
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageError",
+    "exif_orientation",
     "Letterbox",
     "SegmentationError",
     "fill_holes",

@@ -1,16 +1,19 @@
 """Reading specimen images the one way every code path uses.
 
-Every image enters the program through :func:`load_image`: EXIF orientation
-applied, converted to contiguous RGB ``uint8`` of shape (H, W, 3). Training,
-propagation, GUI display and write-back therefore all see the same pixel grid
-(an EXIF-rotated JPEG read one way here and another way there once misaligned
+Every image enters the program through :func:`load_image`: converted to
+contiguous RGB ``uint8`` of shape (H, W, 3) in the file's **raw pixel frame**
+(EXIF orientation is *not* applied). Descriptron opens images with PIL's
+``Image.open`` and no transpose, and every coordinate, RLE size and
+height/width in its store is in that raw frame; training, propagation, GUI
+display and write-back therefore all use the same grid as Descriptron (an
+EXIF-rotated JPEG read one way here and another way there once misaligned
 every mask). :func:`read_image_size` gives the same (height, width) from the
-header alone.
+header alone; :func:`exif_orientation` reports the tag for callers that want
+to tell the user.
 
 Decoding is done by PIL; files PIL cannot identify or decode (some 16-bit or
-float RGB TIFFs) are read with OpenCV's ``IMREAD_UNCHANGED``, and the EXIF
-orientation PIL reads from the header (if it can) is applied to them the same
-way.
+float RGB TIFFs) are read with OpenCV's ``IMREAD_UNCHANGED`` and
+``IMREAD_IGNORE_ORIENTATION`` (the raw frame as well).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ def is_image_file(path: str | os.PathLike) -> bool:
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as contiguous (H, W, 3) RGB uint8 with EXIF orientation applied.
+    """Read an image as contiguous (H, W, 3) RGB uint8 in the file's raw pixel frame
+    (EXIF orientation ignored, as Descriptron does).
 
     Grey, grey+alpha, RGBA and palette images become RGB (alpha is dropped, not
     composited); CMYK is converted by PIL. 16-bit images are scaled by their
@@ -60,13 +64,11 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     _check_readable_file(path)
-    orientation = 1
     try:
         with warnings.catch_warnings():
             # Palette transparency warnings are irrelevant: alpha is dropped.
             warnings.simplefilter("ignore", UserWarning)
             with Image.open(path) as img:
-                orientation = _exif_orientation(img)
                 img.load()
                 rgb = _pil_to_rgb_uint8(img)
     except UnidentifiedImageError:
@@ -82,21 +84,19 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         rgb = _load_with_cv2(path, not_image_hint=False, pil_error=err)
     except (ValueError, SyntaxError, EOFError) as err:
         rgb = _load_with_cv2(path, not_image_hint=False, pil_error=err)
-    return np.ascontiguousarray(_apply_orientation(rgb, orientation))
+    return np.ascontiguousarray(rgb)
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) of the image as :func:`load_image` returns it, from the header.
-
-    EXIF orientations 5-8 (rotated by 90 degrees) swap height and width. A file
-    PIL cannot identify is decoded with OpenCV to get its size.
+    """(height, width) of the image as :func:`load_image` returns it (raw pixel frame,
+    EXIF orientation ignored), from the header. A file PIL cannot identify is decoded
+    with OpenCV to get its size.
     """
     path = Path(path)
     _check_readable_file(path)
     try:
         with Image.open(path) as img:
             width, height = img.size
-            orientation = _exif_orientation(img)
     except UnidentifiedImageError:
         height, width = _load_with_cv2(path, not_image_hint=True).shape[:2]
         return int(height), int(width)
@@ -107,9 +107,19 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
         ) from err
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         raise _corrupt_error(path, err) from err
-    if orientation in (5, 6, 7, 8):
-        height, width = width, height
     return int(height), int(width)
+
+
+def exif_orientation(path: str | os.PathLike) -> int:
+    """The EXIF orientation tag (1-8) of an image file; 1 when absent or unreadable.
+
+    Informational only: pixels and coordinates stay in the raw frame (see the module
+    docstring)."""
+    try:
+        with Image.open(path) as img:
+            return _exif_orientation(img)
+    except Exception:  # not an image PIL can open: no orientation to report
+        return 1
 
 
 def _check_readable_file(path: Path) -> None:
@@ -141,9 +151,10 @@ def _is_truncation(err: BaseException) -> bool:
 def _load_with_cv2(
     path: Path, *, not_image_hint: bool, pil_error: BaseException | None = None
 ) -> np.ndarray:
-    """Decode with OpenCV (no EXIF handling) and convert to RGB uint8."""
+    """Decode with OpenCV (raw frame, no EXIF handling) and convert to RGB uint8."""
     data = np.fromfile(path, dtype=np.uint8)  # imdecode also handles non-ASCII paths
-    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
+    arr = cv2.imdecode(data, flags) if data.size else None
     if arr is None:
         if not_image_hint:
             raise ImageError(
@@ -175,24 +186,6 @@ def _exif_orientation(img: Image.Image) -> int:
         return 1
     return value if 1 <= value <= 8 else 1
 
-
-def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply EXIF orientation to an (H, W, C) array as PIL's ``exif_transpose`` does."""
-    if orientation == 2:  # mirrored horizontally
-        return arr[:, ::-1]
-    if orientation == 3:  # rotated 180
-        return arr[::-1, ::-1]
-    if orientation == 4:  # mirrored vertically
-        return arr[::-1]
-    if orientation == 5:  # transposed (mirror about the main diagonal)
-        return arr.swapaxes(0, 1)
-    if orientation == 6:  # stored rotated 90 counter-clockwise: rotate clockwise
-        return np.rot90(arr, k=-1)
-    if orientation == 7:  # transversed (mirror about the anti-diagonal)
-        return np.rot90(arr, k=2).swapaxes(0, 1)
-    if orientation == 8:  # stored rotated 90 clockwise: rotate counter-clockwise
-        return np.rot90(arr, k=1)
-    return arr
 
 
 def _pil_to_rgb_uint8(img: Image.Image) -> np.ndarray:

@@ -90,8 +90,19 @@ def masks_from_color_png(path: str | Path, colors: Mapping[str, Color] | str) ->
 
 def mask_from_binary_png(path: str | Path) -> np.ndarray:
     """(H, W) bool of a binary mask PNG: foreground where the grey value is at least half
-    the image's maximum (0/255, 0/1 and antialiased masks alike); all False when blank."""
+    the image's maximum (0/255, 0/1 and antialiased masks alike); all False when blank.
+
+    Raises UserError for a colour mask (several different colours besides black): read
+    as binary, its structures would merge into one."""
     img = read_mask_png(path)
+    colours = _distinct_colours(img)
+    if len(colours) > 1:
+        example = ";".join(f"structure{i + 1}={r},{g},{b}" for i, (r, g, b) in enumerate(colours[:3]))
+        raise UserError(
+            f"{path}: this is a colour mask with {len(colours)} colours besides black, not a binary "
+            f"mask; read as binary its structures would merge into one. Give its colour map instead "
+            f"(--colors \"{example}\", your structure names, one per colour), or one "
+            "black-and-white mask per structure.")
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         values = np.asarray(img).astype(np.float64)
     elif img.mode in ("LA", "RGBA", "PA") and np.asarray(img.convert("L")).max() == 0:
@@ -102,3 +113,25 @@ def mask_from_binary_png(path: str | Path) -> np.ndarray:
     if top <= 0:
         return np.zeros(values.shape[:2], bool)
     return values >= top / 2.0
+
+
+def _distinct_colours(img: Image.Image, limit: int = 64) -> list[tuple[int, int, int]]:
+    """The non-black, non-grey RGB colours of a colour / palette image (at most ``limit``),
+    most frequent first; [] for grey images (binary or antialiased grey masks)."""
+    if img.mode not in ("RGB", "RGBA", "P", "PA"):
+        return []
+    rgb = np.asarray(img.convert("RGB")).reshape(-1, 3)
+    if rgb.size == 0:
+        return []
+    values, counts = np.unique(rgb, axis=0, return_counts=True)
+    keep = (values.max(axis=1) != values.min(axis=1))         # not black, white or grey
+    values, counts = values[keep], counts[keep]
+    if len(values) > limit:
+        return [tuple(int(v) for v in c) for c in values[np.argsort(-counts)][:limit]]
+    # antialiasing between one colour and black gives shades of it: count hues, not shades
+    hues = {}
+    for colour, count in zip(values, counts):
+        key = tuple(np.round(colour / max(int(colour.max()), 1), 1))
+        if key not in hues or count > hues[key][1]:
+            hues[key] = (tuple(int(v) for v in colour), int(count))
+    return [c for c, _ in sorted(hues.values(), key=lambda t: -t[1])]

@@ -5,8 +5,16 @@ See ``store.py`` for the file conventions (session files saved in place with a
 """
 
 from descriptron_sam2pal.store.coco import CocoDocument, StoreError
+from descriptron_sam2pal.store.lock import StoreBusyError, store_lock
 from descriptron_sam2pal.store.stem import find_image_files, normalized_stem
-from descriptron_sam2pal.store.store import PER_IMAGE, SESSION, AnnotationRecord, AnnotationStore, ImageRecord
+from descriptron_sam2pal.store.store import (
+    PER_IMAGE,
+    SESSION,
+    AnnotationRecord,
+    AnnotationStore,
+    ImageRecord,
+    StoreChangedError,
+)
 
 __all__ = [
     "AnnotationRecord",
@@ -15,7 +23,10 @@ __all__ = [
     "ImageRecord",
     "PER_IMAGE",
     "SESSION",
+    "StoreBusyError",
+    "StoreChangedError",
     "StoreError",
     "find_image_files",
     "normalized_stem",
+    "store_lock",
 ]

@@ -17,15 +17,31 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+import numpy as np
+
 from descriptron_sam2pal import UserError
+from descriptron_sam2pal.atomic import copy_permissions
+from descriptron_sam2pal.imaging.masks import (
+    has_hole,
+    mask_to_polygons,
+    mask_to_rle,
+    polygons_to_mask,
+    segmentation_to_mask,
+)
 from descriptron_sam2pal.store.stem import companion_path
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INDENT = 2
+
+# Top-level key written with the same value into both files of a pair by every save of ours:
+# a reader can tell that a .json and its .rlejson belong together (or that a save was cut
+# off between the two renames). Descriptron ignores unknown top-level keys.
+PAIR_KEY = "sam2pal_pair"
 
 
 class StoreError(UserError):
@@ -74,6 +90,8 @@ def check_top_level(data: dict, path: Path) -> None:
     missing or empty ``images`` with annotations is an error: those annotations
     could not be attached to anything (SAM2-PAL once loaded nothing, silently).
     """
+    if is_labelme(data):
+        raise StoreError(labelme_message(path))
     if "images" not in data:
         raise StoreError(f"{path}: no \"images\" list; this is not a COCO annotation file. "
                          "Open a Descriptron .json/.rlejson file.")
@@ -86,6 +104,17 @@ def check_top_level(data: dict, path: Path) -> None:
         raise StoreError(f"{path}: \"images\" is empty but the file has {len(data['annotations'])} "
                          "annotation(s), which point at no image. Restore the image entries "
                          "(id, file_name, height, width), e.g. from a backup or an older _final_ file.")
+
+
+def is_labelme(data: Any) -> bool:
+    """A labelme annotation file ({"shapes": [...], "imagePath": ...}), not COCO."""
+    return isinstance(data, dict) and isinstance(data.get("shapes"), list) and "images" not in data
+
+
+def labelme_message(path: Path) -> str:
+    return (f"{path}: this is a labelme file (\"shapes\", \"imagePath\"), not a COCO annotation file, so its "
+            "outlines are not read. Convert it to COCO (e.g. `labelme2coco`, or open the image in Descriptron "
+            "and save), or give the outlines as mask PNGs (--template-mask).")
 
 
 class CocoDocument:
@@ -124,9 +153,30 @@ class CocoDocument:
             check_top_level(data, json_path)
             doc = cls(json_path, data, indent=indent, exists=True)
             if rle_path.exists():
-                rle_data, _ = read_json(rle_path)
+                rle_data, rle_indent = read_json(rle_path)
                 check_top_level(rle_data, rle_path)
-                doc._merge_rlejson(rle_data, rle_path)
+                json_token, rle_token = data.get(PAIR_KEY), rle_data.get(PAIR_KEY)
+                if json_token == rle_token:
+                    doc._merge_rlejson(rle_data, rle_path)
+                elif rle_token is not None:
+                    # We write the .rlejson first and the .json last: a .rlejson of ours that does not
+                    # belong to the .json is a newer save cut off before its .json was renamed. The
+                    # .rlejson is a complete document, so it is the (new) version read.
+                    doc = cls(json_path, rle_data, indent=rle_indent, exists=True)
+                    doc.dirty = True
+                    doc.warn(f"{rle_path}: a save was interrupted between {rle_path.name} and {json_path.name} "
+                             f"(they are not a pair); the newer {rle_path.name} is read and both files are "
+                             "rewritten on the next save. Check the masks of this file.")
+                else:
+                    doc.warn(f"{rle_path}: does not belong to {json_path.name} ({json_path.name} was saved by "
+                             f"SAM2-PAL, {rle_path.name} was not, or by another save); its RLE masks are not "
+                             f"used, the polygons of {json_path.name} are (holes filled). Restore the matching "
+                             f"{rle_path.name} from a *.bak-* file, or save again to rewrite it.")
+                    doc.dirty = True
+            elif data.get(PAIR_KEY) is not None:
+                doc.warn(f"{json_path}: its companion {rle_path.name} is missing (deleted or moved?); masks with "
+                         f"holes are read from the polygons (holes filled). Restore {rle_path.name}, or save "
+                         "again to rewrite it.")
         else:
             # Only the .rlejson is there: it is the document; the .json is written on save.
             data, indent = read_json(rle_path)
@@ -196,16 +246,102 @@ class CocoDocument:
             anns.append(ann)
         return {k: (anns if k == "annotations" else v) for k, v in self.data.items()}
 
+    def make_descriptron_safe(self) -> None:
+        """Make every mask annotation readable by Descriptron 2.8.2: polygons in the ``.json``
+        (its View Predictions reads polygons only) and never compressed RLE (its Load
+        Annotations crashes on it). RLE found in the ``.json`` (e.g. from another tool) becomes
+        polygons there and *uncompressed* RLE in the ``.rlejson`` when polygons cannot hold the
+        mask exactly; compressed RLE in the ``.rlejson`` becomes uncompressed. Same pixels."""
+        sizes = {id_key(i["id"]): [i.get("height"), i.get("width")] for i in self.data["images"]
+                 if isinstance(i, dict) and _hashable(id_key(i.get("id")))}
+        for ann in self.data["annotations"]:
+            if not isinstance(ann, dict):
+                continue
+            seg = ann.get("segmentation")
+            key = id_key(ann["id"]) if "id" in ann else None
+            if _is_rle(seg):
+                image_key = id_key(ann.get("image_id"))
+                size = (seg if isinstance(seg, dict) else seg[0]).get("size")
+                if not _hashable(image_key) or sizes.get(image_key) != size:
+                    continue    # does not fit its image (already reported): the user's to fix, kept as is
+                mask = self._decode_rle(seg, ann)
+                if mask is None:
+                    continue
+                polygons = [[float(v) for v in p] for p in mask_to_polygons(mask)]
+                ann["segmentation"] = polygons
+                if key is not None and _hashable(key) and key not in self.rle and _needs_rle(mask, polygons):
+                    self.rle[key] = _uncompressed(mask)
+                elif key is None and has_hole(mask):
+                    self.warn(f"{self.path}: an annotation without id had an RLE mask with a hole; it is "
+                              "written as polygons only (hole filled). Give it an id in Descriptron.")
+        for key, seg in list(self.rle.items()):
+            if _is_rle(seg) and not _is_uncompressed(seg):
+                mask = self._decode_rle(seg, {"id": key})
+                if mask is not None:
+                    self.rle[key] = _uncompressed(mask)
+
+    def _decode_rle(self, seg: Any, ann: dict) -> np.ndarray | None:
+        parts = seg if isinstance(seg, list) else [seg]
+        try:
+            size = parts[0]["size"]
+            return np.asarray(segmentation_to_mask(seg, int(size[0]), int(size[1])), dtype=bool)
+        except Exception as e:  # kept as it is: an undecodable entry is the user's to fix
+            self.warn(f"{self.path}: annotation id {ann.get('id')!r}: its RLE cannot be decoded ({e}); "
+                      "written unchanged. Redraw or remove it in Descriptron.")
+            return None
+
     def write(self, json_path: Path | None = None, *, backup: bool) -> list[Path]:
-        """Write .json + .rlejson (to ``json_path`` or ``self.path``) atomically; see :func:`write_pair`."""
+        """Write .json + .rlejson (to ``json_path`` or ``self.path``) atomically as one pair
+        (see :func:`write_pair`): Descriptron-safe segmentations (see
+        :meth:`make_descriptron_safe`), a fresh :data:`PAIR_KEY` in both, the ``.rlejson``
+        renamed first and the ``.json`` last. Returns [.json, .rlejson]."""
         json_path = Path(json_path) if json_path is not None else self.path
-        written = write_pair(
-            [(json_path, self.data), (companion_path(json_path), self.rlejson_data())],
-            indent=self.indent, backup=backup)
+        self.make_descriptron_safe()
+        previous_token = self.data.get(PAIR_KEY)
+        self.data[PAIR_KEY] = uuid.uuid4().hex
+        try:
+            write_pair(
+                [(companion_path(json_path), self.rlejson_data()), (json_path, self.data)],
+                indent=self.indent, backup=backup)
+        except BaseException:
+            if previous_token is None:
+                self.data.pop(PAIR_KEY, None)
+            else:
+                self.data[PAIR_KEY] = previous_token
+            raise
         self.path = json_path
         self.exists = True
         self.dirty = False
-        return written
+        return [json_path, companion_path(json_path)]
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _is_rle(seg: Any) -> bool:
+    if isinstance(seg, dict):
+        return "counts" in seg
+    return isinstance(seg, list) and bool(seg) and all(isinstance(p, dict) and "counts" in p for p in seg)
+
+
+def _is_uncompressed(seg: Any) -> bool:
+    return isinstance(seg, dict) and isinstance(seg.get("counts"), list)
+
+
+def _uncompressed(mask: np.ndarray) -> dict:
+    rle = mask_to_rle(mask)
+    return {"size": [int(v) for v in rle["size"]], "counts": [int(c) for c in rle["counts"]]}
+
+
+def _needs_rle(mask: np.ndarray, polygons: list) -> bool:
+    """Polygons alone would not give back ``mask`` (a hole, or a shape they cannot hold)."""
+    return has_hole(mask) or not np.array_equal(
+        np.asarray(polygons_to_mask(polygons, *mask.shape), dtype=bool), mask)
 
 
 def id_key(value: Any) -> Any:
@@ -272,6 +408,7 @@ def write_streams(files: list[tuple[Path, Callable[[TextIO], object]]], *, backu
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
+            copy_permissions(path, tmp)   # the mode and group of the file replaced, else the umask's
         for path, _ in files:
             previous[path] = path.read_bytes() if path.exists() else None
             if backup and previous[path] is not None:
@@ -313,6 +450,7 @@ def _restore(replaced: list[Path], previous: dict[Path, bytes | None]) -> bool:
                 fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
                 with os.fdopen(fd, "wb") as f:
                     f.write(old)
+                copy_permissions(path, tmp)
                 os.replace(tmp, path)
         except OSError:
             ok = False

@@ -6,10 +6,18 @@ Two ways Descriptron keeps annotations, two write conventions:
   COCO file of a folder): saved in place, atomically, after copying the previous
   version to ``<file name>.bak-<YYYYmmdd-HHMMSS>``.
 * **per-image files** (``<image path without extension>_final_<unix seconds>.json`` +
-  ``.rlejson`` next to each image; the newest per image wins): saving writes a *new*
-  ``_final_<ts>`` pair whose timestamp is strictly newer than every existing one for
-  that image, holding the previous content plus the changes. The user's files are
-  never modified; the older file is the backup.
+  ``.rlejson`` next to each image; a folder-session save holds several images and is
+  named after the image on screen): each photo is read from the newest file that holds
+  it (``notes`` and the log say which file won). Saving writes a *new* ``_final_<ts>``
+  pair whose timestamp is strictly newer than every existing one for that name, holding
+  the previous content (less the photos a newer file owns) plus the changes. The user's
+  files are never modified; the older file is the backup.
+
+One photo may have two ``images`` entries in one file (Descriptron's own save writes one
+for masks and one, with the bare stem as id, for a line or keypoints): they are one
+:class:`ImageRecord` (``aliases``). Coordinates are in the image file's raw pixel frame
+(no EXIF transpose), as Descriptron's. ``save`` holds the store lock (``store.lock``) and
+refuses to overwrite files that changed on disk since they were read.
 
 Everything not changed (fields, key order, keypoint/line/trait annotations,
 categories, unknown fields) is written back as read. Problems that leave the data
@@ -21,15 +29,17 @@ raise :class:`StoreError`.
 from __future__ import annotations
 
 import copy
+import glob
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from descriptron_sam2pal.imaging.io import read_image_size
+from descriptron_sam2pal.imaging.io import IMAGE_EXTENSIONS, read_image_size
 from descriptron_sam2pal.imaging.masks import (
     has_hole,
     mask_area,
@@ -39,7 +49,8 @@ from descriptron_sam2pal.imaging.masks import (
     polygons_to_mask,
     segmentation_to_mask,
 )
-from descriptron_sam2pal.store.coco import CocoDocument, StoreError, id_key, read_json
+from descriptron_sam2pal.store.coco import CocoDocument, StoreError, id_key, is_labelme, labelme_message, read_json
+from descriptron_sam2pal.store.lock import DEFAULT_TIMEOUT_S, store_lock
 from descriptron_sam2pal.store.stem import (
     basename,
     final_name,
@@ -59,6 +70,10 @@ SESSION = "session"
 PER_IMAGE = "per_image"
 
 
+class StoreChangedError(StoreError):
+    """The annotation files changed on disk (another program saved) since the store read them."""
+
+
 class ImageRecord:
     """One image of the store. ``raw`` is the file's ``images`` entry itself (edited in place)."""
 
@@ -67,6 +82,7 @@ class ImageRecord:
         self.path = path                # the image file, or None when it cannot be found
         self.doc = doc                  # the annotation file it lives in (None: not written yet)
         self._prefix = prefix           # per-image files: `<image path without extension>`
+        self.aliases: list[dict] = []   # other entries of the same photo in the same file
 
     @property
     def id(self) -> str | int:
@@ -87,8 +103,12 @@ class ImageRecord:
     @property
     def structure_status(self) -> dict:
         """{structure name: "absent" | "unknown" | ...} (a copy; change it with ``set_structure_status``)."""
-        status = self.raw.get("structure_status")
-        return dict(status) if isinstance(status, dict) else {}
+        merged: dict = {}
+        for raw in [*self.aliases, self.raw]:
+            status = raw.get("structure_status")
+            if isinstance(status, dict):
+                merged.update(status)
+        return merged
 
     @property
     def stem(self) -> str:
@@ -175,6 +195,13 @@ class AnnotationStore:
         self._by_id: dict[Any, list[ImageRecord]] = {}           # id_key(image id) -> records
         self._by_stem: dict[str, list[ImageRecord]] = {}         # normalised stem -> records
         self._sizes_checked: set[int] = set()                    # id(ImageRecord) checked against its file
+        self._swapped: set[int] = set()                          # id(ImageRecord) with height/width swapped
+        self.lock_timeout: float | None = DEFAULT_TIMEOUT_S      # how long save() waits for another writer
+        self.notes: list[str] = []                               # informational: which file won an image
+        self._stem_owner: dict[str, CocoDocument] = {}           # stem -> the newest file holding it
+        self._lost_ids: dict[int, set] = {}                      # id(doc) -> image ids a newer file owns
+        self._fingerprints: dict[Path, tuple[int, int] | None] = {}   # file -> (mtime_ns, size) as read
+        self._watched: dict[Path, set[str]] = {}                 # folder -> `_final_` file names known
 
     # ------------------------------------------------------------------ opening
 
@@ -192,11 +219,27 @@ class AnnotationStore:
         doc = CocoDocument.load(path)
         # a `_final_` file is one image's Descriptron save: changes go to a newer `_final_` file
         store = cls(doc.path, PER_IMAGE if parse_final_name(doc.path) else SESSION)
+        if store.mode == PER_IMAGE:
+            store._watch(doc.path.parent)
         store._add_documents([doc])
         return store
 
     @classmethod
     def _open_folder(cls, folder: Path) -> AnnotationStore:
+        """See :meth:`open`; labelme files there are named in a warning (they are not COCO)."""
+        labelme = [p for p in sorted(folder.glob("*.json")) if not p.name.startswith(".") and _is_labelme_file(p)]
+        try:
+            store = cls._open_folder_files(folder)
+        except StoreError:
+            if labelme and not find_image_files(folder):
+                raise StoreError(labelme_message(labelme[0])) from None
+            raise
+        for p in labelme:
+            store._warn(labelme_message(p))
+        return store
+
+    @classmethod
+    def _open_folder_files(cls, folder: Path) -> AnnotationStore:
         finals: dict[str, dict[int, list[Path]]] = {}
         others: list[Path] = []
         for p in sorted(folder.iterdir()):
@@ -206,18 +249,28 @@ class AnnotationStore:
             if parsed:
                 prefix, ts, _ = parsed
                 finals.setdefault(prefix, {}).setdefault(ts, []).append(p)
+            elif _is_descriptron_autosave(p, folder):
+                log.info("%s: Descriptron's folder-session autosave (keypoints / crash snapshot); not read, "
+                         "its final save holds the same", p)
             elif p.suffix.lower() == ".json" or (p.suffix.lower() == ".rlejson"
                                                   and not p.with_suffix(".json").exists()):
                 others.append(p)
 
         if finals:
             store = cls(folder, PER_IMAGE)
+            store._watch(folder)
             docs = []
             for prefix in sorted(finals):
                 newest = max(finals[prefix])
-                files = sorted(finals[prefix][newest], key=lambda q: q.suffix.lower() != ".json")
-                docs.append(CocoDocument.load(files[0]))
-            store._add_documents(docs)
+                for ts in sorted(finals[prefix]):
+                    files = sorted(finals[prefix][ts], key=lambda q: q.suffix.lower() != ".json")
+                    try:
+                        docs.append(CocoDocument.load(files[0]))
+                    except StoreError as e:
+                        if ts == newest:
+                            raise
+                        store._warn(f"{e} (an older file, not read)")
+            store._add_documents(docs)          # each image from the newest file that holds it
             for p in others:
                 if _looks_like_coco(p):
                     store._warn(f"{p}: a COCO file next to per-image _final_ files; not read. "
@@ -249,6 +302,7 @@ class AnnotationStore:
             raise StoreError(f"{folder}: no images and no Descriptron annotation files here. "
                              "Choose the folder with the specimen photos.")
         store = cls(folder, PER_IMAGE)
+        store._watch(folder)
         store._add_folder_images(folder)
         return store
 
@@ -267,6 +321,7 @@ class AnnotationStore:
                                  "hide the user's annotations.")
             paths = [Path(p) for p in images] if images is not None else find_image_files(target)
             store = cls(target, PER_IMAGE)
+            store._watch(target)
             for p in paths:
                 store._new_image(p)
             return store
@@ -295,7 +350,10 @@ class AnnotationStore:
                 log.warning(message)
 
     def _add_documents(self, docs: list[CocoDocument]) -> None:
+        if len(docs) > 1:
+            docs = self._choose_newest(docs)
         for doc in docs:
+            self._remember(doc.path)
             for w in doc.warnings:
                 self._warn(w, logged=True)    # already logged by the document
             self._docs.append(doc)
@@ -303,6 +361,67 @@ class AnnotationStore:
         self._update_counters()
         for doc in docs:
             self._index_annotations(doc, self._index_images(doc))
+
+    def _choose_newest(self, docs: list[CocoDocument]) -> list[CocoDocument]:
+        """Several files describe the same photo (folder-session saves, repeated per-image saves):
+        each photo is read from the newest file that holds it (``_final_<ts>``, else the file's
+        modification time), and the log says which file won. Returns the files that won a photo."""
+        def age(doc: CocoDocument) -> tuple:
+            parsed = parse_final_name(doc.path)
+            ts = parsed[1] if parsed else int(_fingerprint(doc.path)[0] // 10**9) if doc.exists else 0
+            return ts, doc.path.name
+
+        holders: dict[str, list[CocoDocument]] = {}
+        names: dict[str, str] = {}
+        for doc in docs:
+            for raw in doc.data["images"]:
+                if isinstance(raw, dict) and "id" in raw:
+                    stem = _entry_stem(raw)
+                    if doc not in holders.setdefault(stem, []):
+                        holders[stem].append(doc)
+                    names.setdefault(stem, str(raw.get("file_name") or raw["id"]))
+        for stem, held in holders.items():
+            winner = max(held, key=age)
+            self._stem_owner[stem] = winner
+            if len(held) > 1:
+                losers = ", ".join(d.path.name for d in sorted(held, key=age, reverse=True) if d is not winner)
+                note = (f"{names[stem]}: in {len(held)} annotation files; read from {winner.path} (the newest), "
+                        f"not from {losers}")
+                self.notes.append(note)
+                log.info(note)
+        for doc in docs:
+            self._lost_ids[id(doc)] = {
+                id_key(raw["id"]) for raw in doc.data["images"] if isinstance(raw, dict) and "id" in raw
+                and _hashable(id_key(raw["id"])) and self._stem_owner.get(_entry_stem(raw), doc) is not doc}
+        kept = [d for d in docs if any(owner is d for owner in self._stem_owner.values())
+                or not d.data["images"]]
+        for doc in docs:
+            if doc not in kept:
+                log.info("%s: every image in it is in a newer file; not used", doc.path)
+        return kept
+
+    def _superseded(self, doc: CocoDocument, image_id: Any) -> bool:
+        key = id_key(image_id)
+        return _hashable(key) and key in self._lost_ids.get(id(doc), set())
+
+    def _drop_superseded(self, doc: CocoDocument) -> None:
+        """Before a per-image save: leave out the photos this file holds but a newer file owns, so
+        the new (newest) file cannot bring their older version back."""
+        lost = self._lost_ids.pop(id(doc), set())
+        if not lost:
+            return
+        doc.data["images"] = [r for r in doc.data["images"]
+                              if not (isinstance(r, dict) and _hashable(id_key(r.get("id")))
+                                      and id_key(r.get("id")) in lost)]
+        kept = []
+        for ann in doc.data["annotations"]:
+            if isinstance(ann, dict) and _hashable(id_key(ann.get("image_id"))) and id_key(ann.get("image_id")) in lost:
+                if "id" in ann and _hashable(id_key(ann["id"])):
+                    doc.rle.pop(id_key(ann["id"]), None)
+                continue
+            kept.append(ann)
+        doc.data["annotations"] = kept
+        log.info("%s: %d image(s) held by newer files are not copied into its new version", doc.path, len(lost))
 
     def _index_categories(self, doc: CocoDocument) -> None:
         by_id: dict[Any, dict] = {}
@@ -350,8 +469,14 @@ class AnnotationStore:
         self._next_cat_id = max([self._next_cat_id - 1, 0, *nums]) + 1
 
     def _index_images(self, doc: CocoDocument) -> list[ImageRecord]:
-        """Records for the images of ``doc`` (returned), with their image files found."""
-        records: list[ImageRecord] = []
+        """Records for the images of ``doc`` (returned), with their image files found.
+
+        Entries that Descriptron's normalised stem says are the same photo (its own save writes
+        one with the path-like id for masks and one with the bare stem for a line or keypoints)
+        become one record: the path-like entry is the record, the others its ``aliases`` (their
+        annotations and ``structure_status`` belong to it). An image that several files hold is
+        read from the file that :meth:`_add_documents` chose (the newest)."""
+        valid: list[tuple[Any, dict]] = []
         seen: dict[Any, dict] = {}
         for i, raw in enumerate(doc.data["images"]):
             if not isinstance(raw, dict) or "id" not in raw:
@@ -367,7 +492,24 @@ class AnnotationStore:
                            f"{raw.get('file_name')!r}); its annotations go to the first.")
                 continue
             seen[key] = raw
+            valid.append((key, raw))
+        groups: dict[str, list[dict]] = {}
+        for key, raw in valid:
+            groups.setdefault(_entry_stem(raw), []).append(raw)
+        records: list[ImageRecord] = []
+        for key, raw in valid:
+            group = groups[_entry_stem(raw)]
+            canonical = next((r for r in group if _path_like(r["id"])), group[0])
+            if raw is not canonical:
+                continue
             record = ImageRecord(raw, self._find_image_file(doc, raw), doc)
+            record.aliases = [r for r in group if r is not raw]
+            if record.aliases:
+                log.info("%s: image %s has %d entries (ids %s); read as one photo, as Descriptron does",
+                         doc.path, record.file_name, len(group), ", ".join(repr(r["id"]) for r in group))
+            owner = self._stem_owner.get(record.stem)
+            if owner is not None and owner is not doc:
+                continue                     # a newer file holds this image (said in _add_documents)
             clash = next((r for r in self._by_stem.get(record.stem, []) if r.doc is not doc), None)
             if clash is not None:
                 self._warn(f"{doc.path}: image id {key!r} ({record.file_name}) is also in {clash.source}; "
@@ -375,10 +517,12 @@ class AnnotationStore:
                 continue
             self._check_image(doc, record)
             self._register(record)
+            for alias in record.aliases:
+                self._by_id.setdefault(id_key(alias["id"]), []).append(record)
             records.append(record)
         for key in seen:
-            same_id = self._by_id.get(key, [])
-            if len(same_id) > 1 and same_id[-1].doc is doc:
+            same_id = [r for r in self._by_id.get(key, [])]
+            if len({id(r) for r in same_id}) > 1 and same_id[-1].doc is doc:
                 self._warn(f"image id {key!r} occurs in several annotation files "
                            f"({', '.join(str(r.source) for r in same_id)}); "
                            "refer to those images by record or file name.")
@@ -386,8 +530,11 @@ class AnnotationStore:
 
     def _check_image(self, doc: CocoDocument, record: ImageRecord) -> None:
         if record.path is None:
-            self._warn(f"{doc.path}: image id {record.id!r} ({record.file_name or '?'}): image file not found "
-                       f"in {doc.path.parent}. Its masks can be read, but it cannot be shown, trained on or "
+            name = record.file_name or "?"
+            where = (f"in {doc.path.parent} nor in the folder its file_name names ({name!r}; Descriptron uses "
+                     f"the name {basename(name)!r} alone)" if basename(name) != name else f"in {doc.path.parent}")
+            self._warn(f"{doc.path}: image id {record.id!r} ({name}): image file not found "
+                       f"{where}. Its masks can be read, but it cannot be shown, trained on or "
                        "predicted; put the image next to the annotation file.")
         if record.height is None or record.width is None:
             size = None
@@ -408,8 +555,9 @@ class AnnotationStore:
         by_key: dict[Any, ImageRecord] = {}
         by_str: dict[str, ImageRecord] = {}
         for r in images:
-            by_key.setdefault(id_key(r.id), r)
-            by_str.setdefault(str(r.id), r)
+            for raw in [r.raw, *r.aliases]:
+                by_key.setdefault(id_key(raw["id"]), r)
+                by_str.setdefault(str(raw["id"]), r)
         cats = self._doc_cats[id(doc)]
         seen_ids: set = set()
         for i, ann in enumerate(doc.data["annotations"]):
@@ -430,6 +578,8 @@ class AnnotationStore:
                 image = by_str[str(ann.get("image_id"))]
                 self._warn(f"{doc.path}: {label} has image_id {ann.get('image_id')!r} but the image's id is "
                            f"{image.id!r} (a {type(image.id).__name__}); matched as the same image.")
+            if image is None and self._superseded(doc, ann.get("image_id")):
+                continue                 # that image is read from a newer file
             if image is None:
                 self._warn(f"{doc.path}: {label} points at image id {ann.get('image_id')!r}, which is not in "
                            "\"images\" (or its entry was skipped); kept in the file, not used.")
@@ -460,6 +610,12 @@ class AnnotationStore:
     def _find_image_file(self, doc: CocoDocument, raw: dict) -> Path | None:
         names = [raw.get("file_name"), raw.get("id") if isinstance(raw.get("id"), str) else None]
         folders = [doc.path.parent]
+        file_name = raw.get("file_name")
+        if isinstance(file_name, str) and basename(file_name) != file_name:
+            # a folder part (other tools write "images/a.jpg" or a full path): Descriptron matches
+            # by the name alone; look next to the annotation file, then in that folder
+            sub = Path(file_name.replace("\\", "/")).parent
+            folders.append(sub if sub.is_absolute() else doc.path.parent / sub)
         if isinstance(raw.get("id"), str):
             id_folder = Path(raw["id"].replace("\\", "/")).parent
             if str(id_folder) not in ("", ".") and id_folder != doc.path.parent:
@@ -541,7 +697,8 @@ class AnnotationStore:
             if len(exact) == 1:
                 return exact[0]
             raise StoreError(f"{self.path}: several images match \"{name_or_path}\" "
-                             f"({', '.join(repr(r.id) for r in matches)}); rename one of the image files.")
+                             f"({', '.join(repr(r.id) for r in matches)}); give the image's full path, "
+                             "or pick its record from store.images.")
         return matches[0] if matches else None
 
     def annotations_for(self, image_id: Any) -> list[AnnotationRecord]:
@@ -553,6 +710,8 @@ class AnnotationStore:
         image = self._image(image_id)
         self._check_size(image)
         out: dict[str, np.ndarray] = {}
+        if id(image) in self._swapped:      # already warned: masks would not fit the photo
+            return out
         for rec in self._anns[id(image)]:
             if not rec.is_structure:
                 continue
@@ -565,7 +724,7 @@ class AnnotationStore:
         return out
 
     def check_image_sizes(self) -> list[str]:
-        """Compare every image's height/width with its file (EXIF orientation applied); returns
+        """Compare every image's height/width with its file (raw pixel frame, as Descriptron); returns
         the new warnings. Done lazily by :meth:`structure_masks` for the images it reads."""
         before = len(self.warnings)
         for image in self.images:
@@ -581,10 +740,17 @@ class AnnotationStore:
         except Exception as e:
             self._warn(f"{image.source or image.path}: image id {image.id!r}: {image.path} cannot be read ({e}).")
             return
-        if (image.height, image.width) != (h, w):
+        if (image.height, image.width) == (w, h) and h != w:
+            self._swapped.add(id(image))
+            self._warn(f"{image.source or image.path}: image id {image.id!r}: height and width are swapped "
+                       f"({image.height} x {image.width}, but {image.path.name} is {h} x {w} pixels as stored; "
+                       "perhaps a viewer's EXIF rotation was recorded). Its masks are not used. Set "
+                       f"\"height\": {h}, \"width\": {w} in the image entry (Descriptron's frame) and check "
+                       "the outlines in Descriptron.")
+        elif (image.height, image.width) != (h, w):
             self._warn(f"{image.source or image.path}: image id {image.id!r}: height x width in the file "
-                       f"({image.height} x {image.width}) differ from {image.path.name} ({h} x {w}, EXIF "
-                       "orientation applied); its masks may not line up with the photo. Re-annotate it "
+                       f"({image.height} x {image.width}) differ from {image.path.name} ({h} x {w}, as "
+                       "stored); its masks may not line up with the photo. Re-annotate it "
                        "or fix the image entry.")
 
     @property
@@ -698,15 +864,28 @@ class AnnotationStore:
         if current is not None and not isinstance(current, dict):
             raise StoreError(f"{image.source}: image id {image.id!r} has a structure_status that is not an "
                              f"object ({current!r}); fix it in Descriptron first.")
-        if (current or {}).get(name) == status or (status is None and name not in (current or {})):
+        merged = image.structure_status
+        if (merged.get(name) == status and (current or {}).get(name) == status) or \
+                (status is None and name not in merged):
             return
         doc = self._doc_for_write(image)
+        wanted = dict(merged)
         if status is None:
-            del current[name]
-            if not current:
-                del image.raw["structure_status"]
+            wanted.pop(name, None)
         else:
-            image.raw.setdefault("structure_status", {})[name] = status
+            wanted[name] = status
+        # Every entry of the photo says the same (Descriptron keeps one entry's statuses: the last).
+        for raw in [image.raw, *image.aliases]:
+            entry = raw.get("structure_status")
+            if not isinstance(entry, dict):
+                if entry is not None or not wanted or (raw is not image.raw and status is None):
+                    continue
+                entry = raw["structure_status"] = {}
+            for key in [k for k in entry if k not in wanted]:
+                del entry[key]
+            entry.update(wanted)
+            if not entry:
+                del raw["structure_status"]
         doc.dirty = True
 
     def add_image(self, path: str | Path) -> ImageRecord:
@@ -734,28 +913,112 @@ class AnnotationStore:
         doc.dirty = True
         return record
 
+    def lock(self, timeout: float | None = None):
+        """Context manager holding this store's write lock (see ``store.lock.store_lock``);
+        ``timeout`` defaults to ``self.lock_timeout``. :meth:`save` takes it itself."""
+        return store_lock(self.path, self.lock_timeout if timeout is None else timeout)
+
+    def check_writable(self, lock_timeout: float = 0) -> None:
+        """Before long work: raise now what would make :meth:`save` fail at the end — a folder
+        or file it must write without write permission, or another run holding the lock
+        (:class:`StoreBusyError` after ``lock_timeout`` s). Changes nothing."""
+        folders = {self.path if self.path.is_dir() else self.path.parent}
+        folders |= {d.path.parent for d in self._docs}
+        folders |= {Path(r._prefix).parent for r in self.images if r._prefix is not None}
+        problems = [f"{f}: no write permission for this folder" for f in sorted(folders)
+                    if f.is_dir() and not os.access(f, os.W_OK | os.X_OK)]
+        if self.mode == SESSION:
+            for doc in self._docs:
+                for p in (doc.path, doc.rlejson_path):
+                    if p.exists() and not os.access(p, os.W_OK):
+                        problems.append(f"{p}: read-only file")
+        if problems:
+            raise StoreError("The annotations could not be saved here: " + "; ".join(problems)
+                             + ". Nothing was done. Give yourself write permission (or copy the folder "
+                             "somewhere writable), then run again.")
+        with self.lock(timeout=lock_timeout):
+            pass
+
+    def changed_since_read(self) -> list[str]:
+        """What changed on disk since the store read it, one line per file: its own
+        annotation files modified, removed or created, and (per-image folders) new
+        ``_final_`` files holding one of the images this store is about to write."""
+        problems = []
+        for path, before in self._fingerprints.items():
+            now = _fingerprint(path)
+            if now != before:
+                what = "was created" if before is None else "was removed" if now is None else "was modified"
+                problems.append(f"{path} {what}")
+        own = {p for p in self._fingerprints}
+        stems = {r.stem for d in self._docs if d.dirty for r in self.images if r.doc is d}
+        for folder, known in self._watched.items():
+            if not folder.is_dir():
+                continue
+            for p in sorted(folder.iterdir()):
+                if p.name in known or p in own or not parse_final_name(p):
+                    continue
+                try:
+                    data, _ = read_json(p)
+                    theirs = {normalized_stem(i.get("file_name") or str(i.get("id")))
+                              for i in data.get("images", []) if isinstance(i, dict)}
+                except StoreError:
+                    theirs = stems          # unreadable (being written?): assume it matters
+                if theirs & stems:
+                    problems.append(f"{p} was created")
+        return problems
+
     def save(self) -> list[Path]:
         """Write every changed document (.json polygons + .rlejson with RLE for masks polygons
-        cannot hold exactly) atomically; see the module docstring. Returns the files written."""
-        written: list[Path] = []
-        targets = self._targets()
-        for doc in self._docs:
-            if not doc.dirty:
-                continue
-            try:
-                if self.mode == PER_IMAGE:
-                    written += doc.write(targets[id(doc)], backup=False)
-                else:
-                    written += doc.write(backup=doc.exists)
-            except StoreError as e:
-                if written:
-                    raise StoreError(f"{e} (already saved: {', '.join(map(str, written))})") from e
-                raise
-        if self._docs and not self.path.is_dir():   # a single file was opened: follow it
-            self.path = self._docs[0].path
-        return written
+        cannot hold exactly) atomically; see the module docstring. Returns the files written.
+
+        Holds the store's lock (waits up to ``lock_timeout`` s for another writer, then
+        :class:`StoreBusyError`) and first checks that nothing it read changed on disk since
+        (:meth:`changed_since_read`); if something did, it writes nothing and raises
+        :class:`StoreChangedError`, so another program's save is never lost."""
+        with self.lock():
+            problems = self.changed_since_read()
+            if problems:
+                raise StoreChangedError(
+                    f"{self.path}: changed by another program since it was read here ("
+                    + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+                    + "). Nothing was saved, so that program's work is kept. Open the annotations again "
+                    "and redo this step (for sam2pal propagate: run the same command again with --resume).")
+            written: list[Path] = []
+            targets = self._targets()
+            for doc in self._docs:
+                if not doc.dirty:
+                    continue
+                try:
+                    if self.mode == PER_IMAGE:
+                        self._drop_superseded(doc)
+                        written += doc.write(targets[id(doc)], backup=False)
+                    else:
+                        written += doc.write(backup=doc.exists)
+                except StoreError as e:
+                    if written:
+                        raise StoreError(f"{e} (already saved: {', '.join(map(str, written))})") from e
+                    raise
+                finally:
+                    for p in written:
+                        self._remember(p)
+            if self._docs and not self.path.is_dir():   # a single file was opened: follow it
+                self.path = self._docs[0].path
+            return written
 
     # ------------------------------------------------------------------ internals
+
+    def _remember(self, path: Path) -> None:
+        """Note how ``path`` and its companion are on disk now (for :meth:`changed_since_read`)."""
+        for p in (Path(path), Path(path).with_suffix(".rlejson" if Path(path).suffix.lower() == ".json"
+                                                     else ".json")):
+            self._fingerprints[p] = _fingerprint(p)
+            if p.parent in self._watched:
+                self._watched[p.parent].add(p.name)
+
+    def _watch(self, folder: Path) -> None:
+        folder = Path(folder)
+        self._watched[folder] = {p.name for p in folder.iterdir() if parse_final_name(p)} \
+            if folder.is_dir() else set()
 
     def _image(self, image_id: Any) -> ImageRecord:
         if isinstance(image_id, ImageRecord):
@@ -844,6 +1107,23 @@ class AnnotationStore:
 
 # ---------------------------------------------------------------------- helpers
 
+def _entry_stem(raw: dict) -> str:
+    """Descriptron's matching key of an ``images`` entry (file name, else id)."""
+    return normalized_stem(str(raw.get("file_name") or raw.get("id")))
+
+
+def _path_like(image_id: Any) -> bool:
+    return isinstance(image_id, str) and ("/" in image_id or "\\" in image_id)
+
+
+def _fingerprint(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 def _positive_int(value: Any) -> int | None:
     if isinstance(value, bool) or not _is_number(value) or int(value) != value or value <= 0:
         return None
@@ -865,6 +1145,31 @@ def _is_number(value: Any) -> bool:
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+AUTOSAVE_SNAPSHOT = "_descriptron_session_masks.json"   # Descriptron's folder-session crash snapshot
+AUTOSAVE_KEYPOINTS = "_keypoints.json"                   # `<image path without extension>_keypoints.json`
+
+
+def _is_descriptron_autosave(path: Path, folder: Path) -> bool:
+    """Files Descriptron's folder session writes on every Next/Prev: not annotation stores of
+    their own (reading them as such would hide the final saves, or refuse the folder)."""
+    name = path.name
+    if name == AUTOSAVE_SNAPSHOT:
+        return True
+    if name.lower().endswith(AUTOSAVE_KEYPOINTS):
+        stem = name[: -len(AUTOSAVE_KEYPOINTS)]
+        return any(p.is_file() for p in folder.glob(glob.escape(stem) + ".*")
+                   if normalized_stem(p.name) == normalized_stem(stem) and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return False
+
+
+def _is_labelme_file(path: Path) -> bool:
+    try:
+        data, _ = read_json(path)
+    except StoreError:
+        return False
+    return is_labelme(data)
 
 
 def _looks_like_coco(path: Path) -> bool:
@@ -932,20 +1237,34 @@ def _segmentation_problem(seg: Any, h: int | None, w: int | None) -> tuple[str |
         return None, None
     polygons = [seg] if all(_is_number(v) for v in seg) else seg
     out_of_bounds = False
+    flat: list[int] = []
     for j, poly in enumerate(polygons):
         if not isinstance(poly, list) or not all(_is_number(v) and math.isfinite(v) for v in poly):
             return f"polygon #{j} is not a list of finite numbers [x1, y1, x2, y2, ...]", None
         if len(poly) % 2:
             return f"polygon #{j} has an odd number of coordinates ({len(poly)})", None
+        if len(poly) < 6 or _polygon_area(poly) == 0:
+            flat.append(j)
         if poly and h is not None and w is not None:
             xs, ys = poly[0::2], poly[1::2]
             t = POLYGON_BOUNDS_TOLERANCE
             if min(xs) < -t or min(ys) < -t or max(xs) > w + t or max(ys) > h + t:
                 out_of_bounds = True
+    if polygons and len(flat) == len(polygons):
+        return ("its outline has zero area (fewer than 3 points, or all points on one line); "
+                "redraw it in Descriptron or delete it"), None
+    notes = []
+    if flat:
+        notes.append(f"polygon(s) #{', #'.join(map(str, flat))} have zero area (fewer than 3 points, or "
+                     "all on one line) and add only a line of pixels (as in Descriptron); redraw them in Descriptron if a part is missing")
     if out_of_bounds:
-        return None, (f"polygon points lie outside the image ({w} x {h} px); the mask is clipped "
-                      "to the image")
-    return None, None
+        notes.append(f"polygon points lie outside the image ({w} x {h} px); the mask is clipped to the image")
+    return None, ("; ".join(notes) or None)
+
+
+def _polygon_area(flat: list) -> float:
+    xs, ys = flat[0::2], flat[1::2]
+    return abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs)))) / 2.0
 
 
 def _rle_problem(seg: dict, h: int | None, w: int | None) -> str | None:

@@ -99,14 +99,15 @@ def test_result_of_a_target_does_not_depend_on_batch_or_order(present_model, tmp
 
 def test_masks_come_back_on_each_targets_own_grid_including_exif_rotation(present_model, tmp_path):
     paths = write_targets(tmp_path, 4)
-    # A JPEG stored 60x100 whose EXIF says "rotate 90 CW": Descriptron shows it as 100x60.
+    # A JPEG stored 60x100 whose EXIF says "rotate 90 CW": Descriptron ignores the tag and
+    # works in the stored 60x100 frame, and so do we (masks must line up in its store).
     stored, _ = make_specimen(3, size=(60, 100))
     exif = Image.Exif()
     exif[0x0112] = 6
     jpeg = tmp_path / "rotated.jpg"
     Image.fromarray(stored).save(jpeg, exif=exif.tobytes(), quality=95)
     shown = load_image(jpeg)
-    assert shown.shape[:2] == (100, 60)
+    assert shown.shape[:2] == (60, 100)
 
     memory = TemplateMemory(present_model, [make_template("t0", seed=0)])
     results = propagate(present_model, memory, paths + [jpeg], batch_size=3)
@@ -116,7 +117,7 @@ def test_masks_come_back_on_each_targets_own_grid_including_exif_rotation(presen
         for s in r.structures.values():
             assert s.mask.shape == (h, w) and s.mask.dtype == bool
             assert s.polygons() and all(len(p) >= 6 for p in s.polygons())
-    # The file and its EXIF-applied pixels give the same masks: one pixel grid everywhere.
+    # The file and its decoded pixels give the same masks: one pixel grid everywhere.
     [from_pixels] = propagate(present_model, memory, [shown], batch_size=1)
     assert_same(results[-1], from_pixels, mask_px=0)
 

@@ -1,14 +1,15 @@
-"""Image loading: EXIF orientation, pixel modes, formats and clear errors."""
+"""Image loading: raw pixel frame (no EXIF transpose), pixel modes, formats and clear errors."""
 
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.imaging.io import (
     IMAGE_EXTENSIONS,
     ImageError,
+    exif_orientation,
     is_image_file,
     load_image,
     read_image_size,
@@ -39,37 +40,20 @@ def _is_blue(pixel):
     return pixel[2] > 200 and pixel[0] < 60 and pixel[1] < 60
 
 
-def test_exif_orientation_6_rotates_clockwise(tmp_path):
-    path = tmp_path / "rot6.jpg"
-    _save_jpeg_with_orientation(path, _marked_rgb(), 6)
-    img = load_image(path)
-    assert img.shape == (60, 40, 3)
-    # Stored top-left ends up top-right, stored top-right ends up bottom-right.
-    assert _is_red(img[5, 35])
-    assert _is_blue(img[55, 35])
-    assert read_image_size(path) == (60, 40)
-
-
-def test_exif_orientation_8_rotates_counter_clockwise(tmp_path):
-    path = tmp_path / "rot8.jpg"
-    _save_jpeg_with_orientation(path, _marked_rgb(), 8)
-    img = load_image(path)
-    assert img.shape == (60, 40, 3)
-    # Stored top-left ends up bottom-left, stored top-right ends up top-left.
-    assert _is_red(img[55, 5])
-    assert _is_blue(img[5, 5])
-    assert read_image_size(path) == (60, 40)
-
-
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_every_orientation_matches_pil_exif_transpose(tmp_path, orientation):
+def test_exif_orientation_is_not_applied_raw_frame_as_descriptron(tmp_path, orientation):
+    """Descriptron opens images with PIL and no transpose: every coordinate in its store is in
+    the file's raw pixel frame, so ours must be too, whatever the EXIF tag says."""
     path = tmp_path / f"o{orientation}.jpg"
     _save_jpeg_with_orientation(path, _marked_rgb(30, 50), orientation)
     with Image.open(path) as pil:
-        expected = np.asarray(ImageOps.exif_transpose(pil).convert("RGB"))
+        expected = np.asarray(pil.convert("RGB"))      # Descriptron: np.array(Image.open(p).convert("RGB"))
     img = load_image(path)
     np.testing.assert_array_equal(img, expected)
-    assert read_image_size(path) == expected.shape[:2]
+    assert img.shape == (30, 50, 3)
+    assert _is_red(img[5, 5]) and _is_blue(img[5, 45])
+    assert read_image_size(path) == (30, 50)
+    assert exif_orientation(path) == orientation
 
 
 def test_result_is_contiguous_rgb_uint8(tmp_path):

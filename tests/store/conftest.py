@@ -30,6 +30,17 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_saved(path: Path) -> dict:
+    """A file we saved, without the pair token (checked: the same in its companion)."""
+    from descriptron_sam2pal.store.coco import PAIR_KEY
+    from descriptron_sam2pal.store.stem import companion_path
+
+    data = read_json(path)
+    token = data.pop(PAIR_KEY)
+    assert token and read_json(companion_path(path))[PAIR_KEY] == token
+    return data
+
+
 def ring_mask(height: int = H, width: int = W) -> np.ndarray:
     """A square with a 10x10 hole (100 px) plus a separate blob: holes and several parts."""
     m = np.zeros((height, width), bool)

@@ -240,7 +240,7 @@ def test_unknown_image_id_is_a_clear_error(session_folder):
         store.structure_masks("nope")
 
 
-def test_exif_rotated_image_whose_size_disagrees_is_reported(tmp_path):
+def test_exif_rotated_image_is_read_in_the_raw_frame(tmp_path):
     from PIL import Image
 
     img = Image.new("RGB", (W, H))                         # stored W x H, EXIF says rotate 90
@@ -250,9 +250,19 @@ def test_exif_rotated_image_whose_size_disagrees_is_reported(tmp_path):
     path = write_json(tmp_path / "s.json", coco([ann(1, GOOD)], images=[
         {"id": 1, "file_name": "a.jpg", "height": H, "width": W}]))
     store = AnnotationStore.open(path)
-    assert store.warnings == []
-    store.structure_masks(1)
-    only_warning(store, str(path), "image id 1", f"({H} x {W}) differ from a.jpg ({W} x {H}, EXIF")
+    assert store.structure_masks(1)["scape"].shape == (H, W)
+    assert store.warnings == [] and store.check_image_sizes() == []
+
+
+def test_swapped_height_width_is_reported_and_not_used(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (W, H)).save(tmp_path / "a.jpg")      # W wide, H high
+    path = write_json(tmp_path / "s.json", coco([ann(1, GOOD)], images=[
+        {"id": 1, "file_name": "a.jpg", "height": W, "width": H}]))
+    store = AnnotationStore.open(path)
+    assert store.structure_masks(1) == {}
+    only_warning(store, str(path), "image id 1", "swapped", f'"height": {H}, "width": {W}')
     assert store.check_image_sizes() == []                 # reported once
 
 

@@ -11,7 +11,9 @@ from descriptron_sam2pal.imaging.masks import mask_area, mask_bbox, mask_to_poly
 from descriptron_sam2pal.store import AnnotationStore, StoreError
 from descriptron_sam2pal.store.store import PER_IMAGE, SESSION
 
-from .conftest import H, W, box_mask, read_json, ring_mask, write_image, write_json
+from descriptron_sam2pal.store.lock import LOCK_NAME
+
+from .conftest import read_saved, H, W, box_mask, read_json, ring_mask, write_image, write_json
 
 PROVENANCE = {"sam2pal": {"model": "abc123", "score": 0.93}}
 
@@ -40,7 +42,7 @@ def test_descriptron_file_is_read_as_descriptron_means_it(session_folder):
 
 def test_per_image_write_back_changes_only_the_replaced_structure(session_folder):
     folder, json_path, data, rle = session_folder
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != LOCK_NAME}
     store = AnnotationStore.open(folder)
     img = store.images[0]
     new_scape = ring_mask()
@@ -68,13 +70,13 @@ def test_per_image_write_back_changes_only_the_replaced_structure(session_folder
     }
     expected = copy.deepcopy(data)
     expected["annotations"][1] = expected_ann
-    assert read_json(new_json) == expected
+    assert read_saved(new_json) == expected
     expected_rle = copy.deepcopy(rle)
     expected_rle["annotations"][1] = {**expected_ann, "segmentation": mask_to_rle(new_scape)}
-    assert read_json(new_rle) == expected_rle
+    assert read_saved(new_rle) == expected_rle
     # key order of untouched entries is preserved too
     assert list(read_json(new_json)["annotations"][0]) == list(data["annotations"][0])
-    assert list(read_json(new_json)) == list(data)
+    assert list(read_saved(new_json)) == list(data)
 
     again = AnnotationStore.open(folder)                            # newest wins
     assert again.source_files == [new_json]
@@ -95,7 +97,7 @@ def test_new_structure_gets_a_new_category_and_nothing_else_changes(session_fold
         "id": ann_id, "image_id": img.id, "category_id": 6, "segmentation": mask_to_polygons(eye),
         "area": 24, "bbox": [30.0, 10.0, 6.0, 4.0], "iscrowd": 0, "instance_id": 1})
     del expected["images"][0]["structure_status"]["eye"]
-    assert read_json(new_json) == expected
+    assert read_saved(new_json) == expected
 
 
 def test_replace_removes_only_that_structures_masks_on_that_image(session_folder):
@@ -131,7 +133,8 @@ def test_session_file_saved_in_place_with_backups(tmp_path):
     assert store.mode == SESSION and [i.file_name for i in store.images] == ["a.png", "b.png"]
     store.add_structure(store.images[0], "scape", box_mask(5, 10, 5, 10))
     store.save()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "session.json", "session.rlejson"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != LOCK_NAME) == [
+        "a.png", "b.png", "session.json", "session.rlejson"]
     first_json = (tmp_path / "session.json").read_bytes()
     first_rle = (tmp_path / "session.rlejson").read_bytes()
 
@@ -150,7 +153,7 @@ def test_session_file_saved_in_place_with_backups(tmp_path):
     assert any(p.read_bytes() == first_rle for p in backups)
     final = read_json(tmp_path / "session.json")
     assert len(final["annotations"]) == 2 and final["images"][0]["structure_status"] == {"eye": "absent"}
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != LOCK_NAME]
 
 
 def test_per_image_saves_are_strictly_newer(session_folder):
