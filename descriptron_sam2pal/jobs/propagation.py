@@ -96,9 +96,7 @@ def preflight(request: PropagateRequest) -> Any:
     request.targets = with_structure_status(request.targets, stores)
     if store is not None:
         _check_targets_fit(store, request.targets)
-        where = Path(request.write_to).expanduser()
-        for folder in {p.parent for p in store.source_files} | {where if where.is_dir() else where.parent}:
-            check_writable_folder(folder, "the annotations")
+        store.check_writable()  # permissions, and no other run holding its lock
     return store
 
 
