@@ -192,13 +192,14 @@ def cmd_download(args) -> int:
 def cmd_train(args) -> int:
     from descriptron_sam2pal.engine.templates import structure_names
     from descriptron_sam2pal.engine.trainer import TrainConfig
+    from descriptron_sam2pal.jobs.specimens import specimen_images
     from descriptron_sam2pal.jobs.training import TrainRequest, describe_result, train_run
 
     specs = _template_specs(args)
     config = TrainConfig(steps=args.steps, lora_rank=args.lora_rank, full=args.full, seed=args.seed)
     if args.lr is not None:
         config.lr = args.lr
-    request = TrainRequest(_model_request(args), specs, _images_in(args.images, exclude=[s.path for s in specs]),
+    request = TrainRequest(_model_request(args), specs, specimen_images(args.images, exclude=[s.path for s in specs]),
                            Path(args.out), config, resume=args.resume, cache_dir=args.cache_dir)
     print(f"training on {len(specs)} template(s) ({', '.join(structure_names(specs))}) "
           f"and {len(request.unlabeled)} unlabeled image(s), {args.steps} steps, "
@@ -213,9 +214,10 @@ def cmd_train(args) -> int:
 def cmd_propagate(args) -> int:
     from descriptron_sam2pal.engine.templates import structure_names
     from descriptron_sam2pal.jobs.propagation import PropagateRequest, propagate_run
+    from descriptron_sam2pal.jobs.specimens import specimen_images
 
     specs = _template_specs(args)
-    targets = _images_in(args.images, exclude=[s.path for s in specs])
+    targets = specimen_images(args.images, exclude=[s.path for s in specs])
     request = PropagateRequest(
         _model_request(args), specs, targets, out=Path(args.out), write_to=args.write_to,
         batch_size=args.batch_size, orientation_search=args.orientation_search,
@@ -271,19 +273,6 @@ def _template_specs(args):
 
     return template_specs(args.templates, args.template_image, args.template_mask,
                           structure=args.structure, colors=args.colors)
-
-
-def _images_in(folder: str, exclude=()) -> list[Path]:
-    from descriptron_sam2pal.imaging.io import is_image_file
-
-    root = Path(folder)
-    if not root.is_dir():
-        raise UserError(f"{folder} is not a folder of images")
-    skip = {Path(p).resolve() for p in exclude if p}
-    images = sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p) and p.resolve() not in skip)
-    if not images:
-        raise UserError(f"no specimen images (.jpg .png .tif .bmp .webp) in {folder}")
-    return images
 
 
 class _Bar:

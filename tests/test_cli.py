@@ -290,3 +290,40 @@ def test_structure_status_of_the_store_is_obeyed_by_propagate_write_to(project, 
     [image] = [i for i in pred["images"] if i["file_name"] == photos[0].name]
     eye_id = {c["name"]: c["id"] for c in pred["categories"]}["eye"]
     assert not [a for a in pred["annotations"] if a["image_id"] == image["id"] and a["category_id"] == eye_id]
+
+
+def test_a_second_run_on_a_store_being_written_is_refused_at_its_start(project, mini_checkpoint, capsys):
+    from descriptron_sam2pal.store import AnnotationStore
+
+    root, template, template_mask = project
+    store_path = root / "specimens" / "session.json"
+    AnnotationStore.create(store_path, images=sorted((root / "specimens").glob("*.png"))).save()
+    before = store_path.read_bytes()
+    import subprocess
+
+    first = subprocess.Popen([sys.executable, "-c",  # the first run, still writing
+                              "import sys, time; from descriptron_sam2pal.store import store_lock\n"
+                              f"with store_lock({str(store_path)!r}, timeout=0):\n"
+                              "    print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        code, stdout, err = run(capsys, *_propagate_argv(root, template, template_mask, mini_checkpoint,
+                                                         root / "pred.json", "--write-to", store_path))
+    finally:
+        first.kill()
+        first.wait()
+    assert code == 2 and "another program" in err and "--resume" in err
+    assert "image encoder passes" not in stdout and not (root / "pred.json").exists()
+    assert store_path.read_bytes() == before
+
+
+def test_descriptron_mask_pngs_next_to_the_photos_are_not_specimens(project, mini_checkpoint, capsys):
+    root, template, template_mask = project
+    mask = np.zeros((96, 120), np.uint8)
+    mask[10:40, 10:40] = 255
+    Image.fromarray(mask).save(root / "specimens" / "s0_head_1_mask.png")  # Descriptron writes these
+    code, stdout, err = run(capsys, *_propagate_argv(root, template, template_mask, mini_checkpoint,
+                                                     root / "pred.json", "--no-confidence"))
+    assert code == 0, err
+    names = [i["file_name"] for i in json.loads((root / "pred.json").read_text())["images"]]
+    assert names == ["s0.png", "s1.png", "s2.png", "s3.png"]

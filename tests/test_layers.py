@@ -17,7 +17,7 @@ LIGHT = ["descriptron_sam2pal.store", "descriptron_sam2pal.store.merge", "descri
          "descriptron_sam2pal.imaging", "descriptron_sam2pal.imaging.mask_png", "descriptron_sam2pal.plugin",
          "descriptron_sam2pal.host.api", "descriptron_sam2pal.jobs", "descriptron_sam2pal.jobs.models",
          "descriptron_sam2pal.jobs.templates", "descriptron_sam2pal.jobs.training",
-         "descriptron_sam2pal.jobs.propagation", "descriptron_sam2pal.jobs.outputs",
+         "descriptron_sam2pal.jobs.propagation", "descriptron_sam2pal.jobs.outputs", "descriptron_sam2pal.jobs.specimens",
          "descriptron_sam2pal.engine.results", "descriptron_sam2pal.engine.validation_plan",
          "descriptron_sam2pal.cli"]
 

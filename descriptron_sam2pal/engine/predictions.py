@@ -3,6 +3,7 @@ Descriptron store is ``store.merge.merge_results``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -13,7 +14,7 @@ import numpy as np
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.imaging.masks import has_hole, mask_area, mask_bbox, mask_to_polygons, mask_to_rle, polygons_to_mask
-from descriptron_sam2pal.store.coco import write_streams
+from descriptron_sam2pal.store.coco import PAIR_KEY, write_streams
 from descriptron_sam2pal.store.stem import basename, companion_path
 from descriptron_sam2pal.engine.results import TargetResult
 
@@ -42,6 +43,7 @@ class PredictionsBuilder:
         self.errors: list[dict] = []
         self.n_annotations = 0
         self._count = 0
+        self.pair_token: str | None = None  # set by seal()
         # One line per annotation: its polygon form, and its .rlejson form (RLE or the same).
         self._plain: TextIO = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="sam2pal-pred-", dir=spool_dir)
         self._rle: TextIO = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="sam2pal-pred-", dir=spool_dir)
@@ -81,8 +83,23 @@ class PredictionsBuilder:
                                 "and run again with --resume (finished images are not redone)") from exc
 
     def _head(self) -> dict:
-        return {"info": {"description": "SAM2-PAL predictions", "errors": list(self.errors)},
+        head = {"info": {"description": "SAM2-PAL predictions", "errors": list(self.errors)},
                 "images": list(self.images)}
+        if self.pair_token is not None:
+            head[PAIR_KEY] = self.pair_token
+        return head
+
+    def seal(self) -> str:
+        """Fix the token both files of the pair carry (``store.coco.PAIR_KEY``), so a reader can
+        tell a .json from another run's .rlejson. Derived from the content: the same results
+        give the same bytes."""
+        h = hashlib.sha256()
+        for spool in (self._plain, self._rle):
+            for line in self._lines(spool):
+                h.update(line.encode())
+        h.update(json.dumps([self.images, self.errors, self._categories()], sort_keys=True).encode())
+        self.pair_token = h.hexdigest()[:32]
+        return self.pair_token
 
     def _categories(self) -> list[dict]:
         cats = sorted(self.categories.items(), key=lambda x: x[1])
@@ -140,9 +157,12 @@ def write_predictions(results: Iterable[TargetResult] | PredictionsBuilder, path
         if own:
             for r in results:
                 builder.add(r)
-        return write_streams([(path, lambda f: builder.write_to(f, rle=False)),
-                              (companion_path(path), lambda f: builder.write_to(f, rle=True))],
-                             backup=path.exists())
+        builder.seal()
+        # The .rlejson first, the .json last: a crash between the two renames leaves a new
+        # .rlejson beside the old .json, which readers tell apart by the pair token.
+        return write_streams([(companion_path(path), lambda f: builder.write_to(f, rle=True)),
+                              (path, lambda f: builder.write_to(f, rle=False))],
+                             backup=path.exists())[::-1]
     finally:
         if own:
             builder.close()

@@ -35,6 +35,7 @@ from descriptron_sam2pal.jobs.training import (TrainOutcome, TrainRequest, descr
                                                validation_plan_for)
 from descriptron_sam2pal.model.device import accelerator_available
 from descriptron_sam2pal.store.provenance import template_images
+from descriptron_sam2pal.store.stem import find_image_files
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
 from descriptron_sam2pal.gui.workers import EngineWorker
 
@@ -446,12 +447,11 @@ class TrainDialog(QDialog):
 
     def unlabeled_images(self) -> list:
         """Store records (project mode) or image paths (folder mode), templates excluded."""
-        from descriptron_sam2pal.imaging.io import is_image_file
         if self.folder_radio.isChecked():
             folder = Path(self.folder_edit.text().strip()).expanduser()
             if not folder.is_dir():
                 return []
-            return [str(p) for p in sorted(folder.iterdir()) if is_image_file(p)]
+            return [str(p) for p in find_image_files(folder)]
         template_ids = {item.data(_ID_ROLE) for item in
                         (self.template_list.item(r) for r in range(self.template_list.count()))}
         return [r for r in self.host.images() if r.id not in template_ids and r.path is not None]

@@ -8,6 +8,7 @@ target matched to one image of the right size), so a long run never ends writing
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,12 +154,21 @@ def propagate_run(request: PropagateRequest, progress=None, cancel=None,
     predictions file and the store (memory does not grow with the number of targets);
     ``keep_results`` also returns them. A cancelled run writes nothing but its journal
     (rerun with ``resume`` to go on)."""
+    say = log_fn or (lambda text: None)
+    store = preflight(request)
+    with contextlib.ExitStack() as held:
+        if store is not None:
+            # Held for the whole run: a second run on the same store is refused at its start
+            # (check_writable), not after hours of work; save() re-enters it.
+            held.enter_context(store.lock(timeout=0))
+        return _run(request, store, progress, cancel, say, trained, keep_results)
+
+
+def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, keep_results) -> PropagateOutcome:
     from descriptron_sam2pal.engine.predictions import PredictionsBuilder, write_predictions
     from descriptron_sam2pal.engine.propagate import iter_propagate
     from descriptron_sam2pal.store.merge import MergeSummary, merge_results
 
-    say = log_fn or (lambda text: None)
-    store = preflight(request)
     if trained is not None:
         model, templates = trained.model, trained.templates
     else:

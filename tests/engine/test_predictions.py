@@ -142,3 +142,29 @@ def test_merge_never_replaces_the_users_own_annotation(present_model, tmp_path):
     assert summary.kept == ["spec.png: head: already outlined in the store (kept; choose Replace to overwrite)"]
     assert summary.added == len(present) - 1
     assert np.array_equal(store.structure_masks(rec.id)["head"], mine)
+
+
+def test_the_predictions_pair_is_one_unit(tmp_path):
+    """Both files carry one token derived from their content; a .rlejson of another run beside
+    the .json is noticed by the reader instead of being read as a different mask."""
+    from descriptron_sam2pal.engine.results import StructureResult, TargetResult
+    from descriptron_sam2pal.store.coco import PAIR_KEY
+
+    ring = np.zeros((40, 40), bool)
+    ring[5:35, 5:35] = True
+    ring[12:28, 12:28] = False  # a hole: the .rlejson carries RLE for it
+
+    def results(shift):
+        m = np.roll(ring, shift, axis=1)
+        return [TargetResult(1, str(tmp_path / "a.png"), 40, 40, {"head": StructureResult("head", True, m, 0.9, 0.9, 0.9)})]
+
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    first = write_predictions(results(0), tmp_path / "one.json")
+    write_predictions(results(0), tmp_path / "again.json")
+    tokens = [json.loads(p.read_text())[PAIR_KEY] for p in first]
+    assert tokens[0] == tokens[1] == json.loads((tmp_path / "again.rlejson").read_text())[PAIR_KEY]
+    assert first == [tmp_path / "one.json", tmp_path / "one.rlejson"]
+    write_predictions(results(3), tmp_path / "two.json")
+    (tmp_path / "two.rlejson").replace(tmp_path / "one.rlejson")  # a crash left another run's half
+    store = AnnotationStore.open(tmp_path / "one.json")
+    assert any("not a pair" in w or "does not belong" in w for w in store.warnings)
