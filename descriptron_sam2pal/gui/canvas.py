@@ -39,6 +39,8 @@ NEGATIVE_COLOR = (230, 40, 40)
 
 #: QSettings key holding the colour of every structure name seen (JSON {name: [r, g, b]}).
 COLORS_SETTINGS_KEY = "structure_colors"
+#: How a host labels a structure's proposal on the canvas ("eye (proposal)"): same colour as "eye".
+PROPOSAL_SUFFIX = " (proposal)"
 
 
 class StructureColors:
@@ -83,7 +85,10 @@ class StructureColors:
             self._save()
 
     def color(self, name: str) -> tuple[int, int, int]:
+        """The structure's colour; "eye (proposal)" has the colour of "eye"."""
         key = name.lower()
+        if key.endswith(PROPOSAL_SUFFIX) and len(key) > len(PROPOSAL_SUFFIX):
+            key = key[:-len(PROPOSAL_SUFFIX)]
         if key not in self._assigned:
             self.assign([key])
         return self._assigned[key]

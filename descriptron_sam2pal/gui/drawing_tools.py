@@ -55,13 +55,14 @@ EDIT_COLOR = (255, 235, 59)
 class MaskHistory:
     """Undo/redo of one mask: a list of states and a position (plain Python, no Qt).
 
-    ``push(mask, what)`` records a new state (dropping what was undone);
+    ``push(mask, what, data)`` records a new state (dropping what was undone);
     ``undo()`` / ``redo()`` move and return the mask now current. ``tag`` of a
-    state says what made it (e.g. "polygon", "sam2")."""
+    state says what made it (e.g. "polygon", "sam2"), ``data`` anything the owner
+    needs to redo it (e.g. the click that made a SAM2 proposal)."""
 
     def __init__(self, mask: Optional[np.ndarray] = None, limit: int = 40) -> None:
         self.limit = limit
-        self._states: list[tuple[Optional[np.ndarray], str]] = [(mask, "start")]
+        self._states: list[tuple[Optional[np.ndarray], str, object]] = [(mask, "start", None)]
         self._pos = 0
 
     @property
@@ -72,9 +73,13 @@ class MaskHistory:
     def tag(self) -> str:
         return self._states[self._pos][1]
 
-    def push(self, mask: Optional[np.ndarray], what: str) -> None:
+    @property
+    def data(self) -> object:
+        return self._states[self._pos][2]
+
+    def push(self, mask: Optional[np.ndarray], what: str, data: object = None) -> None:
         del self._states[self._pos + 1:]
-        self._states.append((None if mask is None else np.asarray(mask, bool), what))
+        self._states.append((None if mask is None else np.asarray(mask, bool), what, data))
         if len(self._states) > self.limit:
             del self._states[0]
         self._pos = len(self._states) - 1
@@ -112,6 +117,19 @@ def _pen(rgb, width: float, cosmetic: bool = True, style=Qt.SolidLine) -> QPen:
     return pen
 
 
+class _Handles(pg.ScatterPlotItem):
+    """Vertex markers that leave every click and drag to the canvas (the tool decides)."""
+
+    def mouseClickEvent(self, ev):
+        ev.ignore()
+
+    def mouseDragEvent(self, ev):
+        ev.ignore()
+
+    def hoverEvent(self, ev):
+        pass
+
+
 class DrawingTools(QObject):
     """The drawing state machine for one canvas (see the module docstring).
 
@@ -140,7 +158,7 @@ class DrawingTools(QObject):
         self._path_item = QGraphicsPathItem()
         self._path_item.setZValue(35)
         vb.addItem(self._path_item, ignoreBounds=True)
-        self._handles = pg.ScatterPlotItem(size=9, pxMode=True, pen=pg.mkPen(20, 20, 20),
+        self._handles = _Handles(size=9, pxMode=True, pen=pg.mkPen(20, 20, 20),
                                            brush=pg.mkBrush(*EDIT_COLOR))
         self._handles.setZValue(36)
         vb.addItem(self._handles, ignoreBounds=True)

@@ -125,3 +125,96 @@ def test_reviewed_predictions_written_back_are_not_templates(specimens):
     store.add_structure(second.id, "eye", mask(second), attributes={"source": TEMPLATE_SOURCE})
     store.add_structure(third.id, "eye", mask(third), attributes={"source": "sam2pal", "score": 0.9})
     assert [r.file_name for r, _ in template_images(store)] == [first.file_name, second.file_name]
+
+
+def _drag(qtbot, window, points):
+    """A left-button drag through image points on the real canvas."""
+    from PyQt5.QtCore import QPointF
+    from PyQt5.QtGui import QMouseEvent
+    from PyQt5.QtWidgets import QApplication
+
+    canvas = window.canvas
+    viewport = canvas.view.viewport()
+    pos = [canvas.map_to_widget(x, y) for x, y in points]
+    qtbot.mousePress(viewport, Qt.LeftButton, pos=pos[0])
+    for p in pos[1:]:
+        qtbot.wait(40)  # pyqtgraph drops mouse moves that come faster than a screen refresh
+        QApplication.sendEvent(viewport, QMouseEvent(QMouseEvent.MouseMove, QPointF(p), Qt.NoButton,
+                                                     Qt.LeftButton, Qt.NoModifier))
+    qtbot.wait(40)
+    qtbot.mouseRelease(viewport, Qt.LeftButton, pos=pos[-1])
+
+
+def test_drawn_polygon_template_without_a_model_then_training(qtbot, window, specimens, settings, messages,
+                                                              mini_checkpoint):
+    """No checkpoint chosen: a polygon, a brush stroke, an eraser stroke, fill holes and vertex edits
+    make the template; undo/redo step through them; the template then trains the mini model."""
+    no_model = ModelSession(window, settings, image_size=128)
+    panel = _open(qtbot, window, specimens, no_model)
+    tools, bar = panel.tools, panel.toolbar
+    assert tools is not None
+    qtbot.waitUntil(bar.isVisible, timeout=5000)
+    assert "(P)" in bar.buttons["polygon"].toolTip() and "(B)" in bar.buttons["brush"].toolTip()
+    qtbot.keyClick(window, Qt.Key_P)  # the shortcut
+    assert tools.tool == "polygon" and bar.buttons["polygon"].isChecked()
+    for x, y in [(30, 20), (80, 20), (80, 50)]:
+        _click(qtbot, window, x, y)
+    assert len(tools.polygon) == 3 and panel.proposal is None
+    _click(qtbot, window, 30, 50)
+    _click(qtbot, window, 30.2, 20.2)  # on the first vertex: closes it
+    assert tools.polygon == [] and panel.proposal is not None
+    drawn = panel.proposal.copy()
+    assert drawn[25:45, 35:75].all() and not drawn[5:15].any()
+    assert "proposal" in window.canvas.masks()  # no name yet
+
+    bar.buttons["eraser"].click()
+    bar.size_spin.setValue(3)
+    _drag(qtbot, window, [(50, 25), (50, 35), (50, 45)])
+    assert not panel.proposal[35, 50] and panel.proposal[35, 40]  # a cut through the middle
+    bar.buttons["brush"].click()
+    _drag(qtbot, window, [(90, 30), (100, 30)])
+    assert panel.proposal[30, 95]
+    panel.undo()  # the brush stroke
+    assert not panel.proposal[30, 95]
+    panel.redo()
+    assert panel.proposal[30, 95]
+    panel.undo()
+    panel.undo()  # the eraser stroke
+    assert np.array_equal(panel.proposal, drawn)
+
+    hole = panel.proposal.copy()
+    hole[30:34, 60:64] = False
+    tools.edited.emit(hole, "eraser")  # as if erased inside
+    assert panel.proposal[31, 61] == False  # noqa: E712
+    qtbot.keyClick(window, Qt.Key_H)
+    assert panel.proposal[31, 61]
+
+    qtbot.keyClick(window, Qt.Key_V)
+    assert tools.tool == "vertices" and len(tools.vertex_polygons) == 1
+    before = panel.proposal.sum()
+    corner = max(tools.vertex_polygons[0], key=lambda p: p[0] + p[1])  # bottom right
+    _drag(qtbot, window, [corner, (corner[0] + 10, corner[1] + 10)])
+    assert panel.proposal.sum() > before
+
+    panel.name_combo.setEditText("pronotum")
+    panel.accept_proposal()
+    record = window.current_image()
+    assert "pronotum" in window.store.structure_masks(record.id)
+    assert [r.file_name for r, _ in template_images(window.store)] == ["specimen_01.png"]
+    assert messages.seen == []
+
+    # The drawn template trains (a few steps of the mini model, as in test_train_dialog).
+    from descriptron_sam2pal.gui.train_dialog import TrainDialog
+    trained = ModelSession(window, settings, image_size=128)
+    trained.set_checkpoint(str(mini_checkpoint))
+    results = []
+    dialog = TrainDialog(window, trained, on_results=lambda r, run_dir: results.append(r))
+    dialog.advanced_box.setChecked(True)
+    dialog.steps_spin.setValue(2)
+    dialog.device_combo.setCurrentText("cpu")
+    assert "pronotum" in dialog.template_list.item(0).text()
+    dialog.propagate_after.setChecked(False)
+    dialog.start_training()
+    qtbot.waitUntil(lambda: dialog.worker is None, timeout=90000)
+    assert (dialog.run_dir / "adapter.pt").is_file() and messages.seen == []
+    assert "Training finished" in dialog.log_view.toPlainText()
