@@ -267,6 +267,7 @@ class ReviewSession:
         self.order: list[ReviewItem] = sorted(self.items, key=ReviewItem.sort_key)
         self.predictions_path = str(predictions_path) if predictions_path else None
         self._undo: list[tuple[str, list[tuple[ReviewItem, tuple]]]] = []
+        self._redo: list[tuple[str, list[tuple[ReviewItem, tuple]]]] = []
         #: Called with no arguments after every change (the panel autosaves and redraws).
         self.listeners: list[Callable[[], None]] = []
 
@@ -592,17 +593,35 @@ class ReviewSession:
         """Undo the last action; returns the items it restored ([] if nothing to undo)."""
         if not self._undo:
             return []
-        _, snaps = self._undo.pop()
+        text, snaps = self._undo.pop()
+        self._redo.append((text, [(item, item._snapshot()) for item, _ in snaps]))
         for item, snap in snaps:
             item._restore(snap)
-        self._changed()
+        self._changed(redoable=True)
+        return [item for item, _ in snaps]
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def redo(self) -> list[ReviewItem]:
+        """Do again what the last undo took back; returns the items it changed."""
+        if not self._redo:
+            return []
+        text, snaps = self._redo.pop()
+        self._undo.append((text, [(item, item._snapshot()) for item, _ in snaps]))
+        for item, snap in snaps:
+            item._restore(snap)
+        self._changed(redoable=True)
         return [item for item, _ in snaps]
 
     def _check_not_written(self, item: ReviewItem) -> None:
         if item.written:
             raise ReviewError(f"{item.label} is already in the Descriptron store; change it there.")
 
-    def _changed(self) -> None:
+    def _changed(self, redoable: bool = False) -> None:
+        if not redoable:
+            self._redo.clear()  # a new action: what was undone cannot be redone any more
         for listener in list(self.listeners):
             listener()
 
@@ -760,10 +779,26 @@ def find_review_for(predictions_path: str | os.PathLike) -> Path | None:
     candidate = review_path_for(p)
     if candidate.is_file() and candidate != p:
         recorded = review_summary(candidate).get("predictions")
-        if not recorded or Path(recorded).parent.resolve() == p.parent.resolve():
+        if not recorded or _same_run(Path(recorded), p):
             return candidate
     legacy = legacy_review_path_for(p)
     return legacy if legacy.is_file() else None
+
+
+#: The journal a run writes while it segments (``<run>/propagation.jsonl``).
+JOURNAL_NAME = "propagation.jsonl"
+
+
+def _same_run(recorded: Path, opened: Path) -> bool:
+    """The review recorded ``recorded`` as its predictions: is ``opened`` that file, or the other
+    record of the same run (the journal and the predictions written from it)?"""
+    try:
+        if recorded.resolve() == opened.resolve():
+            return True
+        same_folder = recorded.parent.resolve() == opened.parent.resolve()
+    except OSError:
+        return False
+    return same_folder and JOURNAL_NAME in (recorded.name, opened.name)
 
 
 def review_summary(path: str | os.PathLike) -> dict:
