@@ -98,7 +98,9 @@ class Workspace(QMainWindow):
         self._dock_widths: dict[QDockWidget, int] = {}  # width each side panel had when last shown
         self._shown_tab: dict[Qt.DockWidgetArea, QDockWidget] = {}
         self._panels_fitted = False
+        self._view_owners: dict[QWidget, QWidget] = {}  # panel -> its central view
         self.tabifiedDockWidgetActivated.connect(self._on_dock_tab_activated)
+        self.tabifiedDockWidgetActivated.connect(self._follow_central_view)
 
         shared_colors().use_settings(self.settings)  # one colour per structure, kept between runs
         self.canvas = ImageCanvas(colors=shared_colors())
@@ -325,6 +327,15 @@ class Workspace(QMainWindow):
         self._shown_tab[area] = dock
         self._fit_side_panel(dock)
 
+    def _follow_central_view(self, dock: QDockWidget) -> None:
+        """A panel's tab was raised: show its central view, or the canvas if it has none."""
+        view = self._view_owners.get(dock.widget())
+        current = self.central.currentWidget()
+        if view is not None:
+            self.central.setCurrentWidget(view)
+        elif current in self._view_owners.values():
+            self.show_central_view(None)
+
     def _fit_side_panel(self, dock: QDockWidget) -> None:
         if self.isVisible():  # before that the layout is not settled; showEvent does it
             self.resizeDocks([dock], [self._panel_width(dock)], Qt.Horizontal)
@@ -441,13 +452,18 @@ class Workspace(QMainWindow):
         """The main canvas (for a plugin's drawing tools: ``gui.drawing_tools.DrawingTools``)."""
         return self.canvas
 
-    def show_central_view(self, widget: QWidget | None) -> None:
+    def show_central_view(self, widget: QWidget | None, owner: QWidget | None = None) -> None:
         """Show ``widget`` (e.g. the Review panel's viewer) in the big central area instead of the
-        image canvas; None shows the canvas again (or the start page without a project)."""
+        image canvas; None shows the canvas again (or the start page without a project).
+        ``owner`` is the panel the view belongs to: raising another panel's tab shows the canvas,
+        raising the owner's tab shows its view again."""
         if widget is None:
             widget = self.canvas if self._store is not None else self.start_page
-        elif self.central.indexOf(widget) < 0:
-            self.central.addWidget(widget)
+        else:
+            if self.central.indexOf(widget) < 0:
+                self.central.addWidget(widget)
+            if owner is not None:
+                self._view_owners[owner] = widget
         self.central.setCurrentWidget(widget)
 
     def central_view(self) -> QWidget:

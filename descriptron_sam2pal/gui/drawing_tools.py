@@ -30,7 +30,7 @@ import pyqtgraph as pg
 from PyQt5.QtCore import QObject, QPointF, QRectF, Qt, pyqtSignal
 from PyQt5.QtGui import QColor, QKeySequence, QPainterPath, QPen
 from PyQt5.QtWidgets import (QGraphicsEllipseItem, QGraphicsPathItem, QHBoxLayout, QLabel, QShortcut,
-                             QSpinBox, QToolButton, QWidget)
+                             QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from descriptron_sam2pal.imaging.drawing import (delete_vertex, fill_mask_holes, insert_vertex,
                                                  mask_to_vertex_polygons, move_vertex, nearest_edge,
@@ -391,9 +391,15 @@ class DrawingToolbar(QWidget):
         super().__init__(parent)
         self.tools = tools
         self.buttons: dict[str, QToolButton] = {}
-        row = QHBoxLayout(self)
-        row.setContentsMargins(0, 0, 0, 0)
+        rows = QVBoxLayout(self)  # two short rows: fits a narrow side panel
+        rows.setContentsMargins(0, 0, 0, 0)
+        rows.setSpacing(2)
+        row = QHBoxLayout()
         row.setSpacing(3)
+        actions = QHBoxLayout()
+        actions.setSpacing(3)
+        rows.addLayout(row)
+        rows.addLayout(actions)
         self._shortcuts: list[QShortcut] = []
         for name in TOOLS:
             text, key, what = TOOL_INFO[name]
@@ -412,10 +418,12 @@ class DrawingToolbar(QWidget):
         self.size_spin.setSuffix(" px")
         self.size_spin.setToolTip("Brush and eraser radius in image pixels (- smaller, = larger)")
         self.size_spin.valueChanged.connect(lambda v: tools.set_brush_radius(v))
+        row.addWidget(QLabel("Size:"))
         row.addWidget(self.size_spin)
+        row.addStretch(1)
         self.fill_button = self._button("Fill holes", f"Fill the holes inside the outline ({FILL_KEY})",
                                         tools.fill_holes)
-        row.addWidget(self.fill_button)
+        actions.addWidget(self.fill_button)
         self._shortcut(FILL_KEY, tools.fill_holes)
         self._shortcut("-", lambda: self.size_spin.setValue(max(1, int(self.size_spin.value() / 1.25))))
         self._shortcut("=", lambda: self.size_spin.setValue(int(self.size_spin.value() * 1.25) + 1))
@@ -429,17 +437,16 @@ class DrawingToolbar(QWidget):
             self.refine_button = self._button(
                 "Refine (S)", "Let SAM2 refine the outline you drew: its box and a few points inside it "
                 "become a prompt; the result is shown as a proposal to keep or discard (S)", on_refine)
-            row.addWidget(self.refine_button)
+            actions.addWidget(self.refine_button)
             self._shortcut("S", on_refine)
         self.undo_button = self.redo_button = None
         if on_undo is not None:
-            self.undo_button = self._button("\u21b6", "Undo (Ctrl+Z)", on_undo)
-            row.addWidget(self.undo_button)
+            self.undo_button = self._button("\u21b6 Undo", "Undo (Ctrl+Z)", on_undo)
+            actions.addWidget(self.undo_button)
         if on_redo is not None:
-            self.redo_button = self._button("\u21b7", "Redo (Ctrl+Shift+Z or Ctrl+Y)", on_redo)
-            row.addWidget(self.redo_button)
-        row.addStretch(1)
-        self.hint = QLabel("")
+            self.redo_button = self._button("\u21b7 Redo", "Redo (Ctrl+Shift+Z or Ctrl+Y)", on_redo)
+            actions.addWidget(self.redo_button)
+        actions.addStretch(1)
         tools.tool_changed.connect(self._on_tool_changed)
 
     def _button(self, text: str, tip: str, slot) -> QToolButton:

@@ -263,14 +263,23 @@ class ReviewPanel(QWidget):
             "Write back\u2026", "Put the ACCEPTED outlines into the Descriptron project (asks first); "
             "rejected and unreviewed ones are never written", self.write_back)
         grid = QGridLayout()
-        grid.addWidget(self.accept_button, 0, 0)
-        grid.addWidget(self.reject_button, 0, 1)
-        grid.addWidget(self.fix_button, 0, 2)
-        grid.addWidget(self.undo_button, 0, 3)
-        grid.addWidget(self.accept_specimen_button, 1, 0)
-        grid.addWidget(self.reject_specimen_button, 1, 1)
-        grid.addWidget(self.template_button, 1, 2)
-        grid.addWidget(self.write_button, 1, 3)
+        if self.central:  # a narrow panel: three buttons a row
+            self.accept_specimen_button.setText("Accept all  (\u21e7A)")
+            self.reject_specimen_button.setText("Reject all  (\u21e7R)")
+            order = [self.accept_button, self.reject_button, self.fix_button,
+                     self.accept_specimen_button, self.reject_specimen_button, self.undo_button,
+                     self.template_button, self.write_button]
+            for i, b in enumerate(order):
+                grid.addWidget(b, i // 3, i % 3)
+        else:
+            grid.addWidget(self.accept_button, 0, 0)
+            grid.addWidget(self.reject_button, 0, 1)
+            grid.addWidget(self.fix_button, 0, 2)
+            grid.addWidget(self.undo_button, 0, 3)
+            grid.addWidget(self.accept_specimen_button, 1, 0)
+            grid.addWidget(self.reject_specimen_button, 1, 1)
+            grid.addWidget(self.template_button, 1, 2)
+            grid.addWidget(self.write_button, 1, 3)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -484,7 +493,10 @@ class ReviewPanel(QWidget):
     def _show_viewer(self) -> None:
         """Put the viewer in the host's central area (while this panel is shown)."""
         if self.central and self.isVisible():
-            self.host.show_central_view(self.viewer)
+            try:
+                self.host.show_central_view(self.viewer, self)
+            except TypeError:  # a host whose show_central_view takes the view only
+                self.host.show_central_view(self.viewer)
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
@@ -514,7 +526,7 @@ class ReviewPanel(QWidget):
         """Wide when the photo is in the panel (hosts cap side panels); narrower when the photo
         is in the host's central area."""
         hint = super().sizeHint()
-        hint.setWidth(max(hint.width(), NARROW_WIDTH if self.central else PREFERRED_WIDTH))
+        hint.setWidth(NARROW_WIDTH if self.central else max(hint.width(), PREFERRED_WIDTH))
         return hint
 
     def hideEvent(self, event) -> None:  # the dock closed or the window closing: keep everything

@@ -7,7 +7,7 @@ from descriptron_sam2pal.gui.model_session import DEMO_CHOICE, ModelSession
 from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE, template_images
 from descriptron_sam2pal.gui.templates_panel import TemplatesPanel
 from plugin_fixtures import *  # noqa: F401,F403
-from plugin_fixtures import wait_image
+from plugin_fixtures import drag_on, wait_image
 
 
 def _click(qtbot, window, x, y, button=Qt.LeftButton):
@@ -128,21 +128,7 @@ def test_reviewed_predictions_written_back_are_not_templates(specimens):
 
 
 def _drag(qtbot, window, points):
-    """A left-button drag through image points on the real canvas."""
-    from PyQt5.QtCore import QPointF
-    from PyQt5.QtGui import QMouseEvent
-    from PyQt5.QtWidgets import QApplication
-
-    canvas = window.canvas
-    viewport = canvas.view.viewport()
-    pos = [canvas.map_to_widget(x, y) for x, y in points]
-    qtbot.mousePress(viewport, Qt.LeftButton, pos=pos[0])
-    for p in pos[1:]:
-        qtbot.wait(40)  # pyqtgraph drops mouse moves that come faster than a screen refresh
-        QApplication.sendEvent(viewport, QMouseEvent(QMouseEvent.MouseMove, QPointF(p), Qt.NoButton,
-                                                     Qt.LeftButton, Qt.NoModifier))
-    qtbot.wait(40)
-    qtbot.mouseRelease(viewport, Qt.LeftButton, pos=pos[-1])
+    drag_on(qtbot, window.canvas, points)
 
 
 def test_drawn_polygon_template_without_a_model_then_training(qtbot, window, specimens, settings, messages,
