@@ -298,6 +298,8 @@ class Workspace(QMainWindow):
             self.tabifyDockWidget(previous, dock)
             dock.raise_()
         self._plugin_docks[qt_area] = dock
+        # Also when a tab is raised from code (tabifiedDockWidgetActivated is for the user's clicks).
+        dock.visibilityChanged.connect(lambda on, d=dock: on and self._follow_central_view(d))
         self.panels_menu.addAction(dock.toggleViewAction())
         if area in ("left", "right"):
             self._shown_tab[qt_area] = dock

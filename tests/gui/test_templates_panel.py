@@ -196,8 +196,9 @@ def test_drawn_polygon_template_without_a_model_then_training(qtbot, window, spe
     results = []
     dialog = TrainDialog(window, trained, on_results=lambda r, run_dir: results.append(r))
     dialog.advanced_box.setChecked(True)
-    dialog.steps_spin.setValue(2)
     dialog.device_combo.setCurrentText("cpu")
+    dialog.steps_spin.setValue(2)  # after the device: choosing one sets its preset's steps
+    assert dialog.size_spin.value() == 128
     assert "pronotum" in dialog.template_list.item(0).text()
     dialog.propagate_after.setChecked(False)
     dialog.start_training()
