@@ -27,7 +27,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt5.QtCore import QObject, QPointF, QRectF, Qt, pyqtSignal
+from PyQt5.QtCore import QEvent, QObject, QPointF, QRectF, Qt, pyqtSignal
 from PyQt5.QtGui import QColor, QKeySequence, QPainterPath, QPen
 from PyQt5.QtWidgets import (QGraphicsEllipseItem, QGraphicsPathItem, QHBoxLayout, QLabel, QShortcut,
                              QSpinBox, QToolButton, QVBoxLayout, QWidget)
@@ -154,6 +154,7 @@ class DrawingTools(QObject):
         self.vertex_polygons: list[list[tuple[float, float]]] = []
         self._dragging: tuple[int, int] | None = None
         canvas.tool_handler = self
+        canvas.view.installEventFilter(self)  # Enter, Backspace, Esc while the canvas has the focus
         vb = canvas.viewbox
         self._path_item = QGraphicsPathItem()
         self._path_item.setZValue(35)
@@ -167,6 +168,18 @@ class DrawingTools(QObject):
         self._cursor.setZValue(37)
         self._cursor.hide()
         vb.addItem(self._cursor, ignoreBounds=True)
+
+    def eventFilter(self, obj, event) -> bool:
+        """Enter closes the polygon, Backspace takes back a vertex, Esc drops it or puts the tool
+        away: keys of the canvas (not window shortcuts, so Enter still works in a text field)."""
+        if event.type() == QEvent.KeyPress and self.tool and event.modifiers() in (Qt.NoModifier,
+                                                                                    Qt.KeypadModifier):
+            action = {Qt.Key_Return: self.finish_polygon, Qt.Key_Enter: self.finish_polygon,
+                      Qt.Key_Backspace: self.remove_last_vertex, Qt.Key_Escape: self.cancel}.get(event.key())
+            if action is not None:
+                action()
+                return True
+        return super().eventFilter(obj, event)
 
     # -- state ---------------------------------------------------------------------
     def is_active(self) -> bool:
@@ -428,10 +441,6 @@ class DrawingToolbar(QWidget):
         self._shortcut("-", lambda: self.size_spin.setValue(max(1, int(self.size_spin.value() / 1.25))))
         self._shortcut("=", lambda: self.size_spin.setValue(int(self.size_spin.value() * 1.25) + 1))
         self._shortcut("+", lambda: self.size_spin.setValue(int(self.size_spin.value() * 1.25) + 1))
-        self._shortcut(Qt.Key_Return, tools.finish_polygon)
-        self._shortcut(Qt.Key_Enter, tools.finish_polygon)
-        self._shortcut(Qt.Key_Backspace, tools.remove_last_vertex)
-        self._shortcut(Qt.Key_Escape, tools.cancel)
         self.refine_button = None
         if on_refine is not None:
             self.refine_button = self._button(

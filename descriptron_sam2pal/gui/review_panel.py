@@ -1018,7 +1018,8 @@ class ReviewPanel(QWidget):
                     Qt.Key_Down: self.next_item, Qt.Key_Right: self.next_item,
                     Qt.Key_Up: self.previous_item, Qt.Key_Left: self.previous_item,
                     Qt.Key_F: lambda: self.set_fix_mode(not self._fix_mode),
-                    Qt.Key_Escape: lambda: self.set_fix_mode(False)}.get(key)
+                    Qt.Key_Escape: lambda: self.tools.cancel() if self.tools.tool else self.set_fix_mode(False)
+                    }.get(key)
         if mods == Qt.ShiftModifier:
             return {Qt.Key_A: self.accept_specimen, Qt.Key_R: self.reject_specimen}.get(key)
         return None

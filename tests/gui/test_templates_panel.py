@@ -147,7 +147,10 @@ def test_drawn_polygon_template_without_a_model_then_training(qtbot, window, spe
         _click(qtbot, window, x, y)
     assert len(tools.polygon) == 3 and panel.proposal is None
     _click(qtbot, window, 30, 50)
-    _click(qtbot, window, 30.2, 20.2)  # on the first vertex: closes it
+    qtbot.keyClick(window.canvas.view, Qt.Key_Backspace)  # takes back the last vertex
+    assert len(tools.polygon) == 3
+    _click(qtbot, window, 30, 50)
+    _click(qtbot, window, 30.2, 20.2)  # on the first vertex: closes it (as Enter on the canvas does)
     assert tools.polygon == [] and panel.proposal is not None
     drawn = panel.proposal.copy()
     assert drawn[25:45, 35:75].all() and not drawn[5:15].any()
@@ -183,7 +186,7 @@ def test_drawn_polygon_template_without_a_model_then_training(qtbot, window, spe
     assert panel.proposal.sum() > before
 
     panel.name_combo.setEditText("pronotum")
-    panel.accept_proposal()
+    qtbot.keyClick(panel.name_combo.lineEdit(), Qt.Key_Return)  # Enter accepts, even with a tool on
     record = window.current_image()
     assert "pronotum" in window.store.structure_masks(record.id)
     assert [r.file_name for r, _ in template_images(window.store)] == ["specimen_01.png"]
