@@ -84,6 +84,7 @@ class TemplatesPanel(QWidget):
         self.score: float | None = None
         self.accepted: list[dict] = []  # undo stack of accepted structures
         self.history: MaskHistory | None = None  # the proposal's changes (SAM2 and hand edits)
+        self._refine_wanted = False  # Refine pressed while SAM2 was loading or reading the image
         self.tools: DrawingTools | None = None
         canvas_of = getattr(host, "image_canvas", None)
         if self.can_prompt and callable(canvas_of):
@@ -329,12 +330,17 @@ class TemplatesPanel(QWidget):
             self._encoded_id = None
             if self.active_button.isChecked():
                 self._prepare()  # the user moved on while it ran
+        elif self._refine_wanted:
+            self.refine()
         elif self.prompts:
             self._predict()
         self._update()
 
     def _on_model_ready(self) -> None:
-        if self.active_button.isChecked() and self._prepare() and self.prompts:
+        if self._refine_wanted:
+            if self._prepare():  # the image was read before: refine now; else once it is read
+                self.refine()
+        elif self.active_button.isChecked() and self._prepare() and self.prompts:
             self._predict()
         self._update()
 
@@ -412,10 +418,13 @@ class TemplatesPanel(QWidget):
             self.host.show_status("Draw an outline first, then let SAM2 refine it", 8000)
             return
         if not self._prepare():
-            self.host.show_status("Preparing SAM2 (loading the model, reading the image); press Refine "
-                                  "again in a moment", 8000)
+            self._refine_wanted = self.session.is_loading or self._encoder is not None
+            if self._refine_wanted:
+                self.host.show_status("Preparing SAM2 (loading the model, reading the image); "
+                                      "it refines the outline then", 8000)
             self._update()
             return
+        self._refine_wanted = False
         box, points = refine_prompt(self.proposal, 3)
         try:
             mask, score = self.session.loaded.segmenter.predict(points, [1] * len(points), box=box)
@@ -460,6 +469,7 @@ class TemplatesPanel(QWidget):
         # The workspace dropped the proposal with the old image.
         self.prompts = _Prompts()
         self.history = None
+        self._refine_wanted = False
         if self.tools is not None:
             self.tools.set_tool(self.tools.tool)  # a polygon begun on the old image is dropped
         self.proposal, self.score = None, None

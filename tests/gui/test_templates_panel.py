@@ -208,3 +208,22 @@ def test_drawn_polygon_template_without_a_model_then_training(qtbot, window, spe
     qtbot.waitUntil(lambda: dialog.worker is None, timeout=90000)
     assert (dialog.run_dir / "adapter.pt").is_file() and messages.seen == []
     assert "Training finished" in dialog.log_view.toPlainText()
+
+
+def test_refine_a_drawn_outline_with_sam2_then_go_back(qtbot, window, specimens, session, messages):
+    """Refine (S): the drawn outline's box and inner points prompt SAM2; the result is a proposal
+    that "Back to my outline" (or Ctrl+Z) discards."""
+    panel = _open(qtbot, window, specimens, session)
+    tools = panel.tools
+    tools.set_tool("polygon")
+    for x, y in [(30, 20), (80, 20), (80, 50), (30, 50)]:
+        _click(qtbot, window, x, y)
+    assert tools.finish_polygon()
+    drawn = panel.proposal.copy()
+    panel.refine()  # SAM2 loads and reads the image in the background, then refines
+    qtbot.waitUntil(lambda: panel.history.tag == "refine", timeout=30000)
+    assert panel.history.tag == "refine" and not np.array_equal(panel.proposal, drawn)
+    assert panel.discard_refine_button.isVisible()
+    qtbot.mouseClick(panel.discard_refine_button, Qt.LeftButton)
+    assert np.array_equal(panel.proposal, drawn) and not panel.discard_refine_button.isVisible()
+    assert messages.seen == []
