@@ -32,7 +32,7 @@ from PyQt5.QtGui import QColor, QKeySequence, QPainterPath, QPen
 from PyQt5.QtWidgets import (QGraphicsEllipseItem, QGraphicsPathItem, QHBoxLayout, QLabel, QShortcut,
                              QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
-from descriptron_sam2pal.imaging.drawing import (delete_vertex, fill_mask_holes, insert_vertex,
+from descriptron_sam2pal.imaging.drawing import (delete_vertex, edit_scale, fill_mask_holes, insert_vertex,
                                                  mask_to_vertex_polygons, move_vertex, nearest_edge,
                                                  nearest_vertex, paint, polygon_to_mask, stroke_mask,
                                                  vertex_polygons_to_mask)
@@ -152,6 +152,7 @@ class DrawingTools(QObject):
         self.polygon: list[tuple[float, float]] = []     # vertices of the polygon being drawn
         self.stroke: list[tuple[float, float]] = []      # points of the brush stroke being drawn
         self.vertex_polygons: list[list[tuple[float, float]]] = []
+        self._untouched: np.ndarray | None = None  # parts of the mask without handles (specks)
         self._dragging: tuple[int, int] | None = None
         canvas.tool_handler = self
         canvas.view.installEventFilter(self)  # Enter, Backspace, Esc while the canvas has the focus
@@ -220,7 +221,13 @@ class DrawingTools(QObject):
         """Redraw the tool's marks (call after the owner's mask changed)."""
         if self.tool == VERTICES and self.is_active() and self._dragging is None:
             mask = self.current_mask()
-            self.vertex_polygons = mask_to_vertex_polygons(mask) if mask is not None else []
+            if mask is None:
+                self.vertex_polygons, self._untouched = [], None
+            else:
+                tolerance, min_area = edit_scale(mask.shape)
+                self.vertex_polygons = mask_to_vertex_polygons(mask, tolerance, 120, min_area)
+                # What the handles do not cover stays as it is when a vertex moves.
+                self._untouched = mask & ~vertex_polygons_to_mask(self.vertex_polygons, mask.shape)
         elif self.tool != VERTICES:
             self.vertex_polygons = []
         self._draw_marks()
@@ -358,7 +365,10 @@ class DrawingTools(QObject):
         shape = self.shape()
         self.vertex_polygons = [list(p) for p in polygons]
         if shape is not None:
-            self.edited.emit(vertex_polygons_to_mask(self.vertex_polygons, shape), VERTICES)
+            mask = vertex_polygons_to_mask(self.vertex_polygons, shape)
+            if self._untouched is not None and self._untouched.shape == shape:
+                mask |= self._untouched
+            self.edited.emit(mask, VERTICES)
         self._draw_marks()
 
     # -- marks on the canvas ------------------------------------------------------------

@@ -21,7 +21,7 @@ Point = tuple[float, float]
 __all__ = [
     "polygon_to_mask", "stroke_mask", "paint", "fill_mask_holes", "mask_to_vertex_polygons",
     "vertex_polygons_to_mask", "nearest_vertex", "nearest_edge", "move_vertex", "insert_vertex",
-    "delete_vertex", "refine_prompt", "mask_to_polygons_ring",
+    "delete_vertex", "refine_prompt", "mask_to_polygons_ring", "edit_scale",
 ]
 
 
@@ -73,13 +73,17 @@ def fill_mask_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def mask_to_vertex_polygons(mask: np.ndarray, tolerance: float = 1.0,
-                            max_vertices: int = 200) -> list[list[Point]]:
-    """Editable outlines of a mask: one vertex polygon per connected part, largest first,
-    simplified (``tolerance`` px, raised until each has at most ``max_vertices``)
-    so that a few dozen handles can be dragged. Vertices are pixel-edge
-    coordinates (as :func:`polygon_to_mask` takes them). Holes are not kept."""
+                            max_vertices: int = 200, min_area: float = 0.0) -> list[list[Point]]:
+    """Editable outlines of a mask: one vertex polygon per connected part of at least
+    ``min_area`` px, largest first, simplified (``tolerance`` px, raised until each has at
+    most ``max_vertices``) so that a few dozen handles can be dragged. Vertices are
+    pixel-edge coordinates (as :func:`polygon_to_mask` takes them). Holes are not kept."""
     out = []
     for flat in mask_to_polygons(np.asarray(mask, bool), 0.0):
+        if min_area > 0 and len(flat) >= 6:
+            pts = np.asarray(flat, np.float32).reshape(-1, 2)
+            if abs(float(cv2.contourArea(pts))) < min_area:
+                continue
         tol = float(tolerance)
         while True:
             simple = mask_to_polygons_ring(flat, tol)
@@ -99,6 +103,13 @@ def mask_to_polygons_ring(flat: Sequence[float], tolerance: float) -> list[Point
         if len(approx) >= 3:
             pts = approx
     return [(float(x) + 0.5, float(y) + 0.5) for x, y in pts.reshape(-1, 2)]
+
+
+def edit_scale(shape: tuple[int, int]) -> tuple[float, float]:
+    """(simplification tolerance px, smallest part in px^2) for vertex editing on an image of
+    ``shape``: about 1/400 of its long side, and parts smaller than (1/100 of it)^2 get no handles."""
+    side = float(max(shape))
+    return max(1.0, side / 400.0), max(9.0, (side / 100.0) ** 2)
 
 
 def vertex_polygons_to_mask(polygons: Sequence[Sequence[Point]], shape: tuple[int, int]) -> np.ndarray:

@@ -320,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
     # 2b. Drawing by hand: the polygon tool (P) on the main canvas, no model needed
     window.canvas.view.setFocus()
     QTest.keyClick(window.canvas.view, Qt.Key_P)
+    templates.name_combo.setEditText("head")
     points = mask_outline_points(args.data, OUTLINED_HERE, "head")
     for px, py in points[:-3]:
         click_image(window.canvas, px, py)

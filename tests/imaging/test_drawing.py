@@ -70,3 +70,17 @@ def test_refine_prompt_box_and_interior_points():
     assert 1 <= len(points) <= 3
     assert all(mask[int(y), int(x)] for x, y in points)
     assert refine_prompt(np.zeros((5, 5), bool)) == (None, [])
+
+
+def test_vertex_polygons_skip_specks_and_scale_with_the_image():
+    from descriptron_sam2pal.imaging.drawing import edit_scale
+
+    mask = np.zeros((400, 400), bool)
+    mask[100:300, 100:300] = True
+    mask[10:12, 10:12] = True  # a speck
+    tolerance, min_area = edit_scale(mask.shape)
+    assert tolerance == 1.0 and min_area == 16.0
+    polys = mask_to_vertex_polygons(mask, tolerance, 120, min_area)
+    assert len(polys) == 1 and len(polys[0]) == 4
+    assert len(mask_to_vertex_polygons(mask)) == 2
+    assert edit_scale((3000, 4000)) == (10.0, 1600.0)
