@@ -116,6 +116,10 @@ def test_review_continues_after_closing_the_workspace(qtbot, window, specimens, 
     panel2 = plugin2.review_panel
     assert panel2.session is None and panel2.offered_review() == run / "review.json"
     assert "2 of 6 reviewed" in panel2.resume_label.text()
+    qtbot.mouseClick(panel2.resume_dismiss, Qt.LeftButton)  # "Not now"
+    again.notify_store_changed()  # an edit of the project does not offer it again
+    assert panel2.offered_review() is None
+    panel2.resume_bar.show()
     plugin2.review_dock.raise_()
     qtbot.mouseClick(panel2.resume_button, Qt.LeftButton)
     states = {(i.target.file_name, i.structure): i.state for i in panel2.session.items}

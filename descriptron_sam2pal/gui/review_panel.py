@@ -111,6 +111,7 @@ class ReviewPanel(QWidget):
         #: The viewer goes to the host's central area (large) when the host has one.
         self.central = callable(getattr(host, "show_central_view", None))
         self._offered: Path | None = None  # the review offered in the resume bar
+        self._offered_for: tuple | None = None  # (project, review) it was offered for
         self._build()
         self._unsubscribe = []
         if callable(getattr(host, "on_store_changed", None)):
@@ -390,8 +391,9 @@ class ReviewPanel(QWidget):
             self.resume_bar.hide()
             self._offered = None
             return
-        if latest == self._offered and not self.resume_bar.isHidden():
-            return
+        if (id(store), latest) == self._offered_for:
+            return  # offered for this project already (maybe dismissed): edits do not offer it again
+        self._offered_for = (id(store), latest)
         info = review_summary(latest)
         if not info:
             return
