@@ -33,7 +33,7 @@ from PyQt5.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLa
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE, template_images
 from descriptron_sam2pal.host.api import CanvasHost
-from descriptron_sam2pal.gui.drawing_tools import DrawingToolbar, DrawingTools, MaskHistory
+from descriptron_sam2pal.gui.drawing_tools import TOOL_INFO, DrawingToolbar, DrawingTools, MaskHistory
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
 from descriptron_sam2pal.gui.workers import EngineWorker
 from descriptron_sam2pal.imaging.drawing import refine_prompt
@@ -90,6 +90,7 @@ class TemplatesPanel(QWidget):
         if self.can_prompt and callable(canvas_of):
             self.tools = DrawingTools(canvas_of(), lambda: self.proposal, self)
             self.tools.edited.connect(self._on_drawn)
+            self.tools.tool_changed.connect(lambda _name: self._update())
         self._encoded_id: Any = None  # image whose features the segmenter holds
         self._encoder: EngineWorker | None = None
         self._problem = ""  # why SAM2 cannot be used now (no checkpoint), shown until that changes
@@ -265,6 +266,9 @@ class TemplatesPanel(QWidget):
             self.status.setText("SAM2's refinement is shown: name it and accept it, or go back to your outline.")
         elif self.proposal is not None and self.tools is not None and self.tools.tool:
             self.status.setText("Keep drawing, or name the structure and accept it (Enter in the name box).")
+        elif self.tools is not None and self.tools.tool:
+            text, key, what = TOOL_INFO[self.tools.tool]
+            self.status.setText(f"{text} ({key}): {what}.")
         elif not self.active_button.isChecked():
             self.status.setText(f"Press \u201c{OUTLINE_OFF_TEXT}\u201d to start, or draw it by hand.")
         elif not has_image:
