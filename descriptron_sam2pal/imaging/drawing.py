@@ -107,9 +107,9 @@ def mask_to_polygons_ring(flat: Sequence[float], tolerance: float) -> list[Point
 
 def edit_scale(shape: tuple[int, int]) -> tuple[float, float]:
     """(simplification tolerance px, smallest part in px^2) for vertex editing on an image of
-    ``shape``: about 1/400 of its long side, and parts smaller than (1/100 of it)^2 get no handles."""
+    ``shape``: about 1/300 of its long side, and parts smaller than (1/60 of it)^2 get no handles."""
     side = float(max(shape))
-    return max(1.0, side / 400.0), max(9.0, (side / 100.0) ** 2)
+    return max(1.0, side / 300.0), max(9.0, (side / 60.0) ** 2)
 
 
 def vertex_polygons_to_mask(polygons: Sequence[Sequence[Point]], shape: tuple[int, int]) -> np.ndarray:

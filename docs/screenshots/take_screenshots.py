@@ -338,6 +338,7 @@ def run(args: argparse.Namespace) -> int:
     shots.save(window, "03c_templates_vertices.png")
     QTest.keyClick(window.canvas.view, Qt.Key_Escape)
     templates.clear_prompts()                           # not kept: the guide's templates stay as they were
+    templates.name_combo.setEditText("")
 
     # 3. Train SAM2-PAL (Ctrl+Shift+T): a short run, photographed while it runs
     window.activateWindow()

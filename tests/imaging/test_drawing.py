@@ -79,8 +79,9 @@ def test_vertex_polygons_skip_specks_and_scale_with_the_image():
     mask[100:300, 100:300] = True
     mask[10:12, 10:12] = True  # a speck
     tolerance, min_area = edit_scale(mask.shape)
-    assert tolerance == 1.0 and min_area == 16.0
+    assert tolerance == 400 / 300 and min_area == (400 / 60) ** 2
     polys = mask_to_vertex_polygons(mask, tolerance, 120, min_area)
     assert len(polys) == 1 and len(polys[0]) == 4
     assert len(mask_to_vertex_polygons(mask)) == 2
-    assert edit_scale((3000, 4000)) == (10.0, 1600.0)
+    tolerance, min_area = edit_scale((3000, 4000))  # a 12-megapixel photo
+    assert round(tolerance, 1) == 13.3 and round(min_area) == 4444
