@@ -477,6 +477,12 @@ class Workspace(QMainWindow):
             self._launcher = find_descriptron()
         return self._launcher
 
+    def set_descriptron_launcher(self, launcher) -> None:
+        """Use this launcher (``descriptron_link.DescriptronLauncher``, or None: not installed)
+        instead of the one found in the installed packages."""
+        self._launcher = launcher
+        self._update_actions()
+
     def descriptron_command(self) -> list[str]:
         """The command that opens the current specimen with its annotation file in Descriptron."""
         launcher = self._descriptron()

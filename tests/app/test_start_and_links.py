@@ -100,10 +100,11 @@ def test_open_in_descriptron_builds_image_then_annotation_file(window, project, 
     assert fallback.argv[:2] == (sys.executable, "-c") and "descriptron_gui.cli" in fallback.argv[2]
     assert descriptron_command(launcher, "/p/a.png", "/p/a.json") == [launcher.argv[0], "/p/a.png", "/p/a.json"]
 
-    window._launcher = launcher
+    window.set_descriptron_launcher(None)
+    assert not window.descriptron_action.isEnabled()
+    window.set_descriptron_launcher(launcher)
     window.open_path(project)
     wait_shown(qtbot, window, "ant_01.png")
-    window._update_actions()
     assert window.descriptron_action.isEnabled()
     assert window.descriptron_command() == [launcher.argv[0], str(project / "ant_01.png"),
                                             str(project / "session.json")]
