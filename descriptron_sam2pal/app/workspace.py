@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 from PyQt5.QtCore import QProcess, QSettings, Qt, QTimer, QUrl, pyqtSignal
-from PyQt5.QtGui import QColor, QKeySequence
+from PyQt5.QtGui import QColor, QImageReader, QKeySequence, QTextCursor
 from PyQt5.QtWidgets import (QAction, QDialog, QDialogButtonBox, QDockWidget, QFileDialog,
                              QHeaderView, QInputDialog, QLabel, QLineEdit, QListWidget, QListWidgetItem,
                              QMainWindow, QMenu, QMessageBox, QPlainTextEdit, QPushButton, QStackedWidget,
@@ -58,6 +58,28 @@ def image_subfolders(folder: str | os.PathLike) -> list[tuple[Path, int]]:
         if n:
             found.append((sub, n))
     return found
+
+
+def _fit_images(document, width: int, folder: Path = USER_GUIDE.parent) -> None:
+    """Show the document's images (the guide's screenshots, paths relative to ``folder``) at most
+    ``width`` px wide, height to scale."""
+    block = document.begin()
+    while block.isValid():
+        it = block.begin()
+        while not it.atEnd():
+            fragment = it.fragment()
+            fmt = fragment.charFormat()
+            size = QImageReader(str(folder / fmt.toImageFormat().name())).size() \
+                if fmt.isImageFormat() else None
+            if size is not None and size.width() > width:
+                image = fmt.toImageFormat()
+                image.setWidth(width)
+                cursor = QTextCursor(document)
+                cursor.setPosition(fragment.position())
+                cursor.setPosition(fragment.position() + fragment.length(), QTextCursor.KeepAnchor)
+                cursor.setCharFormat(image)
+            it += 1
+        block = block.next()
 
 
 def _strip_mnemonic(text: str) -> str:
@@ -519,6 +541,7 @@ class Workspace(QMainWindow):
             browser.document().setBaseUrl(QUrl.fromLocalFile(str(USER_GUIDE)))
             browser.setSearchPaths([str(USER_GUIDE.parent)])
             browser.setMarkdown(USER_GUIDE.read_text(encoding="utf-8"))
+            _fit_images(browser.document(), 820)
         else:
             browser.setMarkdown("The user guide is `docs/user_guide.md` in the descriptron-sam2pal "
                                 "sources; this installation does not include it.")
