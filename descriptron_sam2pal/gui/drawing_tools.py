@@ -225,7 +225,7 @@ class DrawingTools(QObject):
                 self.vertex_polygons, self._untouched = [], None
             else:
                 tolerance, min_area = edit_scale(mask.shape)
-                self.vertex_polygons = mask_to_vertex_polygons(mask, tolerance, 120, min_area)
+                self.vertex_polygons = mask_to_vertex_polygons(mask, tolerance, 48, min_area)
                 # What the handles do not cover stays as it is when a vertex moves.
                 self._untouched = mask & ~vertex_polygons_to_mask(self.vertex_polygons, mask.shape)
         elif self.tool != VERTICES:
