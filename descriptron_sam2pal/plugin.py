@@ -57,8 +57,11 @@ class Sam2PalPlugin:
     # -- results to the Review panel ---------------------------------------------
     def show_results(self, results: list, run_dir: Path | None = None) -> None:
         """Hand propagation results (``TargetResult``s) to the Review panel."""
-        session_path = Path(run_dir) / "review.json" if run_dir is not None else None
-        self.review_panel.load_results(results, session_path=session_path)
+        from descriptron_sam2pal.gui.review_session import review_path_for
+
+        journal = Path(run_dir) / "propagation.jsonl" if run_dir is not None else None
+        session_path = review_path_for(run_dir) if run_dir is not None else None
+        self.review_panel.load_results(results, predictions_path=journal, session_path=session_path)
         dock = getattr(self, "review_dock", None)  # set by register()
         if dock is not None:
             dock.show()

@@ -9,6 +9,7 @@ import sys
 from PyQt5.QtCore import QCoreApplication, Qt, QTimer
 from PyQt5.QtWidgets import QApplication
 
+from descriptron_sam2pal.app.qt_check import startup_problem
 from descriptron_sam2pal.gui.workers import running_workers
 
 
@@ -30,6 +31,10 @@ def run(project: str | None = None, plugins: bool = True) -> int:
     from descriptron_sam2pal.app.workspace import Workspace  # imports the store and imaging stacks: after Qt is up
 
     if QApplication.instance() is None:
+        problem = startup_problem()
+        if problem:  # Qt would abort with a message that names no library
+            print(problem, file=sys.stderr)
+            return 2
         QCoreApplication.setAttribute(Qt.AA_EnableHighDpiScaling, True)
         QCoreApplication.setAttribute(Qt.AA_UseHighDpiPixmaps, True)
     app = QApplication.instance() or QApplication(sys.argv[:1])

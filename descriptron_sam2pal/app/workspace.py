@@ -15,16 +15,18 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-from PyQt5.QtCore import QSettings, Qt, QTimer, pyqtSignal
-from PyQt5.QtGui import QColor, QKeySequence
+from PyQt5.QtCore import QProcess, QSettings, Qt, QTimer, QUrl, pyqtSignal
+from PyQt5.QtGui import QColor, QImageReader, QKeySequence, QTextCursor
 from PyQt5.QtWidgets import (QAction, QDialog, QDialogButtonBox, QDockWidget, QFileDialog,
-                             QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem,
-                             QMainWindow, QMenu, QMessageBox, QPlainTextEdit, QTableWidget,
-                             QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
+                             QHeaderView, QInputDialog, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                             QMainWindow, QMenu, QMessageBox, QPlainTextEdit, QPushButton, QStackedWidget,
+                             QTableWidget, QTableWidgetItem, QTextBrowser, QToolButton, QVBoxLayout, QWidget)
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.gui.canvas import ImageCanvas
+from descriptron_sam2pal.app.descriptron_link import descriptron_command, find_descriptron
+from descriptron_sam2pal.gui.canvas import ImageCanvas, shared_colors
 from descriptron_sam2pal.gui.image_loader import LatestImageLoader
+from descriptron_sam2pal.imaging.io import is_image_file
 from descriptron_sam2pal.store import AnnotationStore
 from descriptron_sam2pal.host import api
 
@@ -35,6 +37,49 @@ _AREAS = {
     "top": Qt.TopDockWidgetArea, "bottom": Qt.BottomDockWidgetArea,
 }
 _RECORD_ROLE = Qt.UserRole
+
+
+#: The user guide next to the sources (a source checkout or an editable install).
+USER_GUIDE = Path(__file__).resolve().parents[2] / "docs" / "user_guide.md"
+
+
+def image_subfolders(folder: str | os.PathLike) -> list[tuple[Path, int]]:
+    """(sub-folder, number of photos) for each sub-folder of ``folder`` holding photos, when
+    ``folder`` itself holds none (photos sorted into one folder per taxon); else []."""
+    folder = Path(folder)
+    if not folder.is_dir() or any(is_image_file(p) for p in folder.iterdir() if p.is_file()):
+        return []
+    found = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            n = sum(1 for p in sub.iterdir() if p.is_file() and is_image_file(p))
+        except OSError:
+            continue
+        if n:
+            found.append((sub, n))
+    return found
+
+
+def _fit_images(document, width: int, folder: Path = USER_GUIDE.parent) -> None:
+    """Show the document's images (the guide's screenshots, paths relative to ``folder``) at most
+    ``width`` px wide, height to scale."""
+    block = document.begin()
+    while block.isValid():
+        it = block.begin()
+        while not it.atEnd():
+            fragment = it.fragment()
+            fmt = fragment.charFormat()
+            size = QImageReader(str(folder / fmt.toImageFormat().name())).size() \
+                if fmt.isImageFormat() else None
+            if size is not None and size.width() > width:
+                image = fmt.toImageFormat()
+                image.setWidth(width)
+                cursor = QTextCursor(document)
+                cursor.setPosition(fragment.position())
+                cursor.setPosition(fragment.position() + fragment.length(), QTextCursor.KeepAnchor)
+                cursor.setCharFormat(image)
+            it += 1
+        block = block.next()
 
 
 def _strip_mnemonic(text: str) -> str:
@@ -76,14 +121,22 @@ class Workspace(QMainWindow):
         self._dock_widths: dict[QDockWidget, int] = {}  # width each side panel had when last shown
         self._shown_tab: dict[Qt.DockWidgetArea, QDockWidget] = {}
         self._panels_fitted = False
+        self._view_owners: dict[QWidget, QWidget] = {}  # panel -> its central view
         self.tabifiedDockWidgetActivated.connect(self._on_dock_tab_activated)
+        self.tabifiedDockWidgetActivated.connect(self._follow_central_view)
 
-        self.canvas = ImageCanvas()
+        shared_colors().use_settings(self.settings)  # one colour per structure, kept between runs
+        self.canvas = ImageCanvas(colors=shared_colors())
         self.canvas.set_message("File > Open folder... to start")
         self.canvas.hovered.connect(self._on_hover)
         self.canvas.clicked.connect(lambda x, y, button: self._call_each(self._click_callbacks, x, y, button))
         self.canvas.box_drawn.connect(lambda *box: self._call_each(self._box_callbacks, *box))
-        self.setCentralWidget(self.canvas)
+        self.central = QStackedWidget()
+        self.start_page = self._build_start_page()
+        self.central.addWidget(self.canvas)
+        self.central.addWidget(self.start_page)
+        self.central.setCurrentWidget(self.start_page)
+        self.setCentralWidget(self.central)
         self._build_image_dock()
         self._build_menus()
         self._build_status_bar()
@@ -111,6 +164,37 @@ class Workspace(QMainWindow):
         self.images_dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
         self.addDockWidget(Qt.LeftDockWidgetArea, self.images_dock)
 
+    def _build_start_page(self) -> QWidget:
+        """What the window shows before a project is open: what to do first."""
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        layout.addStretch(1)
+        title = QLabel("<h2>Open your specimen photos to start</h2>"
+                       "<p>A folder of photos (with their Descriptron annotation files, if any), "
+                       "or one Descriptron annotation file.<br>Photos sorted into sub-folders "
+                       "(e.g. one per taxon): open the parent folder and pick one.</p>")
+        title.setAlignment(Qt.AlignCenter)
+        title.setWordWrap(True)
+        layout.addWidget(title)
+        self.start_open_button = QPushButton("Open a folder of photos…  (Ctrl+O)")
+        self.start_open_button.clicked.connect(self._ask_open_folder)
+        self.start_file_button = QPushButton("Open an annotation file…  (Ctrl+Shift+O)")
+        self.start_file_button.clicked.connect(self._ask_open_file)
+        self.start_last_button = QPushButton()
+        self.start_last_button.clicked.connect(
+            lambda: self.open_path(self.settings.value("last_project", "", str)))
+        last = self.settings.value("last_project", "", str)
+        self.start_last_button.setVisible(bool(last) and Path(last).exists())
+        self.start_last_button.setText(f"Open again: {last}")
+        self.start_guide_button = QPushButton("Read the user guide  (F1)")
+        self.start_guide_button.clicked.connect(self.show_user_guide)
+        for b in (self.start_open_button, self.start_file_button, self.start_last_button,
+                  self.start_guide_button):
+            b.setMinimumHeight(34)
+            layout.addWidget(b, 0, Qt.AlignHCenter)
+        layout.addStretch(2)
+        return page
+
     def _build_menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
@@ -121,6 +205,9 @@ class Workspace(QMainWindow):
         file_menu.addSeparator()
         self.save_action = file_menu.addAction("&Save", self._save_from_menu)
         self.save_action.setShortcut(QKeySequence.Save)
+        file_menu.addSeparator()
+        self.descriptron_action = file_menu.addAction("Open in &Descriptron", self.open_in_descriptron)
+        self.descriptron_action.setShortcut(QKeySequence("Ctrl+Shift+D"))
         file_menu.addSeparator()
         quit_action = file_menu.addAction("&Quit", self.close)
         quit_action.setShortcut(QKeySequence("Ctrl+Q"))
@@ -137,6 +224,8 @@ class Workspace(QMainWindow):
         self.panels_menu.addAction(self.images_dock.toggleViewAction())
 
         self.help_menu = bar.addMenu("&Help")
+        self.guide_action = self.help_menu.addAction("&User guide", self.show_user_guide)
+        self.guide_action.setShortcut(QKeySequence.HelpContents)
         self.plugins_action = self.help_menu.addAction("&Plugins...", self.show_plugins_dialog)
         self.warnings_action = self.help_menu.addAction("Store &warnings...", self.show_warnings_dialog)
 
@@ -157,6 +246,12 @@ class Workspace(QMainWindow):
         self.next_action.setEnabled(has_store)
         self.prev_action.setEnabled(has_store)
         self.warnings_action.setEnabled(bool(has_store and self._store.warnings))
+        launcher = self._descriptron()
+        self.descriptron_action.setEnabled(launcher is not None and self._current is not None
+                                           and self._current.path is not None)
+        self.descriptron_action.setToolTip(
+            "Open this specimen with its annotation file in Descriptron" if launcher is not None else
+            "Descriptron's annotation GUI is not installed here (pip install descriptron-gui)")
         self.setWindowModified(self.is_modified())
         name = f" \u2014 {self._store_name()}" if has_store else ""
         self.setWindowTitle(f"Descriptron workspace{name}[*]")
@@ -226,6 +321,8 @@ class Workspace(QMainWindow):
             self.tabifyDockWidget(previous, dock)
             dock.raise_()
         self._plugin_docks[qt_area] = dock
+        # Also when a tab is raised from code (tabifiedDockWidgetActivated is for the user's clicks).
+        dock.visibilityChanged.connect(lambda on, d=dock: on and self._follow_central_view(d))
         self.panels_menu.addAction(dock.toggleViewAction())
         if area in ("left", "right"):
             self._shown_tab[qt_area] = dock
@@ -254,6 +351,15 @@ class Workspace(QMainWindow):
             self._dock_widths[previous] = previous.width()
         self._shown_tab[area] = dock
         self._fit_side_panel(dock)
+
+    def _follow_central_view(self, dock: QDockWidget) -> None:
+        """A panel's tab was raised: show its central view, or the canvas if it has none."""
+        view = self._view_owners.get(dock.widget())
+        current = self.central.currentWidget()
+        if view is not None:
+            self.central.setCurrentWidget(view)
+        elif current in self._view_owners.values():
+            self.show_central_view(None)
 
     def _fit_side_panel(self, dock: QDockWidget) -> None:
         if self.isVisible():  # before that the layout is not settled; showEvent does it
@@ -301,6 +407,7 @@ class Workspace(QMainWindow):
         store = AnnotationStore.open(path)  # StoreError leaves the current store in place
         self._set_store(store)
         self.settings.setValue("last_dir", str(Path(path).parent if Path(path).is_file() else path))
+        self.settings.setValue("last_project", str(path))
         return store
 
     def save_store(self) -> None:
@@ -364,6 +471,89 @@ class Workspace(QMainWindow):
             self._show_masks(self._current)
         self.canvas.set_points(list(points))
         self.canvas.set_box(box)
+
+    # ------------------------------------- drawing and central views (optional)
+    def image_canvas(self) -> ImageCanvas:
+        """The main canvas (for a plugin's drawing tools: ``gui.drawing_tools.DrawingTools``)."""
+        return self.canvas
+
+    def show_central_view(self, widget: QWidget | None, owner: QWidget | None = None) -> None:
+        """Show ``widget`` (e.g. the Review panel's viewer) in the big central area instead of the
+        image canvas; None shows the canvas again (or the start page without a project).
+        ``owner`` is the panel the view belongs to: raising another panel's tab shows the canvas,
+        raising the owner's tab shows its view again."""
+        if widget is None:
+            widget = self.canvas if self._store is not None else self.start_page
+        else:
+            if self.central.indexOf(widget) < 0:
+                self.central.addWidget(widget)
+            if owner is not None:
+                self._view_owners[owner] = widget
+        self.central.setCurrentWidget(widget)
+
+    def central_view(self) -> QWidget:
+        return self.central.currentWidget()
+
+    # ------------------------------------------------------ Descriptron, help
+    def _descriptron(self):
+        if not hasattr(self, "_launcher"):
+            self._launcher = find_descriptron()
+        return self._launcher
+
+    def set_descriptron_launcher(self, launcher) -> None:
+        """Use this launcher (``descriptron_link.DescriptronLauncher``, or None: not installed)
+        instead of the one found in the installed packages."""
+        self._launcher = launcher
+        self._update_actions()
+
+    def descriptron_command(self) -> list[str]:
+        """The command that opens the current specimen with its annotation file in Descriptron."""
+        launcher = self._descriptron()
+        if launcher is None:
+            raise UserError("Descriptron's annotation GUI is not installed in this Python "
+                            "(pip install descriptron-gui).")
+        record = self._current
+        if record is None or record.path is None:
+            raise UserError("Choose a specimen whose photo is found first.")
+        return descriptron_command(launcher, record.path, record.source)
+
+    def open_in_descriptron(self) -> None:
+        """File > Open in Descriptron: save first if needed (Descriptron reads the files), then start it."""
+        try:
+            if self.is_modified() and not self._settle_unsaved("open the specimen in Descriptron"):
+                return
+            argv = self.descriptron_command()
+        except UserError as exc:
+            self.show_error("Open in Descriptron", str(exc))
+            return
+        if not QProcess.startDetached(argv[0], argv[1:]):
+            self.show_error("Open in Descriptron", f"Could not start {argv[0]}.")
+            return
+        self.show_status(f"Opening {self._current.file_name} in Descriptron…", 8000)
+
+    def show_user_guide(self) -> QDialog:
+        """Help > User guide: the guide with its screenshots in a window (no browser needed)."""
+        dialog = QDialog(self)
+        dialog.setWindowTitle("SAM2-PAL user guide")
+        layout = QVBoxLayout(dialog)
+        browser = QTextBrowser()
+        browser.setOpenExternalLinks(True)
+        if USER_GUIDE.is_file():
+            browser.document().setBaseUrl(QUrl.fromLocalFile(str(USER_GUIDE)))
+            browser.setSearchPaths([str(USER_GUIDE.parent)])
+            browser.setMarkdown(USER_GUIDE.read_text(encoding="utf-8"))
+            _fit_images(browser.document(), 820)
+        else:
+            browser.setMarkdown("The user guide is `docs/user_guide.md` in the descriptron-sam2pal "
+                                "sources; this installation does not include it.")
+        layout.addWidget(browser)
+        buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        buttons.rejected.connect(dialog.reject)
+        layout.addWidget(buttons)
+        dialog.resize(min(900, max(600, self.width() - 80)), min(760, max(480, self.height() - 60)))
+        dialog.open()
+        self.guide_browser = browser
+        return dialog
 
     # ---------------------------------------------------------- Host: work
     def register_worker(self, worker: Any) -> None:
@@ -450,7 +640,17 @@ class Workspace(QMainWindow):
 
     # ------------------------------------------------------- opening stores
     def open_path(self, path: str | os.PathLike) -> bool:
-        """Open a folder or annotation file from the UI; errors become a dialog. True if opened."""
+        """Open a folder or annotation file from the UI; errors become a dialog. True if opened.
+        A folder whose photos are all in sub-folders asks which sub-folder to open."""
+        subfolders = image_subfolders(path)
+        if subfolders:
+            names = [f"{sub.name}  ({n} photo{'s' * (n != 1)})" for sub, n in subfolders]
+            choice, ok = QInputDialog.getItem(
+                self, "Open a sub-folder", f"{Path(path).name} has its photos in sub-folders. Open which?",
+                names, 0, False)
+            if not ok:
+                return False
+            path = subfolders[names.index(choice)][0]
         try:
             return self.open_store(str(path)) is not None
         except UserError as exc:
@@ -494,6 +694,8 @@ class Workspace(QMainWindow):
         self.image_loader.forget()  # a load still running for the old store is stale now
         self._fill_list()
         self._update_actions()
+        if self.central.currentWidget() is self.start_page:
+            self.central.setCurrentWidget(self.canvas)
         n_warn = len(store.warnings)
         self.show_status(f"Opened {self._store_name()}: {len(self._records)} images"
                          + (f", {n_warn} warnings (Help > Store warnings)" if n_warn else ""), 10000)
@@ -543,6 +745,8 @@ class Workspace(QMainWindow):
 
     def _on_list_selection(self, item: QListWidgetItem | None, _previous=None) -> None:
         if item is not None:
+            if self.central.currentWidget() is not self.canvas:
+                self.central.setCurrentWidget(self.canvas)  # the user picked a photo: show it
             self._request_image(self._records[self.image_list.row(item)])
 
     def _step(self, delta: int) -> None:
@@ -586,6 +790,7 @@ class Workspace(QMainWindow):
             self._show_masks(record)
         row = self._row_of.get(record.id, -1)
         self.position_label.setText(f"{row + 1} / {len(self._records)}  {record.file_name}")
+        self._update_actions()
         self._emit_current_changed()
 
     def _show_masks(self, record) -> None:

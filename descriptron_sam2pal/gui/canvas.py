@@ -11,8 +11,8 @@ image. A left or right click on the image emits ``clicked``; shift+left-drag
 
 from __future__ import annotations
 
+import json
 import logging
-import zlib
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -37,30 +37,85 @@ POSITIVE_COLOR = (40, 200, 60)
 NEGATIVE_COLOR = (230, 40, 40)
 
 
-class StructureColors:
-    """A stable colour per structure name.
+#: QSettings key holding the colour of every structure name seen (JSON {name: [r, g, b]}).
+COLORS_SETTINGS_KEY = "structure_colors"
+#: How a host labels a structure's proposal on the canvas ("eye (proposal)"): same colour as "eye".
+PROPOSAL_SUFFIX = " (proposal)"
 
-    Names given to :meth:`assign` (e.g. a store's categories ordered by id) get
-    palette colours in that order, so a project's structures never share a
-    colour while there are fewer than the palette size. Any other name gets a
-    colour chosen by a hash of its lower-cased name: the same on every image
-    and in every run.
+
+class StructureColors:
+    """One colour per structure name, the same in every view and every session.
+
+    A name gets the first palette colour not taken yet the first time it is seen
+    (:meth:`assign` for a project's names in order, or :meth:`color`); a name keeps
+    its colour for good. With :meth:`use_settings` the colours are kept in a
+    ``QSettings`` and restored at the next start. :func:`shared_colors` is the
+    instance every canvas uses unless given another.
     """
 
-    def __init__(self, palette: Sequence[tuple[int, int, int]] = STRUCTURE_PALETTE) -> None:
+    def __init__(self, palette: Sequence[tuple[int, int, int]] = STRUCTURE_PALETTE, settings=None) -> None:
         self.palette = tuple(palette)
         self._assigned: dict[str, tuple[int, int, int]] = {}
+        self.settings = None
+        if settings is not None:
+            self.use_settings(settings)
+
+    def use_settings(self, settings) -> None:
+        """Take the colours kept in ``settings`` (a QSettings) and keep new ones there."""
+        self.settings = settings
+        raw = settings.value(COLORS_SETTINGS_KEY, "", str) if settings is not None else ""
+        self._assigned = {}
+        try:
+            stored = json.loads(raw) if raw else {}
+        except ValueError:
+            stored = {}
+        if isinstance(stored, dict):
+            for name, rgb in stored.items():
+                if isinstance(rgb, list) and len(rgb) == 3 and all(isinstance(v, int) for v in rgb):
+                    self._assigned[str(name).lower()] = tuple(rgb)
 
     def assign(self, names: Iterable[str]) -> None:
-        self._assigned = {}
-        for i, name in enumerate(dict.fromkeys(n.lower() for n in names)):
-            self._assigned[name] = self.palette[i % len(self.palette)]
+        """Give the names not seen yet the next free colours, in order."""
+        added = False
+        for name in dict.fromkeys(n.lower() for n in names):
+            if name not in self._assigned:
+                self._assigned[name] = self._next_free()
+                added = True
+        if added:
+            self._save()
 
     def color(self, name: str) -> tuple[int, int, int]:
+        """The structure's colour; "eye (proposal)" has the colour of "eye"."""
         key = name.lower()
-        if key in self._assigned:
-            return self._assigned[key]
-        return self.palette[zlib.crc32(key.encode("utf-8")) % len(self.palette)]
+        if key.endswith(PROPOSAL_SUFFIX) and len(key) > len(PROPOSAL_SUFFIX):
+            key = key[:-len(PROPOSAL_SUFFIX)]
+        if key not in self._assigned:
+            self.assign([key])
+        return self._assigned[key]
+
+    def set_color(self, name: str, rgb: tuple[int, int, int]) -> None:
+        self._assigned[name.lower()] = tuple(int(v) for v in rgb)
+        self._save()
+
+    def _next_free(self) -> tuple[int, int, int]:
+        used = set(self._assigned.values())
+        for rgb in self.palette:
+            if rgb not in used:
+                return rgb
+        return self.palette[len(self._assigned) % len(self.palette)]
+
+    def _save(self) -> None:
+        if self.settings is not None:
+            self.settings.setValue(COLORS_SETTINGS_KEY, json.dumps(
+                {n: list(rgb) for n, rgb in self._assigned.items()}))
+
+
+_SHARED_COLORS = StructureColors()
+
+
+def shared_colors() -> StructureColors:
+    """The colours every view of this process uses (the workspace ties them to its settings)."""
+    return _SHARED_COLORS
 
 
 def mask_outline(mask: np.ndarray, thickness: int = 1) -> np.ndarray:
@@ -127,7 +182,17 @@ class _CanvasViewBox(pg.ViewBox):
         self._band.hide()
         self.addItem(self._band, ignoreBounds=True)
 
+    def _tool(self):
+        tool = self._canvas.tool_handler
+        return tool if tool is not None and tool.is_active() else None
+
     def mouseClickEvent(self, ev):
+        tool = self._tool()
+        if tool is not None and ev.button() in (Qt.LeftButton, Qt.RightButton):
+            pos = self.mapSceneToView(ev.scenePos())
+            if tool.click(pos.x(), pos.y(), "left" if ev.button() == Qt.LeftButton else "right", ev.double()):
+                ev.accept()
+                return
         if ev.double() and ev.button() == Qt.LeftButton:
             ev.accept()
             self._canvas.fit()
@@ -140,6 +205,13 @@ class _CanvasViewBox(pg.ViewBox):
             super().mouseClickEvent(ev)
 
     def mouseDragEvent(self, ev, axis=None):
+        tool = self._tool()
+        if tool is not None and ev.button() == Qt.LeftButton:
+            start = self.mapSceneToView(ev.buttonDownScenePos(Qt.LeftButton))
+            pos = self.mapSceneToView(ev.scenePos())
+            if tool.drag(pos.x(), pos.y(), (start.x(), start.y()), ev.isStart(), ev.isFinish()):
+                ev.accept()
+                return
         if ev.isStart():
             self._drawing_box = (
                 ev.button() == Qt.LeftButton
@@ -215,8 +287,10 @@ class ImageCanvas(QWidget):
 
     def __init__(self, parent: QWidget | None = None, colors: StructureColors | None = None) -> None:
         super().__init__(parent)
-        self.colors = colors if colors is not None else StructureColors()
+        self.colors = colors if colors is not None else shared_colors()
         self.box_mode = False
+        #: Drawing tools (``gui.drawing_tools.DrawingTools``): while one is active it gets the left button.
+        self.tool_handler = None
         self._image: np.ndarray | None = None
         self._masks: dict[str, np.ndarray] = {}
         self._hidden: set[str] = set()
@@ -436,5 +510,7 @@ class ImageCanvas(QWidget):
         if self._image is None or not self.viewbox.sceneBoundingRect().contains(scene_pos):
             return
         pos = self.viewbox.mapSceneToView(scene_pos)
+        if self.tool_handler is not None:
+            self.tool_handler.hover(pos.x(), pos.y())
         if self._inside(pos.x(), pos.y()):
             self.hovered.emit(pos.x(), pos.y())

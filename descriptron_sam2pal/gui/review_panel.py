@@ -1,18 +1,27 @@
 """The Review panel: go through propagation results worst first, accept / reject / fix, write back.
 
 A dock widget holding a table of every (specimen, structure) prediction sorted
-worst first, a filter and counts, its **own** :class:`~.canvas.ImageCanvas`
-showing the selected specimen with the selected structure highlighted (full
-colour, in the legend) and the specimen's other predictions dimmed, and the
-action buttons. The panel has its own canvas because the host contract offers no
-overlay API and the host's canvas shows the *store's* outlines, not predictions.
+worst first (or by any column: click its header), filters by state and by
+structure, counts, the action buttons, and a viewer: an
+:class:`~.canvas.ImageCanvas` showing the selected specimen with the selected
+structure highlighted (full colour, in the legend) and the specimen's other
+predictions dimmed. On a host with a central area (``show_central_view``, the
+standalone workspace) the viewer is shown there, large, while the panel is
+shown; elsewhere it sits above the table in the panel. The viewer has the
+drawing tools of :mod:`.drawing_tools` (polygon P, brush B, eraser E, vertices
+V, fill holes H): each edit replaces the structure's outline, one undoable step.
 
 Keys (while the panel or any part of it has the focus; they win over the host's
 shortcuts there): **A** accept, **R** reject, **Shift+A / Shift+R** the whole
 specimen (structures not reviewed yet), **Down/Right** next, **Up/Left**
 previous, **F** fix mode (left click adds a positive point, right click a
 negative one; SAM2 re-segments at once), **Esc** leaves fix mode,
-**Ctrl+Z** undo.
+**Ctrl+Z** undo, **Ctrl+Shift+Z** / **Ctrl+Y** redo.
+
+Resuming: when a project is opened and the panel has nothing to review, the
+newest saved review of the project (``<project>/sam2pal_runs/*/review.json``)
+is offered in a bar at the top ("Continue"). "Open predictions..." starts in
+the run folder and opens a review file as well as a predictions file.
 
 The review is saved (see :mod:`.review_session`) a moment after every change and
 when the panel is hidden, to ``session_path``, so closing the window loses
@@ -40,8 +49,10 @@ from PyQt5.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialo
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.imaging.io import load_image
 from descriptron_sam2pal.gui.canvas import ImageCanvas, compose_overlay
-from descriptron_sam2pal.gui.review_session import (ACCEPTED, REJECTED, UNREVIEWED, ReviewItem, ReviewSession,
-                           review_path_for)
+from descriptron_sam2pal.gui.drawing_tools import DrawingToolbar, DrawingTools
+from descriptron_sam2pal.gui.review_session import (ACCEPTED, REJECTED, RUNS_FOLDER_NAME, UNREVIEWED,
+                                                    ReviewItem, ReviewSession, find_review_for, latest_review,
+                                                    review_path_for, review_summary)
 from descriptron_sam2pal.gui.review_table import (STATE_COLORS, ReviewTableModel, StateDelegate,
                                                  item_tooltip, score_text, state_text)
 from descriptron_sam2pal.gui.workers import EngineWorker
@@ -52,7 +63,9 @@ FILTER_CHOICES = (("All", "all"), ("Unreviewed", UNREVIEWED), ("Accepted", ACCEP
 DIM_ALPHA = 0.4          # how much of the normal overlay the non-selected structures keep
 AUTOSAVE_DELAY_MS = 800
 IMAGE_CACHE_SIZE = 4
-PREFERRED_WIDTH = 900    # px the panel asks for
+PREFERRED_WIDTH = 900    # px the panel asks for when the photo is in it
+NARROW_WIDTH = 460       # ... and when the photo is in the host's central area
+ALL_STRUCTURES = "All structures"
 Reprompt = Callable[[Any, list, list], Optional[np.ndarray]]
 
 
@@ -95,7 +108,14 @@ class ReviewPanel(QWidget):
         self._autosave.setSingleShot(True)
         self._autosave.setInterval(AUTOSAVE_DELAY_MS)
         self._autosave.timeout.connect(self.save_session)
+        #: The viewer goes to the host's central area (large) when the host has one.
+        self.central = callable(getattr(host, "show_central_view", None))
+        self._offered: Path | None = None  # the review offered in the resume bar
+        self._offered_for: tuple | None = None  # (project, review) it was offered for
         self._build()
+        self._unsubscribe = []
+        if callable(getattr(host, "on_store_changed", None)):
+            self._unsubscribe.append(host.on_store_changed(self._offer_resume))
         self._update_actions()
 
     # ------------------------------------------------------------------ building
@@ -110,16 +130,44 @@ class ReviewPanel(QWidget):
             self.filter_combo.addItem(text, name)
         self.filter_combo.setToolTip("Show all predictions, or only those still to review, accepted or rejected")
         self.filter_combo.currentIndexChanged.connect(self._on_filter_changed)
+        self.structure_combo = QComboBox()
+        self.structure_combo.addItem(ALL_STRUCTURES)
+        self.structure_combo.setToolTip("Show every structure, or only one")
+        self.structure_combo.currentIndexChanged.connect(self._on_structure_changed)
+        self.worst_first_button = QPushButton("Worst first")
+        self.worst_first_button.setToolTip("Back to the review order: predicted absent, then lowest confidence "
+                                           "(click a column header to sort by it)")
+        self.worst_first_button.clicked.connect(lambda: self.sort_by(-1))
         self.counts_label = QLabel("No predictions to review")
         counts_font = self.counts_label.font()
         counts_font.setBold(True)
         self.counts_label.setFont(counts_font)
         self.counts_label.setWordWrap(True)
-        top = QHBoxLayout()
-        top.addWidget(QLabel("Show:"))
-        top.addWidget(self.filter_combo)
-        top.addWidget(self.counts_label, 1)
-        top.addWidget(self.open_button)
+        top = QGridLayout()
+        top.addWidget(QLabel("Show:"), 0, 0)
+        top.addWidget(self.filter_combo, 0, 1)
+        top.addWidget(self.structure_combo, 0, 2)
+        top.addWidget(self.worst_first_button, 0, 3)
+        top.addWidget(self.counts_label, 1, 0, 1, 3)
+        top.addWidget(self.open_button, 1, 3)
+        top.setColumnStretch(2, 1)
+
+        self.resume_bar = QWidget()
+        self.resume_bar.setStyleSheet("QWidget#resume { background: rgb(255, 243, 205); border-radius: 4px; }")
+        self.resume_bar.setObjectName("resume")
+        resume_row = QHBoxLayout(self.resume_bar)
+        resume_row.setContentsMargins(6, 4, 6, 4)
+        self.resume_label = QLabel("")
+        self.resume_label.setWordWrap(True)
+        self.resume_button = QPushButton("Continue")
+        self.resume_button.setToolTip("Open this review with every decision you made")
+        self.resume_button.clicked.connect(self.resume_offered)
+        self.resume_dismiss = QPushButton("Not now")
+        self.resume_dismiss.clicked.connect(self.resume_bar.hide)
+        resume_row.addWidget(self.resume_label, 1)
+        resume_row.addWidget(self.resume_button)
+        resume_row.addWidget(self.resume_dismiss)
+        self.resume_bar.hide()
 
         self.model = ReviewTableModel(self)
         self.table = QTableView()
@@ -134,7 +182,12 @@ class ReviewPanel(QWidget):
         header.setSectionResizeMode(0, QHeaderView.Stretch)
         for col in (1, 2, 3):
             header.setSectionResizeMode(col, QHeaderView.ResizeToContents)
-        self.table.setToolTip("Worst first. A accept, R reject, \u2191/\u2193 previous/next, Ctrl+Z undo")
+        self.table.setToolTip("Worst first (click a header to sort by it). A accept, R reject, "
+                              "\u2191/\u2193 previous/next, Ctrl+Z undo")
+        header.setSectionsClickable(True)
+        header.setSortIndicatorShown(True)
+        header.setSortIndicator(-1, Qt.AscendingOrder)
+        header.sortIndicatorChanged.connect(lambda col, order: self.sort_by(col, order))
         self.table.selectionModel().currentRowChanged.connect(self._on_current_changed)
 
         self.title_label = QLabel("")
@@ -157,19 +210,27 @@ class ReviewPanel(QWidget):
         self._dim_item = pg.ImageItem(axisOrder="row-major")
         self._dim_item.setZValue(5)  # over the photo, under the highlighted structure
         self.canvas.viewbox.addItem(self._dim_item)
+        self.tools = DrawingTools(self.canvas, self._edit_source, self)
+        self.tools.edited.connect(self._on_drawn)
+        self.tools.tool_changed.connect(lambda name: name and self.set_fix_mode(False))
+        self.toolbar = DrawingToolbar(self.tools, on_undo=self.undo, on_redo=self.redo)
         viewer = QWidget()
         viewer_layout = QVBoxLayout(viewer)
-        viewer_layout.setContentsMargins(0, 0, 0, 0)
+        viewer_layout.setContentsMargins(4, 2, 4, 0)
         viewer_layout.addLayout(title_row)
+        viewer_layout.addWidget(self.toolbar)
         viewer_layout.addWidget(self.canvas, 1)
+        self.viewer = viewer
 
-        splitter = QSplitter(Qt.Vertical)
-        splitter.addWidget(viewer)
-        splitter.addWidget(self.table)
-        splitter.setStretchFactor(0, 2)  # the photo gets the room; the table shows ~8 rows
-        splitter.setStretchFactor(1, 1)
-        splitter.setSizes([660, 330])
-        self.splitter = splitter
+        self.splitter = None
+        if not self.central:
+            splitter = QSplitter(Qt.Vertical)
+            splitter.addWidget(viewer)
+            splitter.addWidget(self.table)
+            splitter.setStretchFactor(0, 2)  # the photo gets the room; the table shows ~8 rows
+            splitter.setStretchFactor(1, 1)
+            splitter.setSizes([660, 330])
+            self.splitter = splitter
 
         def button(text: str, tip: str, slot, color: tuple | None = None) -> QPushButton:
             b = QPushButton(text)
@@ -203,24 +264,34 @@ class ReviewPanel(QWidget):
             "Write back\u2026", "Put the ACCEPTED outlines into the Descriptron project (asks first); "
             "rejected and unreviewed ones are never written", self.write_back)
         grid = QGridLayout()
-        grid.addWidget(self.accept_button, 0, 0)
-        grid.addWidget(self.reject_button, 0, 1)
-        grid.addWidget(self.fix_button, 0, 2)
-        grid.addWidget(self.undo_button, 0, 3)
-        grid.addWidget(self.accept_specimen_button, 1, 0)
-        grid.addWidget(self.reject_specimen_button, 1, 1)
-        grid.addWidget(self.template_button, 1, 2)
-        grid.addWidget(self.write_button, 1, 3)
+        if self.central:  # a narrow panel: three buttons a row
+            self.accept_specimen_button.setText("Accept all  (\u21e7A)")
+            self.reject_specimen_button.setText("Reject all  (\u21e7R)")
+            order = [self.accept_button, self.reject_button, self.fix_button,
+                     self.accept_specimen_button, self.reject_specimen_button, self.undo_button,
+                     self.template_button, self.write_button]
+            for i, b in enumerate(order):
+                grid.addWidget(b, i // 3, i % 3)
+        else:
+            grid.addWidget(self.accept_button, 0, 0)
+            grid.addWidget(self.reject_button, 0, 1)
+            grid.addWidget(self.fix_button, 0, 2)
+            grid.addWidget(self.undo_button, 0, 3)
+            grid.addWidget(self.accept_specimen_button, 1, 0)
+            grid.addWidget(self.reject_specimen_button, 1, 1)
+            grid.addWidget(self.template_button, 1, 2)
+            grid.addWidget(self.write_button, 1, 3)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
-        layout.addWidget(splitter, 1)
+        layout.addWidget(self.resume_bar)
+        layout.addWidget(self.splitter if self.splitter is not None else self.table, 1)
         layout.addLayout(grid)
         self.setFocusPolicy(Qt.StrongFocus)
         self.setFocusProxy(self.table)
         for w in [self, self.table, self.table.viewport(), self.canvas, self.canvas.view,
-                  self.canvas.view.viewport()] + [b for b in self.findChildren(QPushButton)]:
+                  self.canvas.view.viewport(), self.viewer] + [b for b in self.findChildren(QPushButton)]:
             w.installEventFilter(self)
 
     # ------------------------------------------------------------------ sessions
@@ -237,6 +308,14 @@ class ReviewPanel(QWidget):
         if session is not None:
             session.listeners.append(self._on_session_changed)
             self.canvas.colors.assign(session.structure_names())
+            self.resume_bar.hide()
+        self.structure_combo.blockSignals(True)
+        self.structure_combo.clear()
+        self.structure_combo.addItem(ALL_STRUCTURES)
+        for name in (session.structure_names() if session is not None else []):
+            self.structure_combo.addItem(name)
+        self.structure_combo.blockSignals(False)
+        self.model.structure = None
         self.model.set_session(session)
         self._select_row(0)
         if not self.model.rows:
@@ -264,6 +343,7 @@ class ReviewPanel(QWidget):
         shown to the user (returns None then; the current review stays)."""
         try:
             session = ReviewSession.open_predictions(path)
+            session_path = find_review_for(path) or review_path_for(path)
         except UserError as exc:
             self.host.show_error("Cannot open the predictions", str(exc))
             return None
@@ -272,17 +352,158 @@ class ReviewPanel(QWidget):
             self.host.show_error("Cannot open the predictions", f"{type(exc).__name__}: {exc}",
                                  traceback.format_exc())
             return None
-        self.set_session(session, review_path_for(path))
+        self.set_session(session, session_path)
         c = session.counts()
         self.host.show_status(f"Reviewing {c['total']} predictions on {c['specimens']} specimens "
                               f"({c['reviewed']} reviewed before)")
         return session
 
     def _ask_open_predictions(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open predictions", "",
-                                              "Predictions (*.json *.rlejson *.jsonl);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open predictions or a review", self.predictions_folder(),
+            "Predictions or review (*.json *.rlejson *.jsonl);;All files (*)")
         if path:
             self.open_predictions(path)
+
+    def predictions_folder(self) -> str:
+        """Where "Open predictions..." starts: this review's run folder, else the project's newest
+        run, else its runs folder, else the project folder."""
+        if self.session_path is not None:
+            return str(self.session_path.parent)
+        store = getattr(self.host, "store", None)
+        project = getattr(store, "path", None) if store is not None else None
+        latest = latest_review(project)
+        if latest is not None:
+            return str(latest.parent)
+        if project:
+            base = Path(project) if Path(project).is_dir() else Path(project).parent
+            runs = base / RUNS_FOLDER_NAME
+            return str(runs if runs.is_dir() else base)
+        return ""
+
+    # ------------------------------------------------------------------ resuming
+    def _offer_resume(self, store: Any) -> None:
+        """A project was opened (or changed): offer its newest saved review if nothing is open here."""
+        if self.session is not None and self.session.items:
+            return
+        latest = latest_review(getattr(store, "path", None)) if store is not None else None
+        if latest is None:
+            self.resume_bar.hide()
+            self._offered = None
+            return
+        if (id(store), latest) == self._offered_for:
+            return  # offered for this project already (maybe dismissed): edits do not offer it again
+        self._offered_for = (id(store), latest)
+        info = review_summary(latest)
+        if not info:
+            return
+        self._offered = latest
+        saved = (info.get("saved") or "").replace("T", " ")[:16]
+        self.resume_label.setText(
+            f"<b>Continue your review?</b> {latest.parent.name}: {info['reviewed']} of {info['total']} "
+            f"reviewed ({info['accepted']} accepted, {info['rejected']} rejected)"
+            + (f", saved {saved}" if saved else ""))
+        self.resume_label.setToolTip(str(latest))
+        self.resume_bar.show()
+
+    def offered_review(self) -> Path | None:
+        """The review the resume bar offers (None when it offers nothing)."""
+        return self._offered if not self.resume_bar.isHidden() else None
+
+    def resume_offered(self) -> ReviewSession | None:
+        """"Continue": open the offered review with every decision."""
+        if self._offered is None:
+            return None
+        session = self.open_predictions(self._offered)
+        if session is not None:
+            self.resume_bar.hide()
+        return session
+
+    def close_panel(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+
+    # ------------------------------------------------------------------ sorting and filtering
+    def sort_by(self, column: int, order=Qt.AscendingOrder) -> None:
+        """Sort the table by a column (0 specimen, 1 structure, 2 score, 3 state); -1: worst first."""
+        item = self.current_item()
+        header = self.table.horizontalHeader()
+        if header.sortIndicatorSection() != column or header.sortIndicatorOrder() != order:
+            header.blockSignals(True)
+            header.setSortIndicator(column, order)
+            header.blockSignals(False)
+        self.model.sort(column, order)
+        if item is None or not self.select(item):
+            self._select_row(0)
+        self._show_current()
+        self._update_actions()
+
+    def set_structure_filter(self, name: str | None) -> None:
+        """Only this structure's rows (None: all structures)."""
+        index = self.structure_combo.findText(name) if name else 0
+        if index < 0:
+            raise ValueError(f"no structure {name!r} in this review")
+        self.structure_combo.setCurrentIndex(index)
+
+    def _on_structure_changed(self, index: int) -> None:
+        item = self.current_item()
+        self.model.set_structure(None if index <= 0 else self.structure_combo.itemText(index))
+        if item is None or not self.select(item):
+            self._select_row(0)
+        self.table.setFocus()
+        self._show_current()
+        self._update_actions()
+
+    # ------------------------------------------------------------------ drawing
+    def _edit_source(self) -> np.ndarray | None:
+        item = self.current_item()
+        return None if item is None else item.current_mask
+
+    def _on_drawn(self, mask: np.ndarray, what: str) -> None:
+        """A hand edit of the shown structure: it replaces the outline (one undoable step)."""
+        item = self.current_item()
+        if item is None or self.session is None:
+            return
+        if item.written:
+            self.host.show_status(f"{item.label} is in the project already; change it in Descriptron", 8000)
+            return
+        if not self._act("Edit", lambda: self.session.edit(item, mask, what))[0]:
+            return
+        row = self.current_row()
+        self.model.refresh()
+        if not self.select(item):
+            self._select_row(row)
+        self._show_current(force=True)
+        self._update_actions()
+
+    def redo(self) -> None:
+        if self.session is None or not self.session.can_redo:
+            self.host.show_status("Nothing to redo")
+            return
+        row = self.current_row()
+        self.set_fix_mode(False)
+        restored = self.session.redo()
+        self.model.refresh()
+        if restored and self.model.row_of(restored[0]) >= 0:
+            self._select_row(self.model.row_of(restored[0]))
+        else:
+            self._select_row(row)
+        self._show_current(force=True)
+        self._update_actions()
+
+    def _show_viewer(self) -> None:
+        """Put the viewer in the host's central area (while this panel is shown)."""
+        if self.central and self.isVisible():
+            try:
+                self.host.show_central_view(self.viewer, self)
+            except TypeError:  # a host whose show_central_view takes the view only
+                self.host.show_central_view(self.viewer)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self.session is not None:
+            self._show_viewer()
 
     def save_session(self) -> bool:
         """Write the review to ``session_path`` now (if there is one); errors are shown."""
@@ -304,14 +525,18 @@ class ReviewPanel(QWidget):
         self.session_changed.emit()
 
     def sizeHint(self):
-        """Wide: the photo under review is the point of the panel (hosts cap side panels)."""
+        """Wide when the photo is in the panel (hosts cap side panels); narrower when the photo
+        is in the host's central area."""
         hint = super().sizeHint()
-        hint.setWidth(max(hint.width(), PREFERRED_WIDTH))
+        hint.setWidth(NARROW_WIDTH if self.central else max(hint.width(), PREFERRED_WIDTH))
         return hint
 
     def hideEvent(self, event) -> None:  # the dock closed or the window closing: keep everything
         if self._autosave.isActive():
             self.save_session()
+        if self.central and callable(getattr(self.host, "central_view", None)) \
+                and self.host.central_view() is self.viewer:
+            self.host.show_central_view(None)  # another panel's turn: the photo with the project's outlines
         super().hideEvent(event)
 
     # ------------------------------------------------------------------ selection
@@ -519,11 +744,13 @@ class ReviewPanel(QWidget):
             and not self.current_item().written
         self._fix_mode = on
         self._pending = None
+        if on and self.tools.tool:
+            self.tools.set_tool("")  # clicks go to SAM2 now, not to a drawing tool
         if self.fix_button.isChecked() != on:
             self.fix_button.blockSignals(True)
             self.fix_button.setChecked(on)
             self.fix_button.blockSignals(False)
-        self.canvas.view.setCursor(Qt.CrossCursor if on else Qt.ArrowCursor)
+        self.canvas.view.setCursor(Qt.CrossCursor if on or self.tools.tool else Qt.ArrowCursor)
         if on:
             self.host.show_status("Fix: left click = part of the structure, right click = not part of it. "
                                   "Esc when done; A to accept.", 0)
@@ -606,6 +833,8 @@ class ReviewPanel(QWidget):
         self._shown_item = item
         self._update_title(item)
         self._update_counts()
+        if item is not None:
+            self._show_viewer()
         if item is None:
             self._dim_item.clear()
             self.canvas.set_image(None, "Nothing to review yet" if self.session is None or not self.session.items
@@ -672,6 +901,7 @@ class ReviewPanel(QWidget):
             self._dim_item.clear()
         if item.points:
             self.canvas.set_points([(x, y, lab == 1) for x, y, lab in item.points])
+        self.tools.refresh()
 
     def _request_image(self, path: str) -> None:
         """Decode ``path`` off the GUI thread (one load at a time; only the latest wish counts)."""
@@ -749,7 +979,11 @@ class ReviewPanel(QWidget):
             "Fix the outline with clicks (key F): left click = part of the structure, right click = not. "
             "SAM2 re-segments after each click; Ctrl+Z undoes a click." if self.reprompt is not None else
             "Fixing needs the SAM2 model loaded: press \u201cOutline on the image\u201d once in the Templates panel")
+        self.tools.set_enabled(editable)
+        can_redo = self.session is not None and self.session.can_redo
+        self.toolbar.redo_button.setEnabled(can_redo)
         can_undo = self.session is not None and self.session.can_undo
+        self.toolbar.undo_button.setEnabled(can_undo)
         self.undo_button.setEnabled(can_undo)
         self.undo_button.setToolTip(f"Undo: {self.session.undo_text()} (Ctrl+Z)" if can_undo else "Nothing to undo")
         self.write_button.setEnabled(self.session is not None and any(
@@ -778,12 +1012,16 @@ class ReviewPanel(QWidget):
         key, mods = event.key(), event.modifiers() & ~Qt.KeypadModifier
         if event.matches(QKeySequence.Undo) or (key == Qt.Key_Z and mods == Qt.ControlModifier):
             return self.undo
+        if event.matches(QKeySequence.Redo) or (key == Qt.Key_Y and mods == Qt.ControlModifier) \
+                or (key == Qt.Key_Z and mods == Qt.ControlModifier | Qt.ShiftModifier):
+            return self.redo
         if mods == Qt.NoModifier:
             return {Qt.Key_A: self.accept_current, Qt.Key_R: self.reject_current,
                     Qt.Key_Down: self.next_item, Qt.Key_Right: self.next_item,
                     Qt.Key_Up: self.previous_item, Qt.Key_Left: self.previous_item,
                     Qt.Key_F: lambda: self.set_fix_mode(not self._fix_mode),
-                    Qt.Key_Escape: lambda: self.set_fix_mode(False)}.get(key)
+                    Qt.Key_Escape: lambda: self.tools.cancel() if self.tools.tool else self.set_fix_mode(False)
+                    }.get(key)
         if mods == Qt.ShiftModifier:
             return {Qt.Key_A: self.accept_specimen, Qt.Key_R: self.reject_specimen}.get(key)
         return None

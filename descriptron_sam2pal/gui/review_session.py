@@ -135,6 +135,8 @@ class ReviewItem:
         self.state = state
         self.corrected_mask = corrected_mask
         self.points = list(points or [])
+        #: The corrected mask was drawn or edited by hand (polygon, brush, eraser, vertices).
+        self.hand_edited = False
         self.written = written
         self.index = 0  # position in the run (targets in input order, structures in order)
         self._mask = None if mask is None else np.asarray(mask, dtype=bool)
@@ -174,7 +176,7 @@ class ReviewItem:
 
     @property
     def corrected(self) -> bool:
-        return bool(self.points)
+        return bool(self.points) or self.hand_edited
 
     @property
     def current_mask(self) -> Optional[np.ndarray]:
@@ -198,10 +200,10 @@ class ReviewItem:
         return (0 if not self.present else 1, score, obj, self.index)
 
     def _snapshot(self) -> tuple:
-        return (self.state, self.corrected_mask, list(self.points))
+        return (self.state, self.corrected_mask, list(self.points), self.hand_edited)
 
     def _restore(self, snap: tuple) -> None:
-        self.state, self.corrected_mask, points = snap
+        self.state, self.corrected_mask, points, self.hand_edited = snap
         self.points = list(points)
 
     def __repr__(self) -> str:
@@ -266,6 +268,7 @@ class ReviewSession:
         self.order: list[ReviewItem] = sorted(self.items, key=ReviewItem.sort_key)
         self.predictions_path = str(predictions_path) if predictions_path else None
         self._undo: list[tuple[str, list[tuple[ReviewItem, tuple]]]] = []
+        self._redo: list[tuple[str, list[tuple[ReviewItem, tuple]]]] = []
         #: Called with no arguments after every change (the panel autosaves and redraws).
         self.listeners: list[Callable[[], None]] = []
 
@@ -400,7 +403,8 @@ class ReviewSession:
             if item.corrected:
                 correction = {"mask": mask_to_rle(item.corrected_mask) if item.corrected_mask is not None
                               else None,
-                              "points": [[float(x), float(y), int(lab)] for x, y, lab in item.points]}
+                              "points": [[float(x), float(y), int(lab)] for x, y, lab in item.points],
+                              "hand_edited": item.hand_edited}
             items.append({"target": index[id(item.target)], "structure": item.structure,
                           "present": item.present, "score": item.score, "object_score": item.object_score,
                           "predicted_iou": item.predicted_iou, "mask": rle, "state": item.state,
@@ -440,6 +444,7 @@ class ReviewSession:
             if corr:
                 item.corrected_mask = rle_to_mask(corr["mask"]) if corr.get("mask") is not None else None
                 item.points = [(float(x), float(y), int(lab)) for x, y, lab in corr.get("points", [])]
+                item.hand_edited = bool(corr.get("hand_edited"))
             items.append(item)
         return cls(targets, items, d.get("predictions"))
 
@@ -460,10 +465,13 @@ class ReviewSession:
 
     @classmethod
     def open_predictions(cls, path: str | os.PathLike) -> "ReviewSession":
-        """The review of a predictions file: continued from its session file if there is one."""
-        session_path = review_path_for(path)
-        if session_path.is_file():
-            return cls.load(session_path)
+        """The review of a predictions file (or of a review file itself), continued from its
+        review file if there is one; see :func:`find_review_for`."""
+        if is_review_file(path):
+            return cls.load(path)
+        found = find_review_for(path)
+        if found is not None:
+            return cls.load(found)
         return cls.from_predictions_file(path)
 
     # -- queries -------------------------------------------------------------------
@@ -551,13 +559,27 @@ class ReviewSession:
         item.points = [(float(x), float(y), int(lab)) for x, y, lab in points]
         self._changed()
 
+    def edit(self, item: ReviewItem, mask: np.ndarray, description: str = "edit") -> None:
+        """Replace the item's mask by one drawn or edited by hand (polygon, brush, eraser,
+        vertices, fill holes); undoable, one step per edit. The state is kept."""
+        self._check_not_written(item)
+        mask = np.asarray(mask, dtype=bool)
+        t = item.target
+        if t.height and t.width and mask.shape != (t.height, t.width):
+            raise ReviewError(f"the edited mask of {item.label} is {mask.shape[1]} x {mask.shape[0]} px "
+                              f"but the specimen is {t.width} x {t.height} px.")
+        self._undo.append((f"{description} {item.label}", [(item, item._snapshot())]))
+        item.corrected_mask = mask
+        item.hand_edited = True
+        self._changed()
+
     def revert_correction(self, item: ReviewItem) -> bool:
         """Back to the predicted mask (undoable); False if the item was not corrected."""
         self._check_not_written(item)
         if not item.corrected:
             return False
         self._undo.append((f"revert fix of {item.label}", [(item, item._snapshot())]))
-        item.corrected_mask, item.points = None, []
+        item.corrected_mask, item.points, item.hand_edited = None, [], False
         self._changed()
         return True
 
@@ -572,17 +594,35 @@ class ReviewSession:
         """Undo the last action; returns the items it restored ([] if nothing to undo)."""
         if not self._undo:
             return []
-        _, snaps = self._undo.pop()
+        text, snaps = self._undo.pop()
+        self._redo.append((text, [(item, item._snapshot()) for item, _ in snaps]))
         for item, snap in snaps:
             item._restore(snap)
-        self._changed()
+        self._changed(redoable=True)
+        return [item for item, _ in snaps]
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def redo(self) -> list[ReviewItem]:
+        """Do again what the last undo took back; returns the items it changed."""
+        if not self._redo:
+            return []
+        text, snaps = self._redo.pop()
+        self._undo.append((text, [(item, item._snapshot()) for item, _ in snaps]))
+        for item, snap in snaps:
+            item._restore(snap)
+        self._changed(redoable=True)
         return [item for item, _ in snaps]
 
     def _check_not_written(self, item: ReviewItem) -> None:
         if item.written:
             raise ReviewError(f"{item.label} is already in the Descriptron store; change it there.")
 
-    def _changed(self) -> None:
+    def _changed(self, redoable: bool = False) -> None:
+        if not redoable:
+            self._redo.clear()  # a new action: what was undone cannot be redone any more
         for listener in list(self.listeners):
             listener()
 
@@ -666,10 +706,100 @@ class ReviewSession:
         return (reason, None) if reason else ("", image)
 
 
+#: The one name of a review file: in the run folder, next to the predictions (``review.json``).
+REVIEW_FILE_NAME = "review.json"
+#: Where ``sam2pal`` puts its runs inside a project folder (``<project>/sam2pal_runs/run-*/``).
+RUNS_FOLDER_NAME = "sam2pal_runs"
+
+
 def review_path_for(predictions_path: str | os.PathLike) -> Path:
-    """Where the review of a predictions file is kept: ``<predictions without suffix>.review.json``."""
+    """Where the review of a predictions file (or a run folder) is kept: ``review.json`` in the
+    run folder. A review file is its own review path."""
+    p = Path(predictions_path)
+    if p.is_dir():
+        return p / REVIEW_FILE_NAME
+    if is_review_file(p):
+        return p
+    return p.with_name(REVIEW_FILE_NAME)
+
+
+def legacy_review_path_for(predictions_path: str | os.PathLike) -> Path:
+    """Where versions before 0.3 kept the review from the panel: ``<predictions stem>.review.json``."""
     p = Path(predictions_path)
     return p.with_name(p.stem + ".review.json")
+
+
+def is_review_file(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a saved review (``"format": "sam2pal-review"``), read cheaply."""
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() != ".json":
+        return False
+    try:
+        with open(p, encoding="utf-8") as f:
+            head = f.read(256)
+    except OSError:
+        return False
+    return f'"format":"{SESSION_FORMAT}"' in head.replace(" ", "")
+
+
+def find_review_for(predictions_path: str | os.PathLike) -> Path | None:
+    """The saved review of a predictions file: ``review.json`` in its folder when that review is
+    of this file (or of a file of the same run, e.g. the journal next to the COCO predictions),
+    else the older ``<stem>.review.json``; None when there is none."""
+    p = Path(predictions_path)
+    candidate = review_path_for(p)
+    if candidate.is_file() and candidate != p:
+        recorded = review_summary(candidate).get("predictions")
+        if not recorded or _same_run(Path(recorded), p):
+            return candidate
+    legacy = legacy_review_path_for(p)
+    return legacy if legacy.is_file() else None
+
+
+#: The journal a run writes while it segments (``<run>/propagation.jsonl``).
+JOURNAL_NAME = "propagation.jsonl"
+
+
+def _same_run(recorded: Path, opened: Path) -> bool:
+    """The review recorded ``recorded`` as its predictions: is ``opened`` that file, or the other
+    record of the same run (the journal and the predictions written from it)?"""
+    try:
+        if recorded.resolve() == opened.resolve():
+            return True
+        same_folder = recorded.parent.resolve() == opened.parent.resolve()
+    except OSError:
+        return False
+    return same_folder and JOURNAL_NAME in (recorded.name, opened.name)
+
+
+def review_summary(path: str | os.PathLike) -> dict:
+    """What a review file holds, without decoding masks: ``{"path", "predictions", "saved",
+    "total", "reviewed", "accepted", "rejected"}`` ({} when it cannot be read)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(d, dict) or d.get("format") != SESSION_FORMAT:
+        return {}
+    states = [e.get("state", UNREVIEWED) for e in d.get("items") or [] if isinstance(e, dict)]
+    return {"path": str(path), "predictions": d.get("predictions"), "saved": d.get("saved"),
+            "total": len(states), "reviewed": sum(s != UNREVIEWED for s in states),
+            "accepted": states.count(ACCEPTED), "rejected": states.count(REJECTED)}
+
+
+def latest_review(project_path: str | os.PathLike | None) -> Path | None:
+    """The most recently saved review of a project: the newest ``sam2pal_runs/*/review.json``
+    under the project's folder (the folder itself, or the annotation file's folder)."""
+    if not project_path:
+        return None
+    base = Path(project_path)
+    base = base if base.is_dir() else base.parent
+    runs = base / RUNS_FOLDER_NAME
+    if not runs.is_dir():
+        return None
+    found = [p for p in runs.glob(f"*/{REVIEW_FILE_NAME}") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def _info_of(path: Path) -> Any:

@@ -44,13 +44,29 @@ class StateDelegate(QStyledItemDelegate):
         option.state &= ~QStyle.State_Selected
 
 
+def _sort_key(column: int):
+    """The key of a column for sorting; ties keep the worst-first order."""
+    states = {UNREVIEWED: 0, ACCEPTED: 1, REJECTED: 2}
+    return {
+        0: lambda it: it.target.label.lower(),
+        1: lambda it: it.structure.lower(),
+        2: lambda it: -1.0 if it.absent or it.score is None else it.score,
+        3: lambda it: states[it.state],
+    }[column]
+
+
 class ReviewTableModel(QAbstractTableModel):
-    """The session's items under the current filter, worst first (rows rebuilt on every change)."""
+    """The session's items under the current filters, worst first or sorted by a column (click a
+    header; rows rebuilt on every change). Filters: a state (``filter``) and a structure
+    (``structure``, None for all)."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.session: ReviewSession | None = None
         self.filter = "all"
+        self.structure: str | None = None
+        self.sort_column = -1  # -1: worst first
+        self.sort_order = Qt.AscendingOrder
         self.rows: list[ReviewItem] = []
 
     def set_session(self, session: ReviewSession | None) -> None:
@@ -61,9 +77,23 @@ class ReviewTableModel(QAbstractTableModel):
         self.filter = name
         self.refresh()
 
+    def set_structure(self, name: str | None) -> None:
+        self.structure = name or None
+        self.refresh()
+
+    def sort(self, column: int, order=Qt.AscendingOrder) -> None:
+        """Sort by ``column`` (-1: worst first, the review order)."""
+        self.sort_column, self.sort_order = column, order
+        self.refresh()
+
     def refresh(self) -> None:
         self.beginResetModel()
-        self.rows = self.session.visible(self.filter) if self.session is not None else []
+        rows = self.session.visible(self.filter) if self.session is not None else []
+        if self.structure is not None:
+            rows = [it for it in rows if it.structure == self.structure]
+        if 0 <= self.sort_column < len(COLUMNS):
+            rows = sorted(rows, key=_sort_key(self.sort_column), reverse=self.sort_order == Qt.DescendingOrder)
+        self.rows = rows
         self.endResetModel()
 
     def row_of(self, item: ReviewItem) -> int:

@@ -5,7 +5,15 @@ click a point off it, a drag draws a box; SAM2 proposes the mask at once (the
 image is encoded once in the background; each click then only runs the mask
 decoder). The user names the structure and accepts it: it goes into the
 store as an annotation with ``attributes.source = "sam2pal-template"``.
-Undo (Ctrl+Z) takes back the last click, or else the last accepted structure.
+
+On a host that lends its canvas (``image_canvas()``, the standalone workspace
+does) the structure can also be drawn or corrected by hand, with no model at
+all: polygon (P), brush (B), eraser (E), vertex editing (V), fill holes (H)
+(see :mod:`.drawing_tools`); Refine (S) asks SAM2 to redo a hand-drawn outline
+from its box and a few points inside it, shown as a proposal to keep or
+discard. Every change of the proposed mask (SAM2's or a hand edit) is one step
+of a :class:`~.drawing_tools.MaskHistory`: Ctrl+Z / Ctrl+Shift+Z undo and redo
+them; with nothing left to undo, Ctrl+Z takes back the last accepted structure.
 
 Needs a host with the optional canvas members (``host.api.CanvasHost``).
 """
@@ -25,8 +33,10 @@ from PyQt5.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLa
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE, template_images
 from descriptron_sam2pal.host.api import CanvasHost
+from descriptron_sam2pal.gui.drawing_tools import TOOL_INFO, DrawingToolbar, DrawingTools, MaskHistory
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
 from descriptron_sam2pal.gui.workers import EngineWorker
+from descriptron_sam2pal.imaging.drawing import refine_prompt
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +83,14 @@ class TemplatesPanel(QWidget):
         self.proposal: np.ndarray | None = None
         self.score: float | None = None
         self.accepted: list[dict] = []  # undo stack of accepted structures
+        self.history: MaskHistory | None = None  # the proposal's changes (SAM2 and hand edits)
+        self._refine_wanted = False  # Refine pressed while SAM2 was loading or reading the image
+        self.tools: DrawingTools | None = None
+        canvas_of = getattr(host, "image_canvas", None)
+        if self.can_prompt and callable(canvas_of):
+            self.tools = DrawingTools(canvas_of(), lambda: self.proposal, self)
+            self.tools.edited.connect(self._on_drawn)
+            self.tools.tool_changed.connect(lambda _name: self._update())
         self._encoded_id: Any = None  # image whose features the segmenter holds
         self._encoder: EngineWorker | None = None
         self._problem = ""  # why SAM2 cannot be used now (no checkpoint), shown until that changes
@@ -131,6 +149,14 @@ class TemplatesPanel(QWidget):
         self.clear_button.clicked.connect(self.clear_prompts)
         self.score_label = QLabel("")
         self.score_label.setToolTip("SAM2's own estimate of the mask quality (0 to 1)")
+        self.toolbar = None
+        self.discard_refine_button = QPushButton("Back to my outline")
+        self.discard_refine_button.setToolTip("Discard SAM2's refinement and keep the outline you drew (Ctrl+Z)")
+        self.discard_refine_button.clicked.connect(self.undo)
+        self.discard_refine_button.hide()
+        if self.tools is not None:
+            self.toolbar = DrawingToolbar(self.tools, on_undo=self.undo, on_redo=self.redo,
+                                          on_refine=self.refine)
 
         outline = QGroupBox("Outline a structure")
         form = QFormLayout()
@@ -141,6 +167,11 @@ class TemplatesPanel(QWidget):
         box_layout = QVBoxLayout(outline)
         box_layout.addWidget(self.active_button)
         box_layout.addWidget(self.help_label)
+        if self.toolbar is not None:
+            draw_title = QLabel("<b>Or draw it by hand</b> (no model needed):")
+            box_layout.addWidget(draw_title)
+            box_layout.addWidget(self.toolbar)
+            box_layout.addWidget(self.discard_refine_button)
         box_layout.addWidget(self.busy)
         box_layout.addWidget(self.status)
         box_layout.addLayout(form)
@@ -166,6 +197,13 @@ class TemplatesPanel(QWidget):
         undo.setContext(Qt.WindowShortcut)
         undo.activated.connect(self.undo)
         self._undo_shortcut = undo
+        self._redo_shortcuts = []
+        keys = {QKeySequence(k).toString(): QKeySequence(k) for k in ("Ctrl+Shift+Z", "Ctrl+Y")}
+        for key in keys.values():
+            redo = QShortcut(key, self)
+            redo.setContext(Qt.WindowShortcut)
+            redo.activated.connect(self.redo)
+            self._redo_shortcuts.append(redo)
         if not self.can_prompt:
             self.active_button.setEnabled(False)
             self.active_button.setToolTip("This host does not pass image clicks to plugins")
@@ -209,7 +247,14 @@ class TemplatesPanel(QWidget):
         working = self.session.is_loading or self._encoder is not None
         self.busy.setVisible(working)
         self.accept_button.setEnabled(self.proposal is not None)
-        self.undo_button.setEnabled(bool(self.prompts) or bool(self.accepted))
+        can_undo_edit = self.history is not None and self.history.can_undo
+        self.undo_button.setEnabled(bool(self.prompts) or bool(self.accepted) or can_undo_edit)
+        refined = self.history is not None and self.history.tag == "refine"
+        self.discard_refine_button.setVisible(refined)
+        if self.toolbar is not None:
+            self.toolbar.undo_button.setEnabled(self.undo_button.isEnabled())
+            self.toolbar.redo_button.setEnabled(self.history is not None and self.history.can_redo)
+            self.toolbar.refine_button.setEnabled(self.proposal is not None and not self.session.is_loading)
         self.clear_button.setEnabled(bool(self.prompts))
         if self._problem and not self.session.is_ready:
             self.status.setText(self._problem)
@@ -217,8 +262,15 @@ class TemplatesPanel(QWidget):
             self.status.setText("Loading SAM2... (the first time takes a while)")
         elif self._encoder is not None:
             self.status.setText("Reading the image with SAM2...")
+        elif refined:
+            self.status.setText("SAM2's refinement is shown: name it and accept it, or go back to your outline.")
+        elif self.proposal is not None and self.tools is not None and self.tools.tool:
+            self.status.setText("Keep drawing, or name the structure and accept it (Enter in the name box).")
+        elif self.tools is not None and self.tools.tool:
+            text, key, what = TOOL_INFO[self.tools.tool]
+            self.status.setText(f"{text} ({key}): {what}.")
         elif not self.active_button.isChecked():
-            self.status.setText(f"Press \u201c{OUTLINE_OFF_TEXT}\u201d to start.")
+            self.status.setText(f"Press \u201c{OUTLINE_OFF_TEXT}\u201d to start, or draw it by hand.")
         elif not has_image:
             self.status.setText("Open an image to outline its structures.")
         elif self.proposal is None:
@@ -282,12 +334,17 @@ class TemplatesPanel(QWidget):
             self._encoded_id = None
             if self.active_button.isChecked():
                 self._prepare()  # the user moved on while it ran
+        elif self._refine_wanted:
+            self.refine()
         elif self.prompts:
             self._predict()
         self._update()
 
     def _on_model_ready(self) -> None:
-        if self.active_button.isChecked() and self._prepare() and self.prompts:
+        if self._refine_wanted:
+            if self._prepare():  # the image was read before: refine now; else once it is read
+                self.refine()
+        elif self.active_button.isChecked() and self._prepare() and self.prompts:
             self._predict()
         self._update()
 
@@ -336,11 +393,68 @@ class TemplatesPanel(QWidget):
             self.host.show_error("SAM2", f"SAM2 could not propose a mask: {type(exc).__name__}: {exc}")
             return
         self.proposal, self.score = (mask if mask.any() else None), score
+        self._record(self.proposal, "sam2", self.prompts.events[-1] if self.prompts else None)
         if self.proposal is None:
             self.host.show_status("SAM2 found nothing there; click elsewhere on the structure or draw a box", 8000)
         self._show()
 
+    def _record(self, mask, what: str, data=None) -> None:
+        """One step of the proposal's history (started from the mask before it)."""
+        if self.history is None:
+            self.history = MaskHistory(None)
+        self.history.push(mask, what, data)
+
+    def _on_drawn(self, mask: np.ndarray, what: str) -> None:
+        """A hand edit from the drawing tools: it is the proposal now."""
+        if self.host.current_image() is None:
+            return
+        if self.history is None:
+            self.history = MaskHistory(self.proposal)
+        self.proposal = mask if mask.any() else None
+        self.score = None
+        self.history.push(self.proposal, what)
+        self._show()
+
+    def refine(self) -> None:
+        """Refine (S): SAM2 segments again from the drawn outline's box and a few points inside it;
+        the result is the proposal (Ctrl+Z or "Back to my outline" discards it)."""
+        if self.proposal is None:
+            self.host.show_status("Draw an outline first, then let SAM2 refine it", 8000)
+            return
+        if not self._prepare():
+            self._refine_wanted = self.session.is_loading or self._encoder is not None
+            if self._refine_wanted:
+                self.host.show_status("Preparing SAM2 (loading the model, reading the image); "
+                                      "it refines the outline then", 8000)
+            self._update()
+            return
+        self._refine_wanted = False
+        box, points = refine_prompt(self.proposal, 3)
+        try:
+            mask, score = self.session.loaded.segmenter.predict(points, [1] * len(points), box=box)
+        except Exception as exc:  # noqa: BLE001 - a failed refinement keeps the drawn outline
+            log.exception("SAM2 refinement failed")
+            self.host.show_error("SAM2", f"SAM2 could not refine the outline: {type(exc).__name__}: {exc}")
+            return
+        if not mask.any():
+            self.host.show_status("SAM2 found nothing there; your outline is kept", 8000)
+            return
+        self.proposal, self.score = mask, score
+        self.history.push(mask, "refine")
+        self._show()
+
+    def redo(self) -> None:
+        if self.history is None or not self.history.can_redo:
+            return
+        self.proposal = self.history.redo()
+        if self.history.tag == "sam2" and self.history.data is not None:
+            self.prompts.events.append(self.history.data)
+        self.score = None
+        self._show()
+
     def _show(self) -> None:
+        if self.tools is not None:
+            self.tools.refresh()
         if self.can_prompt:
             self.host.show_proposal(self.proposal, self.name_combo.currentText().strip(),
                                     points=self.prompts.points(), box=self.prompts.box())
@@ -348,6 +462,7 @@ class TemplatesPanel(QWidget):
 
     def clear_prompts(self) -> None:
         had = bool(self.prompts) or self.proposal is not None
+        self.history = None
         self.prompts = _Prompts()
         self.proposal, self.score = None, None
         if had and self.can_prompt:
@@ -357,6 +472,10 @@ class TemplatesPanel(QWidget):
     def _on_image_changed(self, record) -> None:
         # The workspace dropped the proposal with the old image.
         self.prompts = _Prompts()
+        self.history = None
+        self._refine_wanted = False
+        if self.tools is not None:
+            self.tools.set_tool(self.tools.tool)  # a polygon begun on the old image is dropped
         self.proposal, self.score = None, None
         if record is None or record.id != self._encoded_id:
             if self.active_button.isChecked() and self._encoder is None:
@@ -383,14 +502,25 @@ class TemplatesPanel(QWidget):
                               "file_name": record.file_name})
         self.prompts = _Prompts()
         self.proposal, self.score = None, None
+        self.history = None
         if self.can_prompt:
             self.host.show_proposal(None)
+        if self.tools is not None:
+            self.tools.refresh()
         self.host.notify_store_changed()  # redraws, marks unsaved, calls refresh()
         self.host.show_status(f"Added {name} to {record.file_name} (not saved yet: File > Save)", 8000)
         self.name_combo.setEditText("")
         self._update()
 
     def undo(self) -> None:
+        if self.history is not None and self.history.can_undo:
+            tag = self.history.undo_tag()
+            self.proposal = self.history.undo()
+            if tag == "sam2" and self.prompts:
+                self.prompts.events.pop()
+            self.score = None
+            self._show()
+            return
         if self.prompts:
             self.prompts.events.pop()
             if self.prompts and self._prepare():

@@ -2,16 +2,18 @@
 
 Run it under a virtual display from the repository root:
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/screenshots/take_screenshots.py
+    xvfb-run -a -s "-screen 0 1366x768x24" .venv/bin/python docs/screenshots/take_screenshots.py
 
 It builds a throw-away project folder (copies of a few BeetleFlow / NEON ground
 beetle photos, read from ``--data``; two of them outlined beforehand, as if in
 Descriptron), starts the real standalone workspace with the plugins loaded
 through their entry point, and then clicks and types: picks a specimen, outlines
-a structure with SAM2 clicks and accepts it, opens Train SAM2-PAL (Ctrl+Shift+T)
+a structure with SAM2 clicks and accepts it, draws one by hand with the polygon
+tool, opens Train SAM2-PAL (Ctrl+Shift+T)
 and trains a short run (screenshot while it runs), lets it segment the other
-specimens, reviews them worst first with the keys, and writes the accepted
-outlines back. PNGs go to ``--out`` (default: this folder), each made smaller
+specimens, reviews them worst first with the keys (the structure large in the
+central area), edits an outline's vertices there, and writes the accepted
+outlines back. The window is 1366 x 768 (a laptop screen) by default. PNGs go to ``--out`` (default: this folder), each made smaller
 than ``--max-kb`` with pngquant/optipng when they are installed.
 
 The model: ``--checkpoint FILE`` when given; else a beetle demo checkpoint
@@ -56,9 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint", help="a SAM2 checkpoint to use instead of the demo models")
     p.add_argument("--steps", type=int, default=120, help="training steps of the short run (default 120)")
     p.add_argument("--size", type=int, default=256, help="training image size in px (default 256)")
-    p.add_argument("--width", type=int, default=1440, help="workspace width (default 1440)")
-    p.add_argument("--height", type=int, default=900, help="workspace height (default 900)")
-    p.add_argument("--max-kb", type=int, default=300, help="largest PNG size in KB (default 300)")
+    p.add_argument("--width", type=int, default=1366, help="workspace width (default 1366)")
+    p.add_argument("--height", type=int, default=768, help="workspace height (default 768)")
+    p.add_argument("--max-kb", type=int, default=250, help="largest PNG size in KB (default 250)")
     p.add_argument("--keep-template", dest="undo_template", action="store_false",
                    help="keep the structure outlined with clicks as a template (default: Ctrl+Z takes it "
                         "back after its screenshot, because the demo models' click proposals are poor)")
@@ -177,6 +179,21 @@ def mask_center(data: Path, name: str, structure: str) -> tuple[float, float]:
     return float(x) + 0.5, float(y) + 0.5
 
 
+def mask_outline_points(data: Path, name: str, structure: str, n: int = 14) -> list[tuple[float, float]]:
+    """About ``n`` vertices around a structure of the data set's mask (to draw it as a polygon)."""
+    import numpy as np
+    from PIL import Image
+
+    from descriptron_sam2pal.imaging.drawing import mask_to_vertex_polygons
+
+    rgb = np.asarray(Image.open(data / "masks" / name).convert("RGB"))
+    mask = (rgb == np.array(MASK_COLORS[structure], np.uint8)).all(axis=2)
+    polys = mask_to_vertex_polygons(mask, tolerance=2.0, max_vertices=200)
+    ring = polys[0]
+    step = max(1, len(ring) // n)
+    return ring[::step]
+
+
 def choose_model(picker, checkpoint: str | None) -> str:
     """Pick the model in the Templates panel's checkpoint line, as a user would."""
     if checkpoint:
@@ -260,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
                 and window.current_image_array() is not None and not window.image_loader.busy)
 
     print(f"project {project}")
+    shots.wait(300)
+    shots.save(window, "00_start.png")  # what a new user sees first
     # 1. the workspace: open the folder (as `sam2pal gui FOLDER` does), pick a template
     window.open_path(project)
     shots.wait_until(lambda: window.current_image() is not None and not window.image_loader.busy, 20, "the first image")
@@ -297,6 +316,29 @@ def run(args: argparse.Namespace) -> int:
         QTest.keyClick(window.canvas.view, Qt.Key_Z, Qt.ControlModifier)
         shots.wait_until(lambda: templates.template_list.count() == 2, 10, "Undo of the accepted structure")
     click(templates.active_button)  # done outlining: clicks on the image no longer go to SAM2
+
+    # 2b. Drawing by hand: the polygon tool (P) on the main canvas, no model needed
+    window.canvas.view.setFocus()
+    QTest.keyClick(window.canvas.view, Qt.Key_P)
+    templates.name_combo.setEditText("head")
+    points = mask_outline_points(args.data, OUTLINED_HERE, "head")
+    for px, py in points[:-3]:
+        click_image(window.canvas, px, py)
+        shots.wait(60)
+    QTest.mouseMove(window.canvas.view.viewport(), window.canvas.map_to_widget(*points[-3]))
+    shots.wait(300)
+    shots.save(window, "03b_templates_drawing.png")
+    for px, py in points[-3:]:
+        click_image(window.canvas, px, py)
+        shots.wait(60)
+    QTest.keyClick(window.canvas.view, Qt.Key_Return)   # closes the polygon: the outline is the proposal
+    shots.wait_until(lambda: templates.proposal is not None, 10, "the drawn outline")
+    QTest.keyClick(window.canvas.view, Qt.Key_V)        # its vertices can be dragged now
+    shots.wait(300)
+    shots.save(window, "03c_templates_vertices.png")
+    QTest.keyClick(window.canvas.view, Qt.Key_Escape)
+    templates.clear_prompts()                           # not kept: the guide's templates stay as they were
+    templates.name_combo.setEditText("")
 
     # 3. Train SAM2-PAL (Ctrl+Shift+T): a short run, photographed while it runs
     window.activateWindow()
@@ -357,6 +399,14 @@ def run(args: argparse.Namespace) -> int:
     review.table.setFocus()
     shots.wait(300)
     shots.save(window, "06_review.png")
+    # 4b. Editing the outline under review: the vertices tool in the central view
+    review.table.setFocus()
+    QTest.keyClick(review.table, Qt.Key_Down)
+    shots.wait_until(lambda: not review.image_loading(), 20, "the review image")
+    review.toolbar.buttons["vertices"].click()
+    shots.wait(400)
+    shots.save(window, "06b_review_edit.png")
+    review.tools.set_tool("")
 
     # 5. Write back: the confirmation, then "Write and save"
     def confirm(box) -> None:

@@ -14,7 +14,7 @@ from PyQt5.QtCore import QSettings
 from PyQt5.QtWidgets import QMessageBox
 
 __all__ = ["write_specimens", "specimens", "messages", "settings", "window", "session", "wait_image",
-           "Messages"]
+           "Messages", "drag_on", "click_on"]
 
 
 def write_specimens(folder: Path, n: int = 4) -> Path:
@@ -91,3 +91,27 @@ def session(window, settings, mini_checkpoint):
 def wait_image(qtbot, win, file_name: str) -> None:
     qtbot.waitUntil(lambda: win.current_image() is not None and win.current_image().file_name == file_name
                     and win.current_image_array() is not None and not win.image_loader.busy, timeout=10000)
+
+
+def click_on(qtbot, canvas, x: float, y: float, button=None) -> None:
+    """A click on image point (x, y) of an ImageCanvas."""
+    from PyQt5.QtCore import Qt
+
+    qtbot.mouseClick(canvas.view.viewport(), button or Qt.LeftButton, pos=canvas.map_to_widget(x, y))
+
+
+def drag_on(qtbot, canvas, points) -> None:
+    """A left-button drag through image points of an ImageCanvas (real mouse events)."""
+    from PyQt5.QtCore import QPointF, Qt
+    from PyQt5.QtGui import QMouseEvent
+    from PyQt5.QtWidgets import QApplication
+
+    viewport = canvas.view.viewport()
+    pos = [canvas.map_to_widget(x, y) for x, y in points]
+    qtbot.mousePress(viewport, Qt.LeftButton, pos=pos[0])
+    for p in pos[1:]:
+        qtbot.wait(40)  # pyqtgraph drops mouse moves that come faster than a screen refresh
+        QApplication.sendEvent(viewport, QMouseEvent(QMouseEvent.MouseMove, QPointF(p), Qt.NoButton,
+                                                     Qt.LeftButton, Qt.NoModifier))
+    qtbot.wait(40)
+    qtbot.mouseRelease(viewport, Qt.LeftButton, pos=pos[-1])

@@ -96,13 +96,22 @@ def test_overlay_colours_are_stable_and_legend_toggles(canvas):
     assert canvas.overlay_rgba()[20, 20, 3] == 90
 
 
-def test_structure_colors_assigned_in_order_then_hashed():
+def test_structure_colors_first_come_kept_and_persisted(tmp_path):
+    from PyQt5.QtCore import QSettings
+
     colors = StructureColors()
     colors.assign(["scape", "eye", "Antenna"])
     assert colors.color("scape") == colors.palette[0]
     assert colors.color("antenna") == colors.palette[2]
-    other = StructureColors()
-    assert other.color("pronotum") == StructureColors().color("pronotum")
+    colors.assign(["eye", "pronotum", "scape"])  # a new order does not move anyone's colour
+    assert colors.color("eye") == colors.palette[1] and colors.color("pronotum") == colors.palette[3]
+    settings = QSettings(str(tmp_path / "colors.ini"), QSettings.IniFormat)
+    kept = StructureColors(settings=settings)
+    kept.color("legs")
+    kept.assign(["elytra"])
+    again = StructureColors(settings=QSettings(str(tmp_path / "colors.ini"), QSettings.IniFormat))
+    assert again.color("elytra") == kept.color("elytra") == again.palette[1]
+    assert again.color("Legs") == again.palette[0]
 
 
 def test_points_and_box_markers(canvas):

@@ -259,9 +259,11 @@ def test_from_predictions_coco_file_polygons_rle_and_absent(project, tmp_path):
     # open_predictions continues a saved review.
     s.accept(scape)
     s.save(review_path_for(folder / "predictions.json"))
-    assert review_path_for(folder / "predictions.json").name == "predictions.review.json"
+    assert review_path_for(folder / "predictions.json") == folder / "review.json"  # one name everywhere
     cont = ReviewSession.open_predictions(folder / "predictions.json")
     assert find(cont, "ant_01.png", "scape").state == ACCEPTED
+    # The review file itself opens too (it is no COCO file).
+    assert find(ReviewSession.open_predictions(folder / "review.json"), "ant_01.png", "scape").state == ACCEPTED
 
     # Written back by file name, though the predictions' integer ids are not the store's.
     store = AnnotationStore.open(project)
@@ -347,3 +349,37 @@ def test_write_back_replaces_unreviewed_sam2pal_predictions_but_not_the_users(pr
     eyes = [a for a in store.annotations_for(image.id) if a.category == "eye"]
     assert len(eyes) == 1 and eyes[0].raw["attributes"]["reviewed"] == "accepted"
     assert np.array_equal(eyes[0].mask(), fixed)
+
+
+def test_resume_finds_the_run_review_by_any_of_its_files(project, tmp_path):
+    """Training writes <run>/review.json; opening the run's journal or its review file, or the
+    project, finds that review with every decision; an older <stem>.review.json still opens."""
+    from descriptron_sam2pal.gui.review_session import (find_review_for, is_review_file, latest_review,
+                                                        legacy_review_path_for, review_summary)
+
+    folder = project.parent  # the fixture's project is the annotation file
+    run = folder / "sam2pal_runs" / "run-1"
+    run.mkdir(parents=True)
+    journal = run / "propagation.jsonl"
+    with open(journal, "w") as f:
+        for r in make_results(folder):
+            f.write(json.dumps(r.to_json()) + "\n")
+    s = ReviewSession.open_predictions(journal)
+    assert all(i.state == UNREVIEWED for i in s.items)
+    s.accept(s.order[0])
+    s.reject(s.order[1])
+    s.save(review_path_for(journal))
+    assert is_review_file(run / "review.json") and not is_review_file(journal)
+    assert find_review_for(journal) == run / "review.json"
+    again = ReviewSession.open_predictions(journal)
+    assert [i.state for i in again.order[:2]] == [ACCEPTED, REJECTED]
+    assert latest_review(folder) == run / "review.json"
+    assert latest_review(project) == run / "review.json"
+    summary = review_summary(run / "review.json")
+    assert (summary["total"], summary["reviewed"], summary["accepted"]) == (len(s.items), 2, 1)
+    # A review of another run's predictions in the same folder is not taken for this one.
+    assert find_review_for(tmp_path / "elsewhere" / "predictions.json") is None
+    old = tmp_path / "old"
+    old.mkdir()
+    s.save(legacy_review_path_for(old / "predictions.json"))
+    assert find_review_for(old / "predictions.json") == old / "predictions.review.json"

@@ -8,7 +8,7 @@ from descriptron_sam2pal.jobs.models import DEMO_CHOICE
 from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE, template_images
 from descriptron_sam2pal.gui.templates_panel import TemplatesPanel
 from plugin_fixtures import *  # noqa: F401,F403
-from plugin_fixtures import wait_image
+from plugin_fixtures import drag_on, wait_image
 
 
 def _click(qtbot, window, x, y, button=Qt.LeftButton):
@@ -126,3 +126,105 @@ def test_reviewed_predictions_written_back_are_not_templates(specimens):
     store.add_structure(second.id, "eye", mask(second), attributes={"source": TEMPLATE_SOURCE})
     store.add_structure(third.id, "eye", mask(third), attributes={"source": "sam2pal", "score": 0.9})
     assert [r.file_name for r, _ in template_images(store)] == [first.file_name, second.file_name]
+
+
+def _drag(qtbot, window, points):
+    drag_on(qtbot, window.canvas, points)
+
+
+def test_drawn_polygon_template_without_a_model_then_training(qtbot, window, specimens, settings, messages,
+                                                              mini_checkpoint):
+    """No checkpoint chosen: a polygon, a brush stroke, an eraser stroke, fill holes and vertex edits
+    make the template; undo/redo step through them; the template then trains the mini model."""
+    no_model = ModelSession(window, settings, image_size=128)
+    panel = _open(qtbot, window, specimens, no_model)
+    tools, bar = panel.tools, panel.toolbar
+    assert tools is not None
+    qtbot.waitUntil(bar.isVisible, timeout=5000)
+    assert "(P)" in bar.buttons["polygon"].toolTip() and "(B)" in bar.buttons["brush"].toolTip()
+    qtbot.keyClick(window, Qt.Key_P)  # the shortcut
+    assert tools.tool == "polygon" and bar.buttons["polygon"].isChecked()
+    for x, y in [(30, 20), (80, 20), (80, 50)]:
+        _click(qtbot, window, x, y)
+    assert len(tools.polygon) == 3 and panel.proposal is None
+    _click(qtbot, window, 30, 50)
+    qtbot.keyClick(window.canvas.view, Qt.Key_Backspace)  # takes back the last vertex
+    assert len(tools.polygon) == 3
+    _click(qtbot, window, 30, 50)
+    _click(qtbot, window, 30.2, 20.2)  # on the first vertex: closes it (as Enter on the canvas does)
+    assert tools.polygon == [] and panel.proposal is not None
+    drawn = panel.proposal.copy()
+    assert drawn[25:45, 35:75].all() and not drawn[5:15].any()
+    assert "proposal" in window.canvas.masks()  # no name yet
+
+    bar.buttons["eraser"].click()
+    bar.size_spin.setValue(3)
+    _drag(qtbot, window, [(50, 25), (50, 35), (50, 45)])
+    assert not panel.proposal[35, 50] and panel.proposal[35, 40]  # a cut through the middle
+    bar.buttons["brush"].click()
+    _drag(qtbot, window, [(90, 30), (100, 30)])
+    assert panel.proposal[30, 95]
+    panel.undo()  # the brush stroke
+    assert not panel.proposal[30, 95]
+    panel.redo()
+    assert panel.proposal[30, 95]
+    panel.undo()
+    panel.undo()  # the eraser stroke
+    assert np.array_equal(panel.proposal, drawn)
+
+    hole = panel.proposal.copy()
+    hole[30:34, 60:64] = False
+    tools.edited.emit(hole, "eraser")  # as if erased inside
+    assert panel.proposal[31, 61] == False  # noqa: E712
+    qtbot.keyClick(window, Qt.Key_H)
+    assert panel.proposal[31, 61]
+
+    qtbot.keyClick(window, Qt.Key_V)
+    assert tools.tool == "vertices" and len(tools.vertex_polygons) == 1
+    before = panel.proposal.sum()
+    corner = max(tools.vertex_polygons[0], key=lambda p: p[0] + p[1])  # bottom right
+    _drag(qtbot, window, [corner, (corner[0] + 10, corner[1] + 10)])
+    assert panel.proposal.sum() > before
+
+    panel.name_combo.setEditText("pronotum")
+    qtbot.keyClick(panel.name_combo.lineEdit(), Qt.Key_Return)  # Enter accepts, even with a tool on
+    record = window.current_image()
+    assert "pronotum" in window.store.structure_masks(record.id)
+    assert [r.file_name for r, _ in template_images(window.store)] == ["specimen_01.png"]
+    assert messages.seen == []
+
+    # The drawn template trains (a few steps of the mini model, as in test_train_dialog).
+    from descriptron_sam2pal.gui.train_dialog import TrainDialog
+    trained = ModelSession(window, settings, image_size=128)
+    trained.set_checkpoint(str(mini_checkpoint))
+    results = []
+    dialog = TrainDialog(window, trained, on_results=lambda r, run_dir: results.append(r))
+    dialog.advanced_box.setChecked(True)
+    dialog.device_combo.setCurrentText("cpu")
+    dialog.steps_spin.setValue(2)  # after the device: choosing one sets its preset's steps
+    assert dialog.size_spin.value() == 128
+    assert "pronotum" in dialog.template_list.item(0).text()
+    dialog.propagate_after.setChecked(False)
+    dialog.start_training()
+    qtbot.waitUntil(lambda: dialog.worker is None, timeout=90000)
+    assert (dialog.run_dir / "adapter.pt").is_file() and messages.seen == []
+    assert "Training finished" in dialog.log_view.toPlainText()
+
+
+def test_refine_a_drawn_outline_with_sam2_then_go_back(qtbot, window, specimens, session, messages):
+    """Refine (S): the drawn outline's box and inner points prompt SAM2; the result is a proposal
+    that "Back to my outline" (or Ctrl+Z) discards."""
+    panel = _open(qtbot, window, specimens, session)
+    tools = panel.tools
+    tools.set_tool("polygon")
+    for x, y in [(30, 20), (80, 20), (80, 50), (30, 50)]:
+        _click(qtbot, window, x, y)
+    assert tools.finish_polygon()
+    drawn = panel.proposal.copy()
+    panel.refine()  # SAM2 loads and reads the image in the background, then refines
+    qtbot.waitUntil(lambda: panel.history.tag == "refine", timeout=30000)
+    assert panel.history.tag == "refine" and not np.array_equal(panel.proposal, drawn)
+    assert panel.discard_refine_button.isVisible()
+    qtbot.mouseClick(panel.discard_refine_button, Qt.LeftButton)
+    assert np.array_equal(panel.proposal, drawn) and not panel.discard_refine_button.isVisible()
+    assert messages.seen == []

@@ -1,0 +1,115 @@
+"""Starting: the start page, photos in sub-folders, Help > User guide, the Qt library check,
+and File > Open in Descriptron (the command line it builds, not Descriptron itself)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PyQt5.QtWidgets import QInputDialog
+
+from descriptron_sam2pal.app.descriptron_link import descriptron_command, find_descriptron
+from descriptron_sam2pal.app.qt_check import missing_from_ldd, packages_for, startup_problem
+from descriptron_sam2pal.app.workspace import image_subfolders
+
+from workspace_helpers import wait_shown, write_project
+
+LDD = """\tlinux-vdso.so.1 (0x00007ff3b18f2000)
+\tlibxcb-icccm.so.4 => not found
+\tlibxcb-image.so.0 => /lib/x86_64-linux-gnu/libxcb-image.so.0 (0x00007ff3b1863000)
+\tlibxcb-keysyms.so.1 => not found
+\tlibxcb-icccm.so.4 => not found
+"""
+
+
+def test_ldd_output_names_the_missing_libraries_and_their_packages():
+    missing = missing_from_ldd(LDD)
+    assert missing == ["libxcb-icccm.so.4", "libxcb-keysyms.so.1"]
+    assert packages_for(missing) == ["libxcb-icccm4", "libxcb-keysyms1"]
+    assert packages_for(["libunknown.so.3"]) == ["libunknown.so.3"]
+
+
+def test_startup_problem_only_for_x11_on_linux(monkeypatch):
+    from descriptron_sam2pal.app import qt_check
+
+    assert startup_problem({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
+    assert startup_problem({}, "win32") is None
+    monkeypatch.setattr(qt_check, "missing_xcb_libraries", lambda: ["libxcb-xinerama.so.0"])
+    message = startup_problem({"DISPLAY": ":0"}, "linux")
+    assert "libxcb-xinerama.so.0" in message and "sudo apt-get install libxcb-xinerama0" in message
+    monkeypatch.setattr(qt_check, "missing_xcb_libraries", lambda: [])
+    assert startup_problem({"DISPLAY": ":0"}, "linux") is None
+    assert "DISPLAY" in startup_problem({}, "linux")
+
+
+def test_start_page_then_canvas_and_help_guide(window, project, qtbot):
+    assert window.central_view() is window.start_page
+    assert window.start_open_button.isVisible()
+    window.open_path(project)
+    wait_shown(qtbot, window, "ant_01.png")
+    assert window.central_view() is window.canvas
+    dialog = window.show_user_guide()
+    assert "SAM2" in window.guide_browser.toPlainText()
+    dialog.close()
+
+
+def test_photos_in_sub_folders_ask_which_to_open(window, tmp_path, monkeypatch, qtbot):
+    root = tmp_path / "by_taxon"
+    write_project(root / "Carabidae")
+    write_project(root / "Curculionidae")
+    (root / "notes.txt").write_text("not a photo")
+    assert [(p.name, n) for p, n in image_subfolders(root)] == [("Carabidae", 3), ("Curculionidae", 3)]
+    assert image_subfolders(root / "Carabidae") == []
+    asked = {}
+
+    def get_item(parent, title, label, items, current, editable):
+        asked["items"] = items
+        return items[1], True
+
+    monkeypatch.setattr(QInputDialog, "getItem", get_item)
+    assert window.open_path(root)
+    assert asked["items"] == ["Carabidae  (3 photos)", "Curculionidae  (3 photos)"]
+    assert "Curculionidae" in Path(window.store.path).parts
+    wait_shown(qtbot, window, "ant_01.png")
+
+
+def _fake_descriptron(site: Path, scripts: Path | None) -> None:
+    info = site / "descriptron_gui-2.8.2.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: descriptron-gui\nVersion: 2.8.2\n")
+    (info / "entry_points.txt").write_text(
+        "[console_scripts]\ndescriptron-gui = descriptron_gui.cli:main\n\n"
+        "[gui_scripts]\ndescriptron-gui-app = descriptron_gui.cli:main\n")
+    if scripts is not None:
+        scripts.mkdir(parents=True)
+        script = scripts / "descriptron-gui"
+        script.write_text("#!/bin/sh\n")
+        script.chmod(0o755)
+
+
+def test_open_in_descriptron_builds_image_then_annotation_file(window, project, tmp_path, monkeypatch, qtbot):
+    assert find_descriptron("no-such-descriptron-dist") is None
+    site = tmp_path / "site"
+    _fake_descriptron(site, tmp_path / "bin")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    launcher = find_descriptron()
+    assert launcher.argv == (str(tmp_path / "bin" / "descriptron-gui"),) and launcher.version == "2.8.2"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    fallback = find_descriptron()  # no script anywhere: run the entry point's function
+    assert fallback.argv[:2] == (sys.executable, "-c") and "descriptron_gui.cli" in fallback.argv[2]
+    assert descriptron_command(launcher, "/p/a.png", "/p/a.json") == [launcher.argv[0], "/p/a.png", "/p/a.json"]
+
+    window.set_descriptron_launcher(None)
+    assert not window.descriptron_action.isEnabled()
+    window.set_descriptron_launcher(launcher)
+    window.open_path(project)
+    wait_shown(qtbot, window, "ant_01.png")
+    assert window.descriptron_action.isEnabled()
+    assert window.descriptron_command() == [launcher.argv[0], str(project / "ant_01.png"),
+                                            str(project / "session.json")]
+    started = []
+    monkeypatch.setattr("descriptron_sam2pal.app.workspace.QProcess.startDetached",
+                        lambda program, args: started.append([program, *args]) or True)
+    window.open_in_descriptron()
+    assert started == [window.descriptron_command()]
