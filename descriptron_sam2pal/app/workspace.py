@@ -37,6 +37,7 @@ _AREAS = {
     "top": Qt.TopDockWidgetArea, "bottom": Qt.BottomDockWidgetArea,
 }
 _RECORD_ROLE = Qt.UserRole
+SAVE_LOCK_WAIT_S = 3
 
 
 #: The user guide next to the sources (a source checkout or an editable install).
@@ -686,6 +687,9 @@ class Workspace(QMainWindow):
         return False
 
     def _set_store(self, store: AnnotationStore) -> None:
+        # A save waits at most this long for another program (a `sam2pal propagate --write-to`)
+        # holding the store's lock; then it says so, and the changes stay in the window.
+        store.lock_timeout = SAVE_LOCK_WAIT_S
         self._store = store
         self._records = list(store.images)
         self._row_of = {rec.id: row for row, rec in enumerate(self._records)}

@@ -47,9 +47,9 @@ from PyQt5.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialo
                              QTableView, QVBoxLayout, QWidget)
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.imaging.io import load_image
 from descriptron_sam2pal.gui.canvas import ImageCanvas, compose_overlay
 from descriptron_sam2pal.gui.drawing_tools import DrawingToolbar, DrawingTools
+from descriptron_sam2pal.gui.image_loader import LatestImageLoader
 from descriptron_sam2pal.gui.review_session import (ACCEPTED, REJECTED, RUNS_FOLDER_NAME, UNREVIEWED,
                                                     ReviewItem, ReviewSession, find_review_for, latest_review,
                                                     review_path_for, review_summary)
@@ -100,8 +100,9 @@ class ReviewPanel(QWidget):
         self._shown_item: ReviewItem | None = None
         self._image_cache: dict[str, np.ndarray] = {}
         self._image_errors: dict[str, str] = {}
-        self._loader: EngineWorker | None = None
-        self._wanted_path: str | None = None
+        self.image_loader = LatestImageLoader(self)
+        self.image_loader.loaded.connect(self._on_pixels)
+        self.image_loader.failed.connect(lambda path, message, _details: self._on_pixels_error(path, message))
         self._prompt_worker: EngineWorker | None = None
         self._pending: tuple[ReviewItem, list] | None = None  # points clicked while SAM2 was busy
         self._autosave = QTimer(self)
@@ -904,43 +905,24 @@ class ReviewPanel(QWidget):
         self.tools.refresh()
 
     def _request_image(self, path: str) -> None:
-        """Decode ``path`` off the GUI thread (one load at a time; only the latest wish counts)."""
-        self._wanted_path = path
+        """Decode ``path`` off the GUI thread (``LatestImageLoader``: only the latest wish counts)."""
         self._dim_item.clear()
         self.canvas.set_image(None, f"Loading {Path(path).name}\u2026")
-        if self._loader is None:
-            self._start_loader(path)
-
-    def _start_loader(self, path: str) -> None:
-        loader = EngineWorker(load_image, path, description=f"loading {Path(path).name}")
-        loader.result.connect(lambda pixels, p=path: self._on_pixels(p, pixels))
-        loader.error.connect(lambda message, details, p=path: self._on_pixels_error(p, message))
-        loader.finished.connect(self._on_loader_finished)
-        self._loader = loader
-        loader.start()
+        self.image_loader.request(path, path)
 
     def _on_pixels(self, path: str, pixels: np.ndarray) -> None:
         self._image_cache[path] = pixels
         while len(self._image_cache) > IMAGE_CACHE_SIZE:
             self._image_cache.pop(next(iter(self._image_cache)))
-        if path == self._wanted_path:
-            self._wanted_path = None
-            self._show_current(force=True)
+        self._show_current(force=True)
 
     def _on_pixels_error(self, path: str, message: str) -> None:
         self._image_errors[path] = message
-        if path == self._wanted_path:
-            self._wanted_path = None
-            self._show_current(force=True)
-            self.host.show_status(f"Cannot load {path}: {message}", 10000)
-
-    def _on_loader_finished(self) -> None:
-        self._loader = None
-        if self._wanted_path is not None and self._wanted_path not in self._image_cache:
-            self._start_loader(self._wanted_path)
+        self._show_current(force=True)
+        self.host.show_status(f"Cannot load {path}: {message}", 10000)
 
     def image_loading(self) -> bool:
-        return self._loader is not None
+        return self.image_loader.busy
 
     def _update_title(self, item: ReviewItem | None) -> None:
         if item is None:

@@ -73,30 +73,22 @@ def test_photos_in_sub_folders_ask_which_to_open(window, tmp_path, monkeypatch, 
     wait_shown(qtbot, window, "ant_01.png")
 
 
-def _fake_descriptron(site: Path, scripts: Path | None) -> None:
-    info = site / "descriptron_gui-2.8.2.dist-info"
+def _fake_distribution(site: Path, name: str) -> None:
+    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
     info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: descriptron-gui\nVersion: 2.8.2\n")
-    (info / "entry_points.txt").write_text(
-        "[console_scripts]\ndescriptron-gui = descriptron_gui.cli:main\n\n"
-        "[gui_scripts]\ndescriptron-gui-app = descriptron_gui.cli:main\n")
-    if scripts is not None:
-        scripts.mkdir(parents=True)
-        script = scripts / "descriptron-gui"
-        script.write_text("#!/bin/sh\n")
-        script.chmod(0o755)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[console_scripts]\n{name} = descriptron_gui.cli:main\n")
 
 
 def test_open_in_descriptron_builds_image_then_annotation_file(window, project, tmp_path, monkeypatch, qtbot):
     assert find_descriptron("no-such-descriptron-dist") is None
-    site = tmp_path / "site"
-    _fake_descriptron(site, tmp_path / "bin")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
-    launcher = find_descriptron()
-    assert launcher.argv == (str(tmp_path / "bin" / "descriptron-gui"),) and launcher.version == "2.8.2"
+    launcher = find_descriptron()  # the real descriptron-gui that install.sh installs for tests/descriptron
+    assert launcher is not None and launcher.version == "2.8.2"
+    assert Path(launcher.argv[0]).name == "descriptron-gui" and Path(launcher.argv[0]).is_file()
+    _fake_distribution(tmp_path / "site", "descriptron-elsewhere")  # installed, but no script anywhere
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    fallback = find_descriptron()  # no script anywhere: run the entry point's function
+    fallback = find_descriptron("descriptron-elsewhere")  # run the entry point's function
     assert fallback.argv[:2] == (sys.executable, "-c") and "descriptron_gui.cli" in fallback.argv[2]
     assert descriptron_command(launcher, "/p/a.png", "/p/a.json") == [launcher.argv[0], "/p/a.png", "/p/a.json"]
 

@@ -215,3 +215,33 @@ def test_opens_descriptron_per_image_final_files(qtbot, window, tmp_path):
     wait_shown(qtbot, window, "Ant 01.jpg")
     assert list(window.canvas.masks()) == ["head"]
     assert window.canvas.masks()["head"].sum() == mask.sum()
+
+
+def test_saving_while_a_sam2pal_run_writes_the_store_says_so_and_keeps_the_changes(qtbot, window, project,
+                                                                                   dialogs, monkeypatch):
+    import subprocess
+    import sys
+
+    from descriptron_sam2pal.app import workspace
+
+    monkeypatch.setattr(workspace, "SAVE_LOCK_WAIT_S", 0)  # do not wait for the other run in a test
+    window.open_path(project)
+    wait_shown(qtbot, window, "ant_01.png")
+    _make_dirty(window)
+    before = (project / "session.json").read_bytes()
+    other = subprocess.Popen([sys.executable, "-c",  # `sam2pal propagate --write-to` writing this store
+                              "import time; from descriptron_sam2pal.store import store_lock\n"
+                              f"with store_lock({str(project / 'session.json')!r}, timeout=0):\n"
+                              "    print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        window.save_action.trigger()
+    finally:
+        other.kill()
+        other.wait()
+    [(title, text)] = dialogs.seen
+    assert title == "Cannot save" and "another program" in text
+    assert (project / "session.json").read_bytes() == before
+    assert window.isWindowModified() and window.store.is_dirty  # nothing of the user's is lost
+    window.save_action.trigger()  # the other run is done: saving works
+    assert not window.store.is_dirty
