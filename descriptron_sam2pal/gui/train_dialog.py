@@ -47,16 +47,28 @@ PREDICTIONS_FILE = "predictions.json"
 #: QSettings key: {"<model>|<cpu|gpu>|<size>": median seconds per training step} of past runs.
 STEP_TIMES_SETTING = "sam2pal/step_seconds"
 
-#: metric -> (legend name, right axis label, tooltip) of the validation points
+#: metric -> (its one name: legend, axis and log alike; which way is better; tooltip)
 VALIDATION_LABELS = {
-    "loo_iou": ("validation IoU (higher is better)", "validation IoU",
+    "loo_iou": ("validation IoU", "higher is better",
                 ("Orange: each template segmented from the other templates, overlap with your outline "
                  "(0 to 1). The best-scoring step is the one kept.")),
-    "val_loss": ("validation loss (lower is better)", "validation loss",
+    "val_loss": ("validation loss", "lower is better",
                  ("Orange: the loss on a few unlabeled specimens held out of training. "
                   "The lowest-scoring step is the one kept.")),
-    None: ("validation", "validation", "Orange: validation, which chooses the step that is kept."),
+    None: ("validation", "", "Orange: validation, which chooses the step that is kept."),
 }
+LOSS_COLOR, RAW_LOSS_COLOR, VAL_COLOR = (31, 119, 180), (31, 119, 180, 60), (255, 127, 14)
+SMOOTHING = 0.9  # weight of the past in the smoothed loss (an exponential moving average)
+
+
+def smoothed(values: list[float], weight: float = SMOOTHING) -> list[float]:
+    """Exponential moving average with the start-up bias removed (as TensorBoard draws it), so the
+    trend of a loss that jumps from step to step can be read."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, 1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight ** i))
+    return out
 
 
 def validation_metric(templates: list, n_unlabeled: int = 2, config: Any = None) -> str | None:
@@ -328,9 +340,12 @@ class TrainDialog(QDialog):
         self.plot.setLabel("bottom", "training step")
         self.plot.setLabel("left", "training loss (log scale)")
         self.plot.setLogMode(y=True)
-        self.legend = self.plot.addLegend(offset=(-10, 10))
         self.plot.showGrid(x=True, y=True, alpha=0.3)
-        self.loss_curve = self.plot.plot([], [], pen=pg.mkPen((31, 119, 180), width=2), name="training loss")
+        # The raw loss jumps from step to step: drawn faint, under its smoothed trend.
+        self.raw_loss_curve = self.plot.plot([], [], pen=pg.mkPen(RAW_LOSS_COLOR, width=1))
+        self.loss_curve = self.plot.plot([], [], pen=pg.mkPen(LOSS_COLOR, width=2))
+        self.legend_label = QLabel()  # outside the plot, so it never covers a curve
+        self.legend_label.setTextFormat(Qt.RichText)
         self.val_view = pg.ViewBox()
         item.showAxis("right")
         item.scene().addItem(self.val_view)
@@ -340,8 +355,8 @@ class TrainDialog(QDialog):
         item.getAxis("right").enableAutoSIPrefix(False)  # an IoU of 0.7, not "700 (x0.001)"
         self.val_view.setXLink(item)
         item.vb.sigResized.connect(lambda: self.val_view.setGeometry(item.vb.sceneBoundingRect()))
-        self.val_curve = pg.PlotDataItem([], [], pen=pg.mkPen((255, 127, 14), width=1, style=Qt.DashLine),
-                                         symbol="o", symbolSize=8, symbolBrush=(255, 127, 14),
+        self.val_curve = pg.PlotDataItem([], [], pen=pg.mkPen(VAL_COLOR, width=1, style=Qt.DashLine),
+                                         symbol="o", symbolSize=8, symbolBrush=VAL_COLOR,
                                          symbolPen=None)
         self.val_view.addItem(self.val_curve)
         self._set_validation_label(None)
@@ -357,6 +372,7 @@ class TrainDialog(QDialog):
         bar_row.addWidget(self.progress_bar, 1)
         bar_row.addWidget(self.eta_label)
         right_layout.addLayout(bar_row)
+        right_layout.addWidget(self.legend_label)
         right_layout.addWidget(self.plot, 2)
         right_layout.addWidget(self.log_view, 1)
 
@@ -604,6 +620,7 @@ class TrainDialog(QDialog):
         self.trained = None
         self._losses, self._vals = [], []
         self.loss_curve.setData([], [])
+        self.raw_loss_curve.setData([], [])
         self.val_curve.setData([], [])
         self._set_validation_label(validation_metric(specs, len(unlabeled), config))
         self.job = TrainJob(TrainRequest(model, specs, unlabeled, run_dir, config))
@@ -660,12 +677,17 @@ class TrainDialog(QDialog):
             self.stage_label.setText("Stopping at the next step...")
 
     def _set_validation_label(self, metric: str | None) -> None:
-        """Name the validation axis after what the trainer measures (see engine.trainer)."""
-        name, axis, tip = VALIDATION_LABELS.get(metric, VALIDATION_LABELS[None])
-        self.plot.setLabel("right", axis)
-        self.legend.removeItem(self.val_curve)
-        self.legend.addItem(self.val_curve, name)
-        self.plot.setToolTip(f"Blue: the training loss of each step (noisy; it should trend down).\n{tip}")
+        """Name the validation after what the trainer measures (see engine.validation_plan): one
+        name on the axis, in the legend and in the log."""
+        name, better, tip = VALIDATION_LABELS.get(metric, VALIDATION_LABELS[None])
+        self.validation_name = name
+        self.plot.setLabel("right", name)
+        swatch = "<span style='color:rgb{}'>&#9632;</span> {}"
+        self.legend_label.setText("&nbsp;&nbsp;".join([
+            swatch.format(LOSS_COLOR, "training loss (smoothed; faint: each step)"),
+            swatch.format(VAL_COLOR, name + (f" ({better})" if better else ""))]))
+        self.plot.setToolTip("Blue: the training loss, smoothed over steps (the faint line is each step's; "
+                             f"it should trend down).\n{tip}")
 
     def _append_log(self, text: str) -> None:
         stamp = _dt.datetime.now().strftime("%H:%M:%S")
@@ -686,14 +708,16 @@ class TrainDialog(QDialog):
             loss = report.metrics.get("loss")
             if loss is not None:
                 self._losses.append((report.done, max(float(loss), 1e-6)))  # log axis: > 0
-                self.loss_curve.setData([s for s, _ in self._losses], [v for _, v in self._losses])
+                steps, values = [s for s, _ in self._losses], [v for _, v in self._losses]
+                self.raw_loss_curve.setData(steps, values)
+                self.loss_curve.setData(steps, smoothed(values))
             val = report.metrics.get("val")
             if val is not None:
                 self._vals.append((report.done, float(val)))
                 self.val_curve.setData([s for s, _ in self._vals], [v for _, v in self._vals])
             if loss is not None and (report.done % 10 == 0 or report.done == report.total):
                 self._append_log(f"step {report.done}/{report.total}  loss {loss:.4f}"
-                                 + (f"  validation {val:.4f}" if val is not None else ""))
+                                 + (f"  {self.validation_name} {val:.4f}" if val is not None else ""))
         elif report.stage == "propagate":
             self.stage_label.setText(f"Segmenting: {report.done} of {report.total} specimens")
 

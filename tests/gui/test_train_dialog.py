@@ -154,3 +154,23 @@ def test_the_beetle_demo_shows_the_size_it_runs_at(qtbot, window, settings):
         dialog.preset_combo.setCurrentText(preset)
         assert dialog.size_spin.value() == BEETLE_DEMO_SIZE and not dialog.size_spin.isEnabled()
         assert f"at {BEETLE_DEMO_SIZE} px" in dialog.estimate_label.text()
+
+
+def test_the_loss_plot_is_readable_and_names_validation_once(qtbot, window, specimens, session):
+    from descriptron_sam2pal.gui.train_dialog import smoothed
+
+    assert smoothed([4.0]) == [4.0]  # no start-up bias towards 0
+    jumpy = [0.2, 4.0, 0.3, 3.5, 0.25, 3.0] * 5
+    trend = smoothed(jumpy)
+    assert max(trend[10:]) - min(trend[10:]) < (max(jumpy) - min(jumpy)) / 3
+    _project_with_template(qtbot, window, specimens)
+    dialog = _dialog(qtbot, window, session, 3, [])
+    dialog.propagate_after.setChecked(False)
+    dialog.start_training()
+    qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
+    name = dialog.validation_name
+    assert name == "validation loss"  # one template: a held-out loss
+    assert dialog.plot.getPlotItem().getAxis("right").labelText == name
+    assert name in dialog.legend_label.text() and "smoothed" in dialog.legend_label.text()
+    assert dialog.legend_label.parent() is not dialog.plot  # outside the plot: it covers no curve
+    assert len(dialog.raw_loss_curve.getData()[0]) == 3 and len(dialog.loss_curve.getData()[0]) == 3
