@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 MENU = "SAM2-PAL"
 TRAIN_ACTION = "Train SAM2-PAL..."
+SUGGEST_ACTION = "Suggest next template..."
 TEMPLATES_PANEL = "SAM2-PAL Templates"
 REVIEW_PANEL = "SAM2-PAL Review"
 
@@ -38,6 +39,7 @@ class Sam2PalPlugin:
         self.templates_panel = TemplatesPanel(host, self.session)
         self.review_panel = ReviewPanel(host)
         self.train_dialog = None
+        self.next_template_dialog = None
         self.session.ready.connect(self._give_review_a_reprompt)
         self.review_panel.template_requested.connect(self.add_template)
 
@@ -85,6 +87,39 @@ class Sam2PalPlugin:
         self.host.notify_store_changed()
         self.host.show_status(f"Added {len(masks)} structure(s) as a template", 8000)
 
+    def suggest_next_template(self):
+        """Rank the reviewed specimens by how much outlining them would teach the model, and
+        offer to open the chosen one in the Templates panel."""
+        from descriptron_sam2pal.gui.next_template_dialog import NextTemplateDialog, suggestions_for
+        from descriptron_sam2pal.store.provenance import template_images
+
+        session = self.review_panel.session
+        templates = [r.id for r, _ in template_images(self.host.store)] if self.host.store is not None else []
+        suggestions = suggestions_for(session, templates) if session is not None else []
+        dialog = NextTemplateDialog(suggestions, self.open_as_template, self.host.main_window())
+        dialog.show()
+        self.next_template_dialog = dialog
+        return dialog
+
+    def open_as_template(self, suggestion) -> None:
+        """Show the suggested specimen with the Templates panel raised, ready to outline."""
+        store = self.host.store
+        record = None
+        if store is not None:
+            from descriptron_sam2pal.store.merge import find_image
+
+            record = find_image(store, suggestion.image_id, suggestion.path)
+        if record is None:
+            self.host.show_error("Suggest next template", f"{suggestion.path or suggestion.image_id} is not in "
+                                 "the open project; open the folder it is in first.")
+            return
+        self.host.set_current_image(record.id)
+        dock = getattr(self, "templates_dock", None)
+        if dock is not None:
+            dock.show()
+            dock.raise_()
+        self.host.show_status(f"Outline the structures of {record.file_name}, then Train SAM2-PAL again", 15000)
+
     def _give_review_a_reprompt(self) -> None:
         self.review_panel.set_reprompt(make_reprompt(self.host, self.session))
 
@@ -119,6 +154,7 @@ def register(host: Any) -> Sam2PalPlugin:
     """Add the SAM2-PAL menu and panels to ``host`` (cheap: no model is loaded here)."""
     plugin = Sam2PalPlugin(host)  # every widget exists before anything is added to the host
     host.add_menu_action(MENU, TRAIN_ACTION, plugin.open_train_dialog, "Ctrl+Shift+T")
+    host.add_menu_action(MENU, SUGGEST_ACTION, plugin.suggest_next_template)
     plugin.templates_dock = host.add_dock_panel(TEMPLATES_PANEL, plugin.templates_panel, "right")
     plugin.review_dock = host.add_dock_panel(REVIEW_PANEL, plugin.review_panel, "right")
     plugin.templates_dock.raise_()  # outlining templates comes first

@@ -67,3 +67,29 @@ def test_results_reach_the_review_panel_and_templates_come_back(qtbot, window, s
     plugin.add_template(record.id, record.path, {"eye": mask})
     assert np.array_equal(window.store.structure_masks(record.id)["eye"], mask)
     assert plugin.templates_panel.template_list.count() == 1
+
+
+def test_suggest_next_template_opens_the_least_certain_specimen_in_templates(qtbot, window, specimens, tmp_path):
+    plugin = plugin_module.register(window)
+    window.open_path(specimens)
+    wait_image(qtbot, window, "specimen_01.png")
+    from descriptron_sam2pal.engine.results import StructureResult, TargetResult
+
+    results = []
+    for record, score in zip(window.images()[1:], (0.9, 0.2, 0.6)):
+        mask = np.zeros((record.height, record.width), bool)
+        mask[10:30, 20:60] = True
+        results.append(TargetResult(record.id, str(record.path), record.height, record.width,
+                                    {"eye": StructureResult("eye", True, mask, score, 0.9, 0.7),
+                                     "scape": StructureResult("scape", True, mask, score, 0.9, 0.7)}))
+    plugin.show_results(results, tmp_path / "run")
+    plugin.templates_dock.hide()
+    _actions(window, "SAM2-PAL")[plugin_module.SUGGEST_ACTION].trigger()
+    dialog = plugin.next_template_dialog
+    assert [dialog.list.item(i).text().split(":")[0] for i in range(dialog.list.count())] == [
+        "specimen_03.png", "specimen_04.png", "specimen_02.png"]
+    assert "80% unsure" in dialog.list.item(0).text() and "eye, scape" in dialog.list.item(0).text()
+    dialog.open_button.click()
+    qtbot.waitUntil(lambda: window.current_image() is not None
+                    and window.current_image().file_name == "specimen_03.png", timeout=5000)
+    assert plugin.templates_dock.isVisible() and not dialog.isVisible()

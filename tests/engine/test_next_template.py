@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from descriptron_sam2pal.engine.next_template import suggest_next_templates, uncertainty_of
+from descriptron_sam2pal.engine.next_template import from_result, suggest_next_templates, uncertainty_of
 from descriptron_sam2pal.engine.results import StructureResult, TargetResult
 
 
@@ -25,6 +25,6 @@ def test_the_least_certain_specimen_comes_first_and_absent_counts_as_unsure():
 
 def test_structures_marked_absent_on_a_specimen_do_not_count():
     r = result("a", {"head": 0.9}, skipped={"eye": "absent"})
-    value, weak = uncertainty_of(r, ["head", "eye"])
+    value, weak = uncertainty_of(from_result(r), ["head", "eye"])
     assert abs(value - 0.1) < 1e-9 and weak == ()
-    assert uncertainty_of(result("b", {}, skipped={"head": "absent"}), ["head"]) is None
+    assert uncertainty_of(from_result(result("b", {}, skipped={"head": "absent"})), ["head"]) is None

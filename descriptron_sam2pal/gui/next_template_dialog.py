@@ -1,0 +1,74 @@
+""""Suggest next template": the specimens whose outlines would teach the model most, from the
+review that is open (``engine.next_template``), and a button that opens the chosen one in the
+Templates panel. Outlining it (or "Add as template" in Review) and Train SAM2-PAL follow."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from PyQt5.QtCore import Qt
+from PyQt5.QtWidgets import QDialog, QDialogButtonBox, QLabel, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
+
+from descriptron_sam2pal.engine.next_template import SpecimenScores, Suggestion, rank_specimens
+
+_SUGGESTION_ROLE = Qt.UserRole
+
+
+def specimen_scores(session: Any) -> tuple[list[SpecimenScores], list[str]]:
+    """(each reviewed specimen's scores, the structures) of a ``ReviewSession``."""
+    by_target: dict[int, dict] = {}
+    for item in session.items:
+        scores = by_target.setdefault(id(item.target), {"target": item.target, "scores": {}})["scores"]
+        scores[item.structure] = (item.score if item.score is not None else item.predicted_iou) \
+            if not item.absent else None
+    specimens = [SpecimenScores(v["target"].image_id, v["target"].path, v["scores"]) for v in by_target.values()]
+    return specimens, session.structure_names()
+
+
+class NextTemplateDialog(QDialog):
+    """The ranked specimens; "Open in Templates" calls ``open_specimen(suggestion)``."""
+
+    def __init__(self, suggestions: list[Suggestion], open_specimen: Callable[[Suggestion], Any],
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Suggest next template")
+        self.open_specimen = open_specimen
+        self.list = QListWidget()
+        for s in suggestions:
+            name = str(s.path).replace("\\", "/").rsplit("/", 1)[-1] if s.path else str(s.image_id)
+            weak = f"; unsure of {', '.join(s.weakest)}" if s.weakest else ""
+            item = QListWidgetItem(f"{name}: the model is {100 * s.uncertainty:.0f}% unsure{weak}")
+            item.setData(_SUGGESTION_ROLE, s)
+            self.list.addItem(item)
+        if self.list.count():
+            self.list.setCurrentRow(0)
+        explain = QLabel("Outlining the specimen the model is least sure of teaches it most. Open it in "
+                         "Templates, outline its structures (or use Review's \"Add as template\" on "
+                         "corrected masks), then Train SAM2-PAL again." if suggestions else
+                         "Nothing to suggest: segment some specimens first.")
+        explain.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.Close)
+        self.open_button = buttons.addButton("Open in Templates", QDialogButtonBox.AcceptRole)
+        self.open_button.setEnabled(bool(suggestions))
+        buttons.accepted.connect(self._open)
+        buttons.rejected.connect(self.reject)
+        self.list.itemDoubleClicked.connect(lambda _item: self._open())
+        layout = QVBoxLayout(self)
+        layout.addWidget(explain)
+        layout.addWidget(self.list, 1)
+        layout.addWidget(buttons)
+        self.resize(520, 320)
+
+    def chosen(self) -> Suggestion | None:
+        item = self.list.currentItem()
+        return item.data(_SUGGESTION_ROLE) if item is not None else None
+
+    def _open(self) -> None:
+        if self.chosen() is not None:
+            self.open_specimen(self.chosen())
+            self.accept()
+
+
+def suggestions_for(session: Any, template_ids: list, limit: int = 5) -> list[Suggestion]:
+    specimens, structures = specimen_scores(session)
+    return rank_specimens(specimens, structures, exclude=template_ids, limit=limit)
