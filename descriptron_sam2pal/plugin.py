@@ -61,9 +61,11 @@ class Sam2PalPlugin:
         """Hand propagation results (``TargetResult``s) to the Review panel."""
         from descriptron_sam2pal.gui.review_session import review_path_for
 
-        journal = Path(run_dir) / "propagation.jsonl" if run_dir is not None else None
+        from descriptron_sam2pal.jobs.propagation import PREDICTIONS_FILE
+
+        predictions = Path(run_dir) / PREDICTIONS_FILE if run_dir is not None else None
         session_path = review_path_for(run_dir) if run_dir is not None else None
-        self.review_panel.load_results(results, predictions_path=journal, session_path=session_path)
+        self.review_panel.load_results(results, predictions_path=predictions, session_path=session_path)
         dock = getattr(self, "review_dock", None)  # set by register()
         if dock is not None:
             dock.show()

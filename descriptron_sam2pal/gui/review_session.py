@@ -47,6 +47,7 @@ import numpy as np
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.atomic import atomic_write_text
+from descriptron_sam2pal.jobs.propagation import journal_path
 from descriptron_sam2pal.store.merge import find_image, why_not_writable, write_structure
 from descriptron_sam2pal.store.provenance import PREDICTION_SOURCE
 from descriptron_sam2pal.imaging.masks import mask_to_rle, rle_to_mask
@@ -756,7 +757,7 @@ def find_review_for(predictions_path: str | os.PathLike) -> Path | None:
     return legacy if legacy.is_file() else None
 
 
-#: The journal a run writes while it segments (``<run>/propagation.jsonl``).
+#: The journal the GUI wrote before runs kept a predictions file (``<run>/propagation.jsonl``).
 JOURNAL_NAME = "propagation.jsonl"
 
 
@@ -769,7 +770,9 @@ def _same_run(recorded: Path, opened: Path) -> bool:
         same_folder = recorded.parent.resolve() == opened.parent.resolve()
     except OSError:
         return False
-    return same_folder and JOURNAL_NAME in (recorded.name, opened.name)
+    return same_folder and (JOURNAL_NAME in (recorded.name, opened.name)
+                            or journal_path(recorded).name == opened.name
+                            or journal_path(opened).name == recorded.name)
 
 
 def review_summary(path: str | os.PathLike) -> dict:

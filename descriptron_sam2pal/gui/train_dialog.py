@@ -29,7 +29,7 @@ from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QFileD
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine.control import Progress
 from descriptron_sam2pal.jobs.models import BEETLE_DEMO_CHOICE, DEMO_CHOICE, ModelRequest, fixed_image_size
-from descriptron_sam2pal.jobs.propagation import PropagateRequest, propagate_run
+from descriptron_sam2pal.jobs.propagation import PREDICTIONS_FILE, PropagateRequest, propagate_run
 from descriptron_sam2pal.jobs.templates import TemplateSpec, specs_from_store
 from descriptron_sam2pal.jobs.training import (TrainOutcome, TrainRequest, describe_result, train_run,
                                                validation_plan_for)
@@ -42,8 +42,6 @@ from descriptron_sam2pal.gui.workers import EngineWorker
 log = logging.getLogger(__name__)
 
 _ID_ROLE = Qt.UserRole
-#: The predictions file a run folder gets (its review is kept beside it, see review_session).
-PREDICTIONS_FILE = "predictions.json"
 #: QSettings key: {"<model>|<cpu|gpu>|<size>": median seconds per training step} of past runs.
 STEP_TIMES_SETTING = "sam2pal/step_seconds"
 

@@ -21,6 +21,10 @@ from descriptron_sam2pal.jobs.outputs import check_outputs, check_writable_folde
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
 
 
+#: The predictions file of a run folder made from the GUI (its review is ``review.json`` beside it).
+PREDICTIONS_FILE = "predictions.json"
+
+
 @dataclass
 class PropagateRequest:
     """Segment ``targets`` (image paths, store records or engine Targets) from ``templates``.

@@ -7,7 +7,8 @@ import numpy as np
 from PyQt5.QtCore import Qt
 
 from descriptron_sam2pal.cli import main as cli_main
-from descriptron_sam2pal.gui.train_dialog import PREDICTIONS_FILE, TrainDialog, validation_metric
+from descriptron_sam2pal.gui.train_dialog import TrainDialog, validation_metric
+from descriptron_sam2pal.jobs.propagation import PREDICTIONS_FILE
 from descriptron_sam2pal.jobs.templates import template_specs
 from plugin_fixtures import *  # noqa: F401,F403
 from plugin_fixtures import wait_image
