@@ -263,15 +263,10 @@ def test_bad_model_inputs_say_what_to_do(project, mini_checkpoint, capsys, case)
     assert not (root / "pred.json").exists()
 
 
-def test_structure_status_of_the_store_is_obeyed_by_propagate_write_to(project, capsys, tmp_path):
+def test_structure_status_of_the_store_is_obeyed_by_propagate_write_to(project, capsys, present_checkpoint):
     """A structure the project marks absent on a specimen is neither predicted nor written there."""
     root, template, template_mask = project
-    checkpoint = tmp_path / "present.pt"
-    model = build_model(MINI_CONFIG, seed=0)
-    head = model.sam.sam_mask_decoder.pred_obj_score_head
-    with torch.no_grad():
-        (head.layers[-1] if hasattr(head, "layers") else head).bias += 8.0  # calls every structure present
-    torch.save({"model": model.sam.state_dict()}, checkpoint)
+    checkpoint = present_checkpoint
     from descriptron_sam2pal.store import AnnotationStore
 
     photos = sorted((root / "specimens").glob("*.png"))

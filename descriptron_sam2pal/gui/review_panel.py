@@ -479,12 +479,16 @@ class ReviewPanel(QWidget):
         self._update_actions()
 
     def redo(self) -> None:
-        if self.session is None or not self.session.can_redo:
-            self.host.show_status("Nothing to redo")
+        self._undo_or_redo(redo=True)
+
+    def _undo_or_redo(self, redo: bool) -> None:
+        """Undo (or redo) the last change and select the item it restored."""
+        if self.session is None or not (self.session.can_redo if redo else self.session.can_undo):
+            self.host.show_status("Nothing to redo" if redo else "Nothing to undo")
             return
         row = self.current_row()
         self.set_fix_mode(False)
-        restored = self.session.redo()
+        restored = self.session.redo() if redo else self.session.undo()
         self.model.refresh()
         if restored and self.model.row_of(restored[0]) >= 0:
             self._select_row(self.model.row_of(restored[0]))
@@ -640,19 +644,7 @@ class ReviewPanel(QWidget):
         self._set_specimen_state(REJECTED)
 
     def undo(self) -> None:
-        if self.session is None or not self.session.can_undo:
-            self.host.show_status("Nothing to undo")
-            return
-        row = self.current_row()
-        self.set_fix_mode(False)
-        restored = self.session.undo()
-        self.model.refresh()
-        if restored and self.model.row_of(restored[0]) >= 0:
-            self._select_row(self.model.row_of(restored[0]))
-        else:
-            self._select_row(row)
-        self._show_current(force=True)
-        self._update_actions()
+        self._undo_or_redo(redo=False)
 
     def add_as_template(self) -> None:
         item = self.current_item()

@@ -593,10 +593,15 @@ class ReviewSession:
 
     def undo(self) -> list[ReviewItem]:
         """Undo the last action; returns the items it restored ([] if nothing to undo)."""
-        if not self._undo:
+        return self._move(self._undo, self._redo)
+
+    def _move(self, source: list, target: list) -> list[ReviewItem]:
+        """Restore the snapshots on top of ``source`` (undo or redo), keeping the present state
+        on ``target`` so it can be restored in turn."""
+        if not source:
             return []
-        text, snaps = self._undo.pop()
-        self._redo.append((text, [(item, item._snapshot()) for item, _ in snaps]))
+        text, snaps = source.pop()
+        target.append((text, [(item, item._snapshot()) for item, _ in snaps]))
         for item, snap in snaps:
             item._restore(snap)
         self._changed(redoable=True)
@@ -608,14 +613,7 @@ class ReviewSession:
 
     def redo(self) -> list[ReviewItem]:
         """Do again what the last undo took back; returns the items it changed."""
-        if not self._redo:
-            return []
-        text, snaps = self._redo.pop()
-        self._undo.append((text, [(item, item._snapshot()) for item, _ in snaps]))
-        for item, snap in snaps:
-            item._restore(snap)
-        self._changed(redoable=True)
-        return [item for item, _ in snaps]
+        return self._move(self._redo, self._undo)
 
     def _check_not_written(self, item: ReviewItem) -> None:
         if item.written:

@@ -253,7 +253,7 @@ class CocoDocument:
         polygons there and *uncompressed* RLE in the ``.rlejson`` when polygons cannot hold the
         mask exactly; compressed RLE in the ``.rlejson`` becomes uncompressed. Same pixels."""
         sizes = {id_key(i["id"]): [i.get("height"), i.get("width")] for i in self.data["images"]
-                 if isinstance(i, dict) and _hashable(id_key(i.get("id")))}
+                 if isinstance(i, dict) and hashable(id_key(i.get("id")))}
         for ann in self.data["annotations"]:
             if not isinstance(ann, dict):
                 continue
@@ -262,14 +262,14 @@ class CocoDocument:
             if _is_rle(seg):
                 image_key = id_key(ann.get("image_id"))
                 size = (seg if isinstance(seg, dict) else seg[0]).get("size")
-                if not _hashable(image_key) or sizes.get(image_key) != size:
+                if not hashable(image_key) or sizes.get(image_key) != size:
                     continue    # does not fit its image (already reported): the user's to fix, kept as is
                 mask = self._decode_rle(seg, ann)
                 if mask is None:
                     continue
                 polygons = [[float(v) for v in p] for p in mask_to_polygons(mask)]
                 ann["segmentation"] = polygons
-                if key is not None and _hashable(key) and key not in self.rle and _needs_rle(mask, polygons):
+                if key is not None and hashable(key) and key not in self.rle and _needs_rle(mask, polygons):
                     self.rle[key] = _uncompressed(mask)
                 elif key is None and has_hole(mask):
                     self.warn(f"{self.path}: an annotation without id had an RLE mask with a hole; it is "
@@ -315,7 +315,7 @@ class CocoDocument:
         return [json_path, companion_path(json_path)]
 
 
-def _hashable(value: Any) -> bool:
+def hashable(value: Any) -> bool:
     try:
         hash(value)
     except TypeError:

@@ -49,7 +49,8 @@ from descriptron_sam2pal.imaging.masks import (
     polygons_to_mask,
     segmentation_to_mask,
 )
-from descriptron_sam2pal.store.coco import CocoDocument, StoreError, id_key, is_labelme, labelme_message, read_json
+from descriptron_sam2pal.store.coco import (CocoDocument, StoreError, hashable, id_key, is_labelme, labelme_message,
+                                            read_json)
 from descriptron_sam2pal.store.lock import DEFAULT_TIMEOUT_S, store_lock
 from descriptron_sam2pal.store.stem import (
     basename,
@@ -392,7 +393,7 @@ class AnnotationStore:
         for doc in docs:
             self._lost_ids[id(doc)] = {
                 id_key(raw["id"]) for raw in doc.data["images"] if isinstance(raw, dict) and "id" in raw
-                and _hashable(id_key(raw["id"])) and self._stem_owner.get(_entry_stem(raw), doc) is not doc}
+                and hashable(id_key(raw["id"])) and self._stem_owner.get(_entry_stem(raw), doc) is not doc}
         kept = [d for d in docs if any(owner is d for owner in self._stem_owner.values())
                 or not d.data["images"]]
         for doc in docs:
@@ -402,7 +403,7 @@ class AnnotationStore:
 
     def _superseded(self, doc: CocoDocument, image_id: Any) -> bool:
         key = id_key(image_id)
-        return _hashable(key) and key in self._lost_ids.get(id(doc), set())
+        return hashable(key) and key in self._lost_ids.get(id(doc), set())
 
     def _drop_superseded(self, doc: CocoDocument) -> None:
         """Before a per-image save: leave out the photos this file holds but a newer file owns, so
@@ -411,12 +412,12 @@ class AnnotationStore:
         if not lost:
             return
         doc.data["images"] = [r for r in doc.data["images"]
-                              if not (isinstance(r, dict) and _hashable(id_key(r.get("id")))
+                              if not (isinstance(r, dict) and hashable(id_key(r.get("id")))
                                       and id_key(r.get("id")) in lost)]
         kept = []
         for ann in doc.data["annotations"]:
-            if isinstance(ann, dict) and _hashable(id_key(ann.get("image_id"))) and id_key(ann.get("image_id")) in lost:
-                if "id" in ann and _hashable(id_key(ann["id"])):
+            if isinstance(ann, dict) and hashable(id_key(ann.get("image_id"))) and id_key(ann.get("image_id")) in lost:
+                if "id" in ann and hashable(id_key(ann["id"])):
                     doc.rle.pop(id_key(ann["id"]), None)
                 continue
             kept.append(ann)
@@ -573,7 +574,7 @@ class AnnotationStore:
                     self._warn(f"{doc.path}: annotation id {key!r} is used more than once; all are kept.")
                 seen_ids.add(key)
             image_key = id_key(ann.get("image_id"))
-            image = by_key.get(image_key) if _hashable(image_key) else None
+            image = by_key.get(image_key) if hashable(image_key) else None
             if image is None and str(ann.get("image_id")) in by_str:
                 image = by_str[str(ann.get("image_id"))]
                 self._warn(f"{doc.path}: {label} has image_id {ann.get('image_id')!r} but the image's id is "
@@ -1026,7 +1027,7 @@ class AnnotationStore:
                 raise StoreError(f"image {image_id.id!r} is not part of the store {self.path}.")
             return image_id
         key = id_key(image_id)
-        candidates = self._by_id.get(key, []) if _hashable(key) else []
+        candidates = self._by_id.get(key, []) if hashable(key) else []
         matches = [r for r in candidates if type(r.id) is type(image_id)] or candidates
         if not matches:
             raise StoreError(f"{self.path}: no image with id {image_id!r}.")
@@ -1129,13 +1130,6 @@ def _positive_int(value: Any) -> int | None:
         return None
     return int(value)
 
-
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
 
 
 def _is_number(value: Any) -> bool:

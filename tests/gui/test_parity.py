@@ -57,25 +57,11 @@ def test_the_gui_names_the_validation_the_trainer_runs(qtbot, window, specimens,
     assert validation_metric(dialog.chosen_templates(), 2, dialog.train_config()) == "val_loss"
 
 
-def _present_checkpoint(path):
-    """The mini model with its object-score head biased so it calls structures present."""
-    import torch
-
-    from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
-
-    model = build_model(MINI_CONFIG, seed=0)
-    head = model.sam.sam_mask_decoder.pred_obj_score_head
-    last = head.layers[-1] if hasattr(head, "layers") else head
-    with torch.no_grad():
-        last.bias += 8.0
-    torch.save({"model": model.sam.state_dict()}, path)
-    return path
-
-
-def test_the_gui_and_the_cli_write_the_same_predictions(qtbot, window, specimens, settings, tmp_path, messages):
+def test_the_gui_and_the_cli_write_the_same_predictions(qtbot, window, specimens, settings, tmp_path, messages,
+                                                        present_checkpoint):
     from descriptron_sam2pal.gui.model_session import ModelSession
 
-    checkpoint = _present_checkpoint(tmp_path / "present.pt")
+    checkpoint = present_checkpoint
     session = ModelSession(window, settings, image_size=128)
     session.set_checkpoint(str(checkpoint))
     store_file = _project(qtbot, window, specimens)
