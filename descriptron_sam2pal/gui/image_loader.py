@@ -30,7 +30,8 @@ class LatestImageLoader(QObject):
         self._register = register
         self._load = load
         self._worker: EngineWorker | None = None
-        self._wanted: tuple[Any, str] | None = None
+        self._wanted: tuple[Any, str] | None = None  # the latest request not answered yet
+        self._loading: tuple[Any, str] | None = None  # the request being decoded
 
     @property
     def busy(self) -> bool:
@@ -55,17 +56,25 @@ class LatestImageLoader(QObject):
         return True if self._worker is None else self._worker.wait(timeout_ms)
 
     def _start(self) -> None:
-        key, path = self._wanted
-        worker = EngineWorker(self._load, path, description=f"loading {Path(path).name}")
-        worker.result.connect(lambda pixels, k=key, p=path: self._answer(k, p, pixels, None))
-        worker.error.connect(lambda message, details, k=key, p=path: self._answer(k, p, None, (message, details)))
+        self._loading = self._wanted
+        worker = EngineWorker(self._load, self._loading[1], description=f"loading {Path(self._loading[1]).name}")
+        # Bound methods, not lambdas: Qt disconnects them if this loader is deleted first.
+        worker.result.connect(self._on_result)
+        worker.error.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker
         if self._register is not None:
             self._register(worker)
         worker.start()
 
-    def _answer(self, key: Any, path: str, pixels, error) -> None:
+    def _on_result(self, pixels) -> None:
+        self._answer(pixels, None)
+
+    def _on_error(self, message: str, details: str) -> None:
+        self._answer(None, (message, details))
+
+    def _answer(self, pixels, error) -> None:
+        key, path = self._loading
         if self._wanted is None or self._wanted[0] is not key or self._wanted[1] != path:
             return  # the user moved on while it loaded
         self._wanted = None

@@ -303,6 +303,7 @@ class ReviewPanel(QWidget):
         if self.session is not None and self._on_session_changed in self.session.listeners:
             self.session.listeners.remove(self._on_session_changed)
         self.set_fix_mode(False)
+        self.image_loader.forget()  # a photo of the previous review is no longer wanted
         self.session = session
         self.session_path = Path(session_path) if session_path else None
         self._shown_item = None
