@@ -93,7 +93,7 @@ DEFAULT_PRESET = "Balanced"
 # Seconds per training step of SAM2 hiera-tiny by input size (CPU figures measured on a
 # 2-core machine, GPU ones rough); other sizes scale by _MODEL_FACTOR. Only for the estimate.
 _STEP_SECONDS = {"cpu": {256: 1.4, 512: 6.0, 1024: 38.0}, "gpu": {256: 0.05, 512: 0.12, 1024: 0.4}}
-_MODEL_FACTOR = {"mini": 0.07, "beetle": 0.15, "tiny": 1.0, "small": 1.3, "base_plus": 2.2, "large": 5.0}
+_MODEL_FACTOR = {"mini": 0.07, "beetle": 0.9, "tiny": 1.0, "small": 1.3, "base_plus": 2.2, "large": 5.0}
 
 
 def estimate_seconds(steps: int, size: int, gpu: bool, model_size: str = "tiny") -> float:
@@ -526,7 +526,7 @@ class TrainDialog(QDialog):
             return 0.8 * s, 1.5 * s, f"from a run at {near} px on this computer"
         gpu = accelerator_available(self.device_combo.currentText())
         s = estimate_seconds(steps, size, gpu, _model_size(self.session.checkpoint_choice()))
-        return 0.5 * s, 2.0 * s, "a guess until the first run on this computer"
+        return 0.5 * s, 3.0 * s, "a guess until the first run on this computer"
 
     def _update_estimate(self) -> None:
         low, high, how = self.estimate()
