@@ -56,17 +56,63 @@ def one(args) -> dict:
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         kwargs = {"executor": "ray", "workers": workers, "cluster_stats": stats}
     marks: list[tuple[float, int]] = []  # (time, targets done) at each progress report
+    import resource
+
+    def cpu_s() -> float:
+        u = resource.getrusage(resource.RUSAGE_SELF)
+        return u.ru_utime + u.ru_stime
+
+    cpu0 = cpu_s()
     t0 = time.perf_counter()
     outcome = propagate_run(request, progress=lambda p: marks.append((time.perf_counter(), p.done)), **kwargs)
     wall = time.perf_counter() - t0
+    driver_cpu = cpu_s() - cpu0  # local: all the work; ray: the driver's share (receive, order, write)
     (t1, d1), (t2, d2) = marks[0], marks[-1]  # from the first result on: no start-up
     steady = (d2 - d1) / (t2 - t1) if t2 > t1 else float("nan")
     digest = hashlib.sha256(out.read_bytes()).hexdigest()[:16]
     return {"config": args.config, "n": args.n, "wall_s": round(wall, 2), "images_per_s": round(args.n / wall, 3),
             "steady_images_per_s": round(steady, 3), "startup_s": round(t1 - t0, 1),
+            "driver_cpu_ms_per_image": round(1000 * driver_cpu / args.n, 1),
             "failed": len(outcome.failed), "driver_peak_mb": round(peak_rss_bytes() / 2**20),
             "worker_peak_mb": [round(b / 2**20) for b in stats.get("worker_peak_rss", [])],
             "predictions_sha256": digest}
+
+
+def driver_cost(args) -> dict:
+    """The driver's own work per result, without Ray: results of ``args.n`` targets (segmented
+    here first) go through what the driver does with each (JSON as it arrives, back to a
+    TargetResult, the predictions builder, a journal line with fsync)."""
+    import tempfile
+
+    import torch
+
+    from data import load_dataset
+    from descriptron_sam2pal.engine.predictions import PredictionsBuilder
+    from descriptron_sam2pal.engine.results import ResultJournal, TargetResult
+    from descriptron_sam2pal.jobs.models import ModelRequest
+    from descriptron_sam2pal.jobs.propagation import PropagateRequest, propagate_run
+    from descriptron_sam2pal.jobs.templates import spec_from_color_png
+
+    torch.set_num_threads(1)
+    ds = load_dataset(Path(args.images), args.n, Path(args.out) / "cache")
+    spec = spec_from_color_png(ds.template_image, ds.template_mask, ds.colors)
+    request = PropagateRequest(ModelRequest(choice=args.checkpoint, device="cpu", image_size=args.image_size),
+                               [spec], ds.targets[:args.n], batch_size=1)
+    results = propagate_run(request, keep_results=True).results
+    wire = [r.to_json() for r in results]
+    pixels = sum(r.height * r.width for r in results) / len(results)
+    with tempfile.TemporaryDirectory() as tmp:
+        builder = PredictionsBuilder(spool_dir=tmp)
+        journal = ResultJournal(Path(tmp) / "j.jsonl")
+        t0 = time.perf_counter()
+        for i, j in enumerate(wire):
+            r = TargetResult.from_json(j)
+            builder.add(r)
+            journal.append("run", [(str(i), r)])
+        per = (time.perf_counter() - t0) / len(wire)
+        builder.close()
+    return {"n": len(wire), "mean_megapixels": round(pixels / 1e6, 2), "structures": len(ds.colors),
+            "driver_ms_per_result": round(1000 * per, 2)}
 
 
 def main() -> int:
@@ -81,7 +127,14 @@ def main() -> int:
     p.add_argument("--configs", default="local,ray-1,ray-2")
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    p.add_argument("--driver-cost", action="store_true",
+                   help="only measure the driver's own work per result (no Ray), on --n targets")
     args = p.parse_args()
+    if args.driver_cost:
+        if not args.checkpoint:
+            args.checkpoint = str(HERE / "cache" / "tiny_random_seed0.pt")
+        print(json.dumps(driver_cost(args)))
+        return 0
     if args.config:
         print(json.dumps(one(args)))
         return 0
@@ -117,12 +170,13 @@ def main() -> int:
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), load average {load}; "
              f"SAM2 {args.model} (random weights) at {args.image_size} px, batch 1, confidence on, precision auto", "",
              "| run | N | wall (s) | images/s (wall) | images/s after the first result | until the first result (s) "
-             "| driver peak RSS | worker peak RSS | predictions (SHA-256) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| driver CPU per image | driver peak RSS | worker peak RSS | predictions (SHA-256) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         workers = ", ".join(f"{m} MB" for m in r["worker_peak_mb"]) or "(in the driver)"
         lines.append(f"| {r['config']} | {r['n']} | {r['wall_s']} | {r['images_per_s']} | "
-                     f"{r['steady_images_per_s']} | {r['startup_s']} | {r['driver_peak_mb']} MB "
+                     f"{r['steady_images_per_s']} | {r['startup_s']} | {r.get('driver_cpu_ms_per_image', '')} ms "
+                     f"| {r['driver_peak_mb']} MB "
                      f"| {workers} | `{r['predictions_sha256']}` |")
     (out / "results-ray.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / 'results-ray.md'}")

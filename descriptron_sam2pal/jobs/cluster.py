@@ -36,12 +36,12 @@ import resource
 import sys
 import tempfile
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.jobs.models import ModelRequest, load_model
+from descriptron_sam2pal.jobs.models import BEETLE_DEMO_CHOICE, DEMO_CHOICE, ModelRequest, load_model, resolve_checkpoint
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
 
 #: Test hook: "N:MARKER" makes an actor exit abruptly (``os._exit``) when it starts its Nth
@@ -119,7 +119,10 @@ class PropagationWorker:
                             orientation_search=self.orientation_search)
 
     def describe(self) -> dict:
+        from descriptron_sam2pal.engine.propagate import default_batch_size
+
         return {"device": str(self.model.device), "image_size": self.model.image_size,
+                "batch_size": self.batch_size or default_batch_size(self.model.device),
                 "host": os.uname().nodename, "pid": os.getpid()}
 
     def peak_rss(self) -> int:
@@ -226,21 +229,43 @@ def plan_workers(settings: ClusterSettings) -> tuple[int, dict]:
     return workers, {"num_cpus": share}
 
 
-def start_workers(request: Any, settings: ClusterSettings, say: Callable[[str], None]) -> list:
-    """The actor pool for ``request`` (a ``PropagateRequest``), each actor built and ready."""
+def portable(model: ModelRequest, templates: Sequence[TemplateSpec]) -> tuple[ModelRequest, list[TemplateSpec]]:
+    """The model request and templates with every file as an absolute path (a worker's working
+    folder is not the driver's) and the default checkpoint resolved here, on the driver."""
+    choice = resolve_checkpoint(model.choice)
+    if choice not in (DEMO_CHOICE, BEETLE_DEMO_CHOICE):
+        choice = os.path.abspath(choice)
+    adapter = os.path.abspath(os.path.expanduser(model.adapter)) if model.adapter else None
+    return (replace(model, choice=choice, adapter=adapter),
+            [TemplateSpec(t.image_id, os.path.abspath(t.path), t.masks) for t in templates])
+
+
+def start_workers(request: Any, settings: ClusterSettings, say: Callable[[str], None]) -> tuple[list, list[dict]]:
+    """The actor pool for ``request`` (a ``PropagateRequest``), each actor built and ready, and
+    what each is (``PropagationWorker.describe``)."""
     ray = require_ray()
     n, resources = plan_workers(settings)
     threads = None if resources.get("num_gpus") else int(resources["num_cpus"])
     actor = ray.remote(PropagationWorker).options(max_restarts=MAX_RESTARTS, max_task_retries=0, **resources)
     crash = os.environ.get(CRASH_ENV)
-    workers = [actor.remote(request.model, list(request.templates), request.confidence,
+    model, templates = portable(request.model, request.templates)
+    workers = [actor.remote(model, templates, request.confidence,
                             request.orientation_search, settings.batch_size or request.batch_size, threads,
                             crash) for _ in range(n)]
-    where = ray.get([w.describe.remote() for w in workers])
+    try:
+        where = ray.get([w.describe.remote() for w in workers])
+    except ray.exceptions.RayActorError as exc:
+        for w in workers:
+            ray.kill(w)
+        cause = str(getattr(exc, "cause", None) or exc).strip().splitlines()
+        raise UserError(f"a Ray worker could not start ({cause[-1] if cause else exc}); the checkpoint, the "
+                        "adapter and the template images must be at the same paths on every node, with the "
+                        "same packages installed (docs/cluster.md)") from None
     hosts = sorted({d["host"] for d in where})
     say(f"Ray: {n} worker(s) on {len(hosts)} machine(s) ({', '.join(hosts)}), "
-        f"{where[0]['image_size']} px on {', '.join(sorted({d['device'] for d in where}))}")
-    return workers
+        f"{where[0]['image_size']} px on {', '.join(sorted({d['device'] for d in where}))}, "
+        f"{where[0]['batch_size']} image(s) per call")
+    return workers, where
 
 
 def iter_propagate_on_ray(request: Any, journal_file: Path | None, settings: ClusterSettings,
@@ -263,7 +288,7 @@ def iter_propagate_on_ray(request: Any, journal_file: Path | None, settings: Clu
     started = connect(settings.address)
     workers: list = []
     try:
-        workers = start_workers(request, settings, say)
+        workers, where = start_workers(request, settings, say)
         run = ray.get(workers[0].identity.remote())
         journal = ResultJournal(journal_file) if journal_file is not None else None
         done_before = journal.load(run) if journal is not None else {}
@@ -281,7 +306,7 @@ def iter_propagate_on_ray(request: Any, journal_file: Path | None, settings: Clu
             say(f"{len(cached)} of {len(targets)} image(s) already in the journal; "
                 f"segmenting {len(targets) - len(cached)} on the cluster")
         reporter = ProgressReporter("propagate", len(targets), progress, start_done=len(cached))
-        batch = settings.batch_size or request.batch_size or 1
+        batch = min(d["batch_size"] for d in where)
         window = max(4 * batch * len(workers), 16)
         pending = deque(i for i in range(len(targets)) if i not in cached)
         retry: deque[int] = deque()  # targets whose task failed once: sent again, alone
@@ -301,7 +326,7 @@ def iter_propagate_on_ray(request: Any, journal_file: Path | None, settings: Clu
                     data = Path(t.path).read_bytes()
                 except OSError:
                     data = None  # the actor reports it unreadable, as a local run would
-            return {"index": i, "path": t.path, "image_id": t.image_id, "key": keys[i],
+            return {"index": i, "path": os.path.abspath(t.path), "image_id": t.image_id, "key": keys[i],
                     "structure_status": t.structure_status, "data": data}
 
         def failed(i: int, why: str) -> Any:
@@ -315,7 +340,7 @@ def iter_propagate_on_ray(request: Any, journal_file: Path | None, settings: Clu
             done_now = 0
             while next_out < len(targets) and (next_out in cached or next_out in ready):
                 if next_out in cached:
-                    r = TargetResult.from_json(done_before.pop(keys[next_out]))
+                    r = TargetResult.from_json(done_before[keys[next_out]])
                     r.image_id, r.path = targets[next_out].image_id, targets[next_out].path
                 else:
                     r = ready.pop(next_out)
@@ -377,9 +402,9 @@ def iter_propagate_on_ray(request: Any, journal_file: Path | None, settings: Clu
                 for a in answers:
                     i = a["index"]
                     t = targets[i]
-                    if "error" in a:
-                        ready[i] = TargetResult(t.image_id, t.path, 0, 0, error=a["error"],
-                                                skipped=dict(a["skipped"]))
+                    if "error" in a:  # worded with the path as given, as a local run words it
+                        error = a["error"].replace(os.path.abspath(t.path), str(t.path))
+                        ready[i] = TargetResult(t.image_id, t.path, 0, 0, error=error, skipped=dict(a["skipped"]))
                         continue
                     r = TargetResult.from_json(a["result"])
                     r.image_id, r.path, r.from_journal = t.image_id, t.path, False

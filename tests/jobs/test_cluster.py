@@ -85,13 +85,16 @@ def same_files(a: Path, b: Path) -> None:
 
 @pytest.mark.slow
 def test_sam2pal_propagate_ray_writes_the_single_process_predictions_byte_for_byte(project, cluster, tmp_path,
-                                                                                  mini_checkpoint, capsys):
+                                                                                  mini_checkpoint, capsys,
+                                                                                  monkeypatch):
+    """Relative paths too: a worker's working folder is not the driver's."""
     root, request, reference = project
     out = tmp_path / "pred.json"
+    monkeypatch.chdir(root)
     colors = ";".join(f"{n}={r},{g},{b}" for n, (r, g, b) in COLORS.items())
-    argv = ["propagate", "--template-image", root / "template" / "t.png",
-            "--template-mask", root / "template" / "t_mask.png", "--colors", colors,
-            "--images", root / "specimens", "--out", out, "--checkpoint", mini_checkpoint,
+    argv = ["propagate", "--template-image", "template/t.png", "--template-mask", "template/t_mask.png",
+            "--colors", colors, "--images", root / "specimens", "--out", out,
+            "--checkpoint", os.path.relpath(mini_checkpoint, root),
             "--image-size", 128, "--device", "cpu", "--batch-size", 2]
     assert main([str(a) for a in argv + ["--workers", 2]]) == 2  # --workers without --ray
     assert "add --ray" in capsys.readouterr().err
