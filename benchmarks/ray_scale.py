@@ -45,8 +45,8 @@ def one(args) -> dict:
     ds = load_dataset(Path(args.images), args.n, Path(args.out) / "cache")
     spec = spec_from_color_png(ds.template_image, ds.template_mask, ds.colors)
     out = Path(args.out) / f"{args.config}-{args.n}" / "pred.json"
-    request = PropagateRequest(ModelRequest(choice=args.checkpoint, device="cpu", image_size=args.image_size),
-                               [spec], ds.targets[:args.n], out=out, batch_size=1)
+    request = PropagateRequest(ModelRequest(choice=args.checkpoint, device=args.device, image_size=args.image_size),
+                               [spec], ds.targets[:args.n], out=out, batch_size=args.batch_size)
     stats: dict = {}
     kwargs = {}
     if args.config != "local":
@@ -125,6 +125,8 @@ def main() -> int:
                                            / "images"))
     p.add_argument("--out", default=str(HERE / "out" / time.strftime("ray-%Y%m%d-%H%M%S")))
     p.add_argument("--configs", default="local,ray-1,ray-2")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda: on a GPU node, one worker per GPU")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the engine's (1 on a CPU, 4 on a GPU)")
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     p.add_argument("--driver-cost", action="store_true",
@@ -157,6 +159,7 @@ def main() -> int:
     load = os.getloadavg()
     for config, n in runs:
         cmd = [sys.executable, __file__, "--config", config, "--n", str(n), "--image-size", str(args.image_size),
+               "--device", args.device] + (["--batch-size", str(args.batch_size)] if args.batch_size else []) + [
                "--images", args.images, "--out", str(out), "--checkpoint", str(checkpoint)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
