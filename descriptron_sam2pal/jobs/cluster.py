@@ -44,8 +44,10 @@ from descriptron_sam2pal import UserError
 from descriptron_sam2pal.jobs.models import BEETLE_DEMO_CHOICE, DEMO_CHOICE, ModelRequest, load_model, resolve_checkpoint
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
 
-#: Test hook: "N:MARKER" makes an actor exit abruptly (``os._exit``) when it starts its Nth
-#: target, once per MARKER file (the file records that it happened), as a crashed worker would.
+#: Test hook, read on the driver: "N:MARKER" makes an actor exit abruptly (``os._exit``) when it
+#: starts its Nth target, once per MARKER file (the file records that it happened), as a crashed
+#: worker would; "name=FILE" makes every actor that starts the target named FILE exit (a photo
+#: that kills its worker every time).
 CRASH_ENV = "SAM2PAL_RAY_TEST_CRASH"
 #: Attempts of a target before it is reported as failed.
 MAX_ATTEMPTS = 2
@@ -105,8 +107,10 @@ class PropagationWorker:
         self.memory = TemplateMemory(self.model, load_templates(templates, self.model.image_size))
         self.confidence, self.orientation_search = confidence, orientation_search
         self.batch_size = batch_size
-        self.crash_at, self.crash_marker = None, None
-        if crash:
+        self.crash_at, self.crash_marker, self.crash_name = None, None, None
+        if crash and crash.startswith("name="):
+            self.crash_name = crash[len("name="):]
+        elif crash:
             at, _, marker = crash.partition(":")
             self.crash_at, self.crash_marker = int(at), marker
         self.started = 0
@@ -135,7 +139,7 @@ class PropagationWorker:
         from descriptron_sam2pal.engine.propagate import iter_propagate, target_key
         from descriptron_sam2pal.engine.results import Target
 
-        self._maybe_crash(len(items))
+        self._maybe_crash(items)
         targets, keys, scratch = [], [], []
         try:
             for item in items:
@@ -171,8 +175,10 @@ class PropagationWorker:
                 except OSError:
                     pass
 
-    def _maybe_crash(self, n: int) -> None:
-        self.started += n
+    def _maybe_crash(self, items: list[dict]) -> None:
+        if self.crash_name is not None and any(Path(i["path"]).name == self.crash_name for i in items):
+            os._exit(1)
+        self.started += len(items)
         if self.crash_at is None or self.started < self.crash_at:
             return
         try:

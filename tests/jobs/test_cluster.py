@@ -8,6 +8,7 @@ redoing only what is missing."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -122,6 +123,21 @@ def test_a_worker_killed_mid_run_loses_nothing(project, cluster, tmp_path, monke
     assert any("failed (the worker process died)" in s for s in said)
     same_files(reference, out)
     assert [Path(r.path).name for r in outcome.failed] == ["s02_corrupt.png"]
+
+
+@pytest.mark.slow
+def test_a_photo_that_kills_its_worker_every_time_is_reported_after_two_tries(project, cluster, tmp_path,
+                                                                            monkeypatch):
+    root, request, reference = project
+    full = request(tmp_path / "pred.json", batch_size=1)
+    full.targets = [t for t in full.targets if Path(t).name in ("s00.png", "s01.png", "s04.png")]
+    monkeypatch.setenv(CRASH_ENV, "name=s01.png")
+    outcome = propagate_run(full, executor="ray", workers=2)
+    assert [Path(r.path).name for r in outcome.failed] == ["s01.png"]
+    assert "failed 2 times (the worker process died)" in outcome.failed[0].error
+    doc = json.loads((tmp_path / "pred.json").read_text())
+    assert [im["file_name"] for im in doc["images"]] == ["s00.png", "s04.png"]  # the others are all there
+    assert [e["path"] for e in doc["info"]["errors"]] == [str(root / "specimens" / "s01.png")]
 
 
 DRIVER = textwrap.dedent("""
