@@ -297,7 +297,7 @@ def iter_propagate_on_ray(request: Any, journal_file: Path | None, settings: Clu
         workers, where = start_workers(request, settings, say)
         run = ray.get(workers[0].identity.remote())
         journal = ResultJournal(journal_file) if journal_file is not None else None
-        done_before = journal.load(run) if journal is not None else {}
+        done_before = journal.index(run) if journal is not None else {}  # key -> line: not every result
         keys: list[str | None] = [None] * len(targets)
         cached: set[int] = set()
         if done_before or settings.ship_images:
@@ -346,7 +346,7 @@ def iter_propagate_on_ray(request: Any, journal_file: Path | None, settings: Clu
             done_now = 0
             while next_out < len(targets) and (next_out in cached or next_out in ready):
                 if next_out in cached:
-                    r = TargetResult.from_json(done_before[keys[next_out]])
+                    r = TargetResult.from_json(journal.read(done_before[keys[next_out]]))
                     r.image_id, r.path = targets[next_out].image_id, targets[next_out].path
                 else:
                     r = ready.pop(next_out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from PIL import Image
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.cli import main
+from descriptron_sam2pal.engine.control import CancelToken
 from descriptron_sam2pal.jobs.cluster import CRASH_ENV
 from descriptron_sam2pal.jobs.models import ModelRequest
 from descriptron_sam2pal.jobs.propagation import PropagateRequest, journal_path, propagate_run
@@ -88,7 +90,8 @@ def same_files(a: Path, b: Path) -> None:
 def test_sam2pal_propagate_ray_writes_the_single_process_predictions_byte_for_byte(project, cluster, tmp_path,
                                                                                   mini_checkpoint, capsys,
                                                                                   monkeypatch):
-    """Relative paths too: a worker's working folder is not the driver's."""
+    """Relative paths too (a worker's working folder is not the driver's), and the Ray run
+    resumes the journal of a local run."""
     root, request, reference = project
     out = tmp_path / "pred.json"
     monkeypatch.chdir(root)
@@ -99,9 +102,15 @@ def test_sam2pal_propagate_ray_writes_the_single_process_predictions_byte_for_by
             "--image-size", 128, "--device", "cpu", "--batch-size", 2]
     assert main([str(a) for a in argv + ["--workers", 2]]) == 2  # --workers without --ray
     assert "add --ray" in capsys.readouterr().err
-    assert main([str(a) for a in argv + ["--ray", "--workers", 2]]) == 0
+
+    # A local run stopped after two batches leaves a journal; the Ray run resumes it.
+    token = CancelToken()
+    propagate_run(request(out, batch_size=2), progress=lambda p: p.done >= 4 and token.cancel(), cancel=token)
+    assert journal_path(out).exists() and not out.exists()
+    assert main([str(a) for a in argv + ["--ray", "--workers", 2, "--resume"]]) == 0
     err = capsys.readouterr().err
     assert "Ray: 2 worker(s)" in err
+    assert re.search(r"\b3 of 11 image\(s\) already in the journal", err)  # s00-s02 (s02_corrupt failed)
     assert "skipped " in err and "s02_corrupt.png" in err  # reported like any bad image, not dropped
     same_files(reference, out)
     assert not journal_path(out).exists()  # a finished run removes its journal, as a local one does
