@@ -317,7 +317,6 @@ def iter_propagate_on_ray(request: Any, journal_file: Path | None, settings: Clu
         pending = deque(i for i in range(len(targets)) if i not in cached)
         retry: deque[int] = deque()  # targets whose task failed once: sent again, alone
         attempts: dict[int, int] = {}
-        failures: dict[int, str] = {}
         ready: dict[int, Any] = {}
         in_flight: dict[Any, tuple[Any, list[int]]] = {}
         idle = list(workers)
