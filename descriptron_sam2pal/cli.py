@@ -139,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also merge the predictions into this Descriptron store (nothing is overwritten)")
     g.add_argument("--resume", action="store_true",
                    help="reuse results of an interrupted run with the same settings")
+    c = p.add_argument_group("cluster (docs/cluster.md; needs pip install \"descriptron-sam2pal[ray]\")")
+    c.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="spread the images over a Ray cluster: without ADDRESS the one of $RAY_ADDRESS or "
+                        "`ray start` on this machine, else a new one on this machine; or HOST:6379, "
+                        "ray://HOST:10001. Writes the same files as a run without --ray")
+    c.add_argument("--workers", type=_positive, metavar="N",
+                   help="with --ray: model copies working at once (default: one per GPU; "
+                        "without GPUs one per 4 CPUs); --batch-size is per worker")
+    c.add_argument("--ship-images", action="store_true",
+                   help="with --ray: send each image to its worker (when the workers cannot read "
+                        "the paths of this machine; default: they read them from shared storage)")
     p.set_defaults(func=cmd_propagate)
 
     e = sub.add_parser("evaluate", help="IoU of predictions against ground truth",
@@ -224,10 +235,15 @@ def cmd_propagate(args) -> int:
         confidence=not args.no_confidence, resume=args.resume,
         protected={"--templates": args.templates, "--template-mask": args.template_mask},
         status_stores=args.templates)
+    if (args.workers or args.ship_images) and not args.ray:
+        raise UserError("--workers and --ship-images are for a Ray cluster; add --ray")
     print(f"segmenting {', '.join(structure_names(specs))} on {len(targets)} image(s) "
           f"from {len(specs)} template(s)")
+    cluster = {"executor": "ray", "ray_address": args.ray, "workers": args.workers,
+               "ship_images": args.ship_images} if args.ray else {}
     with _Bar("propagate", unit="img") as bar:
-        outcome = propagate_run(request, progress=bar.update, log_fn=lambda text: print(text, file=sys.stderr))
+        outcome = propagate_run(request, progress=bar.update, log_fn=lambda text: print(text, file=sys.stderr),
+                                **cluster)
     if outcome.encoder_passes is not None:
         print(f"image encoder passes: {outcome.encoder_passes} "
               f"(templates and {len(targets)} image(s); each image once)")

@@ -18,6 +18,7 @@ LIGHT = ["descriptron_sam2pal.store", "descriptron_sam2pal.store.merge", "descri
          "descriptron_sam2pal.host.api", "descriptron_sam2pal.jobs", "descriptron_sam2pal.jobs.models",
          "descriptron_sam2pal.jobs.templates", "descriptron_sam2pal.jobs.training",
          "descriptron_sam2pal.jobs.propagation", "descriptron_sam2pal.jobs.outputs", "descriptron_sam2pal.jobs.specimens",
+         "descriptron_sam2pal.jobs.cluster",
          "descriptron_sam2pal.engine.results", "descriptron_sam2pal.engine.validation_plan",
          "descriptron_sam2pal.cli"]
 
@@ -32,6 +33,7 @@ def loaded_after_import(modules: list[str]) -> set[str]:
 def test_store_imaging_plugin_and_the_use_case_layer_load_without_torch_or_qt():
     loaded = loaded_after_import(LIGHT)
     assert "torch" not in loaded and "PyQt5" not in loaded and "sam2" not in loaded
+    assert "ray" not in loaded  # the cluster executor imports it only when a run asks for it
 
 
 def test_the_engine_and_the_model_load_without_qt():

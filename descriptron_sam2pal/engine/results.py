@@ -132,6 +132,32 @@ class ResultJournal:
                     log.warning("%s:%d: damaged journal line ignored", self.path, lineno)
         return records
 
+    def index(self, run: str) -> dict[str, int]:
+        """{key: offset of its line} for ``run`` (the latest line of a key wins, as in :meth:`load`):
+        what a long run keeps in memory instead of every result; :meth:`read` gives one back."""
+        offsets: dict[str, int] = {}
+        if not self.path.exists():
+            return offsets
+        with open(self.path, "rb") as f:
+            offset = 0
+            for lineno, line in enumerate(f, 1):
+                start, offset = offset, offset + len(line)
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    if rec.get("v") == JOURNAL_VERSION and rec.get("run") == run and "result" in rec:
+                        offsets[rec["key"]] = start
+                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+                    log.warning("%s:%d: damaged journal line ignored", self.path, lineno)
+        return offsets
+
+    def read(self, offset: int) -> dict:
+        """The result (``TargetResult.to_json()``) of the line at ``offset`` (from :meth:`index`)."""
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return json.loads(f.readline())["result"]
+
     def append(self, run: str, entries: list[tuple[str, TargetResult]]) -> None:
         if not entries:
             return

@@ -150,35 +150,58 @@ def _check_targets_fit(store: Any, targets: Sequence[Any]) -> None:
                         + ". Was a photo replaced? Fix the store's image entry or merge into another store")
 
 
+#: Where the targets are segmented: this process, or a Ray cluster (``jobs.cluster``).
+EXECUTORS = ("local", "ray")
+
+
 def propagate_run(request: PropagateRequest, progress=None, cancel=None,
                   log_fn: Callable[[str], None] | None = None, trained: Any = None,
-                  keep_results: bool = False) -> PropagateOutcome:
+                  keep_results: bool = False, executor: str = "local", ray_address: str | None = "auto",
+                  workers: int | None = None, ship_images: bool = False,
+                  cluster_stats: dict | None = None) -> PropagateOutcome:
     """Run ``request`` (see the module docstring). ``trained``: a ``jobs.training.TrainOutcome``
     whose model and templates are used instead of loading them. Results stream into the
     predictions file and the store (memory does not grow with the number of targets);
     ``keep_results`` also returns them. A cancelled run writes nothing but its journal
-    (rerun with ``resume`` to go on)."""
+    (rerun with ``resume`` to go on).
+
+    ``executor="ray"`` segments on a Ray cluster (``jobs.cluster``: ``ray_address`` "auto",
+    "local" or an address; ``workers`` actors; ``ship_images`` sends the image bytes) and
+    writes the same files, byte for byte, as ``"local"``; the journals of both resume each
+    other. ``cluster_stats`` receives the peak memory of the driver and the actors."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, not {executor!r}")
     say = log_fn or (lambda text: None)
+    if executor == "ray":
+        from descriptron_sam2pal.jobs.cluster import require_ray
+
+        require_ray()  # before any work: says how to install it
+        if trained is not None:
+            raise UserError("a model trained in this session cannot be sent to a Ray cluster; "
+                            "use its saved adapter (the training run folder) instead")
     store = preflight(request)
     with contextlib.ExitStack() as held:
         if store is not None:
             # Held for the whole run: a second run on the same store is refused at its start
             # (check_writable), not after hours of work; save() re-enters it.
             held.enter_context(store.lock(timeout=0))
-        return _run(request, store, progress, cancel, say, trained, keep_results)
+        return _run(request, store, progress, cancel, say, trained, keep_results, executor,
+                    ray_address, workers, ship_images, cluster_stats)
 
 
-def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, keep_results) -> PropagateOutcome:
+def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, keep_results, executor,
+         ray_address, workers, ship_images, cluster_stats) -> PropagateOutcome:
     from descriptron_sam2pal.engine.predictions import PredictionsBuilder, write_predictions
-    from descriptron_sam2pal.engine.propagate import iter_propagate
     from descriptron_sam2pal.store.merge import MergeSummary, merge_results
 
-    if trained is not None:
-        model, templates = trained.model, trained.templates
-    else:
-        say("Loading SAM2" + (f" with adapter {request.model.adapter}" if request.model.adapter else ""))
-        model = load_model(request.model)
-        templates = load_templates(request.templates, model.image_size)
+    model = None
+    if executor == "local":
+        if trained is not None:
+            model, templates = trained.model, trained.templates
+        else:
+            say("Loading SAM2" + (f" with adapter {request.model.adapter}" if request.model.adapter else ""))
+            model = load_model(request.model)
+            templates = load_templates(request.templates, model.image_size)
     outcome = PropagateOutcome(len(request.targets), model=model)
     journal = None
     if request.out is not None:
@@ -186,8 +209,6 @@ def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, 
         journal = journal_path(request.out)
         if journal.exists() and not request.resume:
             journal.unlink()
-    say(f"Segmenting {len(request.targets)} image(s) from {len(templates)} template(s), "
-        f"{model.image_size} px on {model.device}")
     builder = PredictionsBuilder(spool_dir=Path(request.out).parent) if request.out is not None else None
     merged = MergeSummary()
     last = {}
@@ -197,11 +218,26 @@ def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, 
         if progress is not None:
             progress(p)
 
+    if executor == "ray":
+        from descriptron_sam2pal.jobs.cluster import ClusterSettings, iter_propagate_on_ray
+
+        say(f"Segmenting {len(request.targets)} image(s) from {len(request.templates)} template(s) "
+            "on a Ray cluster")
+        settings = ClusterSettings(address=ray_address, workers=workers, batch_size=request.batch_size,
+                                   ship_images=ship_images)
+        results = iter_propagate_on_ray(request, journal, settings, progress=report, cancel=cancel, say=say,
+                                        stats=cluster_stats)
+    else:
+        from descriptron_sam2pal.engine.propagate import iter_propagate
+
+        say(f"Segmenting {len(request.targets)} image(s) from {len(templates)} template(s), "
+            f"{model.image_size} px on {model.device}")
+        results = iter_propagate(model, templates, request.targets, batch_size=request.batch_size,
+                                 progress=report, cancel=cancel, journal=journal,
+                                 orientation_search=request.orientation_search,
+                                 confidence=request.confidence)
     try:
-        for r in iter_propagate(model, templates, request.targets, batch_size=request.batch_size,
-                                progress=report, cancel=cancel, journal=journal,
-                                orientation_search=request.orientation_search,
-                                confidence=request.confidence):
+        for r in results:
             if builder is not None:
                 builder.add(r)
             if keep_results:
@@ -216,6 +252,9 @@ def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, 
         if builder is not None:
             outcome.written = write_predictions(builder, request.out)
     finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()  # a generator stopped early (cancel, an error) releases its workers now
         if builder is not None:
             builder.close()
     if store is not None:
