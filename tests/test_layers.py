@@ -92,3 +92,24 @@ def test_imports_are_absolute_point_down_and_use_no_private_names(path):
         if module.startswith("descriptron_sam2pal"):
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
             assert not private, f"imports private names {private} from {module}; make them public or keep them home"
+
+
+def test_every_import_of_our_names_resolves_including_the_lazy_ones():
+    """Imports inside functions (torch and Qt load only when needed) fail only when run:
+    check every ``from descriptron_sam2pal... import name`` of the package and benchmarks."""
+    import importlib
+
+    repo = PACKAGE.parent
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")) + sorted((repo / "benchmarks").rglob("*.py")):
+        for module, names, level in module_imports(path):
+            if level or not module.startswith("descriptron_sam2pal"):
+                continue
+            target = importlib.import_module(module)
+            for name in names:
+                if name != "*" and not hasattr(target, name):
+                    try:
+                        importlib.import_module(f"{module}.{name}")
+                    except ImportError:
+                        missing.append(f"{path.relative_to(repo)}: {module}.{name}")
+    assert missing == []

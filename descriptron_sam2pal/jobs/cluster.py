@@ -284,7 +284,8 @@ def iter_propagate_on_ray(request: Any, journal_file: Path | None, settings: Clu
     receives the actors' and the driver's peak memory at the end."""
     from descriptron_sam2pal.engine.control import ProgressReporter, is_cancelled
     from descriptron_sam2pal.engine.propagate import as_target, target_key
-    from descriptron_sam2pal.engine.results import SKIP_STATUSES, ResultJournal, TargetResult
+    from descriptron_sam2pal.engine.results import ResultJournal, TargetResult
+    from descriptron_sam2pal.store.merge import SKIP_STATUSES
 
     ray = require_ray()
     targets = [as_target(t) for t in request.targets]
