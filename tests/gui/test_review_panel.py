@@ -89,7 +89,7 @@ def make_panel(qtbot, host, reprompt=None):
 
 
 def wait_image(qtbot, panel):
-    qtbot.waitUntil(lambda: not panel.image_loading() and panel.canvas.has_image(), timeout=5000)
+    qtbot.waitUntil(lambda: not panel.image_loading() and panel.canvas.has_image(), timeout=20000)
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def panel(qtbot, project, dialogs):
     p.load_results(make_results(project.parent), predictions_path=project.parent / "predictions.json")
     yield p
     p.set_session(None)
-    qtbot.waitUntil(lambda: not p.image_loading(), timeout=5000)
+    qtbot.waitUntil(lambda: not p.image_loading(), timeout=20000)
 
 
 def current(panel):
@@ -229,7 +229,7 @@ def test_fix_by_clicks_reprompts_and_undoes(qtbot, project, dialogs):
     assert not panel.fix_mode  # undo leaves fix mode
     assert host.errors == []
     panel.set_session(None)
-    qtbot.waitUntil(lambda: not panel.image_loading(), timeout=5000)
+    qtbot.waitUntil(lambda: not panel.image_loading(), timeout=20000)
 
 
 def test_fix_is_disabled_without_a_model(qtbot, panel):
@@ -318,7 +318,7 @@ def test_review_is_saved_and_continues_after_closing(qtbot, project, dialogs):
     qtbot.keyClick(panel, Qt.Key_A)
     qtbot.keyClick(panel, Qt.Key_R)
     panel.hide()  # the dock closes: saved at once
-    qtbot.waitUntil(lambda: not panel.image_loading(), timeout=5000)
+    qtbot.waitUntil(lambda: not panel.image_loading(), timeout=20000)
     data = json.loads(review_path_for(preds).read_text())
     assert sorted(e["state"] for e in data["items"] if e["state"] != UNREVIEWED) == [ACCEPTED, REJECTED]
     preds.write_text("{}")  # the saved review is preferred over re-reading the predictions
@@ -377,7 +377,7 @@ def test_in_the_workspace_keys_win_over_the_hosts_shortcuts(qtbot, project, dial
     win._save_from_menu()
     assert not win.is_modified()
     panel.set_session(None)
-    qtbot.waitUntil(lambda: not panel.image_loading(), timeout=5000)
+    qtbot.waitUntil(lambda: not panel.image_loading(), timeout=20000)
     dialogs.answers = [QMessageBox.Discard]
     win.close()
     win.image_loader.wait(5000)
