@@ -207,16 +207,26 @@ def main(argv=None) -> int:
               "all_engine": ["palindrome", "palindrome_soft", "predicted_iou", "object_score", "stability",
                              "neg_abs_log_area_ratio"],
               "all+flip": list(SIGNALS)}
+    combos.update({"stability+piou": ["stability", "predicted_iou"], "stability+flip": ["stability", "flip_iou"]})
     fits = {}
     xf = data["fit"]
     yf = good_labels(xf)
+    iou_f = np.array([r["iou"] for r in xf])
     for cname, feats in combos.items():
+        # (1) logistic for "at or above the structure's median" on features centred within each
+        # (seed, structure): only the within-structure direction is learnt, no structure offsets.
         x = matrix(xf, feats)
-        mu, sd = x.mean(0), x.std(0) + 1e-9
-        w = fit_logistic((x - mu) / sd, yf)
-        raw_w = w[1:] / sd
-        fits[cname] = {"features": feats, "bias": float(w[0] - (raw_w * mu).sum()),
-                       "weights": dict(zip(feats, raw_w.tolist()))}
+        xc = x.copy()
+        for key in {(r["seed"], r["structure"]) for r in xf}:
+            idx = [i for i, r in enumerate(xf) if (r["seed"], r["structure"]) == key]
+            xc[idx] -= x[idx].mean(0)
+        sd = xc.std(0) + 1e-9
+        w = fit_logistic(xc / sd, yf)[1:] / sd
+        fits[cname + " (logistic, within)"] = {"features": feats, "bias": 0.0, "weights": dict(zip(feats, w.tolist()))}
+        # (2) least-squares estimate of the IoU itself (also ranks across structures): the engine's form
+        beta = np.linalg.lstsq(np.hstack([np.ones((len(x), 1)), x]), iou_f, rcond=None)[0]
+        fits[cname + " (IoU regression)"] = {"features": feats, "bias": float(beta[0]),
+                                             "weights": dict(zip(feats, beta[1:].tolist()))}
     result = {}
     for which, rows in data.items():
         scores = {n: matrix(rows, [n])[:, 0] for n in SIGNALS}

@@ -207,6 +207,25 @@ class TrainResult:
     def higher_is_better(self) -> bool:
         return self.val_metric == "loo_iou"
 
+    @property
+    def improvement(self) -> float | None:
+        """How much the kept weights beat the untrained model on validation, signed so that
+        positive is better (IoU points for ``loo_iou``, loss units for ``val_loss``); None
+        without validation."""
+        if self.best_val is None or self.baseline_val is None:
+            return None
+        delta = self.best_val - self.baseline_val
+        return delta if self.higher_is_better else -delta
+
+    @property
+    def improved(self) -> bool | None:
+        """True when the kept weights are trained ones that validated better than the
+        untrained model; False when the untrained model was kept (training did not help);
+        None without validation."""
+        if self.improvement is None:
+            return None
+        return self.best_step > 0 and self.improvement > 0
+
 
 def train(model: LoadedModel, templates: Sequence[Template],
           unlabeled: Sequence[PreparedImage | str | os.PathLike], run_dir: str | os.PathLike,
@@ -535,7 +554,8 @@ class _Run:
         self._write_json(RESULT_FILE, {
             "status": "cancelled" if cancelled else "finished", "steps_done": self.step,
             "total_steps": self.config.steps, "best_step": self.best_step, "val_metric": self.val_metric,
-            "best_val": self.best_val, "baseline_val": self.baseline_val})
+            "best_val": self.best_val, "baseline_val": self.baseline_val,
+            "improved": result.improved, "improvement": result.improvement})
         if self.val_metric and self.best_step == 0 and self.step > 0:
             self._say(f"validation ({self.val_metric}) never improved on the untrained model "
                       f"({self.baseline_val:.4f}); the saved adapter leaves the model unchanged")
