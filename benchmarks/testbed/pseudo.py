@@ -15,7 +15,7 @@ folders (``--data``, ``--data9``) except the 72 evaluation images of the
 5-class split (and their copies in the 9-class folder, found by pixels):
 scikit-image's Felzenszwalb graph segmentation of the letterboxed photo at
 three scales (a region-merge hierarchy: fine / medium / coarse), regions of
-0.15-30% of the photo, each optionally grown by the union with 1-2 neighbouring
+1-30% of the photo, each optionally grown by the union with 1-2 neighbouring
 regions of the same level.
 
 Two tasks per step, both the way the engine uses SAM2:
@@ -67,6 +67,10 @@ CONFIG = "sam2pal_beetle"
 DEFAULT_DATA9 = HERE.parents[2] / "shared" / "data" / "beetleflow-9class-train"
 LEVELS = ((60, 0.6, 20), (250, 0.8, 60), (1000, 0.8, 200))  # felzenszwalb (scale, sigma, min_size)
 MAX_OBJECTS = 4
+# Smallest pseudo-structure (share of the real pixels). With 0.15% the first run collapsed to
+# "predict nothing" (train IoU 0.0 after 100 steps): tiny regions make an empty mask the
+# cheapest answer for BCE before any region is learnt.
+MIN_SHARE = 0.01
 
 
 def parse_args(argv=None):
@@ -83,7 +87,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt-weight", type=float, default=1.0, help="weight of the click/box task")
-    p.add_argument("--union-prob", type=float, default=0.4, help="a pseudo-structure grows by 1-2 neighbours")
+    p.add_argument("--union-prob", type=float, default=0.5, help="a pseudo-structure grows by 1-2 neighbours")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
@@ -145,7 +149,7 @@ def sample_structures(seg: np.ndarray, valid: np.ndarray, rng: np.random.RandomS
     n_valid = max(1, int(valid.sum()))
     ids, areas = np.unique(level[valid], return_counts=True)
     frac = areas / n_valid
-    cand = ids[(frac >= 0.0015) & (frac <= 0.30) & (ids > 0)]
+    cand = ids[(frac >= MIN_SHARE) & (frac <= 0.30) & (ids > 0)]
     out = np.zeros(level.shape, np.uint8)
     if len(cand) == 0:
         return out
@@ -320,7 +324,7 @@ def main(argv=None) -> int:
             tval = torch.cat([val[b + k][None].expand(len(objects[k]), -1, -1) for k in keep])
             present = torch.cat([here[b + k, objects[k]] for k in keep])
             parts = tbpre.object_losses(pred, truth, tval, present)
-            mem_loss = (parts["bce"] + parts["dice"] + parts["iou_head"] + parts["presence"]).mean()
+            mem_loss = (parts["bce"] + 2.0 * parts["dice"] + parts["iou_head"] + parts["presence"]).mean()
             loss = mem_loss
             if args.prompt_weight > 0 and bool(present.any()):
                 rows = torch.nonzero(present).flatten()
