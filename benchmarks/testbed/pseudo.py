@@ -28,7 +28,7 @@ Two tasks per step, both the way the engine uses SAM2:
   positive click (three masks, the best one counts, as SAM) or from a jittered
   box, without memory (SAM2's prompt path, ``no_mem_embed``).
 
-Loss per object: BCE + Dice on real pixels, the IoU head regressed to the
+Loss per object: BCE + 2 x Dice (memory task) on real pixels, the IoU head regressed to the
 achieved IoU, object presence. Everything trains from random weights (seed 0).
 The eval images are used only for a logged one-shot check on the *real* parts
 (every part is novel to this model): one eval photo -> 24 others.
