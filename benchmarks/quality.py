@@ -97,6 +97,8 @@ def parse_args(argv=None):
     p.add_argument("--template-structures", default="",
                    help="only these structures (comma-separated) are outlined on the templates and scored "
                         "(default: every structure of the colour map)")
+    p.add_argument("--train-precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="training autocast of PAL/default (TrainConfig.autocast; auto: bf16 on CUDA only)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: much faster than 2 on a busy 2-core CPU)")
@@ -361,7 +363,7 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
     config = TrainConfig(seed=seed, **config_kwargs)
     for method in methods:
         if method == "default" and "pal" in out and \
-                TrainConfig(seed=seed, steps=config.steps).to_dict() == config.to_dict():
+                TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast).to_dict() == config.to_dict():
             out["default"] = dict(out["pal"], same_as="pal")  # the same run: not trained twice
             continue
         t0 = time.time()
@@ -373,7 +375,7 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
             if pal_dir.exists():
                 import shutil
                 shutil.rmtree(pal_dir)
-            cfg = config if method == "pal" else TrainConfig(seed=seed, steps=config.steps)
+            cfg = config if method == "pal" else TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast)
             res = train(model, templates, target_paths, pal_dir, cfg,
                         feature_cache_dir=args.out / "feature_cache")
             info = {"best_step": res.best_step, "best_val": res.best_val, "baseline_val": res.baseline_val,
@@ -428,7 +430,8 @@ def main(argv=None) -> int:
     for part in filter(None, args.loss.split(",")):
         key, _, value = part.partition("=")
         setattr(loss, key.strip(), float(value))
-    config_kwargs = {"steps": steps, "lr": args.lr, "full": args.full, "lora_rank": args.lora_rank, "loss": loss,
+    config_kwargs = {"autocast": {"auto": None, "fp32": False, "bf16": True}[args.train_precision],
+                     "steps": steps, "lr": args.lr, "full": args.full, "lora_rank": args.lora_rank, "loss": loss,
                      "template_versions": args.template_versions, "lora_dropout": args.lora_dropout}
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"quality benchmark: {len(pairs)} images, structures {', '.join(colors)}"
