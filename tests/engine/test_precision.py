@@ -37,3 +37,15 @@ def test_precision_is_part_of_the_feature_cache_key(mini_model):
     resolved = model_identity(mini_model) if mini_model.resolved_precision == "bf16" else before
     mini_model.precision = "auto"
     assert model_identity(mini_model) == resolved
+
+
+def test_training_precision_default_follows_the_device():
+    """TrainConfig.autocast=None trains in bf16 on CUDA and on CPUs with native bf16 only;
+    an explicit value wins. (What ``auto`` resolves to depends on this machine's CPU.)"""
+    from descriptron_sam2pal.engine.trainer import TrainConfig
+    from descriptron_sam2pal.model.device import cpu_has_native_bf16
+
+    assert TrainConfig().use_bf16("cpu") == cpu_has_native_bf16()
+    assert TrainConfig().use_bf16("cuda") is True
+    assert TrainConfig(autocast=False).use_bf16("cuda") is False
+    assert TrainConfig(autocast=True).use_bf16("cpu") is True
