@@ -28,10 +28,15 @@ checkpoint was trained on ("seen") and for the held-out structure type
 (``--novel``; for the packaged beetle model, read from the checkpoint). The last
 line printed is:
 
-    quality: zero_shot_miou=A.A pal_miou=B.B supervised_miou=C.C novel_zero_shot_iou=D.D novel_pal_iou=E.E
+    quality: zero_shot_miou=A.A default_miou=B.B pal_miou=C.C supervised_miou=D.D review_auroc=E.EE
 
-(percent; mean over seeds; 1 template; mIoU over the seen structures, or over
-all structures when there is no novel one).
+(percent IoU, mean over seeds, 1 template, mIoU over all structures; ``default`` is
+what Train SAM2-PAL does by default (``TrainConfig()``), ``pal`` the palindrome term
+only; ``review_auroc`` the mean within-structure AUROC of the review ``score`` for
+"IoU below the structure's median", zero-shot propagation). Before it, the review
+ranking of ``score``, ``palindrome_confidence`` and ``predicted_iou`` (AUROC for
+below-median and for IoU < 0.5, share of IoU < 0.5 masks in the first 20% of the
+review order).
 
 With the packaged beetle checkpoint and its own data folder, only the images
 held out of its pretraining are used (``--all-images`` overrides). Any folder
@@ -58,7 +63,7 @@ from descriptron_sam2pal import UserError  # noqa: E402
 
 BEETLE_COLORS = "head=200,0,0;pronotum=0,200,0;elytra=0,0,200;legs=200,200,0;antennas=200,0,200"
 PACKAGED = REPO / "descriptron_sam2pal" / "resources" / "checkpoints" / "sam2pal_beetle.pt"
-METHODS = ("zero_shot", "pal", "supervised")
+METHODS = ("zero_shot", "pal", "default", "supervised")
 
 
 def parse_args(argv=None):
@@ -86,10 +91,14 @@ def parse_args(argv=None):
                    help="PAL: the backward half reconstructs one of this many augmented copies of the "
                         "template instead of the template itself (TrainConfig.template_versions; 0: off)")
     p.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout (both methods)")
-    p.add_argument("--methods", default=",".join(METHODS), help="which of zero_shot,pal,supervised to run")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="which of zero_shot,default,pal,supervised to run (default: what Train SAM2-PAL does by "
+                        "default, TrainConfig(); pal: the palindrome term only, with --loss/--template-versions)")
     p.add_argument("--template-structures", default="",
                    help="only these structures (comma-separated) are outlined on the templates and scored "
                         "(default: every structure of the colour map)")
+    p.add_argument("--train-precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="training autocast of PAL/default (TrainConfig.autocast; auto: bf16 on CUDA only)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: much faster than 2 on a busy 2-core CPU)")
@@ -250,11 +259,62 @@ def supervised_finetune(model, templates, config, n_train_copies: int = 16, n_va
 
 # --------------------------------------------------------------------------- one run
 
-def score(results, truth, colors, structures=None) -> dict[str, float | None]:
+def score(results, truth, colors, structures=None, per_image: bool = False):
     from descriptron_sam2pal.engine.evaluate import evaluate
 
     report = evaluate(results, truth, colors, structures=structures)
-    return {n: (None if s.mean_iou is None else 100 * s.mean_iou) for n, s in report.structures.items()}
+    means = {n: (None if s.mean_iou is None else 100 * s.mean_iou) for n, s in report.structures.items()}
+    if per_image:
+        return means, {n: dict(s.ious) for n, s in report.structures.items()}
+    return means
+
+
+def auroc(bad, value) -> float | None:
+    """P(a random bad mask has a lower value than a random good one); ties count half."""
+    bad, value = np.asarray(bad, bool), np.asarray(value, float)
+    if bad.all() or not bad.any():
+        return None
+    less = (value[bad][:, None] < value[~bad][None]).mean()
+    ties = (value[bad][:, None] == value[~bad][None]).mean()
+    return float(less + 0.5 * ties)
+
+
+REVIEW_FIELDS = ("score", "palindrome_confidence", "predicted_iou")
+
+
+def review_metrics(results, ious: dict[str, dict[str, float]]) -> dict:
+    """How well each field ranks the masks for review: within-structure AUROC for "IoU below
+    the structure's median" and for "IoU < 0.5" (mean over structures), and the share of
+    the IoU < 0.5 masks in the first 20% of the review order (all structures, lowest value
+    first; a structure predicted absent has no value and comes first, as in the Review)."""
+    from descriptron_sam2pal.store.stem import normalized_stem
+
+    by_stem = {normalized_stem(Path(r.path).name): r for r in results if r.path}
+    out = {}
+    for field in REVIEW_FIELDS:
+        med, low, rows = [], [], []
+        for name, per_image in ious.items():
+            vals, iou = [], []
+            for stem, v in per_image.items():
+                s = by_stem[stem].structures.get(name) if stem in by_stem else None
+                x = getattr(s, field, None) if s is not None and s.present else None
+                vals.append(-1.0 if x is None else float(x))
+                iou.append(v)
+            rows += list(zip(vals, iou))
+            iou_a = np.array(iou)
+            a = auroc(iou_a < np.median(iou_a), vals) if len(iou) > 1 else None
+            b = auroc(iou_a < 0.5, vals) if len(iou) > 1 else None
+            if a is not None:
+                med.append(a)
+            if b is not None:
+                low.append(b)
+        rows.sort(key=lambda t: t[0])
+        first = rows[: int(round(0.2 * len(rows)))]
+        n_bad = sum(1 for _, v in rows if v < 0.5)
+        out[field] = {"auroc_median": float(np.mean(med)) if med else None,
+                      "auroc_iou50": float(np.mean(low)) if low else None,
+                      "bad_in_first_20pct": (sum(1 for _, v in first if v < 0.5) / n_bad) if n_bad else None}
+    return out
 
 
 def summarise(per: dict[str, float | None], novel: str | None) -> tuple[float, float | None]:
@@ -302,29 +362,37 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
 
     config = TrainConfig(seed=seed, **config_kwargs)
     for method in methods:
+        if method == "default" and "pal" in out and \
+                TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast).to_dict() == config.to_dict():
+            out["default"] = dict(out["pal"], same_as="pal")  # the same run: not trained twice
+            continue
         t0 = time.time()
         model = fresh()
         templates = make_templates(model)
         info = {}
-        if method == "pal":
-            pal_dir = run_dir / "pal"
+        if method in ("pal", "default"):
+            pal_dir = run_dir / method
             if pal_dir.exists():
                 import shutil
                 shutil.rmtree(pal_dir)
-            res = train(model, templates, target_paths, pal_dir, config,
+            cfg = config if method == "pal" else TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast)
+            res = train(model, templates, target_paths, pal_dir, cfg,
                         feature_cache_dir=args.out / "feature_cache")
             info = {"best_step": res.best_step, "best_val": res.best_val, "baseline_val": res.baseline_val,
-                    "val_metric": res.val_metric,
+                    "val_metric": res.val_metric, "improved": getattr(res, "improved", None),
                     "last_cycle_iou": float(np.mean([h["cycle_iou"] for h in res.history[-20:]]))}
         elif method == "supervised":
             info = supervised_finetune(model, templates, config)
         elif method != "zero_shot":
             raise SystemExit(f"unknown method {method}")
-        results = propagate(model, templates, target_paths, confidence=False)
-        per = score(results, truth, colors, keep)
+        results = propagate(model, templates, target_paths, confidence=(method == "zero_shot"))
+        per, ious = score(results, truth, colors, keep, per_image=True)
         seen, nov = summarise(per, novel)
-        out[method] = {"structures": per, "seen_miou": seen, "novel_iou": nov, "seconds": round(time.time() - t0, 1),
-                       **info}
+        all_miou = float(np.mean([v for v in per.values() if v is not None]))
+        out[method] = {"structures": per, "seen_miou": seen, "novel_iou": nov, "all_miou": all_miou,
+                       "seconds": round(time.time() - t0, 1), **info}
+        if method == "zero_shot":
+            out[method]["review"] = review_metrics(results, ious)
         print(f"  K={k} seed={seed} {method:<10} seen mIoU {seen:5.1f}"
               + (f"  novel ({novel}) {nov:5.1f}" if nov is not None else "")
               + "  | " + " ".join(f"{n} {v:.1f}" for n, v in per.items() if v is not None)
@@ -362,7 +430,8 @@ def main(argv=None) -> int:
     for part in filter(None, args.loss.split(",")):
         key, _, value = part.partition("=")
         setattr(loss, key.strip(), float(value))
-    config_kwargs = {"steps": steps, "lr": args.lr, "full": args.full, "lora_rank": args.lora_rank, "loss": loss,
+    config_kwargs = {"autocast": {"auto": None, "fp32": False, "bf16": True}[args.train_precision],
+                     "steps": steps, "lr": args.lr, "full": args.full, "lora_rank": args.lora_rank, "loss": loss,
                      "template_versions": args.template_versions, "lora_dropout": args.lora_dropout}
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"quality benchmark: {len(pairs)} images, structures {', '.join(colors)}"
@@ -390,6 +459,8 @@ def main(argv=None) -> int:
                 line += f"  novel {np.mean(nov):5.1f} [{', '.join(f'{v:.1f}' for v in nov)}]"
             names = list(rows[0]["structures"])
             line += "  | " + " ".join(f"{n} {np.mean([r['structures'][n] or 0 for r in rows]):.1f}" for n in names)
+            alls = [r["all_miou"] for r in rows]
+            line += f"  | all mIoU {np.mean(alls):5.1f} [{', '.join(f'{v:.1f}' for v in alls)}]"
             print(line)
 
     def mean(method, key):
@@ -398,9 +469,20 @@ def main(argv=None) -> int:
 
     if 1 not in ks:
         print("(no K=1 run: the quality line needs --templates to include 1)")
-    print(f"quality: zero_shot_miou={mean('zero_shot', 'seen_miou'):.1f} pal_miou={mean('pal', 'seen_miou'):.1f} "
-          f"supervised_miou={mean('supervised', 'seen_miou'):.1f} "
-          f"novel_zero_shot_iou={mean('zero_shot', 'novel_iou'):.1f} novel_pal_iou={mean('pal', 'novel_iou'):.1f}")
+    review = [r["zero_shot"]["review"] for r in runs if r["k"] == 1 and "zero_shot" in r and "review" in r["zero_shot"]]
+    if review:
+        print("\nreview ranking (zero-shot propagation, K=1): within-structure AUROC for IoU below the structure's "
+              "median | for IoU < 0.5 | share of IoU < 0.5 masks in the first 20% of the review order")
+        for field in REVIEW_FIELDS:
+            def m(key, field=field):
+                vals = [r[field][key] for r in review if r[field][key] is not None]
+                return f"{np.mean(vals):.3f}" if vals else "-"
+            print(f"  {field:<22} {m('auroc_median')} | {m('auroc_iou50')} | {m('bad_in_first_20pct')}")
+    review_auroc = float(np.mean([r["score"]["auroc_median"] for r in review
+                                  if r["score"]["auroc_median"] is not None])) if review else float("nan")
+    print(f"quality: zero_shot_miou={mean('zero_shot', 'all_miou'):.1f} default_miou={mean('default', 'all_miou'):.1f} "
+          f"pal_miou={mean('pal', 'all_miou'):.1f} supervised_miou={mean('supervised', 'all_miou'):.1f} "
+          f"review_auroc={review_auroc:.2f}")
     return 0
 
 

@@ -69,12 +69,16 @@ def orientation_score(structures: Mapping[str, object]) -> float:
     """How well a target in one orientation matches the templates: the mean palindrome
     confidence over its structures, a structure predicted absent counting 0.
 
-    ``structures`` maps names to objects with ``present`` and ``score`` (StructureResult).
+    ``structures`` maps names to objects with ``present`` and ``palindrome_confidence``
+    (StructureResult; without a palindrome confidence, ``score`` is read).
     """
     if not structures:
         return 0.0
     total = 0.0
     for s in structures.values():
-        if getattr(s, "present", False) and getattr(s, "score", None) is not None:
-            total += float(s.score)
+        value = getattr(s, "palindrome_confidence", None)
+        if value is None:
+            value = getattr(s, "score", None)
+        if getattr(s, "present", False) and value is not None:
+            total += float(value)
     return total / len(structures)

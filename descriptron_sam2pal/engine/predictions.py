@@ -68,7 +68,8 @@ class PredictionsBuilder:
                 "id": self.n_annotations, "image_id": image_id, "category_id": self.categories[name],
                 "segmentation": polygons, "area": mask_area(s.mask), "bbox": mask_bbox(s.mask), "iscrowd": 0,
                 "instance_id": 1, "score": s.score, "object_score": s.object_score,
-                "predicted_iou": s.predicted_iou, "orientation": r.orientation,
+                "predicted_iou": s.predicted_iou, "palindrome_confidence": s.palindrome_confidence,
+                "orientation": r.orientation,
             }
             plain = json.dumps(ann, ensure_ascii=False)
             rle = plain
@@ -142,8 +143,8 @@ def write_predictions(results: Iterable[TargetResult] | PredictionsBuilder, path
 
     images: ``id`` (the result's image id, else 1, 2, ...), ``file_name``, ``height``,
     ``width``; annotations (present structures only): every component's polygon, ``bbox``,
-    ``area``, ``category_id``, ``score`` (palindrome confidence, null when not computed),
-    ``object_score``, ``predicted_iou``, ``orientation``; targets that failed are listed
+    ``area``, ``category_id``, ``score`` (the review score, an estimated IoU),
+    ``object_score``, ``predicted_iou``, ``palindrome_confidence``, ``orientation``; targets that failed are listed
     in ``info.errors``. ``categories`` fixes ids (e.g. the store's); new names get ids
     after the largest.
     """

@@ -49,6 +49,7 @@ from descriptron_sam2pal.engine.orientation import IDENTITY, ORIENTATIONS, choos
 from descriptron_sam2pal.engine.palindrome import hard_iou
 from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
 from descriptron_sam2pal.engine.results import JOURNAL_VERSION, ResultJournal, StructureResult, Target, TargetResult
+from descriptron_sam2pal.engine.review_score import REVIEW_SCORE_VERSION, combine, mask_signals, soft_iou
 from descriptron_sam2pal.store.merge import SKIP_STATUSES
 from descriptron_sam2pal.engine.templates import Template, structure_names
 
@@ -139,6 +140,18 @@ class TemplateMemory:
                 self._memories.append({k: mem[k] for k in ("maskmem_features", "maskmem_pos_enc", "obj_ptr")})
         self._valid = [t.valid(device) for t in templates]
 
+    def template_share(self, template_or_names, name: str | None = None) -> float:
+        """Share of the template's real pixels that structure ``name`` covers (mean over the
+        templates that annotate it when ``template_or_names`` is a list of template indices)."""
+        indices = template_or_names if isinstance(template_or_names, (list, tuple)) else [template_or_names]
+        shares = []
+        for i in indices:
+            t = self.templates[i]
+            if name in t.masks:
+                valid = t.image.valid_mask()
+                shares.append(float((t.model_mask(name) >= 0.5)[valid].mean()) if valid.any() else 0.0)
+        return float(np.mean(shares)) if shares else 0.0
+
     def memory(self, template: int, names: list[str]) -> dict:
         """Template ``template``'s memory restricted to ``names`` (rows in that order)."""
         t = self.templates[template]
@@ -204,8 +217,18 @@ class _Raw:
     logits: np.ndarray  # (S, S) float32
     object_logit: float
     predicted_iou: float
-    score: float | None
+    score: float | None  # palindrome confidence (None without confidence or when absent)
     visible: bool  # object logit > 0 and some positive logit on real pixels
+    signals: dict | None = None  # review signals (engine.review_score.FEATURES)
+
+    @property
+    def palindrome_confidence(self) -> float | None:
+        return self.score
+
+    @property
+    def review(self) -> float | None:
+        """The review score (engine.review_score.combine), None when absent."""
+        return combine(self.signals) if self.visible and self.signals is not None else None
 
     @property
     def present(self) -> bool:
@@ -235,21 +258,26 @@ def _encode_memory_per_image(sam, frame, masks, n: int, k: int) -> dict:
 
 
 def _cycle_scores(memory: TemplateMemory, group: StructureGroup, frame, masks: torch.Tensor,
-                  n: int) -> torch.Tensor:
+                  n: int, soft: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Palindrome confidence of ``masks`` ((n*k, S, S) bool, image-major) on the images of
     ``frame``: memory reset, the images with those masks as the only conditioning frame,
     each template of the group predicted back and compared with its ground truth (IoU on
-    its real pixels), averaged over the group's templates. Returns (n*k,)."""
+    its real pixels), averaged over the group's templates. Returns (n*k,); with ``soft``
+    also the soft IoU of the back-prediction's probabilities (n*k,)."""
     sam, device = memory.model.sam, memory.model.device
     k = len(group.names)
     m1 = _encode_memory_per_image(sam, frame, masks[:, None].float(), n, k)
-    ious = []
+    ious, softs = [], []
     for t in group.templates:
         tframe = make_frame(sam, [memory.features[t]] * n, k)
         back = predict_from_memory(sam, tframe, [m1])
         gt = memory.templates[t].model_masks(group.names, device).repeat(n, 1, 1)
-        ious.append(hard_iou(back.logits.float(), gt, memory._valid[t]))
-    return torch.stack(ious).mean(0)
+        logits = back.logits.float()
+        ious.append(hard_iou(logits, gt, memory._valid[t]))
+        if soft:
+            softs.append(soft_iou(logits, gt, memory._valid[t]))
+    hard = torch.stack(ious).mean(0)
+    return (hard, torch.stack(softs).mean(0)) if soft else hard
 
 
 def palindrome_confidence(memory: TemplateMemory, image: PreparedImage, masks: dict[str, np.ndarray],
@@ -294,7 +322,16 @@ def predict_prepared(memory: TemplateMemory, images: Sequence[PreparedImage],
             logits = pred.logits.float()  # (n*k, 1, S, S)
             valid_rows = valid.repeat_interleave(k, dim=0)  # (n*k, S, S)
             hard = (logits[:, 0] > 0) & valid_rows
-            scores = _cycle_scores(memory, group, frame, hard, n).cpu().numpy() if confidence else None
+            soft = None
+            if confidence:
+                scores_t, soft_t = _cycle_scores(memory, group, frame, hard, n, soft=True)
+                scores, soft = scores_t.cpu().numpy(), soft_t.cpu().numpy()
+            else:
+                scores = None
+            shares = torch.tensor([memory.template_share(group.templates, name) for name in group.names],
+                                  device=device)
+            sig = mask_signals(logits[:, 0], valid_rows, shares.repeat(n))
+            sig = {key: v.cpu().numpy() for key, v in sig.items()}
             obj = pred.object_score_logits.float()[:, 0].cpu().numpy()
             piou = pred.predicted_iou.float().cpu().numpy()
             any_fg = hard.flatten(1).any(1).cpu().numpy()
@@ -303,8 +340,14 @@ def predict_prepared(memory: TemplateMemory, images: Sequence[PreparedImage],
                 for j, name in enumerate(group.names):
                     r = i * k + j
                     visible = bool(obj[r] > 0 and any_fg[r])
+                    signals = {"palindrome": float(scores[r]) if scores is not None else None,
+                               "palindrome_soft": float(soft[r]) if soft is not None else None,
+                               "predicted_iou": float(piou[r]),
+                               "object_score": 1.0 / (1.0 + math.exp(-max(min(float(obj[r]), 80.0), -80.0))),
+                               **{key: float(v[r]) for key, v in sig.items()}}
                     out[i][name] = _Raw(logits_np[r], float(obj[r]), float(piou[r]),
-                                        float(scores[r]) if scores is not None and visible else None, visible)
+                                        float(scores[r]) if scores is not None and visible else None, visible,
+                                        signals)
     return out
 
 
@@ -322,8 +365,8 @@ def _finish(raw: dict[str, _Raw], image: PreparedImage, orientation: str, names:
         r = raw[n]
         mask = masks.get(n)
         ok = mask is not None and bool(mask.any())
-        results[n] = StructureResult(n, ok, mask if ok else None, r.score if ok else None,
-                                     r.object_score, r.predicted_iou)
+        results[n] = StructureResult(n, ok, mask if ok else None, r.review if ok else None,
+                                     r.object_score, r.predicted_iou, r.score if ok else None)
     return results
 
 
@@ -331,7 +374,8 @@ def _finish(raw: dict[str, _Raw], image: PreparedImage, orientation: str, names:
 
 def run_identity(model: LoadedModel, memory: TemplateMemory, *, confidence: bool,
                  orientation_search: bool) -> str:
-    settings = f"confidence={confidence}|orientation_search={orientation_search}|v={JOURNAL_VERSION}"
+    settings = (f"confidence={confidence}|orientation_search={orientation_search}|v={JOURNAL_VERSION}"
+                f"|score={REVIEW_SCORE_VERSION}")
     return hashlib.sha256(f"{weights_identity(model)}|{memory.identity()}|{settings}".encode()).hexdigest()
 
 

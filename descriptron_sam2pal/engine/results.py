@@ -31,9 +31,12 @@ class StructureResult:
     """One structure on one target.
 
     ``mask``: (H, W) bool on the target's own pixel grid, None when absent.
-    ``score``: palindrome confidence in [0, 1] (None when absent or when
-    confidence was not computed). ``object_score``: sigmoid of SAM2's object
-    score logit (> 0.5 means present). ``predicted_iou``: SAM2's IoU estimate.
+    ``score``: the review score in [0, 1], what the Review sorts by (worst
+    first): the measured best predictor of a bad mask (engine.review_score;
+    None when absent). ``object_score``: sigmoid of SAM2's object score logit
+    (> 0.5 means present). ``predicted_iou``: SAM2's IoU estimate.
+    ``palindrome_confidence``: the palindrome round trip's IoU in [0, 1] (None
+    when absent or when the backward half was not run).
     """
 
     name: str
@@ -42,6 +45,7 @@ class StructureResult:
     score: float | None
     object_score: float
     predicted_iou: float
+    palindrome_confidence: float | None = None
 
     def polygons(self, tolerance: float = 0.0) -> list[list[float]]:
         """Flat COCO polygons of every component of the mask ([] when absent)."""
@@ -49,14 +53,14 @@ class StructureResult:
 
     def to_json(self) -> dict:
         return {"present": self.present, "score": self.score, "object_score": self.object_score,
-                "predicted_iou": self.predicted_iou,
+                "predicted_iou": self.predicted_iou, "palindrome_confidence": self.palindrome_confidence,
                 "mask": mask_to_rle(self.mask) if self.mask is not None else None}
 
     @classmethod
     def from_json(cls, name: str, d: dict) -> "StructureResult":
         mask = rle_to_mask(d["mask"]) if d.get("mask") is not None else None
         return cls(name, bool(d["present"]), mask, d.get("score"), float(d["object_score"]),
-                   float(d["predicted_iou"]))
+                   float(d["predicted_iou"]), d.get("palindrome_confidence"))
 
 
 @dataclass(eq=False)

@@ -57,7 +57,7 @@ from descriptron_sam2pal import UserError, __version__
 from descriptron_sam2pal.atomic import atomic_write
 from descriptron_sam2pal.model.adapter_file import save_adapter
 from descriptron_sam2pal.model.build import LoadedModel
-from descriptron_sam2pal.model.device import autocast_context
+from descriptron_sam2pal.model.device import autocast_context, resolve_precision
 from descriptron_sam2pal.model.lora import (apply_lora, enable_full_finetune, load_trainable_state, trainable_parameters,
                           trainable_state_dict)
 from descriptron_sam2pal.engine.control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
@@ -98,8 +98,12 @@ class TrainConfig:
     ``DEFAULT_LORA_LR`` or ``DEFAULT_FULL_LR``; ``lora_alpha=None`` is
     ``2 * lora_rank``; ``warmup_steps=None`` is ``min(25, steps // 10)`` (at
     least 1). ``validate_every=0`` turns validation off (the adapter is then the
-    last step's weights). ``autocast=None``: bf16 on CUDA, fp32 elsewhere. The
-    image size and device are the model's (``build_model``).
+    last step's weights). ``autocast=None``: bf16 on CUDA and on CPUs with native bf16
+    (AVX512-BF16 / AMX, ``model.device.resolve_precision``), fp32 elsewhere; on the beetle
+    test-bed bf16 training matched fp32 on the same seeds (PAL, ``quality.py --quick``, 3
+    seeds: all-structure mIoU 50.4 vs 50.5, per seed +0.4 / +0.3 / -1.1, within the seed
+    spread; benchmarks/testbed/README.md, issue 13). The image size and device are the
+    model's (``build_model``).
     """
 
     steps: int = 300
@@ -126,6 +130,12 @@ class TrainConfig:
     # template). With ``val_loss`` validation, one more copy per template, never trained on,
     # is what the validation palindromes reconstruct.
     template_versions: int = 0
+
+    def use_bf16(self, device) -> bool:
+        """Whether training runs under bf16 autocast on ``device`` (see ``autocast``)."""
+        if self.autocast is not None:
+            return bool(self.autocast)
+        return resolve_precision(device) == "bf16"
 
     @property
     def mode(self) -> str:
@@ -207,6 +217,25 @@ class TrainResult:
     @property
     def higher_is_better(self) -> bool:
         return self.val_metric == "loo_iou"
+
+    @property
+    def improvement(self) -> float | None:
+        """How much the kept weights beat the untrained model on validation, signed so that
+        positive is better (IoU points for ``loo_iou``, loss units for ``val_loss``); None
+        without validation."""
+        if self.best_val is None or self.baseline_val is None:
+            return None
+        delta = self.best_val - self.baseline_val
+        return delta if self.higher_is_better else -delta
+
+    @property
+    def improved(self) -> bool | None:
+        """True when the kept weights are trained ones that validated better than the
+        untrained model; False when the untrained model was kept (training did not help);
+        None without validation."""
+        if self.improvement is None:
+            return None
+        return self.best_step > 0 and self.improvement > 0
 
 
 def train(model: LoadedModel, templates: Sequence[Template],
@@ -528,7 +557,8 @@ class _Run:
         self._write_json(RESULT_FILE, {
             "status": "cancelled" if cancelled else "finished", "steps_done": self.step,
             "total_steps": self.config.steps, "best_step": self.best_step, "val_metric": self.val_metric,
-            "best_val": self.best_val, "baseline_val": self.baseline_val})
+            "best_val": self.best_val, "baseline_val": self.baseline_val,
+            "improved": result.improved, "improvement": result.improvement})
         if self.val_metric and self.best_step == 0 and self.step > 0:
             self._say(f"validation ({self.val_metric}) never improved on the untrained model "
                       f"({self.baseline_val:.4f}); the saved adapter leaves the model unchanged")
@@ -634,7 +664,7 @@ class _Run:
             v_image, v_masks, v_valid = self._versions[t_index][version]
             feats0, feats_v, feats1 = self.encoder.encode([self.templates[t_index].image, v_image, image])
             extra["recon"] = (feats_v, v_masks, v_valid)
-        with autocast_context(self.device, self.config.autocast):
+        with autocast_context(self.device, self.config.use_bf16(self.device)):
             return palindrome_step(self.sam, feats0, masks, valid, feats1, self.config.loss, **extra)
 
     def _train_step(self) -> dict:
@@ -689,7 +719,7 @@ class _Run:
     def _validate(self) -> float:
         self.sam.eval()
         try:
-            with autocast_context(self.device, self.config.autocast):
+            with autocast_context(self.device, self.config.use_bf16(self.device)):
                 value = self._loo_iou() if self.val_metric == "loo_iou" else self._val_loss()
         finally:
             self._train_mode()

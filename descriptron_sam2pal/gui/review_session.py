@@ -2,7 +2,7 @@
 
 A :class:`ReviewSession` holds one :class:`ReviewItem` per (target specimen,
 structure) of a propagation run, ordered **worst first** (predicted-absent
-structures first, then by palindrome confidence ascending, ties by SAM2's object
+structures first, then by the review score ascending (engine.review_score), ties by SAM2's object
 score ascending). Each item is *unreviewed*, *accepted* or *rejected*; a
 correction (point prompts re-run through SAM2) replaces the item's mask. Every
 change is one undoable action.

@@ -84,14 +84,9 @@ def describe_result(result: Any) -> list[str]:
     """What a run did, in the lines both faces print: how it ended and what validation said."""
     state = "cancelled" if result.cancelled else "finished"
     lines = [f"training {state} after {result.steps_done} of {result.total_steps} steps"]
-    if result.val_metric and result.best_val is not None and result.baseline_val is not None:
-        better = result.best_val > result.baseline_val if result.higher_is_better \
-            else result.best_val < result.baseline_val
-        change = result.best_val - result.baseline_val
-        if result.best_step == 0 or not better:
-            verdict = "training did not improve on the untrained model, which is kept"
-        else:
-            verdict = f"improved by {abs(change):.4f} at step {result.best_step}"
+    if result.improved is not None:
+        verdict = (f"improved by {result.improvement:.4f} at step {result.best_step}" if result.improved
+                   else "training did not improve on the untrained model, which is kept")
         lines.append(f"validation ({result.val_metric}): untrained {result.baseline_val:.4f}, "
                      f"best {result.best_val:.4f}: {verdict}")
     lines.append(f"adapter: {result.adapter_path}")

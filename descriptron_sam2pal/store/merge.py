@@ -117,7 +117,7 @@ class MergeSummary:
 
 def merge_results(store: Any, results: Any, min_score: float | None = None) -> MergeSummary:
     """Add each present structure of each propagation result to ``store`` (unsaved) with
-    ``attributes`` {"source": "sam2pal", "score", "object_score", "predicted_iou",
+    ``attributes`` {"source": "sam2pal", "score", "object_score", "predicted_iou", "palindrome_confidence",
     "orientation"}; an image the store lacks is added. Nothing of a person's is replaced
     (see the module docstring); ``min_score`` skips less confident predictions."""
     from descriptron_sam2pal.store.provenance import PREDICTION_SOURCE
@@ -141,7 +141,8 @@ def merge_results(store: Any, results: Any, min_score: float | None = None) -> M
             replaced = any(a.kind == "mask" and a.category == name for a in store.annotations_for(record.id))
             write_structure(store, record, name, s.mask, {
                 "source": PREDICTION_SOURCE, "score": s.score, "object_score": s.object_score,
-                "predicted_iou": s.predicted_iou, "orientation": r.orientation})
+                "predicted_iou": s.predicted_iou, "palindrome_confidence": s.palindrome_confidence,
+                "orientation": r.orientation})
             summary.added += 1
             summary.replaced += replaced
     return summary

@@ -71,6 +71,7 @@ def test_search_keeps_the_best_orientation_and_maps_masks_back_exactly(present_m
     for name, s in searched.structures.items():
         b = best.structures[name]
         assert s.score == pytest.approx(b.score, abs=1e-5)
+        assert s.palindrome_confidence == pytest.approx(b.palindrome_confidence, abs=1e-5)
         # Masks found on the oriented image, mapped back to the target's own grid exactly.
         assert s.mask.shape == sideways.shape[:2]
         assert np.count_nonzero(s.mask != unorient(b.mask, searched.orientation)) <= 2

@@ -52,3 +52,16 @@ def test_auto_precision_follows_what_the_cpu_has(mini_model, monkeypatch, native
     auto = model_identity(mini_model)
     mini_model.precision = "bf16" if native_bf16 else "fp32"
     assert model_identity(mini_model) == auto
+
+
+@pytest.mark.parametrize("native_bf16", [True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
+def test_training_precision_default_follows_the_device(monkeypatch, native_bf16):
+    """TrainConfig.autocast=None trains in bf16 on CUDA and on CPUs with native bf16 only;
+    an explicit value wins. Both kinds of CPU are checked, whichever this one is."""
+    from descriptron_sam2pal.engine.trainer import TrainConfig
+
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: native_bf16)
+    assert TrainConfig().use_bf16("cpu") is native_bf16
+    assert TrainConfig().use_bf16("cuda") is True
+    assert TrainConfig(autocast=False).use_bf16("cuda") is False
+    assert TrainConfig(autocast=True).use_bf16("cpu") is True

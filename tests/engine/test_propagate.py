@@ -167,7 +167,7 @@ def test_confidence_uses_a_memory_reset_and_scores_the_prediction(present_model,
     assert not torch.allclose(backward["maskmem_features"], template_memory["maskmem_features"])
     assert not torch.allclose(backward["obj_ptr"], template_memory["obj_ptr"])
 
-    scores = {n: s.score for n, s in r.structures.items()}
+    scores = {n: s.palindrome_confidence for n, s in r.structures.items()}
     assert not all(v > 0.9 for v in scores.values())  # not the reference's ~0.996 everywhere
     prepared = prepare_image(path, 128)
     predicted = {n: s.mask for n, s in r.structures.items()}

@@ -54,7 +54,7 @@ def test_an_unreviewed_prediction_is_replaced_and_passes_on_nothing(tmp_path):
     [new] = masks_of(store, rec, "eye")
     assert new.id != ann and "notes" not in new.raw
     assert new.raw["attributes"] == {"source": "sam2pal", "score": 0.8, "object_score": 0.9,
-                                     "predicted_iou": 0.7, "orientation": "rot0"}
+                                     "predicted_iou": 0.7, "palindrome_confidence": None, "orientation": "rot0"}
 
 
 def test_structure_status_absent_or_unknown_is_obeyed(tmp_path):
