@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.jobs.models import (ModelRequest, adapter_file, check_memory_for, load_model,
-                                            resolve_checkpoint, resolved_image_size)
+from descriptron_sam2pal.jobs.models import (BEETLE_DEMO_CHOICE, DEMO_CHOICE, ModelRequest, adapter_file,
+                                            check_memory_for, load_model, resolve_checkpoint,
+                                            resolved_image_size)
 from descriptron_sam2pal.jobs.outputs import check_outputs, check_writable_folder
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
 
@@ -79,7 +80,7 @@ def preflight(request: PropagateRequest) -> Any:
     inputs: dict[str, list] = {k: list(v) for k, v in request.protected.items()}
     inputs["a template image"] = [t.path for t in request.templates]
     inputs["a specimen photo"] = [p for p in map(_target_path, request.targets) if p]
-    if request.model.choice not in (None, "demo", "demo-beetles"):
+    if request.model.choice not in (None, DEMO_CHOICE, BEETLE_DEMO_CHOICE):
         inputs["the checkpoint"] = [resolve_checkpoint(request.model.choice)]
     if request.model.adapter:
         inputs["the adapter"] = [adapter_file(request.model.adapter)]
