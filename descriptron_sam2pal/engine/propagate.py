@@ -50,7 +50,6 @@ from descriptron_sam2pal.engine.palindrome import hard_iou
 from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
 from descriptron_sam2pal.engine.results import JOURNAL_VERSION, ResultJournal, StructureResult, Target, TargetResult
 from descriptron_sam2pal.engine.review_score import REVIEW_SCORE_VERSION, combine, mask_signals, soft_iou
-from descriptron_sam2pal.store.merge import SKIP_STATUSES
 from descriptron_sam2pal.engine.templates import Template, structure_names
 
 log = logging.getLogger(__name__)
@@ -139,18 +138,20 @@ class TemplateMemory:
                 mem = encode_memory(sam, frame, t.model_masks(t.structures, device)[:, None])
                 self._memories.append({k: mem[k] for k in ("maskmem_features", "maskmem_pos_enc", "obj_ptr")})
         self._valid = [t.valid(device) for t in templates]
+        self._shares: dict[tuple, torch.Tensor] = {}
 
-    def template_share(self, template_or_names, name: str | None = None) -> float:
-        """Share of the template's real pixels that structure ``name`` covers (mean over the
-        templates that annotate it when ``template_or_names`` is a list of template indices)."""
-        indices = template_or_names if isinstance(template_or_names, (list, tuple)) else [template_or_names]
-        shares = []
-        for i in indices:
-            t = self.templates[i]
-            if name in t.masks:
-                valid = t.image.valid_mask()
-                shares.append(float((t.model_mask(name) >= 0.5)[valid].mean()) if valid.any() else 0.0)
-        return float(np.mean(shares)) if shares else 0.0
+    def shares(self, group: StructureGroup) -> torch.Tensor:
+        """(k,) each structure's share of the real pixels of the group's templates that annotate
+        it (their mean): what a target's mask area is compared with. Computed once per group."""
+        key = (tuple(group.templates), tuple(group.names))
+        if key not in self._shares:
+            values = []
+            for name in group.names:
+                per = [float((t.model_mask(name) >= 0.5)[t.image.valid_mask()].mean())
+                       for t in (self.templates[i] for i in group.templates) if name in t.masks]
+                values.append(float(np.mean(per)) if per else 0.0)
+            self._shares[key] = torch.tensor(values, device=self.model.device)
+        return self._shares[key]
 
     def memory(self, template: int, names: list[str]) -> dict:
         """Template ``template``'s memory restricted to ``names`` (rows in that order)."""
@@ -217,13 +218,9 @@ class _Raw:
     logits: np.ndarray  # (S, S) float32
     object_logit: float
     predicted_iou: float
-    score: float | None  # palindrome confidence (None without confidence or when absent)
+    palindrome_confidence: float | None  # None without confidence or when absent
     visible: bool  # object logit > 0 and some positive logit on real pixels
     signals: dict | None = None  # review signals (engine.review_score.FEATURES)
-
-    @property
-    def palindrome_confidence(self) -> float | None:
-        return self.score
 
     @property
     def review(self) -> float | None:
@@ -328,9 +325,7 @@ def predict_prepared(memory: TemplateMemory, images: Sequence[PreparedImage],
                 scores, soft = scores_t.cpu().numpy(), soft_t.cpu().numpy()
             else:
                 scores = None
-            shares = torch.tensor([memory.template_share(group.templates, name) for name in group.names],
-                                  device=device)
-            sig = mask_signals(logits[:, 0], valid_rows, shares.repeat(n))
+            sig = mask_signals(logits[:, 0], valid_rows, memory.shares(group).repeat(n))
             sig = {key: v.cpu().numpy() for key, v in sig.items()}
             obj = pred.object_score_logits.float()[:, 0].cpu().numpy()
             piou = pred.predicted_iou.float().cpu().numpy()
@@ -366,7 +361,7 @@ def _finish(raw: dict[str, _Raw], image: PreparedImage, orientation: str, names:
         mask = masks.get(n)
         ok = mask is not None and bool(mask.any())
         results[n] = StructureResult(n, ok, mask if ok else None, r.review if ok else None,
-                                     r.object_score, r.predicted_iou, r.score if ok else None)
+                                     r.object_score, r.predicted_iou, r.palindrome_confidence if ok else None)
     return results
 
 
@@ -457,7 +452,7 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
         loaded: dict[int, tuple[int, int]] = {}
         for i in window:
             t = targets[i]
-            status = {n: s for n, s in (t.structure_status or {}).items() if s in SKIP_STATUSES}
+            status = t.skipped
             try:
                 if journal is not None and keys[i] is None:
                     keys[i] = target_key(t)
@@ -483,8 +478,7 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
         new_entries = []
         for i, options in by_target.items():
             t = targets[i]
-            skipped = {n: s for n, s in (t.structure_status or {}).items()
-                       if s in SKIP_STATUSES and n in memory.structures}
+            skipped = {n: s for n, s in t.skipped.items() if n in memory.structures}
             names = [n for n in memory.structures if n not in skipped]
             if len(options) > 1:
                 scores = {o: orientation_score({n: raw[n] for n in names}) for o, _, raw in options}

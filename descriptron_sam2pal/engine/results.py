@@ -17,6 +17,7 @@ import numpy as np
 
 from descriptron_sam2pal.engine.orientation import IDENTITY
 from descriptron_sam2pal.imaging.masks import mask_to_polygons, mask_to_rle, rle_to_mask
+from descriptron_sam2pal.store.merge import SKIP_STATUSES
 
 if TYPE_CHECKING:
     from descriptron_sam2pal.engine.preprocess import PreparedImage
@@ -105,6 +106,11 @@ class Target:
     image: np.ndarray | PreparedImage | None = None
     image_id: Any = None
     structure_status: dict = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """{structure: status} of the structures its ``structure_status`` says not to predict."""
+        return {n: s for n, s in (self.structure_status or {}).items() if s in SKIP_STATUSES}
 
 
 class ResultJournal:

@@ -285,7 +285,6 @@ def iter_propagate_on_ray(request: Any, journal_file: Path | None, settings: Clu
     from descriptron_sam2pal.engine.control import ProgressReporter, is_cancelled
     from descriptron_sam2pal.engine.propagate import as_target, target_key
     from descriptron_sam2pal.engine.results import ResultJournal, TargetResult
-    from descriptron_sam2pal.store.merge import SKIP_STATUSES
 
     ray = require_ray()
     targets = [as_target(t) for t in request.targets]
@@ -337,10 +336,9 @@ def iter_propagate_on_ray(request: Any, journal_file: Path | None, settings: Clu
 
         def failed(i: int, why: str) -> Any:
             t = targets[i]
-            status = {n: s for n, s in (t.structure_status or {}).items() if s in SKIP_STATUSES}
             return TargetResult(t.image_id, t.path, 0, 0,
                                 error=f"the worker segmenting it failed {MAX_ATTEMPTS} times ({why})",
-                                skipped=status)
+                                skipped=t.skipped)
 
         while next_out < len(targets):
             done_now = 0
