@@ -145,9 +145,11 @@ def load_model(request: ModelRequest) -> Any:
 
 
 def estimated_peak_bytes(image_size: int, training: bool = False) -> int:
-    """A rough upper estimate of the memory a job needs at ``image_size`` px: about 1 GB at
-    512 px for propagation on a CPU (benchmarks/README.md), growing with the pixel count;
-    training holds activations for the backward pass, about three times as much."""
+    """A deliberately generous estimate of the memory a job needs at ``image_size`` px, growing
+    with the pixel count: 2.2 GB at 512 px and 5.9 GB at 1024 px for propagation, where SAM2.1
+    tiny peaked at 0.9-2.1 GB and 2.3 GB on a CPU (benchmarks/README.md, results-1024.md);
+    training holds activations for the backward pass, so its pixel term is tripled. Only sizes
+    far beyond these are refused."""
     per_image = 5.0e9 * (image_size / 1024) ** 2
     return int(0.9e9 + per_image * (3 if training else 1))
 
