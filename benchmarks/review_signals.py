@@ -40,6 +40,60 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import quality  # noqa: E402
 
 EXTRA = ("flip_iou",)
+GRID = 64  # masks are kept at GRID x GRID (letterboxed frame) for the collection signals
+
+
+def mask_shape(logits: np.ndarray, valid: np.ndarray) -> dict:
+    """Cheap per-mask descriptors from the logits alone (no extra model pass)."""
+    import cv2
+
+    pred = (logits > 0) & valid
+    hi2, lo2 = (logits > 2) & valid, (logits > -2) & valid
+    inside = logits[pred]
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(pred.astype(np.uint8), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA] if n > 1 else np.zeros(0)
+    small = cv2.resize(pred.astype(np.float32), (GRID, GRID), interpolation=cv2.INTER_AREA) >= 0.5
+    ys, xs = np.nonzero(pred)
+    return {"stability2": float(hi2.sum() / lo2.sum()) if lo2.any() else 0.0,
+            "inside_logit": float(np.clip(inside, -10, 10).mean()) if inside.size else 0.0,
+            "components": int(len(areas)),
+            "largest_share": float(areas.max() / areas.sum()) if len(areas) else 0.0,
+            "log_area": float(np.log(pred.sum() / max(1, valid.sum()) + 1e-4)),
+            "cy": float(ys.mean() / pred.shape[0]) if len(ys) else 0.5,
+            "cx": float(xs.mean() / pred.shape[1]) if len(xs) else 0.5,
+            "mask64": np.packbits(small.ravel()).tobytes().hex()}
+
+
+def add_collection_signals(rows: list[dict]) -> None:
+    """Signals against the rest of the run's masks of the same structure (what a review of a
+    collection has: every target's prediction). Only the other targets' *predictions* are
+    used, never a ground truth."""
+    keys = {(r["seed"], r["structure"]) for r in rows}
+    for key in keys:
+        idx = [i for i, r in enumerate(rows) if (r["seed"], r["structure"]) == key and "mask64" in r]
+        if len(idx) < 3:
+            continue
+        m = np.stack([np.unpackbits(np.frombuffer(bytes.fromhex(rows[i]["mask64"]), np.uint8))[: GRID * GRID]
+                      for i in idx]).astype(np.float32)
+        inter = m @ m.T
+        area = m.sum(1)
+        union = area[:, None] + area[None] - inter
+        iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+        np.fill_diagonal(iou, np.nan)
+        la = np.array([rows[i]["log_area"] for i in idx])
+        med, mad = np.median(la), np.median(np.abs(la - np.median(la))) + 1e-3
+        cy = np.array([rows[i]["cy"] for i in idx])
+        cx = np.array([rows[i]["cx"] for i in idx])
+        cd = np.hypot(cy - np.median(cy), cx - np.median(cx))
+        for j, i in enumerate(idx):
+            others = np.delete(np.arange(len(idx)), j)
+            mean_other = m[others].mean(0)
+            soft = np.minimum(m[j], mean_other).sum() / max(np.maximum(m[j], mean_other).sum(), 1e-6)
+            rows[i]["consensus_iou"] = float(np.nanmean(iou[j]))
+            rows[i]["consensus_median_iou"] = float(np.nanmedian(iou[j]))
+            rows[i]["consensus_soft"] = float(soft)
+            rows[i]["area_typical"] = float(-abs(la[j] - med) / mad)
+            rows[i]["centre_typical"] = float(-cd[j])
 
 
 def auroc(bad: np.ndarray, score: np.ndarray) -> float | None:
@@ -99,14 +153,17 @@ def collect(args, pairs, colors, seed: int, max_targets: int) -> list[dict]:
             else:
                 flip_iou = 0.0
             sig = dict(r.signals) if r.visible else {}
+            shape = mask_shape(r.logits, valid) if r.visible else {}
             rows.append({"seed": seed, "target": img_path.name, "structure": name, "iou": iou,
                          "present": bool(r.visible), "flip_iou": flip_iou,
-                         **{k: (v if v is not None else 0.0) for k, v in sig.items()}})
+                         **{k: (v if v is not None else 0.0) for k, v in sig.items()}, **shape})
     return rows
 
 
 SIGNALS = ("palindrome", "palindrome_soft", "predicted_iou", "object_score", "stability",
-           "neg_abs_log_area_ratio", "flip_iou")
+           "neg_abs_log_area_ratio", "flip_iou", "stability2", "inside_logit", "largest_share",
+           "neg_components", "consensus_iou", "consensus_median_iou", "consensus_soft", "area_typical",
+           "centre_typical")
 
 
 def matrix(rows, names) -> np.ndarray:
@@ -114,6 +171,10 @@ def matrix(rows, names) -> np.ndarray:
     for n in names:
         if n == "neg_abs_log_area_ratio":
             cols.append([-r.get("abs_log_area_ratio", 0.0) if r["present"] else -10.0 for r in rows])
+        elif n == "neg_components":
+            cols.append([-r.get("components", 0) if r["present"] else -50.0 for r in rows])
+        elif n in ("area_typical", "centre_typical"):
+            cols.append([r.get(n, 0.0) if r["present"] else -10.0 for r in rows])
         else:
             cols.append([r.get(n, 0.0) if r["present"] else 0.0 for r in rows])
     return np.array(cols, float).T
@@ -202,12 +263,22 @@ def main(argv=None) -> int:
             print(f"{which} seed {seed}: {len(rows)} masks", flush=True)
         cache.write_text(json.dumps(rows))
         data[which] = rows
+    for rows in data.values():
+        add_collection_signals(rows)
     combos = {"pal+piou": ["palindrome", "predicted_iou"],
               "no_backward": ["predicted_iou", "object_score", "stability", "neg_abs_log_area_ratio"],
               "all_engine": ["palindrome", "palindrome_soft", "predicted_iou", "object_score", "stability",
                              "neg_abs_log_area_ratio"],
               "all+flip": list(SIGNALS)}
-    combos.update({"stability+piou": ["stability", "predicted_iou"], "stability+flip": ["stability", "flip_iou"]})
+    combos.update({"stability+piou": ["stability", "predicted_iou"], "stability+flip": ["stability", "flip_iou"],
+                   "stability+piou+consensus": ["stability", "predicted_iou", "consensus_iou"],
+                   "stability+piou+collection": ["stability", "predicted_iou", "consensus_iou", "consensus_soft",
+                                                 "area_typical", "centre_typical"],
+                   "one_pass": ["stability", "stability2", "predicted_iou", "inside_logit", "largest_share",
+                                "neg_components"],
+                   "one_pass+collection": ["stability", "stability2", "predicted_iou", "inside_logit",
+                                           "largest_share", "neg_components", "consensus_iou", "consensus_soft",
+                                           "area_typical", "centre_typical"]})
     fits = {}
     xf = data["fit"]
     yf = good_labels(xf)
