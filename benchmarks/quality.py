@@ -68,12 +68,18 @@ METHODS = ("zero_shot", "pal", "default", "supervised")
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="One-shot quality benchmark: zero-shot vs palindrome vs supervised.")
-    p.add_argument("--images", type=Path, required=True, help="folder of images")
-    p.add_argument("--masks", type=Path, required=True, help="folder of colour/indexed mask PNGs (same names)")
+    p.add_argument("--images", type=Path, help="folder of images (required unless --combine)")
+    p.add_argument("--masks", type=Path, help="folder of colour/indexed mask PNGs (same names)")
     p.add_argument("--colors", default=BEETLE_COLORS,
                    help="structure colour map 'name=R,G,B;...' (default: the BeetleFlow 5-class map)")
     p.add_argument("--templates", default="1,5", help="numbers of templates, comma-separated (default 1,5)")
     p.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
+    p.add_argument("--seed-list", default="",
+                   help="run only these seeds (comma-separated, e.g. '0,2'), to run seeds as parallel "
+                        "processes with one --out each; then --combine the folders")
+    p.add_argument("--combine", nargs="+", type=Path, default=None, metavar="DIR",
+                   help="print the summary and the quality line of the quality.json of these --out folders "
+                        "(runs of one setting split by --seed-list); trains nothing")
     p.add_argument("--quick", action="store_true",
                    help="1 template only, 150 steps, at most 40 targets (a few minutes on a CPU)")
     p.add_argument("--checkpoint", type=Path, default=PACKAGED, help="SAM2 checkpoint (default: the beetle model)")
@@ -405,6 +411,10 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.combine:
+        return combine(args.combine)
+    if args.images is None or args.masks is None:
+        raise UserError("--images and --masks are required (or --combine DIR ...)")
     if args.threads:
         torch.set_num_threads(args.threads)
     from descriptron_sam2pal.imaging.mask_png import parse_colors
@@ -442,12 +452,30 @@ def main(argv=None) -> int:
           + (f", template copies {args.template_versions}" if args.template_versions else "")
           + (f", LoRA dropout {args.lora_dropout}" if args.lora_dropout else ""), flush=True)
     runs = []
+    seeds = [int(x) for x in args.seed_list.split(",") if x.strip()] or list(range(args.seeds))
     for k in ks:
-        for seed in range(args.seeds):
+        for seed in seeds:
             runs.append(run_one(args, pairs, colors, k, seed, novel, config_kwargs))
             (args.out / "quality.json").write_text(json.dumps({"args": {a: str(v) for a, v in vars(args).items()},
                                                                "novel": novel, "runs": runs}, indent=1))
-    methods = [m for m in args.methods.split(",") if m]
+    return report([m for m in args.methods.split(",") if m], ks, novel, runs)
+
+
+def combine(folders: list[Path]) -> int:
+    """The report of several ``--out`` folders of one setting (seeds run as separate processes)."""
+    runs, methods, novel = [], None, None
+    for folder in folders:
+        data = json.loads((Path(folder) / "quality.json").read_text())
+        runs += data["runs"]
+        novel = data["novel"]
+        methods = methods or [m for m in data["args"]["methods"].split(",") if m]
+    runs.sort(key=lambda r: (r["k"], r["seed"]))
+    print(f"combined {len(runs)} runs from {len(folders)} folder(s): seeds "
+          + ", ".join(str(r["seed"]) for r in runs))
+    return report(methods, sorted({r["k"] for r in runs}), novel, runs)
+
+
+def report(methods: list[str], ks: list[int], novel: str | None, runs: list[dict]) -> int:
     print("\nsummary (percent IoU, mean over seeds; per-seed values in brackets)")
     for k in ks:
         for method in methods:
