@@ -13,6 +13,10 @@ unlabeled pool. Three models are scored on the same targets:
     propagation (``engine.trainer.train`` + ``engine.propagate.propagate``,
     exactly what ``sam2pal train`` / ``sam2pal propagate`` do), the unlabeled
     pool being the targets' images;
+``copy`` (only when asked for, ``--methods copy,...``): the trivial baseline, each
+template's masks copied in place onto the target (through both letterboxes; with K > 1
+the first template's); pinned specimens photographed alike make it far from 0.
+
 (c) ``supervised``: for reference, the same trainable parameters (LoRA or
     full, as PAL), optimizer, schedule, steps and learning rate, fine-tuned with
     ordinary supervision on the templates only: a template's memory (its
@@ -64,6 +68,8 @@ from descriptron_sam2pal import UserError  # noqa: E402
 BEETLE_COLORS = "head=200,0,0;pronotum=0,200,0;elytra=0,0,200;legs=200,200,0;antennas=200,0,200"
 PACKAGED = REPO / "descriptron_sam2pal" / "resources" / "checkpoints" / "sam2pal_beetle.pt"
 METHODS = ("zero_shot", "pal", "default", "supervised")
+#: Not run by default: the trivial baseline a one-shot model must beat (``--methods copy,...``).
+BASELINES = ("copy",)
 
 
 def parse_args(argv=None):
@@ -265,6 +271,23 @@ def supervised_finetune(model, templates, config, n_train_copies: int = 16, n_va
 
 # --------------------------------------------------------------------------- one run
 
+def copy_in_place(template, target_paths: list[str], size: int) -> list:
+    """The trivial baseline: the template's masks, letterboxed to the model grid, put back
+    through each target's letterbox (no model)."""
+    from descriptron_sam2pal.engine.preprocess import prepare_image
+    from descriptron_sam2pal.engine.results import StructureResult, TargetResult
+
+    out = []
+    for path in target_paths:
+        lb = prepare_image(path, size).letterbox
+        structures = {}
+        for name in template.structures:
+            mask = lb.unapply(template.model_mask(name)) >= 0.5
+            structures[name] = StructureResult(name, bool(mask.any()), mask, None, 1.0, 0.0)
+        out.append(TargetResult(Path(path).stem, path, lb.height, lb.width, structures))
+    return out
+
+
 def score(results, truth, colors, structures=None, per_image: bool = False):
     from descriptron_sam2pal.engine.evaluate import evaluate
 
@@ -389,9 +412,12 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
                     "last_cycle_iou": float(np.mean([h["cycle_iou"] for h in res.history[-20:]]))}
         elif method == "supervised":
             info = supervised_finetune(model, templates, config)
-        elif method != "zero_shot":
+        elif method not in ("zero_shot",) + BASELINES:
             raise SystemExit(f"unknown method {method}")
-        results = propagate(model, templates, target_paths, confidence=(method == "zero_shot"))
+        if method == "copy":
+            results = copy_in_place(templates[0], target_paths, model.image_size)
+        else:
+            results = propagate(model, templates, target_paths, confidence=(method == "zero_shot"))
         per, ious = score(results, truth, colors, keep, per_image=True)
         seen, nov = summarise(per, novel)
         all_miou = float(np.mean([v for v in per.values() if v is not None]))

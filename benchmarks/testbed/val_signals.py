@@ -15,7 +15,9 @@ validation signals that need no target labels:
 - ``blank_iou``: cycle IoU of the held-out copy reconstructed from a blank memory (high =
   reproduced without reading the memory);
 - ``self_iou``: IoU of held-out copies predicted from the template's own memory (what the
-  supervised baseline validates on, as an IoU).
+  supervised baseline validates on, as an IoU);
+- ``estimated_iou``: the mean review score (``engine.review_score``, an estimate of the IoU
+  from SAM2's stability and predicted IoU) of the held-out images' predictions.
 
 Prints one row per checkpoint and, per seed, the rank correlation of each signal with the
 seen mIoU and the novel IoU (signed so that positive = the signal picks better checkpoints).
@@ -41,7 +43,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import quality  # noqa: E402
 
-SIGNALS = {"plain": -1, "copy": -1, "margin": -1, "blank_iou": -1, "self_iou": 1}  # sign: + = higher better
+SIGNALS = {"plain": -1, "copy": -1, "margin": -1, "blank_iou": -1, "self_iou": 1, "estimated_iou": 1}  # sign: + = higher better
 
 
 def rank_corr(a, b) -> float:
@@ -61,6 +63,8 @@ def main(argv=None) -> int:
     p.add_argument("--loss", default="")
     p.add_argument("--template-versions", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--checkpoint", type=Path, default=quality.PACKAGED)
+    p.add_argument("--seed-list", default="", help="only these seeds (comma-separated)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "val_signals")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -81,7 +85,7 @@ def main(argv=None) -> int:
 
     colors = parse_colors(quality.BEETLE_COLORS)
     pairs = quality.pair_images(args.images, args.masks)
-    meta = quality.checkpoint_meta(quality.PACKAGED)
+    meta = quality.checkpoint_meta(args.checkpoint)
     novel = meta.get("held_out_structure")
     held = set(meta.get("eval_images") or [])
     pairs = [q for q in pairs if q[0].name in held]
@@ -91,7 +95,7 @@ def main(argv=None) -> int:
         setattr(loss, key.strip(), float(value))
     args.out.mkdir(parents=True, exist_ok=True)
     report = []
-    for seed in range(args.seeds):
+    for seed in [int(x) for x in args.seed_list.split(",") if x.strip()] or range(args.seeds):
         # The template and targets of quality.py --quick (K = 1, 40 targets).
         rng = random.Random(1000 * seed + 1)
         complete = [q for q in pairs if all(m.any() for m in masks_from_color_png(q[1], colors).values())]
@@ -102,7 +106,7 @@ def main(argv=None) -> int:
         truth = truth_from_color_pngs([m for _, m in targets], colors)
         target_paths = [str(i) for i, _ in targets]
 
-        model = build_model(checkpoint=quality.PACKAGED, device="cpu")
+        model = build_model(checkpoint=args.checkpoint, device="cpu")
         [template] = load_templates([spec_from_color_png(template_pair[0], template_pair[1], colors,
                                                          image_id=normalized_stem(template_pair[0].name))],
                                     model.image_size)
@@ -142,7 +146,10 @@ def main(argv=None) -> int:
             model.sam.eval()
             per = quality.score(propagate(model, [template], target_paths, confidence=False), truth, colors)
             seen, nov = quality.summarise(per, novel)
+            nov = float("nan") if nov is None else nov
             sig = {k: [] for k in SIGNALS}
+            val_results = propagate(model, [template], [im.source for im in val_images], confidence=False)
+            sig["estimated_iou"] = [s.score or 0.0 for r in val_results for s in r.structures.values()]
             with torch.no_grad():
                 f0 = encoder.encode([template.image])[0]
                 fc = encoder.encode([c[0] for c in copies])
