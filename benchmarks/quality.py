@@ -110,7 +110,8 @@ def parse_args(argv=None):
                    help="only these structures (comma-separated) are outlined on the templates and scored "
                         "(default: every structure of the colour map)")
     p.add_argument("--train-precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="training autocast of PAL/default (TrainConfig.autocast; auto: bf16 on CUDA only)")
+                   help="training autocast of PAL/default (TrainConfig.autocast; auto: bf16 on CUDA and on "
+                        "CPUs with native bf16, as Train SAM2-PAL)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: much faster than 2 on a busy 2-core CPU)")

@@ -104,18 +104,22 @@ def _draw(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
 
 
 def augment(images: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, n_classes: int,
-            gen: torch.Generator, device: torch.device, erase: torch.Tensor | None = None):
+            gen: torch.Generator, device: torch.device, erase: torch.Tensor | None = None,
+            geometry: float = 1.0):
     """(B,S,S,3) uint8, (B,S,S) labels, (B,S,S) bool -> normalised (B,3,S,S), one-hot (B,C,S,S), valid.
 
     ``erase`` (B,) long: a label to erase from each image (0: none): its pixels
     (dilated) are filled with the image's background colour and become background.
+    ``geometry`` (0..1) scales the rotation, scale and shift ranges and the flip
+    probabilities (1: the recipe's; 0: no geometric change, colour only).
     """
     b, s = images.shape[0], images.shape[1]
-    angle = _draw(gen, b, -30, 30) * math.pi / 180
-    scale = torch.exp(_draw(gen, b, math.log(0.75), math.log(1.35)))
-    flip_x = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
-    flip_y = torch.where(torch.rand(b, generator=gen) < 0.2, -1.0, 1.0)
-    shift = _draw(gen, 2 * b, -0.12, 0.12).view(b, 2)
+    g_ = float(geometry)
+    angle = _draw(gen, b, -30 * g_, 30 * g_) * math.pi / 180
+    scale = torch.exp(_draw(gen, b, g_ * math.log(0.75), g_ * math.log(1.35)))
+    flip_x = torch.where(torch.rand(b, generator=gen) < 0.5 * g_, -1.0, 1.0)
+    flip_y = torch.where(torch.rand(b, generator=gen) < 0.2 * g_, -1.0, 1.0)
+    shift = _draw(gen, 2 * b, -0.12 * g_, 0.12 * g_).view(b, 2)
     bright = _draw(gen, b, 0.75, 1.25)
     contrast = _draw(gen, b, 0.75, 1.3)
     sat = _draw(gen, b, 0.6, 1.4)

@@ -33,6 +33,13 @@ achieved IoU, object presence. Everything trains from random weights (seed 0).
 The eval images are used only for a logged one-shot check on the *real* parts
 (every part is novel to this model): one eval photo -> 24 others.
 
+Curriculum (the first CPU starts stayed at "predict nothing" for 100+ steps): the first
+``--large-first`` steps draw only large pseudo-structures (the coarsest level, >= 4% of the
+photo), and the geometric augmentation grows from none to full over ``--geometry-ramp``
+steps, so the first thing the memory attention can learn is to copy a mask where it was.
+The weights are saved at every logged evaluation too, so a long CPU run that is stopped
+early leaves its last evaluated checkpoint.
+
 ``--time-limit`` makes the cosine schedule follow the elapsed fraction of the
 budget as well as the step fraction (whichever is further), so a time-limited
 CPU run still ends at a low learning rate (not bit-reproducible across
@@ -71,6 +78,7 @@ MAX_OBJECTS = 4
 # "predict nothing" (train IoU 0.0 after 100 steps): tiny regions make an empty mask the
 # cheapest answer for BCE before any region is learnt.
 MIN_SHARE = 0.01
+LARGE_SHARE = 0.04
 
 
 def parse_args(argv=None):
@@ -88,6 +96,10 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt-weight", type=float, default=1.0, help="weight of the click/box task")
     p.add_argument("--union-prob", type=float, default=0.5, help="a pseudo-structure grows by 1-2 neighbours")
+    p.add_argument("--geometry-ramp", type=int, default=400,
+                   help="steps over which the geometric augmentation grows from none to full")
+    p.add_argument("--large-first", type=int, default=300,
+                   help="first steps draw only large pseudo-structures (coarse level, >= 4%% of the photo)")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
@@ -143,13 +155,17 @@ def build_pseudo_cache(args, eval_names: list[str], path: Path) -> dict:
 
 
 def sample_structures(seg: np.ndarray, valid: np.ndarray, rng: np.random.RandomState,
-                      union_prob: float) -> np.ndarray:
-    """(L, S, S) segmentation levels -> a label map (S, S) with 1..K pseudo-structures."""
-    level = seg[rng.randint(len(seg))].astype(np.int64)
+                      union_prob: float, large: bool = False) -> np.ndarray:
+    """(L, S, S) segmentation levels -> a label map (S, S) with 1..K pseudo-structures.
+
+    ``large``: only the coarsest level's regions of at least LARGE_SHARE (the warm-up: a
+    random decoder's first useful answer is a big blob, as the elytra were for the
+    part-label recipe; small regions first make "nothing" the cheapest answer)."""
+    level = seg[-1 if large else rng.randint(len(seg))].astype(np.int64)
     n_valid = max(1, int(valid.sum()))
     ids, areas = np.unique(level[valid], return_counts=True)
     frac = areas / n_valid
-    cand = ids[(frac >= MIN_SHARE) & (frac <= 0.30) & (ids > 0)]
+    cand = ids[(frac >= (LARGE_SHARE if large else MIN_SHARE)) & (frac <= 0.30) & (ids > 0)]
     out = np.zeros(level.shape, np.uint8)
     if len(cand) == 0:
         return out
@@ -213,7 +229,9 @@ def sample_prompts(masks: torch.Tensor, gen: torch.Generator):
             coords[i, 0] = torch.stack([xs[j].float() + 0.5, ys[j].float() + 0.5])
             labels[i, 0] = 1
     coords = coords.clamp(0, s)
-    # a click is one point (SAM2 asks for three masks), a box two: SAM2 decides by the count
+    # SAM2 asks for three masks only when a prompt has at most ``multimask_max_pt_num`` (1)
+    # points, so clicks and boxes go to the decoder separately: padded to two points, a
+    # click would get one mask, the average of every region it could mean.
     return coords, labels, use_box
 
 
@@ -221,6 +239,8 @@ def prompt_losses(sam, frame, coords, labels, truth, valid):
     """SAM2's single-frame prompt path (no memory) -> per-object loss (min over masks)."""
     from descriptron_sam2pal.engine.palindrome import hard_iou, mask_losses
 
+    if bool((labels[:, 1] == -1).all()):  # clicks: one real point each, so SAM2 gives three masks
+        coords, labels = coords[:, :1], labels[:, :1]
     point_inputs = {"point_coords": coords.to(truth.device), "point_labels": labels.to(truth.device)}
     empty = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
     _, outs, _, _ = sam._track_step(
@@ -296,6 +316,20 @@ def main(argv=None) -> int:
                 "torch": str(torch.__version__), "python": platform.python_version(),
                 "precision": args.precision,
                 "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
+    def save(step_done: int) -> Path:
+        state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu())
+                 for k, v in sam.state_dict().items()}
+        meta = {"recipe": "benchmarks/testbed/pseudo.py", "config": CONFIG, "image_size": args.size,
+                "held_out_structure": None, "trained_structures": [], "class_agnostic": True,
+                "pseudo_structures": "felzenszwalb levels " + json.dumps(LEVELS) + " + unions of neighbours",
+                "colors": tbdata.COLOR_SPEC, "pretrain_images": n_img, "eval_images": split["eval"],
+                "steps": step_done, "batch": args.batch, "seed": args.seed, "seconds": round(time.time() - t_start, 1),
+                "hardware": hardware,
+                "data": "BeetleFlow 5- and 9-class training photos (Imageomics), masks unused; CC BY 4.0, see ATTRIBUTION.md"}
+        ckpt = args.out / f"{CONFIG}.pt"
+        torch.save({"model": state, "testbed": meta}, ckpt)
+        return ckpt
+
     log_f = open(args.out / "log.jsonl", "w")
     log_f.write(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "hardware": hardware,
                             "parameters": n_params, "photos": n_img}) + "\n")
@@ -304,10 +338,15 @@ def main(argv=None) -> int:
     step = 0
     for step in range(1, args.steps + 1):
         idx = rng.randint(n_img, size=args.batch)
-        labs = [sample_structures(cache["segs"][i], cache["valid"][i], rng, args.union_prob) for i in idx]
+        large = step <= args.large_first
+        labs = [sample_structures(cache["segs"][i], cache["valid"][i], rng, args.union_prob, large) for i in idx]
         order = torch.tensor(np.concatenate([idx, idx]).astype(np.int64))
         lab_t = torch.from_numpy(np.stack(labs + labs))
-        x, masks, val = tbpre.augment(images_t[order], lab_t, valid_t[order], MAX_OBJECTS, gen, device)
+        # Curriculum: template and target start geometrically aligned, so the first thing the
+        # memory attention can learn is "copy the mask where it was"; the warps then grow.
+        geometry = min(1.0, step / args.geometry_ramp) if args.geometry_ramp else 1.0
+        x, masks, val = tbpre.augment(images_t[order], lab_t, valid_t[order], MAX_OBJECTS, gen, device,
+                                      geometry=geometry)
         here = masks.sum((2, 3)) >= 16  # (2B, MAX_OBJECTS)
         b = args.batch
         objects = [[c for c in range(MAX_OBJECTS) if bool(here[k, c])] for k in range(b)]
@@ -332,8 +371,19 @@ def main(argv=None) -> int:
                 sel = lambda t: t[:, rows]  # noqa: E731  (HW, B, C) layout
                 from descriptron_sam2pal.engine.frames import Frame
                 sub = Frame([sel(f) for f in frame.vision_feats], [sel(p) for p in frame.vision_pos], frame.feat_sizes)
-                coords, plabels, _ = sample_prompts(truth[rows].cpu(), gen)
-                p_loss, p_iou = prompt_losses(sam, sub, coords, plabels, truth[rows], tval[rows])
+                coords, plabels, use_box = sample_prompts(truth[rows].cpu(), gen)
+                p_loss, p_iou = [], []
+                for kind in (use_box, ~use_box):  # boxes, then clicks (see sample_prompts)
+                    sel_k = torch.nonzero(kind).flatten()
+                    if len(sel_k) == 0:
+                        continue
+                    part = Frame([f[:, sel_k] for f in sub.vision_feats], [q[:, sel_k] for q in sub.vision_pos],
+                                 sub.feat_sizes)
+                    lk, ik = prompt_losses(sam, part, coords[sel_k], plabels[sel_k], truth[rows][sel_k],
+                                           tval[rows][sel_k])
+                    p_loss.append(lk)
+                    p_iou.append(ik)
+                p_loss, p_iou = torch.cat(p_loss), torch.cat(p_iou)
                 loss = loss + args.prompt_weight * p_loss.mean()
                 acc.setdefault("prompt_iou", []).append(float(p_iou.mean()))
         if not torch.isfinite(loss):
@@ -343,7 +393,7 @@ def main(argv=None) -> int:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
         opt.step()
         sched.step()
-        for key, value in (("loss", float(loss)), ("mem_loss", float(mem_loss)),
+        for key, value in (("loss", float(loss.detach())), ("mem_loss", float(mem_loss.detach())),
                            ("mem_iou", float(parts["iou"][present].mean()) if bool(present.any()) else float("nan")),
                            ("absent_frac", float(1 - present.float().mean())), ("grad_norm", grad_norm)):
             acc.setdefault(key, []).append(value)
@@ -354,6 +404,7 @@ def main(argv=None) -> int:
             if step % args.eval_every == 0 or step == args.steps:
                 entry["eval_one_shot_iou"] = tbpre.quick_eval(sam, ecache, np.arange(len(ecache["names"])),
                                                                names, args.size, device)
+                save(step)  # a CPU run stopped early still leaves its last evaluated weights
             log_f.write(json.dumps(entry) + "\n")
             log_f.flush()
             print(json.dumps(entry), flush=True)
@@ -364,17 +415,7 @@ def main(argv=None) -> int:
     final = tbpre.quick_eval(sam, ecache, np.arange(len(ecache["names"])), names, args.size, device)
     log_f.write(json.dumps({"step": step, "final_eval_one_shot_iou": final}) + "\n")
     log_f.close()
-    state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu())
-             for k, v in sam.state_dict().items()}
-    meta = {"recipe": "benchmarks/testbed/pseudo.py", "config": CONFIG, "image_size": args.size,
-            "held_out_structure": None, "trained_structures": [], "class_agnostic": True,
-            "pseudo_structures": "felzenszwalb levels " + json.dumps(LEVELS) + " + unions of neighbours",
-            "colors": tbdata.COLOR_SPEC, "pretrain_images": n_img, "eval_images": split["eval"],
-            "steps": step, "batch": args.batch, "seed": args.seed, "seconds": round(elapsed, 1),
-            "hardware": hardware,
-            "data": "BeetleFlow 5- and 9-class training photos (Imageomics), masks unused; CC BY 4.0, see ATTRIBUTION.md"}
-    ckpt = args.out / f"{CONFIG}.pt"
-    torch.save({"model": state, "testbed": meta}, ckpt)
+    ckpt = save(step)
     summary = {"checkpoint": str(ckpt), "steps_done": step, "seconds": round(elapsed, 1),
                "final_eval_one_shot_iou": final, "hardware": hardware}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
