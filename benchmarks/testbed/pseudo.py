@@ -316,6 +316,7 @@ def main(argv=None) -> int:
                 "torch": str(torch.__version__), "python": platform.python_version(),
                 "precision": args.precision,
                 "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
+
     def save(step_done: int) -> Path:
         state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu())
                  for k, v in sam.state_dict().items()}
