@@ -13,10 +13,6 @@ unlabeled pool. Three models are scored on the same targets:
     propagation (``engine.trainer.train`` + ``engine.propagate.propagate``,
     exactly what ``sam2pal train`` / ``sam2pal propagate`` do), the unlabeled
     pool being the targets' images;
-``copy`` (only when asked for, ``--methods copy,...``): the trivial baseline, each
-template's masks copied in place onto the target (through both letterboxes; with K > 1
-the first template's); pinned specimens photographed alike make it far from 0.
-
 (c) ``supervised``: for reference, the same trainable parameters (LoRA or
     full, as PAL), optimizer, schedule, steps and learning rate, fine-tuned with
     ordinary supervision on the templates only: a template's memory (its
@@ -25,6 +21,10 @@ the first template's); pinned specimens photographed alike make it far from 0.
     BCE + Dice + object presence + IoU head (the PAL loss terms). The weights kept
     are chosen like PAL's: the lowest loss on held-out augmented copies, checked
     at the same steps, the untrained weights included.
+
+Only when asked for (``--methods copy,...``): ``copy``, the trivial baseline, each
+template's masks copied in place onto the target (through both letterboxes; with K > 1
+the first template's); pinned specimens photographed alike make it far from 0.
 
 IoU per structure and mean IoU (engine.evaluate, at the masks' resolution; a
 missed structure counts 0) are reported separately for the structures the
