@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from descriptron_sam2pal.imaging.masks import mask_to_polygons, mask_to_rle
+from descriptron_sam2pal.store import AnnotationStore
 
 H, W = 40, 60
 
@@ -54,6 +55,17 @@ def box_mask(y0, y1, x0, x1, height: int = H, width: int = W) -> np.ndarray:
     m = np.zeros((height, width), bool)
     m[y0:y1, x0:x1] = True
     return m
+
+
+def saved_session(folder: Path, *image_names: str) -> Path:
+    """A store ``s.json`` in ``folder`` over fresh photos (default ``a.png``), the first with
+    one "scape" box, saved; returns its path."""
+    for name in image_names or ("a.png",):
+        write_image(folder / name)
+    store = AnnotationStore.create(folder / "s.json")
+    store.add_structure(store.images[0], "scape", box_mask(5, 10, 5, 10))
+    store.save()
+    return folder / "s.json"
 
 
 def descriptron_session(folder: Path, image_name: str = "Ant 01.jpg") -> tuple[Path, dict, dict]:

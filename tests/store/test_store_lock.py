@@ -10,17 +10,12 @@ import pytest
 
 from descriptron_sam2pal.store import AnnotationStore, StoreBusyError, StoreChangedError, store_lock
 
-from .conftest import box_mask, read_json, write_image
+from .conftest import box_mask, read_json, saved_session, write_image
 
 
 @pytest.fixture
 def session(tmp_path):
-    write_image(tmp_path / "a.png")
-    write_image(tmp_path / "b.png")
-    store = AnnotationStore.create(tmp_path / "s.json")
-    store.add_structure(store.images[0], "scape", box_mask(5, 10, 5, 10))
-    store.save()
-    return tmp_path / "s.json"
+    return saved_session(tmp_path, "a.png", "b.png")
 
 
 def hold_lock_in_another_process(folder):

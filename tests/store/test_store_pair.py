@@ -10,19 +10,11 @@ from descriptron_sam2pal.imaging.masks import mask_to_polygons
 from descriptron_sam2pal.store import AnnotationStore
 from descriptron_sam2pal.store.coco import PAIR_KEY
 
-from .conftest import H, W, box_mask, read_json, ring_mask, write_image, write_json
+from .conftest import H, W, box_mask, read_json, ring_mask, saved_session, write_image, write_json
 
 
 class Crash(BaseException):
     """A kill: not an OSError, so nothing is tidied up or restored."""
-
-
-def saved_session(tmp_path):
-    write_image(tmp_path / "a.png")
-    store = AnnotationStore.create(tmp_path / "s.json")
-    store.add_structure(store.images[0], "scape", box_mask(5, 10, 5, 10))
-    store.save()
-    return tmp_path / "s.json"
 
 
 def masks(path):
