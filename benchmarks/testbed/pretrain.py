@@ -65,19 +65,24 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 ERASABLE = ("legs", "antennas")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_common_args(p: argparse.ArgumentParser, out: str, warmup: int, batch_help: str) -> None:
+    """The options every test-bed pretraining recipe has (this one and ``pseudo.py``)."""
     p.add_argument("--data", type=Path, default=tbdata.DEFAULT_DATA)
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "testbed")
-    p.add_argument("--cache", type=Path, default=None, help="data cache (default OUT/data_SIZE.npz)")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / out)
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=8, help="template->target pairs per step")
+    p.add_argument("--batch", type=int, default=8, help=batch_help)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--warmup", type=int, default=150)
+    p.add_argument("--warmup", type=int, default=warmup)
     p.add_argument("--seed", type=int, default=0)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_args(p, "testbed", warmup=150, batch_help="template->target pairs per step")
+    p.add_argument("--cache", type=Path, default=None, help="data cache (default OUT/data_SIZE.npz)")
     p.add_argument("--two-memory-prob", type=float, default=0.25,
                    help="probability that a step's targets attend to two templates' memories")
     p.add_argument("--same-image-prob", type=float, default=0.1,
@@ -287,13 +292,7 @@ def main(argv=None) -> int:
     n_params = sum(p.numel() for p in params)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
 
-    def lr_factor(step):
-        if step < args.warmup:
-            return (step + 1) / args.warmup
-        t = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, args.warmup, args.steps))
     rng = np.random.RandomState(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     images_t = torch.from_numpy(cache["images"])
@@ -301,10 +300,7 @@ def main(argv=None) -> int:
     valid_t = torch.from_numpy(cache["valid"])
     log_path = args.out / "log.jsonl"
     log_f = open(log_path, "w")
-    hardware = {"device": str(device), "cpu": platform.processor() or platform.machine(),
-                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                "torch": str(torch.__version__), "python": platform.python_version(),
-                "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
+    hardware = hardware_info(device)
     print(f"pretraining {CONFIG} ({n_params / 1e6:.2f}M parameters) on {device}, {args.steps} steps x "
           f"{args.batch} pairs, {len(train_idx)} images, held-out structure '{tbdata.HELD_OUT}'", flush=True)
     log_f.write(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "hardware": hardware,
@@ -390,20 +386,42 @@ def main(argv=None) -> int:
     return 0
 
 
-def save_checkpoint(sam, args, step: int, elapsed: float, hardware: dict, split: dict) -> Path:
+def lr_factor(step: int, warmup: int, steps: int, at_least: float = 0.0) -> float:
+    """Linear warm-up, then cosine to 2% of the rate; ``at_least``: a schedule fraction the
+    cosine has reached at least (a time-limited run's elapsed share of its budget)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, max(at_least, (step - warmup) / max(1, steps - warmup)))
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def hardware_info(device) -> dict:
+    """What a run's figures were measured on (logged and stored in the checkpoint)."""
+    return {"device": str(device), "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": str(torch.__version__), "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
+
+
+def write_checkpoint(sam, meta: dict, path: Path) -> Path:
+    """``{"model": float16 state dict, "testbed": meta}``, written atomically (a reader of
+    ``path``, e.g. a benchmark, never sees half a file)."""
     state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu())
              for k, v in sam.state_dict().items()}
+    tmp = path.with_suffix(".part")
+    torch.save({"model": state, "testbed": meta}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def save_checkpoint(sam, args, step: int, elapsed: float, hardware: dict, split: dict) -> Path:
     meta = {"recipe": "benchmarks/testbed/pretrain.py", "config": CONFIG, "image_size": args.size,
             "held_out_structure": tbdata.HELD_OUT, "trained_structures": [n for n in tbdata.COLORS if n != tbdata.HELD_OUT],
             "colors": tbdata.COLOR_SPEC, "pretrain_images": len(split["pretrain"]), "eval_images": split["eval"],
             "steps": step, "batch": args.batch, "seed": args.seed, "seconds": round(elapsed, 1),
             "hardware": hardware,
             "data": "BeetleFlow 5-class training split (Imageomics); images CC BY 4.0, see ATTRIBUTION.md"}
-    path = args.out / f"{CONFIG}.pt"
-    tmp = path.with_suffix(".part")
-    torch.save({"model": state, "testbed": meta}, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_checkpoint(sam, meta, args.out / f"{CONFIG}.pt")
 
 
 if __name__ == "__main__":

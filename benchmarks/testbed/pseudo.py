@@ -50,9 +50,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
-import platform
 import shutil
 import sys
 import time
@@ -83,17 +80,8 @@ LARGE_SHARE = 0.04
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=tbdata.DEFAULT_DATA)
+    tbpre.add_common_args(p, "testbed_pseudo", warmup=100, batch_help="pseudo-videos per step")
     p.add_argument("--data9", type=Path, default=DEFAULT_DATA9, help="more photos (masks unused); '' to skip")
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "testbed_pseudo")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=8, help="pseudo-videos per step")
-    p.add_argument("--lr", type=float, default=4e-4)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt-weight", type=float, default=1.0, help="weight of the click/box task")
     p.add_argument("--union-prob", type=float, default=0.5, help="a pseudo-structure grows by 1-2 neighbours")
     p.add_argument("--geometry-ramp", type=int, default=400,
@@ -298,28 +286,17 @@ def main(argv=None) -> int:
     t_start = time.time()
 
     def lr_factor(step):
-        if step < args.warmup:
-            return (step + 1) / args.warmup
-        t = (step - args.warmup) / max(1, args.steps - args.warmup)
-        if args.time_limit:
-            t = max(t, (time.time() - t_start) / (60 * args.time_limit))
-        t = min(1.0, t)
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
+        spent = (time.time() - t_start) / (60 * args.time_limit) if args.time_limit else 0.0
+        return tbpre.lr_factor(step, args.warmup, args.steps, at_least=spent)
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     rng = np.random.RandomState(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     images_t = torch.from_numpy(cache["images"])
     valid_t = torch.from_numpy(cache["valid"])
-    hardware = {"device": str(device), "cpu": platform.processor() or platform.machine(),
-                "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                "torch": str(torch.__version__), "python": platform.python_version(),
-                "precision": args.precision,
-                "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
+    hardware = {**tbpre.hardware_info(device), "precision": args.precision}
 
     def save(step_done: int) -> Path:
-        state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu())
-                 for k, v in sam.state_dict().items()}
         meta = {"recipe": "benchmarks/testbed/pseudo.py", "config": CONFIG, "image_size": args.size,
                 "held_out_structure": None, "trained_structures": [], "class_agnostic": True,
                 "pseudo_structures": "felzenszwalb levels " + json.dumps(LEVELS) + " + unions of neighbours",
@@ -327,9 +304,7 @@ def main(argv=None) -> int:
                 "steps": step_done, "batch": args.batch, "seed": args.seed, "seconds": round(time.time() - t_start, 1),
                 "hardware": hardware,
                 "data": "BeetleFlow 5- and 9-class training photos (Imageomics), masks unused; CC BY 4.0, see ATTRIBUTION.md"}
-        ckpt = args.out / f"{CONFIG}.pt"
-        torch.save({"model": state, "testbed": meta}, ckpt)
-        return ckpt
+        return tbpre.write_checkpoint(sam, meta, args.out / f"{CONFIG}.pt")
 
     log_f = open(args.out / "log.jsonl", "w")
     log_f.write(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "hardware": hardware,
