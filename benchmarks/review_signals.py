@@ -85,9 +85,9 @@ def add_collection_signals(rows: list[dict]) -> None:
         cy = np.array([rows[i]["cy"] for i in idx])
         cx = np.array([rows[i]["cx"] for i in idx])
         cd = np.hypot(cy - np.median(cy), cx - np.median(cx))
+        total = m.sum(0)
         for j, i in enumerate(idx):
-            others = np.delete(np.arange(len(idx)), j)
-            mean_other = m[others].mean(0)
+            mean_other = (total - m[j]) / (len(idx) - 1)
             soft = np.minimum(m[j], mean_other).sum() / max(np.maximum(m[j], mean_other).sum(), 1e-6)
             rows[i]["consensus_iou"] = float(np.nanmean(iou[j]))
             rows[i]["consensus_median_iou"] = float(np.nanmedian(iou[j]))
