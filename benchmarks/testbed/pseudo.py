@@ -33,10 +33,12 @@ achieved IoU, object presence. Everything trains from random weights (seed 0).
 The eval images are used only for a logged one-shot check on the *real* parts
 (every part is novel to this model): one eval photo -> 24 others.
 
-Curriculum (the first CPU starts stayed at "predict nothing" for 100+ steps): the first
-``--large-first`` steps draw only large pseudo-structures (the coarsest level, >= 4% of the
-photo), and the geometric augmentation grows from none to full over ``--geometry-ramp``
-steps, so the first thing the memory attention can learn is to copy a mask where it was.
+Curriculum: the first ``--large-first`` steps draw only large pseudo-structures (the
+coarsest level, >= 4% of the photo), and the geometric augmentation grows from none to full
+over ``--geometry-ramp`` steps, so the first thing the memory attention can learn is to
+copy a mask where it was. It is a hedge against the early "predict nothing" phase, not a
+measured need: the CPU run with it left that phase at step 150-300, as a run without it may
+(README, "class-agnostic test-bed").
 The weights are saved at every logged evaluation too, so a long CPU run that is stopped
 early leaves its last evaluated checkpoint.
 
