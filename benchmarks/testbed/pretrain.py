@@ -298,15 +298,12 @@ def main(argv=None) -> int:
     images_t = torch.from_numpy(cache["images"])
     labels_t = torch.from_numpy(train_labels)
     valid_t = torch.from_numpy(cache["valid"])
-    log_path = args.out / "log.jsonl"
-    log_f = open(log_path, "w")
     hardware = hardware_info(device)
     print(f"pretraining {CONFIG} ({n_params / 1e6:.2f}M parameters) on {device}, {args.steps} steps x "
           f"{args.batch} pairs, {len(train_idx)} images, held-out structure '{tbdata.HELD_OUT}'", flush=True)
-    log_f.write(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "hardware": hardware,
-                            "parameters": n_params}) + "\n")
+    log = StepLog(args.out / "log.jsonl", {"args": {k: str(v) for k, v in vars(args).items()},
+                                           "hardware": hardware, "parameters": n_params})
     t_start = time.time()
-    acc: dict[str, list] = {}
     step = 0
     for step in range(1, args.steps + 1):
         n_mem = 2 if rng.rand() < args.two_memory_prob else 1
@@ -358,32 +355,62 @@ def main(argv=None) -> int:
                            ("presence", float(parts["presence"].mean())), ("presence_acc", float(score_ok)),
                            ("iou", float(parts["iou"][present].mean()) if bool(present.any()) else float("nan")),
                            ("absent_frac", float(1 - present.float().mean())), ("grad_norm", grad_norm)):
-            acc.setdefault(key, []).append(value)
+            log.add(key, value)
         if step % args.log_every == 0 or step == args.steps:
-            entry = {"step": step, "lr": sched.get_last_lr()[0], "seconds": round(time.time() - t_start, 1),
-                     **{k: round(float(np.nanmean(v)), 4) for k, v in acc.items()}}
-            acc = {}
+            entry = log.entry(step=step, lr=sched.get_last_lr()[0], seconds=round(time.time() - t_start, 1))
             if step % args.eval_every == 0 or step == args.steps:
                 entry["eval_one_shot_iou"] = quick_eval(sam, cache, eval_idx, names, args.size, device)
-            log_f.write(json.dumps(entry) + "\n")
-            log_f.flush()
-            print(json.dumps(entry), flush=True)
+            log.write(entry)
         if args.time_limit and time.time() - t_start > 60 * args.time_limit:
             print(f"time limit reached at step {step}", flush=True)
             break
     elapsed = time.time() - t_start
-    log_f.close()
+    log.close()
     ckpt = save_checkpoint(sam, args, step, elapsed, hardware, split)
     summary = {"checkpoint": str(ckpt), "steps_done": step, "seconds": round(elapsed, 1), "hardware": hardware,
                "parameters": n_params, "file_mb": round(ckpt.stat().st_size / 1e6, 2)}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary), flush=True)
     if args.install:
-        dest = REPO / "descriptron_sam2pal" / "resources" / "checkpoints" / f"{CONFIG}.pt"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ckpt, dest)
-        print(f"installed {dest}")
+        install_checkpoint(ckpt)
     return 0
+
+
+class StepLog:
+    """``log.jsonl`` of a pretraining run: a header line, then one line per logged step with
+    the running means of the values added since the last one (also printed)."""
+
+    def __init__(self, path: Path, header: dict) -> None:
+        self._file = open(path, "w")
+        self._acc: dict[str, list] = {}
+        self.write(header, echo=False)
+
+    def add(self, key: str, value: float) -> None:
+        self._acc.setdefault(key, []).append(value)
+
+    def entry(self, **fields) -> dict:
+        """``fields`` and the means since the last entry (which are then reset)."""
+        entry = {**fields, **{k: round(float(np.nanmean(v)), 4) for k, v in self._acc.items()}}
+        self._acc = {}
+        return entry
+
+    def write(self, entry: dict, echo: bool = True) -> None:
+        self._file.write(json.dumps(entry) + "\n")
+        self._file.flush()
+        if echo:
+            print(json.dumps(entry), flush=True)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def install_checkpoint(ckpt: Path) -> Path:
+    """Copy a test-bed checkpoint over the packaged demo model (``--install``)."""
+    dest = REPO / "descriptron_sam2pal" / "resources" / "checkpoints" / f"{CONFIG}.pt"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ckpt, dest)
+    print(f"installed {dest}")
+    return dest
 
 
 def lr_factor(step: int, warmup: int, steps: int, at_least: float = 0.0) -> float:

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -308,11 +307,9 @@ def main(argv=None) -> int:
                 "data": "BeetleFlow 5- and 9-class training photos (Imageomics), masks unused; CC BY 4.0, see ATTRIBUTION.md"}
         return tbpre.write_checkpoint(sam, meta, args.out / f"{CONFIG}.pt")
 
-    log_f = open(args.out / "log.jsonl", "w")
-    log_f.write(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "hardware": hardware,
-                            "parameters": n_params, "photos": n_img}) + "\n")
+    log = tbpre.StepLog(args.out / "log.jsonl", {"args": {k: str(v) for k, v in vars(args).items()},
+                                                 "hardware": hardware, "parameters": n_params, "photos": n_img})
     print(f"pseudo-structure pretraining of {CONFIG} ({n_params / 1e6:.2f}M) on {device}: {n_img} photos", flush=True)
-    acc: dict[str, list] = {}
     step = 0
     for step in range(1, args.steps + 1):
         idx = rng.randint(n_img, size=args.batch)
@@ -363,7 +360,7 @@ def main(argv=None) -> int:
                     p_iou.append(ik)
                 p_loss, p_iou = torch.cat(p_loss), torch.cat(p_iou)
                 loss = loss + args.prompt_weight * p_loss.mean()
-                acc.setdefault("prompt_iou", []).append(float(p_iou.mean()))
+                log.add("prompt_iou", float(p_iou.mean()))
         if not torch.isfinite(loss):
             raise SystemExit(f"loss is {loss.item()} at step {step}; lower --lr")
         opt.zero_grad(set_to_none=True)
@@ -374,34 +371,28 @@ def main(argv=None) -> int:
         for key, value in (("loss", float(loss.detach())), ("mem_loss", float(mem_loss.detach())),
                            ("mem_iou", float(parts["iou"][present].mean()) if bool(present.any()) else float("nan")),
                            ("absent_frac", float(1 - present.float().mean())), ("grad_norm", grad_norm)):
-            acc.setdefault(key, []).append(value)
+            log.add(key, value)
         if step % args.log_every == 0 or step == args.steps:
-            entry = {"step": step, "lr": sched.get_last_lr()[0], "seconds": round(time.time() - t_start, 1),
-                     **{k: round(float(np.nanmean(v)), 4) for k, v in acc.items()}}
-            acc = {}
+            entry = log.entry(step=step, lr=sched.get_last_lr()[0], seconds=round(time.time() - t_start, 1))
             if step % args.eval_every == 0 or step == args.steps:
                 entry["eval_one_shot_iou"] = tbpre.quick_eval(sam, ecache, np.arange(len(ecache["names"])),
                                                                names, args.size, device)
                 save(step)  # a CPU run stopped early still leaves its last evaluated weights
-            log_f.write(json.dumps(entry) + "\n")
-            log_f.flush()
-            print(json.dumps(entry), flush=True)
+            log.write(entry)
         if args.time_limit and time.time() - t_start > 60 * args.time_limit:
             print(f"time limit reached at step {step}", flush=True)
             break
     elapsed = time.time() - t_start
     final = tbpre.quick_eval(sam, ecache, np.arange(len(ecache["names"])), names, args.size, device)
-    log_f.write(json.dumps({"step": step, "final_eval_one_shot_iou": final}) + "\n")
-    log_f.close()
+    log.write({"step": step, "final_eval_one_shot_iou": final}, echo=False)
+    log.close()
     ckpt = save(step)
     summary = {"checkpoint": str(ckpt), "steps_done": step, "seconds": round(elapsed, 1),
                "final_eval_one_shot_iou": final, "hardware": hardware}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary), flush=True)
     if args.install:
-        dest = REPO / "descriptron_sam2pal" / "resources" / "checkpoints" / f"{CONFIG}.pt"
-        shutil.copyfile(ckpt, dest)
-        print(f"installed {dest}")
+        tbpre.install_checkpoint(ckpt)
     return 0
 
 
