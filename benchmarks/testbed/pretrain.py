@@ -342,13 +342,7 @@ def main(argv=None) -> int:
         n_obj = truth.shape[0]
         loss = (parts["bce"].sum() + parts["dice"].sum() + parts["iou_head"].sum()
                 + parts["presence"].sum()) / n_obj
-        if not torch.isfinite(loss):
-            raise SystemExit(f"loss is {loss.item()} at step {step}; lower --lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
-        opt.step()
-        sched.step()
+        grad_norm = optimizer_step(loss, opt, sched, params, step)
         score_ok = ((pred.object_score_logits[:, 0] > 0) == present).float().mean()
         for key, value in (("loss", float(loss)), ("bce", float(parts["bce"].sum() / max(1, int(parts["use"].sum())))),
                            ("dice", float(parts["dice"].sum() / max(1, int(parts["use"].sum())))),
@@ -411,6 +405,19 @@ def install_checkpoint(ckpt: Path) -> Path:
     shutil.copyfile(ckpt, dest)
     print(f"installed {dest}")
     return dest
+
+
+def optimizer_step(loss, opt, sched, params, step: int) -> float:
+    """One AdamW step with gradient clipping at 1.0 and the schedule; stops the run on a
+    non-finite loss. Returns the gradient norm before clipping."""
+    if not torch.isfinite(loss):
+        raise SystemExit(f"loss is {loss.item()} at step {step}; lower --lr")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
+    opt.step()
+    sched.step()
+    return grad_norm
 
 
 def lr_factor(step: int, warmup: int, steps: int, at_least: float = 0.0) -> float:

@@ -361,13 +361,7 @@ def main(argv=None) -> int:
                 p_loss, p_iou = torch.cat(p_loss), torch.cat(p_iou)
                 loss = loss + args.prompt_weight * p_loss.mean()
                 log.add("prompt_iou", float(p_iou.mean()))
-        if not torch.isfinite(loss):
-            raise SystemExit(f"loss is {loss.item()} at step {step}; lower --lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
-        opt.step()
-        sched.step()
+        grad_norm = tbpre.optimizer_step(loss, opt, sched, params, step)
         for key, value in (("loss", float(loss.detach())), ("mem_loss", float(mem_loss.detach())),
                            ("mem_iou", float(parts["iou"][present].mean()) if bool(present.any()) else float("nan")),
                            ("absent_frac", float(1 - present.float().mean())), ("grad_norm", grad_norm)):
