@@ -38,9 +38,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import quality  # noqa: E402
+from descriptron_sam2pal.engine.collection_score import THUMBNAIL, consensus  # noqa: E402
 
 EXTRA = ("flip_iou",)
-GRID = 64  # masks are kept at GRID x GRID (letterboxed frame) for the collection signals
+GRID = THUMBNAIL  # masks are kept at GRID x GRID (letterboxed frame) for the collection signals
 
 
 def mask_shape(logits: np.ndarray, valid: np.ndarray) -> dict:
@@ -73,13 +74,14 @@ def add_collection_signals(rows: list[dict]) -> None:
         idx = [i for i, r in enumerate(rows) if (r["seed"], r["structure"]) == key and "mask64" in r]
         if len(idx) < 3:
             continue
-        m = np.stack([np.unpackbits(np.frombuffer(bytes.fromhex(rows[i]["mask64"]), np.uint8))[: GRID * GRID]
-                      for i in idx]).astype(np.float32)
+        packed = [np.frombuffer(bytes.fromhex(rows[i]["mask64"]), np.uint8) for i in idx]
+        m = np.stack([np.unpackbits(p)[: GRID * GRID] for p in packed]).astype(np.float32)
         inter = m @ m.T
         area = m.sum(1)
         union = area[:, None] + area[None] - inter
         iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
         np.fill_diagonal(iou, np.nan)
+        agreement = consensus(packed)  # the product's signal (engine.collection_score)
         la = np.array([rows[i]["log_area"] for i in idx])
         med, mad = np.median(la), np.median(np.abs(la - np.median(la))) + 1e-3
         cy = np.array([rows[i]["cy"] for i in idx])
@@ -89,7 +91,7 @@ def add_collection_signals(rows: list[dict]) -> None:
         for j, i in enumerate(idx):
             mean_other = (total - m[j]) / (len(idx) - 1)
             soft = np.minimum(m[j], mean_other).sum() / max(np.maximum(m[j], mean_other).sum(), 1e-6)
-            rows[i]["consensus_iou"] = float(np.nanmean(iou[j]))
+            rows[i]["consensus_iou"] = float(agreement[j])
             rows[i]["consensus_median_iou"] = float(np.nanmedian(iou[j]))
             rows[i]["consensus_soft"] = float(soft)
             rows[i]["area_typical"] = float(-abs(la[j] - med) / mad)

@@ -44,6 +44,8 @@ class PredictionsBuilder:
         self.n_annotations = 0
         self._count = 0
         self.pair_token: str | None = None  # set by seal()
+        self._ids: dict[tuple[int, str], int] = {}  # (result number, structure): annotation id
+        self._scores: dict[int, float] = {}  # annotation id: its review score redone (set_scores)
         # One line per annotation: its polygon form, and its .rlejson form (RLE or the same).
         self._plain: TextIO = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="sam2pal-pred-", dir=spool_dir)
         self._rle: TextIO = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="sam2pal-pred-", dir=spool_dir)
@@ -64,6 +66,7 @@ class PredictionsBuilder:
                 continue
             polygons = [[float(v) for v in p] for p in mask_to_polygons(s.mask)]
             self.n_annotations += 1
+            self._ids[(self._count, name)] = self.n_annotations
             ann = {
                 "id": self.n_annotations, "image_id": image_id, "category_id": self.categories[name],
                 "segmentation": polygons, "area": mask_area(s.mask), "bbox": mask_bbox(s.mask), "iscrowd": 0,
@@ -82,6 +85,14 @@ class PredictionsBuilder:
                 raise UserError(f"no room to keep the predictions until they are written "
                                 f"({exc.strerror or exc}): free disk space where the output goes "
                                 "and run again with --resume (finished images are not redone)") from exc
+
+    def set_scores(self, scores: Mapping[tuple[int, str], float]) -> None:
+        """Replace the ``score`` of annotations already added: {(result number, counting from 1
+        in the order of :meth:`add`, structure): score} (the review score redone with the
+        run's collection, engine.collection_score)."""
+        for key, value in scores.items():
+            if key in self._ids:
+                self._scores[self._ids[key]] = float(value)
 
     def _head(self) -> dict:
         head = {"info": {"description": "SAM2-PAL predictions", "errors": list(self.errors)},
@@ -110,7 +121,13 @@ class PredictionsBuilder:
         spool.flush()
         spool.seek(0)
         for line in spool:
-            yield line.rstrip("\n")
+            line = line.rstrip("\n")
+            if self._scores:
+                ann = json.loads(line)
+                if ann["id"] in self._scores:
+                    ann["score"] = self._scores[ann["id"]]
+                    line = json.dumps(ann, ensure_ascii=False)
+            yield line
         spool.seek(0, os.SEEK_END)
 
     def write_to(self, f: TextIO, rle: bool) -> None:

@@ -49,7 +49,8 @@ from descriptron_sam2pal.engine.orientation import IDENTITY, ORIENTATIONS, choos
 from descriptron_sam2pal.engine.palindrome import hard_iou
 from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
 from descriptron_sam2pal.engine.results import JOURNAL_VERSION, ResultJournal, StructureResult, Target, TargetResult
-from descriptron_sam2pal.engine.review_score import REVIEW_SCORE_VERSION, combine, mask_signals, soft_iou
+from descriptron_sam2pal.engine.collection_score import rescore_collection
+from descriptron_sam2pal.engine.review_score import REVIEW_SCORE_VERSION, combine, fit_for, mask_signals, soft_iou
 from descriptron_sam2pal.engine.templates import Template, structure_names
 
 log = logging.getLogger(__name__)
@@ -223,11 +224,6 @@ class _Raw:
     signals: dict | None = None  # review signals (engine.review_score.FEATURES)
 
     @property
-    def review(self) -> float | None:
-        """The review score (engine.review_score.combine), None when absent."""
-        return combine(self.signals) if self.visible and self.signals is not None else None
-
-    @property
     def present(self) -> bool:
         return self.visible
 
@@ -346,9 +342,10 @@ def predict_prepared(memory: TemplateMemory, images: Sequence[PreparedImage],
     return out
 
 
-def _finish(raw: dict[str, _Raw], image: PreparedImage, orientation: str, names: list[str]
+def _finish(raw: dict[str, _Raw], image: PreparedImage, orientation: str, names: list[str], fit: str
             ) -> dict[str, StructureResult]:
-    """Model-grid results -> masks on the target's own grid (letterbox, then orientation undone)."""
+    """Model-grid results -> masks on the target's own grid (letterbox, then orientation undone),
+    each present one with its one-pass review score (``fit``: engine.review_score.FITS)."""
     results = {}
     present = [n for n in names if raw[n].present]
     masks = {}
@@ -360,8 +357,10 @@ def _finish(raw: dict[str, _Raw], image: PreparedImage, orientation: str, names:
         r = raw[n]
         mask = masks.get(n)
         ok = mask is not None and bool(mask.any())
-        results[n] = StructureResult(n, ok, mask if ok else None, r.review if ok else None,
-                                     r.object_score, r.predicted_iou, r.palindrome_confidence if ok else None)
+        signals = r.signals or {}
+        results[n] = StructureResult(n, ok, mask if ok else None, combine(signals, fit) if ok else None,
+                                     r.object_score, r.predicted_iou, r.palindrome_confidence if ok else None,
+                                     signals.get("stability") if ok else None)
     return results
 
 
@@ -424,6 +423,7 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
     memory = templates if isinstance(templates, TemplateMemory) else TemplateMemory(model, templates, encoder)
     encoder = encoder or memory.encoder
     size = model.image_size
+    fit = fit_for(model.checkpoint_hash)
     targets = [as_target(t) for t in targets]
     if isinstance(journal, (str, Path)):
         journal = ResultJournal(journal)
@@ -487,7 +487,8 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
             else:
                 o, p, raw = options[0]
             h, w = loaded[i]
-            r = TargetResult(t.image_id, t.path, h, w, _finish(raw, p, o, names), o, skipped=skipped)
+            r = TargetResult(t.image_id, t.path, h, w, _finish(raw, p, o, names, fit), o, skipped=skipped,
+                             review_fit=fit)
             results[i] = r
             if journal is not None and keys[i] is not None:
                 new_entries.append((keys[i], r))
@@ -507,6 +508,9 @@ def propagate(model: LoadedModel, templates: Sequence[Template] | TemplateMemory
               cancel: CancelToken | None = None, journal: ResultJournal | str | Path | None = None,
               orientation_search: bool = False, confidence: bool = True,
               encoder: FeatureEncoder | None = None) -> list[TargetResult]:
-    """All results of :func:`iter_propagate` as a list (what was done before a cancel)."""
-    return list(iter_propagate(model, templates, targets, batch_size, progress, cancel, journal,
-                               orientation_search, confidence, encoder))
+    """All results of :func:`iter_propagate` as a list (what was done before a cancel), scored
+    with the collection they make (engine.collection_score)."""
+    results = list(iter_propagate(model, templates, targets, batch_size, progress, cancel, journal,
+                                  orientation_search, confidence, encoder))
+    rescore_collection(results)
+    return results

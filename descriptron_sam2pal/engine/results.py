@@ -37,7 +37,9 @@ class StructureResult:
     None when absent). ``object_score``: sigmoid of SAM2's object score logit
     (> 0.5 means present). ``predicted_iou``: SAM2's IoU estimate.
     ``palindrome_confidence``: the palindrome round trip's IoU in [0, 1] (None
-    when absent or when the backward half was not run).
+    when absent or when the backward half was not run). ``stability``: SAM's
+    stability of the mask (IoU of the mask at logit +1 and at -1), kept so that
+    the score can be redone with the run's collection (engine.collection_score).
     """
 
     name: str
@@ -47,6 +49,7 @@ class StructureResult:
     object_score: float
     predicted_iou: float
     palindrome_confidence: float | None = None
+    stability: float | None = None
 
     def polygons(self, tolerance: float = 0.0) -> list[list[float]]:
         """Flat COCO polygons of every component of the mask ([] when absent)."""
@@ -55,13 +58,13 @@ class StructureResult:
     def to_json(self) -> dict:
         return {"present": self.present, "score": self.score, "object_score": self.object_score,
                 "predicted_iou": self.predicted_iou, "palindrome_confidence": self.palindrome_confidence,
-                "mask": mask_to_rle(self.mask) if self.mask is not None else None}
+                "stability": self.stability, "mask": mask_to_rle(self.mask) if self.mask is not None else None}
 
     @classmethod
     def from_json(cls, name: str, d: dict) -> "StructureResult":
         mask = rle_to_mask(d["mask"]) if d.get("mask") is not None else None
         return cls(name, bool(d["present"]), mask, d.get("score"), float(d["object_score"]),
-                   float(d["predicted_iou"]), d.get("palindrome_confidence"))
+                   float(d["predicted_iou"]), d.get("palindrome_confidence"), d.get("stability"))
 
 
 @dataclass(eq=False)
@@ -69,7 +72,8 @@ class TargetResult:
     """All structures of one target. ``error`` is set (and ``structures`` empty) when the
     target could not be read; ``skipped`` lists structures not predicted because the
     target's ``structure_status`` marks them absent/unknown; ``orientation`` is the one
-    used (see :mod:`.orientation`)."""
+    used (see :mod:`.orientation`); ``review_fit`` names the fit its scores come from
+    (a key of ``engine.review_score.FITS``; None: not from propagation, not redone)."""
 
     image_id: Any
     path: str | None
@@ -80,6 +84,7 @@ class TargetResult:
     error: str | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     from_journal: bool = False
+    review_fit: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -87,14 +92,15 @@ class TargetResult:
 
     def to_json(self) -> dict:
         return {"image_id": self.image_id, "path": self.path, "height": self.height, "width": self.width,
-                "orientation": self.orientation, "skipped": self.skipped,
+                "orientation": self.orientation, "skipped": self.skipped, "review_fit": self.review_fit,
                 "structures": {n: s.to_json() for n, s in self.structures.items()}}
 
     @classmethod
     def from_json(cls, d: dict) -> "TargetResult":
         return cls(d.get("image_id"), d.get("path"), int(d["height"]), int(d["width"]),
                    {n: StructureResult.from_json(n, s) for n, s in d["structures"].items()},
-                   d.get("orientation", IDENTITY), None, dict(d.get("skipped") or {}), True)
+                   d.get("orientation", IDENTITY), None, dict(d.get("skipped") or {}), True,
+                   d.get("review_fit"))
 
 
 @dataclass(eq=False)

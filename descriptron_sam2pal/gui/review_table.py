@@ -113,7 +113,8 @@ class ReviewTableModel(QAbstractTableModel):
             return COLUMNS[section]
         if orientation == Qt.Horizontal and role == Qt.ToolTipRole:
             return ("Specimen photo", "Structure predicted on it",
-                    "Review score 0..1 (estimated IoU from SAM2's mask stability and predicted IoU): low = check it",
+                    "Review score 0..1 (estimated IoU from SAM2's mask stability, its predicted IoU and the "
+                    "agreement with the other specimens' outlines): low = check it",
                     "Your decision")[section]
         if orientation == Qt.Vertical and role == Qt.DisplayRole:
             return str(section + 1)

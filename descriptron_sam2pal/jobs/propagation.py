@@ -190,8 +190,25 @@ def propagate_run(request: PropagateRequest, progress=None, cancel=None,
                     ray_address, workers, ship_images, cluster_stats)
 
 
+def _apply_scores(scores: Mapping[tuple[int, str], float], builder: Any, store: Any,
+                  in_store: Mapping[tuple[int, str], tuple], results: list | None) -> None:
+    """The collection's review scores ({(result number from 1, structure): score}) into the
+    predictions being built, the store's ``score`` attributes of what this run merged, and the
+    kept results."""
+    if builder is not None:
+        builder.set_scores(scores)
+    if store is not None:
+        for key, value in scores.items():
+            if key in in_store:
+                store.update_attributes(*in_store[key], {"score": value})
+    if results is not None:
+        for (number, name), value in scores.items():
+            results[number - 1].structures[name].score = value
+
+
 def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, keep_results, executor,
          ray_address, workers, ship_images, cluster_stats) -> PropagateOutcome:
+    from descriptron_sam2pal.engine.collection_score import CollectionScorer
     from descriptron_sam2pal.engine.predictions import PredictionsBuilder, write_predictions
     from descriptron_sam2pal.store.merge import MergeSummary, merge_results
 
@@ -237,19 +254,28 @@ def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, 
                                  progress=report, cancel=cancel, journal=journal,
                                  orientation_search=request.orientation_search,
                                  confidence=request.confidence)
+    scorer = CollectionScorer()
+    in_store: dict[tuple[int, str], tuple] = {}  # (result number, structure): (image id, annotation id)
     try:
-        for r in results:
+        for number, r in enumerate(results, 1):  # numbered as the predictions builder counts
             if builder is not None:
                 builder.add(r)
             if keep_results:
                 outcome.results.append(r)
+            scorer.add(number, r)
             if r.error:
                 outcome.failed.append(r)
             elif store is not None:
-                merged += merge_results(store, [r])
+                added = merge_results(store, [r])
+                in_store.update({(number, name): ids for name, ids in added.written.items()})
+                merged += added
         if cancel is not None and cancel.cancelled:
             outcome.cancelled = True
             return outcome
+        rescored = scorer.scores()
+        if rescored:
+            say(f"Review scores of {len(rescored)} mask(s) redone with the collection's agreement")
+            _apply_scores(rescored, builder, store, in_store, outcome.results if keep_results else None)
         if builder is not None:
             outcome.written = write_predictions(builder, request.out)
     finally:

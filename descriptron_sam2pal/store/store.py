@@ -782,6 +782,19 @@ class AnnotationStore:
         self._remove(record)
         return record.raw
 
+    def update_attributes(self, image_id: Any, ann_id: Any, attributes: dict) -> None:
+        """Merge ``attributes`` into one annotation's ``attributes`` (e.g. a prediction's review
+        score redone at the end of its run); everything else of it is kept."""
+        record = next((a for a in self.annotations_for(image_id) if id_key(a.id) == id_key(ann_id)), None)
+        if record is None:
+            raise StoreError(f"annotation {ann_id!r} is not on image {image_id!r}; nothing was changed")
+        old = record.raw.get("attributes")
+        if old is not None and not isinstance(old, dict):
+            raise StoreError(f"{record.doc.path}: annotation id {ann_id!r}: attributes {_short(old)} are not "
+                             "an object; nothing was changed")
+        record.raw["attributes"] = {**(old or {}), **attributes}
+        record.doc.dirty = True
+
     def add_structure(self, image_id: Any, name: str, mask: np.ndarray, attributes: dict | None = None,
                       replace: bool = False) -> int:
         """Add ``mask`` as an annotation of structure ``name`` on an image; returns its new id.

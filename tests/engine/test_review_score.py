@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import make_specimen, make_template
 from descriptron_sam2pal.engine.propagate import TemplateMemory, propagate
-from descriptron_sam2pal.engine.review_score import COEFFICIENTS, combine, mask_signals, soft_iou
+from descriptron_sam2pal.engine.review_score import FITS, combine, linear, mask_signals, soft_iou
 
 
 def test_stability_is_one_for_a_crisp_mask_and_lower_for_an_uncertain_border():
@@ -37,19 +37,37 @@ def test_soft_iou_matches_hard_iou_for_saturated_logits():
     assert float(soft_iou(-logits, target, valid)[0]) == pytest.approx(0.0, abs=1e-4)
 
 
-def test_combine_is_a_clipped_estimate_that_rises_with_its_signals():
+@pytest.mark.parametrize("fit", sorted(FITS))
+def test_combine_is_a_clipped_estimate_that_rises_with_its_signals(fit):
     base = {"stability": 0.5, "predicted_iou": 0.5, "palindrome": 0.3}
-    s = combine(base)
+    s = combine(base, fit)
     assert 0.0 <= s <= 1.0
-    for name, w in COEFFICIENTS.items():
+    weights = FITS[fit].one_pass
+    for name, w in weights.items():
         if name == "bias":
             continue
-        higher = combine({**base, name: base[name] + 0.2})
+        higher = combine({**base, name: base[name] + 0.2}, fit)
         assert (higher > s) == (w > 0) or w == 0
-    assert combine({"stability": 50.0, "predicted_iou": 50.0}) == 1.0
-    assert combine({"stability": -50.0, "predicted_iou": -50.0}) == 0.0
-    assert combine({"stability": None, "predicted_iou": float("nan")}) == pytest.approx(
-        min(1.0, max(0.0, COEFFICIENTS["bias"])))
+    assert combine({"stability": 50.0, "predicted_iou": 50.0}, fit) == 1.0
+    assert combine({"stability": -50.0, "predicted_iou": -50.0}, fit) == 0.0
+    assert combine({"stability": None, "predicted_iou": float("nan")}, fit) == pytest.approx(
+        min(1.0, max(0.0, weights["bias"])))
+    if FITS[fit].collection is not None:  # agreeing with the collection raises the estimate
+        both = {"stability": 0.5, "predicted_iou": 0.5}
+        assert linear(FITS[fit].collection, {**both, "consensus": 0.8}) > \
+            linear(FITS[fit].collection, {**both, "consensus": 0.2})
+
+
+def test_the_packaged_demo_model_keeps_its_own_fit_and_any_other_model_gets_the_class_agnostic_one():
+    import hashlib
+
+    from descriptron_sam2pal.engine.review_score import DEFAULT_FIT, fit_for
+    from descriptron_sam2pal.jobs.models import beetle_checkpoint_path
+
+    packaged = hashlib.sha256(beetle_checkpoint_path().read_bytes()).hexdigest()
+    assert fit_for(packaged) == "beetle_parts"  # the table follows the packaged file
+    assert FITS["beetle_parts"].collection is None  # its collection signal measured at chance
+    assert fit_for(None) == fit_for("0" * 64) == DEFAULT_FIT == "class_agnostic"
 
 
 def test_propagation_reports_the_review_score_and_the_palindrome_confidence_apart(present_model, tmp_path):
@@ -72,8 +90,11 @@ def test_propagation_reports_the_review_score_and_the_palindrome_confidence_apar
     # The journal form keeps both fields.
     from descriptron_sam2pal.engine.results import TargetResult
     back = TargetResult.from_json(with_pal.to_json())
+    assert back.review_fit == with_pal.review_fit == "class_agnostic"  # a random model: not the demo
     for name, s in with_pal.structures.items():
         assert back.structures[name].palindrome_confidence == s.palindrome_confidence
         assert back.structures[name].score == s.score
+        assert back.structures[name].stability == s.stability
+        assert (s.stability is not None) == s.present
     assert np.array_equal(back.structures[next(iter(back.structures))].mask is None,
                           with_pal.structures[next(iter(with_pal.structures))].mask is None)
