@@ -274,7 +274,8 @@ def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, 
             return outcome
         rescored = scorer.scores()
         if rescored:
-            say(f"Review scores of {len(rescored)} mask(s) redone with the collection's agreement")
+            say(f"Review scores of {len(rescored)} outline(s) updated: outlines unlike the other specimens' "
+                "outlines of their structure now come first in the Review")
             _apply_scores(rescored, builder, store, in_store, outcome.results if keep_results else None)
         if builder is not None:
             outcome.written = write_predictions(builder, request.out)

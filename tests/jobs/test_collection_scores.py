@@ -43,7 +43,7 @@ def test_scores_redone_at_the_end_reach_the_predictions_the_store_and_the_result
     said = []
     outcome = propagate_run(PropagateRequest(model, [spec], targets, out=tmp_path / "pred.json", write_to=folder),
                             keep_results=True, log_fn=said.append)
-    assert any("redone with the collection" in s for s in said)
+    assert any("unlike the other specimens' outlines of their structure now come first" in s for s in said)
 
     # The one-pass scores, target by target, as the run streamed them.
     loaded = load_model(model)
