@@ -34,7 +34,7 @@ THUMBNAIL = 64
 MIN_MASKS = 8
 #: A mask is compared with at most this many others (chosen by content, not by order), so a
 #: run of 20 000 specimens costs seconds, not hours (3.2 s per structure, 5000: 0.8 s, on a
-#: 2-core Xeon with AVX512; one thread of numpy's BLAS).
+#: 2-core Xeon with AVX512).
 MAX_OTHERS = 2000
 
 
