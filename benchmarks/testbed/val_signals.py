@@ -17,7 +17,8 @@ validation signals that need no target labels:
 - ``self_iou``: IoU of held-out copies predicted from the template's own memory (what the
   supervised baseline validates on, as an IoU);
 - ``estimated_iou``: the mean review score (``engine.review_score``, an estimate of the IoU
-  from SAM2's stability and predicted IoU) of the held-out images' predictions.
+  from SAM2's stability and predicted IoU; the 4 held-out images are too few for the
+  collection step) of the held-out images' predictions.
 
 Prints one row per checkpoint and, per seed, the rank correlation of each signal with the
 seen mIoU and the novel IoU (signed so that positive = the signal picks better checkpoints).

@@ -33,8 +33,8 @@ THUMBNAIL = 64
 #: means little among three).
 MIN_MASKS = 8
 #: A mask is compared with at most this many others (chosen by content, not by order), so a
-#: run of 20 000 specimens costs seconds, not hours (3.2 s per structure, 5000: 0.8 s, on a
-#: 2-core Xeon with AVX512).
+#: run of 20 000 specimens costs seconds, not hours (about 3 s per structure, 5000: 0.7-0.8 s, on
+#: a 2-core Xeon with AVX512: ``benchmarks/collection_timing.py``).
 MAX_OTHERS = 2000
 
 
@@ -42,7 +42,7 @@ def mask_thumbnail(mask: np.ndarray) -> np.ndarray:
     """The (H, W) bool mask letterboxed into a THUMBNAIL square (pixels at least half
     covered), as packed bits."""
     mask = np.asarray(mask, dtype=bool)
-    step = max(1, max(mask.shape) // (4 * THUMBNAIL))  # thin it first: a 12 MP mask then takes 0.5 ms
+    step = max(1, max(mask.shape) // (4 * THUMBNAIL))  # thin it first: a 12 MP mask then takes under 1 ms
     small = mask[::step, ::step]
     box = Letterbox.fit(small.shape[0], small.shape[1], THUMBNAIL)
     return np.packbits(box.apply_mask(small).ravel() >= 0.5)
@@ -85,7 +85,7 @@ class CollectionScorer:
     def add(self, key: Hashable, result: Any) -> None:
         """Note a ``TargetResult`` under ``key`` (what :meth:`scores` names it by). Results
         without a fit with a collection step (or without masks) are left as they are."""
-        fit = FITS.get(getattr(result, "review_fit", None) or "")
+        fit = FITS.get(result.review_fit or "")
         if fit is None or fit.collection is None or not result.ok:
             return
         for name, s in result.structures.items():

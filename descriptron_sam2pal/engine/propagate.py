@@ -221,7 +221,7 @@ class _Raw:
     predicted_iou: float
     palindrome_confidence: float | None  # None without confidence or when absent
     visible: bool  # object logit > 0 and some positive logit on real pixels
-    signals: dict | None = None  # review signals (engine.review_score.FEATURES)
+    signals: dict | None = None  # review signals (engine.review_score's module docstring)
 
     @property
     def present(self) -> bool:

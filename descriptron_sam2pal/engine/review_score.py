@@ -48,10 +48,6 @@ if TYPE_CHECKING:
 #: Changes with the fits: journals of another version are not reused.
 REVIEW_SCORE_VERSION = 2
 
-#: Signals the score may use, in this order.
-FEATURES = ("palindrome", "palindrome_soft", "predicted_iou", "object_score", "stability",
-            "abs_log_area_ratio", "consensus")
-
 
 @dataclass(frozen=True)
 class ReviewFit:

@@ -93,20 +93,20 @@ def write_structure(store: Any, record: Any, name: str, mask: np.ndarray, attrib
 class MergeSummary:
     """What ``merge_results`` did: ``added`` annotations (``replaced`` of them replaced an
     earlier unreviewed prediction) and ``kept`` ("file: structure: why") left alone;
-    ``written`` {structure: (image id, annotation id)} of the last result merged (so a
-    caller merging one result at a time can find its annotations again)."""
+    ``written`` [(image id, structure, annotation id)] of what was added (as the Review's
+    write-back summary lists it), so a caller can find those annotations again."""
 
     def __init__(self) -> None:
         self.added = 0
         self.replaced = 0
         self.kept: list[str] = []
-        self.written: dict[str, tuple] = {}
+        self.written: list[tuple] = []
 
     def __iadd__(self, other: "MergeSummary") -> "MergeSummary":
         self.added += other.added
         self.replaced += other.replaced
         self.kept.extend(other.kept)
-        self.written = dict(other.written)
+        self.written.extend(other.written)
         return self
 
     def __str__(self) -> str:
@@ -128,7 +128,6 @@ def merge_results(store: Any, results: Any, min_score: float | None = None) -> M
 
     summary = MergeSummary()
     for r in results:
-        summary.written = {}
         if not r.ok or not r.structures:
             continue
         record = find_image(store, r.image_id, r.path)
@@ -144,10 +143,11 @@ def merge_results(store: Any, results: Any, min_score: float | None = None) -> M
                 summary.kept.append(f"{record.file_name}: {name}: {reason}")
                 continue
             replaced = any(a.kind == "mask" and a.category == name for a in store.annotations_for(record.id))
-            summary.written[name] = (record.id, write_structure(store, record, name, s.mask, {
+            ann_id = write_structure(store, record, name, s.mask, {
                 "source": PREDICTION_SOURCE, "score": s.score, "object_score": s.object_score,
                 "predicted_iou": s.predicted_iou, "palindrome_confidence": s.palindrome_confidence,
-                "orientation": r.orientation}))
+                "orientation": r.orientation})
+            summary.written.append((record.id, name, ann_id))
             summary.added += 1
             summary.replaced += replaced
     return summary
