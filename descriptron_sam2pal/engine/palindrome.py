@@ -54,6 +54,10 @@ class LossWeights:
     # that does not close (x1 predicted wrong) teaches little instead of the most
     overlap_yield: bool = False  # in each overlapping pair only the structure with the lower
     # cycle IoU in this step is pushed away (symmetric, the known structure gave way on the test-bed)
+    pseudo: float = 1.0  # self-training: the forward half's masks on x1 (template -> x1) against
+    # x1's pseudo-labels, where it has them (BCE + Dice; engine.pseudo_labels, made by the trainer).
+    # On by default: +2.4 mIoU over the palindrome term alone on the class-agnostic test-bed
+    # (benchmarks/testbed/README.md, session 7); 0 turns it off
 
 
 @dataclass
@@ -174,6 +178,19 @@ def overlap_loss(logits: torch.Tensor, pairs: torch.Tensor, rank: torch.Tensor |
     upper = torch.triu(torch.ones_like(pairs), diagonal=1)
     weight = (pairs | pairs.T) & ((r[:, None] < r[None, :]) | ((r[:, None] == r[None, :]) & upper))
     return overlap[weight].sum()
+
+
+def pseudo_label_loss(target_logits: torch.Tensor, names: list[str], labels: dict[str, np.ndarray],
+                      valid: torch.Tensor) -> torch.Tensor | None:
+    """BCE + Dice of the forward half's logits (K,1,S,S) on x1, for the objects ``names`` (in
+    that order) that have a pseudo-label in ``labels`` ({name: (S, S) bool}), summed; None when
+    none has."""
+    rows = [i for i, n in enumerate(names) if n in labels]
+    if not rows:
+        return None
+    target = torch.from_numpy(np.stack([labels[names[i]] for i in rows])).to(target_logits.device)
+    bce, dice = mask_losses(target_logits[rows], target, valid)
+    return bce.sum() + dice.sum()
 
 
 def supervised_loss(sam, m0: dict, frame, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

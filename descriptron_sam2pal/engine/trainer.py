@@ -24,6 +24,14 @@ such palindromes, clip gradients and take an AdamW step (learning rate: linear
 warm-up, then cosine decay). The image encoder never trains; its features are
 computed once per image by ``FeatureEncoder`` and reused.
 
+Pseudo-labels (``LossWeights.pseudo``, on by default): at step 0 and every
+``pseudo_every`` steps the templates are propagated onto (up to ``MAX_IMAGES`` of) the
+unlabeled images with the weights as they are; the best review-scored
+``pseudo_fraction`` of each structure's masks whose palindrome closes
+(``pseudo_min_cycle``) become targets for the forward half of the palindromes that use
+those images (``engine.pseudo_labels``). ``state.pt`` keeps them, so a resumed run is the
+same run; ``log.jsonl`` has ``pseudo_seconds`` on the step after each remake.
+
 Validation chooses the best checkpoint, never the noisy training loss:
 - ``loo_iou`` (higher is better) with two or more templates sharing a
   structure: each template is predicted from the memories of the others
@@ -63,7 +71,10 @@ from descriptron_sam2pal.model.lora import (apply_lora, enable_full_finetune, lo
 from descriptron_sam2pal.engine.control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
-from descriptron_sam2pal.engine.palindrome import LossWeights, augment_letterboxed, hard_iou, palindrome_step
+from descriptron_sam2pal.engine.palindrome import (LossWeights, augment_letterboxed, hard_iou, palindrome_step,
+                                                   pseudo_label_loss)
+from descriptron_sam2pal.engine.pseudo_labels import (MAX_IMAGES, MIN_CYCLE, PseudoLabels, pack_labels,
+                                                      select_pseudo_labels, unpack_labels)
 from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
 from descriptron_sam2pal.engine.templates import Template, structure_names
 from descriptron_sam2pal.engine.validation_plan import plan_validation
@@ -130,6 +141,14 @@ class TrainConfig:
     # template). With ``val_loss`` validation, one more copy per template, never trained on,
     # is what the validation palindromes reconstruct.
     template_versions: int = 0
+    # With ``loss.pseudo`` > 0: every ``pseudo_every`` steps (from step 0) the best-scored
+    # ``pseudo_fraction`` of the unlabeled images per structure become pseudo-labels
+    # (engine.pseudo_labels) that the forward half is also supervised by; before that, the
+    # best ``pseudo_templates`` masks per structure join the templates (0: the templates alone).
+    pseudo_fraction: float = 0.25
+    pseudo_every: int = 50
+    pseudo_templates: int = 4
+    pseudo_min_cycle: float = MIN_CYCLE  # a pseudo-label's palindrome must close this well (IoU)
 
     def use_bf16(self, device) -> bool:
         """Whether training runs under bf16 autocast on ``device`` (see ``autocast``)."""
@@ -174,6 +193,13 @@ class TrainConfig:
             problems.append(f"min_lr_ratio must be in [0, 1] (got {self.min_lr_ratio})")
         if self.template_versions < 0:
             problems.append(f"template_versions must not be negative (got {self.template_versions})")
+        if not 0.0 < self.pseudo_fraction <= 1.0 or self.pseudo_every < 1 or self.pseudo_templates < 0 \
+                or not 0.0 <= self.pseudo_min_cycle <= 1.0:
+            problems.append(f"pseudo_fraction must be in (0, 1], pseudo_every at least 1, pseudo_templates not "
+                            f"negative and pseudo_min_cycle in [0, 1] (got {self.pseudo_fraction}, "
+                            f"{self.pseudo_every}, {self.pseudo_templates}, {self.pseudo_min_cycle})")
+        if self.loss.pseudo < 0:
+            problems.append(f"the pseudo-label weight must not be negative (got {self.loss.pseudo})")
         if self.validate_every < 0 or self.checkpoint_every < 0 or self.val_images < 0:
             problems.append("validate_every, checkpoint_every and val_images must not be negative")
         if self.effective_warmup < 0:
@@ -467,7 +493,7 @@ class _Run:
             "numpy_random": _numpy_state_plain(), "torch_random": torch.get_rng_state(),
             "cuda_random": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "best_step": self.best_step, "best_val": self.best_val, "baseline_val": self.baseline_val,
-            "best_state": self.best_state,
+            "best_state": self.best_state, "pseudo_labels": pack_labels(self._pseudo),
         }
         atomic_write(self.run_dir / STATE_FILE, lambda f: torch.save(state, f))
 
@@ -491,6 +517,7 @@ class _Run:
         self.step = int(state["step"])
         self.best_step, self.best_val = int(state["best_step"]), state["best_val"]
         self.baseline_val, self.best_state = state["baseline_val"], state["best_state"]
+        self._pseudo = unpack_labels(state.get("pseudo_labels"), self.model.image_size)
 
     def _read_log(self) -> list[dict]:
         path = self.run_dir / LOG_FILE
@@ -529,6 +556,7 @@ class _Run:
         self.best_state: dict | None = None
         self._masks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._versions = self._make_versions()
+        self._pseudo: PseudoLabels | None = None  # made at step 0 (a resume restores them)
         history: list[dict] = []
         if self.resume:
             self._load_state()
@@ -583,7 +611,13 @@ class _Run:
             if is_cancelled(self.cancel):
                 cancelled = True
                 break
+            pseudo_seconds = self._refresh_pseudo_labels()
+            if is_cancelled(self.cancel):
+                cancelled = True
+                break
             entry = self._train_step()
+            if pseudo_seconds:
+                entry["pseudo_seconds"] = round(pseudo_seconds, 4)
             any_gradient = any_gradient or entry["grad_norm"] > 0
             self.step += 1
             entry = {"step": self.step, **entry}
@@ -614,6 +648,37 @@ class _Run:
                 self._save_adapter()
             self._save_state()
         return cancelled
+
+    def _refresh_pseudo_labels(self) -> float:
+        """Remake the pseudo-labels at every ``pseudo_every``-th step with the weights as they
+        are (a resumed run has those of its last saved state); returns the seconds it took.
+        At most ``pseudo_labels.MAX_IMAGES`` unlabeled images take part (a seeded choice)."""
+        if not self.config.loss.pseudo:
+            return 0.0
+        if self._pseudo is not None and self.step % self.config.pseudo_every:
+            return 0.0
+        t0 = time.monotonic()
+        n = len(self.train_pool)
+        if n > MAX_IMAGES:
+            rng = np.random.RandomState((self.config.seed * 104729 + 17) % (2 ** 32))
+            subset = sorted(rng.permutation(n)[:MAX_IMAGES].tolist())
+        else:
+            subset = list(range(n))
+        labels = select_pseudo_labels(self.model, self.templates, [self.train_pool[i] for i in subset],
+                                      self.encoder, self.config.pseudo_fraction, self.config.pseudo_templates,
+                                      self.config.pseudo_min_cycle, self.cancel)
+        if labels is None:  # cancelled: the loop stops before the next step
+            return 0.0
+        self._pseudo = {subset[i]: masks for i, masks in labels.items()}
+        masks = sum(len(v) for v in self._pseudo.values())
+        if masks:
+            self._say(f"step {self.step}: pseudo-labels remade, {masks} outline(s) on {len(self._pseudo)} of "
+                      f"{n} unlabeled image(s) (per structure the best-scored {self.config.pseudo_fraction:.0%} "
+                      f"whose round trip to the template works)")
+        else:
+            self._say(f"step {self.step}: pseudo-labels remade, none yet: no outline on the unlabeled images "
+                      f"leads back to the template; learning from the palindromes alone until the next remake")
+        return time.monotonic() - t0
 
     def _checkpoint_due(self) -> bool:
         every = self.config.checkpoint_every
@@ -676,7 +741,8 @@ class _Run:
         used = []
         for _ in range(config.accumulate):
             t_index = self.sampler.next_template()
-            image = self.train_pool[self.sampler.next_image()]
+            i_image = self.sampler.next_image()
+            image = self.train_pool[i_image]
             version = (self.sampler.next_version(config.template_versions)
                        if config.template_versions else None)
             template = self.templates[t_index]
@@ -684,6 +750,12 @@ class _Run:
             try:
                 out = self._palindrome(t_index, image, version)
                 loss = out.loss
+                labels = self._pseudo.get(i_image) if self._pseudo is not None else None
+                if labels:
+                    extra = pseudo_label_loss(out.target_logits, template.structures, labels,
+                                              torch.from_numpy(image.valid_mask()).to(self.device))
+                    if extra is not None:
+                        loss = loss + config.loss.pseudo * extra
                 if not torch.isfinite(loss):
                     raise TrainingError(
                         f"training diverged at step {self.step + 1} ({where}): the loss is {loss.item()}; "

@@ -1,0 +1,139 @@
+"""Pseudo-labels for self-training: the model's own masks on the unlabeled images that the
+review score trusts most.
+
+Every ``TrainConfig.pseudo_every`` steps the trainer propagates the templates onto its
+unlabeled images with the weights as they are (the same forward pass as
+``engine.propagate``: every template that annotates a structure is attended to), scores
+each present mask as the Review would (``engine.review_score``, with the collection
+signal of ``engine.collection_score`` when the model's fit has one and a structure has at
+least ``MIN_MASKS`` masks), and keeps, per structure, the best-scored ``fraction`` of the
+images as pseudo-labels. The palindrome step's forward half (template -> unlabeled image)
+is then also supervised by them (``LossWeights.pseudo``): the masks the collection agrees
+on teach the images it does not.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from descriptron_sam2pal.engine.control import CancelToken, is_cancelled
+from descriptron_sam2pal.engine.collection_score import MIN_MASKS, consensus, mask_thumbnail
+from descriptron_sam2pal.engine.features import FeatureEncoder
+from descriptron_sam2pal.engine.preprocess import PreparedImage
+from descriptron_sam2pal.engine.propagate import TemplateMemory, predict_prepared
+from descriptron_sam2pal.engine.review_score import FITS, ReviewFit, fit_for, linear
+from descriptron_sam2pal.engine.templates import Template
+from descriptron_sam2pal.model.build import LoadedModel
+
+#: Unlabeled images decoded per batch while the pseudo-labels are made.
+BATCH = 16
+#: At most this many unlabeled images are pseudo-labelled (the trainer picks them, seeded): each
+#: remake costs two decoder passes per image (no encoder pass), about a third more training time
+#: with the 67 of the test-bed at 300 steps.
+MAX_IMAGES = 96
+#: A mask becomes a pseudo-label only if, as the only memory, it predicts the templates back
+#: with at least this IoU (its palindrome confidence): a model that knows nothing yet (random
+#: weights: tests/engine/test_toy_task.py) closes no cycle and so teaches itself nothing.
+MIN_CYCLE = 0.5
+
+#: {index of the unlabeled image: {structure: (S, S) bool mask on the model's grid}}
+PseudoLabels = dict[int, dict[str, np.ndarray]]
+
+
+def select_pseudo_labels(model: LoadedModel, templates: Sequence[Template], images: Sequence[PreparedImage],
+                         encoder: FeatureEncoder, fraction: float, from_pool: int = 0,
+                         min_cycle: float = MIN_CYCLE, cancel: CancelToken | None = None) -> PseudoLabels | None:
+    """Per structure, the masks of the best-scored ``fraction`` of ``images`` (at least one
+    image when any mask qualifies; only masks whose palindrome confidence reaches
+    ``min_cycle`` do); see the module docstring. ``from_pool`` > 0: first the
+    ``from_pool`` best masks of each structure join the templates (as more templates would),
+    then every image is predicted again from all of them. No autograd; the model's training
+    flags are left as they were. None when ``cancel`` is set meanwhile (checked between batches)."""
+    fit = FITS[fit_for(model.checkpoint_hash)]
+    found = predict_masks(model, templates, images, encoder, cancel)
+    if found is not None and from_pool > 0:
+        extra = pool_templates(found, images, fit, from_pool, min_cycle)
+        found = predict_masks(model, list(templates) + extra, images, encoder, cancel)
+    if found is None:
+        return None
+    return choose(found, fit, max(1, math.ceil(fraction * len(images))), min_cycle)
+
+
+def pool_templates(found: dict[str, list[tuple[int, dict, np.ndarray]]], images: Sequence[PreparedImage],
+                   fit: ReviewFit, n: int, min_cycle: float = MIN_CYCLE) -> list[Template]:
+    """The ``n`` best-scored masks of each structure in ``found`` (:func:`predict_masks`) as
+    templates: one per image, with the structures it is among the best for."""
+    made = []
+    for index, masks in sorted(choose(found, fit, n, min_cycle).items()):
+        image = images[index]
+        names = sorted(masks)
+        own = image.letterbox.unapply(np.stack([masks[name].astype(np.float32) for name in names])) >= 0.5
+        kept = {name: m for name, m in zip(names, own) if m.any()}
+        if kept:
+            made.append(Template(f"pool-{index}", image, kept))
+    return made
+
+
+def predict_masks(model: LoadedModel, templates: Sequence[Template], images: Sequence[PreparedImage],
+                  encoder: FeatureEncoder, cancel: CancelToken | None = None
+                  ) -> dict[str, list[tuple[int, dict, np.ndarray]]] | None:
+    """{structure: [(image index, review signals, (S, S) bool mask)]} of the present masks,
+    the signals with the palindrome round trip back to ``templates`` (None when ``cancel`` is
+    set meanwhile)."""
+    memory = TemplateMemory(model, templates, encoder)
+    found: dict[str, list[tuple[int, dict, np.ndarray]]] = {}
+    for start in range(0, len(images), BATCH):
+        if is_cancelled(cancel):
+            return None
+        batch = list(images[start:start + BATCH])
+        raws = predict_prepared(memory, batch, encoder.encode(batch), confidence=True)
+        for offset, (image, raw) in enumerate(zip(batch, raws)):
+            valid = image.valid_mask()
+            for name, r in raw.items():
+                mask = (r.logits > 0) & valid
+                if r.present and mask.any():
+                    found.setdefault(name, []).append((start + offset, r.signals or {}, mask))
+    return found
+
+
+def choose(found: dict[str, list[tuple[int, dict, np.ndarray]]], fit: ReviewFit, keep: int,
+           min_cycle: float = MIN_CYCLE) -> PseudoLabels:
+    """Per structure, the ``keep`` best-scored of its masks ``found`` ({structure: [(image
+    index, review signals, (S, S) bool mask)]}) among those whose palindrome round trip
+    (signal ``palindrome``) reaches ``min_cycle``: scored with ``fit``'s collection estimate
+    when it has one and the structure has MIN_MASKS masks or more, else its one-pass
+    estimate; ties go to the lower image index."""
+    labels: PseudoLabels = {}
+    for name, items in found.items():
+        if fit.collection is not None and len(items) >= MIN_MASKS:
+            agreement = consensus([mask_thumbnail(mask) for _, _, mask in items])
+            scores = [linear(fit.collection, {**s, "consensus": float(a)}) for (_, s, _), a in zip(items, agreement)]
+        else:
+            scores = [linear(fit.one_pass, s) for _, s, _ in items]
+        closes = [i for i, (_, s, _) in enumerate(items) if (s.get("palindrome") or 0.0) >= min_cycle]
+        order = sorted(closes, key=lambda i: (-scores[i], items[i][0]))
+        for i in order[:keep]:
+            index, _, mask = items[i]
+            labels.setdefault(index, {})[name] = mask
+    return labels
+
+
+def pack_labels(labels: PseudoLabels | None) -> dict | None:
+    """``labels`` as plain tensors of packed bits (what a trainer state file holds)."""
+    if labels is None:
+        return None
+    return {str(index): {name: torch.from_numpy(np.packbits(mask.ravel())) for name, mask in masks.items()}
+            for index, masks in labels.items()}
+
+
+def unpack_labels(packed: dict | None, size: int) -> PseudoLabels | None:
+    """The inverse of :func:`pack_labels` for masks of ``size`` x ``size``."""
+    if packed is None:
+        return None
+    return {int(index): {name: np.unpackbits(bits.numpy())[: size * size].reshape(size, size).astype(bool)
+                         for name, bits in masks.items()}
+            for index, masks in packed.items()}
