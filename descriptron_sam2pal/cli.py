@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="train the memory and decoder weights themselves instead of LoRA adapters")
     g.add_argument("--lr", type=float, help="learning rate (default: 5e-4 for LoRA, 1e-5 for --full)")
     g.add_argument("--seed", type=int, default=0, help="random seed, for a reproducible run (default 0)")
+    g.add_argument("--no-pseudo-labels", action="store_true",
+                   help="train on the palindromes alone, without also learning from the model's best-scored "
+                        "masks on the unlabeled images (on by default)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
     g.add_argument("--cache-dir", metavar="DIR",
                    help="keep image-encoder features on disk here: needed when the unlabeled images "
@@ -211,11 +214,14 @@ def cmd_train(args) -> int:
     config = TrainConfig(steps=args.steps, lora_rank=args.lora_rank, full=args.full, seed=args.seed)
     if args.lr is not None:
         config.lr = args.lr
+    if args.no_pseudo_labels:
+        config.loss.pseudo = 0.0
     request = TrainRequest(_model_request(args), specs, specimen_images(args.images, exclude=[s.path for s in specs]),
                            Path(args.out), config, resume=args.resume, cache_dir=args.cache_dir)
     print(f"training on {len(specs)} template(s) ({', '.join(structure_names(specs))}) "
           f"and {len(request.unlabeled)} unlabeled image(s), {args.steps} steps, "
-          f"{'full fine-tuning' if args.full else f'LoRA rank {args.lora_rank}'}")
+          f"{'full fine-tuning' if args.full else f'LoRA rank {args.lora_rank}'}"
+          f"{'' if args.no_pseudo_labels else ', with pseudo-labels'}")
     with _Bar("train", unit="step") as bar:
         outcome = train_run(request, progress=bar.update, log_fn=lambda text: print(text, file=sys.stderr))
     for line in describe_result(outcome.result):

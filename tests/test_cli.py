@@ -67,7 +67,8 @@ def test_train_propagate_evaluate_end_to_end(project, mini_checkpoint, capsys):
     log = [json.loads(line) for line in (root / "run" / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log if "loss" in entry][-3:] == [1, 2, 3]
     settings = json.loads((root / "run" / "settings.json").read_text())
-    assert settings  # reproducible settings were written
+    assert settings["config"]["loss"]["pseudo"] > 0  # pseudo-labels on by default
+    assert "with pseudo-labels" in out and "pseudo-labels remade" in err
     assert (root / "run" / "adapter.pt").is_file()
 
     pred = root / "pred.json"
@@ -91,6 +92,16 @@ def test_train_propagate_evaluate_end_to_end(project, mini_checkpoint, capsys):
     assert code == 0, err
     report = json.loads(out)
     assert 0.0 <= report["mean_iou"] <= 1.0
+
+
+def test_train_without_pseudo_labels(project, mini_checkpoint, capsys):
+    root, template, template_mask = project
+    code, out, err = run(capsys, "train", *template_args(template, template_mask), "--images", root / "specimens",
+                         "--checkpoint", mini_checkpoint, "--image-size", 128, "--device", "cpu",
+                         "--out", root / "run", "--steps", 1, "--lora-rank", 2, "--no-pseudo-labels")
+    assert code == 0, err
+    assert json.loads((root / "run" / "settings.json").read_text())["config"]["loss"]["pseudo"] == 0
+    assert "pseudo-label" not in out + err
 
 
 def test_propagate_resumes_from_its_journal(project, mini_checkpoint, capsys, monkeypatch):

@@ -1,6 +1,7 @@
 """Train dialog: a real training worker on the mini model (progress, finish, cancel, failure)."""
 
 import numpy as np
+import pytest
 from PyQt5.QtCore import Qt
 
 from descriptron_sam2pal.gui.train_dialog import TrainDialog, estimate_seconds, format_duration
@@ -56,6 +57,7 @@ def test_training_reports_progress_finishes_then_segments(qtbot, window, specime
     assert dialog.start_button.isEnabled() and not dialog.cancel_button.isEnabled()
     assert messages.seen == []
     assert "Training finished" in dialog.log_view.toPlainText()
+    assert "pseudo-labels remade" in dialog.log_view.toPlainText()  # on by default, and the user sees it
 
 
 def test_cancel_stops_and_keeps_a_usable_checkpoint(qtbot, window, specimens, session, messages):
@@ -139,8 +141,10 @@ def test_the_estimate_is_a_range_until_measured_then_what_this_computer_did(qtbo
     assert "measured on this computer" in dialog.estimate_label.text()
     assert "4 steps at 128 px" in dialog.estimate_label.text()  # the settings that ran
     low, high, _ = dialog.estimate()
-    median = sorted(e["seconds"] for e in dialog.trained.result.history)[2]
-    assert low == high == 4 * median
+    history = dialog.trained.result.history
+    median = sorted(e["seconds"] for e in history)[2]
+    remakes = sum(e.get("pseudo_seconds", 0) for e in history)  # the pseudo-labels' remakes count too
+    assert remakes > 0 and low == high == pytest.approx(4 * (median + remakes / 4))
 
 
 def test_the_beetle_demo_shows_the_size_it_runs_at(qtbot, window, settings):
@@ -174,3 +178,15 @@ def test_the_loss_plot_is_readable_and_names_validation_once(qtbot, window, spec
     assert name in dialog.legend_label.text() and "smoothed" in dialog.legend_label.text()
     assert dialog.legend_label.parent() is not dialog.plot  # outside the plot: it covers no curve
     assert len(dialog.raw_loss_curve.getData()[0]) == 3 and len(dialog.loss_curve.getData()[0]) == 3
+
+
+def test_pseudo_labels_can_be_turned_off_and_the_estimate_follows(qtbot, window, specimens, session):
+    _project_with_template(qtbot, window, specimens)
+    dialog = _dialog(qtbot, window, session, 300, [])
+    assert dialog.pseudo_check.isChecked() and dialog.train_config().loss.pseudo > 0
+    with_pseudo = dialog.estimate()
+    dialog.pseudo_check.setChecked(False)
+    assert dialog.train_config().loss.pseudo == 0
+    without = dialog.estimate()
+    if with_pseudo[2] == without[2] and "guess" in without[2]:  # no run measured on this computer
+        assert with_pseudo[0] > without[0]
