@@ -103,6 +103,11 @@ def parse_args(argv=None):
                    help="PAL: the backward half reconstructs one of this many augmented copies of the "
                         "template instead of the template itself (TrainConfig.template_versions; 0: off)")
     p.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout (both methods)")
+    p.add_argument("--pseudo-fraction", type=float, default=None,
+                   help="with --loss pseudo=W: share of the unlabeled images kept as pseudo-labels per structure")
+    p.add_argument("--pseudo-every", type=int, default=None, help="with --loss pseudo=W: remake them every N steps")
+    p.add_argument("--pseudo-templates", type=int, default=None,
+                   help="with --loss pseudo=W: the best N pool masks per structure join the templates first")
     p.add_argument("--methods", default=",".join(METHODS),
                    help="which of zero_shot,default,pal,supervised to run (default: what Train SAM2-PAL does by "
                         "default, TrainConfig(); pal: the palindrome term only, with --loss/--template-versions)")
@@ -463,13 +468,16 @@ def main(argv=None) -> int:
     steps = args.steps or (150 if args.quick else 300)
     if args.quick and not args.max_targets:
         args.max_targets = 40
-    loss = LossWeights()
+    loss = LossWeights(pseudo=0.0)  # ``pal``: the palindrome term only, unless --loss adds terms
     for part in filter(None, args.loss.split(",")):
         key, _, value = part.partition("=")
         setattr(loss, key.strip(), float(value))
     config_kwargs = {"autocast": {"auto": None, "fp32": False, "bf16": True}[args.train_precision],
                      "steps": steps, "lr": args.lr, "full": args.full, "lora_rank": args.lora_rank, "loss": loss,
                      "template_versions": args.template_versions, "lora_dropout": args.lora_dropout}
+    config_kwargs.update({k: v for k, v in (("pseudo_fraction", args.pseudo_fraction),
+                                            ("pseudo_every", args.pseudo_every),
+                                            ("pseudo_templates", args.pseudo_templates)) if v is not None})
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"quality benchmark: {len(pairs)} images, structures {', '.join(colors)}"
           f" (novel: {novel or 'none'}), K in {ks}, {args.seeds} seeds, {steps} steps, "
