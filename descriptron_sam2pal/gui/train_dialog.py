@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pyqtgraph as pg
-from PyQt5.QtCore import Qt
+from PyQt5.QtCore import QSize, Qt
 from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QFileDialog,
-                             QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+                             QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                              QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QRadioButton,
-                             QSpinBox, QSplitter, QVBoxLayout, QWidget)
+                             QScrollArea, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine.control import Progress
@@ -127,6 +127,28 @@ def _model_size(choice: str | None) -> str:
     config = config_from_file_name(Path(choice).name) if choice else None
     info = config_info(config) if config else None
     return info.size if info else "tiny"
+
+
+class _VerticalScroll(QScrollArea):
+    """Scrolls its widget up and down only: as wide as the widget wants (so nothing is cut
+    off at the side), as short as the window needs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+
+    def _width(self, hint: QSize) -> int:
+        return hint.width() + self.verticalScrollBar().sizeHint().width()
+
+    def sizeHint(self) -> QSize:
+        inner = self.widget().sizeHint() if self.widget() else QSize(0, 0)
+        return QSize(self._width(inner), inner.height())
+
+    def minimumSizeHint(self) -> QSize:
+        inner = self.widget().minimumSizeHint() if self.widget() else QSize(0, 0)
+        return QSize(self._width(inner), min(inner.height(), 200))
 
 
 # --------------------------------------------------------------------------- worker functions
@@ -385,8 +407,12 @@ class TrainDialog(QDialog):
         right_layout.addWidget(self.plot, 2)
         right_layout.addWidget(self.log_view, 1)
 
+        # The settings scroll when they do not fit (Advanced settings open on a 768 px screen),
+        # so the buttons below always stay on the screen.
+        left_scroll = _VerticalScroll()
+        left_scroll.setWidget(left)
         splitter = QSplitter(Qt.Horizontal)
-        splitter.addWidget(left)
+        splitter.addWidget(left_scroll)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 1)
 

@@ -190,3 +190,17 @@ def test_pseudo_labels_can_be_turned_off_and_the_estimate_follows(qtbot, window,
     without = dialog.estimate()
     if with_pseudo[2] == without[2] and "guess" in without[2]:  # no run measured on this computer
         assert with_pseudo[0] > without[0]
+
+
+def test_the_dialog_fits_a_laptop_screen_with_advanced_settings_open(qtbot, window, specimens, session):
+    from PyQt5.QtWidgets import QScrollArea
+
+    _project_with_template(qtbot, window, specimens)
+    dialog = _dialog(qtbot, window, session, 300, [])  # Advanced settings open
+    assert dialog.minimumSizeHint().height() <= 700  # a 1366 x 768 screen, less its panel and title bar
+    dialog.resize(1366, 700)
+    qtbot.wait(50)
+    settings = dialog.findChildren(QScrollArea)[0]
+    # The settings scroll up and down; nothing is cut off at their side, and the buttons stay visible.
+    assert settings.widget().width() >= settings.widget().minimumSizeHint().width()
+    assert dialog.start_button.isVisible() and dialog.start_button.geometry().bottom() <= dialog.height()
