@@ -32,8 +32,8 @@ from descriptron_sam2pal.model.build import LoadedModel
 #: Unlabeled images decoded per batch while the pseudo-labels are made.
 BATCH = 16
 #: At most this many unlabeled images are pseudo-labelled (the trainer picks them, seeded): each
-#: remake costs two decoder passes per image (no encoder pass), about a third more training time
-#: with the 67 of the test-bed at 300 steps.
+#: remake costs two decoder passes and their palindrome round trips per image (no encoder
+#: pass); every 50 steps with the 67 of the test-bed they took 0.9-1.2x the steps' own time.
 MAX_IMAGES = 96
 #: A mask becomes a pseudo-label only if, as the only memory, it predicts the templates back
 #: with at least this IoU (its palindrome confidence): a model that knows nothing yet (random

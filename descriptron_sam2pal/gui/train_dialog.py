@@ -94,9 +94,9 @@ DEFAULT_PRESET = "Balanced"
 # 2-core machine, GPU ones rough); other sizes scale by _MODEL_FACTOR. Only for the estimate.
 _STEP_SECONDS = {"cpu": {256: 1.4, 512: 6.0, 1024: 38.0}, "gpu": {256: 0.05, 512: 0.12, 1024: 0.4}}
 _MODEL_FACTOR = {"mini": 0.07, "beetle": 0.9, "tiny": 1.0, "small": 1.3, "base_plus": 2.2, "large": 5.0}
-# Remaking the pseudo-labels every 50 steps: +32% of the step time on the test-bed (67 unlabeled
-# images, 300 steps, this project's 2-core Xeon); more images cost more, up to 96 of them.
-_PSEUDO_FACTOR = 1.35
+# Remaking the pseudo-labels every 50 steps took 0.9-1.2x the steps' own time on the test-bed
+# (67 unlabeled images, 300 steps, this project's 2-core Xeon); more images cost more, up to 96.
+_PSEUDO_FACTOR = 2.1
 
 
 def estimate_seconds(steps: int, size: int, gpu: bool, model_size: str = "tiny") -> float:
@@ -295,7 +295,8 @@ class TrainDialog(QDialog):
         self.pseudo_check.setToolTip(
             "Every 50 steps the model segments the unlabeled specimens; the quarter of each structure's "
             "masks that the review score trusts most (most like the others) are learnt from too. "
-            "Costs about a third more time; helped on every test-bed seed")
+            "About doubles the training time; on the test-bed it helped most where the model "
+            "started worst")
         self.lr_edit = QLineEdit()
         self.lr_edit.setPlaceholderText("default")
         self.lr_edit.setToolTip("Learning rate; empty for the default (5e-4 LoRA, 1e-5 full)")
