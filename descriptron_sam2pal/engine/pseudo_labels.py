@@ -3,13 +3,16 @@ review score trusts most.
 
 Every ``TrainConfig.pseudo_every`` steps the trainer propagates the templates onto its
 unlabeled images with the weights as they are (the same forward pass as
-``engine.propagate``: every template that annotates a structure is attended to), scores
+``engine.propagate``: every template that annotates a structure is attended to) and scores
 each present mask as the Review would (``engine.review_score``, with the collection
 signal of ``engine.collection_score`` when the model's fit has one and a structure has at
-least ``MIN_MASKS`` masks), and keeps, per structure, the best-scored ``fraction`` of the
-images as pseudo-labels. The palindrome step's forward half (template -> unlabeled image)
-is then also supervised by them (``LossWeights.pseudo``): the masks the collection agrees
-on teach the images it does not.
+least ``MIN_MASKS`` masks). Only a mask whose palindrome closes (as the only memory it
+predicts the templates back with IoU >= ``MIN_CYCLE``) can be chosen. The best few per
+structure join the templates (``pool_templates``), every image is predicted again, and per
+structure the best-scored ``fraction`` of the images become pseudo-labels. The palindrome
+step's forward half (template -> unlabeled image) is then also supervised by them
+(``LossWeights.pseudo``): the masks the collection agrees on teach the images it does not.
+Measured in benchmarks/testbed/README.md ("Session 7").
 """
 
 from __future__ import annotations
