@@ -5,8 +5,9 @@ run lives in a folder ``RUN_DIR``:
 
 - ``settings.json``: everything needed to reproduce the run (configuration,
   templates, structures, images, base model identity, versions, seed);
-- ``log.jsonl``: one JSON line per optimizer step (loss and its parts, learning
-  rate, gradient norm, seconds, and ``val`` when validation ran at that step);
+- ``log.jsonl``: one JSON line per optimizer step (loss and its parts, ``pseudo`` the
+  pseudo-label term among them, learning rate, gradient norm, seconds, and ``val`` when
+  validation ran at that step);
 - ``adapter.pt``: the best weights so far by validation (LoRA weights only, or
   the fine-tuned modules in full mode), written with ``model.adapter_file``
   so that loading it onto another base model is refused;
@@ -737,7 +738,8 @@ class _Run:
         t0 = time.monotonic()
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
-        totals = {"loss": 0.0, "bce": 0.0, "dice": 0.0, "presence": 0.0, "iou_error": 0.0, "cycle_iou": 0.0}
+        totals = {"loss": 0.0, "bce": 0.0, "dice": 0.0, "presence": 0.0, "iou_error": 0.0, "cycle_iou": 0.0,
+                  "pseudo": 0.0}
         used = []
         for _ in range(config.accumulate):
             t_index = self.sampler.next_template()
@@ -756,6 +758,7 @@ class _Run:
                                               torch.from_numpy(image.valid_mask()).to(self.device))
                     if extra is not None:
                         loss = loss + config.loss.pseudo * extra
+                        totals["pseudo"] += float(extra.detach()) / config.accumulate
                 if not torch.isfinite(loss):
                     raise TrainingError(
                         f"training diverged at step {self.step + 1} ({where}): the loss is {loss.item()}; "

@@ -126,6 +126,7 @@ def test_training_with_pseudo_labels_remakes_them_and_resumes_exactly(tmp_path):
     assert [m.split(":")[0] for m in made] == ["step 0", "step 2", "step 4"]
     timed = [json.loads(x) for x in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in timed if "pseudo_seconds" in e] == [1, 3, 5]  # the remake's cost is logged
+    assert any(e["pseudo"] > 0 for e in timed)  # and the term's own value, apart from the palindrome's
     # The term changes what is learned.
     plain = TrainConfig(steps=5, validate_every=0, seed=4, loss=LossWeights(pseudo=0.0))
     train(_present_model(), [template], _pool(range(50, 58)), tmp_path / "plain", plain)
