@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from quality import BEETLE_COLORS, checkpoint_meta, pair_images  # noqa: E402
+from quality import BEETLE_COLORS, checkpoint_meta, draw_split, pair_images  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -63,10 +62,7 @@ def main(argv=None) -> int:
     fit = FITS[fit_for(model.checkpoint_hash)]
     rows = []
     for seed in [int(s) for s in args.seed_list.split(",") if s.strip()]:
-        rng = random.Random(1000 * seed + 1)  # quality.py's draw for K = 1
-        complete = [pr for pr in pairs if all(m.any() for m in masks_from_color_png(pr[1], colors).values())]
-        template_pair = complete[sorted(rng.sample(range(len(complete)), 1))[0]]
-        targets = [pr for pr in pairs if pr[0] != template_pair[0]]
+        (template_pair,), targets = draw_split(pairs, colors, 1, seed)  # quality.py's draw for K = 1
         template = load_templates([spec_from_color_png(*template_pair, colors,
                                                        image_id=normalized_stem(template_pair[0].name))],
                                   model.image_size)[0]
@@ -74,23 +70,22 @@ def main(argv=None) -> int:
         truth = []
         for image, (_, m) in zip(images, targets):
             gt = masks_from_color_png(m, colors)
-            truth.append({n: image.letterbox.apply_mask(g) >= 0.5 for n, g in gt.items()})
+            truth.append({n: (image.letterbox.apply_mask(g) >= 0.5) & image.valid_mask() for n, g in gt.items()})
+
+        def iou(index, name, mask):
+            gt = truth[index].get(name, np.zeros_like(mask))
+            union = (gt | mask).sum()
+            return float((gt & mask).sum() / union) if union else 1.0
+
         keep = max(1, int(np.ceil(args.fraction * len(images))))
+        first = predict_masks(model, [template], images, encoder)  # the template alone: once per seed
         for from_pool in [int(x) for x in args.from_pool.split(",") if x.strip()]:
             for min_cycle in (0.0, MIN_CYCLE):
-                templates = [template]
+                found = first
                 if from_pool:
-                    first = predict_masks(model, [template], images, encoder)
-                    templates += pool_templates(first, images, fit, from_pool, min_cycle)
-                found = predict_masks(model, templates, images, encoder)
+                    extra = pool_templates(first, images, fit, from_pool, min_cycle)
+                    found = predict_masks(model, [template] + extra, images, encoder)
                 labels = choose(found, fit, keep, min_cycle)
-
-                def iou(index, name, mask):
-                    valid = images[index].valid_mask()
-                    gt = truth[index].get(name, np.zeros_like(mask)) & valid
-                    union = (gt | mask).sum()
-                    return float((gt & mask).sum() / union) if union else 1.0
-
                 every = [(iou(i, n, m), sig.get("palindrome") or 0.0) for n, items in found.items() for i, sig, m in items]
                 closing = [v for v, cycle in every if cycle >= MIN_CYCLE]
                 kept_ious = [iou(i, n, m) for i, masks in labels.items() for n, m in masks.items()]

@@ -357,14 +357,10 @@ def summarise(per: dict[str, float | None], novel: str | None) -> tuple[float, f
     return float(np.mean(seen)) if seen else float("nan"), per.get(novel) if novel else None
 
 
-def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kwargs: dict) -> dict:
-    from descriptron_sam2pal.engine.evaluate import truth_from_color_pngs
+def draw_split(pairs, colors, k: int, seed: int, max_targets: int = 0):
+    """(template pairs, target pairs) of one seed: ``k`` templates drawn among the images whose
+    mask shows every structure, every other image a target (at most ``max_targets``, drawn)."""
     from descriptron_sam2pal.imaging.mask_png import masks_from_color_png
-    from descriptron_sam2pal.engine.propagate import propagate
-    from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png
-    from descriptron_sam2pal.engine.trainer import TrainConfig, train
-    from descriptron_sam2pal.model.build import build_model
-    from descriptron_sam2pal.store.stem import normalized_stem
 
     rng = random.Random(1000 * seed + k)
     complete = [p for p in pairs if all(m.any() for m in masks_from_color_png(p[1], colors).values())]
@@ -373,8 +369,20 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
     template_pairs = [pool_for_templates[i] for i in chosen]
     names = {p[0] for p in template_pairs}
     targets = [p for p in pairs if p[0] not in names]
-    if args.max_targets:
-        targets = sorted(rng.sample(targets, min(args.max_targets, len(targets))))
+    if max_targets:
+        targets = sorted(rng.sample(targets, min(max_targets, len(targets))))
+    return template_pairs, targets
+
+
+def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kwargs: dict) -> dict:
+    from descriptron_sam2pal.engine.evaluate import truth_from_color_pngs
+    from descriptron_sam2pal.engine.propagate import propagate
+    from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png
+    from descriptron_sam2pal.engine.trainer import TrainConfig, train
+    from descriptron_sam2pal.model.build import build_model
+    from descriptron_sam2pal.store.stem import normalized_stem
+
+    template_pairs, targets = draw_split(pairs, colors, k, seed, args.max_targets)
     truth = truth_from_color_pngs([m for _, m in targets], colors)
     target_paths = [str(i) for i, _ in targets]
     run_dir = args.out / f"k{k}_seed{seed}"
