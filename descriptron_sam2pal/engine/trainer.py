@@ -609,10 +609,7 @@ class _Run:
         any_gradient = False
         cancelled = False
         while self.step < config.steps:
-            if is_cancelled(self.cancel):
-                cancelled = True
-                break
-            pseudo_seconds = self._refresh_pseudo_labels()
+            pseudo_seconds = self._refresh_pseudo_labels()  # stops early, unused, on a Cancel
             if is_cancelled(self.cancel):
                 cancelled = True
                 break
@@ -752,13 +749,11 @@ class _Run:
             try:
                 out = self._palindrome(t_index, image, version)
                 loss = out.loss
-                labels = self._pseudo.get(i_image) if self._pseudo is not None else None
-                if labels:
-                    extra = pseudo_label_loss(out.target_logits, template.structures, labels,
-                                              torch.from_numpy(image.valid_mask()).to(self.device))
-                    if extra is not None:
-                        loss = loss + config.loss.pseudo * extra
-                        totals["pseudo"] += float(extra.detach()) / config.accumulate
+                extra = pseudo_label_loss(out.target_logits, template.structures, (self._pseudo or {}).get(i_image, {}),
+                                          torch.from_numpy(image.valid_mask()).to(self.device))
+                if extra is not None:
+                    loss = loss + config.loss.pseudo * extra
+                    totals["pseudo"] += float(extra.detach()) / config.accumulate
                 if not torch.isfinite(loss):
                     raise TrainingError(
                         f"training diverged at step {self.step + 1} ({where}): the loss is {loss.item()}; "

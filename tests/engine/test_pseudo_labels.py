@@ -156,6 +156,11 @@ def test_a_cancel_stops_the_remake_between_batches():
 
 def test_on_by_default_and_off_with_weight_zero(tmp_path):
     assert TrainConfig().loss.pseudo > 0 and TrainConfig().pseudo_templates > 0
+    # On by default; a random model closes no palindrome, so it is given nothing to learn from.
+    said = []
+    train(_present_model(), [make_template("t0", seed=0, size=(120, 128))], _pool(range(50, 53)), tmp_path / "on",
+          TrainConfig(steps=1, validate_every=0), log_fn=said.append)
+    assert any("pseudo-labels remade, none yet" in m for m in said)
     said = []
     train(_present_model(), [make_template("t0", seed=0, size=(120, 128))], _pool(range(50, 53)), tmp_path / "off",
           TrainConfig(steps=2, validate_every=0, loss=LossWeights(pseudo=0.0)), log_fn=said.append)

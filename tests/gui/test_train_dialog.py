@@ -188,8 +188,8 @@ def test_pseudo_labels_can_be_turned_off_and_the_estimate_follows(qtbot, window,
     dialog.pseudo_check.setChecked(False)
     assert dialog.train_config().loss.pseudo == 0
     without = dialog.estimate()
-    if with_pseudo[2] == without[2] and "guess" in without[2]:  # no run measured on this computer
-        assert with_pseudo[0] > without[0]
+    assert "guess" in with_pseudo[2] and "guess" in without[2]  # no run measured here yet (fresh settings)
+    assert with_pseudo[0] > without[0]
 
 
 def test_the_dialog_fits_a_laptop_screen_with_advanced_settings_open(qtbot, window, specimens, session):
