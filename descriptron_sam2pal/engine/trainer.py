@@ -150,6 +150,20 @@ class TrainConfig:
     pseudo_every: int = 50
     pseudo_templates: int = 4
     pseudo_min_cycle: float = MIN_CYCLE  # a pseudo-label's palindrome must close this well (IoU)
+    # How many of a template's structures go through one forward and backward pass together:
+    # the objects of a palindrome are independent batch rows, so the gradient is the same for
+    # any split, but the activations kept for the backward pass grow with the rows of a pass
+    # (with 5 structures at 512 px: about 1.2 GB each on the CPU). 0 (auto): one at a time on
+    # the CPU, all together on a GPU. With ``loss.overlap`` (pairs of structures) always all.
+    objects_per_pass: int = 0
+
+    def object_rows(self, k: int, device) -> list[list[int]]:
+        """The rows (structures) of a K-structure palindrome, split into the passes of
+        ``objects_per_pass``."""
+        per = self.objects_per_pass or (k if torch.device(device).type == "cuda" else 1)
+        if self.loss.overlap:
+            per = k
+        return [list(range(a, min(k, a + per))) for a in range(0, k, per)]
 
     def use_bf16(self, device) -> bool:
         """Whether training runs under bf16 autocast on ``device`` (see ``autocast``)."""
@@ -201,6 +215,8 @@ class TrainConfig:
                             f"{self.pseudo_every}, {self.pseudo_templates}, {self.pseudo_min_cycle})")
         if self.loss.pseudo < 0:
             problems.append(f"the pseudo-label weight must not be negative (got {self.loss.pseudo})")
+        if self.objects_per_pass < 0:
+            problems.append(f"objects_per_pass must not be negative (got {self.objects_per_pass})")
         if self.validate_every < 0 or self.checkpoint_every < 0 or self.val_images < 0:
             problems.append("validate_every, checkpoint_every and val_images must not be negative")
         if self.effective_warmup < 0:
@@ -430,6 +446,10 @@ class _Run:
         differs = []
         saved_cfg = {k: v for k, v in saved.get("config", {}).items() if k not in ("steps", "resolved")}
         current_cfg = {k: v for k, v in current["config"].items() if k not in ("steps", "resolved")}
+        defaults = TrainConfig().to_dict()
+        for key in set(current_cfg) - set(saved_cfg):  # a setting added since: its default is what ran
+            if current_cfg[key] == defaults.get(key):
+                del current_cfg[key]
         if saved_cfg != current_cfg:
             keys = sorted(k for k in set(saved_cfg) | set(current_cfg) if saved_cfg.get(k) != current_cfg.get(k))
             differs.append("settings (" + ", ".join(keys) + ")")
@@ -717,16 +737,20 @@ class _Run:
             versions.append(made)
         return versions
 
-    def _palindrome(self, t_index: int, image: PreparedImage, version: int | None = None):
-        """One palindrome; ``version``: index of the template copy the backward half reconstructs."""
+    def _palindrome(self, t_index: int, image: PreparedImage, version: int | None = None,
+                    rows: list[int] | None = None):
+        """One palindrome; ``version``: index of the template copy the backward half reconstructs;
+        ``rows``: which of the template's structures (all by default)."""
         masks, valid = self._template_tensors(t_index)
+        if rows is not None:
+            masks = masks[rows]
         extra = {}
         if version is None:
             feats0, feats1 = self.encoder.encode([self.templates[t_index].image, image])
         else:
             v_image, v_masks, v_valid = self._versions[t_index][version]
             feats0, feats_v, feats1 = self.encoder.encode([self.templates[t_index].image, v_image, image])
-            extra["recon"] = (feats_v, v_masks, v_valid)
+            extra["recon"] = (feats_v, v_masks if rows is None else v_masks[rows], v_valid)
         with autocast_context(self.device, self.config.use_bf16(self.device)):
             return palindrome_step(self.sam, feats0, masks, valid, feats1, self.config.loss, **extra)
 
@@ -746,29 +770,32 @@ class _Run:
                        if config.template_versions else None)
             template = self.templates[t_index]
             where = f"template {template.image_id}, image {image.source or image.key[:12]}"
-            try:
-                out = self._palindrome(t_index, image, version)
-                loss = out.loss
-                extra = pseudo_label_loss(out.target_logits, template.structures, (self._pseudo or {}).get(i_image, {}),
-                                          torch.from_numpy(image.valid_mask()).to(self.device))
-                if extra is not None:
-                    loss = loss + config.loss.pseudo * extra
-                    totals["pseudo"] += float(extra.detach()) / config.accumulate
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"training diverged at step {self.step + 1} ({where}): the loss is {loss.item()}; "
-                        f"lower the learning rate (now {config.effective_lr:g}) or check the images")
-                (loss / config.accumulate).backward()
-            except TrainingError:
-                raise
-            except Exception as exc:
-                exc.add_note(f"in training step {self.step + 1} ({where})")
-                raise
-            totals["loss"] += loss.item() / config.accumulate
-            for key, value in (("bce", out.bce), ("dice", out.dice), ("presence", out.presence),
-                               ("iou_error", out.iou_error)):
-                totals[key] += float(value.sum()) / config.accumulate
-            totals["cycle_iou"] += float(out.cycle_iou.mean()) / config.accumulate
+            names = template.structures
+            labels = (self._pseudo or {}).get(i_image, {})
+            image_valid = torch.from_numpy(image.valid_mask()).to(self.device)
+            for rows in config.object_rows(len(names), self.device):
+                try:
+                    out = self._palindrome(t_index, image, version, rows)
+                    loss = out.loss
+                    extra = pseudo_label_loss(out.target_logits, [names[r] for r in rows], labels, image_valid)
+                    if extra is not None:
+                        loss = loss + config.loss.pseudo * extra
+                        totals["pseudo"] += float(extra.detach()) / config.accumulate
+                    if not torch.isfinite(loss):
+                        raise TrainingError(
+                            f"training diverged at step {self.step + 1} ({where}): the loss is {loss.item()}; "
+                            f"lower the learning rate (now {config.effective_lr:g}) or check the images")
+                    (loss / config.accumulate).backward()
+                except TrainingError:
+                    raise
+                except Exception as exc:
+                    exc.add_note(f"in training step {self.step + 1} ({where})")
+                    raise
+                totals["loss"] += loss.item() / config.accumulate
+                for key, value in (("bce", out.bce), ("dice", out.dice), ("presence", out.presence),
+                                   ("iou_error", out.iou_error)):
+                    totals[key] += float(value.sum()) / config.accumulate
+                totals["cycle_iou"] += float(out.cycle_iou.sum()) / len(names) / config.accumulate
             used.append({"template": template.image_id, "image": image.source or image.key[:12]}
                         | ({"copy": version} if version is not None else {}))
         if all(p.grad is None for p in self.params):

@@ -131,7 +131,8 @@ def test_trainer_reconstructs_training_copies_and_validates_on_a_held_out_one(mi
     monkeypatch.setattr(trainer, "palindrome_step", spy)
     template = make_template("t0", seed=0, size=(120, 128))
     result = train(mini_model, [template], _pool(), tmp_path / "run",
-                   TrainConfig(steps=6, validate_every=3, val_images=1, template_versions=2, seed=1))
+                   TrainConfig(steps=6, validate_every=3, val_images=1, template_versions=2, seed=1,
+                               objects_per_pass=99))
     assert result.steps_done == 6
     lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     copies = [p["copy"] for e in lines for p in e["pairs"]]
