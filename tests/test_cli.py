@@ -13,9 +13,7 @@ from PIL import Image
 
 from descriptron_sam2pal.cli import main
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
-
-sys.path.insert(0, str(Path(__file__).parent / "engine"))
-from synthetic import make_specimen  # noqa: E402
+from tests.helpers.synthetic import make_specimen
 
 COLORS = {"head": (200, 0, 0), "eye": (0, 200, 0), "scape": (0, 0, 200)}
 COLOR_SPEC = ";".join(f"{n}={r},{g},{b}" for n, (r, g, b) in COLORS.items())

@@ -1,17 +1,11 @@
 """register(host) on the real standalone workspace: the menu action, the panels, the hand-offs."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 from PyQt5.QtWidgets import QDockWidget
 
-sys.path.insert(0, str(Path(__file__).parent / "gui"))
-from plugin_fixtures import *  # noqa: E402,F401,F403
-from plugin_fixtures import wait_image  # noqa: E402
-
-from descriptron_sam2pal import plugin as plugin_module  # noqa: E402
-from descriptron_sam2pal.host.api import PluginLoadResult, load_plugins  # noqa: E402
+from descriptron_sam2pal import plugin as plugin_module
+from descriptron_sam2pal.host.api import PluginLoadResult, load_plugins
+from tests.helpers.plugin_gui import wait_image
 
 
 def _actions(window, menu_title):

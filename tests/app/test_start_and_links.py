@@ -11,8 +11,8 @@ from PyQt5.QtWidgets import QInputDialog
 from descriptron_sam2pal.app.descriptron_link import descriptron_command, find_descriptron
 from descriptron_sam2pal.app.qt_check import missing_from_ldd, packages_for, startup_problem
 from descriptron_sam2pal.app.workspace import image_subfolders
+from tests.helpers.workspace_project import wait_shown, write_project
 
-from workspace_helpers import wait_shown, write_project
 
 LDD = """\tlinux-vdso.so.1 (0x00007ff3b18f2000)
 \tlibxcb-icccm.so.4 => not found

@@ -3,8 +3,7 @@ from PyQt5.QtWidgets import QMessageBox
 
 from descriptron_sam2pal.gui.workers import EngineWorker
 from descriptron_sam2pal.host.api import Host
-
-from workspace_helpers import wait_shown
+from tests.helpers.workspace_project import wait_shown
 
 
 def _labels(win):

@@ -1,11 +1,10 @@
-"""Both ways against Descriptron 2.8.2's own code (see harness.py): its stores read by us and
-written back with every field; our stores (GUI Write back, `propagate --write-to`) loaded by
+"""Both ways against Descriptron 2.8.2's own code (see tests/helpers/descriptron_harness.py):
+its stores read by us and written back with every field; our stores (GUI Write back, `propagate --write-to`) loaded by
 its Load Annotations, pixel for pixel, from the .json and from the .rlejson."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,8 @@ from descriptron_sam2pal.engine.results import StructureResult, TargetResult
 from descriptron_sam2pal.gui.review_session import ReviewSession
 from descriptron_sam2pal.imaging.masks import fill_holes
 from descriptron_sam2pal.store import AnnotationStore
+from tests.helpers.descriptron_harness import Descriptron
 
-from .harness import Descriptron
 
 H, W = 80, 120
 
@@ -235,9 +234,7 @@ def test_gui_write_back_is_loaded_by_descriptron_pixel_for_pixel(tmp_path):
 @pytest.mark.slow
 def test_propagate_write_to_is_loaded_by_descriptron_pixel_for_pixel(tmp_path, present_checkpoint):
     from descriptron_sam2pal.cli import main
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-    from synthetic import make_specimen
+    from tests.helpers.synthetic import make_specimen
 
     images = tmp_path / "specimens"
     images.mkdir()

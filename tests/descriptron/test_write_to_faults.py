@@ -18,11 +18,9 @@ from PIL import Image
 
 from descriptron_sam2pal.cli import main
 from descriptron_sam2pal.store import AnnotationStore
+from tests.helpers.descriptron_harness import Descriptron
+from tests.helpers.synthetic import make_specimen
 
-from .harness import Descriptron
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-from synthetic import make_specimen  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import make_specimen, make_template
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.orientation import (ORIENTATIONS, choose_orientation, orient, orientation_score,
@@ -14,6 +13,7 @@ from descriptron_sam2pal.engine.orientation import (ORIENTATIONS, choose_orienta
 from descriptron_sam2pal.engine.preprocess import prepare_image
 from descriptron_sam2pal.engine.propagate import TemplateMemory, iter_propagate, propagate
 from descriptron_sam2pal.engine.results import StructureResult
+from tests.helpers.synthetic import make_specimen, make_template
 
 
 def test_transforms_are_the_8_distinct_flips_and_quarter_turns_and_invert_exactly():

@@ -20,9 +20,8 @@ from descriptron_sam2pal.engine.palindrome import (LossWeights, augment_letterbo
                                                    supervised_loss)
 from descriptron_sam2pal.engine.preprocess import prepare_image
 from descriptron_sam2pal.engine.trainer import TrainConfig, train
-
-from conftest import record_calls
-from synthetic import SPECIMEN_STRUCTURES, make_specimen, make_template
+from tests.helpers.recording import record_calls
+from tests.helpers.synthetic import SPECIMEN_STRUCTURES, make_specimen, make_template
 
 
 def _copy(template, seed=0):

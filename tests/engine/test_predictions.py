@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_specimen, make_template
 from descriptron_sam2pal.engine.evaluate import evaluate
 from descriptron_sam2pal.engine.predictions import write_predictions
 from descriptron_sam2pal.store.merge import merge_results
@@ -16,6 +15,7 @@ from descriptron_sam2pal.engine.propagate import propagate
 from descriptron_sam2pal.engine.results import StructureResult, TargetResult
 from descriptron_sam2pal.imaging.masks import segmentation_to_mask
 from descriptron_sam2pal.store import AnnotationStore
+from tests.helpers.synthetic import make_specimen, make_template
 
 
 def ring_and_dot(h=40, w=50):

@@ -10,13 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_specimen, make_template, record_calls, set_object_score_bias
 from descriptron_sam2pal.engine.control import CancelToken
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import prepare_image
 from descriptron_sam2pal.engine.propagate import TemplateMemory, group_structures, palindrome_confidence, propagate
 from descriptron_sam2pal.engine.results import Target
 from descriptron_sam2pal.imaging.io import load_image
+from tests.helpers.mini_models import set_object_score_bias
+from tests.helpers.recording import record_calls
+from tests.helpers.synthetic import make_specimen, make_template
 
 SIZES = [(96, 128), (128, 80), (150, 150), (70, 160), (128, 128), (110, 90)]
 

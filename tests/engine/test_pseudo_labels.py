@@ -16,9 +16,8 @@ from descriptron_sam2pal.engine.pseudo_labels import MIN_CYCLE, choose, pack_lab
 from descriptron_sam2pal.engine.review_score import FITS
 from descriptron_sam2pal.engine.trainer import TrainConfig, train
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
-
-from conftest import set_object_score_bias
-from synthetic import make_specimen, make_template
+from tests.helpers.mini_models import set_object_score_bias
+from tests.helpers.synthetic import make_specimen, make_template
 
 
 def square(top: int, left: int, side: int = 20, size: int = 64) -> np.ndarray:

@@ -21,9 +21,8 @@ from descriptron_sam2pal.engine.trainer import TrainConfig, TrainingError, train
 from descriptron_sam2pal.model.adapter_file import load_adapter, read_adapter
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
 from descriptron_sam2pal.model.lora import trainable_state_dict
-
-from conftest import record_calls
-from synthetic import make_specimen, make_template
+from tests.helpers.recording import record_calls
+from tests.helpers.synthetic import make_specimen, make_template
 
 
 def _pool(seeds=(10, 11, 12), size=(128, 104)):

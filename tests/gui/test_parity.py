@@ -10,8 +10,7 @@ from descriptron_sam2pal.cli import main as cli_main
 from descriptron_sam2pal.gui.train_dialog import TrainDialog, validation_metric
 from descriptron_sam2pal.jobs.propagation import PREDICTIONS_FILE
 from descriptron_sam2pal.jobs.templates import template_specs
-from plugin_fixtures import *  # noqa: F401,F403
-from plugin_fixtures import wait_image
+from tests.helpers.plugin_gui import wait_image
 
 
 def _project(qtbot, window, specimens, n_templates=1):

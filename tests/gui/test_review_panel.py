@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from PyQt5.QtCore import QSettings, Qt
 from PyQt5.QtWidgets import QMessageBox
-from review_fixtures import WORST_FIRST, box, make_results, write_project
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.gui.review_session import ACCEPTED, REJECTED, UNREVIEWED, review_path_for
 from descriptron_sam2pal.gui.review_panel import ReviewPanel
 from descriptron_sam2pal.store import AnnotationStore
+from tests.helpers.masks import box
+from tests.helpers.review_results import WORST_FIRST, make_results, write_project
 
 
 class RecordingHost:
@@ -53,25 +54,6 @@ class RecordingHost:
 
     def set_current_image(self, image_id):
         self.current = self.store.image(image_id)
-
-
-class Dialogs:
-    """Answers every QMessageBox.exec_ with the next queued answer and records what was asked."""
-
-    def __init__(self):
-        self.answers: list = []
-        self.seen: list[tuple[str, str]] = []
-
-    def exec_(self, box):
-        self.seen.append((box.windowTitle(), box.text()))
-        return self.answers.pop(0) if self.answers else QMessageBox.Ok
-
-
-@pytest.fixture
-def dialogs(monkeypatch):
-    d = Dialogs()
-    monkeypatch.setattr(QMessageBox, "exec_", lambda box: d.exec_(box))
-    return d
 
 
 @pytest.fixture

@@ -7,12 +7,13 @@ import json
 
 import numpy as np
 import pytest
-from review_fixtures import WORST_FIRST, box, make_results, write_project
 
 from descriptron_sam2pal.gui.review_session import (ACCEPTED, REJECTED, UNREVIEWED, ReviewError,
                                                   ReviewSession, review_path_for)
 from descriptron_sam2pal.imaging.masks import mask_to_polygons, mask_to_rle
 from descriptron_sam2pal.store import AnnotationStore
+from tests.helpers.masks import box
+from tests.helpers.review_results import WORST_FIRST, make_results, write_project
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ import pytest
 from PyQt5.QtCore import Qt
 
 from descriptron_sam2pal.gui.train_dialog import TrainDialog, estimate_seconds, format_duration
-from plugin_fixtures import *  # noqa: F401,F403
-from plugin_fixtures import wait_image
+from tests.helpers.plugin_gui import wait_image
 
 
 def _project_with_template(qtbot, window, specimens):

@@ -29,9 +29,7 @@ from descriptron_sam2pal.jobs.cluster import CRASH_ENV
 from descriptron_sam2pal.jobs.models import ModelRequest
 from descriptron_sam2pal.jobs.propagation import PropagateRequest, journal_path, propagate_run
 from descriptron_sam2pal.jobs.templates import spec_from_color_png
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "engine"))
-from synthetic import make_specimen  # noqa: E402
+from tests.helpers.synthetic import make_specimen
 
 COLORS = {"head": (200, 0, 0), "eye": (0, 200, 0), "scape": (0, 0, 200)}
 N_TARGETS = 10

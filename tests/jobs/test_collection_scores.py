@@ -4,7 +4,6 @@ store's ``score`` attributes and the kept results carry the same new numbers."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +16,7 @@ from descriptron_sam2pal.jobs.models import ModelRequest, load_model
 from descriptron_sam2pal.jobs.propagation import PropagateRequest, propagate_run
 from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png
 from descriptron_sam2pal.store import AnnotationStore
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "engine"))
-from synthetic import make_specimen  # noqa: E402
+from tests.helpers.synthetic import make_specimen
 
 COLORS = {"head": (200, 0, 0), "eye": (0, 200, 0), "scape": (0, 0, 200)}
 

@@ -8,8 +8,7 @@ import pytest
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.imaging.masks import mask_to_polygons, mask_to_rle
 from descriptron_sam2pal.store import AnnotationStore, StoreError
-
-from .conftest import H, W, box_mask, read_json, write_image, write_json
+from tests.helpers.store_files import H, W, box_mask, read_json, write_image, write_json
 
 
 def coco(annotations=(), categories=None, images=None):

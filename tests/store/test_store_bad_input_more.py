@@ -3,9 +3,9 @@
 import pytest
 
 from descriptron_sam2pal.store import AnnotationStore, StoreError
+from tests.helpers.store_files import H, W, box_mask, write_image, write_json
 
-from .conftest import H, W, box_mask, write_image, write_json
-from .test_store_bad_input import GOOD, ann, coco, only_warning
+from tests.store.test_store_bad_input import GOOD, ann, coco, only_warning
 
 
 def test_zero_area_polygons(tmp_path):

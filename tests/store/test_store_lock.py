@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from descriptron_sam2pal.store import AnnotationStore, StoreBusyError, StoreChangedError, store_lock
-
-from .conftest import box_mask, read_json, saved_session, write_image
+from tests.helpers.store_files import box_mask, read_json, saved_session, write_image
 
 
 @pytest.fixture

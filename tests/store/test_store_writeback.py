@@ -12,8 +12,8 @@ from descriptron_sam2pal.store import AnnotationStore, StoreError
 from descriptron_sam2pal.store.store import PER_IMAGE, SESSION
 
 from descriptron_sam2pal.store.lock import LOCK_NAME
+from tests.helpers.store_files import read_saved, H, W, box_mask, read_json, ring_mask, write_image, write_json
 
-from .conftest import read_saved, H, W, box_mask, read_json, ring_mask, write_image, write_json
 
 PROVENANCE = {"sam2pal": {"model": "abc123", "score": 0.93}}
 
@@ -278,7 +278,7 @@ def test_add_image_to_a_session_file(tmp_path):
 def test_remove_annotation_takes_out_only_that_one(tmp_path):
     from descriptron_sam2pal.store import AnnotationStore, StoreError
 
-    from .conftest import box_mask, write_image
+    from tests.helpers.store_files import box_mask, write_image
 
     write_image(tmp_path / "a.png")
     store = AnnotationStore.create(tmp_path / "s.json")
