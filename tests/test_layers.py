@@ -13,14 +13,26 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "descriptron_sam2pal"
 
 #: Modules that must load without torch (fast, testable alone) and without Qt.
-LIGHT = ["descriptron_sam2pal.store", "descriptron_sam2pal.store.merge", "descriptron_sam2pal.store.provenance",
-         "descriptron_sam2pal.imaging", "descriptron_sam2pal.imaging.mask_png", "descriptron_sam2pal.plugin",
-         "descriptron_sam2pal.host.api", "descriptron_sam2pal.jobs", "descriptron_sam2pal.jobs.models",
-         "descriptron_sam2pal.jobs.templates", "descriptron_sam2pal.jobs.training",
-         "descriptron_sam2pal.jobs.propagation", "descriptron_sam2pal.jobs.outputs", "descriptron_sam2pal.jobs.specimens",
-         "descriptron_sam2pal.jobs.cluster",
-         "descriptron_sam2pal.engine.results", "descriptron_sam2pal.engine.validation_plan",
-         "descriptron_sam2pal.cli"]
+LIGHT = [
+    "descriptron_sam2pal.store",
+    "descriptron_sam2pal.store.merge",
+    "descriptron_sam2pal.store.provenance",
+    "descriptron_sam2pal.imaging",
+    "descriptron_sam2pal.imaging.mask_png",
+    "descriptron_sam2pal.plugin",
+    "descriptron_sam2pal.host.api",
+    "descriptron_sam2pal.jobs",
+    "descriptron_sam2pal.jobs.models",
+    "descriptron_sam2pal.jobs.templates",
+    "descriptron_sam2pal.jobs.training",
+    "descriptron_sam2pal.jobs.propagation",
+    "descriptron_sam2pal.jobs.outputs",
+    "descriptron_sam2pal.jobs.specimens",
+    "descriptron_sam2pal.jobs.cluster",
+    "descriptron_sam2pal.engine.results",
+    "descriptron_sam2pal.engine.validation_plan",
+    "descriptron_sam2pal.cli",
+]
 
 
 def loaded_after_import(modules: list[str]) -> set[str]:
@@ -67,14 +79,44 @@ SOURCES = sorted(PACKAGE.rglob("*.py"))
 
 #: layer folder -> top-level packages (of ours or third-party) it must never import
 FORBIDDEN = {
-    "store": ("torch", "sam2", "PyQt5", "pyqtgraph", "descriptron_sam2pal.engine", "descriptron_sam2pal.model",
-              "descriptron_sam2pal.gui", "descriptron_sam2pal.app", "descriptron_sam2pal.jobs"),
-    "imaging": ("torch", "sam2", "PyQt5", "pyqtgraph", "descriptron_sam2pal.store", "descriptron_sam2pal.engine",
-                "descriptron_sam2pal.model", "descriptron_sam2pal.gui", "descriptron_sam2pal.app",
-                "descriptron_sam2pal.jobs"),
-    "model": ("PyQt5", "pyqtgraph", "descriptron_sam2pal.engine", "descriptron_sam2pal.gui",
-              "descriptron_sam2pal.app", "descriptron_sam2pal.jobs"),
-    "engine": ("PyQt5", "pyqtgraph", "descriptron_sam2pal.gui", "descriptron_sam2pal.app", "descriptron_sam2pal.jobs"),
+    "store": (
+        "torch",
+        "sam2",
+        "PyQt5",
+        "pyqtgraph",
+        "descriptron_sam2pal.engine",
+        "descriptron_sam2pal.model",
+        "descriptron_sam2pal.gui",
+        "descriptron_sam2pal.app",
+        "descriptron_sam2pal.jobs",
+    ),
+    "imaging": (
+        "torch",
+        "sam2",
+        "PyQt5",
+        "pyqtgraph",
+        "descriptron_sam2pal.store",
+        "descriptron_sam2pal.engine",
+        "descriptron_sam2pal.model",
+        "descriptron_sam2pal.gui",
+        "descriptron_sam2pal.app",
+        "descriptron_sam2pal.jobs",
+    ),
+    "model": (
+        "PyQt5",
+        "pyqtgraph",
+        "descriptron_sam2pal.engine",
+        "descriptron_sam2pal.gui",
+        "descriptron_sam2pal.app",
+        "descriptron_sam2pal.jobs",
+    ),
+    "engine": (
+        "PyQt5",
+        "pyqtgraph",
+        "descriptron_sam2pal.gui",
+        "descriptron_sam2pal.app",
+        "descriptron_sam2pal.jobs",
+    ),
     "jobs": ("PyQt5", "pyqtgraph", "descriptron_sam2pal.gui", "descriptron_sam2pal.app"),
     "gui": ("descriptron_sam2pal.app", "descriptron_sam2pal.cli"),
     "host": ("PyQt5", "descriptron_sam2pal.gui", "descriptron_sam2pal.app", "torch"),
@@ -91,7 +133,9 @@ def test_imports_are_absolute_point_down_and_use_no_private_names(path):
                 f"{layer}/ must not import {banned} (see docs/design/layers.md)"
         if module.startswith("descriptron_sam2pal"):
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
-            assert not private, f"imports private names {private} from {module}; make them public or keep them home"
+            assert not private, (
+                f"imports private names {private} from {module}; make them public or keep them home"
+            )
 
 
 def test_every_import_of_our_names_resolves_including_the_lazy_ones():

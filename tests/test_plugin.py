@@ -63,7 +63,9 @@ def test_results_reach_the_review_panel_and_templates_come_back(qtbot, window, s
     assert plugin.templates_panel.template_list.count() == 1
 
 
-def test_suggest_next_template_opens_the_least_certain_specimen_in_templates(qtbot, window, specimens, tmp_path):
+def test_suggest_next_template_opens_the_least_certain_specimen_in_templates(
+    qtbot, window, specimens, tmp_path
+):
     plugin = plugin_module.register(window)
     window.open_path(specimens)
     wait_image(qtbot, window, "specimen_01.png")

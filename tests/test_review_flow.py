@@ -37,7 +37,9 @@ def _review(qtbot, window, specimens):
     return plugin, panel, run
 
 
-def test_review_large_in_the_centre_sorted_filtered_erased_and_written_back(qtbot, window, specimens, messages):
+def test_review_large_in_the_centre_sorted_filtered_erased_and_written_back(
+    qtbot, window, specimens, messages
+):
     plugin, panel, run = _review(qtbot, window, specimens)
     assert panel.session_path == run / "review.json" and (run / "review.json").is_file()
     assert panel.splitter is None and panel.viewer.isVisible()  # the photo is the big view

@@ -90,7 +90,11 @@ def test_open_in_descriptron_builds_image_then_annotation_file(window, project, 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     fallback = find_descriptron("descriptron-elsewhere")  # run the entry point's function
     assert fallback.argv[:2] == (sys.executable, "-c") and "descriptron_gui.cli" in fallback.argv[2]
-    assert descriptron_command(launcher, "/p/a.png", "/p/a.json") == [launcher.argv[0], "/p/a.png", "/p/a.json"]
+    assert descriptron_command(launcher, "/p/a.png", "/p/a.json") == [
+        launcher.argv[0],
+        "/p/a.png",
+        "/p/a.json",
+    ]
 
     window.set_descriptron_launcher(None)
     assert not window.descriptron_action.isEnabled()

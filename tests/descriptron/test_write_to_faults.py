@@ -54,7 +54,7 @@ def make_project(root: Path, kind: str) -> tuple[Path, list[str]]:
         d.open_image(images / "s0.png")
         d.add_mask("pronotum", user)
         d.save(at=1_700_000_000)
-        for png in images.glob("*_mask.png"):      # Descriptron's mask PNG (the CLI would take it for a photo)
+        for png in images.glob("*_mask.png"):  # Descriptron's mask PNG (the CLI would take it for a photo)
             png.unlink()
         target = images
     else:
@@ -62,9 +62,28 @@ def make_project(root: Path, kind: str) -> tuple[Path, list[str]]:
         store.add_structure(store.images[0], "pronotum", user)
         store.save()
         target = root / "session.json"
-    argv = ["propagate", "--template-image", str(root / "t.png"), "--template-mask", str(root / "t_mask.png"),
-            "--colors", COLORS, "--images", str(images), "--image-size", "128", "--device", "cpu",
-            "--batch-size", "2", "--no-confidence", "--out", str(root / "pred.json"), "--write-to", str(target)]
+    argv = [
+        "propagate",
+        "--template-image",
+        str(root / "t.png"),
+        "--template-mask",
+        str(root / "t_mask.png"),
+        "--colors",
+        COLORS,
+        "--images",
+        str(images),
+        "--image-size",
+        "128",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+        "--no-confidence",
+        "--out",
+        str(root / "pred.json"),
+        "--write-to",
+        str(target),
+    ]
     return target, argv
 
 
@@ -96,8 +115,9 @@ def run_killed_at(argv: list[str], n: int, monkeypatch) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["per_image", "session"])
-def test_killed_at_every_rename_reads_old_or_new_and_resume_completes(tmp_path, present_checkpoint, monkeypatch,
-                                                                    kind, capsys):
+def test_killed_at_every_rename_reads_old_or_new_and_resume_completes(
+    tmp_path, present_checkpoint, monkeypatch, kind, capsys
+):
     target, argv = make_project(tmp_path / "ref", kind)
     argv += ["--checkpoint", str(present_checkpoint)]
     old = state(target)

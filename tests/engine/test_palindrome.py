@@ -38,7 +38,8 @@ def pair(mini_model):
     return mini_model, template, feats0, feats1
 
 
-def _step(model, template, feats0, feats1, weights=LossWeights()):
+def _step(model, template, feats0, feats1, weights=None):
+    weights = LossWeights() if weights is None else weights
     names = template.structures
     return palindrome_step(model.sam, feats0, template.model_masks(names), template.valid(), feats1, weights)
 
@@ -252,7 +253,9 @@ def test_blank_memory_term_punishes_masks_that_ignore_the_memory(mini_model):
     torch.manual_seed(0)
     with_blank = palindrome_step(*args, LossWeights(blank=1.0)).loss
     torch.manual_seed(0)
-    term = blank_memory_loss(sam, make_frame(sam, [f0], len(names)), make_frame(sam, [f1], len(names)), t0.valid())
+    term = blank_memory_loss(
+        sam, make_frame(sam, [f0], len(names)), make_frame(sam, [f1], len(names)), t0.valid()
+    )
     assert term.item() > 0
     assert with_blank.item() == pytest.approx(without.item() + term.item(), rel=1e-4)
     sam.zero_grad(set_to_none=True)

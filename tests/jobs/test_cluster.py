@@ -55,7 +55,9 @@ def project(tmp_path_factory, mini_checkpoint):
         colour[m] = COLORS[n]
     Image.fromarray(colour).save(root / "template" / "t_mask.png")
     sizes = [(96, 120), (110, 90), (80, 80), (100, 130)]
-    targets = [write_specimen(root / "specimens", f"s{i:02d}.png", 10 + i, sizes[i % 4]) for i in range(N_TARGETS)]
+    targets = [
+        write_specimen(root / "specimens", f"s{i:02d}.png", 10 + i, sizes[i % 4]) for i in range(N_TARGETS)
+    ]
     bad = root / "specimens" / "s02_corrupt.png"
     bad.write_bytes(b"not an image")
     targets.insert(3, bad)  # where a folder listing puts it (the CLI's order)
