@@ -21,9 +21,8 @@ from descriptron_sam2pal.engine.trainer import TrainConfig, TrainingError, train
 from descriptron_sam2pal.model.adapter_file import load_adapter, read_adapter
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
 from descriptron_sam2pal.model.lora import trainable_state_dict
-
-from conftest import record_calls
-from synthetic import make_specimen, make_template
+from tests.helpers.recording import record_calls
+from tests.helpers.synthetic import make_specimen, make_template
 
 
 def _pool(seeds=(10, 11, 12), size=(128, 104)):
@@ -65,7 +64,9 @@ def test_lora_run_writes_adapter_settings_and_log(mini_model, tmp_path):
 
     settings = json.loads((run_dir / "settings.json").read_text())
     assert settings["seed"] == 3 and settings["config"]["steps"] == 6
-    assert TrainConfig.from_dict(settings["config"]) == TrainConfig(steps=6, validate_every=3, val_images=1, seed=3)
+    assert TrainConfig.from_dict(settings["config"]) == TrainConfig(
+        steps=6, validate_every=3, val_images=1, seed=3
+    )
     assert settings["structures"] == ["head", "eye", "scape"]
     assert [t["id"] for t in settings["templates"]] == ["t0"]
     assert settings["model"]["config_name"] == mini_model.config_name
@@ -278,8 +279,13 @@ def test_training_lowers_the_held_out_palindrome_loss(mini_model, tmp_path):
 @pytest.mark.parametrize("n, held", [(2, 1), (5, 1), (12, 2), (30, 4)])
 def test_validation_holds_out_at_most_a_fifth_of_a_small_pool(mini_model, tmp_path, n, held):
     run_dir = tmp_path / "run"
-    train(mini_model, [make_template("t0", seed=0, size=(120, 128))], _pool(tuple(range(40, 40 + n))), run_dir,
-          TrainConfig(steps=1, validate_every=1, seed=0))  # default val_images (4)
+    train(
+        mini_model,
+        [make_template("t0", seed=0, size=(120, 128))],
+        _pool(tuple(range(40, 40 + n))),
+        run_dir,
+        TrainConfig(steps=1, validate_every=1, seed=0),
+    )  # default val_images (4)
     settings = json.loads((run_dir / "settings.json").read_text())
     assert len(settings["validation"]["images"]) == held
     assert len(settings["unlabeled"]) == n - held
