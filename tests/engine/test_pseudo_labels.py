@@ -197,3 +197,45 @@ def test_on_by_default_and_off_with_weight_zero(tmp_path):
     assert not any(
         "pseudo_seconds" in line for line in (tmp_path / "off" / "log.jsonl").read_text().splitlines()
     )
+
+
+def test_round_trips_computed_only_where_the_choice_reaches_choose_what_computing_all_would():
+    from descriptron_sam2pal.engine import pseudo_labels
+    from descriptron_sam2pal.engine.pseudo_labels import pool_templates, predict_masks
+    from descriptron_sam2pal.engine.review_score import fit_for
+
+    model = _present_model()
+    template = make_template("t0", seed=0, size=(120, 128))
+    pool = _pool(range(30, 42))
+    encoder = FeatureEncoder(model)
+    fit = FITS[fit_for(model.checkpoint_hash)]
+    first = predict_masks(model, [template], pool, encoder)  # every round trip computed
+    cycles = sorted(s["palindrome"] for items in first.values() for _, s, _ in items)
+    half = len(cycles) // 2  # about half of the masks close, none near the line: the gate decides
+    above = [c for c in cycles[half:] if c - cycles[half - 1] > 0.02]
+    min_cycle = (cycles[half - 1] + above[0]) / 2
+    extra = pool_templates(first, pool, fit, 2, min_cycle)
+    again = predict_masks(model, [template] + extra, pool, encoder)
+    eager = pseudo_labels.choose(again, fit, 3, min_cycle)
+
+    calls = []
+    real = pseudo_labels.palindrome_confidence_on_grid
+
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    pseudo_labels.palindrome_confidence_on_grid = counting
+    try:
+        lazy = select_pseudo_labels(model, [template], pool, encoder, fraction=3 / len(pool), from_pool=2,
+                                    min_cycle=min_cycle)
+    finally:
+        pseudo_labels.palindrome_confidence_on_grid = real
+    assert eager and lazy.keys() == eager.keys()
+    for index in eager:
+        assert lazy[index].keys() == eager[index].keys()
+        for name in eager[index]:
+            diff = int((lazy[index][name] != eager[index][name]).sum())
+            assert diff == 0, (index, name, diff, int(eager[index][name].sum()))
+    masks = sum(len(items) for items in first.values()) + sum(len(items) for items in again.values())
+    assert len(calls) < masks  # not every mask's round trip was needed
