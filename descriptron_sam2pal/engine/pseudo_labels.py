@@ -34,14 +34,19 @@ from descriptron_sam2pal.model.build import LoadedModel
 
 #: Unlabeled images decoded per batch while the pseudo-labels are made.
 BATCH = 16
-#: At most this many unlabeled images are pseudo-labelled (the trainer picks them, seeded): each
-#: remake costs two decoder passes and their palindrome round trips per image (no encoder
-#: pass); every 50 steps with the 67 of the test-bed they took 0.9-1.2x the steps' own time.
-MAX_IMAGES = 96
+#: At most this many unlabeled images are pseudo-labelled in one remake (the trainer moves a
+#: window of them round its pool, remake after remake): a remake costs two decoder passes per
+#: image and the round trips of the masks the choice reaches; with 32 of 100 photos every 50
+#: steps the remakes cost a fraction of the steps (benchmarks/training_cost.py, README).
+MAX_IMAGES = 32
 #: A mask becomes a pseudo-label only if, as the only memory, it predicts the templates back
 #: with at least this IoU (its palindrome confidence): a model that knows nothing yet (random
 #: weights: tests/engine/test_toy_task.py) closes no cycle and so teaches itself nothing.
 MIN_CYCLE = 0.5
+
+#: With round trips computed on demand, at most this many times the masks a structure keeps are
+#: tried, best-scored first: one further down would be taken only if most better ones failed.
+TRIES = 2
 
 #: {index of the unlabeled image: {structure: (S, S) bool mask on the model's grid}}
 PseudoLabels = dict[int, dict[str, np.ndarray]]
@@ -67,8 +72,10 @@ def select_pseudo_labels(model: LoadedModel, templates: Sequence[Template], imag
     found = predict_masks(model, templates, images, encoder, cancel, confidence=False, memory=memory)
     if found is not None and from_pool > 0:
         extra = pool_templates(found, images, fit, from_pool, min_cycle, cycle=round_trip(memory, images))
-        memory = TemplateMemory(model, list(templates) + extra, encoder)
-        found = predict_masks(model, memory.templates, images, encoder, cancel, confidence=False, memory=memory)
+        if extra:  # else the second pass would be the first one again
+            memory = TemplateMemory(model, list(templates) + extra, encoder)
+            found = predict_masks(model, memory.templates, images, encoder, cancel, confidence=False,
+                                  memory=memory)
     if found is None:
         return None
     return choose(found, fit, max(1, math.ceil(fraction * len(images))), min_cycle,
@@ -133,7 +140,9 @@ def choose(found: dict[str, list[tuple[int, dict, np.ndarray]]], fit: ReviewFit,
     when it has one and the structure has MIN_MASKS masks or more, else its one-pass
     estimate; ties go to the lower image index. A mask whose ``palindrome`` is None gets it
     from ``cycle(image index, structure, mask)`` when the choice reaches it (stored in its
-    signals), or counts as not closing without ``cycle``."""
+    signals), or counts as not closing without ``cycle``; with ``cycle``, only the best-scored
+    ``TRIES * keep`` masks of a structure are tried (each round trip costs about a decoder
+    pass and a memory encoding)."""
     labels: PseudoLabels = {}
     for name, items in found.items():
         if fit.collection is not None and len(items) >= MIN_MASKS:
@@ -142,8 +151,9 @@ def choose(found: dict[str, list[tuple[int, dict, np.ndarray]]], fit: ReviewFit,
         else:
             scores = [linear(fit.one_pass, s) for _, s, _ in items]
         taken = 0
-        for i in sorted(range(len(items)), key=lambda i: (-scores[i], items[i][0])):
-            if taken == keep:
+        order = sorted(range(len(items)), key=lambda i: (-scores[i], items[i][0]))
+        for tried, i in enumerate(order):
+            if taken == keep or (cycle is not None and tried == TRIES * keep):
                 break
             index, signals, mask = items[i]
             if signals.get("palindrome") is None and cycle is not None:

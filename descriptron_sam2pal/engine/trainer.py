@@ -26,8 +26,8 @@ warm-up, then cosine decay). The image encoder never trains; its features are
 computed once per image by ``FeatureEncoder`` and reused.
 
 Pseudo-labels (``LossWeights.pseudo``, on by default): at step 0 and every
-``pseudo_every`` steps the templates are propagated onto (up to ``MAX_IMAGES`` of) the
-unlabeled images with the weights as they are; the best review-scored
+``pseudo_every`` steps the templates are propagated onto (a window of ``MAX_IMAGES`` of) the
+unlabeled images with the weights as they are (successive windows go round the pool); the best review-scored
 ``pseudo_fraction`` of each structure's masks whose palindrome closes
 (``pseudo_min_cycle``) become targets for the forward half of the palindromes that use
 those images (``engine.pseudo_labels``). ``state.pt`` keeps them, so a resumed run is the
@@ -670,7 +670,9 @@ class _Run:
     def _refresh_pseudo_labels(self) -> float:
         """Remake the pseudo-labels at every ``pseudo_every``-th step with the weights as they
         are (a resumed run has those of its last saved state); returns the seconds it took.
-        At most ``pseudo_labels.MAX_IMAGES`` unlabeled images take part (a seeded choice)."""
+        Each remake takes part of the unlabeled images, ``pseudo_labels.MAX_IMAGES`` at most:
+        the next window of a seeded order of them, so that successive remakes go round the
+        whole pool; the labels of images outside the window are those an earlier remake made."""
         if not self.config.loss.pseudo:
             return 0.0
         if self._pseudo is not None and self.step % self.config.pseudo_every:
@@ -678,8 +680,9 @@ class _Run:
         t0 = time.monotonic()
         n = len(self.train_pool)
         if n > MAX_IMAGES:
-            rng = np.random.RandomState((self.config.seed * 104729 + 17) % (2 ** 32))
-            subset = sorted(rng.permutation(n)[:MAX_IMAGES].tolist())
+            order = np.random.RandomState((self.config.seed * 104729 + 17) % (2 ** 32)).permutation(n)
+            start = (self.step // self.config.pseudo_every) * MAX_IMAGES
+            subset = sorted(int(order[(start + i) % n]) for i in range(MAX_IMAGES))
         else:
             subset = list(range(n))
         labels = select_pseudo_labels(self.model, self.templates, [self.train_pool[i] for i in subset],
@@ -687,15 +690,19 @@ class _Run:
                                       self.config.pseudo_min_cycle, self.cancel)
         if labels is None:  # cancelled: the loop stops before the next step
             return 0.0
-        self._pseudo = {subset[i]: masks for i, masks in labels.items()}
-        masks = sum(len(v) for v in self._pseudo.values())
-        if masks:
-            self._say(f"step {self.step}: pseudo-labels remade, {masks} outline(s) on {len(self._pseudo)} of "
-                      f"{n} unlabeled image(s) (per structure the best-scored {self.config.pseudo_fraction:.0%} "
-                      f"whose round trip to the template works)")
+        window = set(subset)
+        kept = {i: masks for i, masks in (self._pseudo or {}).items() if i not in window}
+        self._pseudo = kept | {subset[i]: masks for i, masks in labels.items()}
+        made = sum(len(v) for v in labels.values())
+        if made:
+            self._say(f"step {self.step}: pseudo-labels remade on {len(subset)} of {n} unlabeled image(s): "
+                      f"{made} outline(s) (per structure the best-scored {self.config.pseudo_fraction:.0%} "
+                      f"whose round trip to the template works); "
+                      f"{sum(len(v) for v in self._pseudo.values())} in all")
         else:
-            self._say(f"step {self.step}: pseudo-labels remade, none yet: no outline on the unlabeled images "
-                      f"leads back to the template; learning from the palindromes alone until the next remake")
+            self._say(f"step {self.step}: pseudo-labels remade on {len(subset)} of {n} unlabeled image(s), none "
+                      f"new: no outline there leads back to the template"
+                      + ("; learning from the palindromes alone until the next remake" if not kept else ""))
         return time.monotonic() - t0
 
     def _checkpoint_due(self) -> bool:

@@ -183,7 +183,7 @@ def test_on_by_default_and_off_with_weight_zero(tmp_path):
         TrainConfig(steps=1, validate_every=0),
         log_fn=said.append,
     )
-    assert any("pseudo-labels remade, none yet" in m for m in said)
+    assert any("none new" in m and "palindromes alone" in m for m in said)
     said = []
     train(
         _present_model(),
@@ -239,3 +239,24 @@ def test_round_trips_computed_only_where_the_choice_reaches_choose_what_computin
             assert diff == 0, (index, name, diff, int(eager[index][name].sum()))
     masks = sum(len(items) for items in first.values()) + sum(len(items) for items in again.values())
     assert len(calls) < masks  # not every mask's round trip was needed
+
+
+def test_remakes_go_round_the_pool_in_windows_and_keep_the_labels_made_outside_them(tmp_path, monkeypatch):
+    from descriptron_sam2pal.engine import trainer as trainer_module
+
+    windows = []
+
+    def spy(model, templates, images, encoder, fraction, *args):
+        windows.append([im.source for im in images])
+        first = templates[0].structures[0]
+        return {i: {first: np.ones((128, 128), bool)} for i in range(len(images))}  # every image
+
+    monkeypatch.setattr(trainer_module, "MAX_IMAGES", 2)
+    monkeypatch.setattr(trainer_module, "select_pseudo_labels", spy)
+    said = []
+    pool = _pool(range(60, 65))
+    train(_present_model(), [make_template("t0", seed=0, size=(120, 128))], pool, tmp_path / "run",
+          TrainConfig(steps=3, validate_every=0, pseudo_every=1), log_fn=said.append)
+    assert [len(w) for w in windows] == [2, 2, 2]
+    assert len({name for w in windows for name in w}) == 5  # round the pool, not one subset again
+    assert any("on 2 of 5" in m and "4 in all" in m for m in said)  # the first window's labels are kept
