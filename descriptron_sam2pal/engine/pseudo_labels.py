@@ -36,9 +36,9 @@ from descriptron_sam2pal.model.build import LoadedModel
 BATCH = 16
 #: At most this many unlabeled images are pseudo-labelled in one remake (the trainer moves a
 #: window of them round its pool, remake after remake): a remake costs two decoder passes per
-#: image and the round trips of the masks the choice reaches; with 32 of 100 photos every 50
-#: steps the remakes cost a fraction of the steps (benchmarks/training_cost.py, README).
-MAX_IMAGES = 32
+#: image and the round trips of the masks the choice reaches; with 24 of 100 photos every 50
+#: steps the remakes cost about a fifth of the steps' time (benchmarks/training_cost.py, README).
+MAX_IMAGES = 24
 #: A mask becomes a pseudo-label only if, as the only memory, it predicts the templates back
 #: with at least this IoU (its palindrome confidence): a model that knows nothing yet (random
 #: weights: tests/engine/test_toy_task.py) closes no cycle and so teaches itself nothing.
@@ -66,20 +66,20 @@ def select_pseudo_labels(model: LoadedModel, templates: Sequence[Template], imag
 
     The palindrome round trip is computed only for the masks that the score puts within
     reach of being chosen (in score order, until enough close): the choice is the one that
-    computing it for every mask would make, at a fraction of the cost."""
+    computing it for every mask would make, at a fraction of the cost. The round trip always
+    goes back to ``templates`` (the person's outlines), also in the second pass, where the
+    pool masks help to predict but are not what a mask must reproduce."""
     fit = FITS[fit_for(model.checkpoint_hash)]
     memory = TemplateMemory(model, templates, encoder)
+    cycle = round_trip(memory, images)  # always back to the person's templates, never to pool masks
     found = predict_masks(model, templates, images, encoder, cancel, confidence=False, memory=memory)
     if found is not None and from_pool > 0:
-        extra = pool_templates(found, images, fit, from_pool, min_cycle, cycle=round_trip(memory, images))
+        extra = pool_templates(found, images, fit, from_pool, min_cycle, cycle=cycle)
         if extra:  # else the second pass would be the first one again
-            memory = TemplateMemory(model, list(templates) + extra, encoder)
-            found = predict_masks(model, memory.templates, images, encoder, cancel, confidence=False,
-                                  memory=memory)
+            found = predict_masks(model, list(templates) + extra, images, encoder, cancel, confidence=False)
     if found is None:
         return None
-    return choose(found, fit, max(1, math.ceil(fraction * len(images))), min_cycle,
-                  cycle=round_trip(memory, images))
+    return choose(found, fit, max(1, math.ceil(fraction * len(images))), min_cycle, cycle=cycle)
 
 
 def round_trip(memory: TemplateMemory, images: Sequence[PreparedImage]) -> Cycle:

@@ -33,7 +33,8 @@ from descriptron_sam2pal.jobs.propagation import PREDICTIONS_FILE, PropagateRequ
 from descriptron_sam2pal.jobs.templates import TemplateSpec, specs_from_store
 from descriptron_sam2pal.jobs.training import (TrainOutcome, TrainRequest, describe_result, train_run,
                                                validation_plan_for)
-from descriptron_sam2pal.model.device import accelerator_available
+from descriptron_sam2pal.jobs.estimate import training_seconds
+from descriptron_sam2pal.model.device import accelerator_available, cpu_has_native_bf16
 from descriptron_sam2pal.store.provenance import template_images
 from descriptron_sam2pal.store.stem import find_image_files
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
@@ -90,21 +91,11 @@ PRESETS = (
 )
 DEFAULT_PRESET = "Balanced"
 
-# Seconds per training step of SAM2 hiera-tiny by input size (CPU figures measured on a
-# 2-core machine, GPU ones rough); other sizes scale by _MODEL_FACTOR. Only for the estimate.
-_STEP_SECONDS = {"cpu": {256: 1.4, 512: 6.0, 1024: 38.0}, "gpu": {256: 0.05, 512: 0.12, 1024: 0.4}}
-_MODEL_FACTOR = {"mini": 0.07, "beetle": 0.9, "tiny": 1.0, "small": 1.3, "base_plus": 2.2, "large": 5.0}
-# Remaking the pseudo-labels every 50 steps took 0.9-1.2x the steps' own time on the test-bed
-# (67 unlabeled images, 300 steps, this project's 2-core Xeon); more images cost more, up to 96.
-_PSEUDO_FACTOR = 2.1
-
-
-def estimate_seconds(steps: int, size: int, gpu: bool, model_size: str = "tiny") -> float:
-    table = _STEP_SECONDS["gpu" if gpu else "cpu"]
-    sizes = sorted(table)
-    lo = max([s for s in sizes if s <= size] or [sizes[0]])
-    per_step = table[lo] * (size / lo) ** 2  # attention cost grows at least with the pixel count
-    return steps * per_step * _MODEL_FACTOR.get(model_size, 1.0)
+def estimate_seconds(steps: int, size: int, gpu: bool, model_size: str = "tiny", structures: int = 5,
+                     unlabeled: int = 100, pseudo: bool = True) -> float:
+    """A first guess for a training run on this computer (``jobs.estimate``)."""
+    return training_seconds(steps, size, gpu, model_size, structures=structures, unlabeled=unlabeled,
+                            pseudo=pseudo, bf16=not gpu and cpu_has_native_bf16())
 
 
 def format_duration(seconds: float | None) -> str:
@@ -293,11 +284,11 @@ class TrainDialog(QDialog):
         self.pseudo_check = QCheckBox("Also learn from the best predictions (pseudo-labels)")
         self.pseudo_check.setChecked(True)
         self.pseudo_check.setToolTip(
-            "Every 50 steps the model segments the unlabeled specimens; the quarter of each structure's "
-            "masks that the review score trusts most (most like the others, and whose round trip back "
-            "to the template works) are learnt from too. "
-            "About doubles the training time; on the test-bed it helped most where the model "
-            "started worst")
+            "Every 50 steps the model segments 24 of the unlabeled specimens (the next 24 each time); "
+            "the quarter of each structure's masks that the review score trusts most (most like the "
+            "others, and whose round trip back to the template works) are learnt from too. "
+            "Adds a fraction of the training time (the estimate counts it); on the test-bed it "
+            "helped most where the model started worst")
         self.lr_edit = QLineEdit()
         self.lr_edit.setPlaceholderText("default")
         self.lr_edit.setToolTip("Learning rate; empty for the default (5e-4 LoRA, 1e-5 full)")
@@ -567,9 +558,14 @@ class TrainDialog(QDialog):
             s = steps * measured[near] * (size / near) ** 2
             return 0.8 * s, 1.5 * s, f"from a run at {near} px on this computer"
         gpu = accelerator_available(self.device_combo.currentText())
-        s = estimate_seconds(steps, size, gpu, _model_size(self.session.checkpoint_choice()))
-        s *= _PSEUDO_FACTOR if self.pseudo_check.isChecked() else 1.0
-        return 0.5 * s, 3.0 * s, "a guess until the first run on this computer"
+        try:
+            structures = {name for spec in self.chosen_templates() for name in spec.structures}
+        except UserError:  # an invalid template: the Start button says so; guess for five
+            structures = set()
+        s = estimate_seconds(steps, size, gpu, _model_size(self.session.checkpoint_choice()),
+                             structures=len(structures) or 5, unlabeled=max(1, len(self.unlabeled_images())),
+                             pseudo=self.pseudo_check.isChecked())
+        return 0.75 * s, 1.3 * s, "a first guess for this computer, until a run here measures it"
 
     def _update_estimate(self) -> None:
         low, high, how = self.estimate()

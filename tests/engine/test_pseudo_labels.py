@@ -199,8 +199,9 @@ def test_on_by_default_and_off_with_weight_zero(tmp_path):
     )
 
 
-def test_round_trips_computed_only_where_the_choice_reaches_choose_what_computing_all_would():
+def test_round_trips_computed_only_where_the_choice_reaches_choose_what_computing_all_would(monkeypatch):
     from descriptron_sam2pal.engine import pseudo_labels
+    from descriptron_sam2pal.engine.propagate import TemplateMemory, palindrome_confidence_on_grid
     from descriptron_sam2pal.engine.pseudo_labels import pool_templates, predict_masks
     from descriptron_sam2pal.engine.review_score import fit_for
 
@@ -215,7 +216,12 @@ def test_round_trips_computed_only_where_the_choice_reaches_choose_what_computin
     above = [c for c in cycles[half:] if c - cycles[half - 1] > 0.02]
     min_cycle = (cycles[half - 1] + above[0]) / 2
     extra = pool_templates(first, pool, fit, 2, min_cycle)
-    again = predict_masks(model, [template] + extra, pool, encoder)
+    again = predict_masks(model, [template] + extra, pool, encoder, confidence=False)
+    memory = TemplateMemory(model, [template], encoder)
+    for name, items in again.items():  # every round trip, back to the person's template
+        for index, signals, mask in items:
+            signals["palindrome"] = palindrome_confidence_on_grid(memory, encoder.encode([pool[index]])[0],
+                                                                  {name: mask})[name]
     eager = pseudo_labels.choose(again, fit, 3, min_cycle)
 
     calls = []
@@ -225,20 +231,25 @@ def test_round_trips_computed_only_where_the_choice_reaches_choose_what_computin
         calls.append(args)
         return real(*args)
 
-    pseudo_labels.palindrome_confidence_on_grid = counting
-    try:
-        lazy = select_pseudo_labels(model, [template], pool, encoder, fraction=3 / len(pool), from_pool=2,
-                                    min_cycle=min_cycle)
-    finally:
-        pseudo_labels.palindrome_confidence_on_grid = real
+    monkeypatch.setattr(pseudo_labels, "palindrome_confidence_on_grid", counting)
+    monkeypatch.setattr(pseudo_labels, "TRIES", 1000)  # no bound: the very choice computing all makes
+    lazy = select_pseudo_labels(model, [template], pool, encoder, fraction=3 / len(pool), from_pool=2,
+                                min_cycle=min_cycle)
     assert eager and lazy.keys() == eager.keys()
     for index in eager:
         assert lazy[index].keys() == eager[index].keys()
         for name in eager[index]:
-            diff = int((lazy[index][name] != eager[index][name]).sum())
-            assert diff == 0, (index, name, diff, int(eager[index][name].sum()))
+            assert np.array_equal(lazy[index][name], eager[index][name])
     masks = sum(len(items) for items in first.values()) + sum(len(items) for items in again.values())
     assert len(calls) < masks  # not every mask's round trip was needed
+
+    # With the default bound, at most TRIES x keep masks of a structure are tried per choice.
+    calls.clear()
+    monkeypatch.setattr(pseudo_labels, "TRIES", 2)
+    select_pseudo_labels(model, [template], pool, encoder, fraction=3 / len(pool), from_pool=2,
+                         min_cycle=min_cycle)
+    structures = len(template.structures)
+    assert len(calls) <= structures * 2 * (2 + 3)  # pool choice (keep 2) and the labels (keep 3)
 
 
 def test_remakes_go_round_the_pool_in_windows_and_keep_the_labels_made_outside_them(tmp_path, monkeypatch):
