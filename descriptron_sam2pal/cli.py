@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on the palindromes alone, without also learning from the model's best-scored "
                         "masks on the unlabeled images (on by default)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
+    t.add_argument("--overwrite", action="store_true",
+                   help="allow replacing files in RUN_DIR that sam2pal did not write (settings.json, "
+                        "result.json, ...); without it such a folder is refused before any work")
     g.add_argument("--cache-dir", metavar="DIR",
                    help="keep image-encoder features on disk here: needed when the unlabeled images "
                         "do not fit in memory, and reruns skip the encoder")
@@ -130,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "each result (palindrome confidence, 0..1, low = check it).")
     _add_template_args(p)
     p.add_argument("--images", required=True, metavar="DIR", help="folder of specimen images to segment")
-    p.add_argument("--out", required=True, metavar="PRED.json", help="COCO file of predictions to write")
+    p.add_argument("--out", required=True, metavar="PRED.json",
+                   help="COCO file of predictions to write (a new file, or one an earlier run wrote)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow --out to replace a file that sam2pal did not write (never one of the inputs)")
     p.add_argument("--adapter", metavar="RUN_DIR", help="a trained run (or its adapter.pt); default: base SAM2")
     _add_model_args(p)
     g = p.add_argument_group("propagation")
@@ -217,7 +223,8 @@ def cmd_train(args) -> int:
     if args.no_pseudo_labels:
         config.loss.pseudo = 0.0
     request = TrainRequest(_model_request(args), specs, specimen_images(args.images, exclude=[s.path for s in specs]),
-                           Path(args.out), config, resume=args.resume, cache_dir=args.cache_dir)
+                           Path(args.out), config, resume=args.resume, cache_dir=args.cache_dir,
+                           overwrite=args.overwrite)
     print(f"training on {len(specs)} template(s) ({', '.join(structure_names(specs))}) "
           f"and {len(request.unlabeled)} unlabeled image(s), {args.steps} steps, "
           f"{'full fine-tuning' if args.full else f'LoRA rank {args.lora_rank}'}"
@@ -239,7 +246,7 @@ def cmd_propagate(args) -> int:
     request = PropagateRequest(
         _model_request(args), specs, targets, out=Path(args.out), write_to=args.write_to,
         batch_size=args.batch_size, orientation_search=args.orientation_search,
-        confidence=not args.no_confidence, resume=args.resume,
+        confidence=not args.no_confidence, resume=args.resume, overwrite=args.overwrite,
         protected={"--templates": args.templates, "--template-mask": args.template_mask},
         status_stores=args.templates)
     if (args.workers or args.ship_images) and not args.ray:
