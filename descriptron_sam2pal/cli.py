@@ -8,6 +8,7 @@ GUI, with a tqdm bar instead of a progress dialog. Errors the user can act on
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -277,6 +278,10 @@ def cmd_evaluate(args) -> int:
     for path in (args.pred, args.truth):
         if not Path(path).exists():
             raise UserError(f"{path} does not exist")
+    truth = Path(args.truth)
+    if truth.is_dir() and not any(p for p in truth.iterdir() if not p.name.startswith(".")):
+        raise UserError(f"the ground truth folder {truth} is empty: give the folder of mask PNGs named like the "
+                        "photos (with --colors), or a Descriptron annotation file or folder of annotated photos")
     store_log = logging.getLogger("descriptron_sam2pal.store")
     level = store_log.level
     if not args.verbose:  # the images themselves are not needed to score masks
@@ -363,6 +368,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"sam2pal: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or args.verbose:
+            raise
+        # a full disk outside the checked writes: one line, and how to go on
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"sam2pal: error: {exc.strerror or exc}{where}. Free disk space, then run the same command "
+              "again (with --resume for train and propagate: finished work is not redone)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sam2pal: interrupted; run again with --resume to continue", file=sys.stderr)

@@ -272,6 +272,16 @@ def propagate_run(request: PropagateRequest, progress=None, cancel=None,
                     ray_address, workers, ship_images, cluster_stats)
 
 
+def _cleanup(step: Callable[[], Any], what: str) -> None:
+    """Run a cleanup ``step``; a failure is logged, never raised over the run's own outcome."""
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - reported, and the first error (if any) goes on
+        import logging
+
+        logging.getLogger(__name__).warning("could not %s (%s)", what, exc)
+
+
 def _apply_scores(scores: Mapping[tuple[int, str], float], builder: Any, store: Any,
                   in_store: Mapping[tuple[int, str], tuple], results: list | None) -> None:
     """The collection's review scores ({(result number from 1, structure): score}) into the
@@ -360,13 +370,22 @@ def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, 
                 "outlines of their structure now come first in the Review")
             _apply_scores(rescored, builder, store, in_store, outcome.results if keep_results else None)
         if builder is not None:
-            outcome.written = write_predictions(builder, request.out)
+            try:
+                outcome.written = write_predictions(builder, request.out)
+            except (OSError, UserError) as exc:
+                cause = exc if isinstance(exc, OSError) else exc.__cause__
+                why = getattr(cause, "strerror", None) or str(cause or exc)
+                raise UserError(f"could not write the predictions {request.out} ({why}); nothing was changed. "
+                                f"Free disk space (or check write permission) in {Path(request.out).parent}, "
+                                f"then run the same command again with --resume: the {len(builder.images)} segmented "
+                                "image(s) are kept in its journal and not redone") from exc
     finally:
+        # Cleanup never masks the error that stopped the run (e.g. a full disk failing twice).
         close = getattr(results, "close", None)
         if close is not None:
-            close()  # a generator stopped early (cancel, an error) releases its workers now
+            _cleanup(close, "stop the segmentation workers")  # a generator stopped early releases them now
         if builder is not None:
-            builder.close()
+            _cleanup(builder.close, "remove the temporary spool files")
     if store is not None:
         store.save()
         outcome.merged = merged
