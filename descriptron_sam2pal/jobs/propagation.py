@@ -249,8 +249,8 @@ def propagate_run(request: PropagateRequest, progress=None, cancel=None,
 
     ``executor="ray"`` segments on a Ray cluster (``jobs.cluster``: ``ray_address`` "auto",
     "local" or an address; ``workers`` actors; ``ship_images`` sends the image bytes) and
-    writes the same files, byte for byte, as ``"local"``; the journals of both resume each
-    other. ``cluster_stats`` receives the peak memory of the driver and the actors."""
+    writes the same photos, structures and outlines as ``"local"`` (scores may differ in
+    their last decimals); the journals of both resume each other. ``cluster_stats`` receives the peak memory of the driver and the actors."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, not {executor!r}")
     say = log_fn or (lambda text: None)
