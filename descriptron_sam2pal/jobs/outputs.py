@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: What to add to a command for rule (3).
 OVERWRITE_HINT = "add --overwrite to replace it"
+#: An output folder with less free space than this is refused before the work (a full disk).
+MIN_FREE_BYTES = 16 * 1024 * 1024
 #: A temporary file of ours older than this is a leftover of a killed run (a live one is newer).
 LEFTOVER_AGE_S = 120.0
 
@@ -74,7 +77,8 @@ def check_outputs(outputs: Mapping[str, Iterable[str | os.PathLike]],
 
 def check_writable_folder(folder: str | os.PathLike, label: str) -> None:
     """UserError unless files can be created in ``folder``, or (when it does not exist yet)
-    in the nearest folder above it that does; nothing is left behind."""
+    in the nearest folder above it that does, and its disk has ``MIN_FREE_BYTES`` free;
+    nothing is left behind."""
     folder = Path(folder).expanduser().absolute()
     existing = folder
     while not existing.exists() and existing.parent != existing:
@@ -87,6 +91,13 @@ def check_writable_folder(folder: str | os.PathLike, label: str) -> None:
     except OSError as exc:
         raise UserError(f"cannot write {label} into {folder} ({exc.strerror or exc}); choose a folder you "
                         "can write to, or free some space") from None
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return
+    if free < MIN_FREE_BYTES:
+        raise UserError(f"cannot write {label} into {folder}: only {free // 1024} KiB free on its disk; free "
+                        "some space (or choose a folder on another disk) and run again; nothing was done")
 
 
 def check_output_file(path: str | os.PathLike, label: str, *, overwrite: bool = False,

@@ -244,3 +244,16 @@ def test_a_killed_runs_temporary_files_are_removed_by_the_next_run(project, pres
     assert code == 0, err
     assert "removed 2 temporary file(s) left by an interrupted run" in err
     assert not any(p.exists() for p in left)
+
+
+def test_an_output_folder_on_a_full_disk_is_refused_before_the_work(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from descriptron_sam2pal.jobs import outputs
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(UserError, match=r"only 4 KiB free on its disk; free some space"):
+        outputs.check_writable_folder(tmp_path / "new", "the predictions")
+    assert not (tmp_path / "new").exists()
