@@ -9,7 +9,8 @@ figures less than wall time would). The template is the first BeetleFlow photo w
 structures (benchmarks/data.py), the images the next ``--n``. SAM2.1 hiera-tiny with
 random weights (what a step costs does not depend on them; what a remake costs does, a little:
 it computes the round trip of the masks the choice reaches, and a random model closes few, so
-more are tried than with a trained one). Prints, per part, CPU seconds and the process's peak memory so far, and then
+more are tried than with a trained one). Prints, per part, CPU seconds and the process's peak
+memory so far, and then
 
     training_cost: step_s=A remake_per_image_s=B remake_share=C remake_before_s=D propagate_s=E
     propagate_confidence_s=F
@@ -46,7 +47,6 @@ def main(argv=None) -> int:
                    "beetleflow-5class-train" / "images")
     args = p.parse_args(argv)
 
-    import numpy as np
     import torch
 
     torch.set_num_threads(1)
@@ -99,7 +99,8 @@ def main(argv=None) -> int:
             predict_prepared(memory, [image], feats, confidence=confidence)
             times.append(time.process_time() - t0)
         prop[confidence] = statistics.median(times)
-        print(f"propagate one specimen, confidence={confidence}: {prop[confidence]:.2f} s (peak {peak_gb():.2f} GB)")
+        print(f"propagate one specimen, confidence={confidence}: {prop[confidence]:.2f} s "
+              f"(peak {peak_gb():.2f} GB)")
 
     # A remake on the images (features cached first: the trainer has them from its steps).
     encoder = FeatureEncoder(model)

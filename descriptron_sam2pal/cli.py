@@ -8,6 +8,7 @@ GUI, with a tqdm bar instead of a progress dialog. Errors the user can act on
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on the palindromes alone, without also learning from the model's best-scored "
                         "masks on the unlabeled images (on by default)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
+    t.add_argument("--overwrite", action="store_true",
+                   help="allow replacing files in RUN_DIR that sam2pal did not write (settings.json, "
+                        "result.json, ...); without it such a folder is refused before any work")
     g.add_argument("--cache-dir", metavar="DIR",
                    help="keep image-encoder features on disk here: needed when the unlabeled images "
                         "do not fit in memory, and reruns skip the encoder")
@@ -127,10 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("propagate", help="segment every specimen from the templates",
                        description="Segment the templates' structures on every image of DIR and score "
-                                   "score each result (review score, 0..1, an estimate of its IoU: low = check it).")
+                                   "each result (review score, 0..1, an estimate of its IoU: low = check it).")
     _add_template_args(p)
     p.add_argument("--images", required=True, metavar="DIR", help="folder of specimen images to segment")
-    p.add_argument("--out", required=True, metavar="PRED.json", help="COCO file of predictions to write")
+    p.add_argument("--out", required=True, metavar="PRED.json",
+                   help="COCO file of predictions to write (a new file, or one an earlier run wrote)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow --out to replace a file that sam2pal did not write (never one of the inputs)")
     p.add_argument("--adapter", metavar="RUN_DIR", help="a trained run (or its adapter.pt); default: base SAM2")
     _add_model_args(p)
     g = p.add_argument_group("propagation")
@@ -221,7 +228,8 @@ def cmd_train(args) -> int:
     if args.no_pseudo_labels:
         config.loss.pseudo = 0.0
     request = TrainRequest(_model_request(args), specs, specimen_images(args.images, exclude=[s.path for s in specs]),
-                           Path(args.out), config, resume=args.resume, cache_dir=args.cache_dir)
+                           Path(args.out), config, resume=args.resume, cache_dir=args.cache_dir,
+                           overwrite=args.overwrite)
     print(f"training on {len(specs)} template(s) ({', '.join(structure_names(specs))}) "
           f"and {len(request.unlabeled)} unlabeled image(s), {args.steps} steps, "
           f"{'full fine-tuning' if args.full else f'LoRA rank {args.lora_rank}'}"
@@ -243,7 +251,7 @@ def cmd_propagate(args) -> int:
     request = PropagateRequest(
         _model_request(args), specs, targets, out=Path(args.out), write_to=args.write_to,
         batch_size=args.batch_size, orientation_search=args.orientation_search,
-        confidence=args.confidence and not args.no_confidence, resume=args.resume,
+        confidence=args.confidence and not args.no_confidence, resume=args.resume, overwrite=args.overwrite,
         protected={"--templates": args.templates, "--template-mask": args.template_mask},
         status_stores=args.templates)
     if (args.workers or args.ship_images) and not args.ray:
@@ -274,6 +282,10 @@ def cmd_evaluate(args) -> int:
     for path in (args.pred, args.truth):
         if not Path(path).exists():
             raise UserError(f"{path} does not exist")
+    truth = Path(args.truth)
+    if truth.is_dir() and not any(p for p in truth.iterdir() if not p.name.startswith(".")):
+        raise UserError(f"the ground truth folder {truth} is empty: give the folder of mask PNGs named like the "
+                        "photos (with --colors), or a Descriptron annotation file or folder of annotated photos")
     store_log = logging.getLogger("descriptron_sam2pal.store")
     level = store_log.level
     if not args.verbose:  # the images themselves are not needed to score masks
@@ -360,6 +372,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"sam2pal: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or args.verbose:
+            raise
+        # a full disk outside the checked writes: one line, and how to go on
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"sam2pal: error: {exc.strerror or exc}{where}. Free disk space, then run the same command "
+              "again (with --resume for train and propagate: finished work is not redone)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sam2pal: interrupted; run again with --resume to continue", file=sys.stderr)

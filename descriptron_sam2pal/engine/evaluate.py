@@ -64,8 +64,14 @@ def truth_from_color_pngs(pngs: str | Path | Iterable[str | Path], colors: Mappi
     the normalised stem of each PNG without a ``_mask``/``_label``/``_gt``... suffix."""
     if isinstance(colors, str):
         colors = parse_colors(colors)
-    if isinstance(pngs, (str, Path)) and Path(pngs).is_dir():
-        pngs = sorted(p for p in Path(pngs).iterdir() if p.suffix.lower() == ".png")
+    folder = Path(pngs) if isinstance(pngs, (str, Path)) and Path(pngs).is_dir() else None
+    if folder is not None:
+        pngs = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+        if not pngs:
+            raise UserError(f"the ground truth folder {folder} holds no mask PNG"
+                            + (" (it is empty)" if not any(folder.iterdir()) else "")
+                            + ": give the folder of mask PNGs named like the photos (s0.png or s0_mask.png), "
+                            "or a COCO annotation file")
     elif isinstance(pngs, (str, Path)):
         pngs = [pngs]
     out = {}

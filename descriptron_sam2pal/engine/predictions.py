@@ -15,6 +15,7 @@ import numpy as np
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.imaging.masks import has_hole, mask_area, mask_bbox, mask_to_polygons, mask_to_rle, polygons_to_mask
 from descriptron_sam2pal.store.coco import PAIR_KEY, write_streams
+from descriptron_sam2pal.store.ours import OUTPUT_KEY, PREDICTIONS
 from descriptron_sam2pal.store.stem import basename, companion_path
 from descriptron_sam2pal.engine.results import TargetResult
 
@@ -95,7 +96,8 @@ class PredictionsBuilder:
                 self._scores[self._ids[key]] = float(value)
 
     def _head(self) -> dict:
-        head = {"info": {"description": "SAM2-PAL predictions", "errors": list(self.errors)},
+        # OUTPUT_KEY first: the file is recognisably ours from its first bytes (store.ours).
+        head = {OUTPUT_KEY: PREDICTIONS, "info": {"description": "SAM2-PAL predictions", "errors": list(self.errors)},
                 "images": list(self.images)}
         if self.pair_token is not None:
             head[PAIR_KEY] = self.pair_token
@@ -156,7 +158,8 @@ class PredictionsBuilder:
 def write_predictions(results: Iterable[TargetResult] | PredictionsBuilder, path: str | Path,
                       categories: Mapping[str, int] | None = None) -> list[Path]:
     """Write ``path`` (.json, polygons) and its ``.rlejson`` companion (RLE for masks with
-    holes) atomically, keeping a backup of files replaced. Returns the written paths.
+    holes) atomically. Returns the written paths. Whether ``path`` may be replaced is decided
+    before the work (``jobs.outputs.check_output_file``): no backup copy is made here.
 
     images: ``id`` (the result's image id, else 1, 2, ...), ``file_name``, ``height``,
     ``width``; annotations (present structures only): every component's polygon, ``bbox``,
@@ -180,7 +183,7 @@ def write_predictions(results: Iterable[TargetResult] | PredictionsBuilder, path
         # .rlejson beside the old .json, which readers tell apart by the pair token.
         return write_streams([(companion_path(path), lambda f: builder.write_to(f, rle=True)),
                               (path, lambda f: builder.write_to(f, rle=False))],
-                             backup=path.exists())[::-1]
+                             backup=False)[::-1]
     finally:
         if own:
             builder.close()

@@ -70,6 +70,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
             warnings.simplefilter("ignore", UserWarning)
             with Image.open(path) as img:
                 img.load()
+                if img.format == "PNG":
+                    _check_png_complete(path)
                 rgb = _pil_to_rgb_uint8(img)
     except UnidentifiedImageError:
         rgb = _load_with_cv2(path, not_image_hint=True)
@@ -141,6 +143,52 @@ def _corrupt_error(path: Path, err: BaseException) -> ImageError:
         f"Cannot read {path}: the file is corrupt or truncated ({err}). "
         "Copy it again from the original source or re-export it."
     )
+
+
+# PNG colour type -> samples per pixel
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _check_png_complete(path: Path) -> None:
+    """ImageError when a PNG's image data holds fewer rows than its header promises. PIL
+    then fills the missing rows with black without a word, and a photo cut short (an
+    interrupted copy) would be segmented as half black."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    pos, idat, header = 8, zlib.decompressobj(), None
+    got = 0
+    try:
+        while pos + 8 <= len(data):
+            length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+            chunk = data[pos + 8:pos + 8 + length]
+            if kind == b"IHDR":
+                header = struct.unpack(">IIBBBBB", chunk[:13])
+            elif kind == b"IDAT":
+                got += len(idat.decompress(chunk))
+            elif kind == b"IEND":
+                break
+            pos += 12 + length
+        got += len(idat.flush())
+    except (zlib.error, struct.error):
+        pass  # a broken stream: judged by the bytes it gave
+    if header is None:
+        return
+    width, height, depth, colour, _, _, interlace = header
+    bits = _PNG_CHANNELS.get(colour, 1) * depth
+
+    def size(w: int, h: int) -> int:
+        return 0 if w == 0 or h == 0 else h * (1 + (w * bits + 7) // 8)
+
+    if interlace:
+        return  # Adam7 row counts differ per pass; such files are rare among photos
+    expected = size(width, height)
+    if got < expected:
+        rows = got // (1 + (width * bits + 7) // 8)
+        raise ImageError(f"Cannot read {path}: its header says {width} x {height} px but the file holds only "
+                         f"{rows} of its {height} rows (it was cut short, e.g. by an interrupted copy or "
+                         "download). Copy it again from the original source or re-export it.")
 
 
 def _is_truncation(err: BaseException) -> bool:

@@ -9,7 +9,7 @@ templates, a validation plan or a write into the store of its own:
 * ``jobs.training``    ``TrainRequest`` / ``train_run``.
 * ``jobs.propagation`` ``PropagateRequest`` / ``propagate_run``: predictions file, journal,
   ``--write-to``; every output path checked before any work.
-* ``jobs.outputs``     what an output may never be (an input).
+* ``jobs.outputs``     the output rule: new, ours, or --overwrite; never an input.
 
 Importing ``descriptron_sam2pal.jobs`` is cheap: torch loads only when a job runs.
 """

@@ -203,6 +203,31 @@ def _decode_shipped(path: str, data: bytes) -> tuple[Any, str]:
         return None, tmp  # the target falls back to its path: unreadable there too -> its error
 
 
+#: How long a Ray address may take to accept a connection before the run is refused.
+REACH_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """UserError within ``timeout`` seconds when nothing accepts a connection at a Ray address
+    ("HOST:PORT" or "ray://HOST:PORT"), naming the address and what to check."""
+    import socket
+
+    text = address[len("ray://"):] if address.startswith("ray://") else address
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray {address}: give the cluster's address as HOST:PORT (e.g. head-node:6379) or "
+                        "ray://HOST:10001")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = "no answer" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
+        raise UserError(f"cannot reach the Ray cluster at {address} ({why} within {timeout:g} s): check that "
+                        f"`ray start --head` runs on {host}, that the port is right ({port}; 6379 for HOST:6379, "
+                        "10001 for ray://) and that no firewall blocks it; or run --ray without an address for a "
+                        "local cluster") from None
+
+
 def connect(address: str | None) -> bool:
     """Join (or start) the Ray cluster of ``address`` (see :class:`ClusterSettings`); True when
     this call started Ray (the caller shuts it down). A running ``ray.init`` is reused."""
@@ -210,6 +235,8 @@ def connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     kwargs = {"include_dashboard": False, "log_to_driver": False}
+    if address not in (None, "", "auto", "local"):
+        check_reachable(address)  # ray.init retries an address nobody answers for a long time
     try:
         if address in (None, "", "auto"):
             ray.init(**kwargs)

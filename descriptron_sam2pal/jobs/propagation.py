@@ -18,7 +18,8 @@ from descriptron_sam2pal import UserError
 from descriptron_sam2pal.jobs.models import (BEETLE_DEMO_CHOICE, DEMO_CHOICE, ModelRequest, adapter_file,
                                             check_memory_for, load_model, resolve_checkpoint,
                                             resolved_image_size)
-from descriptron_sam2pal.jobs.outputs import check_outputs, check_writable_folder
+from descriptron_sam2pal.jobs.outputs import (check_outputs, check_predictions_out, check_writable_folder,
+                                             remove_leftover_temps)
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
 
 
@@ -33,7 +34,9 @@ class PropagateRequest:
     ``out``: the predictions file (``.json`` + ``.rlejson``; its journal is
     ``<out>.journal.jsonl``); ``write_to``: a Descriptron store to merge into; ``protected``:
     more input files no output may overwrite ({what they are: paths}, e.g. the template
-    stores); ``resume``: reuse the journal of an interrupted run with the same settings."""
+    stores); ``resume``: reuse the journal of an interrupted run with the same settings;
+    ``overwrite``: the user allows ``out`` to replace a file sam2pal did not write
+    (``jobs.outputs``; never an input)."""
 
     model: ModelRequest
     templates: Sequence[TemplateSpec]
@@ -49,6 +52,7 @@ class PropagateRequest:
     resume: bool = False
     protected: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     status_stores: Sequence[Any] = ()  # stores whose structure_status applies to path targets
+    overwrite: bool = False
 
 
 @dataclass
@@ -88,14 +92,24 @@ def preflight(request: PropagateRequest) -> Any:
     if request.model.adapter:
         inputs["the adapter"] = [adapter_file(request.model.adapter)]
     check_memory_for(resolved_image_size(request.model))
+    from descriptron_sam2pal.jobs.specimens import check_distinct_specimens
+
+    check_distinct_specimens(inputs["a specimen photo"] + inputs["a template image"])
     store = None
     if request.write_to:
         from descriptron_sam2pal.store import AnnotationStore
 
+        from descriptron_sam2pal.store.ours import is_our_predictions
+
+        if is_our_predictions(Path(request.write_to).expanduser()):
+            raise UserError(f"--write-to {request.write_to} is a predictions file written by sam2pal, not the "
+                            "project's annotations; give the Descriptron store of these photos (its folder or "
+                            "its annotation file)")
         store = AnnotationStore.open(request.write_to)  # a store we cannot read stops us here
         inputs["the store of --write-to"] = [str(p) for p in store.source_files] + [str(request.write_to)]
     if request.out is not None:
         check_outputs({"--out": [request.out, journal_path(request.out)]}, inputs)
+        check_predictions_out(request.out, journal_path(request.out), overwrite=request.overwrite)
         check_writable_folder(Path(request.out).expanduser().parent, "the predictions")
     stores = [store] if store is not None else []
     if request.status_stores:
@@ -104,9 +118,76 @@ def preflight(request: PropagateRequest) -> Any:
         stores += [s if hasattr(s, "images") else AnnotationStore.open(s) for s in request.status_stores]
     request.targets = with_structure_status(request.targets, stores)
     if store is not None:
+        check_write_to_holds(store, request.write_to, request.targets)
         _check_targets_fit(store, request.targets)
         store.check_writable()  # permissions, and no other run holding its lock
     return store
+
+
+def _remove_leftovers(request: PropagateRequest, store: Any, say: Callable[[str], None]) -> None:
+    """The temporary files a killed run of ours left beside the predictions and in the store's
+    folders (``jobs.outputs.remove_leftover_temps``); said, never silent."""
+    removed = []
+    if request.out is not None:
+        out = Path(request.out).expanduser()
+        names = {out.name, out.with_suffix(".rlejson").name, out.with_suffix(".json").name}
+        removed += remove_leftover_temps(out.parent, names)
+    if store is not None:
+        for folder in sorted(store.folders()):
+            removed += remove_leftover_temps(folder)
+    if removed:
+        say(f"removed {len(removed)} temporary file(s) left by an interrupted run: "
+            + ", ".join(str(p) for p in removed[:5]) + (" ..." if len(removed) > 5 else ""))
+
+
+def check_write_to_holds(store: Any, write_to: Any, targets: Sequence[Any]) -> None:
+    """A write never hides anything: UserError (before any work) when ``--write-to``
+
+    * is one ``_final_`` save (one photo's file, or a folder session's) and some photos are not
+      in it: a new file for them would start from nothing and hide their own annotations;
+    * is one ``_final_`` save but not the newest file of a photo it holds: the new file would
+      bring back the older version;
+    * holds none of the photos although it holds others (a store of another folder);
+    * is a folder of per-image files and a photo lies outside it."""
+    from descriptron_sam2pal.store import PER_IMAGE, AnnotationStore
+    from descriptron_sam2pal.store.merge import find_image
+
+    paths = [p for p in map(_target_path, targets) if p]
+    if not paths:
+        return
+    found = {p: find_image(store, None, p) for p in paths}
+    missing = [p for p, r in found.items() if r is None]
+    where = Path(write_to).expanduser()
+    photos_folders = sorted({str(Path(p).parent) for p in paths})
+    if store.images and len(missing) == len(paths):
+        store_folder = where if where.is_dir() else where.parent
+        raise UserError(f"--write-to {write_to} holds none of the {len(paths)} photo(s) being segmented: its "
+                        f"photos are in {store_folder}, these are in {', '.join(photos_folders)}. Nothing was "
+                        "done. Give the store of these photos (e.g. --write-to with their folder)")
+    if store.mode != PER_IMAGE:
+        return
+    if where.is_file():
+        if missing:
+            names = ", ".join(Path(p).name for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise UserError(f"--write-to {write_to} is one Descriptron save; it does not hold {len(missing)} of the "
+                            f"photos ({names}), whose annotations are in their own files, and writing new files "
+                            "for them would hide those. Nothing was done. Give the folder instead "
+                            f"(--write-to {where.parent}) to merge into every photo's newest annotations")
+        newest = AnnotationStore.open(where.parent)
+        for p, record in found.items():
+            current = find_image(newest, None, p)
+            if current is not None and current.source is not None and record.source is not None \
+                    and Path(current.source).resolve() != Path(record.source).resolve():
+                raise UserError(f"--write-to {write_to} is not the newest annotation file of {Path(p).name}: "
+                                f"{current.source} is newer, and a new file made from the older one would hide it. "
+                                f"Nothing was done. Give the folder (--write-to {where.parent}) or the newest file")
+        return
+    outside = [p for p in missing]
+    if outside:
+        names = ", ".join(str(p) for p in outside[:3]) + (" ..." if len(outside) > 3 else "")
+        raise UserError(f"--write-to {write_to} is a folder of per-image annotation files, but {len(outside)} photo(s) "
+                        f"are not in it ({names}): their annotations would be written next to them, outside "
+                        "the store. Nothing was done. Merge each folder's photos into that folder")
 
 
 def with_structure_status(targets: Sequence[Any], stores: Sequence[Any]) -> list:
@@ -171,8 +252,8 @@ def propagate_run(request: PropagateRequest, progress=None, cancel=None,
 
     ``executor="ray"`` segments on a Ray cluster (``jobs.cluster``: ``ray_address`` "auto",
     "local" or an address; ``workers`` actors; ``ship_images`` sends the image bytes) and
-    writes the same files, byte for byte, as ``"local"``; the journals of both resume each
-    other. ``cluster_stats`` receives the peak memory of the driver and the actors."""
+    writes the same photos, structures and outlines as ``"local"`` (scores may differ in
+    their last decimals); the journals of both resume each other. ``cluster_stats`` receives the peak memory of the driver and the actors."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, not {executor!r}")
     say = log_fn or (lambda text: None)
@@ -189,8 +270,19 @@ def propagate_run(request: PropagateRequest, progress=None, cancel=None,
             # Held for the whole run: a second run on the same store is refused at its start
             # (check_writable), not after hours of work; save() re-enters it.
             held.enter_context(store.lock(timeout=0))
+        _remove_leftovers(request, store, say)
         return _run(request, store, progress, cancel, say, trained, keep_results, executor,
                     ray_address, workers, ship_images, cluster_stats)
+
+
+def _cleanup(step: Callable[[], Any], what: str) -> None:
+    """Run a cleanup ``step``; a failure is logged, never raised over the run's own outcome."""
+    try:
+        step()
+    except Exception as exc:  # noqa: BLE001 - reported, and the first error (if any) goes on
+        import logging
+
+        logging.getLogger(__name__).warning("could not %s (%s)", what, exc)
 
 
 def _apply_scores(scores: Mapping[tuple[int, str], float], builder: Any, store: Any,
@@ -281,13 +373,22 @@ def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, 
                 "outlines of their structure now come first in the Review")
             _apply_scores(rescored, builder, store, in_store, outcome.results if keep_results else None)
         if builder is not None:
-            outcome.written = write_predictions(builder, request.out)
+            try:
+                outcome.written = write_predictions(builder, request.out)
+            except (OSError, UserError) as exc:
+                cause = exc if isinstance(exc, OSError) else exc.__cause__
+                why = getattr(cause, "strerror", None) or str(cause or exc)
+                raise UserError(f"could not write the predictions {request.out} ({why}); nothing was changed. "
+                                f"Free disk space (or check write permission) in {Path(request.out).parent}, "
+                                f"then run the same command again with --resume: the {len(builder.images)} segmented "
+                                "image(s) are kept in its journal and not redone") from exc
     finally:
+        # Cleanup never masks the error that stopped the run (e.g. a full disk failing twice).
         close = getattr(results, "close", None)
         if close is not None:
-            close()  # a generator stopped early (cancel, an error) releases its workers now
+            _cleanup(close, "stop the segmentation workers")  # a generator stopped early releases them now
         if builder is not None:
-            builder.close()
+            _cleanup(builder.close, "remove the temporary spool files")
     if store is not None:
         store.save()
         outcome.merged = merged

@@ -60,6 +60,12 @@ def specs_from_store(store: Any, image_ids: Iterable[Any] | None = None,
     from descriptron_sam2pal.store import AnnotationStore
 
     if not hasattr(store, "images"):
+        from descriptron_sam2pal.store.ours import is_our_predictions
+
+        if is_our_predictions(Path(store).expanduser()):
+            raise UserError(f"{store} is a predictions file written by sam2pal: its outlines are unreviewed "
+                            "predictions, never templates. Give your Descriptron annotations (the folder of the "
+                            "photos or the annotation file you saved)")
         store = AnnotationStore.open(store)
     wanted = set(structures) if structures is not None else None
     explicit = image_ids is not None

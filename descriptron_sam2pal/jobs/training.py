@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine.validation_plan import ValidationPlan, plan_validation
 from descriptron_sam2pal.jobs.models import ModelRequest, check_memory_for, load_model, resolved_image_size
-from descriptron_sam2pal.jobs.outputs import check_writable_folder
+from descriptron_sam2pal.jobs.outputs import check_run_folder, check_writable_folder, mark_run_folder
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
 
 
@@ -18,8 +17,9 @@ from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
 class TrainRequest:
     """A training run: the model, the templates, the unlabeled images (paths or store
     records), the run folder, the settings (``engine.trainer.TrainConfig``; None: the
-    defaults), whether to resume the run in ``run_dir``, and an optional disk cache of
-    image-encoder features."""
+    defaults), whether to resume the run in ``run_dir``, an optional disk cache of
+    image-encoder features, and whether the user allows the run to replace files in
+    ``run_dir`` that sam2pal did not write (``overwrite``, ``jobs.outputs``)."""
 
     model: ModelRequest
     templates: Sequence[TemplateSpec]
@@ -28,6 +28,7 @@ class TrainRequest:
     config: Any = None
     resume: bool = False
     cache_dir: str | os.PathLike | None = None
+    overwrite: bool = False
 
 
 @dataclass
@@ -66,14 +67,14 @@ def train_run(request: TrainRequest, progress=None, cancel=None,
     config.check()
     check_memory_for(resolved_image_size(request.model), training=True)
     run_dir = Path(request.run_dir).expanduser()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"{run_dir} is a file; give a folder for the training run (--out RUN_DIR)")
+    check_run_folder(run_dir, overwrite=request.overwrite)
     check_writable_folder(run_dir, "the training run")
     say("Loading SAM2...")
     model = load_model(request.model)
     say(f"Model: {model.describe()} at {model.image_size} px on {model.device}")
     templates = load_templates(request.templates, model.image_size)
     say(f"{len(templates)} template(s), {len(request.unlabeled)} unlabeled image(s); run folder {request.run_dir}")
+    mark_run_folder(run_dir)
     result = train(model, templates, unlabeled_paths(request.unlabeled), Path(request.run_dir), config,
                    progress=progress, cancel=cancel, resume=request.resume,
                    feature_cache_dir=request.cache_dir, log_fn=say)

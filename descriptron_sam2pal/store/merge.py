@@ -12,7 +12,12 @@ Write back both go through here (no torch, no Qt).
   into a keypoint/line category; never a mask of another size than the store's image.
 * **What a write replaces.** Unreviewed sam2pal predictions of that structure on that
   image (so merging twice does not pile up), without inheriting their attributes or
-  notes; the user's outline only on explicit request (its notes then carry over).
+  notes; the user's outline only on explicit request (its notes then carry over). A
+  prediction a person changed in Descriptron is theirs (``provenance.is_edited``: its
+  mask or category no longer matches the fingerprint recorded when we wrote it).
+* **What a status removes.** A structure the project marks ``absent``/``unknown`` on a
+  specimen after we predicted it: our unreviewed, unchanged prediction of it there goes
+  (``remove_stale_predictions``), and the summary says so.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from descriptron_sam2pal.store.provenance import is_prediction, is_replaceable
+from descriptron_sam2pal.store.provenance import FINGERPRINT, PREDICTION_SOURCE, fingerprint, is_edited, \
+    is_prediction, is_replaceable
 
 #: structure_status values that mean "do not predict or write this structure on this image".
 SKIP_STATUSES = ("absent", "unknown")
@@ -73,6 +79,8 @@ def why_not_writable(store: Any, record: Any, name: str, shape: tuple[int, int] 
                 f"{record.width} x {record.height} px (was the photo replaced? segment it again)")
     kept = [a for a in outlines if not is_replaceable(a)]
     if kept and not replace_user:
+        if any(is_edited(a) for a in kept):
+            return "changed by a person in Descriptron since it was predicted (theirs now, kept)"
         reviewed = any(is_prediction(a) for a in kept)
         return ("already reviewed in an earlier session (kept)" if reviewed
                 else "already outlined in the store (kept; choose Replace to overwrite)")
@@ -87,7 +95,23 @@ def write_structure(store: Any, record: Any, name: str, mask: np.ndarray, attrib
     for old in [a for a in store.annotations_for(record.id) if a.kind == "mask" and a.category == name]:
         if is_replaceable(old):
             store.remove_annotation(record.id, old.id)  # nothing of it is inherited
+    if attributes.get("source") == PREDICTION_SOURCE:
+        attributes = {**attributes, FINGERPRINT: fingerprint(mask, name)}  # what we wrote, to tell edits
     return store.add_structure(record.id, name, mask, attributes=attributes, replace=replace_user)
+
+
+def remove_stale_predictions(store: Any, record: Any) -> list[str]:
+    """Remove our unreviewed, unchanged predictions of the structures ``record`` marks
+    absent/unknown (``structure_status``, set in Descriptron after we predicted them).
+    Returns "file: structure: why" for each, for the summary."""
+    removed = []
+    status = record.structure_status or {}
+    for ann in list(store.annotations_for(record.id)):
+        if ann.kind == "mask" and status.get(ann.category) in SKIP_STATUSES and is_replaceable(ann):
+            store.remove_annotation(record.id, ann.id)
+            removed.append(f"{record.file_name}: {ann.category}: marked \"{status[ann.category]}\" since it was "
+                           "predicted; the unreviewed prediction was removed")
+    return removed
 
 
 class MergeSummary:
@@ -100,12 +124,14 @@ class MergeSummary:
         self.added = 0
         self.replaced = 0
         self.kept: list[str] = []
+        self.removed: list[str] = []
         self.written: list[tuple] = []
 
     def __iadd__(self, other: "MergeSummary") -> "MergeSummary":
         self.added += other.added
         self.replaced += other.replaced
         self.kept.extend(other.kept)
+        self.removed.extend(other.removed)
         self.written.extend(other.written)
         return self
 
@@ -116,6 +142,9 @@ class MergeSummary:
         if self.kept:
             text += (f"; kept what the store had and skipped {len(self.kept)} prediction(s): "
                      + "; ".join(self.kept[:5]) + (" ..." if len(self.kept) > 5 else ""))
+        if self.removed:
+            text += (f"; removed {len(self.removed)} earlier prediction(s): "
+                     + "; ".join(self.removed[:5]) + (" ..." if len(self.removed) > 5 else ""))
         return text
 
 
@@ -124,13 +153,15 @@ def merge_results(store: Any, results: Any, min_score: float | None = None) -> M
     ``attributes`` {"source": "sam2pal", "score", "object_score", "predicted_iou", "palindrome_confidence",
     "orientation"}; an image the store lacks is added. Nothing of a person's is replaced
     (see the module docstring); ``min_score`` skips less confident predictions."""
-    from descriptron_sam2pal.store.provenance import PREDICTION_SOURCE
-
     summary = MergeSummary()
     for r in results:
-        if not r.ok or not r.structures:
+        if not r.ok:
             continue
         record = find_image(store, r.image_id, r.path)
+        if record is not None:
+            summary.removed += remove_stale_predictions(store, record)
+        if not r.structures:
+            continue
         if record is None:
             if not r.path:
                 raise ValueError(f"result {r.image_id!r} names no image file and no image of the store")

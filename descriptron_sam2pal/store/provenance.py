@@ -3,10 +3,20 @@
 An annotation's ``attributes.source`` says who made it. Predictions (merged by
 ``propagate --write-to`` or written back from a review) are never used as
 templates, so unverified predictions never become training labels.
+
+**Descriptron's edits win.** Descriptron keeps an annotation's ``attributes`` when a person
+corrects or relabels the outline, so ``source`` alone cannot tell our outline from theirs.
+Every prediction we write therefore records a fingerprint of what we wrote: its category
+and its mask, bit for bit (``attributes.sam2pal_fingerprint``; Descriptron's load and save
+of an untouched outline gives the same mask back). An annotation whose mask or category
+no longer matches its fingerprint was changed by a person: it is theirs, used as an
+outline of theirs (a template) and never replaced. Predictions of earlier versions carry
+no fingerprint and are treated as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -16,11 +26,40 @@ PREDICTION_SOURCE = "sam2pal"  # attributes.source of predictions written into a
 TEMPLATE_SOURCE = "sam2pal-template"  # attributes.source of outlines accepted in the Templates panel
 
 
-def is_prediction(annotation: Any) -> bool:
-    """A store annotation that sam2pal predicted (merged or written back from a review),
-    as opposed to an outline the user drew or accepted as a template."""
+FINGERPRINT = "sam2pal_fingerprint"  # attributes key: what we wrote (see the module docstring)
+
+
+def fingerprint(mask: np.ndarray, category: str) -> str:
+    """The record of an outline we write: its category and every bit of its mask."""
+    mask = np.asarray(mask, dtype=bool)
+    h = hashlib.sha256(f"{category}|{mask.shape[0]}x{mask.shape[1]}|".encode())
+    h.update(np.packbits(mask, axis=None).tobytes())
+    return "v1:" + h.hexdigest()[:24]
+
+
+def is_edited(annotation: Any) -> bool:
+    """A prediction of ours that a person changed since we wrote it (its mask or category no
+    longer matches the fingerprint we recorded). False without a fingerprint."""
     attributes = annotation.raw.get("attributes")
-    return isinstance(attributes, dict) and attributes.get("source") == PREDICTION_SOURCE
+    recorded = attributes.get(FINGERPRINT) if isinstance(attributes, dict) else None
+    if not isinstance(recorded, str):
+        return False
+    if annotation.category is None or annotation.kind != "mask":
+        return True
+    try:
+        mask = annotation.mask()
+    except Exception:  # a geometry we cannot read is not what we wrote
+        return True
+    return fingerprint(mask, annotation.category) != recorded
+
+
+def is_prediction(annotation: Any) -> bool:
+    """A store annotation that sam2pal predicted (merged or written back from a review) and
+    nobody changed since, as opposed to an outline the user drew, accepted as a template, or
+    corrected in Descriptron (``is_edited``)."""
+    attributes = annotation.raw.get("attributes")
+    return (isinstance(attributes, dict) and attributes.get("source") == PREDICTION_SOURCE
+            and not is_edited(annotation))
 
 
 def template_masks(store: Any, image_id: Any) -> dict[str, np.ndarray]:

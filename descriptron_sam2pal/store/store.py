@@ -52,6 +52,7 @@ from descriptron_sam2pal.imaging.masks import (
 from descriptron_sam2pal.store.coco import (CocoDocument, StoreError, hashable, id_key, is_labelme, labelme_message,
                                             read_json)
 from descriptron_sam2pal.store.lock import DEFAULT_TIMEOUT_S, store_lock
+from descriptron_sam2pal.store.ours import is_our_predictions
 from descriptron_sam2pal.store.stem import (
     basename,
     final_name,
@@ -250,6 +251,9 @@ class AnnotationStore:
             if parsed:
                 prefix, ts, _ = parsed
                 finals.setdefault(prefix, {}).setdefault(ts, []).append(p)
+            elif is_our_predictions(p):
+                log.info("%s: a predictions file written by sam2pal (unreviewed outlines); not read as the "
+                         "project's annotations", p)
             elif _is_descriptron_autosave(p, folder):
                 log.info("%s: Descriptron's folder-session autosave (keypoints / crash snapshot); not read, "
                          "its final save holds the same", p)
@@ -466,7 +470,11 @@ class AnnotationStore:
         cat_ids = [c.get("id") for d in self._docs for c in d.data["categories"] if isinstance(c, dict)]
         nums = [int(v) for v in ann_ids if _is_number(v)]
         self._next_ann_id = max([self._next_ann_id - 1, *nums]) + 1
-        nums = [int(v) for v in cat_ids if _is_number(v)] + [int(v) for v in self._categories.values() if _is_number(v)]
+        # an id an annotation uses is taken even when its category entry is missing: a new category
+        # with that id would relabel the annotation
+        used = [a.get("category_id") for d in self._docs for a in d.data["annotations"] if isinstance(a, dict)]
+        nums = [int(v) for v in [*cat_ids, *used] if _is_number(v)] + \
+            [int(v) for v in self._categories.values() if _is_number(v)]
         self._next_cat_id = max([self._next_cat_id - 1, 0, *nums]) + 1
 
     def _index_images(self, doc: CocoDocument) -> list[ImageRecord]:
@@ -932,13 +940,18 @@ class AnnotationStore:
         ``timeout`` defaults to ``self.lock_timeout``. :meth:`save` takes it itself."""
         return store_lock(self.path, self.lock_timeout if timeout is None else timeout)
 
+    def folders(self) -> set[Path]:
+        """The folders :meth:`save` may write into (the store's, its files', its photos')."""
+        folders = {self.path if self.path.is_dir() else self.path.parent}
+        folders |= {d.path.parent for d in self._docs}
+        folders |= {Path(r._prefix).parent for r in self.images if r._prefix is not None}
+        return folders
+
     def check_writable(self, lock_timeout: float = 0) -> None:
         """Before long work: raise now what would make :meth:`save` fail at the end — a folder
         or file it must write without write permission, or another run holding the lock
         (:class:`StoreBusyError` after ``lock_timeout`` s). Changes nothing."""
-        folders = {self.path if self.path.is_dir() else self.path.parent}
-        folders |= {d.path.parent for d in self._docs}
-        folders |= {Path(r._prefix).parent for r in self.images if r._prefix is not None}
+        folders = self.folders()
         problems = [f"{f}: no write permission for this folder" for f in sorted(folders)
                     if f.is_dir() and not os.access(f, os.W_OK | os.X_OK)]
         if self.mode == SESSION:
@@ -1073,7 +1086,9 @@ class AnnotationStore:
             if cat["name"] == name:
                 return cat["id"]
         cat_id = self._categories.get(name)
-        if cat_id is None or id_key(cat_id) in cats:
+        used = {id_key(a.get("category_id")) for a in doc.data["annotations"]
+                if isinstance(a, dict) and hashable(id_key(a.get("category_id")))}
+        if cat_id is None or id_key(cat_id) in cats or id_key(cat_id) in used:
             cat_id = self._next_cat_id
         self._next_cat_id = max(self._next_cat_id, int(cat_id) + 1 if _is_number(cat_id) else 0)
         entry = copy.deepcopy(self._category_entries[name]) if name in self._category_entries else \

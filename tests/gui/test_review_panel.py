@@ -262,7 +262,9 @@ def test_write_back_changes_the_store_exactly_as_reviewed(qtbot, panel, project,
         if a["id"] not in old_ids
     }
     assert set(new) == {("ant_02.png", "head"), ("ant_01.png", "eye")}
-    assert new[("ant_02.png", "head")]["attributes"] == {
+    written_attributes = dict(new[("ant_02.png", "head")]["attributes"])
+    assert written_attributes.pop("sam2pal_fingerprint").startswith("v1:")   # what we wrote (provenance)
+    assert written_attributes == {
         "source": "sam2pal", "score": 0.31, "object_score": 0.7, "predicted_iou": 0.88,
         "reviewed": "accepted", "corrected": False}
     assert "in project" in panel.model.data(panel.model.index(1, 3))

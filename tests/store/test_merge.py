@@ -9,6 +9,7 @@ from PIL import Image
 from descriptron_sam2pal.engine.results import StructureResult, TargetResult
 from descriptron_sam2pal.store import AnnotationStore
 from descriptron_sam2pal.store.merge import merge_results, why_not_writable
+from descriptron_sam2pal.store.provenance import fingerprint
 
 
 def box(y0, y1, x0, x1, shape=(40, 50)):
@@ -62,6 +63,7 @@ def test_an_unreviewed_prediction_is_replaced_and_passes_on_nothing(tmp_path):
         "predicted_iou": 0.7,
         "palindrome_confidence": None,
         "orientation": "rot0",
+        "sam2pal_fingerprint": fingerprint(box(10, 30, 10, 40), "eye"),
     }
 
 
