@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-from PyQt5.QtCore import QProcess, QSettings, Qt, QTimer, QUrl, pyqtSignal
+from PyQt5.QtCore import QSettings, Qt, QTimer, QUrl, pyqtSignal
 from PyQt5.QtGui import QColor, QImageReader, QKeySequence, QTextCursor
 from PyQt5.QtWidgets import (QAction, QDialog, QDialogButtonBox, QDockWidget, QFileDialog,
                              QHeaderView, QInputDialog, QLabel, QLineEdit, QListWidget, QListWidgetItem,
@@ -23,7 +23,8 @@ from PyQt5.QtWidgets import (QAction, QDialog, QDialogButtonBox, QDockWidget, QF
                              QTableWidget, QTableWidgetItem, QTextBrowser, QToolButton, QVBoxLayout, QWidget)
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.app.descriptron_link import descriptron_command, find_descriptron
+from descriptron_sam2pal.app.descriptron_link import descriptron_command, find_descriptron, install_command
+from descriptron_sam2pal.app.descriptron_process import DescriptronRun
 from descriptron_sam2pal.gui.canvas import ImageCanvas, shared_colors
 from descriptron_sam2pal.gui.image_loader import LatestImageLoader
 from descriptron_sam2pal.imaging.io import is_image_file
@@ -116,6 +117,7 @@ class Workspace(QMainWindow):
         self._box_callbacks: list[Callable] = []
         self._proposal: tuple[str, np.ndarray] | None = None  # CanvasHost.show_proposal
         self._workers: list = []
+        self._descriptron_runs: list[DescriptronRun] = []
         self._close_plan: dict | None = None
         self.plugin_results: list[api.PluginLoadResult] = []
         self._plugin_docks: dict[Qt.DockWidgetArea, QDockWidget] = {}
@@ -199,6 +201,7 @@ class Workspace(QMainWindow):
     def _build_menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
+        file_menu.setToolTipsVisible(True)  # Open in Descriptron says how to install it
         self.open_folder_action = file_menu.addAction("Open &folder...", self._ask_open_folder)
         self.open_folder_action.setShortcut(QKeySequence("Ctrl+O"))
         self.open_file_action = file_menu.addAction("Open annotation &file...", self._ask_open_file)
@@ -248,11 +251,17 @@ class Workspace(QMainWindow):
         self.prev_action.setEnabled(has_store)
         self.warnings_action.setEnabled(bool(has_store and self._store.warnings))
         launcher = self._descriptron()
-        self.descriptron_action.setEnabled(launcher is not None and self._current is not None
-                                           and self._current.path is not None)
-        self.descriptron_action.setToolTip(
-            "Open this specimen with its annotation file in Descriptron" if launcher is not None else
-            "Descriptron's annotation GUI is not installed here (pip install descriptron-gui)")
+        if launcher is None:  # enabled: it says how to install Descriptron
+            self.descriptron_action.setEnabled(True)
+            self.descriptron_action.setText("Open in &Descriptron (not installed: how to install…)")
+            tip = f"Descriptron's annotation GUI is not installed in this Python. Install it with: {install_command()}"
+        else:
+            self.descriptron_action.setEnabled(self._current is not None and self._current.path is not None)
+            self.descriptron_action.setText("Open in &Descriptron")
+            tip = (f"Open this photo with its annotation file in Descriptron {launcher.version}"
+                   if self.descriptron_action.isEnabled() else "Choose a photo first")
+        self.descriptron_action.setToolTip(tip)
+        self.descriptron_action.setStatusTip(tip)
         self.setWindowModified(self.is_modified())
         name = f" \u2014 {self._store_name()}" if has_store else ""
         self.setWindowTitle(f"Descriptron workspace{name}[*]")
@@ -518,19 +527,47 @@ class Workspace(QMainWindow):
             raise UserError("Choose a specimen whose photo is found first.")
         return descriptron_command(launcher, record.path, record.source)
 
-    def open_in_descriptron(self) -> None:
-        """File > Open in Descriptron: save first if needed (Descriptron reads the files), then start it."""
+    def open_in_descriptron(self) -> DescriptronRun | None:
+        """File > Open in Descriptron: save first if needed (Descriptron reads the files), then
+        start it and watch it: if it stops with an error, a dialog says why and what to do."""
+        if self._descriptron() is None:
+            self.show_error("Open in Descriptron",
+                            "Descriptron's annotation GUI (the descriptron-gui package) is not installed "
+                            "in this Python. Install it (as install.sh does) with:\n\n"
+                            f"{install_command()}\n\n--no-deps keeps this PyTorch: Descriptron's own "
+                            "dependencies would replace it with a CUDA build of several GB.")
+            return None
         try:
             if self.is_modified() and not self._settle_unsaved("open the specimen in Descriptron"):
-                return
+                return None
             argv = self.descriptron_command()
         except UserError as exc:
             self.show_error("Open in Descriptron", str(exc))
-            return
-        if not QProcess.startDetached(argv[0], argv[1:]):
-            self.show_error("Open in Descriptron", f"Could not start {argv[0]}.")
-            return
-        self.show_status(f"Opening {self._current.file_name} in Descriptron…", 8000)
+            return None
+        try:
+            run = DescriptronRun(argv, self, cwd=str(Path(self._current.path).parent))
+        except OSError as exc:
+            self.show_error("Open in Descriptron", f"Could not start Descriptron: {exc}",
+                            " ".join(argv))
+            return None
+        name = self._current.file_name
+        run.failed.connect(lambda failure, tail, code: self._descriptron_failed(run, failure, tail, code))
+        run.ended.connect(lambda _code: self._descriptron_runs.remove(run))
+        self._descriptron_runs.append(run)
+        self.show_status(f"Opening {name} in Descriptron (its window takes a few seconds; "
+                         f"output in {run.log_path})", 10000)
+        return run
+
+    def _descriptron_failed(self, run: DescriptronRun, failure, tail: str, code: int) -> None:
+        self._descriptron_runs.remove(run)
+        self.show_error("Open in Descriptron",
+                        f"{failure.reason}\n\nFix: {failure.fix}",
+                        f"Exit code {code}. Command:\n{' '.join(run.argv)}\n\n"
+                        f"Last lines of its output ({run.log_path}):\n{tail}")
+
+    def descriptron_runs(self) -> list[DescriptronRun]:
+        """The Descriptron programs started from this window that are still being watched."""
+        return list(self._descriptron_runs)
 
     def show_user_guide(self) -> QDialog:
         """Help > User guide: the guide with its screenshots in a window (no browser needed)."""
