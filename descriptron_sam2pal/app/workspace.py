@@ -45,21 +45,36 @@ SAVE_LOCK_WAIT_S = 3
 USER_GUIDE = Path(__file__).resolve().parents[2] / "docs" / "user_guide.md"
 
 
+#: Sub-folders that hold our own outputs, never specimen photos to open.
+OUTPUT_FOLDERS = ("sam2pal_runs",)
+
+
+def photo_count(folder: str | os.PathLike) -> int:
+    """Photos directly in ``folder`` (0 when it cannot be read)."""
+    try:
+        return sum(1 for p in Path(folder).iterdir() if p.is_file() and is_image_file(p))
+    except OSError:
+        return 0
+
+
 def image_subfolders(folder: str | os.PathLike) -> list[tuple[Path, int]]:
-    """(sub-folder, number of photos) for each sub-folder of ``folder`` holding photos, when
-    ``folder`` itself holds none (photos sorted into one folder per taxon); else []."""
+    """(sub-folder, number of photos) for each sub-folder of ``folder`` holding photos
+    (photos sorted into one folder per taxon), whether or not ``folder`` holds photos too;
+    hidden folders and our output folders are not counted."""
     folder = Path(folder)
-    if not folder.is_dir() or any(is_image_file(p) for p in folder.iterdir() if p.is_file()):
+    if not folder.is_dir():
         return []
     found = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        try:
-            n = sum(1 for p in sub.iterdir() if p.is_file() and is_image_file(p))
-        except OSError:
-            continue
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and p.name not in OUTPUT_FOLDERS):
+        n = photo_count(sub)
         if n:
             found.append((sub, n))
     return found
+
+
+def photos(n: int) -> str:
+    return f"{n} photo{'s' * (n != 1)}"
 
 
 def _fit_images(document, width: int, folder: Path = USER_GUIDE.parent) -> None:
@@ -118,6 +133,7 @@ class Workspace(QMainWindow):
         self._proposal: tuple[str, np.ndarray] | None = None  # CanvasHost.show_proposal
         self._workers: list = []
         self._descriptron_runs: list[DescriptronRun] = []
+        self._left_out: list[tuple[Path, int]] = []  # sub-folders of photos not opened
         self._close_plan: dict | None = None
         self.plugin_results: list[api.PluginLoadResult] = []
         self._plugin_docks: dict[Qt.DockWidgetArea, QDockWidget] = {}
@@ -158,6 +174,7 @@ class Workspace(QMainWindow):
         self.image_list.setUniformItemSizes(True)
         self.image_list.currentItemChanged.connect(self._on_list_selection)
         self.list_summary = QLabel("No images")
+        self.list_summary.setWordWrap(True)
         layout.addWidget(self.filter_edit)
         layout.addWidget(self.image_list, 1)
         layout.addWidget(self.list_summary)
@@ -677,26 +694,40 @@ class Workspace(QMainWindow):
         return dialog
 
     # ------------------------------------------------------- opening stores
-    def open_path(self, path: str | os.PathLike) -> bool:
+    def open_path(self, path: str | os.PathLike, ask_subfolders: bool = True) -> bool:
         """Open a folder or annotation file from the UI; errors become a dialog. True if opened.
-        A folder whose photos are all in sub-folders asks which sub-folder to open."""
-        subfolders = image_subfolders(path)
+        A folder with photos in sub-folders asks which to open (the folder's own photos are
+        one choice when it has some), so no photo is left out without a word."""
+        subfolders = image_subfolders(path) if ask_subfolders else []
+        left_out: list[tuple[Path, int]] = []
         if subfolders:
-            names = [f"{sub.name}  ({n} photo{'s' * (n != 1)})" for sub, n in subfolders]
-            choice, ok = QInputDialog.getItem(
-                self, "Open a sub-folder", f"{Path(path).name} has its photos in sub-folders. Open which?",
-                names, 0, False)
+            own = photo_count(path)
+            names = [f"{sub.name}  ({photos(n)})" for sub, n in subfolders]
+            elsewhere = sum(n for _, n in subfolders)
+            if own:
+                names.insert(0, f"{Path(path).name} itself  ({photos(own)}, without its sub-folders)")
+                label = (f"{Path(path).name} has {photos(own)} and {photos(elsewhere)} more in "
+                         f"{len(subfolders)} sub-folder{'s' * (len(subfolders) != 1)}. Open which?")
+            else:
+                label = f"{Path(path).name} has its photos in sub-folders. Open which?"
+            choice, ok = QInputDialog.getItem(self, "Open a sub-folder", label, names, 0, False)
             if not ok:
                 return False
-            path = subfolders[names.index(choice)][0]
+            index = names.index(choice) - (1 if own else 0)
+            if index >= 0:  # a sub-folder: it may have sub-folders of its own
+                return self.open_path(subfolders[index][0])
+            left_out = subfolders
+        previous, self._left_out = self._left_out, left_out  # the image list's summary names them
         try:
-            return self.open_store(str(path)) is not None
+            if self.open_store(str(path)) is not None:
+                return True
         except UserError as exc:
             self.show_error("Cannot open", str(exc))
         except Exception as exc:  # noqa: BLE001 - a bad file must leave the window usable
             log.exception("opening %s failed", path)
             self.show_error("Cannot open", f"{path}: {type(exc).__name__}: {exc}",
                             traceback.format_exc())
+        self._left_out = previous
         return False
 
     def _ask_open_folder(self) -> None:
@@ -782,7 +813,13 @@ class Workspace(QMainWindow):
             self.image_list.item(row).setHidden(hide)
             shown += not hide
         total = len(self._records)
-        self.list_summary.setText(f"{total} images" if shown == total else f"{shown} of {total} images")
+        text = f"{total} images" if shown == total else f"{shown} of {total} images"
+        left_out = self._left_out
+        if left_out:  # the user chose this folder's own photos: say what else is there
+            text += (f"\n+ {photos(sum(n for _, n in left_out))} in sub-folders not opened: "
+                     + ", ".join(sub.name for sub, _ in left_out))
+        self.list_summary.setText(text)
+        self.list_summary.setToolTip("Open a sub-folder with File > Open folder" if left_out else "")
 
     def _on_list_selection(self, item: QListWidgetItem | None, _previous=None) -> None:
         if item is not None:

@@ -73,6 +73,45 @@ def test_photos_in_sub_folders_ask_which_to_open(window, tmp_path, monkeypatch, 
     wait_shown(qtbot, window, "ant_01.png")
 
 
+def test_photos_beside_sub_folders_are_never_left_out_without_a_word(window, tmp_path, monkeypatch, qtbot):
+    """A folder with its own photos and more in sub-folders asks which to open; its own photos
+    leave the others named under the image list; a sub-folder's sub-folders are asked about too."""
+    root = tmp_path / "beetles"
+    write_project(root)
+    write_project(root / "extra")
+    write_project(root / "sam2pal_runs")  # our outputs: never offered
+    (root / "nested" / "deeper").mkdir(parents=True)
+    write_project(root / "nested" / "deeper")
+    assert [(p.name, n) for p, n in image_subfolders(root)] == [("extra", 3)]
+    asked = []
+    answers = []
+
+    def get_item(parent, title, label, items, current, editable):
+        asked.append((label, items))
+        return answers.pop(0)(items), True
+
+    monkeypatch.setattr(QInputDialog, "getItem", get_item)
+    answers.append(lambda items: items[0])
+    assert window.open_path(root)
+    label, items = asked[-1]
+    assert label == "beetles has 3 photos and 3 photos more in 1 sub-folder. Open which?"
+    assert items == ["beetles itself  (3 photos, without its sub-folders)", "extra  (3 photos)"]
+    wait_shown(qtbot, window, "ant_01.png")
+    assert Path(window.store.path) == root / "session.json"
+    assert window.list_summary.text() == "3 images\n+ 3 photos in sub-folders not opened: extra"
+    assert window.list_summary.isVisible()
+
+    answers.append(lambda items: items[1])
+    assert window.open_path(root)
+    assert Path(window.store.path) == root / "extra" / "session.json"
+    assert window.list_summary.text() == "3 images"
+
+    answers.append(lambda items: items[0])  # nested has only a sub-folder: asked again, one level down
+    assert window.open_path(root / "nested")
+    assert asked[-1][1] == ["deeper  (3 photos)"]
+    assert Path(window.store.path) == root / "nested" / "deeper" / "session.json"
+
+
 def test_open_in_descriptron_builds_image_then_annotation_file(window, project, qtbot):
     assert find_descriptron("no-such-descriptron-dist") is None
     launcher = find_descriptron()  # the real descriptron-gui that install.sh installs for tests/descriptron
