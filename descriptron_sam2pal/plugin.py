@@ -75,6 +75,7 @@ class Sam2PalPlugin:
 
     def add_template(self, image_id: Any, path: Any, masks: dict) -> None:
         """Review's "Add as template": the specimen's reviewed masks become template structures."""
+        from descriptron_sam2pal.imaging.drawing import drop_fragments
         from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE
 
         store = self.host.store
@@ -82,7 +83,9 @@ class Sam2PalPlugin:
             return
         try:
             for name, mask in masks.items():
-                store.add_structure(image_id, name, mask, attributes={"source": TEMPLATE_SOURCE}, replace=True)
+                mask = drop_fragments(mask)  # specks never reach the file
+                if mask.any():
+                    store.add_structure(image_id, name, mask, attributes={"source": TEMPLATE_SOURCE}, replace=True)
         except Exception as exc:  # noqa: BLE001 - tell the user, keep the window usable
             self.host.show_error("Add as template", f"{type(exc).__name__}: {exc}")
             return

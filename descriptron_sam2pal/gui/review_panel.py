@@ -211,7 +211,7 @@ class ReviewPanel(QWidget):
         self._dim_item = pg.ImageItem(axisOrder="row-major")
         self._dim_item.setZValue(5)  # over the photo, under the highlighted structure
         self.canvas.viewbox.addItem(self._dim_item)
-        self.tools = DrawingTools(self.canvas, self._edit_source, self)
+        self.tools = DrawingTools(self.canvas, self._edit_source, self, polygon_replaces=self._polygon_replaces)
         self.tools.edited.connect(self._on_drawn)
         self.tools.tool_changed.connect(lambda name: name and self.set_fix_mode(False))
         self.toolbar = DrawingToolbar(self.tools, on_undo=self.undo, on_redo=self.redo)
@@ -462,6 +462,12 @@ class ReviewPanel(QWidget):
         item = self.current_item()
         return None if item is None else item.current_mask
 
+    def _polygon_replaces(self) -> bool:
+        """A polygon drawn over a prediction (or a click fix of it) is the new outline; once the
+        outline was drawn by hand, more polygons add parts to it (six legs, say)."""
+        item = self.current_item()
+        return item is not None and not item.hand_edited
+
     def _on_drawn(self, mask: np.ndarray, what: str) -> None:
         """A hand edit of the shown structure: it replaces the outline (one undoable step)."""
         item = self.current_item()
@@ -470,8 +476,12 @@ class ReviewPanel(QWidget):
         if item.written:
             self.host.show_status(f"{item.label} is in the project already; change it in Descriptron", 8000)
             return
+        replaced = what == "polygon" and not item.hand_edited
         if not self._act("Edit", lambda: self.session.edit(item, mask, what))[0]:
             return
+        if replaced:
+            self.host.show_status(f"{item.label}: your polygon replaced the prediction; more polygons add "
+                                  "parts to it. Ctrl+Z brings the prediction back", 8000)
         row = self.current_row()
         self.model.refresh()
         if not self.select(item):

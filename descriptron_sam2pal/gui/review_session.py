@@ -48,6 +48,7 @@ import numpy as np
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.atomic import atomic_write_text
 from descriptron_sam2pal.jobs.propagation import journal_path
+from descriptron_sam2pal.imaging.drawing import drop_fragments, fragment_area
 from descriptron_sam2pal.store.merge import find_image, why_not_writable, write_structure
 from descriptron_sam2pal.store.provenance import PREDICTION_SOURCE
 from descriptron_sam2pal.imaging.masks import mask_to_rle, rle_to_mask
@@ -670,8 +671,8 @@ class ReviewSession:
                              "object_score": _round(item.object_score),
                              "predicted_iou": _round(item.predicted_iou),
                              "reviewed": ACCEPTED, "corrected": item.corrected}
-                    ann_id = write_structure(store, image, item.structure, item.current_mask, attrs,
-                                             replace_user=replace_existing)
+                    ann_id = write_structure(store, image, item.structure, drop_fragments(item.current_mask),
+                                             attrs, replace_user=replace_existing)
                     item.written = {"annotation_id": ann_id, "status": None}
                     summary.written.append((image.id, item.structure, ann_id))
                 done += 1
@@ -701,6 +702,9 @@ class ReviewSession:
         if item.absent and not record_absent:
             return "predicted absent (nothing to write)", None
         shape = None if item.absent else tuple(item.current_mask.shape)
+        if shape is not None and not drop_fragments(item.current_mask).any():
+            return (f"its outline is only specks smaller than {fragment_area(shape):.0f} px\u00b2 "
+                    "(draw or fix it larger)"), None
         reason = why_not_writable(store, image, item.structure, shape, replace_user=replace_existing)
         return (reason, None) if reason else ("", image)
 

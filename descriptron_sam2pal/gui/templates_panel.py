@@ -36,7 +36,7 @@ from descriptron_sam2pal.host.api import CanvasHost
 from descriptron_sam2pal.gui.drawing_tools import TOOL_INFO, DrawingToolbar, DrawingTools, MaskHistory
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
 from descriptron_sam2pal.gui.workers import EngineWorker
-from descriptron_sam2pal.imaging.drawing import refine_prompt
+from descriptron_sam2pal.imaging.drawing import drop_fragments, fragment_area, refine_prompt
 
 log = logging.getLogger(__name__)
 
@@ -493,8 +493,14 @@ class TemplatesPanel(QWidget):
             self.host.show_status("Type or choose the structure's name first", 8000)
             self.name_combo.setFocus()
             return
+        mask = drop_fragments(self.proposal)  # specks never reach the file
+        if not mask.any():
+            self.host.show_error("Cannot add the structure",
+                                 f"The outline of {name} is only specks smaller than "
+                                 f"{fragment_area(mask.shape):.0f} px\u00b2. Draw it larger, or Undo.")
+            return
         try:
-            ann_id = store.add_structure(record.id, name, self.proposal, attributes={"source": TEMPLATE_SOURCE})
+            ann_id = store.add_structure(record.id, name, mask, attributes={"source": TEMPLATE_SOURCE})
         except (UserError, ValueError) as exc:
             self.host.show_error("Cannot add the structure", str(exc))
             return

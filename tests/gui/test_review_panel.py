@@ -381,3 +381,50 @@ def test_in_the_workspace_keys_win_over_the_hosts_shortcuts(qtbot, project, dial
     dialogs.answers = [QMessageBox.Discard]
     win.close()
     win.image_loader.wait(5000)
+
+
+
+def test_a_polygon_drawn_over_a_prediction_replaces_it_and_specks_are_never_written(qtbot, panel, project,
+                                                                                     dialogs):
+    """Fixing by hand in the Review: the first polygon is the new outline (not added to the
+    prediction), the next ones add parts; a speck left in the outline is not written."""
+    from descriptron_sam2pal.imaging.drawing import polygon_to_mask
+
+    item = next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_02.png", "head"))
+    panel.select(item)
+    wait_image(qtbot, panel)
+    predicted = item.current_mask.copy()
+    assert predicted[30, 50]
+
+    def draw(points):
+        for x, y in [*points, points[0]]:  # a click on the first vertex closes it
+            qtbot.mouseClick(panel.canvas.view.viewport(), Qt.LeftButton, pos=panel.canvas.map_to_widget(x, y))
+
+    panel.tools.set_tool("polygon")
+    first = [(4.0, 4.0), (24.0, 4.0), (24.0, 14.0), (4.0, 14.0)]
+    draw(first)
+    def about(mask, expected):  # clicks land on whole screen pixels: the outline is within a pixel
+        return (mask & expected).sum() / (mask | expected).sum() > 0.75
+
+    assert about(item.current_mask, polygon_to_mask(first, predicted.shape))  # replaced:
+    assert not item.current_mask[30, 50] and item.current_mask.sum() < 300   # nothing of the prediction
+    assert any("replaced the prediction" in s for s in panel.host.statuses)
+    second = [(40.0, 30.0), (60.0, 30.0), (60.0, 40.0), (40.0, 40.0)]
+    draw(second)
+    both = polygon_to_mask(first, predicted.shape) | polygon_to_mask(second, predicted.shape)
+    assert about(item.current_mask, both) and item.current_mask[9, 14] and item.current_mask[35, 50]  # added
+    both = item.current_mask.copy()
+    panel.undo()
+    panel.undo()
+    assert np.array_equal(item.current_mask, predicted)  # the prediction is back
+
+    specked = both.copy()
+    specked[47, 2] = True
+    panel.session.edit(item, specked, "brush")
+    panel.select(item)
+    qtbot.keyClick(panel, Qt.Key_A)
+    dialogs.answers = [QMessageBox.Save]
+    panel.write_back()
+    after = json.loads(project.read_text())
+    [written] = [a for a in after["annotations"] if a.get("attributes", {}).get("source") == "sam2pal"]
+    assert len(written["segmentation"]) == 2 and written["area"] == int(both.sum())
