@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-from PyQt5.QtCore import QSettings, Qt, QTimer, QUrl, pyqtSignal
+from PyQt5.QtCore import QRect, QSettings, QSize, Qt, QTimer, QUrl, pyqtSignal
 from PyQt5.QtGui import QColor, QImageReader, QKeySequence, QTextCursor
 from PyQt5.QtWidgets import (QAction, QDialog, QDialogButtonBox, QDockWidget, QFileDialog,
                              QHeaderView, QInputDialog, QLabel, QLineEdit, QListWidget, QListWidgetItem,
@@ -26,6 +26,7 @@ from descriptron_sam2pal import UserError
 from descriptron_sam2pal.app.descriptron_link import descriptron_command, find_descriptron, install_command
 from descriptron_sam2pal.app.descriptron_process import DescriptronRun
 from descriptron_sam2pal.gui.canvas import ImageCanvas, shared_colors
+from descriptron_sam2pal.gui.fitting import fit_to_screen, guard_wheel
 from descriptron_sam2pal.gui.image_loader import LatestImageLoader
 from descriptron_sam2pal.imaging.io import is_image_file
 from descriptron_sam2pal.store import AnnotationStore
@@ -116,7 +117,6 @@ class Workspace(QMainWindow):
         super().__init__(parent)
         self.settings = settings if settings is not None else QSettings("Descriptron", "sam2pal")
         self.setWindowTitle("Descriptron workspace[*]")
-        self.resize(1280, 820)
         self._store: AnnotationStore | None = None
         self._records: list = []
         self._row_of: dict[Any, int] = {}
@@ -160,6 +160,16 @@ class Workspace(QMainWindow):
         self._build_menus()
         self._build_status_bar()
         self._update_actions()
+        self.fit_to_screen()
+
+    #: The window's size where the screen has room for it.
+    PREFERRED_SIZE = QSize(1280, 820)
+
+    def fit_to_screen(self, available: QRect | None = None) -> QSize:
+        """Open at :attr:`PREFERRED_SIZE`, or smaller and centred where the screen (``available``,
+        default the window's screen without its task bars) is smaller: the panels' tab bar at the
+        bottom stays on the screen (call again after adding panels)."""
+        return fit_to_screen(self, self.PREFERRED_SIZE, available, place=True)
 
     # ------------------------------------------------------------------ UI
     def _build_image_dock(self) -> None:
@@ -341,6 +351,7 @@ class Workspace(QMainWindow):
         dock = QDockWidget(title, self)
         dock.setObjectName(f"plugin:{title}")
         dock.setWidget(widget)
+        guard_wheel(widget)  # scrolling over a panel never changes its settings
         qt_area = _AREAS[area]
         previous = self._plugin_docks.get(qt_area)
         self.addDockWidget(qt_area, dock)

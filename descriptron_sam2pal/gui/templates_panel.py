@@ -36,6 +36,7 @@ from descriptron_sam2pal.host.api import CanvasHost
 from descriptron_sam2pal.gui.drawing_tools import TOOL_INFO, DrawingToolbar, DrawingTools, MaskHistory
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
 from descriptron_sam2pal.gui.workers import EngineWorker
+from descriptron_sam2pal.gui.fitting import VerticalScroll
 from descriptron_sam2pal.imaging.drawing import drop_fragments, fragment_area, refine_prompt
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,11 @@ class TemplatesPanel(QWidget):
         self.template_summary = QLabel()
         self.template_summary.setWordWrap(True)
 
-        layout = QVBoxLayout(self)
+        content = QWidget()  # scrolls on a short screen instead of making the window taller than it
+        layout = QVBoxLayout(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(VerticalScroll(content))
         layout.addWidget(self.picker)
         layout.addWidget(outline)
         templates_title = QLabel("<b>Templates</b> (images with outlined structures)")

@@ -22,9 +22,9 @@ from typing import Any, Callable
 import pyqtgraph as pg
 from PyQt5.QtCore import QSize, Qt
 from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QFileDialog,
-                             QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+                             QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                              QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QRadioButton,
-                             QScrollArea, QSpinBox, QSplitter, QVBoxLayout, QWidget)
+                             QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine.control import Progress
@@ -36,6 +36,7 @@ from descriptron_sam2pal.jobs.training import (TrainOutcome, TrainRequest, descr
 from descriptron_sam2pal.model.device import accelerator_available
 from descriptron_sam2pal.store.provenance import template_images
 from descriptron_sam2pal.store.stem import find_image_files
+from descriptron_sam2pal.gui.fitting import VerticalScroll, fit_to_screen, guard_wheel
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
 from descriptron_sam2pal.gui.workers import EngineWorker
 
@@ -129,28 +130,6 @@ def _model_size(choice: str | None) -> str:
     return info.size if info else "tiny"
 
 
-class _VerticalScroll(QScrollArea):
-    """Scrolls its widget up and down only: as wide as the widget wants (so nothing is cut
-    off at the side), as short as the window needs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setWidgetResizable(True)
-        self.setFrameShape(QFrame.NoFrame)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-
-    def _width(self, hint: QSize) -> int:
-        return hint.width() + self.verticalScrollBar().sizeHint().width()
-
-    def sizeHint(self) -> QSize:
-        inner = self.widget().sizeHint() if self.widget() else QSize(0, 0)
-        return QSize(self._width(inner), inner.height())
-
-    def minimumSizeHint(self) -> QSize:
-        inner = self.widget().minimumSizeHint() if self.widget() else QSize(0, 0)
-        return QSize(self._width(inner), min(inner.height(), 200))
-
-
 # --------------------------------------------------------------------------- worker functions
 
 @dataclass
@@ -213,7 +192,8 @@ class TrainDialog(QDialog):
         self._vals: list[tuple[int, float]] = []
         self._build()
         self.refresh()
-        self.resize(980, 720)
+        guard_wheel(self)  # scrolling over the form never changes Steps, Size, ...
+        fit_to_screen(self, QSize(980, 720))
 
     # ------------------------------------------------------------------ UI
     def _build(self) -> None:
@@ -411,7 +391,7 @@ class TrainDialog(QDialog):
 
         # The settings scroll when they do not fit (Advanced settings open on a 768 px screen),
         # so the buttons below always stay on the screen.
-        left_scroll = _VerticalScroll()
+        left_scroll = VerticalScroll()
         left_scroll.setWidget(left)
         splitter = QSplitter(Qt.Horizontal)
         splitter.addWidget(left_scroll)

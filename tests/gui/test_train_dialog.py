@@ -204,3 +204,33 @@ def test_the_dialog_fits_a_laptop_screen_with_advanced_settings_open(qtbot, wind
     # The settings scroll up and down; nothing is cut off at their side, and the buttons stay visible.
     assert settings.widget().width() >= settings.widget().minimumSizeHint().width()
     assert dialog.start_button.isVisible() and dialog.start_button.geometry().bottom() <= dialog.height()
+
+
+def test_scrolling_over_the_dialog_changes_no_setting(qtbot, window, specimens, session):
+    """The wheel over Steps, Size, the preset or the device (none of them focused) leaves them
+    as they are; the form scrolls instead."""
+    from PyQt5.QtCore import QPoint, QPointF
+    from PyQt5.QtGui import QWheelEvent
+    from PyQt5.QtWidgets import QApplication
+
+    _project_with_template(qtbot, window, specimens)
+    dialog = TrainDialog(window, session)
+    dialog.advanced_box.setChecked(True)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    before = {w: (w.value() if hasattr(w, "value") else w.currentIndex())
+              for w in (dialog.steps_spin, dialog.size_spin, dialog.rank_spin, dialog.seed_spin,
+                        dialog.preset_combo, dialog.device_combo)}
+    preset = dialog.preset_combo.currentText()
+    for widget in before:
+        assert not widget.hasFocus() and widget.focusPolicy() == Qt.StrongFocus
+        centre = widget.rect().center()
+        QApplication.sendEvent(widget, QWheelEvent(QPointF(centre), QPointF(widget.mapToGlobal(centre)), QPoint(),
+                                                   QPoint(0, -360), Qt.NoButton, Qt.NoModifier,
+                                                   Qt.NoScrollPhase, False))
+    after = {w: (w.value() if hasattr(w, "value") else w.currentIndex()) for w in before}
+    assert after == before and dialog.preset_combo.currentText() == preset
+    from descriptron_sam2pal.gui.fitting import FRAME, available_geometry
+
+    assert dialog.height() + FRAME.height() <= available_geometry(dialog).height()  # 600 px offscreen
+    dialog.close()
