@@ -101,7 +101,7 @@ class Sam2PalPlugin:
         session = self.review_panel.session
         templates = [r.id for r, _ in template_images(self.host.store)] if self.host.store is not None else []
         suggestions = suggestions_for(session, templates) if session is not None else []
-        dialog = NextTemplateDialog(suggestions, self.open_as_template, self.host.main_window())
+        dialog = NextTemplateDialog(suggestions, self.open_as_template, self.host.main_window(), session)
         dialog.show()
         self.next_template_dialog = dialog
         return dialog

@@ -319,7 +319,9 @@ class ReviewPanel(QWidget):
         self.structure_combo.blockSignals(False)
         self.model.structure = None
         self.model.set_session(session)
-        self._select_row(0)
+        resume = session.resume_item() if session is not None else None
+        if resume is None or not self.select(resume):  # Continue: where the reviewer stopped
+            self._select_row(0)
         if not self.model.rows:
             self._show_current()
         self._update_actions()
@@ -835,6 +837,8 @@ class ReviewPanel(QWidget):
         if item is not self._shown_item and self._fix_mode:
             self.set_fix_mode(False)
         self._shown_item = item
+        if item is not None and self.session is not None:
+            self.session.position = item.index  # saved with the next change: Continue comes back here
         self._update_title(item)
         self._update_counts()
         if item is not None:

@@ -269,6 +269,9 @@ class ReviewSession:
             item.index = i
         self.order: list[ReviewItem] = sorted(self.items, key=ReviewItem.sort_key)
         self.predictions_path = str(predictions_path) if predictions_path else None
+        #: Index (in ``items``) of the item the reviewer was at, saved with the session so that
+        #: Continue goes back there; None: not known (start at the first unreviewed one).
+        self.position: int | None = None
         self._undo: list[tuple[str, list[tuple[ReviewItem, tuple]]]] = []
         self._redo: list[tuple[str, list[tuple[ReviewItem, tuple]]]] = []
         #: Called with no arguments after every change (the panel autosaves and redraws).
@@ -414,7 +417,8 @@ class ReviewSession:
         return {"format": SESSION_FORMAT, "version": SESSION_VERSION,
                 "saved": _dt.datetime.now().isoformat(timespec="seconds"),
                 "predictions": self.predictions_path,
-                "targets": [t.to_json() for t in self.targets], "items": items}
+                "targets": [t.to_json() for t in self.targets], "items": items,
+                "position": self.position}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the session atomically (a temporary file renamed over ``path``)."""
@@ -448,7 +452,18 @@ class ReviewSession:
                 item.points = [(float(x), float(y), int(lab)) for x, y, lab in corr.get("points", [])]
                 item.hand_edited = bool(corr.get("hand_edited"))
             items.append(item)
-        return cls(targets, items, d.get("predictions"))
+        session = cls(targets, items, d.get("predictions"))
+        position = d.get("position")
+        if isinstance(position, int) and 0 <= position < len(items):
+            session.position = position
+        return session
+
+    def resume_item(self) -> ReviewItem | None:
+        """Where to continue: the item the reviewer was at, else the first unreviewed one in
+        review order, else the first."""
+        if self.position is not None and 0 <= self.position < len(self.items):
+            return self.items[self.position]
+        return next((i for i in self.order if i.state == UNREVIEWED), self.order[0] if self.order else None)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ReviewSession":

@@ -326,11 +326,40 @@ def test_review_is_saved_and_continues_after_closing(qtbot, project, dialogs):
     again = make_panel(qtbot, RecordingHost())
     assert again.open_predictions(preds) is not None
     assert again.counts_label.text() == "2 of 9 reviewed: 1 accepted, 1 rejected"
-    assert again.current_item().state == ACCEPTED  # still worst first
+    assert again.current_row() == 2 and current(again) == WORST_FIRST[2]  # still worst first, where it stopped
+    assert again.current_item().state == UNREVIEWED
     bad = project.parent / "nothing.json"
     bad.write_text("not json")
     assert again.open_predictions(bad) is None and again.host.errors[-1][0] == "Cannot open the predictions"
     assert again.session.counts()["reviewed"] == 2  # the current review stays
+
+
+def test_continue_selects_the_row_where_the_reviewer_stopped(qtbot, project, dialogs):
+    """Continue goes back to the specimen the reviewer was at (not row 1), also after jumping
+    about; a review saved without a position starts at the first unreviewed row."""
+    preds = project.parent / "predictions.json"
+    panel = make_panel(qtbot, RecordingHost(AnnotationStore.open(project)))
+    panel.load_results(make_results(project.parent), predictions_path=preds)
+    for _ in range(3):
+        qtbot.keyClick(panel, Qt.Key_A)
+    panel.select(panel.model.rows[6])  # looked further down, then stopped there
+    qtbot.keyClick(panel, Qt.Key_R)
+    stopped = panel.current_item()
+    assert current(panel) == WORST_FIRST[7]
+    panel.hide()
+    qtbot.waitUntil(lambda: not panel.image_loading(), timeout=20000)
+
+    again = make_panel(qtbot, RecordingHost(AnnotationStore.open(project)))
+    again.host.store = AnnotationStore.open(project)
+    assert again.open_predictions(preds) is not None
+    assert current(again) == (stopped.target.file_name, stopped.structure) and again.current_row() == 7
+
+    data = json.loads(review_path_for(preds).read_text())
+    del data["position"]  # a review saved by an earlier version
+    review_path_for(preds).write_text(json.dumps(data))
+    third = make_panel(qtbot, RecordingHost())
+    assert third.open_predictions(preds) is not None
+    assert third.current_row() == 3 and third.current_item().state == UNREVIEWED
 
 
 def test_add_as_template_sends_the_specimens_outlines(qtbot, panel):
