@@ -136,7 +136,7 @@ class ReviewPanel(QWidget):
         self.structure_combo.setToolTip("Show every structure, or only one")
         self.structure_combo.currentIndexChanged.connect(self._on_structure_changed)
         self.worst_first_button = QPushButton("Worst first")
-        self.worst_first_button.setToolTip("Back to the review order: predicted absent, then lowest confidence "
+        self.worst_first_button.setToolTip("Back to the review order: predicted absent, then lowest Score "
                                            "(click a column header to sort by it)")
         self.worst_first_button.clicked.connect(lambda: self.sort_by(-1))
         self.counts_label = QLabel("No predictions to review")
@@ -937,7 +937,7 @@ class ReviewPanel(QWidget):
             self.state_label.setText("")
             self.state_label.setStyleSheet("")
             return
-        score = "predicted absent" if item.absent else f"confidence {score_text(item)}"
+        score = "predicted absent" if item.absent else f"Score {score_text(item)}"  # the Score column's name
         self.title_label.setText(f"{item.target.label}  \u2014  {item.structure}  ({score})")
         self.title_label.setToolTip(item_tooltip(item))
         bg, fg = STATE_COLORS[item.state]

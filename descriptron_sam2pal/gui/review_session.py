@@ -196,7 +196,7 @@ class ReviewItem:
         return f"{self.target.label} / {self.structure}"
 
     def sort_key(self) -> tuple:
-        """Worst first: absent (flagged) first, then confidence ascending, then object score."""
+        """Worst first: absent (flagged) first, then Score ascending, then object score."""
         score = self.score if self.score is not None and not math.isnan(self.score) else -1.0
         obj = self.object_score if self.object_score is not None else -1.0
         return (0 if not self.present else 1, score, obj, self.index)

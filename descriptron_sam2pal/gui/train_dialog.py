@@ -130,6 +130,11 @@ def _model_size(choice: str | None) -> str:
     return info.size if info else "tiny"
 
 
+#: The progress bar's text for each stage of the engine's reports: training counts steps
+#: (after reading the photos), segmenting counts images.
+PROGRESS_FORMATS = {"load": "reading photos: %v / %m", "train": "%v / %m steps", "propagate": "%v / %m images"}
+
+
 # --------------------------------------------------------------------------- worker functions
 
 @dataclass
@@ -697,6 +702,7 @@ class TrainDialog(QDialog):
         if self.worker is not None:
             self.worker.cancel()
             self.cancel_button.setEnabled(False)
+            self.eta_label.setText("")  # no time left to wait for: it stops
             self.stage_label.setText("Stopping at the next step...")
 
     def _set_validation_label(self, metric: str | None) -> None:
@@ -724,8 +730,12 @@ class TrainDialog(QDialog):
             return
         self.progress_bar.setRange(0, max(report.total, 1))
         self.progress_bar.setValue(report.done)
-        self.progress_bar.setFormat(f"%v / %m {'steps' if report.stage == 'train' else 'images'}")
-        self.eta_label.setText(f"{format_duration(report.eta_s)} left" if report.eta_s is not None else "")
+        self.progress_bar.setFormat(PROGRESS_FORMATS.get(report.stage, "%v / %m"))
+        stopping = self.worker is not None and self.worker.token.cancelled
+        self.eta_label.setText(f"{format_duration(report.eta_s)} left"
+                               if report.eta_s is not None and not stopping else "")
+        if report.stage == "load" and not stopping:
+            self.stage_label.setText(f"Training: reading the photos first ({report.done} of {report.total})")
         if report.stage == "train":
             self.stage_label.setText(f"Training: step {report.done} of {report.total}")
             loss = report.metrics.get("loss")
@@ -799,6 +809,7 @@ class TrainDialog(QDialog):
 
     def _on_finished(self) -> None:
         self.worker = None
+        self.eta_label.setText("")
         if self.progress_bar.maximum() == 0:
             self.progress_bar.setRange(0, 1)
         self._update()

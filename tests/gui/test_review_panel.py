@@ -457,3 +457,17 @@ def test_a_polygon_drawn_over_a_prediction_replaces_it_and_specks_are_never_writ
     after = json.loads(project.read_text())
     [written] = [a for a in after["annotations"] if a.get("attributes", {}).get("source") == "sam2pal"]
     assert len(written["segmentation"]) == 2 and written["area"] == int(both.sum())
+
+
+def test_the_score_has_one_name_everywhere(qtbot, panel):
+    """The column, the title over the photo, the tooltip and the Worst-first button all say Score."""
+    qtbot.keyClick(panel, Qt.Key_Down)  # ant_02 / head, 0.31
+    assert current(panel) == WORST_FIRST[1]
+    header = panel.model.headerData(2, Qt.Horizontal, Qt.DisplayRole)
+    assert header == "Score"
+    assert "(Score 0.31)" in panel.title_label.text()
+    assert "Score (estimated IoU): 0.310" in panel.title_label.toolTip()
+    assert "Score" in panel.worst_first_button.toolTip()
+    texts = [panel.title_label.text(), panel.title_label.toolTip(), panel.worst_first_button.toolTip(),
+             panel.model.headerData(2, Qt.Horizontal, Qt.ToolTipRole) or ""]
+    assert not any("confidence" in t.lower() or "review score" in t.lower() for t in texts)

@@ -38,9 +38,11 @@ def test_training_reports_progress_finishes_then_segments(qtbot, window, specime
     assert dialog.template_list.count() == 1 and "pronotum" in dialog.template_list.item(0).text()
     assert "(3)" in dialog.project_radio.text()  # the other three images
     reports = []
+    shown = []  # (stage, the progress bar's text, the stage line) as the user sees them
     dialog.start_training()
     worker = dialog.worker
     worker.progress.connect(reports.append)
+    worker.progress.connect(lambda p: shown.append((p.stage, dialog.progress_bar.text(), dialog.stage_label.text())))
     assert worker in window._workers  # the host knows: closing asks first
     assert not dialog.start_button.isEnabled() and dialog.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: bool(results), timeout=60000)  # trained, then propagated
@@ -57,6 +59,11 @@ def test_training_reports_progress_finishes_then_segments(qtbot, window, specime
     assert dialog.start_button.isEnabled() and not dialog.cancel_button.isEnabled()
     assert messages.seen == []
     assert "Training finished" in dialog.log_view.toPlainText()
+    seen = {stage: {text for st, text, _ in shown if st == stage} for stage in ("load", "train")}
+    assert seen["train"] == {f"{i} / 3 steps" for i in range(4)}
+    assert seen["load"] and all(t.startswith("reading photos: ") for t in seen["load"])  # not "0 / 3 images"
+    assert all("reading the photos" in line for st, _, line in shown if st == "load")
+    assert not any("images" in text for st, text, _ in shown if st in ("load", "train"))
     assert "pseudo-labels remade" in dialog.log_view.toPlainText()  # on by default, and the user sees it
 
 
@@ -69,12 +76,14 @@ def test_cancel_stops_and_keeps_a_usable_checkpoint(qtbot, window, specimens, se
     dialog.start_training()
     dialog.worker.progress.connect(lambda p: steps.append(p.done) if p.stage == "train" else None)
     qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60000)
+    qtbot.waitUntil(lambda: dialog.eta_label.text().endswith("left"), timeout=60000)
     qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
     assert "Stopping" in dialog.stage_label.text()  # it says so while stopping
+    assert dialog.eta_label.text() == ""  # no time left is promised for a run that stops
     at_cancel = max(steps)
     qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
     assert max(steps) <= at_cancel + 1 and results == []  # within one step; no propagation after a cancel
-    assert "cancelled" in dialog.stage_label.text().lower()
+    assert "cancelled" in dialog.stage_label.text().lower() and dialog.eta_label.text() == ""
     adapter = dialog.run_dir / "adapter.pt"
     assert adapter.is_file() and dialog.last_adapter == adapter
     assert dialog.start_button.isEnabled()
