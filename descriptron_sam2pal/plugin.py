@@ -75,6 +75,7 @@ class Sam2PalPlugin:
 
     def add_template(self, image_id: Any, path: Any, masks: dict) -> None:
         """Review's "Add as template": the specimen's reviewed masks become template structures."""
+        from descriptron_sam2pal.imaging.drawing import drop_fragments
         from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE
 
         store = self.host.store
@@ -82,8 +83,10 @@ class Sam2PalPlugin:
             return
         try:
             for name, mask in masks.items():
-                store.add_structure(image_id, name, mask, attributes={"source": TEMPLATE_SOURCE},
-                                    replace=True)
+                mask = drop_fragments(mask)  # specks never reach the file
+                if mask.any():
+                    store.add_structure(image_id, name, mask, attributes={"source": TEMPLATE_SOURCE},
+                                        replace=True)
         except Exception as exc:  # noqa: BLE001 - tell the user, keep the window usable
             self.host.show_error("Add as template", f"{type(exc).__name__}: {exc}")
             return
@@ -99,7 +102,7 @@ class Sam2PalPlugin:
         session = self.review_panel.session
         templates = [r.id for r, _ in template_images(self.host.store)] if self.host.store is not None else []
         suggestions = suggestions_for(session, templates) if session is not None else []
-        dialog = NextTemplateDialog(suggestions, self.open_as_template, self.host.main_window())
+        dialog = NextTemplateDialog(suggestions, self.open_as_template, self.host.main_window(), session)
         dialog.show()
         self.next_template_dialog = dialog
         return dialog

@@ -89,3 +89,46 @@ def test_suggest_next_template_opens_the_least_certain_specimen_in_templates(
     qtbot.waitUntil(lambda: window.current_image() is not None
                     and window.current_image().file_name == "specimen_03.png", timeout=5000)
     assert plugin.templates_dock.isVisible() and not dialog.isVisible()
+
+
+def test_suggest_next_template_leaves_out_accepted_specimens_and_its_reasons_fit(qtbot, window, specimens,
+                                                                                 tmp_path):
+    """A specimen whose structures are all accepted is not suggested; accepted structures count as
+    certain; each reason wraps within the list (never cut off at the side)."""
+    from PyQt5.QtCore import QRect, Qt
+
+    plugin = plugin_module.register(window)
+    window.open_path(specimens)
+    wait_image(qtbot, window, "specimen_01.png")
+    from descriptron_sam2pal.engine.results import StructureResult, TargetResult
+
+    results = []
+    for record, score in zip(window.images()[1:], (0.9, 0.2, 0.6)):
+        mask = np.zeros((record.height, record.width), bool)
+        mask[10:30, 20:60] = True
+        results.append(TargetResult(record.id, str(record.path), record.height, record.width,
+                                    {name: StructureResult(name, True, mask, score, 0.9, 0.7)
+                                     for name in ("eye", "scape", "pronotum", "elytra", "mesothoracic_leg")}))
+    plugin.show_results(results, tmp_path / "run")
+    review = plugin.review_panel.session
+    for item in review.items:
+        if item.target.path.endswith("specimen_03.png"):  # the least certain, all five accepted
+            review.accept(item)
+        elif item.target.path.endswith("specimen_04.png") and item.structure in ("eye", "scape"):
+            review.accept(item)
+    dialog = plugin.suggest_next_template()
+    texts = [dialog.list.item(i).text() for i in range(dialog.list.count())]
+    assert [t.split(":")[0] for t in texts] == ["specimen_04.png", "specimen_02.png"]  # 0.24, then 0.10
+    assert "2 of 5 accepted" in texts[0] and "24% unsure" in texts[0]  # 3 x 0.4 + 2 x 0 over 5
+
+    dialog.resize(260, 300)
+    qtbot.waitExposed(dialog)
+    qtbot.wait(50)
+    width = dialog.list.viewport().width()
+    metrics = dialog.list.fontMetrics()
+    for i in range(dialog.list.count()):
+        item = dialog.list.item(i)
+        rect = dialog.list.visualItemRect(item)
+        needed = metrics.boundingRect(QRect(0, 0, width, 10000), Qt.TextWordWrap, item.text())
+        assert rect.width() <= width and rect.height() >= needed.height() > metrics.height()  # wrapped
+    dialog.close()

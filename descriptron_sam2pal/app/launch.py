@@ -44,6 +44,7 @@ def run(project: str | None = None, plugins: bool = True) -> int:
     window = Workspace()
     if plugins:
         window.load_plugins()
+        window.fit_to_screen()  # the panels may need more room: still within the screen
     window.show()
     if project:
         # After the event loop starts, so an error dialog has a visible window behind it.

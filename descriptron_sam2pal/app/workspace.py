@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-from PyQt5.QtCore import QProcess, QSettings, Qt, QTimer, QUrl, pyqtSignal
+from PyQt5.QtCore import QRect, QSettings, QSize, Qt, QTimer, QUrl, pyqtSignal
 from PyQt5.QtGui import QColor, QImageReader, QKeySequence, QTextCursor
 from PyQt5.QtWidgets import (QAction, QDialog, QDialogButtonBox, QDockWidget, QFileDialog,
                              QHeaderView, QInputDialog, QLabel, QLineEdit, QListWidget, QListWidgetItem,
@@ -23,8 +23,10 @@ from PyQt5.QtWidgets import (QAction, QDialog, QDialogButtonBox, QDockWidget, QF
                              QTableWidget, QTableWidgetItem, QTextBrowser, QToolButton, QVBoxLayout, QWidget)
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.app.descriptron_link import descriptron_command, find_descriptron
+from descriptron_sam2pal.app.descriptron_link import descriptron_command, find_descriptron, install_command
+from descriptron_sam2pal.app.descriptron_process import DescriptronRun
 from descriptron_sam2pal.gui.canvas import ImageCanvas, shared_colors
+from descriptron_sam2pal.gui.fitting import fit_to_screen, guard_wheel
 from descriptron_sam2pal.gui.image_loader import LatestImageLoader
 from descriptron_sam2pal.imaging.io import is_image_file
 from descriptron_sam2pal.store import AnnotationStore
@@ -44,21 +46,36 @@ SAVE_LOCK_WAIT_S = 3
 USER_GUIDE = Path(__file__).resolve().parents[2] / "docs" / "user_guide.md"
 
 
+#: Sub-folders that hold our own outputs, never specimen photos to open.
+OUTPUT_FOLDERS = ("sam2pal_runs",)
+
+
+def photo_count(folder: str | os.PathLike) -> int:
+    """Photos directly in ``folder`` (0 when it cannot be read)."""
+    try:
+        return sum(1 for p in Path(folder).iterdir() if p.is_file() and is_image_file(p))
+    except OSError:
+        return 0
+
+
 def image_subfolders(folder: str | os.PathLike) -> list[tuple[Path, int]]:
-    """(sub-folder, number of photos) for each sub-folder of ``folder`` holding photos, when
-    ``folder`` itself holds none (photos sorted into one folder per taxon); else []."""
+    """(sub-folder, number of photos) for each sub-folder of ``folder`` holding photos
+    (photos sorted into one folder per taxon), whether or not ``folder`` holds photos too;
+    hidden folders and our output folders are not counted."""
     folder = Path(folder)
-    if not folder.is_dir() or any(is_image_file(p) for p in folder.iterdir() if p.is_file()):
+    if not folder.is_dir():
         return []
     found = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        try:
-            n = sum(1 for p in sub.iterdir() if p.is_file() and is_image_file(p))
-        except OSError:
-            continue
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and p.name not in OUTPUT_FOLDERS):
+        n = photo_count(sub)
         if n:
             found.append((sub, n))
     return found
+
+
+def photos(n: int) -> str:
+    return f"{n} photo{'s' * (n != 1)}"
 
 
 def _fit_images(document, width: int, folder: Path = USER_GUIDE.parent) -> None:
@@ -100,7 +117,6 @@ class Workspace(QMainWindow):
         super().__init__(parent)
         self.settings = settings if settings is not None else QSettings("Descriptron", "sam2pal")
         self.setWindowTitle("Descriptron workspace[*]")
-        self.resize(1280, 820)
         self._store: AnnotationStore | None = None
         self._records: list = []
         self._row_of: dict[Any, int] = {}
@@ -116,6 +132,8 @@ class Workspace(QMainWindow):
         self._box_callbacks: list[Callable] = []
         self._proposal: tuple[str, np.ndarray] | None = None  # CanvasHost.show_proposal
         self._workers: list = []
+        self._descriptron_runs: list[DescriptronRun] = []
+        self._left_out: list[tuple[Path, int]] = []  # sub-folders of photos not opened
         self._close_plan: dict | None = None
         self.plugin_results: list[api.PluginLoadResult] = []
         self._plugin_docks: dict[Qt.DockWidgetArea, QDockWidget] = {}
@@ -142,6 +160,16 @@ class Workspace(QMainWindow):
         self._build_menus()
         self._build_status_bar()
         self._update_actions()
+        self.fit_to_screen()
+
+    #: The window's size where the screen has room for it.
+    PREFERRED_SIZE = QSize(1280, 820)
+
+    def fit_to_screen(self, available: QRect | None = None) -> QSize:
+        """Open at :attr:`PREFERRED_SIZE`, or smaller and centred where the screen (``available``,
+        default the window's screen without its task bars) is smaller: the panels' tab bar at the
+        bottom stays on the screen (call again after adding panels)."""
+        return fit_to_screen(self, self.PREFERRED_SIZE, available, place=True)
 
     # ------------------------------------------------------------------ UI
     def _build_image_dock(self) -> None:
@@ -156,6 +184,7 @@ class Workspace(QMainWindow):
         self.image_list.setUniformItemSizes(True)
         self.image_list.currentItemChanged.connect(self._on_list_selection)
         self.list_summary = QLabel("No images")
+        self.list_summary.setWordWrap(True)
         layout.addWidget(self.filter_edit)
         layout.addWidget(self.image_list, 1)
         layout.addWidget(self.list_summary)
@@ -199,6 +228,7 @@ class Workspace(QMainWindow):
     def _build_menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
+        file_menu.setToolTipsVisible(True)  # Open in Descriptron says how to install it
         self.open_folder_action = file_menu.addAction("Open &folder...", self._ask_open_folder)
         self.open_folder_action.setShortcut(QKeySequence("Ctrl+O"))
         self.open_file_action = file_menu.addAction("Open annotation &file...", self._ask_open_file)
@@ -248,11 +278,17 @@ class Workspace(QMainWindow):
         self.prev_action.setEnabled(has_store)
         self.warnings_action.setEnabled(bool(has_store and self._store.warnings))
         launcher = self._descriptron()
-        self.descriptron_action.setEnabled(launcher is not None and self._current is not None
-                                           and self._current.path is not None)
-        self.descriptron_action.setToolTip(
-            "Open this specimen with its annotation file in Descriptron" if launcher is not None else
-            "Descriptron's annotation GUI is not installed here (pip install descriptron-gui)")
+        if launcher is None:  # enabled: it says how to install Descriptron
+            self.descriptron_action.setEnabled(True)
+            self.descriptron_action.setText("Open in &Descriptron (not installed: how to install…)")
+            tip = f"Descriptron's annotation GUI is not installed in this Python. Install it with: {install_command()}"
+        else:
+            self.descriptron_action.setEnabled(self._current is not None and self._current.path is not None)
+            self.descriptron_action.setText("Open in &Descriptron")
+            tip = (f"Open this photo with its annotation file in Descriptron {launcher.version}"
+                   if self.descriptron_action.isEnabled() else "Choose a photo first")
+        self.descriptron_action.setToolTip(tip)
+        self.descriptron_action.setStatusTip(tip)
         self.setWindowModified(self.is_modified())
         name = f" \u2014 {self._store_name()}" if has_store else ""
         self.setWindowTitle(f"Descriptron workspace{name}[*]")
@@ -315,6 +351,7 @@ class Workspace(QMainWindow):
         dock = QDockWidget(title, self)
         dock.setObjectName(f"plugin:{title}")
         dock.setWidget(widget)
+        guard_wheel(widget)  # scrolling over a panel never changes its settings
         qt_area = _AREAS[area]
         previous = self._plugin_docks.get(qt_area)
         self.addDockWidget(qt_area, dock)
@@ -518,19 +555,47 @@ class Workspace(QMainWindow):
             raise UserError("Choose a specimen whose photo is found first.")
         return descriptron_command(launcher, record.path, record.source)
 
-    def open_in_descriptron(self) -> None:
-        """File > Open in Descriptron: save first if needed (Descriptron reads the files), then start it."""
+    def open_in_descriptron(self) -> DescriptronRun | None:
+        """File > Open in Descriptron: save first if needed (Descriptron reads the files), then
+        start it and watch it: if it stops with an error, a dialog says why and what to do."""
+        if self._descriptron() is None:
+            self.show_error("Open in Descriptron",
+                            "Descriptron's annotation GUI (the descriptron-gui package) is not installed "
+                            "in this Python. Install it (as install.sh does) with:\n\n"
+                            f"{install_command()}\n\n--no-deps keeps this PyTorch: Descriptron's own "
+                            "dependencies would replace it with a CUDA build of several GB.")
+            return None
         try:
             if self.is_modified() and not self._settle_unsaved("open the specimen in Descriptron"):
-                return
+                return None
             argv = self.descriptron_command()
         except UserError as exc:
             self.show_error("Open in Descriptron", str(exc))
-            return
-        if not QProcess.startDetached(argv[0], argv[1:]):
-            self.show_error("Open in Descriptron", f"Could not start {argv[0]}.")
-            return
-        self.show_status(f"Opening {self._current.file_name} in Descriptron…", 8000)
+            return None
+        try:
+            run = DescriptronRun(argv, self, cwd=str(Path(self._current.path).parent))
+        except OSError as exc:
+            self.show_error("Open in Descriptron", f"Could not start Descriptron: {exc}",
+                            " ".join(argv))
+            return None
+        name = self._current.file_name
+        run.failed.connect(lambda failure, tail, code: self._descriptron_failed(run, failure, tail, code))
+        run.ended.connect(lambda _code: self._descriptron_runs.remove(run))
+        self._descriptron_runs.append(run)
+        self.show_status(f"Opening {name} in Descriptron (its window takes a few seconds; "
+                         f"output in {run.log_path})", 10000)
+        return run
+
+    def _descriptron_failed(self, run: DescriptronRun, failure, tail: str, code: int) -> None:
+        self._descriptron_runs.remove(run)
+        self.show_error("Open in Descriptron",
+                        f"{failure.reason}\n\nFix: {failure.fix}",
+                        f"Exit code {code}. Command:\n{' '.join(run.argv)}\n\n"
+                        f"Last lines of its output ({run.log_path}):\n{tail}")
+
+    def descriptron_runs(self) -> list[DescriptronRun]:
+        """The Descriptron programs started from this window that are still being watched."""
+        return list(self._descriptron_runs)
 
     def show_user_guide(self) -> QDialog:
         """Help > User guide: the guide with its screenshots in a window (no browser needed)."""
@@ -640,26 +705,40 @@ class Workspace(QMainWindow):
         return dialog
 
     # ------------------------------------------------------- opening stores
-    def open_path(self, path: str | os.PathLike) -> bool:
+    def open_path(self, path: str | os.PathLike, ask_subfolders: bool = True) -> bool:
         """Open a folder or annotation file from the UI; errors become a dialog. True if opened.
-        A folder whose photos are all in sub-folders asks which sub-folder to open."""
-        subfolders = image_subfolders(path)
+        A folder with photos in sub-folders asks which to open (the folder's own photos are
+        one choice when it has some), so no photo is left out without a word."""
+        subfolders = image_subfolders(path) if ask_subfolders else []
+        left_out: list[tuple[Path, int]] = []
         if subfolders:
-            names = [f"{sub.name}  ({n} photo{'s' * (n != 1)})" for sub, n in subfolders]
-            choice, ok = QInputDialog.getItem(
-                self, "Open a sub-folder", f"{Path(path).name} has its photos in sub-folders. Open which?",
-                names, 0, False)
+            own = photo_count(path)
+            names = [f"{sub.name}  ({photos(n)})" for sub, n in subfolders]
+            elsewhere = sum(n for _, n in subfolders)
+            if own:
+                names.insert(0, f"{Path(path).name} itself  ({photos(own)}, without its sub-folders)")
+                label = (f"{Path(path).name} has {photos(own)} and {photos(elsewhere)} more in "
+                         f"{len(subfolders)} sub-folder{'s' * (len(subfolders) != 1)}. Open which?")
+            else:
+                label = f"{Path(path).name} has its photos in sub-folders. Open which?"
+            choice, ok = QInputDialog.getItem(self, "Open a sub-folder", label, names, 0, False)
             if not ok:
                 return False
-            path = subfolders[names.index(choice)][0]
+            index = names.index(choice) - (1 if own else 0)
+            if index >= 0:  # a sub-folder: it may have sub-folders of its own
+                return self.open_path(subfolders[index][0])
+            left_out = subfolders
+        previous, self._left_out = self._left_out, left_out  # the image list's summary names them
         try:
-            return self.open_store(str(path)) is not None
+            if self.open_store(str(path)) is not None:
+                return True
         except UserError as exc:
             self.show_error("Cannot open", str(exc))
         except Exception as exc:  # noqa: BLE001 - a bad file must leave the window usable
             log.exception("opening %s failed", path)
             self.show_error("Cannot open", f"{path}: {type(exc).__name__}: {exc}",
                             traceback.format_exc())
+        self._left_out = previous
         return False
 
     def _ask_open_folder(self) -> None:
@@ -745,7 +824,13 @@ class Workspace(QMainWindow):
             self.image_list.item(row).setHidden(hide)
             shown += not hide
         total = len(self._records)
-        self.list_summary.setText(f"{total} images" if shown == total else f"{shown} of {total} images")
+        text = f"{total} images" if shown == total else f"{shown} of {total} images"
+        left_out = self._left_out
+        if left_out:  # the user chose this folder's own photos: say what else is there
+            text += (f"\n+ {photos(sum(n for _, n in left_out))} in sub-folders not opened: "
+                     + ", ".join(sub.name for sub, _ in left_out))
+        self.list_summary.setText(text)
+        self.list_summary.setToolTip("Open a sub-folder with File > Open folder" if left_out else "")
 
     def _on_list_selection(self, item: QListWidgetItem | None, _previous=None) -> None:
         if item is not None:

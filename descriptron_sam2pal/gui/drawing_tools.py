@@ -32,10 +32,10 @@ from PyQt5.QtGui import QColor, QKeySequence, QPainterPath, QPen
 from PyQt5.QtWidgets import (QGraphicsEllipseItem, QGraphicsPathItem, QHBoxLayout, QLabel, QShortcut,
                              QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
-from descriptron_sam2pal.imaging.drawing import (delete_vertex, edit_scale, fill_mask_holes, insert_vertex,
-                                                 mask_to_vertex_polygons, move_vertex, nearest_edge,
-                                                 nearest_vertex, paint, polygon_to_mask, stroke_mask,
-                                                 vertex_polygons_to_mask)
+from descriptron_sam2pal.imaging.drawing import (delete_vertex, drop_fragments, edit_scale, fill_mask_holes,
+                                                 insert_vertex, mask_to_vertex_polygons, move_vertex,
+                                                 nearest_edge, nearest_vertex, paint, parts_apart_from,
+                                                 polygon_to_mask, stroke_mask, vertex_polygons_to_mask)
 
 POLYGON, BRUSH, ERASER, VERTICES = "polygon", "brush", "eraser", "vertices"
 TOOLS = (POLYGON, BRUSH, ERASER, VERTICES)
@@ -136,23 +136,30 @@ class DrawingTools(QObject):
     Signals: ``edited(mask, what)`` after every finished edit (the whole new
     (H, W) bool mask; ``what`` is "polygon", "brush", "eraser", "vertices" or
     "fill holes"); ``tool_changed(name)`` ("" when no tool is on).
+
+    Every edited mask is cleaned of parts smaller than ``imaging.drawing.fragment_area``
+    (a pixel cut off by an edit never reaches a file). ``polygon_replaces()``, when given
+    and true, makes the next closed polygon replace the mask instead of adding to it (the
+    Review: a polygon drawn over a prediction not yet edited by hand is the new outline).
     """
 
     edited = pyqtSignal(object, str)
     tool_changed = pyqtSignal(str)
 
     def __init__(self, canvas, mask_source: Callable[[], Optional[np.ndarray]],
-                 parent: QObject | None = None) -> None:
+                 parent: QObject | None = None, polygon_replaces: Callable[[], bool] | None = None) -> None:
         super().__init__(parent)
         self.canvas = canvas
         self.mask_source = mask_source
+        self.polygon_replaces = polygon_replaces
         self.tool = ""
         self.brush_radius = 8.0
         self.enabled = True
         self.polygon: list[tuple[float, float]] = []     # vertices of the polygon being drawn
         self.stroke: list[tuple[float, float]] = []      # points of the brush stroke being drawn
         self.vertex_polygons: list[list[tuple[float, float]]] = []
-        self._untouched: np.ndarray | None = None  # parts of the mask without handles (specks)
+        self._untouched: np.ndarray | None = None  # whole parts of the mask without handles
+        self._vertex_mask: np.ndarray | None = None  # the mask the vertex polygons last made
         self._dragging: tuple[int, int] | None = None
         canvas.tool_handler = self
         canvas.view.installEventFilter(self)  # Enter, Backspace, Esc while the canvas has the focus
@@ -222,14 +229,19 @@ class DrawingTools(QObject):
         if self.tool == VERTICES and self.is_active() and self._dragging is None:
             mask = self.current_mask()
             if mask is None:
-                self.vertex_polygons, self._untouched = [], None
-            else:
+                self.vertex_polygons, self._untouched, self._vertex_mask = [], None, None
+            elif self._vertex_mask is None or not np.array_equal(mask, self._vertex_mask):
+                # New outline (else keep the handles as edited: an inserted vertex changes no pixel,
+                # and simplifying the outline again would take it away).
                 tolerance, min_area = edit_scale(mask.shape)
                 self.vertex_polygons = mask_to_vertex_polygons(mask, tolerance, 48, min_area)
-                # What the handles do not cover stays as it is when a vertex moves.
-                self._untouched = mask & ~vertex_polygons_to_mask(self.vertex_polygons, mask.shape)
+                # Parts without handles stay as they are when a vertex moves; the pixels of a part
+                # that its handles' polygon does not quite cover go with the part (no slivers).
+                covered = vertex_polygons_to_mask(self.vertex_polygons, mask.shape)
+                self._untouched = parts_apart_from(mask, covered)
+                self._vertex_mask = None
         elif self.tool != VERTICES:
-            self.vertex_polygons = []
+            self.vertex_polygons, self._vertex_mask = [], None
         self._draw_marks()
 
     # -- edits that need no mouse ------------------------------------------------------
@@ -251,7 +263,8 @@ class DrawingTools(QObject):
         if shape is None or len(points) < 3:
             return False
         region = polygon_to_mask(points, shape)
-        self._emit(paint(self.current_mask(), region), POLYGON)
+        replace = self.polygon_replaces is not None and self.polygon_replaces()
+        self._emit(region if replace else paint(self.current_mask(), region), POLYGON)
         return True
 
     def cancel(self) -> None:
@@ -268,7 +281,13 @@ class DrawingTools(QObject):
             self._draw_marks()
 
     def _emit(self, mask: np.ndarray, what: str) -> None:
-        self.edited.emit(np.asarray(mask, bool), what)
+        """Report an edit, cleaned of fragments; nothing when that leaves the mask as it was."""
+        mask = drop_fragments(mask)
+        before = self.current_mask()
+        if before is not None and np.array_equal(mask, before):  # e.g. only a speck was painted
+            self._draw_marks()
+            return
+        self.edited.emit(mask, what)
         self.refresh()
 
     # -- mouse (called by the canvas, image coordinates) ---------------------------------
@@ -368,7 +387,12 @@ class DrawingTools(QObject):
             mask = vertex_polygons_to_mask(self.vertex_polygons, shape)
             if self._untouched is not None and self._untouched.shape == shape:
                 mask |= self._untouched
+            mask = drop_fragments(mask)
+            self._vertex_mask = mask
             self.edited.emit(mask, VERTICES)
+            if not np.array_equal(self.current_mask(), mask):  # the owner did not take it
+                self._vertex_mask = None
+                self.refresh()
         self._draw_marks()
 
     # -- marks on the canvas ------------------------------------------------------------

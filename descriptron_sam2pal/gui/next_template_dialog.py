@@ -7,45 +7,77 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from PyQt5.QtCore import Qt
-from PyQt5.QtWidgets import QDialog, QDialogButtonBox, QLabel, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
+from PyQt5.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QListView, QListWidget, QListWidgetItem,
+                             QVBoxLayout, QWidget)
 
 from descriptron_sam2pal.engine.next_template import SpecimenScores, Suggestion, rank_specimens
+from descriptron_sam2pal.gui.review_session import ACCEPTED, REJECTED
 
 _SUGGESTION_ROLE = Qt.UserRole
 
 
 def specimen_scores(session: Any) -> tuple[list[SpecimenScores], list[str]]:
-    """(each reviewed specimen's scores, the structures) of a ``ReviewSession``."""
+    """(the scores of each specimen not already fully accepted, the structures) of a ``ReviewSession``.
+
+    What the reviewer decided counts: an accepted structure is certain (score 1: its outline
+    is right), a rejected one fully uncertain (as if absent); unreviewed ones keep the
+    model's score. A specimen whose structures are all accepted has nothing left to teach."""
     by_target: dict[int, dict] = {}
     for item in session.items:
-        scores = by_target.setdefault(id(item.target), {"target": item.target, "scores": {}})["scores"]
-        scores[item.structure] = (item.score if item.score is not None else item.predicted_iou) \
-            if not item.absent else None
-    specimens = [SpecimenScores(v["target"].image_id, v["target"].path, v["scores"]) for v in by_target.values()]
+        entry = by_target.setdefault(id(item.target), {"target": item.target, "scores": {}, "states": []})
+        entry["states"].append(item.state)
+        if item.state == ACCEPTED:
+            score = 1.0
+        elif item.state == REJECTED or item.absent:
+            score = None
+        else:
+            score = item.score if item.score is not None else item.predicted_iou
+        entry["scores"][item.structure] = score
+    specimens = [SpecimenScores(v["target"].image_id, v["target"].path, v["scores"])
+                 for v in by_target.values() if any(state != ACCEPTED for state in v["states"])]
     return specimens, session.structure_names()
+
+
+def reason(suggestion: Suggestion, session: Any | None = None) -> str:
+    """Why a specimen is suggested, in one short sentence: how unsure the model is, of what,
+    and how much of it the reviewer has accepted already."""
+    weak = f" — unsure of {', '.join(suggestion.weakest)}" if suggestion.weakest else ""
+    done = ""
+    if session is not None:
+        states = [i.state for i in session.items if i.target.image_id == suggestion.image_id]
+        accepted = sum(1 for st in states if st == ACCEPTED)
+        if accepted:
+            done = f"; {accepted} of {len(states)} accepted"
+    return f"the model is {100 * suggestion.uncertainty:.0f}% unsure{weak}{done}"
 
 
 class NextTemplateDialog(QDialog):
     """The ranked specimens; "Open in Templates" calls ``open_specimen(suggestion)``."""
 
     def __init__(self, suggestions: list[Suggestion], open_specimen: Callable[[Suggestion], Any],
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, session: Any | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Suggest next template")
         self.open_specimen = open_specimen
         self.list = QListWidget()
+        self.list.setWordWrap(True)  # a long reason wraps onto a second line instead of being cut off
+        self.list.setResizeMode(QListView.Adjust)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         for s in suggestions:
             name = str(s.path).replace("\\", "/").rsplit("/", 1)[-1] if s.path else str(s.image_id)
-            weak = f"; unsure of {', '.join(s.weakest)}" if s.weakest else ""
-            item = QListWidgetItem(f"{name}: the model is {100 * s.uncertainty:.0f}% unsure{weak}")
+            text = f"{name}: {reason(s, session)}"
+            item = QListWidgetItem(text)
+            item.setToolTip(text)
             item.setData(_SUGGESTION_ROLE, s)
             self.list.addItem(item)
         if self.list.count():
             self.list.setCurrentRow(0)
-        explain = QLabel("Outlining the specimen the model is least sure of teaches it most. Open it in "
+        explain = QLabel("Outlining the specimen the model is least sure of teaches it most (specimens "
+                         "whose structures you all accepted in Review are left out). Open it in "
                          "Templates, outline its structures (or use Review's \"Add as template\" on "
                          "corrected masks), then Train SAM2-PAL again." if suggestions else
-                         "Nothing to suggest: segment some specimens first.")
+                         "Nothing to suggest: segment some specimens first (or every segmented specimen "
+                         "is accepted already).")
         explain.setWordWrap(True)
         buttons = QDialogButtonBox(QDialogButtonBox.Close)
         self.open_button = buttons.addButton("Open in Templates", QDialogButtonBox.AcceptRole)
@@ -57,7 +89,7 @@ class NextTemplateDialog(QDialog):
         layout.addWidget(explain)
         layout.addWidget(self.list, 1)
         layout.addWidget(buttons)
-        self.resize(520, 320)
+        self.resize(560, 340)
 
     def chosen(self) -> Suggestion | None:
         item = self.list.currentItem()

@@ -136,7 +136,7 @@ class ReviewPanel(QWidget):
         self.structure_combo.setToolTip("Show every structure, or only one")
         self.structure_combo.currentIndexChanged.connect(self._on_structure_changed)
         self.worst_first_button = QPushButton("Worst first")
-        self.worst_first_button.setToolTip("Back to the review order: predicted absent, then lowest confidence "
+        self.worst_first_button.setToolTip("Back to the review order: predicted absent, then lowest Score "
                                            "(click a column header to sort by it)")
         self.worst_first_button.clicked.connect(lambda: self.sort_by(-1))
         self.counts_label = QLabel("No predictions to review")
@@ -211,7 +211,7 @@ class ReviewPanel(QWidget):
         self._dim_item = pg.ImageItem(axisOrder="row-major")
         self._dim_item.setZValue(5)  # over the photo, under the highlighted structure
         self.canvas.viewbox.addItem(self._dim_item)
-        self.tools = DrawingTools(self.canvas, self._edit_source, self)
+        self.tools = DrawingTools(self.canvas, self._edit_source, self, polygon_replaces=self._polygon_replaces)
         self.tools.edited.connect(self._on_drawn)
         self.tools.tool_changed.connect(lambda name: name and self.set_fix_mode(False))
         self.toolbar = DrawingToolbar(self.tools, on_undo=self.undo, on_redo=self.redo)
@@ -319,7 +319,9 @@ class ReviewPanel(QWidget):
         self.structure_combo.blockSignals(False)
         self.model.structure = None
         self.model.set_session(session)
-        self._select_row(0)
+        resume = session.resume_item() if session is not None else None
+        if resume is None or not self.select(resume):  # Continue: where the reviewer stopped
+            self._select_row(0)
         if not self.model.rows:
             self._show_current()
         self._update_actions()
@@ -462,6 +464,12 @@ class ReviewPanel(QWidget):
         item = self.current_item()
         return None if item is None else item.current_mask
 
+    def _polygon_replaces(self) -> bool:
+        """A polygon drawn over a prediction (or a click fix of it) is the new outline; once the
+        outline was drawn by hand, more polygons add parts to it (six legs, say)."""
+        item = self.current_item()
+        return item is not None and not item.hand_edited
+
     def _on_drawn(self, mask: np.ndarray, what: str) -> None:
         """A hand edit of the shown structure: it replaces the outline (one undoable step)."""
         item = self.current_item()
@@ -470,8 +478,12 @@ class ReviewPanel(QWidget):
         if item.written:
             self.host.show_status(f"{item.label} is in the project already; change it in Descriptron", 8000)
             return
+        replaced = what == "polygon" and not item.hand_edited
         if not self._act("Edit", lambda: self.session.edit(item, mask, what))[0]:
             return
+        if replaced:
+            self.host.show_status(f"{item.label}: your polygon replaced the prediction; more polygons add "
+                                  "parts to it. Ctrl+Z brings the prediction back", 8000)
         row = self.current_row()
         self.model.refresh()
         if not self.select(item):
@@ -825,6 +837,8 @@ class ReviewPanel(QWidget):
         if item is not self._shown_item and self._fix_mode:
             self.set_fix_mode(False)
         self._shown_item = item
+        if item is not None and self.session is not None:
+            self.session.position = item.index  # saved with the next change: Continue comes back here
         self._update_title(item)
         self._update_counts()
         if item is not None:
@@ -923,7 +937,7 @@ class ReviewPanel(QWidget):
             self.state_label.setText("")
             self.state_label.setStyleSheet("")
             return
-        score = "predicted absent" if item.absent else f"confidence {score_text(item)}"
+        score = "predicted absent" if item.absent else f"Score {score_text(item)}"  # the Score column's name
         self.title_label.setText(f"{item.target.label}  \u2014  {item.structure}  ({score})")
         self.title_label.setToolTip(item_tooltip(item))
         bg, fg = STATE_COLORS[item.state]

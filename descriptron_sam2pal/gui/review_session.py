@@ -48,6 +48,7 @@ import numpy as np
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.atomic import atomic_write_text
 from descriptron_sam2pal.jobs.propagation import journal_path
+from descriptron_sam2pal.imaging.drawing import drop_fragments, fragment_area
 from descriptron_sam2pal.store.merge import find_image, why_not_writable, write_structure
 from descriptron_sam2pal.store.provenance import PREDICTION_SOURCE
 from descriptron_sam2pal.imaging.masks import mask_to_rle, rle_to_mask
@@ -195,7 +196,7 @@ class ReviewItem:
         return f"{self.target.label} / {self.structure}"
 
     def sort_key(self) -> tuple:
-        """Worst first: absent (flagged) first, then confidence ascending, then object score."""
+        """Worst first: absent (flagged) first, then Score ascending, then object score."""
         score = self.score if self.score is not None and not math.isnan(self.score) else -1.0
         obj = self.object_score if self.object_score is not None else -1.0
         return (0 if not self.present else 1, score, obj, self.index)
@@ -268,6 +269,9 @@ class ReviewSession:
             item.index = i
         self.order: list[ReviewItem] = sorted(self.items, key=ReviewItem.sort_key)
         self.predictions_path = str(predictions_path) if predictions_path else None
+        #: Index (in ``items``) of the item the reviewer was at, saved with the session so that
+        #: Continue goes back there; None: not known (start at the first unreviewed one).
+        self.position: int | None = None
         self._undo: list[tuple[str, list[tuple[ReviewItem, tuple]]]] = []
         self._redo: list[tuple[str, list[tuple[ReviewItem, tuple]]]] = []
         #: Called with no arguments after every change (the panel autosaves and redraws).
@@ -413,7 +417,8 @@ class ReviewSession:
         return {"format": SESSION_FORMAT, "version": SESSION_VERSION,
                 "saved": _dt.datetime.now().isoformat(timespec="seconds"),
                 "predictions": self.predictions_path,
-                "targets": [t.to_json() for t in self.targets], "items": items}
+                "targets": [t.to_json() for t in self.targets], "items": items,
+                "position": self.position}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the session atomically (a temporary file renamed over ``path``)."""
@@ -447,7 +452,18 @@ class ReviewSession:
                 item.points = [(float(x), float(y), int(lab)) for x, y, lab in corr.get("points", [])]
                 item.hand_edited = bool(corr.get("hand_edited"))
             items.append(item)
-        return cls(targets, items, d.get("predictions"))
+        session = cls(targets, items, d.get("predictions"))
+        position = d.get("position")
+        if isinstance(position, int) and 0 <= position < len(items):
+            session.position = position
+        return session
+
+    def resume_item(self) -> ReviewItem | None:
+        """Where to continue: the item the reviewer was at, else the first unreviewed one in
+        review order, else the first."""
+        if self.position is not None and 0 <= self.position < len(self.items):
+            return self.items[self.position]
+        return next((i for i in self.order if i.state == UNREVIEWED), self.order[0] if self.order else None)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ReviewSession":
@@ -670,8 +686,8 @@ class ReviewSession:
                              "object_score": _round(item.object_score),
                              "predicted_iou": _round(item.predicted_iou),
                              "reviewed": ACCEPTED, "corrected": item.corrected}
-                    ann_id = write_structure(store, image, item.structure, item.current_mask, attrs,
-                                             replace_user=replace_existing)
+                    ann_id = write_structure(store, image, item.structure, drop_fragments(item.current_mask),
+                                             attrs, replace_user=replace_existing)
                     item.written = {"annotation_id": ann_id, "status": None}
                     summary.written.append((image.id, item.structure, ann_id))
                 done += 1
@@ -701,6 +717,9 @@ class ReviewSession:
         if item.absent and not record_absent:
             return "predicted absent (nothing to write)", None
         shape = None if item.absent else tuple(item.current_mask.shape)
+        if shape is not None and not drop_fragments(item.current_mask).any():
+            return (f"its outline is only specks smaller than {fragment_area(shape):.0f} px\u00b2 "
+                    "(draw or fix it larger)"), None
         reason = why_not_writable(store, image, item.structure, shape, replace_user=replace_existing)
         return (reason, None) if reason else ("", image)
 

@@ -113,7 +113,7 @@ class ReviewTableModel(QAbstractTableModel):
             return COLUMNS[section]
         if orientation == Qt.Horizontal and role == Qt.ToolTipRole:
             return ("Specimen photo", "Structure predicted on it",
-                    "Review score 0..1 (estimated IoU from SAM2's mask stability, its predicted IoU and the "
+                    "Score 0..1 (estimated IoU from SAM2's mask stability, its predicted IoU and the "
                     "agreement with the other specimens' outlines): low = check it",
                     "Your decision")[section]
         if orientation == Qt.Vertical and role == Qt.DisplayRole:
@@ -155,7 +155,7 @@ def item_tooltip(item: ReviewItem) -> str:
         return "\u2013" if v is None else f"{v:.3f}"
     lines = [item.label,
              "Predicted ABSENT: accept (A) to confirm it is missing on this specimen" if item.absent and
-             not item.corrected else f"Review score (estimated IoU): {fmt(item.score)}",
+             not item.corrected else f"Score (estimated IoU): {fmt(item.score)}",
              f"SAM2 object score: {fmt(item.object_score)}   predicted IoU: {fmt(item.predicted_iou)}",
              f"State: {state_text(item)}"]
     if item.corrected:

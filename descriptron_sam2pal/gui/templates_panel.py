@@ -36,7 +36,8 @@ from descriptron_sam2pal.host.api import CanvasHost
 from descriptron_sam2pal.gui.drawing_tools import TOOL_INFO, DrawingToolbar, DrawingTools, MaskHistory
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
 from descriptron_sam2pal.gui.workers import EngineWorker
-from descriptron_sam2pal.imaging.drawing import refine_prompt
+from descriptron_sam2pal.gui.fitting import VerticalScroll
+from descriptron_sam2pal.imaging.drawing import drop_fragments, fragment_area, refine_prompt
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,11 @@ class TemplatesPanel(QWidget):
         self.template_summary = QLabel()
         self.template_summary.setWordWrap(True)
 
-        layout = QVBoxLayout(self)
+        content = QWidget()  # scrolls on a short screen instead of making the window taller than it
+        layout = QVBoxLayout(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(VerticalScroll(content))
         layout.addWidget(self.picker)
         layout.addWidget(outline)
         templates_title = QLabel("<b>Templates</b> (images with outlined structures)")
@@ -493,8 +498,14 @@ class TemplatesPanel(QWidget):
             self.host.show_status("Type or choose the structure's name first", 8000)
             self.name_combo.setFocus()
             return
+        mask = drop_fragments(self.proposal)  # specks never reach the file
+        if not mask.any():
+            self.host.show_error("Cannot add the structure",
+                                 f"The outline of {name} is only specks smaller than "
+                                 f"{fragment_area(mask.shape):.0f} px\u00b2. Draw it larger, or Undo.")
+            return
         try:
-            ann_id = store.add_structure(record.id, name, self.proposal, attributes={"source": TEMPLATE_SOURCE})
+            ann_id = store.add_structure(record.id, name, mask, attributes={"source": TEMPLATE_SOURCE})
         except (UserError, ValueError) as exc:
             self.host.show_error("Cannot add the structure", str(exc))
             return

@@ -22,9 +22,9 @@ from typing import Any, Callable
 import pyqtgraph as pg
 from PyQt5.QtCore import QSize, Qt
 from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QFileDialog,
-                             QFormLayout, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
+                             QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                              QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QRadioButton,
-                             QScrollArea, QSpinBox, QSplitter, QVBoxLayout, QWidget)
+                             QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine.control import Progress
@@ -37,6 +37,7 @@ from descriptron_sam2pal.jobs.estimate import training_seconds
 from descriptron_sam2pal.model.device import accelerator_available, cpu_has_native_bf16
 from descriptron_sam2pal.store.provenance import template_images
 from descriptron_sam2pal.store.stem import find_image_files
+from descriptron_sam2pal.gui.fitting import VerticalScroll, fit_to_screen, guard_wheel
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
 from descriptron_sam2pal.gui.workers import EngineWorker
 
@@ -120,26 +121,9 @@ def _model_size(choice: str | None) -> str:
     return info.size if info else "tiny"
 
 
-class _VerticalScroll(QScrollArea):
-    """Scrolls its widget up and down only: as wide as the widget wants (so nothing is cut
-    off at the side), as short as the window needs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setWidgetResizable(True)
-        self.setFrameShape(QFrame.NoFrame)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-
-    def _width(self, hint: QSize) -> int:
-        return hint.width() + self.verticalScrollBar().sizeHint().width()
-
-    def sizeHint(self) -> QSize:
-        inner = self.widget().sizeHint() if self.widget() else QSize(0, 0)
-        return QSize(self._width(inner), inner.height())
-
-    def minimumSizeHint(self) -> QSize:
-        inner = self.widget().minimumSizeHint() if self.widget() else QSize(0, 0)
-        return QSize(self._width(inner), min(inner.height(), 200))
+#: The progress bar's text for each stage of the engine's reports: training counts steps
+#: (after reading the photos), segmenting counts images.
+PROGRESS_FORMATS = {"load": "reading photos: %v / %m", "train": "%v / %m steps", "propagate": "%v / %m images"}
 
 
 # --------------------------------------------------------------------------- worker functions
@@ -204,7 +188,8 @@ class TrainDialog(QDialog):
         self._vals: list[tuple[int, float]] = []
         self._build()
         self.refresh()
-        self.resize(980, 720)
+        guard_wheel(self)  # scrolling over the form never changes Steps, Size, ...
+        fit_to_screen(self, QSize(980, 720))
 
     # ------------------------------------------------------------------ UI
     def _build(self) -> None:
@@ -402,7 +387,7 @@ class TrainDialog(QDialog):
 
         # The settings scroll when they do not fit (Advanced settings open on a 768 px screen),
         # so the buttons below always stay on the screen.
-        left_scroll = _VerticalScroll()
+        left_scroll = VerticalScroll()
         left_scroll.setWidget(left)
         splitter = QSplitter(Qt.Horizontal)
         splitter.addWidget(left_scroll)
@@ -713,6 +698,7 @@ class TrainDialog(QDialog):
         if self.worker is not None:
             self.worker.cancel()
             self.cancel_button.setEnabled(False)
+            self.eta_label.setText("")  # no time left to wait for: it stops
             self.stage_label.setText("Stopping at the next step...")
 
     def _set_validation_label(self, metric: str | None) -> None:
@@ -740,8 +726,12 @@ class TrainDialog(QDialog):
             return
         self.progress_bar.setRange(0, max(report.total, 1))
         self.progress_bar.setValue(report.done)
-        self.progress_bar.setFormat(f"%v / %m {'steps' if report.stage == 'train' else 'images'}")
-        self.eta_label.setText(f"{format_duration(report.eta_s)} left" if report.eta_s is not None else "")
+        self.progress_bar.setFormat(PROGRESS_FORMATS.get(report.stage, "%v / %m"))
+        stopping = self.worker is not None and self.worker.token.cancelled
+        self.eta_label.setText(f"{format_duration(report.eta_s)} left"
+                               if report.eta_s is not None and not stopping else "")
+        if report.stage == "load" and not stopping:
+            self.stage_label.setText(f"Training: reading the photos first ({report.done} of {report.total})")
         if report.stage == "train":
             self.stage_label.setText(f"Training: step {report.done} of {report.total}")
             loss = report.metrics.get("loss")
@@ -815,6 +805,7 @@ class TrainDialog(QDialog):
 
     def _on_finished(self) -> None:
         self.worker = None
+        self.eta_label.setText("")
         if self.progress_bar.maximum() == 0:
             self.progress_bar.setRange(0, 1)
         self._update()

@@ -21,7 +21,8 @@ Point = tuple[float, float]
 __all__ = [
     "polygon_to_mask", "stroke_mask", "paint", "fill_mask_holes", "mask_to_vertex_polygons",
     "vertex_polygons_to_mask", "nearest_vertex", "nearest_edge", "move_vertex", "insert_vertex",
-    "delete_vertex", "refine_prompt", "mask_to_polygons_ring", "edit_scale",
+    "delete_vertex", "refine_prompt", "mask_to_polygons_ring", "edit_scale", "fragment_area", "drop_fragments",
+    "parts_apart_from",
 ]
 
 
@@ -110,6 +111,42 @@ def edit_scale(shape: tuple[int, int]) -> tuple[float, float]:
     ``shape``: about 1/300 of its long side, and parts smaller than (1/60 of it)^2 get no handles."""
     side = float(max(shape))
     return max(1.0, side / 300.0), max(9.0, (side / 60.0) ** 2)
+
+
+def fragment_area(shape: tuple[int, int]) -> float:
+    """The smallest part (px^2 of its outline) a hand-edited mask keeps on an image of ``shape``:
+    about (1/300 of the long side)^2, at least 9 px^2. Smaller parts (a pixel left by an edit,
+    a one-pixel line) would be written as polygons of (nearly) zero area."""
+    return max(9.0, (float(max(shape)) / 300.0) ** 2)
+
+
+def drop_fragments(mask: np.ndarray, min_area: float | None = None) -> np.ndarray:
+    """``mask`` without its 8-connected parts whose outline (the polygon a file gets) encloses
+    less than ``min_area`` px^2 (default :func:`fragment_area`); the rest is unchanged."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return mask.copy()
+    limit = fragment_area(mask.shape) if min_area is None else float(min_area)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    out = mask.copy()
+    for i in range(1, n):
+        x, y, w, h, pixels = (int(v) for v in stats[i])
+        if pixels >= limit:  # the outline encloses less than the pixel count: check it
+            part = (labels[y:y + h, x:x + w] == i).astype(np.uint8)
+            contours, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            if max(abs(cv2.contourArea(c)) for c in contours) >= limit:
+                continue
+        out[y:y + h, x:x + w][labels[y:y + h, x:x + w] == i] = False
+    return out
+
+
+def parts_apart_from(mask: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """The 8-connected parts of ``mask`` that share no pixel with ``covered`` (whole parts:
+    the pixels of a part that ``covered`` only nearly covers are not among them)."""
+    mask = np.asarray(mask, bool)
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    touched = np.unique(labels[mask & np.asarray(covered, bool)])
+    return mask & ~np.isin(labels, touched)
 
 
 def vertex_polygons_to_mask(polygons: Sequence[Sequence[Point]], shape: tuple[int, int]) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Starting: the start page, photos in sub-folders, Help > User guide, the Qt library check,
-and File > Open in Descriptron (the command line it builds, not Descriptron itself)."""
+and File > Open in Descriptron's command line (test_descriptron_launch.py starts Descriptron)."""
 
 from __future__ import annotations
 
@@ -73,39 +73,56 @@ def test_photos_in_sub_folders_ask_which_to_open(window, tmp_path, monkeypatch, 
     wait_shown(qtbot, window, "ant_01.png")
 
 
-def _fake_distribution(site: Path, name: str) -> None:
-    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[console_scripts]\n{name} = descriptron_gui.cli:main\n")
+def test_photos_beside_sub_folders_are_never_left_out_without_a_word(window, tmp_path, monkeypatch, qtbot):
+    """A folder with its own photos and more in sub-folders asks which to open; its own photos
+    leave the others named under the image list; a sub-folder's sub-folders are asked about too."""
+    root = tmp_path / "beetles"
+    write_project(root)
+    write_project(root / "extra")
+    write_project(root / "sam2pal_runs")  # our outputs: never offered
+    (root / "nested" / "deeper").mkdir(parents=True)
+    write_project(root / "nested" / "deeper")
+    assert [(p.name, n) for p, n in image_subfolders(root)] == [("extra", 3)]
+    asked = []
+    answers = []
+
+    def get_item(parent, title, label, items, current, editable):
+        asked.append((label, items))
+        return answers.pop(0)(items), True
+
+    monkeypatch.setattr(QInputDialog, "getItem", get_item)
+    answers.append(lambda items: items[0])
+    assert window.open_path(root)
+    label, items = asked[-1]
+    assert label == "beetles has 3 photos and 3 photos more in 1 sub-folder. Open which?"
+    assert items == ["beetles itself  (3 photos, without its sub-folders)", "extra  (3 photos)"]
+    wait_shown(qtbot, window, "ant_01.png")
+    assert Path(window.store.path) == root / "session.json"
+    assert window.list_summary.text() == "3 images\n+ 3 photos in sub-folders not opened: extra"
+    assert window.list_summary.isVisible()
+
+    answers.append(lambda items: items[1])
+    assert window.open_path(root)
+    assert Path(window.store.path) == root / "extra" / "session.json"
+    assert window.list_summary.text() == "3 images"
+
+    answers.append(lambda items: items[0])  # nested has only a sub-folder: asked again, one level down
+    assert window.open_path(root / "nested")
+    assert asked[-1][1] == ["deeper  (3 photos)"]
+    assert Path(window.store.path) == root / "nested" / "deeper" / "session.json"
 
 
-def test_open_in_descriptron_builds_image_then_annotation_file(window, project, tmp_path, monkeypatch, qtbot):
+def test_open_in_descriptron_builds_image_then_annotation_file(window, project, qtbot):
     assert find_descriptron("no-such-descriptron-dist") is None
     launcher = find_descriptron()  # the real descriptron-gui that install.sh installs for tests/descriptron
     assert launcher is not None and launcher.version == "2.8.2"
-    assert Path(launcher.argv[0]).name == "descriptron-gui" and Path(launcher.argv[0]).is_file()
-    _fake_distribution(tmp_path / "site", "descriptron-elsewhere")  # installed, but no script anywhere
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    fallback = find_descriptron("descriptron-elsewhere")  # run the entry point's function
-    assert fallback.argv[:2] == (sys.executable, "-c") and "descriptron_gui.cli" in fallback.argv[2]
-    assert descriptron_command(launcher, "/p/a.png", "/p/a.json") == [
-        launcher.argv[0],
-        "/p/a.png",
-        "/p/a.json",
-    ]
+    assert launcher.argv == (sys.executable, "-m", "descriptron_sam2pal.app.descriptron_start")
+    assert descriptron_command(launcher, "/p/a.png", "/p/a.json") == [*launcher.argv, "/p/a.png", "/p/a.json"]
 
-    window.set_descriptron_launcher(None)
-    assert not window.descriptron_action.isEnabled()
     window.set_descriptron_launcher(launcher)
+    assert not window.descriptron_action.isEnabled()  # no photo yet
     window.open_path(project)
     wait_shown(qtbot, window, "ant_01.png")
     assert window.descriptron_action.isEnabled()
-    assert window.descriptron_command() == [launcher.argv[0], str(project / "ant_01.png"),
+    assert window.descriptron_command() == [*launcher.argv, str(project / "ant_01.png"),
                                             str(project / "session.json")]
-    started = []
-    monkeypatch.setattr("descriptron_sam2pal.app.workspace.QProcess.startDetached",
-                        lambda program, args: started.append([program, *args]) or True)
-    window.open_in_descriptron()
-    assert started == [window.descriptron_command()]

@@ -5,7 +5,7 @@ from PyQt5.QtGui import QMouseEvent
 from PyQt5.QtTest import QTest
 from PyQt5.QtWidgets import QApplication
 
-from descriptron_sam2pal.gui.canvas import (ImageCanvas, StructureColors, compose_overlay,
+from descriptron_sam2pal.gui.canvas import (STRUCTURE_PALETTE, ImageCanvas, StructureColors, compose_overlay,
                                             mask_outline)
 
 
@@ -135,3 +135,56 @@ def test_outline_is_closed_at_the_image_border():
 def test_rejects_non_rgb_uint8(canvas):
     with pytest.raises(ValueError):
         canvas.set_image(np.zeros((5, 5), np.float32))
+
+
+#: Machado, Oliveira & Fernandes (2009) full-severity simulation matrices in linear RGB.
+CVD = {
+    "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+    "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
+    "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]],
+}
+
+
+def _linear(rgb):
+    c = np.asarray(rgb, float) / 255
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def _lab_of_linear(lin):
+    xyz = lin @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    t = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(t > (6 / 29) ** 3, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], -1)
+
+
+def _closest_pair(lab):
+    d = np.linalg.norm(lab[:, None] - lab[None], axis=-1)
+    d[np.eye(len(lab), dtype=bool)] = np.inf
+    return float(d.min())
+
+
+def test_the_first_twelve_structure_colours_stay_apart_for_colour_blind_eyes_and_on_dark_specimens(qtbot):
+    twelve = STRUCTURE_PALETTE[:12]
+    assert len(set(twelve)) == 12
+    lin = _linear(twelve)
+    assert _closest_pair(_lab_of_linear(lin)) >= 13
+    for name, matrix in CVD.items():
+        seen = np.clip(lin @ np.asarray(matrix).T, 0, 1)
+        assert _closest_pair(_lab_of_linear(seen)) >= 13, name
+    assert _closest_pair(_lab_of_linear(lin[:5])) >= 20  # a five-structure project: far apart
+    assert _lab_of_linear(lin)[:, 0].min() >= 45  # no dark colour to vanish on a black beetle
+
+    canvas = ImageCanvas(colors=StructureColors())
+    qtbot.addWidget(canvas)
+    canvas.set_image(np.full((40, 130, 3), 20, np.uint8))  # a dark specimen
+    names = ["head", "pronotum", "elytra", "legs", "antennae", "eyes", "mouthparts", "scutellum",
+             "abdomen", "tarsi", "mandibles", "palps"]
+    masks = {}
+    for i, name in enumerate(names):
+        m = np.zeros((40, 130), bool)
+        m[10:30, 10 * i + 2:10 * i + 9] = True
+        masks[name] = m
+    canvas.set_masks(masks)
+    rgba = canvas.overlay_rgba()
+    shown = [tuple(rgba[20, 10 * i + 5, :3]) for i in range(12)]
+    assert shown == list(twelve) and canvas.legend.names() == names

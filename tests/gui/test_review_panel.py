@@ -322,11 +322,40 @@ def test_review_is_saved_and_continues_after_closing(qtbot, project, dialogs):
     again = make_panel(qtbot, RecordingHost())
     assert again.open_predictions(preds) is not None
     assert again.counts_label.text() == "2 of 9 reviewed: 1 accepted, 1 rejected"
-    assert again.current_item().state == ACCEPTED  # still worst first
+    assert again.current_row() == 2 and current(again) == WORST_FIRST[2]  # still worst first, where it stopped
+    assert again.current_item().state == UNREVIEWED
     bad = project.parent / "nothing.json"
     bad.write_text("not json")
     assert again.open_predictions(bad) is None and again.host.errors[-1][0] == "Cannot open the predictions"
     assert again.session.counts()["reviewed"] == 2  # the current review stays
+
+
+def test_continue_selects_the_row_where_the_reviewer_stopped(qtbot, project, dialogs):
+    """Continue goes back to the specimen the reviewer was at (not row 1), also after jumping
+    about; a review saved without a position starts at the first unreviewed row."""
+    preds = project.parent / "predictions.json"
+    panel = make_panel(qtbot, RecordingHost(AnnotationStore.open(project)))
+    panel.load_results(make_results(project.parent), predictions_path=preds)
+    for _ in range(3):
+        qtbot.keyClick(panel, Qt.Key_A)
+    panel.select(panel.model.rows[6])  # looked further down, then stopped there
+    qtbot.keyClick(panel, Qt.Key_R)
+    stopped = panel.current_item()
+    assert current(panel) == WORST_FIRST[7]
+    panel.hide()
+    qtbot.waitUntil(lambda: not panel.image_loading(), timeout=20000)
+
+    again = make_panel(qtbot, RecordingHost(AnnotationStore.open(project)))
+    again.host.store = AnnotationStore.open(project)
+    assert again.open_predictions(preds) is not None
+    assert current(again) == (stopped.target.file_name, stopped.structure) and again.current_row() == 7
+
+    data = json.loads(review_path_for(preds).read_text())
+    del data["position"]  # a review saved by an earlier version
+    review_path_for(preds).write_text(json.dumps(data))
+    third = make_panel(qtbot, RecordingHost())
+    assert third.open_predictions(preds) is not None
+    assert third.current_row() == 3 and third.current_item().state == UNREVIEWED
 
 
 def test_add_as_template_sends_the_specimens_outlines(qtbot, panel):
@@ -377,3 +406,64 @@ def test_in_the_workspace_keys_win_over_the_hosts_shortcuts(qtbot, project, dial
     dialogs.answers = [QMessageBox.Discard]
     win.close()
     win.image_loader.wait(5000)
+
+
+
+def test_a_polygon_drawn_over_a_prediction_replaces_it_and_specks_are_never_written(qtbot, panel, project,
+                                                                                     dialogs):
+    """Fixing by hand in the Review: the first polygon is the new outline (not added to the
+    prediction), the next ones add parts; a speck left in the outline is not written."""
+    from descriptron_sam2pal.imaging.drawing import polygon_to_mask
+
+    item = next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_02.png", "head"))
+    panel.select(item)
+    wait_image(qtbot, panel)
+    predicted = item.current_mask.copy()
+    assert predicted[30, 50]
+
+    def draw(points):
+        for x, y in [*points, points[0]]:  # a click on the first vertex closes it
+            qtbot.mouseClick(panel.canvas.view.viewport(), Qt.LeftButton, pos=panel.canvas.map_to_widget(x, y))
+
+    panel.tools.set_tool("polygon")
+    first = [(4.0, 4.0), (24.0, 4.0), (24.0, 14.0), (4.0, 14.0)]
+    draw(first)
+    def about(mask, expected):  # clicks land on whole screen pixels: the outline is within a pixel
+        return (mask & expected).sum() / (mask | expected).sum() > 0.75
+
+    assert about(item.current_mask, polygon_to_mask(first, predicted.shape))  # replaced:
+    assert not item.current_mask[30, 50] and item.current_mask.sum() < 300   # nothing of the prediction
+    assert any("replaced the prediction" in s for s in panel.host.statuses)
+    second = [(40.0, 30.0), (60.0, 30.0), (60.0, 40.0), (40.0, 40.0)]
+    draw(second)
+    both = polygon_to_mask(first, predicted.shape) | polygon_to_mask(second, predicted.shape)
+    assert about(item.current_mask, both) and item.current_mask[9, 14] and item.current_mask[35, 50]  # added
+    both = item.current_mask.copy()
+    panel.undo()
+    panel.undo()
+    assert np.array_equal(item.current_mask, predicted)  # the prediction is back
+
+    specked = both.copy()
+    specked[47, 2] = True
+    panel.session.edit(item, specked, "brush")
+    panel.select(item)
+    qtbot.keyClick(panel, Qt.Key_A)
+    dialogs.answers = [QMessageBox.Save]
+    panel.write_back()
+    after = json.loads(project.read_text())
+    [written] = [a for a in after["annotations"] if a.get("attributes", {}).get("source") == "sam2pal"]
+    assert len(written["segmentation"]) == 2 and written["area"] == int(both.sum())
+
+
+def test_the_score_has_one_name_everywhere(qtbot, panel):
+    """The column, the title over the photo, the tooltip and the Worst-first button all say Score."""
+    qtbot.keyClick(panel, Qt.Key_Down)  # ant_02 / head, 0.31
+    assert current(panel) == WORST_FIRST[1]
+    header = panel.model.headerData(2, Qt.Horizontal, Qt.DisplayRole)
+    assert header == "Score"
+    assert "(Score 0.31)" in panel.title_label.text()
+    assert "Score (estimated IoU): 0.310" in panel.title_label.toolTip()
+    assert "Score" in panel.worst_first_button.toolTip()
+    texts = [panel.title_label.text(), panel.title_label.toolTip(), panel.worst_first_button.toolTip(),
+             panel.model.headerData(2, Qt.Horizontal, Qt.ToolTipRole) or ""]
+    assert not any("confidence" in t.lower() or "review score" in t.lower() for t in texts)

@@ -4,6 +4,7 @@ import numpy as np
 from PyQt5.QtCore import Qt
 
 from descriptron_sam2pal.gui.model_session import ModelSession
+from descriptron_sam2pal.imaging.drawing import drop_fragments
 from descriptron_sam2pal.jobs.models import DEMO_CHOICE
 from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE, template_images
 from descriptron_sam2pal.gui.templates_panel import TemplatesPanel
@@ -54,7 +55,7 @@ def test_clicks_make_a_mask_and_accept_saves_a_named_structure(qtbot, window, sp
     store = window.store
     record = window.current_image()
     masks = store.structure_masks(record.id)
-    assert np.array_equal(masks["antenna"], proposal)
+    assert np.array_equal(masks["antenna"], drop_fragments(proposal))  # the random model's specks stay out
     ann = [a for a in store.annotations_for(record.id) if a.category == "antenna"][0]
     assert ann.raw["attributes"]["source"] == TEMPLATE_SOURCE
     assert store.is_dirty and window.isWindowModified()

@@ -37,9 +37,11 @@ def test_training_reports_progress_finishes_then_segments(qtbot, window, specime
     assert dialog.template_list.count() == 1 and "pronotum" in dialog.template_list.item(0).text()
     assert "(3)" in dialog.project_radio.text()  # the other three images
     reports = []
+    shown = []  # (stage, the progress bar's text, the stage line) as the user sees them
     dialog.start_training()
     worker = dialog.worker
     worker.progress.connect(reports.append)
+    worker.progress.connect(lambda p: shown.append((p.stage, dialog.progress_bar.text(), dialog.stage_label.text())))
     assert worker in window._workers  # the host knows: closing asks first
     assert not dialog.start_button.isEnabled() and dialog.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: bool(results), timeout=60000)  # trained, then propagated
@@ -56,6 +58,11 @@ def test_training_reports_progress_finishes_then_segments(qtbot, window, specime
     assert dialog.start_button.isEnabled() and not dialog.cancel_button.isEnabled()
     assert messages.seen == []
     assert "Training finished" in dialog.log_view.toPlainText()
+    seen = {stage: {text for st, text, _ in shown if st == stage} for stage in ("load", "train")}
+    assert seen["train"] == {f"{i} / 3 steps" for i in range(4)}
+    assert seen["load"] and all(t.startswith("reading photos: ") for t in seen["load"])  # not "0 / 3 images"
+    assert all("reading the photos" in line for st, _, line in shown if st == "load")
+    assert not any("images" in text for st, text, _ in shown if st in ("load", "train"))
     assert "pseudo-labels remade" in dialog.log_view.toPlainText()  # on by default, and the user sees it
 
 
@@ -68,12 +75,14 @@ def test_cancel_stops_and_keeps_a_usable_checkpoint(qtbot, window, specimens, se
     dialog.start_training()
     dialog.worker.progress.connect(lambda p: steps.append(p.done) if p.stage == "train" else None)
     qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60000)
+    qtbot.waitUntil(lambda: dialog.eta_label.text().endswith("left"), timeout=60000)
     qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
     assert "Stopping" in dialog.stage_label.text()  # it says so while stopping
+    assert dialog.eta_label.text() == ""  # no time left is promised for a run that stops
     at_cancel = max(steps)
     qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
     assert max(steps) <= at_cancel + 1 and results == []  # within one step; no propagation after a cancel
-    assert "cancelled" in dialog.stage_label.text().lower()
+    assert "cancelled" in dialog.stage_label.text().lower() and dialog.eta_label.text() == ""
     adapter = dialog.run_dir / "adapter.pt"
     assert adapter.is_file() and dialog.last_adapter == adapter
     assert dialog.start_button.isEnabled()
@@ -209,3 +218,33 @@ def test_the_dialog_fits_a_laptop_screen_with_advanced_settings_open(qtbot, wind
     # The settings scroll up and down; nothing is cut off at their side, and the buttons stay visible.
     assert settings.widget().width() >= settings.widget().minimumSizeHint().width()
     assert dialog.start_button.isVisible() and dialog.start_button.geometry().bottom() <= dialog.height()
+
+
+def test_scrolling_over_the_dialog_changes_no_setting(qtbot, window, specimens, session):
+    """The wheel over Steps, Size, the preset or the device (none of them focused) leaves them
+    as they are; the form scrolls instead."""
+    from PyQt5.QtCore import QPoint, QPointF
+    from PyQt5.QtGui import QWheelEvent
+    from PyQt5.QtWidgets import QApplication
+
+    _project_with_template(qtbot, window, specimens)
+    dialog = TrainDialog(window, session)
+    dialog.advanced_box.setChecked(True)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    before = {w: (w.value() if hasattr(w, "value") else w.currentIndex())
+              for w in (dialog.steps_spin, dialog.size_spin, dialog.rank_spin, dialog.seed_spin,
+                        dialog.preset_combo, dialog.device_combo)}
+    preset = dialog.preset_combo.currentText()
+    for widget in before:
+        assert not widget.hasFocus() and widget.focusPolicy() == Qt.StrongFocus
+        centre = widget.rect().center()
+        QApplication.sendEvent(widget, QWheelEvent(QPointF(centre), QPointF(widget.mapToGlobal(centre)), QPoint(),
+                                                   QPoint(0, -360), Qt.NoButton, Qt.NoModifier,
+                                                   Qt.NoScrollPhase, False))
+    after = {w: (w.value() if hasattr(w, "value") else w.currentIndex()) for w in before}
+    assert after == before and dialog.preset_combo.currentText() == preset
+    from descriptron_sam2pal.gui.fitting import FRAME, available_geometry
+
+    assert dialog.height() + FRAME.height() <= available_geometry(dialog).height()  # 600 px offscreen
+    dialog.close()
