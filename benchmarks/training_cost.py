@@ -35,7 +35,7 @@ BENCH = Path(__file__).resolve().parent
 
 
 def peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def main(argv=None) -> int:
@@ -43,8 +43,11 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=512)
     p.add_argument("--n", type=int, default=8, help="unlabeled photos in the remake")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--images", type=Path, default=BENCH.parent.parent / "shared" / "data" /
-                   "beetleflow-5class-train" / "images")
+    p.add_argument(
+        "--images",
+        type=Path,
+        default=BENCH.parent.parent / "shared" / "data" / "beetleflow-5class-train" / "images",
+    )
     args = p.parse_args(argv)
 
     import torch
@@ -57,8 +60,13 @@ def main(argv=None) -> int:
     from descriptron_sam2pal.engine.features import FeatureEncoder
     from descriptron_sam2pal.engine.preprocess import prepare_image
     from descriptron_sam2pal.engine.propagate import TemplateMemory, predict_prepared
-    from descriptron_sam2pal.engine.pseudo_labels import (MAX_IMAGES, choose, pool_templates, predict_masks,
-                                                          select_pseudo_labels)
+    from descriptron_sam2pal.engine.pseudo_labels import (
+        MAX_IMAGES,
+        choose,
+        pool_templates,
+        predict_masks,
+        select_pseudo_labels,
+    )
     from descriptron_sam2pal.engine.review_score import FITS, fit_for
     from descriptron_sam2pal.engine.trainer import TrainConfig, train
     from descriptron_sam2pal.imaging.mask_png import masks_from_color_png
@@ -70,8 +78,18 @@ def main(argv=None) -> int:
     ckpt = cache / "tiny_random_seed0.pt"
     if not ckpt.exists():
         import subprocess
-        subprocess.run([sys.executable, str(BENCH / "make_checkpoint.py"), "--config",
-                        "configs/sam2.1/sam2.1_hiera_t.yaml", "--out", str(ckpt)], check=True)
+
+        subprocess.run(
+            [
+                sys.executable,
+                str(BENCH / "make_checkpoint.py"),
+                "--config",
+                "configs/sam2.1/sam2.1_hiera_t.yaml",
+                "--out",
+                str(ckpt),
+            ],
+            check=True,
+        )
 
     def tiny():
         loaded = build_model("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt, image_size=args.image_size)
@@ -84,8 +102,10 @@ def main(argv=None) -> int:
     gt = masks_from_color_png(ds.template_mask, ds.colors)
     template = Template("template", prepare_image(str(ds.template_image), size), gt)
     images = [prepare_image(str(t), size) for t in ds.targets]
-    print(f"{cpu_name()}; native bf16 in torch: {cpu_has_native_bf16()}; fp32, 1 thread, {size} px, "
-          f"{len(template.structures)} structures, {len(images)} photos, torch {torch.__version__}")
+    print(
+        f"{cpu_name()}; native bf16 in torch: {cpu_has_native_bf16()}; fp32, 1 thread, {size} px, "
+        f"{len(template.structures)} structures, {len(images)} photos, torch {torch.__version__}"
+    )
 
     # Segmenting one specimen (its encoder pass included), with and without the round trip.
     memory = TemplateMemory(model, [template])
@@ -99,8 +119,10 @@ def main(argv=None) -> int:
             predict_prepared(memory, [image], feats, confidence=confidence)
             times.append(time.process_time() - t0)
         prop[confidence] = statistics.median(times)
-        print(f"propagate one specimen, confidence={confidence}: {prop[confidence]:.2f} s "
-              f"(peak {peak_gb():.2f} GB)")
+        print(
+            f"propagate one specimen, confidence={confidence}: {prop[confidence]:.2f} s "
+            f"(peak {peak_gb():.2f} GB)"
+        )
 
     # A remake on the images (features cached first: the trainer has them from its steps).
     encoder = FeatureEncoder(model)
@@ -118,8 +140,10 @@ def main(argv=None) -> int:
     again = predict_masks(model, [template] + pool_templates(first, images, fit, 4), images, encoder)
     eager_labels = choose(again, fit, max(1, math.ceil(0.25 * len(images))))
     eager = (time.process_time() - t0) / len(images)
-    print(f"the same remake computing every round trip: {eager:.2f} s per photo, "
-          f"{sum(len(v) for v in eager_labels.values())} label(s)")
+    print(
+        f"the same remake computing every round trip: {eager:.2f} s per photo, "
+        f"{sum(len(v) for v in eager_labels.values())} label(s)"
+    )
 
     # Training steps (default settings, no validation, no remake), after the features are cached.
     import tempfile
@@ -133,15 +157,21 @@ def main(argv=None) -> int:
         total = time.process_time() - t0
     seconds = [e["seconds"] for e in result.history[1:]]  # wall seconds of the steps after the first
     step = statistics.median(seconds) if seconds else total / config.steps
-    print(f"training step (all {len(template.structures)} structures): {step:.2f} s (peak {peak_gb():.2f} GB)")
+    print(
+        f"training step (all {len(template.structures)} structures): {step:.2f} s (peak {peak_gb():.2f} GB)"
+    )
 
     steps, every, pool = TrainConfig().steps, TrainConfig().pseudo_every, min(100, MAX_IMAGES)
     remakes = math.ceil(steps / every)
     share = remakes * pool * remake / (remakes * pool * remake + steps * step)
-    print(f"a default run with 100 unlabeled photos: {steps} steps = {steps * step / 60:.0f} min, "
-          f"{remakes} remakes x {pool} photos = {remakes * pool * remake / 60:.0f} min")
-    print(f"training_cost: step_s={step:.2f} remake_per_image_s={remake:.2f} remake_share={share:.2f} "
-          f"remake_before_s={eager:.2f} propagate_s={prop[False]:.2f} propagate_confidence_s={prop[True]:.2f}")
+    print(
+        f"a default run with 100 unlabeled photos: {steps} steps = {steps * step / 60:.0f} min, "
+        f"{remakes} remakes x {pool} photos = {remakes * pool * remake / 60:.0f} min"
+    )
+    print(
+        f"training_cost: step_s={step:.2f} remake_per_image_s={remake:.2f} remake_share={share:.2f} "
+        f"remake_before_s={eager:.2f} propagate_s={prop[False]:.2f} propagate_confidence_s={prop[True]:.2f}"
+    )
     return 0
 
 

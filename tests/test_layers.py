@@ -191,6 +191,7 @@ KNOWN_VIOLATIONS = {
     ("plugin.py", "make_reprompt", "descriptron_sam2pal.imaging.io"),
     # the plugin's hand-offs read the store's provenance and the propagation's file name
     ("plugin.py", "Sam2PalPlugin.add_template", "descriptron_sam2pal.store.provenance"),
+    ("plugin.py", "Sam2PalPlugin.add_template", "descriptron_sam2pal.imaging.drawing"),
     ("plugin.py", "Sam2PalPlugin.open_as_template", "descriptron_sam2pal.store.merge"),
     ("plugin.py", "Sam2PalPlugin.show_results", "descriptron_sam2pal.jobs.propagation"),
     ("plugin.py", "Sam2PalPlugin.suggest_next_template", "descriptron_sam2pal.store.provenance"),
@@ -200,6 +201,10 @@ KNOWN_VIOLATIONS = {
 #: command line still loads without Qt (see the fresh-interpreter test above).
 ENTRY_POINTS = {
     ("cli.py", "cmd_gui", "descriptron_sam2pal.app.launch"),
+    # torchvision's few start-up pieces in plain torch, loaded only inside Descriptron's own
+    # process (app/descriptron_start.py), never in the workspace's
+    ("app/torchvision_parts.py", "<module>", "torch"),
+    ("app/torchvision_parts.py", "<module>", "torch.nn.functional"),
 }
 
 

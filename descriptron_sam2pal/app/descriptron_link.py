@@ -49,8 +49,9 @@ def find_descriptron(distribution: str = DISTRIBUTION) -> Optional[DescriptronLa
     return DescriptronLauncher((sys.executable, "-m", STARTER), dist.version)
 
 
-def descriptron_command(launcher: DescriptronLauncher, image: str | Path,
-                        annotations: str | Path | None = None) -> list[str]:
+def descriptron_command(
+    launcher: DescriptronLauncher, image: str | Path, annotations: str | Path | None = None
+) -> list[str]:
     """The command line that opens ``image`` in Descriptron, with ``annotations`` (a COCO
     .json) loaded as its second argument when given."""
     argv = list(launcher.argv) + [str(image)]
@@ -75,27 +76,43 @@ def failure_advice(output: str, returncode: int) -> Failure:
     after printing ``output`` (its stdout and stderr together)."""
     text = output or ""
     if "no display name" in text or "couldn't connect to display" in text:
-        return Failure("Descriptron's window (a Tk window) found no display to open on.",
-                       "Start the workspace from a desktop session (X11, or Wayland with XWayland); "
-                       "over SSH connect with ssh -X; on a server without a screen run it under xvfb-run.")
-    if "tkinter is missing" in text or "No module named '_tkinter'" in text or "No module named 'tkinter'" in text:
-        return Failure("This Python has no Tk (tkinter), which Descriptron's window is made with.",
-                       "Install it and try again: sudo apt install python3-tk (Debian/Ubuntu), "
-                       "sudo dnf install python3-tkinter (Fedora/RHEL); on macOS and Windows it comes with Python.")
+        return Failure(
+            "Descriptron's window (a Tk window) found no display to open on.",
+            "Start the workspace from a desktop session (X11, or Wayland with XWayland); "
+            "over SSH connect with ssh -X; on a server without a screen run it under xvfb-run.",
+        )
+    if (
+        "tkinter is missing" in text
+        or "No module named '_tkinter'" in text
+        or "No module named 'tkinter'" in text
+    ):
+        return Failure(
+            "This Python has no Tk (tkinter), which Descriptron's window is made with.",
+            "Install it and try again: sudo apt install python3-tk (Debian/Ubuntu), "
+            "sudo dnf install python3-tkinter (Fedora/RHEL); on macOS and Windows it comes with Python.",
+        )
     if "DESCRIPTRON_SAM2_CHECKPOINT points to a missing file" in text:
-        return Failure("DESCRIPTRON_SAM2_CHECKPOINT names a SAM2 model file that does not exist.",
-                       "Point DESCRIPTRON_SAM2_CHECKPOINT at sam2_hiera_large.pt, or unset it so Descriptron "
-                       "looks in ~/.cache/descriptron/sam2/.")
+        return Failure(
+            "DESCRIPTRON_SAM2_CHECKPOINT names a SAM2 model file that does not exist.",
+            "Point DESCRIPTRON_SAM2_CHECKPOINT at sam2_hiera_large.pt, or unset it so Descriptron "
+            "looks in ~/.cache/descriptron/sam2/.",
+        )
     if "No SAM2 checkpoint" in text:
-        return Failure("Descriptron needs its SAM2 model (sam2_hiera_large.pt, 898 MB) and it was not downloaded.",
-                       "Open in Descriptron again and answer Yes when it asks to download the model, or put "
-                       "sam2_hiera_large.pt in ~/.cache/descriptron/sam2/ (or set DESCRIPTRON_SAM2_CHECKPOINT).")
+        return Failure(
+            "Descriptron needs its SAM2 model (sam2_hiera_large.pt, 898 MB) and it was not downloaded.",
+            "Open in Descriptron again and answer Yes when it asks to download the model, or put "
+            "sam2_hiera_large.pt in ~/.cache/descriptron/sam2/ (or set DESCRIPTRON_SAM2_CHECKPOINT).",
+        )
     missing = _MISSING_MODULE.findall(text)
     if missing:
         module = missing[-1].split(".")[0]
-        return Failure(f"Descriptron needs the Python package '{module}', which is not installed here.",
-                       f"{sys.executable} -m pip install {module}   (then try again)")
+        return Failure(
+            f"Descriptron needs the Python package '{module}', which is not installed here.",
+            f"{sys.executable} -m pip install {module}   (then try again)",
+        )
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     last = lines[-1] if lines else f"it printed nothing (exit code {returncode})"
-    return Failure(f"Descriptron stopped: {last}",
-                   "Read its full output under Show Details; to see it live, run the command shown there in a terminal.")
+    return Failure(
+        f"Descriptron stopped: {last}",
+        "Read its full output under Show Details; to see it live, run the command shown there in a terminal.",
+    )

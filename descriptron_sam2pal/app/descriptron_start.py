@@ -1,4 +1,5 @@
-"""Start Descriptron's own program in this Python: ``python -m descriptron_sam2pal.app.descriptron_start IMAGE [ANNOTATIONS]``.
+"""Start Descriptron's own program in this Python:
+``python -m descriptron_sam2pal.app.descriptron_start IMAGE [ANNOTATIONS]``.
 
 What File > Open in Descriptron runs. It registers the torchvision pieces SAM2 needs
 (:mod:`descriptron_sam2pal.app.torchvision_parts`) when no torchvision is installed,
@@ -30,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         script = entry_point()
     except metadata.PackageNotFoundError:
-        raise SystemExit(f"{DISTRIBUTION} is not installed in this Python ({sys.executable}): "
-                         f"pip install --no-deps {DISTRIBUTION}") from None
+        raise SystemExit(
+            f"{DISTRIBUTION} is not installed in this Python ({sys.executable}): "
+            f"pip install --no-deps {DISTRIBUTION}"
+        ) from None
     install()
     sys.argv = [script.name, *args]
     result = script.load()()

@@ -17,10 +17,31 @@ from typing import Any, Callable, Optional
 import numpy as np
 from PyQt5.QtCore import QRect, QSettings, QSize, Qt, QTimer, QUrl, pyqtSignal
 from PyQt5.QtGui import QColor, QImageReader, QKeySequence, QTextCursor
-from PyQt5.QtWidgets import (QAction, QDialog, QDialogButtonBox, QDockWidget, QFileDialog,
-                             QHeaderView, QInputDialog, QLabel, QLineEdit, QListWidget, QListWidgetItem,
-                             QMainWindow, QMenu, QMessageBox, QPlainTextEdit, QPushButton, QStackedWidget,
-                             QTableWidget, QTableWidgetItem, QTextBrowser, QToolButton, QVBoxLayout, QWidget)
+from PyQt5.QtWidgets import (
+    QAction,
+    QDialog,
+    QDialogButtonBox,
+    QDockWidget,
+    QFileDialog,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QTextBrowser,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.app.descriptron_link import descriptron_command, find_descriptron, install_command
@@ -35,8 +56,10 @@ from descriptron_sam2pal.host import api
 log = logging.getLogger(__name__)
 
 _AREAS = {
-    "left": Qt.LeftDockWidgetArea, "right": Qt.RightDockWidgetArea,
-    "top": Qt.TopDockWidgetArea, "bottom": Qt.BottomDockWidgetArea,
+    "left": Qt.LeftDockWidgetArea,
+    "right": Qt.RightDockWidgetArea,
+    "top": Qt.TopDockWidgetArea,
+    "bottom": Qt.BottomDockWidgetArea,
 }
 _RECORD_ROLE = Qt.UserRole
 SAVE_LOCK_WAIT_S = 3
@@ -66,8 +89,11 @@ def image_subfolders(folder: str | os.PathLike) -> list[tuple[Path, int]]:
     if not folder.is_dir():
         return []
     found = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
-                      and p.name not in OUTPUT_FOLDERS):
+    for sub in sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name not in OUTPUT_FOLDERS
+    ):
         n = photo_count(sub)
         if n:
             found.append((sub, n))
@@ -87,8 +113,9 @@ def _fit_images(document, width: int, folder: Path = USER_GUIDE.parent) -> None:
         while not it.atEnd():
             fragment = it.fragment()
             fmt = fragment.charFormat()
-            size = QImageReader(str(folder / fmt.toImageFormat().name())).size() \
-                if fmt.isImageFormat() else None
+            size = (
+                QImageReader(str(folder / fmt.toImageFormat().name())).size() if fmt.isImageFormat() else None
+            )
             if size is not None and size.width() > width:
                 image = fmt.toImageFormat()
                 image.setWidth(width)
@@ -199,10 +226,12 @@ class Workspace(QMainWindow):
         page = QWidget()
         layout = QVBoxLayout(page)
         layout.addStretch(1)
-        title = QLabel("<h2>Open your specimen photos to start</h2>"
-                       "<p>A folder of photos (with their Descriptron annotation files, if any), "
-                       "or one Descriptron annotation file.<br>Photos sorted into sub-folders "
-                       "(e.g. one per taxon): open the parent folder and pick one.</p>")
+        title = QLabel(
+            "<h2>Open your specimen photos to start</h2>"
+            "<p>A folder of photos (with their Descriptron annotation files, if any), "
+            "or one Descriptron annotation file.<br>Photos sorted into sub-folders "
+            "(e.g. one per taxon): open the parent folder and pick one.</p>"
+        )
         title.setAlignment(Qt.AlignCenter)
         title.setWordWrap(True)
         layout.addWidget(title)
@@ -212,14 +241,19 @@ class Workspace(QMainWindow):
         self.start_file_button.clicked.connect(self._ask_open_file)
         self.start_last_button = QPushButton()
         self.start_last_button.clicked.connect(
-            lambda: self.open_path(self.settings.value("last_project", "", str)))
+            lambda: self.open_path(self.settings.value("last_project", "", str))
+        )
         last = self.settings.value("last_project", "", str)
         self.start_last_button.setVisible(bool(last) and Path(last).exists())
         self.start_last_button.setText(f"Open again: {last}")
         self.start_guide_button = QPushButton("Read the user guide  (F1)")
         self.start_guide_button.clicked.connect(self.show_user_guide)
-        for b in (self.start_open_button, self.start_file_button, self.start_last_button,
-                  self.start_guide_button):
+        for b in (
+            self.start_open_button,
+            self.start_file_button,
+            self.start_last_button,
+            self.start_guide_button,
+        ):
             b.setMinimumHeight(34)
             layout.addWidget(b, 0, Qt.AlignHCenter)
         layout.addStretch(2)
@@ -281,19 +315,26 @@ class Workspace(QMainWindow):
         if launcher is None:  # enabled: it says how to install Descriptron
             self.descriptron_action.setEnabled(True)
             self.descriptron_action.setText("Open in &Descriptron (not installed: how to install…)")
-            tip = f"Descriptron's annotation GUI is not installed in this Python. Install it with: {install_command()}"
+            tip = (
+                "Descriptron's annotation GUI is not installed in this Python. "
+                f"Install it with: {install_command()}"
+            )
         else:
             self.descriptron_action.setEnabled(self._current is not None and self._current.path is not None)
             self.descriptron_action.setText("Open in &Descriptron")
-            tip = (f"Open this photo with its annotation file in Descriptron {launcher.version}"
-                   if self.descriptron_action.isEnabled() else "Choose a photo first")
+            tip = (
+                f"Open this photo with its annotation file in Descriptron {launcher.version}"
+                if self.descriptron_action.isEnabled()
+                else "Choose a photo first"
+            )
         self.descriptron_action.setToolTip(tip)
         self.descriptron_action.setStatusTip(tip)
         self.setWindowModified(self.is_modified())
         name = f" \u2014 {self._store_name()}" if has_store else ""
         self.setWindowTitle(f"Descriptron workspace{name}[*]")
         self.tasks_label.setText(  # registered and not finished: running or about to start
-            f"Running: {', '.join(self._describe(w) for w in self._workers)}" if self._workers else "")
+            f"Running: {', '.join(self._describe(w) for w in self._workers)}" if self._workers else ""
+        )
 
     def _store_name(self) -> str:
         path = getattr(self._store, "path", None)
@@ -303,8 +344,9 @@ class Workspace(QMainWindow):
     def main_window(self) -> QWidget:
         return self
 
-    def add_menu_action(self, menu: str, text: str, callback: Callable[[], Any],
-                        shortcut: Optional[str] = None) -> QAction:
+    def add_menu_action(
+        self, menu: str, text: str, callback: Callable[[], Any], shortcut: Optional[str] = None
+    ) -> QAction:
         target = self._menu_for_path(menu)
         action = QAction(text, self)
         if shortcut:
@@ -342,8 +384,7 @@ class Workspace(QMainWindow):
             self.show_error(_strip_mnemonic(text), str(exc))
         except Exception as exc:  # noqa: BLE001 - a plugin's bug must not close the window
             log.exception("menu action %r failed", text)
-            self.show_error(_strip_mnemonic(text), f"{type(exc).__name__}: {exc}",
-                            traceback.format_exc())
+            self.show_error(_strip_mnemonic(text), f"{type(exc).__name__}: {exc}", traceback.format_exc())
 
     def add_dock_panel(self, title: str, widget: QWidget, area: str = "right") -> QDockWidget:
         if area not in _AREAS:
@@ -417,9 +458,14 @@ class Workspace(QMainWindow):
             self._fit_side_panel(dock)
 
     def _plugin_docks_shown(self) -> list[QDockWidget]:
-        return [d for d in self.findChildren(QDockWidget)
-                if d.objectName().startswith("plugin:") and d.isVisible() and not d.isFloating()
-                and self.dockWidgetArea(d) in (Qt.LeftDockWidgetArea, Qt.RightDockWidgetArea)]
+        return [
+            d
+            for d in self.findChildren(QDockWidget)
+            if d.objectName().startswith("plugin:")
+            and d.isVisible()
+            and not d.isFloating()
+            and self.dockWidgetArea(d) in (Qt.LeftDockWidgetArea, Qt.RightDockWidgetArea)
+        ]
 
     def show_error(self, title: str, message: str, details: str = "") -> None:
         box = QMessageBox(QMessageBox.Warning, title, message, QMessageBox.Ok, self)
@@ -453,8 +499,11 @@ class Workspace(QMainWindow):
             raise UserError("Nothing to save: open a folder or an annotation file first.")
         written = self._store.save()
         self._update_actions()
-        self.show_status(f"Saved {len(written)} file{'s' * (len(written) != 1)} of {self._store_name()}"
-                         if written else "Nothing to save")
+        self.show_status(
+            f"Saved {len(written)} file{'s' * (len(written) != 1)} of {self._store_name()}"
+            if written
+            else "Nothing to save"
+        )
 
     def notify_store_changed(self) -> None:
         self.canvas.colors.assign(self._category_names())
@@ -548,8 +597,9 @@ class Workspace(QMainWindow):
         """The command that opens the current specimen with its annotation file in Descriptron."""
         launcher = self._descriptron()
         if launcher is None:
-            raise UserError("Descriptron's annotation GUI is not installed in this Python "
-                            "(pip install descriptron-gui).")
+            raise UserError(
+                "Descriptron's annotation GUI is not installed in this Python (pip install descriptron-gui)."
+            )
         record = self._current
         if record is None or record.path is None:
             raise UserError("Choose a specimen whose photo is found first.")
@@ -559,11 +609,13 @@ class Workspace(QMainWindow):
         """File > Open in Descriptron: save first if needed (Descriptron reads the files), then
         start it and watch it: if it stops with an error, a dialog says why and what to do."""
         if self._descriptron() is None:
-            self.show_error("Open in Descriptron",
-                            "Descriptron's annotation GUI (the descriptron-gui package) is not installed "
-                            "in this Python. Install it (as install.sh does) with:\n\n"
-                            f"{install_command()}\n\n--no-deps keeps this PyTorch: Descriptron's own "
-                            "dependencies would replace it with a CUDA build of several GB.")
+            self.show_error(
+                "Open in Descriptron",
+                "Descriptron's annotation GUI (the descriptron-gui package) is not installed "
+                "in this Python. Install it (as install.sh does) with:\n\n"
+                f"{install_command()}\n\n--no-deps keeps this PyTorch: Descriptron's own "
+                "dependencies would replace it with a CUDA build of several GB.",
+            )
             return None
         try:
             if self.is_modified() and not self._settle_unsaved("open the specimen in Descriptron"):
@@ -575,23 +627,25 @@ class Workspace(QMainWindow):
         try:
             run = DescriptronRun(argv, self, cwd=str(Path(self._current.path).parent))
         except OSError as exc:
-            self.show_error("Open in Descriptron", f"Could not start Descriptron: {exc}",
-                            " ".join(argv))
+            self.show_error("Open in Descriptron", f"Could not start Descriptron: {exc}", " ".join(argv))
             return None
         name = self._current.file_name
         run.failed.connect(lambda failure, tail, code: self._descriptron_failed(run, failure, tail, code))
         run.ended.connect(lambda _code: self._descriptron_runs.remove(run))
         self._descriptron_runs.append(run)
-        self.show_status(f"Opening {name} in Descriptron (its window takes a few seconds; "
-                         f"output in {run.log_path})", 10000)
+        self.show_status(
+            f"Opening {name} in Descriptron (its window takes a few seconds; output in {run.log_path})", 10000
+        )
         return run
 
     def _descriptron_failed(self, run: DescriptronRun, failure, tail: str, code: int) -> None:
         self._descriptron_runs.remove(run)
-        self.show_error("Open in Descriptron",
-                        f"{failure.reason}\n\nFix: {failure.fix}",
-                        f"Exit code {code}. Command:\n{' '.join(run.argv)}\n\n"
-                        f"Last lines of its output ({run.log_path}):\n{tail}")
+        self.show_error(
+            "Open in Descriptron",
+            f"{failure.reason}\n\nFix: {failure.fix}",
+            f"Exit code {code}. Command:\n{' '.join(run.argv)}\n\n"
+            f"Last lines of its output ({run.log_path}):\n{tail}",
+        )
 
     def descriptron_runs(self) -> list[DescriptronRun]:
         """The Descriptron programs started from this window that are still being watched."""
@@ -610,8 +664,10 @@ class Workspace(QMainWindow):
             browser.setMarkdown(USER_GUIDE.read_text(encoding="utf-8"))
             _fit_images(browser.document(), 820)
         else:
-            browser.setMarkdown("The user guide is `docs/user_guide.md` in the descriptron-sam2pal "
-                                "sources; this installation does not include it.")
+            browser.setMarkdown(
+                "The user guide is `docs/user_guide.md` in the descriptron-sam2pal "
+                "sources; this installation does not include it."
+            )
         layout.addWidget(browser)
         buttons = QDialogButtonBox(QDialogButtonBox.Close)
         buttons.rejected.connect(dialog.reject)
@@ -677,7 +733,9 @@ class Workspace(QMainWindow):
                 table.setItem(row, col, item)
         table.currentCellChanged.connect(
             lambda row, *_: details.setPlainText(
-                self.plugin_results[row].details if 0 <= row < len(self.plugin_results) else ""))
+                self.plugin_results[row].details if 0 <= row < len(self.plugin_results) else ""
+            )
+        )
         layout.addWidget(table)
         layout.addWidget(details)
         buttons = QDialogButtonBox(QDialogButtonBox.Close)
@@ -717,8 +775,10 @@ class Workspace(QMainWindow):
             elsewhere = sum(n for _, n in subfolders)
             if own:
                 names.insert(0, f"{Path(path).name} itself  ({photos(own)}, without its sub-folders)")
-                label = (f"{Path(path).name} has {photos(own)} and {photos(elsewhere)} more in "
-                         f"{len(subfolders)} sub-folder{'s' * (len(subfolders) != 1)}. Open which?")
+                label = (
+                    f"{Path(path).name} has {photos(own)} and {photos(elsewhere)} more in "
+                    f"{len(subfolders)} sub-folder{'s' * (len(subfolders) != 1)}. Open which?"
+                )
             else:
                 label = f"{Path(path).name} has its photos in sub-folders. Open which?"
             choice, ok = QInputDialog.getItem(self, "Open a sub-folder", label, names, 0, False)
@@ -736,21 +796,24 @@ class Workspace(QMainWindow):
             self.show_error("Cannot open", str(exc))
         except Exception as exc:  # noqa: BLE001 - a bad file must leave the window usable
             log.exception("opening %s failed", path)
-            self.show_error("Cannot open", f"{path}: {type(exc).__name__}: {exc}",
-                            traceback.format_exc())
+            self.show_error("Cannot open", f"{path}: {type(exc).__name__}: {exc}", traceback.format_exc())
         self._left_out = previous
         return False
 
     def _ask_open_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open a folder of specimen images",
-                                                self.settings.value("last_dir", "", str))
+        path = QFileDialog.getExistingDirectory(
+            self, "Open a folder of specimen images", self.settings.value("last_dir", "", str)
+        )
         if path:
             self.open_path(path)
 
     def _ask_open_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Open a Descriptron annotation file", self.settings.value("last_dir", "", str),
-            "Descriptron annotations (*.json *.rlejson);;All files (*)")
+            self,
+            "Open a Descriptron annotation file",
+            self.settings.value("last_dir", "", str),
+            "Descriptron annotations (*.json *.rlejson);;All files (*)",
+        )
         if path:
             self.open_path(path)
 
@@ -780,8 +843,11 @@ class Workspace(QMainWindow):
         if self.central.currentWidget() is self.start_page:
             self.central.setCurrentWidget(self.canvas)
         n_warn = len(store.warnings)
-        self.show_status(f"Opened {self._store_name()}: {len(self._records)} images"
-                         + (f", {n_warn} warnings (Help > Store warnings)" if n_warn else ""), 10000)
+        self.show_status(
+            f"Opened {self._store_name()}: {len(self._records)} images"
+            + (f", {n_warn} warnings (Help > Store warnings)" if n_warn else ""),
+            10000,
+        )
         if self._records:
             self.canvas.set_image(None, "Loading...")
             self.image_list.setCurrentRow(0)
@@ -827,8 +893,9 @@ class Workspace(QMainWindow):
         text = f"{total} images" if shown == total else f"{shown} of {total} images"
         left_out = self._left_out
         if left_out:  # the user chose this folder's own photos: say what else is there
-            text += (f"\n+ {photos(sum(n for _, n in left_out))} in sub-folders not opened: "
-                     + ", ".join(sub.name for sub, _ in left_out))
+            text += f"\n+ {photos(sum(n for _, n in left_out))} in sub-folders not opened: " + ", ".join(
+                sub.name for sub, _ in left_out
+            )
         self.list_summary.setText(text)
         self.list_summary.setToolTip("Open a sub-folder with File > Open folder" if left_out else "")
 
@@ -894,8 +961,10 @@ class Workspace(QMainWindow):
         skipped = self.canvas.set_masks(masks)
         if skipped:
             h, w = self.canvas.image_shape()
-            self.show_status(f"{record.file_name}: not drawn, size differs from the image ({w}x{h}): "
-                             f"{', '.join(skipped)}", 15000)
+            self.show_status(
+                f"{record.file_name}: not drawn, size differs from the image ({w}x{h}): {', '.join(skipped)}",
+                15000,
+            )
 
     def _on_hover(self, x: float, y: float) -> None:
         if self._current is not None:
@@ -909,6 +978,7 @@ class Workspace(QMainWindow):
         def unsubscribe() -> None:
             if callback in callbacks:
                 callbacks.remove(callback)
+
         return unsubscribe
 
     def _call_each(self, callbacks: list, *args: Any) -> None:
@@ -937,10 +1007,12 @@ class Workspace(QMainWindow):
         """Ask Save/Discard/Cancel when there are unsaved changes; False means cancel."""
         if not self.is_modified():
             return True
-        answer = self._ask("Unsaved changes",
-                           f"{self._store_name()} has unsaved changes. Save them before you {doing}?",
-                           QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel,
-                           QMessageBox.Save)
+        answer = self._ask(
+            "Unsaved changes",
+            f"{self._store_name()} has unsaved changes. Save them before you {doing}?",
+            QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel,
+            QMessageBox.Save,
+        )
         if answer == QMessageBox.Save:
             return self._save_from_menu()
         return answer == QMessageBox.Discard
@@ -950,8 +1022,9 @@ class Workspace(QMainWindow):
             # Second pass, after the running work stopped (or the user insists again).
             if self._running_workers():
                 event.ignore()
-                self.show_status("Still stopping: " + ", ".join(
-                    self._describe(w) for w in self._running_workers()), 5000)
+                self.show_status(
+                    "Still stopping: " + ", ".join(self._describe(w) for w in self._running_workers()), 5000
+                )
                 return
             plan, self._close_plan = self._close_plan, None
             if plan["save"] and not self._save_from_menu():
@@ -964,17 +1037,23 @@ class Workspace(QMainWindow):
         running = self._running_workers()
         if running:
             names = ", ".join(self._describe(w) for w in running)
-            answer = self._ask("Work in progress", f"{names} is still running. Stop it and close?",
-                               QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+            answer = self._ask(
+                "Work in progress",
+                f"{names} is still running. Stop it and close?",
+                QMessageBox.Yes | QMessageBox.No,
+                QMessageBox.No,
+            )
             if answer != QMessageBox.Yes:
                 event.ignore()
                 return
         save = False
         if self.is_modified():
-            answer = self._ask("Unsaved changes",
-                               f"{self._store_name()} has unsaved changes. Save them before closing?",
-                               QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel,
-                               QMessageBox.Save)
+            answer = self._ask(
+                "Unsaved changes",
+                f"{self._store_name()} has unsaved changes. Save them before closing?",
+                QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel,
+                QMessageBox.Save,
+            )
             if answer == QMessageBox.Cancel:
                 event.ignore()
                 return

@@ -31,15 +31,19 @@ def available_geometry(widget: QWidget) -> QRect:
     return screen.availableGeometry()
 
 
-def fit_to_screen(window: QWidget, wanted: QSize, available: QRect | None = None,
-                  place: bool = False) -> QSize:
+def fit_to_screen(
+    window: QWidget, wanted: QSize, available: QRect | None = None, place: bool = False
+) -> QSize:
     """Size ``window`` to ``wanted``, or less where the screen (``available``, default the
     window's screen) is smaller, frame included; with ``place``, centre it on that screen
-    (a dialog is placed over its parent by Qt, inside the screen). Returns the size given. A window whose minimum size is larger than the screen still overflows: keep
+    (a dialog is placed over its parent by Qt, inside the screen). Returns the size given. A window
+    whose minimum size is larger than the screen still overflows: keep
     tall content in a :class:`VerticalScroll`."""
     area = available if available is not None else available_geometry(window)
-    size = QSize(min(wanted.width(), area.width() - FRAME.width()),
-                 min(wanted.height(), area.height() - FRAME.height()))
+    size = QSize(
+        min(wanted.width(), area.width() - FRAME.width()),
+        min(wanted.height(), area.height() - FRAME.height()),
+    )
     size = size.expandedTo(window.minimumSizeHint()).expandedTo(window.minimumSize())
     window.resize(size)
     if place:

@@ -19,9 +19,22 @@ from descriptron_sam2pal.imaging.masks import fill_holes, mask_to_polygons, poly
 Point = tuple[float, float]
 
 __all__ = [
-    "polygon_to_mask", "stroke_mask", "paint", "fill_mask_holes", "mask_to_vertex_polygons",
-    "vertex_polygons_to_mask", "nearest_vertex", "nearest_edge", "move_vertex", "insert_vertex",
-    "delete_vertex", "refine_prompt", "mask_to_polygons_ring", "edit_scale", "fragment_area", "drop_fragments",
+    "polygon_to_mask",
+    "stroke_mask",
+    "paint",
+    "fill_mask_holes",
+    "mask_to_vertex_polygons",
+    "vertex_polygons_to_mask",
+    "nearest_vertex",
+    "nearest_edge",
+    "move_vertex",
+    "insert_vertex",
+    "delete_vertex",
+    "refine_prompt",
+    "mask_to_polygons_ring",
+    "edit_scale",
+    "fragment_area",
+    "drop_fragments",
     "parts_apart_from",
 ]
 
@@ -73,8 +86,9 @@ def fill_mask_holes(mask: np.ndarray) -> np.ndarray:
     return fill_holes(np.asarray(mask, bool))
 
 
-def mask_to_vertex_polygons(mask: np.ndarray, tolerance: float = 1.0,
-                            max_vertices: int = 200, min_area: float = 0.0) -> list[list[Point]]:
+def mask_to_vertex_polygons(
+    mask: np.ndarray, tolerance: float = 1.0, max_vertices: int = 200, min_area: float = 0.0
+) -> list[list[Point]]:
     """Editable outlines of a mask: one vertex polygon per connected part of at least
     ``min_area`` px, largest first, simplified (``tolerance`` px, raised until each has at
     most ``max_vertices``) so that a few dozen handles can be dragged. Vertices are
@@ -132,11 +146,11 @@ def drop_fragments(mask: np.ndarray, min_area: float | None = None) -> np.ndarra
     for i in range(1, n):
         x, y, w, h, pixels = (int(v) for v in stats[i])
         if pixels >= limit:  # the outline encloses less than the pixel count: check it
-            part = (labels[y:y + h, x:x + w] == i).astype(np.uint8)
+            part = (labels[y : y + h, x : x + w] == i).astype(np.uint8)
             contours, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             if max(abs(cv2.contourArea(c)) for c in contours) >= limit:
                 continue
-        out[y:y + h, x:x + w][labels[y:y + h, x:x + w] == i] = False
+        out[y : y + h, x : x + w][labels[y : y + h, x : x + w] == i] = False
     return out
 
 
@@ -158,8 +172,9 @@ def vertex_polygons_to_mask(polygons: Sequence[Sequence[Point]], shape: tuple[in
     return mask
 
 
-def nearest_vertex(polygons: Sequence[Sequence[Point]], x: float, y: float,
-                   tolerance: float) -> tuple[int, int] | None:
+def nearest_vertex(
+    polygons: Sequence[Sequence[Point]], x: float, y: float, tolerance: float
+) -> tuple[int, int] | None:
     """(polygon index, vertex index) of the vertex nearest (x, y) within ``tolerance`` px, or None."""
     best, best_d = None, float(tolerance)
     for pi, poly in enumerate(polygons):
@@ -170,8 +185,9 @@ def nearest_vertex(polygons: Sequence[Sequence[Point]], x: float, y: float,
     return best
 
 
-def nearest_edge(polygons: Sequence[Sequence[Point]], x: float, y: float,
-                 tolerance: float) -> tuple[int, int] | None:
+def nearest_edge(
+    polygons: Sequence[Sequence[Point]], x: float, y: float, tolerance: float
+) -> tuple[int, int] | None:
     """(polygon index, index of the edge's first vertex) of the edge nearest (x, y) within
     ``tolerance`` px, or None. Edge i runs from vertex i to vertex i+1 (the last closes the ring)."""
     best, best_d = None, float(tolerance)
@@ -188,8 +204,9 @@ def nearest_edge(polygons: Sequence[Sequence[Point]], x: float, y: float,
     return best
 
 
-def move_vertex(polygons: Sequence[Sequence[Point]], index: tuple[int, int], x: float, y: float
-                ) -> list[list[Point]]:
+def move_vertex(
+    polygons: Sequence[Sequence[Point]], index: tuple[int, int], x: float, y: float
+) -> list[list[Point]]:
     """New polygons with vertex ``index`` = (polygon, vertex) at (x, y)."""
     out = [list(p) for p in polygons]
     pi, vi = index
@@ -197,8 +214,9 @@ def move_vertex(polygons: Sequence[Sequence[Point]], index: tuple[int, int], x: 
     return out
 
 
-def insert_vertex(polygons: Sequence[Sequence[Point]], edge: tuple[int, int], x: float, y: float
-                  ) -> list[list[Point]]:
+def insert_vertex(
+    polygons: Sequence[Sequence[Point]], edge: tuple[int, int], x: float, y: float
+) -> list[list[Point]]:
     """New polygons with a vertex at (x, y) inserted on edge ``edge`` = (polygon, first vertex)."""
     out = [list(p) for p in polygons]
     pi, i = edge
@@ -214,8 +232,9 @@ def delete_vertex(polygons: Sequence[Sequence[Point]], index: tuple[int, int]) -
     return [p for p in out if len(p) >= 3]
 
 
-def refine_prompt(mask: np.ndarray, n_points: int = 3) -> tuple[tuple[float, float, float, float] | None,
-                                                                list[Point]]:
+def refine_prompt(
+    mask: np.ndarray, n_points: int = 3
+) -> tuple[tuple[float, float, float, float] | None, list[Point]]:
     """A SAM2 prompt that says "this outline": its bounding box (x0, y0, x1, y1) and up to
     ``n_points`` interior points, each as deep inside the outline as possible and
     spread apart (greedy farthest-from-the-edge picks on the distance transform).

@@ -26,8 +26,15 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.store.ours import (OUTPUT_KEY, PREDICTIONS, RUN_MANIFEST, TRAINING_RUN, is_our_run_folder,
-                                           our_file_kind, our_leftover_temps)
+from descriptron_sam2pal.store.ours import (
+    OUTPUT_KEY,
+    PREDICTIONS,
+    RUN_MANIFEST,
+    TRAINING_RUN,
+    is_our_run_folder,
+    our_file_kind,
+    our_leftover_temps,
+)
 from descriptron_sam2pal.store.stem import companion_path
 
 log = logging.getLogger(__name__)
@@ -52,8 +59,9 @@ def with_companions(path: str | os.PathLike) -> list[Path]:
     return [p]
 
 
-def check_outputs(outputs: Mapping[str, Iterable[str | os.PathLike]],
-                  inputs: Mapping[str, Iterable[str | os.PathLike]]) -> None:
+def check_outputs(
+    outputs: Mapping[str, Iterable[str | os.PathLike]], inputs: Mapping[str, Iterable[str | os.PathLike]]
+) -> None:
     """UserError when an output file is one of the inputs (or two outputs are one file).
     ``outputs`` / ``inputs``: {what it is for the user ("--out"): paths}."""
     taken: dict[Path, str] = {}
@@ -67,11 +75,14 @@ def check_outputs(outputs: Mapping[str, Iterable[str | os.PathLike]],
             for q in with_companions(p):
                 key = _same_file_key(q)
                 if key in taken:
-                    raise UserError(f"{label} {p} would overwrite {taken[key]}; choose another output "
-                                    "file (your annotations and photos are never written over)")
+                    raise UserError(
+                        f"{label} {p} would overwrite {taken[key]}; choose another output "
+                        "file (your annotations and photos are never written over)"
+                    )
                 if key in written and written[key] != label:
-                    raise UserError(f"{label} and {written[key]} are the same file ({p}); give them "
-                                    "different names")
+                    raise UserError(
+                        f"{label} and {written[key]} are the same file ({p}); give them different names"
+                    )
                 written[key] = label
 
 
@@ -89,19 +100,29 @@ def check_writable_folder(folder: str | os.PathLike, label: str) -> None:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".sam2pal-write-test-"):
             pass
     except OSError as exc:
-        raise UserError(f"cannot write {label} into {folder} ({exc.strerror or exc}); choose a folder you "
-                        "can write to, or free some space") from None
+        raise UserError(
+            f"cannot write {label} into {folder} ({exc.strerror or exc}); choose a folder you "
+            "can write to, or free some space"
+        ) from None
     try:
         free = shutil.disk_usage(existing).free
     except OSError:
         return
     if free < MIN_FREE_BYTES:
-        raise UserError(f"cannot write {label} into {folder}: only {free // 1024} KiB free on its disk; free "
-                        "some space (or choose a folder on another disk) and run again; nothing was done")
+        raise UserError(
+            f"cannot write {label} into {folder}: only {free // 1024} KiB free on its disk; free "
+            "some space (or choose a folder on another disk) and run again; nothing was done"
+        )
 
 
-def check_output_file(path: str | os.PathLike, label: str, *, overwrite: bool = False,
-                      kinds: Iterable[str] = (PREDICTIONS,), example: str = "predictions.json") -> None:
+def check_output_file(
+    path: str | os.PathLike,
+    label: str,
+    *,
+    overwrite: bool = False,
+    kinds: Iterable[str] = (PREDICTIONS,),
+    example: str = "predictions.json",
+) -> None:
     """The output rule for one file we would write (see the module docstring); ``label`` names
     it for the user (the path is added unless it holds it). UserError unless
     nothing is there, it is a file of ours of one of ``kinds`` (``store.ours``), or ``overwrite``.
@@ -116,29 +137,43 @@ def check_output_file(path: str | os.PathLike, label: str, *, overwrite: bool = 
         raise UserError(f"{label} exists and is not a regular file; choose another file name")
     if our_file_kind(p) in set(kinds) or overwrite:
         return
-    raise UserError(f"{label} already exists and was not written by sam2pal, so it is not replaced; "
-                    f"nothing was done. Choose a new file name, or {OVERWRITE_HINT}")
+    raise UserError(
+        f"{label} already exists and was not written by sam2pal, so it is not replaced; "
+        f"nothing was done. Choose a new file name, or {OVERWRITE_HINT}"
+    )
 
 
-def check_predictions_out(out: str | os.PathLike, journal: str | os.PathLike, label: str = "--out", *,
-                          overwrite: bool = False) -> None:
+def check_predictions_out(
+    out: str | os.PathLike, journal: str | os.PathLike, label: str = "--out", *, overwrite: bool = False
+) -> None:
     """``propagate --out``: a ``.json`` (or ``.rlejson``) name, and the rule for the file, its
     companion and its journal."""
     p = Path(out).expanduser()
     if not p.is_dir() and p.suffix.lower() not in (".json", ".rlejson"):
-        raise UserError(f"{label} {p}: the predictions are a COCO annotation file; give a name ending "
-                        f"in .json, e.g. {p.with_suffix('.json').name}")
+        raise UserError(
+            f"{label} {p}: the predictions are a COCO annotation file; give a name ending "
+            f"in .json, e.g. {p.with_suffix('.json').name}"
+        )
     for q in with_companions(p):
-        check_output_file(q, f"{label} {q}" if q == p else f"{q} (the .json/.rlejson pair of {label} {p.name})",
-                          overwrite=overwrite)
-    check_output_file(journal, f"{journal} (the journal of {label} {p.name})", overwrite=overwrite,
-                      kinds=("journal",))
+        check_output_file(
+            q,
+            f"{label} {q}" if q == p else f"{q} (the .json/.rlejson pair of {label} {p.name})",
+            overwrite=overwrite,
+        )
+    check_output_file(
+        journal, f"{journal} (the journal of {label} {p.name})", overwrite=overwrite, kinds=("journal",)
+    )
 
 
 def run_files() -> tuple[str, ...]:
     """The names a training run writes into its folder."""
-    from descriptron_sam2pal.engine.trainer import (ADAPTER_FILE, LOG_FILE, RESULT_FILE, SETTINGS_FILE,
-                                                    STATE_FILE)
+    from descriptron_sam2pal.engine.trainer import (
+        ADAPTER_FILE,
+        LOG_FILE,
+        RESULT_FILE,
+        SETTINGS_FILE,
+        STATE_FILE,
+    )
 
     return (RUN_MANIFEST, SETTINGS_FILE, LOG_FILE, ADAPTER_FILE, STATE_FILE, RESULT_FILE)
 
@@ -154,9 +189,11 @@ def check_run_folder(run_dir: str | os.PathLike, label: str = "--out", *, overwr
         return
     clashes = [name for name in run_files() if os.path.lexists(folder / name)]
     if clashes:
-        raise UserError(f"{label} {folder} already holds {', '.join(clashes)}, which sam2pal did not write "
-                        f"(it has no {RUN_MANIFEST}), so they are not replaced; nothing was done. Choose a new "
-                        f"or empty folder for the training run, or add --overwrite to replace them")
+        raise UserError(
+            f"{label} {folder} already holds {', '.join(clashes)}, which sam2pal did not write "
+            f"(it has no {RUN_MANIFEST}), so they are not replaced; nothing was done. Choose a new "
+            f"or empty folder for the training run, or add --overwrite to replace them"
+        )
 
 
 def mark_run_folder(run_dir: str | os.PathLike) -> Path:
@@ -167,12 +204,23 @@ def mark_run_folder(run_dir: str | os.PathLike) -> Path:
     path = Path(run_dir).expanduser() / RUN_MANIFEST
     if is_our_run_folder(path.parent) and path.is_file():
         return path
-    return atomic_write_text(path, json.dumps({OUTPUT_KEY: TRAINING_RUN, "package_version": __version__,
-                                               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2) + "\n")
+    return atomic_write_text(
+        path,
+        json.dumps(
+            {
+                OUTPUT_KEY: TRAINING_RUN,
+                "package_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+            indent=2,
+        )
+        + "\n",
+    )
 
 
-def remove_leftover_temps(folder: str | os.PathLike, names: Iterable[str] | None = None,
-                          min_age_s: float = LEFTOVER_AGE_S) -> list[Path]:
+def remove_leftover_temps(
+    folder: str | os.PathLike, names: Iterable[str] | None = None, min_age_s: float = LEFTOVER_AGE_S
+) -> list[Path]:
     """Remove the temporary files that an atomic write of ours left in ``folder`` when it was
     killed (``.<name>.<random>.tmp``, for ``names``, or for Descriptron ``_final_`` pairs), at
     least ``min_age_s`` old (a write in progress keeps its file newer). Returns what was removed."""

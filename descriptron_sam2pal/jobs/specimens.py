@@ -29,9 +29,10 @@ def check_distinct_specimens(paths: Iterable[str | Path]) -> None:
         if other is not p and other.absolute() != p.absolute():
             raise UserError(
                 f"{other} and {p} are one specimen for Descriptron: it names their annotation files and "
-                f"matches them by the same name \"{key[1]}\" (extension, case and spaces/underscores ignored), "
+                f'matches them by the same name "{key[1]}" (extension, case and spaces/underscores ignored), '
                 f"so their outlines would mix. Nothing was done. Rename one of them (e.g. "
-                f"{p.with_name(p.stem.replace(' ', '_') + '_2' + p.suffix).name}) and run again")
+                f"{p.with_name(p.stem.replace(' ', '_') + '_2' + p.suffix).name}) and run again"
+            )
 
 
 def specimen_images(folder: str | Path, exclude: Iterable[str | Path] = ()) -> list[Path]:
@@ -46,6 +47,8 @@ def specimen_images(folder: str | Path, exclude: Iterable[str | Path] = ()) -> l
     check_distinct_specimens(found)
     images = [p for p in found if p.resolve() not in skip]
     if not images:
-        raise UserError(f"no specimen images (.jpg .png .tif .bmp .webp) in {folder}"
-                        + (" besides the templates" if skip else ""))
+        raise UserError(
+            f"no specimen images (.jpg .png .tif .bmp .webp) in {folder}"
+            + (" besides the templates" if skip else "")
+        )
     return images

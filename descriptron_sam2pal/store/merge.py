@@ -109,7 +109,8 @@ def remove_stale_predictions(store: Any, record: Any) -> list[str]:
     for ann in list(store.annotations_for(record.id)):
         if ann.kind == "mask" and status.get(ann.category) in SKIP_STATUSES and is_replaceable(ann):
             store.remove_annotation(record.id, ann.id)
-            removed.append(f"{record.file_name}: {ann.category}: marked \"{status[ann.category]}\" since it was "
+            removed.append(f"{record.file_name}: {ann.category}: "
+                           f"marked \"{status[ann.category]}\" since it was "
                            "predicted; the unreviewed prediction was removed")
     return removed
 

@@ -78,7 +78,8 @@ def is_our_run_folder(path: str | os.PathLike) -> bool:
             data = json.loads(settings.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        return isinstance(data, dict) and _TRAINER_SETTINGS_KEYS <= set(data) and isinstance(data.get("config"), dict)
+        return (isinstance(data, dict) and _TRAINER_SETTINGS_KEYS <= set(data)
+                and isinstance(data.get("config"), dict))
     return False
 
 

@@ -48,7 +48,7 @@ def is_edited(annotation: Any) -> bool:
         return True
     try:
         mask = annotation.mask()
-    except Exception:  # a geometry we cannot read is not what we wrote
+    except Exception:  # noqa: BLE001 - a geometry we cannot read is not what we wrote
         return True
     return fingerprint(mask, annotation.category) != recorded
 

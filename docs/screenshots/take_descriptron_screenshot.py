@@ -27,8 +27,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DEFAULT_DATA = Path("/work/shared/data/beetleflow-5class-train")
-MASK_COLORS = {"head": (200, 0, 0), "pronotum": (0, 200, 0), "elytra": (0, 0, 200),
-               "legs": (200, 200, 0), "antennas": (200, 0, 200)}
+MASK_COLORS = {
+    "head": (200, 0, 0),
+    "pronotum": (0, 200, 0),
+    "elytra": (0, 0, 200),
+    "legs": (200, 200, 0),
+    "antennas": (200, 0, 200),
+}
 
 
 def make_project(data: Path, work: Path, name: str) -> Path:
@@ -69,7 +74,9 @@ def main() -> int:
     parser.add_argument("--photo", default="0003.png")
     parser.add_argument("--out", type=Path, default=HERE / "09_open_in_descriptron.png")
     parser.add_argument("--random-sam2", action="store_true")
-    parser.add_argument("--wait", type=float, default=240, help="seconds to wait for Descriptron's SAM2 model")
+    parser.add_argument(
+        "--wait", type=float, default=240, help="seconds to wait for Descriptron's SAM2 model"
+    )
     parser.add_argument("--settle", type=float, default=90, help="seconds for its window to show the photo")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="descriptron-shot-"))
@@ -101,7 +108,9 @@ def main() -> int:
     while time.monotonic() < deadline and run.running() and "Using device" not in run.output():
         app.processEvents()
         time.sleep(0.2)
-    settle = time.monotonic() + args.settle  # it builds SAM2, its window, then opens the photo and annotations
+    settle = (
+        time.monotonic() + args.settle
+    )  # it builds SAM2, its window, then opens the photo and annotations
     while time.monotonic() < settle and run.running():
         app.processEvents()
         time.sleep(0.2)

@@ -24,7 +24,9 @@ from workspace_helpers import wait_shown
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes_and_batched_nms_keeps_categories_apart():
-    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60], [0, 0, 9, 10]], dtype=torch.float32)
+    boxes = torch.tensor(
+        [[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60], [0, 0, 9, 10]], dtype=torch.float32
+    )
     scores = torch.tensor([0.8, 0.9, 0.7, 0.1])
     assert nms(boxes, scores, 0.5).tolist() == [1, 2]  # 1 beats 0 and 3 (IoU 0.81, 0.8); 2 stands alone
     assert nms(boxes, scores, 0.95).tolist() == [1, 0, 2, 3]
@@ -43,7 +45,9 @@ def test_transforms_give_what_sam2_expects():
     assert torch.equal(Resize([16, 16])(x), expected)
     normalized = Normalize([0.5, 0.25, 0.0], [0.5, 0.5, 2.0])(torch.ones(3, 2, 2))
     assert normalized[:, 0, 0].tolist() == [1.0, 1.5, 0.5]
-    scripted = torch.jit.script(torch.nn.Sequential(Resize([8, 8]), Normalize([0.0] * 3, [1.0] * 3)))  # as SAM2 does
+    scripted = torch.jit.script(
+        torch.nn.Sequential(Resize([8, 8]), Normalize([0.0] * 3, [1.0] * 3))
+    )  # as SAM2 does
     assert scripted(x).shape == (3, 8, 8)
 
 
@@ -59,11 +63,13 @@ def test_sam2_automatic_masks_run_on_the_pieces_in_a_python_without_torchvision(
         "from descriptron_sam2pal.model.build import MINI_CONFIG, build_model\n"
         "from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator\n"
         "model = build_model(MINI_CONFIG, image_size=1024, seed=0).sam\n"
-        "gen = SAM2AutomaticMaskGenerator(model, points_per_side=4, points_per_batch=16, pred_iou_thresh=-10,\n"
+        "gen = SAM2AutomaticMaskGenerator(model, points_per_side=4, points_per_batch=16,\n"
+        "                                 pred_iou_thresh=-10,\n"
         "                                 stability_score_thresh=0.0, box_nms_thresh=0.7, crop_n_layers=0)\n"
         "img = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)\n"
         "masks = gen.generate(img)\n"
-        "print('masks', len(masks), masks[0]['segmentation'].shape)\n")
+        "print('masks', len(masks), masks[0]['segmentation'].shape)\n"
+    )
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -83,7 +89,9 @@ def test_failure_advice_names_the_reason_and_the_fix():
     module = failure_advice("Traceback...\nModuleNotFoundError: No module named 'skimage.io'", 1)
     assert "'skimage'" in module.reason and module.fix.startswith(f"{sys.executable} -m pip install skimage")
     other = failure_advice("loading\nValueError: bad annotation file\n", 1)
-    assert other.reason == "Descriptron stopped: ValueError: bad annotation file" and "Show Details" in other.fix
+    assert (
+        other.reason == "Descriptron stopped: ValueError: bad annotation file" and "Show Details" in other.fix
+    )
     assert "exit code 3" in failure_advice("", 3).reason
 
 
@@ -113,14 +121,17 @@ def launch(window, project, qtbot, monkeypatch, tmp_path):
     window.set_descriptron_launcher(launcher)
     window.open_path(project)
     wait_shown(qtbot, window, "ant_01.png")
-    assert window.descriptron_action.isEnabled() and window.descriptron_action.text() == "Open in &Descriptron"
+    assert (
+        window.descriptron_action.isEnabled() and window.descriptron_action.text() == "Open in &Descriptron"
+    )
     run = window.open_in_descriptron()
     assert run is not None and run.argv[-2:] == [str(project / "ant_01.png"), str(project / "session.json")]
     return run
 
 
-def test_descriptron_that_cannot_open_a_window_is_explained_in_a_dialog(window, project, dialogs, qtbot,
-                                                                      monkeypatch, tmp_path):
+def test_descriptron_that_cannot_open_a_window_is_explained_in_a_dialog(
+    window, project, dialogs, qtbot, monkeypatch, tmp_path
+):
     """Descriptron's real program, started from the menu with no display (the offscreen
     platform): it gets past its SAM2 imports (no torchvision here) and stops at its Tk window;
     the dialog says so and how to fix it."""
@@ -134,7 +145,9 @@ def test_descriptron_that_cannot_open_a_window_is_explained_in_a_dialog(window, 
     [text] = open_dialogs(dialogs)
     assert "no display" in text and "Fix:" in text and "xvfb-run" in text
     output = run.output()
-    assert "no display name" in output and "torchvision" not in output and "SAM2 is not installed" not in output
+    assert (
+        "no display name" in output and "torchvision" not in output and "SAM2 is not installed" not in output
+    )
     assert window.descriptron_runs() == []
 
 
@@ -143,8 +156,12 @@ def free_x_display(tmp_path):
     if shutil.which("Xvfb") is None:
         return None
     read, write = os.pipe()
-    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1366x768x24", "-nolisten", "tcp"],
-                              pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1366x768x24", "-nolisten", "tcp"],
+        pass_fds=(write,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write)
     with os.fdopen(read) as pipe:
         number = pipe.readline().strip()

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from descriptron_sam2pal.cli import main
@@ -37,8 +36,9 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
-def test_a_correction_and_an_absent_mark_made_in_descriptron_survive_the_next_write_to(tmp_path, present_checkpoint,
-                                                                                      capsys):
+def test_a_correction_and_an_absent_mark_made_in_descriptron_survive_the_next_write_to(
+    tmp_path, present_checkpoint, capsys
+):
     specimens = tmp_path / "specimens"
     specimens.mkdir()
     for i in range(2):
@@ -49,9 +49,28 @@ def test_a_correction_and_an_absent_mark_made_in_descriptron_survive_the_next_wr
     for name, rgb in (("head", (200, 0, 0)), ("eye", (0, 200, 0)), ("scape", (0, 0, 200))):
         colour[masks[name]] = rgb
     Image.fromarray(colour).save(tmp_path / "t_mask.png")
-    argv = ["propagate", "--template-image", tmp_path / "t.png", "--template-mask", tmp_path / "t_mask.png",
-            "--colors", COLORS, "--images", specimens, "--checkpoint", present_checkpoint, "--image-size", 128,
-            "--device", "cpu", "--no-confidence", "--out", tmp_path / "pred.json", "--write-to", specimens]
+    argv = [
+        "propagate",
+        "--template-image",
+        tmp_path / "t.png",
+        "--template-mask",
+        tmp_path / "t_mask.png",
+        "--colors",
+        COLORS,
+        "--images",
+        specimens,
+        "--checkpoint",
+        present_checkpoint,
+        "--image-size",
+        128,
+        "--device",
+        "cpu",
+        "--no-confidence",
+        "--out",
+        tmp_path / "pred.json",
+        "--write-to",
+        specimens,
+    ]
 
     code, out, err = run(capsys, *argv)
     assert code == 0, err
@@ -71,11 +90,11 @@ def test_a_correction_and_an_absent_mark_made_in_descriptron_survive_the_next_wr
         if label == "head":
             edited = mask.copy()
             rows = np.flatnonzero(edited.any(axis=1))
-            edited[rows[0]:rows[0] + max(2, len(rows) // 3)] = False      # the person's correction
+            edited[rows[0] : rows[0] + max(2, len(rows) // 3)] = False  # the person's correction
             data["segmentation"] = edited.astype(np.uint8)
             corrected = edited
         ns["current_mask_index"] = i
-        ns["save_mask_and_contour_via2"]()                                # re-applies the label, as Descriptron does
+        ns["save_mask_and_contour_via2"]()  # re-applies the label, as Descriptron does
     d.set_status("scape", "absent")
     saved = d.save()
     for png in specimens.glob("*_mask.png"):
@@ -83,8 +102,8 @@ def test_a_correction_and_an_absent_mark_made_in_descriptron_survive_the_next_wr
     theirs = AnnotationStore.open(specimens)
     assert theirs.image_by_file(specimens / "s0.png").source == saved
     head = next(a for a in theirs.annotations_for(theirs.images[0].id) if a.category == "head")
-    assert head.raw["attributes"]["source"] == "sam2pal"      # Descriptron kept our attributes ...
-    assert is_edited(head) and not is_prediction(head)       # ... but the outline is the person's now
+    assert head.raw["attributes"]["source"] == "sam2pal"  # Descriptron kept our attributes ...
+    assert is_edited(head) and not is_prediction(head)  # ... but the outline is the person's now
 
     code, out, err = run(capsys, *argv)
     assert code == 0, err
@@ -93,8 +112,8 @@ def test_a_correction_and_an_absent_mark_made_in_descriptron_survive_the_next_wr
     after = AnnotationStore.open(specimens)
     s0 = after.image_by_file(specimens / "s0.png")
     final = {a.category: a for a in after.annotations_for(s0.id) if a.kind == "mask"}
-    assert set(final) == {"head", "eye"}                                      # the scape prediction is gone
-    assert np.array_equal(final["head"].mask(), corrected)                   # the correction is kept
+    assert set(final) == {"head", "eye"}  # the scape prediction is gone
+    assert np.array_equal(final["head"].mask(), corrected)  # the correction is kept
     assert is_prediction(final["eye"]) and final["eye"].id != first["eye"].id  # the untouched one was redone
     assert s0.structure_status == {"scape": "absent"}
 

@@ -5,8 +5,13 @@ from PyQt5.QtGui import QMouseEvent
 from PyQt5.QtTest import QTest
 from PyQt5.QtWidgets import QApplication
 
-from descriptron_sam2pal.gui.canvas import (STRUCTURE_PALETTE, ImageCanvas, StructureColors, compose_overlay,
-                                            mask_outline)
+from descriptron_sam2pal.gui.canvas import (
+    STRUCTURE_PALETTE,
+    ImageCanvas,
+    StructureColors,
+    compose_overlay,
+    mask_outline,
+)
 
 
 @pytest.fixture
@@ -139,9 +144,21 @@ def test_rejects_non_rgb_uint8(canvas):
 
 #: Machado, Oliveira & Fernandes (2009) full-severity simulation matrices in linear RGB.
 CVD = {
-    "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
-    "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
-    "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]],
+    "protanopia": [
+        [0.152286, 1.052583, -0.204868],
+        [0.114503, 0.786281, 0.099216],
+        [-0.003882, -0.048116, 1.051998],
+    ],
+    "deuteranopia": [
+        [0.367322, 0.860646, -0.227968],
+        [0.280085, 0.672501, 0.047413],
+        [-0.011820, 0.042940, 0.968881],
+    ],
+    "tritanopia": [
+        [1.255528, -0.076749, -0.178779],
+        [-0.078411, 0.930809, 0.147602],
+        [0.004733, 0.691367, 0.303900],
+    ],
 }
 
 
@@ -177,12 +194,24 @@ def test_the_first_twelve_structure_colours_stay_apart_for_colour_blind_eyes_and
     canvas = ImageCanvas(colors=StructureColors())
     qtbot.addWidget(canvas)
     canvas.set_image(np.full((40, 130, 3), 20, np.uint8))  # a dark specimen
-    names = ["head", "pronotum", "elytra", "legs", "antennae", "eyes", "mouthparts", "scutellum",
-             "abdomen", "tarsi", "mandibles", "palps"]
+    names = [
+        "head",
+        "pronotum",
+        "elytra",
+        "legs",
+        "antennae",
+        "eyes",
+        "mouthparts",
+        "scutellum",
+        "abdomen",
+        "tarsi",
+        "mandibles",
+        "palps",
+    ]
     masks = {}
     for i, name in enumerate(names):
         m = np.zeros((40, 130), bool)
-        m[10:30, 10 * i + 2:10 * i + 9] = True
+        m[10:30, 10 * i + 2 : 10 * i + 9] = True
         masks[name] = m
     canvas.set_masks(masks)
     rgba = canvas.overlay_rgba()

@@ -10,8 +10,12 @@ from PyQt5.QtCore import Qt
 
 from descriptron_sam2pal.gui.canvas import ImageCanvas
 from descriptron_sam2pal.gui.drawing_tools import DrawingTools
-from descriptron_sam2pal.imaging.drawing import (drop_fragments, fragment_area, parts_apart_from,
-                                                 vertex_polygons_to_mask)
+from descriptron_sam2pal.imaging.drawing import (
+    drop_fragments,
+    fragment_area,
+    parts_apart_from,
+    vertex_polygons_to_mask,
+)
 from descriptron_sam2pal.imaging.masks import mask_to_polygons, segmentation_to_mask
 from descriptron_sam2pal.store import AnnotationStore
 from plugin_fixtures import *  # noqa: F401,F403
@@ -24,21 +28,23 @@ def parts(mask) -> int:
 
 def polygon_areas(mask) -> list[float]:
     """Areas of the polygons a file would get for ``mask``."""
-    return [abs(cv2.contourArea(np.asarray(flat, np.float32).reshape(-1, 2))) for flat in mask_to_polygons(mask)]
+    return [
+        abs(cv2.contourArea(np.asarray(flat, np.float32).reshape(-1, 2))) for flat in mask_to_polygons(mask)
+    ]
 
 
 def test_drop_fragments_and_parts_apart_from():
     mask = np.zeros((100, 100), bool)
-    mask[10:40, 10:40] = True          # kept
-    mask[60, 60] = True                # one pixel: a zero-area polygon
-    mask[80, 10:70] = True             # a one-pixel line, 60 px long: zero area too
-    mask[50:54, 70:74] = True          # 4 x 4: outline area 9 = the minimum, kept
+    mask[10:40, 10:40] = True  # kept
+    mask[60, 60] = True  # one pixel: a zero-area polygon
+    mask[80, 10:70] = True  # a one-pixel line, 60 px long: zero area too
+    mask[50:54, 70:74] = True  # 4 x 4: outline area 9 = the minimum, kept
     assert fragment_area((100, 100)) == 9.0 and fragment_area((3000, 4500)) == 225.0
     clean = drop_fragments(mask)
     assert parts(clean) == 2 and clean[20, 20] and clean[51, 71] and not clean[60, 60] and not clean[80, 30]
     assert min(polygon_areas(clean)) >= 9.0
     covered = np.zeros_like(mask)
-    covered[12:38, 12:38] = True       # nearly covers the square only
+    covered[12:38, 12:38] = True  # nearly covers the square only
     apart = parts_apart_from(mask, covered)
     assert not apart[10, 10] and apart[60, 60] and apart[80, 30] and apart[51, 71]
 
@@ -67,7 +73,7 @@ def canvas(qtbot):
 
 
 def disc(shape=(200, 200), centre=(100, 100), r=60):
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     return (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= r * r
 
 
@@ -79,13 +85,13 @@ def test_deleting_and_moving_vertices_leaves_no_fragments(qtbot, canvas):
     n = len(tools.vertex_polygons[0])
     assert n >= 8
     vertex = tools.vertex_polygons[0][n // 3]
-    click_on(qtbot, canvas, *vertex, Qt.RightButton)   # delete it
+    click_on(qtbot, canvas, *vertex, Qt.RightButton)  # delete it
     assert owner.edits == ["vertices"]
-    assert parts(owner.mask) == 1                      # no pixels left outside the new outline
+    assert parts(owner.mask) == 1  # no pixels left outside the new outline
     assert np.array_equal(owner.mask, vertex_polygons_to_mask(tools.vertex_polygons, owner.mask.shape))
     assert min(polygon_areas(owner.mask)) >= fragment_area(owner.mask.shape)
     assert len(tools.vertex_polygons[0]) == n - 1
-    a, b = tools.vertex_polygons[0][0], tools.vertex_polygons[0][1]
+    a = tools.vertex_polygons[0][0]
     drag_on(qtbot, canvas, [a, (a[0] + 15, a[1] - 10)])  # move a vertex outward
     assert owner.edits == ["vertices", "vertices"] and parts(owner.mask) == 1
 
@@ -100,10 +106,10 @@ def test_a_click_on_an_edge_inserts_a_vertex_that_stays(qtbot, canvas):
     [ring] = tools.vertex_polygons
     assert len(ring) == 4
     top = min(ring, key=lambda p: p[1])[1]
-    click_on(qtbot, canvas, 100, top)                  # the middle of the top edge
+    click_on(qtbot, canvas, 100, top)  # the middle of the top edge
     [ring] = tools.vertex_polygons
     assert len(ring) == 5 and any(abs(x - 100) <= 1 and abs(y - top) <= 1 for x, y in ring)
-    tools.refresh()                                    # the owner redraws: the new vertex is still there
+    tools.refresh()  # the owner redraws: the new vertex is still there
     assert len(tools.vertex_polygons[0]) == 5
     drag_on(qtbot, canvas, [(100, top), (100, top - 30)])  # and can be dragged: a peak on the top edge
     assert owner.mask[int(top) - 20, 100] and not owner.mask[int(top) - 20, 60]
@@ -115,7 +121,7 @@ def test_a_brushed_speck_is_never_kept(qtbot, canvas):
     tools.edited.connect(lambda m, what: (owner.take(m, what), tools.refresh()))
     tools.set_tool("brush")
     tools.set_brush_radius(1)
-    click_on(qtbot, canvas, 190, 10)                   # a dot away from the outline
+    click_on(qtbot, canvas, 190, 10)  # a dot away from the outline
     assert owner.edits == [] and not owner.mask[10, 190]
     tools.set_tool("eraser")
     tools.set_brush_radius(3)
@@ -124,7 +130,9 @@ def test_a_brushed_speck_is_never_kept(qtbot, canvas):
     assert min(polygon_areas(owner.mask)) >= fragment_area(owner.mask.shape)
 
 
-def test_accepting_a_template_drops_specks_and_refuses_only_specks(qtbot, window, specimens, session, messages):
+def test_accepting_a_template_drops_specks_and_refuses_only_specks(
+    qtbot, window, specimens, session, messages
+):
     from descriptron_sam2pal.gui.templates_panel import TemplatesPanel
 
     assert window.open_path(specimens)

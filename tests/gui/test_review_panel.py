@@ -98,10 +98,10 @@ def test_review_accept_reject_undo_by_keys(qtbot, panel):
     assert current(panel) == WORST_FIRST[0]
     assert panel.counts_label.text() == "0 of 9 reviewed: 0 accepted, 0 rejected"
 
-    qtbot.keyClick(panel, Qt.Key_A)                  # accept, go to the next
+    qtbot.keyClick(panel, Qt.Key_A)  # accept, go to the next
     assert states(panel)[WORST_FIRST[0]] == ACCEPTED and current(panel) == WORST_FIRST[1]
     assert panel.host.current.file_name == WORST_FIRST[1][0]  # the host shows the same specimen
-    qtbot.keyClick(panel.table, Qt.Key_R)            # the table has the focus normally
+    qtbot.keyClick(panel.table, Qt.Key_R)  # the table has the focus normally
     assert states(panel)[WORST_FIRST[1]] == REJECTED and current(panel) == WORST_FIRST[2]
     qtbot.keyClick(panel, Qt.Key_Down)
     qtbot.keyClick(panel, Qt.Key_Down)
@@ -130,16 +130,28 @@ def test_review_accept_reject_undo_by_keys(qtbot, panel):
         next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_02.png", "head"))
     )
     qtbot.keyClick(panel, Qt.Key_A, Qt.ShiftModifier)
-    assert {s: st for (f, s), st in states(panel).items() if f == "ant_02.png"} == \
-        {"scape": ACCEPTED, "eye": REJECTED, "head": ACCEPTED}
+    assert {s: st for (f, s), st in states(panel).items() if f == "ant_02.png"} == {
+        "scape": ACCEPTED,
+        "eye": REJECTED,
+        "head": ACCEPTED,
+    }
     qtbot.keyClick(panel, Qt.Key_Z, Qt.ControlModifier)
-    assert {s: st for (f, s), st in states(panel).items() if f == "ant_02.png"} == \
-        {"scape": UNREVIEWED, "eye": REJECTED, "head": UNREVIEWED}
+    assert {s: st for (f, s), st in states(panel).items() if f == "ant_02.png"} == {
+        "scape": UNREVIEWED,
+        "eye": REJECTED,
+        "head": UNREVIEWED,
+    }
 
 
 def test_buttons_say_their_keys(panel):
-    for b in (panel.accept_button, panel.reject_button, panel.undo_button, panel.fix_button,
-              panel.accept_specimen_button, panel.reject_specimen_button):
+    for b in (
+        panel.accept_button,
+        panel.reject_button,
+        panel.undo_button,
+        panel.fix_button,
+        panel.accept_specimen_button,
+        panel.reject_specimen_button,
+    ):
         assert "(" in b.text() and b.toolTip()
 
 
@@ -233,10 +245,10 @@ def _accept(panel, *keys):
 
 def test_write_back_changes_the_store_exactly_as_reviewed(qtbot, panel, project, dialogs):
     before = json.loads(project.read_text())
-    qtbot.keyClick(panel, Qt.Key_R)   # beetle eye (absent): rejected
-    qtbot.keyClick(panel, Qt.Key_A)   # ant_02 head: accepted
-    qtbot.keyClick(panel, Qt.Key_A)   # ant_01 eye: accepted
-    qtbot.keyClick(panel, Qt.Key_R)   # beetle scape: rejected
+    qtbot.keyClick(panel, Qt.Key_R)  # beetle eye (absent): rejected
+    qtbot.keyClick(panel, Qt.Key_A)  # ant_02 head: accepted
+    qtbot.keyClick(panel, Qt.Key_A)  # ant_01 eye: accepted
+    qtbot.keyClick(panel, Qt.Key_R)  # beetle scape: rejected
     # the rest stays unreviewed
     dialogs.answers = [QMessageBox.Cancel]
     panel.write_back()
@@ -263,10 +275,15 @@ def test_write_back_changes_the_store_exactly_as_reviewed(qtbot, panel, project,
     }
     assert set(new) == {("ant_02.png", "head"), ("ant_01.png", "eye")}
     written_attributes = dict(new[("ant_02.png", "head")]["attributes"])
-    assert written_attributes.pop("sam2pal_fingerprint").startswith("v1:")   # what we wrote (provenance)
+    assert written_attributes.pop("sam2pal_fingerprint").startswith("v1:")  # what we wrote (provenance)
     assert written_attributes == {
-        "source": "sam2pal", "score": 0.31, "object_score": 0.7, "predicted_iou": 0.88,
-        "reviewed": "accepted", "corrected": False}
+        "source": "sam2pal",
+        "score": 0.31,
+        "object_score": 0.7,
+        "predicted_iou": 0.88,
+        "reviewed": "accepted",
+        "corrected": False,
+    }
     assert "in project" in panel.model.data(panel.model.index(1, 3))
     # Written items are locked; the session file knows they are written.
     panel.select(panel.model.rows[1])
@@ -322,7 +339,9 @@ def test_review_is_saved_and_continues_after_closing(qtbot, project, dialogs):
     again = make_panel(qtbot, RecordingHost())
     assert again.open_predictions(preds) is not None
     assert again.counts_label.text() == "2 of 9 reviewed: 1 accepted, 1 rejected"
-    assert again.current_row() == 2 and current(again) == WORST_FIRST[2]  # still worst first, where it stopped
+    assert (
+        again.current_row() == 2 and current(again) == WORST_FIRST[2]
+    )  # still worst first, where it stopped
     assert again.current_item().state == UNREVIEWED
     bad = project.parent / "nothing.json"
     bad.write_text("not json")
@@ -385,8 +404,9 @@ def test_in_the_workspace_keys_win_over_the_hosts_shortcuts(qtbot, project, dial
     panel.load_results(make_results(project.parent, win.store))
     # The main view follows the reviewed specimen (never two different specimens on screen).
     reviewed = panel.current_item().target.file_name
-    qtbot.waitUntil(lambda: win.current_image() is not None and win.current_image().file_name == reviewed,
-                    timeout=5000)
+    qtbot.waitUntil(
+        lambda: win.current_image() is not None and win.current_image().file_name == reviewed, timeout=5000
+    )
     panel.table.setFocus()
     win.activateWindow()
     qtbot.waitUntil(lambda: panel.table.hasFocus(), timeout=3000)
@@ -408,9 +428,9 @@ def test_in_the_workspace_keys_win_over_the_hosts_shortcuts(qtbot, project, dial
     win.image_loader.wait(5000)
 
 
-
-def test_a_polygon_drawn_over_a_prediction_replaces_it_and_specks_are_never_written(qtbot, panel, project,
-                                                                                     dialogs):
+def test_a_polygon_drawn_over_a_prediction_replaces_it_and_specks_are_never_written(
+    qtbot, panel, project, dialogs
+):
     """Fixing by hand in the Review: the first polygon is the new outline (not added to the
     prediction), the next ones add parts; a speck left in the outline is not written."""
     from descriptron_sam2pal.imaging.drawing import polygon_to_mask
@@ -423,16 +443,19 @@ def test_a_polygon_drawn_over_a_prediction_replaces_it_and_specks_are_never_writ
 
     def draw(points):
         for x, y in [*points, points[0]]:  # a click on the first vertex closes it
-            qtbot.mouseClick(panel.canvas.view.viewport(), Qt.LeftButton, pos=panel.canvas.map_to_widget(x, y))
+            qtbot.mouseClick(
+                panel.canvas.view.viewport(), Qt.LeftButton, pos=panel.canvas.map_to_widget(x, y)
+            )
 
     panel.tools.set_tool("polygon")
     first = [(4.0, 4.0), (24.0, 4.0), (24.0, 14.0), (4.0, 14.0)]
     draw(first)
+
     def about(mask, expected):  # clicks land on whole screen pixels: the outline is within a pixel
         return (mask & expected).sum() / (mask | expected).sum() > 0.75
 
     assert about(item.current_mask, polygon_to_mask(first, predicted.shape))  # replaced:
-    assert not item.current_mask[30, 50] and item.current_mask.sum() < 300   # nothing of the prediction
+    assert not item.current_mask[30, 50] and item.current_mask.sum() < 300  # nothing of the prediction
     assert any("replaced the prediction" in s for s in panel.host.statuses)
     second = [(40.0, 30.0), (60.0, 30.0), (60.0, 40.0), (40.0, 40.0)]
     draw(second)
@@ -464,6 +487,10 @@ def test_the_score_has_one_name_everywhere(qtbot, panel):
     assert "(Score 0.31)" in panel.title_label.text()
     assert "Score (estimated IoU): 0.310" in panel.title_label.toolTip()
     assert "Score" in panel.worst_first_button.toolTip()
-    texts = [panel.title_label.text(), panel.title_label.toolTip(), panel.worst_first_button.toolTip(),
-             panel.model.headerData(2, Qt.Horizontal, Qt.ToolTipRole) or ""]
+    texts = [
+        panel.title_label.text(),
+        panel.title_label.toolTip(),
+        panel.worst_first_button.toolTip(),
+        panel.model.headerData(2, Qt.Horizontal, Qt.ToolTipRole) or "",
+    ]
     assert not any("confidence" in t.lower() or "review score" in t.lower() for t in texts)

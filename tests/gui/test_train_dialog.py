@@ -41,7 +41,9 @@ def test_training_reports_progress_finishes_then_segments(qtbot, window, specime
     dialog.start_training()
     worker = dialog.worker
     worker.progress.connect(reports.append)
-    worker.progress.connect(lambda p: shown.append((p.stage, dialog.progress_bar.text(), dialog.stage_label.text())))
+    worker.progress.connect(
+        lambda p: shown.append((p.stage, dialog.progress_bar.text(), dialog.stage_label.text()))
+    )
     assert worker in window._workers  # the host knows: closing asks first
     assert not dialog.start_button.isEnabled() and dialog.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: bool(results), timeout=60000)  # trained, then propagated
@@ -51,10 +53,13 @@ def test_training_reports_progress_finishes_then_segments(qtbot, window, specime
     assert len(dialog._losses) == 3 and dialog.progress_bar.value() >= 1
     assert dialog._vals and dialog._vals[0][0] == 0  # the curve starts at what training must beat
     assert (dialog.run_dir / "adapter.pt").is_file()
-    (res, run_dir), = results
+    ((res, run_dir),) = results
     assert run_dir == dialog.run_dir
-    assert sorted(r.path.rsplit("/", 1)[-1] for r in res) == ["specimen_02.png", "specimen_03.png",
-                                                             "specimen_04.png"]
+    assert sorted(r.path.rsplit("/", 1)[-1] for r in res) == [
+        "specimen_02.png",
+        "specimen_03.png",
+        "specimen_04.png",
+    ]
     assert dialog.start_button.isEnabled() and not dialog.cancel_button.isEnabled()
     assert messages.seen == []
     assert "Training finished" in dialog.log_view.toPlainText()
@@ -89,6 +94,7 @@ def test_cancel_stops_and_keeps_a_usable_checkpoint(qtbot, window, specimens, se
 
     from descriptron_sam2pal.model.adapter_file import load_adapter
     from descriptron_sam2pal.model.build import build_model
+
     info = load_adapter(adapter, build_model(checkpoint=session.checkpoint_choice(), image_size=128))
     assert info.structures == ["pronotum"]
 
@@ -100,8 +106,9 @@ def test_cancel_stops_and_keeps_a_usable_checkpoint(qtbot, window, specimens, se
     assert len(results[0][0]) == 3 and messages.seen == []
 
 
-def test_a_failing_worker_shows_the_error_and_gives_the_buttons_back(qtbot, window, specimens, session,
-                                                                     messages, tmp_path):
+def test_a_failing_worker_shows_the_error_and_gives_the_buttons_back(
+    qtbot, window, specimens, session, messages, tmp_path
+):
     _project_with_template(qtbot, window, specimens)
     bad = tmp_path / "unreadable"
     bad.mkdir()
@@ -121,6 +128,7 @@ def test_a_failing_worker_shows_the_error_and_gives_the_buttons_back(qtbot, wind
 
 def test_presets_and_estimates(qtbot, window, specimens, settings, mini_checkpoint):
     from descriptron_sam2pal.gui.model_session import ModelSession
+
     session = ModelSession(window, settings)  # no fixed size: the presets choose it
     session.set_checkpoint(str(mini_checkpoint))
     dialog = TrainDialog(window, session)
@@ -232,16 +240,34 @@ def test_scrolling_over_the_dialog_changes_no_setting(qtbot, window, specimens, 
     dialog.advanced_box.setChecked(True)
     dialog.show()
     qtbot.waitExposed(dialog)
-    before = {w: (w.value() if hasattr(w, "value") else w.currentIndex())
-              for w in (dialog.steps_spin, dialog.size_spin, dialog.rank_spin, dialog.seed_spin,
-                        dialog.preset_combo, dialog.device_combo)}
+    before = {
+        w: (w.value() if hasattr(w, "value") else w.currentIndex())
+        for w in (
+            dialog.steps_spin,
+            dialog.size_spin,
+            dialog.rank_spin,
+            dialog.seed_spin,
+            dialog.preset_combo,
+            dialog.device_combo,
+        )
+    }
     preset = dialog.preset_combo.currentText()
     for widget in before:
         assert not widget.hasFocus() and widget.focusPolicy() == Qt.StrongFocus
         centre = widget.rect().center()
-        QApplication.sendEvent(widget, QWheelEvent(QPointF(centre), QPointF(widget.mapToGlobal(centre)), QPoint(),
-                                                   QPoint(0, -360), Qt.NoButton, Qt.NoModifier,
-                                                   Qt.NoScrollPhase, False))
+        QApplication.sendEvent(
+            widget,
+            QWheelEvent(
+                QPointF(centre),
+                QPointF(widget.mapToGlobal(centre)),
+                QPoint(),
+                QPoint(0, -360),
+                Qt.NoButton,
+                Qt.NoModifier,
+                Qt.NoScrollPhase,
+                False,
+            ),
+        )
     after = {w: (w.value() if hasattr(w, "value") else w.currentIndex()) for w in before}
     assert after == before and dialog.preset_combo.currentText() == preset
     from descriptron_sam2pal.gui.fitting import FRAME, available_geometry

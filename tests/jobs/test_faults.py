@@ -44,17 +44,36 @@ def project(tmp_path):
 
 
 def argv(root, checkpoint, *extra):
-    return ["propagate", "--template-image", root / "t.png", "--template-mask", root / "t_mask.png",
-            "--colors", "head=200,0,0", "--images", root / "specimens", "--checkpoint", checkpoint,
-            "--image-size", 128, "--device", "cpu", "--no-confidence", "--out", root / "pred.json", *extra]
+    return [
+        "propagate",
+        "--template-image",
+        root / "t.png",
+        "--template-mask",
+        root / "t_mask.png",
+        "--colors",
+        "head=200,0,0",
+        "--images",
+        root / "specimens",
+        "--checkpoint",
+        checkpoint,
+        "--image-size",
+        128,
+        "--device",
+        "cpu",
+        "--no-confidence",
+        "--out",
+        root / "pred.json",
+        *extra,
+    ]
 
 
-def test_disk_full_while_finalising_ends_in_one_line_and_resume_completes(project, present_checkpoint, capsys,
-                                                                          monkeypatch):
+def test_disk_full_while_finalising_ends_in_one_line_and_resume_completes(
+    project, present_checkpoint, capsys, monkeypatch
+):
     from descriptron_sam2pal.engine import predictions
 
     def full(self, f, rle):
-        f.write('{"sam2pal_output": "predictions", "images": [')     # some of it fits, then the disk is full
+        f.write('{"sam2pal_output": "predictions", "images": [')  # some of it fits, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
     def cleanup_fails_too(self):
@@ -65,16 +84,21 @@ def test_disk_full_while_finalising_ends_in_one_line_and_resume_completes(projec
     code, out, err = run(capsys, *argv(project, present_checkpoint, "--write-to", project / "specimens"))
     assert code == 2
     [line] = [x for x in err.splitlines() if x.startswith("sam2pal:")]
-    assert line.startswith("sam2pal: error: could not write the predictions") and "No space left on device" in line
+    assert (
+        line.startswith("sam2pal: error: could not write the predictions")
+        and "No space left on device" in line
+    )
     assert "run the same command again with --resume" in line and "3 segmented image(s)" in line
     assert "Traceback" not in err
     assert not (project / "pred.json").exists() and not (project / "pred.rlejson").exists()
     assert not list(project.glob(".pred.*.tmp")) and not list((project / "specimens").glob("*_final_*"))
     journal = project / "pred.json.journal.jsonl"
-    assert len(journal.read_text().splitlines()) == 3                # the work is kept
+    assert len(journal.read_text().splitlines()) == 3  # the work is kept
 
     monkeypatch.undo()
-    code, out, err = run(capsys, *argv(project, present_checkpoint, "--write-to", project / "specimens", "--resume"))
+    code, out, err = run(
+        capsys, *argv(project, present_checkpoint, "--write-to", project / "specimens", "--resume")
+    )
     assert code == 0, err
     assert is_our_predictions(project / "pred.json") and not journal.exists()
     doc = json.loads((project / "pred.json").read_text())
@@ -97,7 +121,9 @@ def png_claiming_more_rows(path: Path, height=64, width=64, claimed=128) -> None
 def test_a_png_cut_short_is_refused_not_segmented_as_black(project, present_checkpoint, capsys, tmp_path):
     bad = tmp_path / "cut.png"
     png_claiming_more_rows(bad)
-    with pytest.raises(ImageError, match=r"header says 64 x 128 px but the file holds only 64 of its 128 rows"):
+    with pytest.raises(
+        ImageError, match=r"header says 64 x 128 px but the file holds only 64 of its 128 rows"
+    ):
         load_image(bad)
     good = tmp_path / "whole.png"
     Image.fromarray(np.full((128, 64, 3), 200, np.uint8)).save(good)
@@ -131,14 +157,14 @@ def test_an_unreachable_ray_address_fails_within_a_minute_naming_it(project, pre
     from descriptron_sam2pal import UserError
     from descriptron_sam2pal.jobs.cluster import check_reachable
 
-    with socket.socket() as s:                      # a port nobody listens on
+    with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     started = time.monotonic()
     code, out, err = run(capsys, *argv(project, present_checkpoint, "--ray", f"127.0.0.1:{port}"))
     assert code == 2 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err
     assert "ray start --head" in err and "Traceback" not in err
-    assert time.monotonic() - started < 60          # not retried for ever
+    assert time.monotonic() - started < 60  # not retried for ever
     with pytest.raises(UserError, match=rf"cannot reach the Ray cluster at ray://127\.0\.0\.1:{port} \("):
         check_reachable(f"ray://127.0.0.1:{port}", timeout=0.5)
     with pytest.raises(UserError, match="HOST:PORT"):

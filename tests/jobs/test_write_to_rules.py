@@ -47,7 +47,7 @@ def project(tmp_path):
         d = Descriptron()
         d.open_image(specimens / f"s{i}.png")
         outline = np.zeros((96, 120), bool)
-        outline[10:40, 20 + 10 * i:70] = True
+        outline[10:40, 20 + 10 * i : 70] = True
         d.add_mask("pronotum", outline)
         d.add_line("length", [(5, 80), (100, 80)])
         d.set_status("eye", "absent")
@@ -65,9 +65,26 @@ def project(tmp_path):
 
 
 def argv(root, checkpoint, *extra, images=None):
-    return ["propagate", "--template-image", root / "template" / "t.png", "--template-mask",
-            root / "template" / "t_mask.png", "--colors", COLORS, "--images", images or root / "specimens",
-            "--checkpoint", checkpoint, "--image-size", 128, "--device", "cpu", "--out", root / "pred.json", *extra]
+    return [
+        "propagate",
+        "--template-image",
+        root / "template" / "t.png",
+        "--template-mask",
+        root / "template" / "t_mask.png",
+        "--colors",
+        COLORS,
+        "--images",
+        images or root / "specimens",
+        "--checkpoint",
+        checkpoint,
+        "--image-size",
+        128,
+        "--device",
+        "cpu",
+        "--out",
+        root / "pred.json",
+        *extra,
+    ]
 
 
 def test_write_to_one_photos_file_while_segmenting_others_is_refused(project, mini_checkpoint, capsys):
@@ -89,14 +106,16 @@ def test_write_to_one_file_holding_every_photo_writes_those_photos_only(project,
     for p in (root / "specimens").glob("s1_final_*"):
         p.rename(only / p.name)
     one = only / "s1_final_1700000001.json"
-    code, _, err = run(capsys, *argv(root, present_checkpoint, "--write-to", one, "--no-confidence", images=only))
+    code, _, err = run(
+        capsys, *argv(root, present_checkpoint, "--write-to", one, "--no-confidence", images=only)
+    )
     assert code == 0, err
     finals = sorted(p.name for p in only.glob("*_final_*.json"))
-    assert len(finals) == 2 and finals[0] == one.name          # one new, newer file; the old one kept
+    assert len(finals) == 2 and finals[0] == one.name  # one new, newer file; the old one kept
     new = AnnotationStore.open(only / finals[1])
     record = new.images[0]
     kinds = sorted(a.kind for a in new.annotations_for(record.id))
-    assert "line" in kinds and record.structure_status == {"eye": "absent"}   # nothing of the photo hidden
+    assert "line" in kinds and record.structure_status == {"eye": "absent"}  # nothing of the photo hidden
     assert any(a.category == "pronotum" for a in new.annotations_for(record.id))
 
 
@@ -121,8 +140,9 @@ def test_write_to_an_older_file_of_a_photo_is_refused(project, mini_checkpoint, 
     assert snapshot(root) == before
 
 
-def test_write_to_a_store_holding_none_of_the_photos_is_refused_naming_both_folders(project, mini_checkpoint,
-                                                                                     capsys):
+def test_write_to_a_store_holding_none_of_the_photos_is_refused_naming_both_folders(
+    project, mini_checkpoint, capsys
+):
     root = project
     elsewhere = root / "elsewhere"
     elsewhere.mkdir()
@@ -140,11 +160,12 @@ def test_write_to_a_store_holding_none_of_the_photos_is_refused_naming_both_fold
 
 
 @pytest.mark.parametrize("names", [("a.png", "a.jpg"), ("Bee 1.png", "bee_1.png"), ("X.TIF", "x.png")])
-def test_photos_that_are_one_specimen_for_descriptron_are_refused_naming_both(tmp_path, mini_checkpoint,
-                                                                              capsys, names):
+def test_photos_that_are_one_specimen_for_descriptron_are_refused_naming_both(
+    tmp_path, mini_checkpoint, capsys, names
+):
     root = tmp_path
     (root / "specimens").mkdir()
-    for n, name in enumerate(names):
+    for name in names:
         image = Image.fromarray(make_specimen(40, size=(96, 120))[0])
         image.save(root / "specimens" / name, format="PNG" if name.lower().endswith(".png") else None)
     image, masks = make_specimen(0, size=(96, 120), structures=("head", "eye"))
@@ -157,7 +178,7 @@ def test_photos_that_are_one_specimen_for_descriptron_are_refused_naming_both(tm
     for command in ("propagate", "train"):
         args = argv(root, mini_checkpoint, "--write-to", root / "specimens")
         if command == "train":
-            args = ["train", *args[1:args.index("--out")], "--out", root / "run", "--steps", 1]
+            args = ["train", *args[1 : args.index("--out")], "--out", root / "run", "--steps", 1]
         code, stdout, err = run(capsys, *args)
         assert code == 2, err
         first, second = sorted(names)
@@ -168,19 +189,30 @@ def test_photos_that_are_one_specimen_for_descriptron_are_refused_naming_both(tm
 
 def test_a_category_id_used_by_an_annotation_is_never_given_to_a_new_category(tmp_path):
     Image.fromarray(make_specimen(1, size=(64, 64))[0]).save(tmp_path / "a.png")
-    doc = {"images": [{"id": 1, "file_name": "a.png", "height": 64, "width": 64}],
-           "annotations": [{"id": 1, "image_id": 1, "category_id": 4, "iscrowd": 0, "area": 100,
-                            "segmentation": [[5, 5, 15, 5, 15, 15, 5, 15]], "bbox": [5, 5, 10, 10]}],
-           "categories": [{"id": 1, "name": "head", "supercategory": "none"}]}   # entry of id 4 missing
+    doc = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 64, "width": 64}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 4,
+                "iscrowd": 0,
+                "area": 100,
+                "segmentation": [[5, 5, 15, 5, 15, 15, 5, 15]],
+                "bbox": [5, 5, 10, 10],
+            }
+        ],
+        "categories": [{"id": 1, "name": "head", "supercategory": "none"}],
+    }  # entry of id 4 missing
     path = tmp_path / "session.json"
     path.write_text(json.dumps(doc))
     store = AnnotationStore.open(path)
     mask = np.zeros((64, 64), bool)
     mask[30:50, 30:50] = True
-    for k, name in enumerate(["scape", "eye", "antenna"]):   # ids 2, 3 and then not 4
+    for k, name in enumerate(["scape", "eye", "antenna"]):  # ids 2, 3 and then not 4
         store.add_structure(1, name, np.roll(mask, 3 * k, axis=1))
     store.save()
     saved = json.loads(path.read_text())
     new_ids = {c["name"]: c["id"] for c in saved["categories"]}
     assert 4 not in new_ids.values() and len(set(new_ids.values())) == 4
-    assert [a["category_id"] for a in saved["annotations"] if a["id"] == 1] == [4]   # still unlabelled
+    assert [a["category_id"] for a in saved["annotations"] if a["id"] == 1] == [4]  # still unlabelled
