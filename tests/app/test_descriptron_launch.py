@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from descriptron_sam2pal.app.descriptron_link import failure_advice, find_descriptron, install_command
 from descriptron_sam2pal.app.torchvision_parts import Normalize, Resize, ToTensor, batched_nms, box_area, nms
 
-from workspace_helpers import wait_shown
+from tests.helpers.workspace_project import wait_shown
 
 # ---------------------------------------------------------------- torchvision pieces
 

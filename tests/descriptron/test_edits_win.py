@@ -5,7 +5,6 @@ replaces only the untouched prediction. Real CLI, real sam2 code (mini model).""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -17,10 +16,9 @@ from descriptron_sam2pal.store import AnnotationStore
 from descriptron_sam2pal.store.provenance import FINGERPRINT, is_edited, is_prediction
 from descriptron_sam2pal.store.stem import parse_final_name
 
-from .harness import Descriptron
+from tests.helpers.descriptron_harness import Descriptron
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-from synthetic import make_specimen  # noqa: E402
+from tests.helpers.synthetic import make_specimen
 
 COLORS = "head=200,0,0;eye=0,200,0;scape=0,0,200"
 

@@ -8,7 +8,6 @@ import errno
 import io
 import json
 import struct
-import sys
 import zlib
 from pathlib import Path
 
@@ -20,8 +19,7 @@ from descriptron_sam2pal.cli import main
 from descriptron_sam2pal.imaging.io import ImageError, load_image
 from descriptron_sam2pal.store.ours import is_our_predictions
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-from synthetic import make_specimen  # noqa: E402
+from tests.helpers.synthetic import make_specimen
 
 
 def run(capsys, *argv):

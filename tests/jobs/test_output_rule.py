@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -26,8 +25,7 @@ from descriptron_sam2pal.jobs.outputs import (
 from descriptron_sam2pal.store import AnnotationStore
 from descriptron_sam2pal.store.ours import RUN_MANIFEST, is_our_predictions, is_our_run_folder
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-from synthetic import make_specimen  # noqa: E402
+from tests.helpers.synthetic import make_specimen
 
 COLORS = "head=200,0,0;eye=0,200,0"
 

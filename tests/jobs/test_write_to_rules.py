@@ -7,7 +7,6 @@ save for the user's files."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,8 @@ from PIL import Image
 from descriptron_sam2pal.cli import main
 from descriptron_sam2pal.store import AnnotationStore
 
-sys.path.insert(0, str(Path(__file__).parents[1]))
-sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-from descriptron.harness import Descriptron  # noqa: E402
-from synthetic import make_specimen  # noqa: E402
+from tests.helpers.descriptron_harness import Descriptron
+from tests.helpers.synthetic import make_specimen
 
 COLORS = "head=200,0,0;eye=0,200,0"
 
