@@ -18,8 +18,7 @@ from descriptron_sam2pal.imaging.drawing import (
 )
 from descriptron_sam2pal.imaging.masks import mask_to_polygons, segmentation_to_mask
 from descriptron_sam2pal.store import AnnotationStore
-from plugin_fixtures import *  # noqa: F401,F403
-from plugin_fixtures import click_on, drag_on, wait_image
+from tests.helpers.plugin_gui import click_on, drag_on, wait_image
 
 
 def parts(mask) -> int:
