@@ -167,7 +167,7 @@ def parse_args(argv=None, gpu: bool | None = None) -> Settings:
         deviations.append(f"the reference's --num_epochs set to {a.reference_epochs}")
     if a.reference_confidence:
         deviations.append("the reference with --cycle_consistency (its confidence score)")
-    out = a.out or (BENCH / "out" / _dt.datetime.now().strftime("ttr-%Y%m%d-%H%M%S"))
+    out = a.out or (BENCH / "out" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     return Settings(quick=q, model=a.model, image_size=size, n=n, steps=steps, default_steps=default_steps,
                     preset=preset, gpu=gpu, device="cuda" if gpu else "cpu", images=a.images, out=out,
                     timeout=a.timeout or (1800 if q else 24 * 3600), threads=a.threads,
