@@ -215,11 +215,15 @@ class Side:
         return sum(r.wall for r in self.runs) if self.ok else None
 
     @property
+    def cpu_s(self) -> float | None:
+        return sum(r.cpu_s for r in self.runs) if self.ok else None
+
+    @property
     def peak_gb(self) -> float | None:
         return max(r.peak_rss_mb for r in self.runs) / GIB if self.ok else None
 
     def as_dict(self) -> dict:
-        return {"wall_s": self.wall_s, "train_s": self.train_s, "segment_s": self.segment_s,
+        return {"wall_s": self.wall_s, "cpu_s": self.cpu_s, "train_s": self.train_s, "segment_s": self.segment_s,
                 "peak_gb": self.peak_gb, "ok": self.ok, "details": self.details,
                 "runs": [{"cmd": bench.short_command(r.cmd), "wall_s": r.wall, "rc": r.rc, "timed_out": r.timed_out,
                           "peak_rss_mb": r.peak_rss_mb, "cpu_s": r.cpu_s, "log": str(r.log)} for r in self.runs]}
@@ -442,6 +446,8 @@ class TimeToResult:
             ours.train_s, ref.train_s)
         row(f"segmentation of {self.n} specimens (ours: the `propagate` process; reference: the rest of its process)",
             ours.segment_s, ref.segment_s)
+        row("CPU time, whole job (user + system, all threads; less sensitive to other load than wall time)",
+            ours.cpu_s, ref.cpu_s)
         row("peak memory (max RSS of the side's processes)", ours.peak_gb, ref.peak_gb, 2, " GB")
         w("")
         od, rd = ours.details, ref.details

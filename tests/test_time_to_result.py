@@ -57,14 +57,15 @@ def test_the_reference_defaults_are_read_from_its_argparse(tmp_path):
 
 
 def fake_run(wall, rss_mb, rc=0):
-    return bench.Run(["python"], wall, rc, rss_mb, Path("log.txt"))
+    return bench.Run(["python"], wall, rc, rss_mb, Path("log.txt"), cpu_s=wall / 2)
 
 
 def test_a_side_adds_its_processes_and_fails_as_a_whole():
     side = ttr.Side("ours", [fake_run(100.0, 3072.0), fake_run(20.0, 1024.0)])
     assert side.wall_s == pytest.approx(120.0) and side.peak_gb == pytest.approx(3.0)
+    assert side.cpu_s == pytest.approx(60.0)
     side.runs.append(fake_run(5.0, 10.0, rc=1))
-    assert side.wall_s is None and side.peak_gb is None
+    assert side.wall_s is None and side.peak_gb is None and side.cpu_s is None
     assert ttr.Side("reference").wall_s is None
 
 
