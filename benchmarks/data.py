@@ -90,7 +90,9 @@ def load_dataset(images_dir: Path, n_targets: int, cache: Path, seed: int = 0) -
         mask_path = cache / "generated_template_masks" / (template.stem + ".png")
         _write_generated_mask(_rgb(template).shape[:2], mask_path, seed)
         targets = images[1:1 + n_targets]
-        return Dataset("folder", images_dir, template, mask_path, dict(BEETLE_COLORS), targets, _sizes(targets))
+        return Dataset(
+            "folder", images_dir, template, mask_path, dict(BEETLE_COLORS), targets, _sizes(targets)
+        )
     return _generated(n_targets, cache / "generated_images", seed)
 
 
@@ -179,7 +181,12 @@ def write_reference_template(ds: Dataset, path: Path) -> Path:
         m = (mask == np.array(colour, dtype=np.uint8)).all(-1)
         cats.append({"id": i, "name": name, "supercategory": "object"})
         ys, xs = np.nonzero(m)
-        bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+        bbox = [
+            float(xs.min()),
+            float(ys.min()),
+            float(xs.max() - xs.min() + 1),
+            float(ys.max() - ys.min() + 1),
+        ]
         rle = uncompressed_rle(m)
         if not np.array_equal(_decode_like_reference(rle), m):
             raise AssertionError(f"RLE of {name} does not decode to its mask")

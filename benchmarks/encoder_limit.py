@@ -36,7 +36,6 @@ def main() -> int:
     import torch
     from descriptron_sam2pal.engine.preprocess import prepare_image
     from descriptron_sam2pal.model.build import build_model
-    from descriptron_sam2pal.model.device import autocast_context
     t_import = time.time()
 
     loaded = build_model(args.config, args.checkpoint, device=args.device, image_size=args.image_size)
@@ -52,7 +51,9 @@ def main() -> int:
             batch = torch.stack([prepare_image(p, args.image_size).tensor()
                                  for p in args.images[start:start + args.batch_size]]).to(loaded.device)
             t1 = time.time()
-            with loaded.autocast():  # the precision sam2pal uses there (auto: bf16 on CUDA and native-bf16 CPUs)
+            with (
+                loaded.autocast()
+            ):  # the precision sam2pal uses there (auto: bf16 on CUDA and native-bf16 CPUs)
                 out = sam.image_encoder(batch)
             _ = [lv.sum().item() for lv in out["backbone_fpn"]]  # force completion (CUDA)
             t2 = time.time()

@@ -22,9 +22,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "engine"))
-
-from synthetic import make_specimen  # noqa: E402
+sys.path.insert(0, str(ROOT))  # the repository root: tests.helpers, and the package itself
 
 from descriptron_sam2pal.engine.features import FeatureEncoder  # noqa: E402
 from descriptron_sam2pal.engine.palindrome import palindrome_step  # noqa: E402
@@ -33,6 +31,7 @@ from descriptron_sam2pal.engine.propagate import TemplateMemory, propagate  # no
 from descriptron_sam2pal.engine.templates import Template  # noqa: E402
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model  # noqa: E402
 from descriptron_sam2pal.model.lora import apply_lora, trainable_parameters  # noqa: E402
+from tests.helpers.synthetic import make_specimen  # noqa: E402
 
 CONFIGS = {"mini": MINI_CONFIG, "tiny": "sam2.1_hiera_t"}
 STRUCTURES = ("head", "eye", "scape", "mandible")
@@ -84,7 +83,9 @@ def time_model(name: str, size: int, repeats: int, k: int, precision: str) -> tu
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="mini,tiny")
     parser.add_argument("--sizes", default="256,512,1024")
     parser.add_argument("--repeats", type=int, default=3)

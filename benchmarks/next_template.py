@@ -36,7 +36,9 @@ from testbed.data import DEFAULT_DATA, load_or_make_split  # noqa: E402
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="images/ and masks/ of the 5-class test-bed set")
+    p.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="images/ and masks/ of the 5-class test-bed set"
+    )
     p.add_argument("--checkpoint", type=Path, default=PACKAGED)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--pool", type=int, default=40, help="unlabeled training-split specimens to rank")
@@ -59,8 +61,11 @@ def run_seed(args, pairs_by_name, split, seed: int) -> dict:
 
     rng = random.Random(seed)
     train_names = [n for n in split["pretrain"] if n in pairs_by_name]
-    complete = [n for n in train_names if all(m.any() for m in
-                                              masks_from_color_png(pairs_by_name[n][1], BEETLE_COLORS).values())]
+    complete = [
+        n
+        for n in train_names
+        if all(m.any() for m in masks_from_color_png(pairs_by_name[n][1], BEETLE_COLORS).values())
+    ]
     first = rng.choice(complete)
     pool = rng.sample([n for n in train_names if n != first], args.pool)
     evaluation = sorted(rng.sample([n for n in split["eval"] if n in pairs_by_name], args.eval))
@@ -87,8 +92,15 @@ def run_seed(args, pairs_by_name, split, seed: int) -> dict:
         out[f"{label}_miou"] = float(np.mean([v for v in per.values() if v is not None]))
         if args.steps:
             with tempfile.TemporaryDirectory() as run_dir:
-                trained = train_run(TrainRequest(model, specs, [str(pairs_by_name[n][0]) for n in pool],
-                                                 Path(run_dir) / "run", TrainConfig(steps=args.steps, seed=seed)))
+                trained = train_run(
+                    TrainRequest(
+                        model,
+                        specs,
+                        [str(pairs_by_name[n][0]) for n in pool],
+                        Path(run_dir) / "run",
+                        TrainConfig(steps=args.steps, seed=seed),
+                    )
+                )
                 after = propagate_run(PropagateRequest(model, specs, eval_paths, confidence=False),
                                       keep_results=True, trained=trained)
             per = score(after.results, truth, BEETLE_COLORS)
@@ -110,7 +122,9 @@ def main(argv=None) -> int:
     runs = [run_seed(args, pairs_by_name, split, seed) for seed in range(args.seeds)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(runs, indent=2))
-    keys = ["suggested_miou", "random_miou"] + (["suggested_trained_miou", "random_trained_miou"] if args.steps else [])
+    keys = ["suggested_miou", "random_miou"] + (
+        ["suggested_trained_miou", "random_trained_miou"] if args.steps else []
+    )
     print("next_template: " + " ".join(f"{k}={np.mean([r[k] for r in runs]):.1f}" for k in keys))
     return 0
 

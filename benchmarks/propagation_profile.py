@@ -103,9 +103,12 @@ def agreement(a_results, b_results) -> str:
                     dconf.append(abs(sa.score - sb.score))
     if not ious:
         return f"no structure present in both; present/absent disagreements {flips}"
-    return (f"mask IoU fp32 vs bf16: mean {np.mean(ious):.4f} (min {np.min(ious):.4f}) over {len(ious)} "
-            f"masks; present/absent disagreements {flips}; |confidence difference| mean "
-            f"{np.mean(dconf) if dconf else float('nan'):.4f} (max {np.max(dconf) if dconf else float('nan'):.4f})")
+    return (
+        f"mask IoU fp32 vs bf16: mean {np.mean(ious):.4f} (min {np.min(ious):.4f}) over {len(ious)} "
+        f"masks; present/absent disagreements {flips}; |confidence difference| mean "
+        f"{np.mean(dconf) if dconf else float('nan'):.4f} "
+        f"(max {np.max(dconf) if dconf else float('nan'):.4f})"
+    )
 
 
 def main(argv=None) -> int:
@@ -131,8 +134,11 @@ def main(argv=None) -> int:
                                 args.image_size)
     memory = TemplateMemory(model, [template])
     warm, targets = ds.targets[:1], ds.targets[1:]
-    print(f"{model.describe()}, {args.image_size} px, {model.resolved_precision}, K={len(ds.colors)}, "
-          f"{len(targets)} targets ({ds.source}), batch {args.batch_size or 'default'}, {args.threads} thread(s)")
+    print(
+        f"{model.describe()}, {args.image_size} px, {model.resolved_precision}, K={len(ds.colors)}, "
+        f"{len(targets)} targets ({ds.source}), batch {args.batch_size or 'default'}, "
+        f"{args.threads} thread(s)"
+    )
 
     timer = ModuleTimer(model.sam)
     _run(model, memory, warm, args.batch_size)

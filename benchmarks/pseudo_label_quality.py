@@ -70,10 +70,12 @@ def main(argv=None) -> int:
         truth = []
         for image, (_, m) in zip(images, targets):
             gt = masks_from_color_png(m, colors)
-            truth.append({n: (image.letterbox.apply_mask(g) >= 0.5) & image.valid_mask() for n, g in gt.items()})
+            truth.append(
+                {n: (image.letterbox.apply_mask(g) >= 0.5) & image.valid_mask() for n, g in gt.items()}
+            )
 
-        def iou(index, name, mask):
-            gt = truth[index].get(name, np.zeros_like(mask))
+        def iou(index, name, mask):  # called in this iteration only, on this seed's truth
+            gt = truth[index].get(name, np.zeros_like(mask))  # noqa: B023
             union = (gt | mask).sum()
             return float((gt & mask).sum() / union) if union else 1.0
 
@@ -86,17 +88,32 @@ def main(argv=None) -> int:
                     extra = pool_templates(first, images, fit, from_pool, min_cycle)
                     found = predict_masks(model, [template] + extra, images, encoder)
                 labels = choose(found, fit, keep, min_cycle)
-                every = [(iou(i, n, m), sig.get("palindrome") or 0.0) for n, items in found.items() for i, sig, m in items]
+                every = [
+                    (iou(i, n, m), sig.get("palindrome") or 0.0)
+                    for n, items in found.items()
+                    for i, sig, m in items
+                ]
                 closing = [v for v, cycle in every if cycle >= MIN_CYCLE]
                 kept_ious = [iou(i, n, m) for i, masks in labels.items() for n, m in masks.items()]
-                row = {"seed": seed, "template": template_pair[0].name, "from_pool": from_pool, "min_cycle": min_cycle,
-                       "all_masks": len(every), "all_miou": 100 * float(np.mean([v for v, _ in every])),
-                       "closing_masks": len(closing), "closing_miou": 100 * float(np.mean(closing)) if closing else None,
-                       "kept": len(kept_ious), "kept_miou": 100 * float(np.mean(kept_ious)) if kept_ious else None}
+                row = {
+                    "seed": seed,
+                    "template": template_pair[0].name,
+                    "from_pool": from_pool,
+                    "min_cycle": min_cycle,
+                    "all_masks": len(every),
+                    "all_miou": 100 * float(np.mean([v for v, _ in every])),
+                    "closing_masks": len(closing),
+                    "closing_miou": 100 * float(np.mean(closing)) if closing else None,
+                    "kept": len(kept_ious),
+                    "kept_miou": 100 * float(np.mean(kept_ious)) if kept_ious else None,
+                }
                 rows.append(row)
-                print(f"seed {seed} from_pool {from_pool} min_cycle {min_cycle}: all {row['all_masks']} masks "
-                      f"mIoU {row['all_miou']:.1f}; cycle >= {MIN_CYCLE}: {len(closing)} masks mIoU "
-                      f"{row['closing_miou'] or 0:.1f}; kept {row['kept']} mIoU {row['kept_miou'] or 0:.1f}", flush=True)
+                print(
+                    f"seed {seed} from_pool {from_pool} min_cycle {min_cycle}: all {row['all_masks']} masks "
+                    f"mIoU {row['all_miou']:.1f}; cycle >= {MIN_CYCLE}: {len(closing)} masks mIoU "
+                    f"{row['closing_miou'] or 0:.1f}; kept {row['kept']} mIoU {row['kept_miou'] or 0:.1f}",
+                    flush=True,
+                )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
     return 0

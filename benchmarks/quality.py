@@ -73,7 +73,9 @@ BASELINES = ("copy",)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="One-shot quality benchmark: zero-shot vs palindrome vs supervised.")
+    p = argparse.ArgumentParser(
+        description="One-shot quality benchmark: zero-shot vs palindrome vs supervised."
+    )
     p.add_argument("--images", type=Path, help="folder of images (required unless --combine)")
     p.add_argument("--masks", type=Path, help="folder of colour/indexed mask PNGs (same names)")
     p.add_argument("--colors", default=BEETLE_COLORS,
@@ -88,9 +90,14 @@ def parse_args(argv=None):
                         "(runs of one setting split by --seed-list); trains nothing")
     p.add_argument("--quick", action="store_true",
                    help="1 template only, 150 steps, at most 40 targets (a few minutes on a CPU)")
-    p.add_argument("--checkpoint", type=Path, default=PACKAGED, help="SAM2 checkpoint (default: the beetle model)")
-    p.add_argument("--novel", default=None,
-                   help="the structure type the checkpoint never saw (default: from the checkpoint, else none)")
+    p.add_argument(
+        "--checkpoint", type=Path, default=PACKAGED, help="SAM2 checkpoint (default: the beetle model)"
+    )
+    p.add_argument(
+        "--novel",
+        default=None,
+        help="the structure type the checkpoint never saw (default: from the checkpoint, else none)",
+    )
     p.add_argument("--all-images", action="store_true",
                    help="use every image, also those the checkpoint was pretrained on")
     p.add_argument("--max-targets", type=int, default=0, help="at most this many targets (0: all)")
@@ -103,14 +110,23 @@ def parse_args(argv=None):
                    help="PAL: the backward half reconstructs one of this many augmented copies of the "
                         "template instead of the template itself (TrainConfig.template_versions; 0: off)")
     p.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout (both methods)")
-    p.add_argument("--pseudo-fraction", type=float, default=None,
-                   help="with --loss pseudo=W: share of the unlabeled images kept as pseudo-labels per structure")
-    p.add_argument("--pseudo-every", type=int, default=None, help="with --loss pseudo=W: remake them every N steps")
+    p.add_argument(
+        "--pseudo-fraction",
+        type=float,
+        default=None,
+        help="with --loss pseudo=W: share of the unlabeled images kept as pseudo-labels per structure",
+    )
+    p.add_argument(
+        "--pseudo-every", type=int, default=None, help="with --loss pseudo=W: remake them every N steps"
+    )
     p.add_argument("--pseudo-templates", type=int, default=None,
                    help="with --loss pseudo=W: the best N pool masks per structure join the templates first")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help="which of zero_shot,default,pal,supervised to run (default: what Train SAM2-PAL does by "
-                        "default, TrainConfig(); pal: the palindrome term only, with --loss/--template-versions)")
+    p.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="which of zero_shot,default,pal,supervised to run (default: what Train SAM2-PAL does by "
+        "default, TrainConfig(); pal: the palindrome term only, with --loss/--template-versions)",
+    )
     p.add_argument("--template-structures", default="",
                    help="only these structures (comma-separated) are outlined on the templates and scored "
                         "(default: every structure of the colour map)")
@@ -145,7 +161,7 @@ def pair_images(images: Path, masks: Path) -> list[tuple[Path, Path]]:
 def checkpoint_meta(path: Path) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - not a checkpoint we can read: no test-bed metadata
         return {}
     return dict(data.get("testbed") or {}) if isinstance(data, dict) else {}
 
@@ -221,7 +237,9 @@ def supervised_finetune(model, templates, config, n_train_copies: int = 16, n_va
         mem_t = templates[i]
         names = [n for n in mem_t.structures if n in target.masks]
         f0, f1 = encoder.encode([mem_t.image, target.image])
-        m0 = encode_memory(sam, make_frame(sam, [f0], len(names)), mem_t.model_masks(names, model.device)[:, None])
+        m0 = encode_memory(
+            sam, make_frame(sam, [f0], len(names)), mem_t.model_masks(names, model.device)[:, None]
+        )
         pred = predict_from_memory(sam, make_frame(sam, [f1], len(names)), [m0])
         truth, valid = target.model_masks(names, model.device), target.valid(model.device)
         bce, dice = mask_losses(pred.logits, truth, valid)
@@ -405,8 +423,12 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
 
     config = TrainConfig(seed=seed, **config_kwargs)
     for method in methods:
-        if method == "default" and "pal" in out and \
-                TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast).to_dict() == config.to_dict():
+        if (
+            method == "default"
+            and "pal" in out
+            and TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast).to_dict()
+            == config.to_dict()
+        ):
             out["default"] = dict(out["pal"], same_as="pal")  # the same run: not trained twice
             continue
         t0 = time.time()
@@ -418,7 +440,11 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
             if pal_dir.exists():
                 import shutil
                 shutil.rmtree(pal_dir)
-            cfg = config if method == "pal" else TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast)
+            cfg = (
+                config
+                if method == "pal"
+                else TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast)
+            )
             res = train(model, templates, target_paths, pal_dir, cfg,
                         feature_cache_dir=args.out / "feature_cache")
             info = {"best_step": res.best_step, "best_val": res.best_val, "baseline_val": res.baseline_val,
@@ -480,9 +506,16 @@ def main(argv=None) -> int:
     for part in filter(None, args.loss.split(",")):
         key, _, value = part.partition("=")
         setattr(loss, key.strip(), float(value))
-    config_kwargs = {"autocast": {"auto": None, "fp32": False, "bf16": True}[args.train_precision],
-                     "steps": steps, "lr": args.lr, "full": args.full, "lora_rank": args.lora_rank, "loss": loss,
-                     "template_versions": args.template_versions, "lora_dropout": args.lora_dropout}
+    config_kwargs = {
+        "autocast": {"auto": None, "fp32": False, "bf16": True}[args.train_precision],
+        "steps": steps,
+        "lr": args.lr,
+        "full": args.full,
+        "lora_rank": args.lora_rank,
+        "loss": loss,
+        "template_versions": args.template_versions,
+        "lora_dropout": args.lora_dropout,
+    }
     config_kwargs.update({k: v for k, v in (("pseudo_fraction", args.pseudo_fraction),
                                             ("pseudo_every", args.pseudo_every),
                                             ("pseudo_templates", args.pseudo_templates)) if v is not None})
@@ -499,8 +532,12 @@ def main(argv=None) -> int:
     for k in ks:
         for seed in seeds:
             runs.append(run_one(args, pairs, colors, k, seed, novel, config_kwargs))
-            (args.out / "quality.json").write_text(json.dumps({"args": {a: str(v) for a, v in vars(args).items()},
-                                                               "novel": novel, "runs": runs}, indent=1))
+            (args.out / "quality.json").write_text(
+                json.dumps(
+                    {"args": {a: str(v) for a, v in vars(args).items()}, "novel": novel, "runs": runs},
+                    indent=1,
+                )
+            )
     return report([m for m in args.methods.split(",") if m], ks, novel, runs)
 
 
@@ -524,12 +561,16 @@ def report(methods: list[str], ks: list[int], novel: str | None, runs: list[dict
         for method in methods:
             rows = [r[method] for r in runs if r["k"] == k]
             seen = [r["seen_miou"] for r in rows]
-            line = f"K={k} {method:<10} seen mIoU {np.mean(seen):5.1f} [{', '.join(f'{v:.1f}' for v in seen)}]"
+            line = (
+                f"K={k} {method:<10} seen mIoU {np.mean(seen):5.1f} [{', '.join(f'{v:.1f}' for v in seen)}]"
+            )
             if novel:
                 nov = [r["novel_iou"] if r["novel_iou"] is not None else float("nan") for r in rows]
                 line += f"  novel {np.mean(nov):5.1f} [{', '.join(f'{v:.1f}' for v in nov)}]"
             names = list(rows[0]["structures"])
-            line += "  | " + " ".join(f"{n} {np.mean([r['structures'][n] or 0 for r in rows]):.1f}" for n in names)
+            line += "  | " + " ".join(
+                f"{n} {np.mean([r['structures'][n] or 0 for r in rows]):.1f}" for n in names
+            )
             alls = [r["all_miou"] for r in rows]
             line += f"  | all mIoU {np.mean(alls):5.1f} [{', '.join(f'{v:.1f}' for v in alls)}]"
             print(line)
@@ -540,10 +581,17 @@ def report(methods: list[str], ks: list[int], novel: str | None, runs: list[dict
 
     if 1 not in ks:
         print("(no K=1 run: the quality line needs --templates to include 1)")
-    review = [r["zero_shot"]["review"] for r in runs if r["k"] == 1 and "zero_shot" in r and "review" in r["zero_shot"]]
+    review = [
+        r["zero_shot"]["review"]
+        for r in runs
+        if r["k"] == 1 and "zero_shot" in r and "review" in r["zero_shot"]
+    ]
     if review:
-        print("\nreview ranking (zero-shot propagation, K=1): within-structure AUROC for IoU below the structure's "
-              "median | for IoU < 0.5 | share of IoU < 0.5 masks in the first 20% of the review order")
+        print(
+            "\nreview ranking (zero-shot propagation, K=1): within-structure AUROC for IoU below the "
+            "structure's median | for IoU < 0.5 | share of IoU < 0.5 masks in the first 20% of the "
+            "review order"
+        )
         for field in REVIEW_FIELDS:
             def m(key, field=field):
                 vals = [r[field][key] for r in review if r[field][key] is not None]
@@ -551,9 +599,12 @@ def report(methods: list[str], ks: list[int], novel: str | None, runs: list[dict
             print(f"  {field:<22} {m('auroc_median')} | {m('auroc_iou50')} | {m('bad_in_first_20pct')}")
     review_auroc = float(np.mean([r["score"]["auroc_median"] for r in review
                                   if r["score"]["auroc_median"] is not None])) if review else float("nan")
-    print(f"quality: zero_shot_miou={mean('zero_shot', 'all_miou'):.1f} default_miou={mean('default', 'all_miou'):.1f} "
-          f"pal_miou={mean('pal', 'all_miou'):.1f} supervised_miou={mean('supervised', 'all_miou'):.1f} "
-          f"review_auroc={review_auroc:.2f}")
+    print(
+        f"quality: zero_shot_miou={mean('zero_shot', 'all_miou'):.1f} "
+        f"default_miou={mean('default', 'all_miou'):.1f} "
+        f"pal_miou={mean('pal', 'all_miou'):.1f} supervised_miou={mean('supervised', 'all_miou'):.1f} "
+        f"review_auroc={review_auroc:.2f}"
+    )
     return 0
 
 
@@ -562,4 +613,4 @@ if __name__ == "__main__":
         raise SystemExit(main())
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None

@@ -45,8 +45,13 @@ def one(args) -> dict:
     ds = load_dataset(Path(args.images), args.n, Path(args.out) / "cache")
     spec = spec_from_color_png(ds.template_image, ds.template_mask, ds.colors)
     out = Path(args.out) / f"{args.config}-{args.n}" / "pred.json"
-    request = PropagateRequest(ModelRequest(choice=args.checkpoint, device=args.device, image_size=args.image_size),
-                               [spec], ds.targets[:args.n], out=out, batch_size=args.batch_size)
+    request = PropagateRequest(
+        ModelRequest(choice=args.checkpoint, device=args.device, image_size=args.image_size),
+        [spec],
+        ds.targets[: args.n],
+        out=out,
+        batch_size=args.batch_size,
+    )
     stats: dict = {}
     kwargs = {}
     if args.config != "local":
@@ -70,12 +75,19 @@ def one(args) -> dict:
     (t1, d1), (t2, d2) = marks[0], marks[-1]  # from the first result on: no start-up
     steady = (d2 - d1) / (t2 - t1) if t2 > t1 else float("nan")
     digest = hashlib.sha256(out.read_bytes()).hexdigest()[:16]
-    return {"config": args.config, "n": args.n, "wall_s": round(wall, 2), "images_per_s": round(args.n / wall, 3),
-            "steady_images_per_s": round(steady, 3), "startup_s": round(t1 - t0, 1),
-            "driver_cpu_ms_per_image": round(1000 * driver_cpu / args.n, 1),
-            "failed": len(outcome.failed), "driver_peak_mb": round(peak_rss_bytes() / 2**20),
-            "worker_peak_mb": [round(b / 2**20) for b in stats.get("worker_peak_rss", [])],
-            "predictions_sha256": digest}
+    return {
+        "config": args.config,
+        "n": args.n,
+        "wall_s": round(wall, 2),
+        "images_per_s": round(args.n / wall, 3),
+        "steady_images_per_s": round(steady, 3),
+        "startup_s": round(t1 - t0, 1),
+        "driver_cpu_ms_per_image": round(1000 * driver_cpu / args.n, 1),
+        "failed": len(outcome.failed),
+        "driver_peak_mb": round(peak_rss_bytes() / 2**20),
+        "worker_peak_mb": [round(b / 2**20) for b in stats.get("worker_peak_rss", [])],
+        "predictions_sha256": digest,
+    }
 
 
 def driver_cost(args) -> dict:
@@ -126,7 +138,9 @@ def main() -> int:
     p.add_argument("--out", default=str(HERE / "out" / time.strftime("ray-%Y%m%d-%H%M%S")))
     p.add_argument("--configs", default="local,ray-1,ray-2")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda: on a GPU node, one worker per GPU")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the engine's (1 on a CPU, 4 on a GPU)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="default: the engine's (1 on a CPU, 4 on a GPU)"
+    )
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     p.add_argument("--driver-cost", action="store_true",
@@ -158,9 +172,22 @@ def main() -> int:
     rows = []
     load = os.getloadavg()
     for config, n in runs:
-        cmd = [sys.executable, __file__, "--config", config, "--n", str(n), "--image-size", str(args.image_size),
-               "--device", args.device] + (["--batch-size", str(args.batch_size)] if args.batch_size else []) + [
-               "--images", args.images, "--out", str(out), "--checkpoint", str(checkpoint)]
+        cmd = (
+            [
+                sys.executable,
+                __file__,
+                "--config",
+                config,
+                "--n",
+                str(n),
+                "--image-size",
+                str(args.image_size),
+                "--device",
+                args.device,
+            ]
+            + (["--batch-size", str(args.batch_size)] if args.batch_size else [])
+            + ["--images", args.images, "--out", str(out), "--checkpoint", str(checkpoint)]
+        )
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
             print(proc.stderr[-3000:], file=sys.stderr)
@@ -169,18 +196,25 @@ def main() -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     load = f"{load[0]:.1f} -> {os.getloadavg()[0]:.1f}"
-    lines = [f"# Ray scale run ({time.strftime('%d %b %Y %H:%M UTC', time.gmtime())})", "",
-             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), load average {load}; "
-             f"SAM2 {args.model} (random weights) at {args.image_size} px, batch 1, confidence on, precision auto", "",
-             "| run | N | wall (s) | images/s (wall) | images/s after the first result | until the first result (s) "
-             "| driver CPU per image | driver peak RSS | worker peak RSS | predictions (SHA-256) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Ray scale run ({time.strftime('%d %b %Y %H:%M UTC', time.gmtime())})",
+        "",
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), load average {load}; "
+        f"SAM2 {args.model} (random weights) at {args.image_size} px, batch 1, confidence on, precision auto",
+        "",
+        "| run | N | wall (s) | images/s (wall) | images/s after the first result "
+        "| until the first result (s) | driver CPU per image | driver peak RSS | worker peak RSS "
+        "| predictions (SHA-256) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         workers = ", ".join(f"{m} MB" for m in r["worker_peak_mb"]) or "(in the driver)"
-        lines.append(f"| {r['config']} | {r['n']} | {r['wall_s']} | {r['images_per_s']} | "
-                     f"{r['steady_images_per_s']} | {r['startup_s']} | {r.get('driver_cpu_ms_per_image', '')} ms "
-                     f"| {r['driver_peak_mb']} MB "
-                     f"| {workers} | `{r['predictions_sha256']}` |")
+        lines.append(
+            f"| {r['config']} | {r['n']} | {r['wall_s']} | {r['images_per_s']} | "
+            f"{r['steady_images_per_s']} | {r['startup_s']} | {r.get('driver_cpu_ms_per_image', '')} ms "
+            f"| {r['driver_peak_mb']} MB "
+            f"| {workers} | `{r['predictions_sha256']}` |"
+        )
     (out / "results-ray.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / 'results-ray.md'}")
     return 0

@@ -59,15 +59,18 @@ def main() -> None:
                    "occcl_failed": 0, "torchvision": None}
 
     try:
-        import torchvision  # noqa: F401
+        import torchvision
         probe["torchvision"] = f"real {torchvision.__version__}"
-    except Exception as exc:  # CUDA torchvision beside CPU torch, or absent
+    except Exception as exc:  # noqa: BLE001 - CUDA torchvision beside CPU torch, or absent
         for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
             del sys.modules[name]
         sys.path.insert(0, os.path.join(HERE, "reference_shim"))
         import torchvision
+
         assert getattr(torchvision, "SHIM", False)
-        probe["torchvision"] = f"benchmark shim (real torchvision unusable: {type(exc).__name__}: {str(exc)[:120]})"
+        probe["torchvision"] = (
+            f"benchmark shim (real torchvision unusable: {type(exc).__name__}: {str(exc)[:120]})"
+        )
 
     import sam2.build_sam as build_sam
     if opts.config_dir:

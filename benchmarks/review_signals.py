@@ -126,7 +126,9 @@ def collect(args, pairs, colors, seed: int, max_targets: int) -> list[dict]:
         targets = sorted(rng.sample(targets, max_targets))
     model = build_model(checkpoint=args.checkpoint, device="cpu")
     size = model.image_size
-    [template] = load_templates([spec_from_color_png(tpair[0], tpair[1], colors, image_id=tpair[0].stem)], size)
+    [template] = load_templates(
+        [spec_from_color_png(tpair[0], tpair[1], colors, image_id=tpair[0].stem)], size
+    )
     memory = TemplateMemory(model, [template])
     encoder = FeatureEncoder(model)
     rows = []
@@ -227,15 +229,22 @@ def report(rows, scores: dict[str, np.ndarray]) -> dict[str, dict]:
             bad = [i for i in idx if rows[i]["iou"] < 0.5]
             if bad:
                 found.append(sum(i in first for i in bad) / len(bad))
-        out[name] = {"auroc_median": float(np.mean(med_auc)), "auroc_iou50": float(np.mean(low_auc)) if low_auc else None,
-                     "found_in_first_20pct": float(np.mean(found)) if found else None}
+        out[name] = {
+            "auroc_median": float(np.mean(med_auc)),
+            "auroc_iou50": float(np.mean(low_auc)) if low_auc else None,
+            "found_in_first_20pct": float(np.mean(found)) if found else None,
+        }
     return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=Path, default=REPO.parent / "shared" / "data" / "beetleflow-5class-train" / "images")
-    p.add_argument("--masks", type=Path, default=REPO.parent / "shared" / "data" / "beetleflow-5class-train" / "masks")
+    p.add_argument(
+        "--images", type=Path, default=REPO.parent / "shared" / "data" / "beetleflow-5class-train" / "images"
+    )
+    p.add_argument(
+        "--masks", type=Path, default=REPO.parent / "shared" / "data" / "beetleflow-5class-train" / "masks"
+    )
     p.add_argument("--colors", default=quality.BEETLE_COLORS)
     p.add_argument("--checkpoint", type=Path, default=quality.PACKAGED)
     p.add_argument("--seeds", type=int, default=3)
@@ -255,7 +264,8 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     data = {}
     for which, subset in sets.items():
-        cache = args.out / f"{which}_{args.checkpoint.stem}_{hashlib.sha256(args.checkpoint.read_bytes()).hexdigest()[:8]}.json"
+        digest = hashlib.sha256(args.checkpoint.read_bytes()).hexdigest()[:8]
+        cache = args.out / f"{which}_{args.checkpoint.stem}_{digest}.json"
         if cache.exists():
             data[which] = json.loads(cache.read_text())
             continue
@@ -272,15 +282,41 @@ def main(argv=None) -> int:
               "all_engine": ["palindrome", "palindrome_soft", "predicted_iou", "object_score", "stability",
                              "neg_abs_log_area_ratio"],
               "all+flip": list(SIGNALS)}
-    combos.update({"stability+piou": ["stability", "predicted_iou"], "stability+flip": ["stability", "flip_iou"],
-                   "stability+piou+consensus": ["stability", "predicted_iou", "consensus_iou"],
-                   "stability+piou+collection": ["stability", "predicted_iou", "consensus_iou", "consensus_soft",
-                                                 "area_typical", "centre_typical"],
-                   "one_pass": ["stability", "stability2", "predicted_iou", "inside_logit", "largest_share",
-                                "neg_components"],
-                   "one_pass+collection": ["stability", "stability2", "predicted_iou", "inside_logit",
-                                           "largest_share", "neg_components", "consensus_iou", "consensus_soft",
-                                           "area_typical", "centre_typical"]})
+    combos.update(
+        {
+            "stability+piou": ["stability", "predicted_iou"],
+            "stability+flip": ["stability", "flip_iou"],
+            "stability+piou+consensus": ["stability", "predicted_iou", "consensus_iou"],
+            "stability+piou+collection": [
+                "stability",
+                "predicted_iou",
+                "consensus_iou",
+                "consensus_soft",
+                "area_typical",
+                "centre_typical",
+            ],
+            "one_pass": [
+                "stability",
+                "stability2",
+                "predicted_iou",
+                "inside_logit",
+                "largest_share",
+                "neg_components",
+            ],
+            "one_pass+collection": [
+                "stability",
+                "stability2",
+                "predicted_iou",
+                "inside_logit",
+                "largest_share",
+                "neg_components",
+                "consensus_iou",
+                "consensus_soft",
+                "area_typical",
+                "centre_typical",
+            ],
+        }
+    )
     fits = {}
     xf = data["fit"]
     yf = good_labels(xf)
@@ -295,7 +331,11 @@ def main(argv=None) -> int:
             xc[idx] -= x[idx].mean(0)
         sd = xc.std(0) + 1e-9
         w = fit_logistic(xc / sd, yf)[1:] / sd
-        fits[cname + " (logistic, within)"] = {"features": feats, "bias": 0.0, "weights": dict(zip(feats, w.tolist()))}
+        fits[cname + " (logistic, within)"] = {
+            "features": feats,
+            "bias": 0.0,
+            "weights": dict(zip(feats, w.tolist())),
+        }
         # (2) least-squares estimate of the IoU itself (also ranks across structures): the engine's form
         beta = np.linalg.lstsq(np.hstack([np.ones((len(x), 1)), x]), iou_f, rcond=None)[0]
         fits[cname + " (IoU regression)"] = {"features": feats, "bias": float(beta[0]),
@@ -309,11 +349,16 @@ def main(argv=None) -> int:
         print(f"\n{which} set ({len(rows)} masks, mean IoU {100 * np.mean([r['iou'] for r in rows]):.1f}):"
               f" within-structure AUROC (below median | IoU < 0.5), share of IoU<0.5 in the first 20%")
         for n, v in result[which].items():
-            print(f"  {n:<24} {v['auroc_median']:.3f} | {v['auroc_iou50'] if v['auroc_iou50'] is None else round(v['auroc_iou50'], 3)}"
-                  f" | {v['found_in_first_20pct'] if v['found_in_first_20pct'] is None else round(v['found_in_first_20pct'], 3)}")
+            iou50, first = v["auroc_iou50"], v["found_in_first_20pct"]
+            print(
+                f"  {n:<24} {v['auroc_median']:.3f} | {iou50 if iou50 is None else round(iou50, 3)}"
+                f" | {first if first is None else round(first, 3)}"
+            )
     print("\nfits (raw inputs; abs_log_area_ratio enters with the sign of neg_abs_log_area_ratio flipped):")
     print(json.dumps(fits, indent=1))
-    (args.out / f"review_{args.checkpoint.stem}.json").write_text(json.dumps({"fits": fits, "result": result}, indent=1))
+    (args.out / f"review_{args.checkpoint.stem}.json").write_text(
+        json.dumps({"fits": fits, "result": result}, indent=1)
+    )
     return 0
 
 

@@ -108,16 +108,24 @@ def parse_args(argv=None) -> Settings:
                         "--quick none; '' for none)")
     p.add_argument("--no-reference", action="store_true", help="skip the reference (ours and the limit only)")
     p.add_argument("--device", default="cpu", help="device for all three (cpu or cuda)")
-    p.add_argument("--workloads", default="abc",
-                   help="which workloads to run: any of a (propagation), b (training), c (memory); default abc")
+    p.add_argument(
+        "--workloads",
+        default="abc",
+        help="which workloads to run: any of a (propagation), b (training), c (memory); default abc",
+    )
     p.add_argument("--threads", type=int, default=None,
                    help="OMP/MKL threads for every subprocess (default: torch's own choice); "
                         "--threads 1 gives steadier figures on a busy machine")
-    p.add_argument("--train-bf16", action="store_true",
-                   help="(b): also time ours with --precision bf16 (training steps in bf16; opt-in on "
-                        "the CPU, whose training default is fp32); reported on its own row, not in the ratios")
+    p.add_argument(
+        "--train-bf16",
+        action="store_true",
+        help="(b): also time ours with --precision bf16 (training steps in bf16; opt-in on "
+        "the CPU, whose training default is fp32); reported on its own row, not in the ratios",
+    )
     p.add_argument("--timeout", type=int, default=None, help="seconds per subprocess")
-    p.add_argument("--out", type=Path, default=None, help="work/result folder (default benchmarks/out/<time>)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="work/result folder (default benchmarks/out/<time>)"
+    )
     a = p.parse_args(argv)
     q = a.quick
     size = a.image_size or (128 if q else 512)
@@ -377,7 +385,10 @@ class Bench:
         s = self.s
         s.out.mkdir(parents=True, exist_ok=True)
         self.work = s.out / "work"
-        need = max([s.n_propagate, s.train_images] + (s.memory_n + s.reference_memory_n if "c" in s.workloads else []))
+        need = max(
+            [s.n_propagate, s.train_images]
+            + (s.memory_n + s.reference_memory_n if "c" in s.workloads else [])
+        )
         self.ds = bdata.load_dataset(s.images, need, CACHE)
         if len(self.ds.targets) < need:
             self.problems.append(f"only {len(self.ds.targets)} target images available, {need} wanted; "
@@ -445,7 +456,9 @@ class Bench:
         pred = read_json(out / "pred.json")
         if not pred:
             if run.ok:
-                self.problems.append(f"ours: {out / 'pred.json'} missing or unreadable after a run that exited 0")
+                self.problems.append(
+                    f"ours: {out / 'pred.json'} missing or unreadable after a run that exited 0"
+                )
             return
         imgs = pred.get("images", [])
         run.extra["images_out"] = len(imgs)
@@ -500,8 +513,13 @@ class Bench:
                     run.extra["encoder_images"] = lj.get("images")
                     run.extra["phase_s"] = lj.get("encode_s")
                 runs[who].append(run)
-                state = "ok" if run.ok else (f"TIMEOUT after {s.timeout}s" if run.timed_out else f"rc={run.rc}")
-                say(f"  [{r + 1}/{s.repeats}] {who:9s} {run.wall:7.2f}s  peak RSS {run.peak_rss_mb:7.0f} MB  {state}")
+                state = (
+                    "ok" if run.ok else (f"TIMEOUT after {s.timeout}s" if run.timed_out else f"rc={run.rc}")
+                )
+                say(
+                    f"  [{r + 1}/{s.repeats}] {who:9s} {run.wall:7.2f}s  "
+                    f"peak RSS {run.peak_rss_mb:7.0f} MB  {state}"
+                )
                 if not run.ok:
                     self.problems.append(f"(a) {who} repeat {r + 1} failed ({state}); log {run.log}:\n"
                                          + tail(run.log))
@@ -525,8 +543,12 @@ class Bench:
                     if self.ref.script is None:
                         continue
                     probe = out / "probe.json"
-                    run = run_measured(reference_cmd(self.ref, s, self.ref_train_args(targets, out / "o"), probe),
-                                       out / "log.txt", s.timeout, reference_train_env())
+                    run = run_measured(
+                        reference_cmd(self.ref, s, self.ref_train_args(targets, out / "o"), probe),
+                        out / "log.txt",
+                        s.timeout,
+                        reference_train_env(),
+                    )
                     self._reference_steps(run, read_json(probe), m, steps)
                 else:
                     if self.help["train"] is None:
@@ -538,7 +560,9 @@ class Bench:
                     self._our_steps(run, out / "run", m, steps)
                 runs[who].append(run)
                 per = run.extra.get("step_s")
-                state = "ok" if run.ok else (f"TIMEOUT after {s.timeout}s" if run.timed_out else f"rc={run.rc}")
+                state = (
+                    "ok" if run.ok else (f"TIMEOUT after {s.timeout}s" if run.timed_out else f"rc={run.rc}")
+                )
                 say(f"  [{r + 1}/{s.repeats}] {who:9s} {run.wall:7.2f}s  per step after epoch 1: "
                     f"{'n/a' if per is None else f'{per:.3f}s'}  peak RSS {run.peak_rss_mb:7.0f} MB  {state}")
                 if not run.ok:
@@ -586,13 +610,17 @@ class Bench:
             self.problems.append(f"ours training ({run_dir}): status {result.get('status')!r}, "
                                  f"{run.extra['steps_done']} of {steps} steps")
         if run.ok and not warm:
-            self.problems.append(f"ours: no per-step durations after the cache filled in {run_dir / 'log.jsonl'}")
+            self.problems.append(
+                f"ours: no per-step durations after the cache filled in {run_dir / 'log.jsonl'}"
+            )
 
     # -- workload (c) --------------------------------------------------------------
     def memory(self) -> None:
         s = self.s
-        say(f"\n(c) propagation memory as N grows: ours at N={s.memory_n}"
-            + (f", reference at N={s.reference_memory_n}" if s.reference_memory_n and self.ref.script else ""))
+        say(
+            f"\n(c) propagation memory as N grows: ours at N={s.memory_n}"
+            + (f", reference at N={s.reference_memory_n}" if s.reference_memory_n and self.ref.script else "")
+        )
         res = {"ours": {}, "reference": {}}
         for n in s.memory_n:
             if self.help["propagate"] is None:
@@ -612,8 +640,17 @@ class Bench:
             n_eff = min(n, len(self.ds.targets))
             out = self.work / f"c_reference_{n_eff}"
             out.mkdir(parents=True, exist_ok=True)
-            run = run_measured(reference_cmd(self.ref, s, self.ref_propagate_args(self.targets_dir(n_eff), out / "o"),
-                                             out / "probe.json"), out / "log.txt", s.timeout, child_env())
+            run = run_measured(
+                reference_cmd(
+                    self.ref,
+                    s,
+                    self.ref_propagate_args(self.targets_dir(n_eff), out / "o"),
+                    out / "probe.json",
+                ),
+                out / "log.txt",
+                s.timeout,
+                child_env(),
+            )
             self.check_reference_propagation(run, out / "o", n_eff)
             res["reference"][n] = run
             say(f"  reference N={n_eff:4d} {run.wall:7.2f}s  peak RSS {run.peak_rss_mb:7.0f} MB  "
@@ -654,7 +691,9 @@ class Bench:
         # K reference steps (K single-structure palindromes) vs one of ours (one K-structure palindrome).
         k = len(self.ds.structures)
         r_train_raw = ratio(med(step["reference"]), med(step["ours"]))
-        r_train = ratio(None if med(step["reference"]) is None else med(step["reference"]) * k, med(step["ours"]))
+        r_train = ratio(
+            None if med(step["reference"]) is None else med(step["reference"]) * k, med(step["ours"])
+        )
         mem_ours = {k: v for k, v in M["ours"].items() if v.ok}
         r_mem = None
         if len(mem_ours) >= 2:
@@ -686,26 +725,39 @@ class Bench:
           f"interpreter start, model build and checkpoint load on every side; threads: "
           f"{s.threads or 'torch default'}")
         w("")
-        w(f"| workload | reference | ours | encoder limit | reference/ours | limit/ours |")
+        w("| workload | reference | ours | encoder limit | reference/ours | limit/ours |")
         w("|---|---|---|---|---|---|")
-        w(f"| (a) propagate K={len(self.ds.structures)}, N={n}, confidence on: wall | {fmt(wall['reference'])} | "
-          f"{fmt(wall['ours'])} | {fmt(wall['limit'])} | {_r(r_prop)} | {_r(r_limit)} |")
+        w(
+            f"| (a) propagate K={len(self.ds.structures)}, N={n}, confidence on: wall | "
+            f"{fmt(wall['reference'])} | {fmt(wall['ours'])} | {fmt(wall['limit'])} | "
+            f"{_r(r_prop)} | {_r(r_limit)} |"
+        )
         per_target = {k: (None if v is None else tuple(x / max(n, 1) for x in v)) for k, v in wall.items()}
-        w(f"| (a) wall per target | {fmt(per_target['reference'], digits=3)} | {fmt(per_target['ours'], digits=3)} | "
-          f"{fmt(per_target['limit'], digits=3)} | | |")
+        w(
+            f"| (a) wall per target | {fmt(per_target['reference'], digits=3)} | "
+            f"{fmt(per_target['ours'], digits=3)} | "
+            f"{fmt(per_target['limit'], digits=3)} | | |"
+        )
         ph = {k: col(k, P, key="phase_s") for k in ("reference", "limit")}
         w(f"| (a) propagation phase only (reference: process_batch; limit: encoder calls) | "
           f"{fmt(ph['reference'])} | | {fmt(ph['limit'])} | | |")
         w(f"| (a) images through the image encoder | {fmt(enc['reference'], '', 0)} | "
           f"{fmt(enc['ours'], '', 0)} | {fmt(enc['limit'], '', 0)} | | |")
         cpu = {w_: col(w_, P, attr="cpu_s") for w_ in ("reference", "ours", "limit")}
-        w(f"| (a) CPU time (user+sys) | {fmt(cpu['reference'])} | {fmt(cpu['ours'])} | {fmt(cpu['limit'])} | "
-          f"{_r(ratio(med(cpu['reference']), med(cpu['ours'])))} | {_r(ratio(med(cpu['limit']), med(cpu['ours'])))} |")
+        w(
+            f"| (a) CPU time (user+sys) | {fmt(cpu['reference'])} | {fmt(cpu['ours'])} | "
+            f"{fmt(cpu['limit'])} | "
+            f"{_r(ratio(med(cpu['reference']), med(cpu['ours'])))} | "
+            f"{_r(ratio(med(cpu['limit']), med(cpu['ours'])))} |"
+        )
         w(f"| (a) peak RSS | {fmt(rss['reference'], ' MB', 0)} | {fmt(rss['ours'], ' MB', 0)} | "
           f"{fmt(rss['limit'], ' MB', 0)} | | |")
-        w(f"| (b) train, per step after epoch 1, raw ({T['images']} images, {T['steps']} steps; a reference step "
-          f"trains 1 structure, ours all {k}) | {fmt(step['reference'], digits=3)} | {fmt(step['ours'], digits=3)} "
-          f"| | {_r(r_train_raw)} | |")
+        w(
+            f"| (b) train, per step after epoch 1, raw ({T['images']} images, {T['steps']} steps; "
+            f"a reference step trains 1 structure, ours all {k}) | {fmt(step['reference'], digits=3)} | "
+            f"{fmt(step['ours'], digits=3)} "
+            f"| | {_r(r_train_raw)} | |"
+        )
         ref_k = (None if step["reference"] is None else tuple(x * k for x in step["reference"]))
         w(f"| (b) train, every structure trained once (reference: {k} steps = step x {k}; ours: 1 step) "
           f"**[ratios line]** | {fmt(ref_k, digits=3)} | {fmt(step['ours'], digits=3)} | | {_r(r_train)} | |")
@@ -718,11 +770,16 @@ class Bench:
             w(f"| (b) train, every structure trained once, ours with `--precision bf16` (opt-in; not in the "
               f"ratios line) | {fmt(ref_k, digits=3)} | {fmt(b16, digits=3)} | | "
               f"{_r(ratio(None if ref_k is None else ref_k[0], med(b16)))} | |")
-        w(f"| (b) train: wall of the whole command | {fmt(twall['reference'])} | {fmt(twall['ours'])} | | | |")
-        w(f"| (b) train: peak RSS | {fmt(trss['reference'], ' MB', 0)} | {fmt(trss['ours'], ' MB', 0)} | | | |")
+        w(f"| (b) train: wall of the whole command | {fmt(twall['reference'])} | "
+          f"{fmt(twall['ours'])} | | | |")
+        w(f"| (b) train: peak RSS | {fmt(trss['reference'], ' MB', 0)} | "
+          f"{fmt(trss['ours'], ' MB', 0)} | | | |")
+
+        def cell(r):
+            return "n/a" if r is None or not r.ok else f"{r.peak_rss_mb:.0f} MB ({r.wall:.1f}s)"
+
         for nn in sorted(set(M["ours"]) | set(M["reference"])):
             ro, rr = M["ours"].get(nn), M["reference"].get(nn)
-            cell = lambda r: "n/a" if r is None or not r.ok else f"{r.peak_rss_mb:.0f} MB ({r.wall:.1f}s)"
             w(f"| (c) propagate N={nn}: peak RSS (wall) | {cell(rr)} | {cell(ro)} | | | |")
         w("")
         if len(mem_ours) >= 2:
@@ -738,8 +795,11 @@ class Bench:
               f"ours trains all K together in every step.")
         if ok_runs("ours", T):
             cold = col("ours", T, key="cold_step_s")
-            w(f"Ours, steps that first encoded an image (cache filling): {fmt(cold, digits=3)} per step; "
-              f"ours also validates (before step 1, every 25 steps and at the end), not counted in the per-step figure.")
+            w(
+                f"Ours, steps that first encoded an image (cache filling): {fmt(cold, digits=3)} per step; "
+                "ours also validates (before step 1, every 25 steps and at the end), "
+                "not counted in the per-step figure."
+            )
         w("")
         w("Commands (first repeat):")
         w("")
@@ -756,8 +816,17 @@ class Bench:
             for p in self.problems:
                 w("- " + p.replace("\n", "\n  "))
         w("")
-        w("ratios: " + " ".join([f"propagate_vs_reference={_r(r_prop)}", f"train_vs_reference={_r(r_train)}",
-                                 f"propagate_vs_encoder_limit={_r(r_limit)}", f"memory_200_vs_10={_r(r_mem)}"]))
+        w(
+            "ratios: "
+            + " ".join(
+                [
+                    f"propagate_vs_reference={_r(r_prop)}",
+                    f"train_vs_reference={_r(r_train)}",
+                    f"propagate_vs_encoder_limit={_r(r_limit)}",
+                    f"memory_200_vs_10={_r(r_mem)}",
+                ]
+            )
+        )
         return "\n".join(lines)
 
     def _ref_torchvision(self) -> str:

@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("propagate", help="segment every specimen from the templates",
                        description="Segment the templates' structures on every image of DIR and score "
-                                   "each result (palindrome confidence, 0..1, low = check it).")
+                                   "score each result (review score, 0..1, an estimate of its IoU: low = check it).")
     _add_template_args(p)
     p.add_argument("--images", required=True, metavar="DIR", help="folder of specimen images to segment")
     p.add_argument("--out", required=True, metavar="PRED.json", help="COCO file of predictions to write")
@@ -138,7 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per batch (default: 1 on the CPU, where it is fastest; 4 on a GPU)")
     g.add_argument("--orientation-search", action="store_true",
                    help="try the 8 rotations/mirrorings of each specimen and keep the most confident")
-    g.add_argument("--no-confidence", action="store_true", help="skip palindrome confidence (faster)")
+    g.add_argument("--confidence", action="store_true",
+                   help="also compute each result's palindrome confidence (the templates predicted back from "
+                        "it; about 1.3x the time; the review score does not need it; always on with "
+                        "--orientation-search)")
+    g.add_argument("--no-confidence", action="store_true", help=argparse.SUPPRESS)  # the default now
     g.add_argument("--write-to", metavar="STORE",
                    help="also merge the predictions into this Descriptron store (nothing is overwritten)")
     g.add_argument("--resume", action="store_true",
@@ -239,7 +243,7 @@ def cmd_propagate(args) -> int:
     request = PropagateRequest(
         _model_request(args), specs, targets, out=Path(args.out), write_to=args.write_to,
         batch_size=args.batch_size, orientation_search=args.orientation_search,
-        confidence=not args.no_confidence, resume=args.resume,
+        confidence=args.confidence and not args.no_confidence, resume=args.resume,
         protected={"--templates": args.templates, "--template-mask": args.template_mask},
         status_stores=args.templates)
     if (args.workers or args.ship_images) and not args.ray:

@@ -82,7 +82,8 @@ class Sam2PalPlugin:
             return
         try:
             for name, mask in masks.items():
-                store.add_structure(image_id, name, mask, attributes={"source": TEMPLATE_SOURCE}, replace=True)
+                store.add_structure(image_id, name, mask, attributes={"source": TEMPLATE_SOURCE},
+                                    replace=True)
         except Exception as exc:  # noqa: BLE001 - tell the user, keep the window usable
             self.host.show_error("Add as template", f"{type(exc).__name__}: {exc}")
             return
@@ -112,15 +113,17 @@ class Sam2PalPlugin:
 
             record = find_image(store, suggestion.image_id, suggestion.path)
         if record is None:
-            self.host.show_error("Suggest next template", f"{suggestion.path or suggestion.image_id} is not in "
-                                 "the open project; open the folder it is in first.")
+            self.host.show_error("Suggest next template",
+                                 f"{suggestion.path or suggestion.image_id} is not in the open project; "
+                                 "open the folder it is in first.")
             return
         self.host.set_current_image(record.id)
         dock = getattr(self, "templates_dock", None)
         if dock is not None:
             dock.show()
             dock.raise_()
-        self.host.show_status(f"Outline the structures of {record.file_name}, then Train SAM2-PAL again", 15000)
+        self.host.show_status(f"Outline the structures of {record.file_name}, then Train SAM2-PAL again",
+                              15000)
 
     def _give_review_a_reprompt(self) -> None:
         self.review_panel.set_reprompt(make_reprompt(self.host, self.session))

@@ -13,9 +13,7 @@ from PIL import Image
 
 from descriptron_sam2pal.cli import main
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
-
-sys.path.insert(0, str(Path(__file__).parent / "engine"))
-from synthetic import make_specimen  # noqa: E402
+from tests.helpers.synthetic import make_specimen
 
 COLORS = {"head": (200, 0, 0), "eye": (0, 200, 0), "scape": (0, 0, 200)}
 COLOR_SPEC = ";".join(f"{n}={r},{g},{b}" for n, (r, g, b) in COLORS.items())
@@ -87,8 +85,9 @@ def test_train_propagate_evaluate_end_to_end(project, mini_checkpoint, capsys):
     assert "merged" in out
     assert "image encoder passes: 5 " in out  # the template and each of the 4 specimens once
 
-    code, out, err = run(capsys, "evaluate", "--pred", pred, "--truth", root / "masks", "--colors", COLOR_SPEC,
-                         "--json")
+    code, out, err = run(
+        capsys, "evaluate", "--pred", pred, "--truth", root / "masks", "--colors", COLOR_SPEC, "--json"
+    )
     assert code == 0, err
     report = json.loads(out)
     assert 0.0 <= report["mean_iou"] <= 1.0
@@ -96,9 +95,26 @@ def test_train_propagate_evaluate_end_to_end(project, mini_checkpoint, capsys):
 
 def test_train_without_pseudo_labels(project, mini_checkpoint, capsys):
     root, template, template_mask = project
-    code, out, err = run(capsys, "train", *template_args(template, template_mask), "--images", root / "specimens",
-                         "--checkpoint", mini_checkpoint, "--image-size", 128, "--device", "cpu",
-                         "--out", root / "run", "--steps", 1, "--lora-rank", 2, "--no-pseudo-labels")
+    code, out, err = run(
+        capsys,
+        "train",
+        *template_args(template, template_mask),
+        "--images",
+        root / "specimens",
+        "--checkpoint",
+        mini_checkpoint,
+        "--image-size",
+        128,
+        "--device",
+        "cpu",
+        "--out",
+        root / "run",
+        "--steps",
+        1,
+        "--lora-rank",
+        2,
+        "--no-pseudo-labels",
+    )
     assert code == 0, err
     assert json.loads((root / "run" / "settings.json").read_text())["config"]["loss"]["pseudo"] == 0
     assert "pseudo-label" not in out + err
@@ -126,8 +142,11 @@ def test_propagate_resumes_from_its_journal(project, mini_checkpoint, capsys, mo
 
     passes = []
     original = features.FeatureEncoder._run_encoder
-    monkeypatch.setattr(features.FeatureEncoder, "_run_encoder",
-                        lambda self, images, projected: passes.append(len(images)) or original(self, images, projected))
+    monkeypatch.setattr(
+        features.FeatureEncoder,
+        "_run_encoder",
+        lambda self, images, projected: passes.append(len(images)) or original(self, images, projected),
+    )
     code, out, err = run(capsys, "propagate", *args, "--resume")
     assert code == 0, err
     assert sum(passes) == 1  # only the template: every target came from the journal
@@ -226,13 +245,17 @@ def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(proj
     out, extra = {"template-mask": (template_mask, []), "photo": (photo, []),
                   "write-to": (store.with_suffix(".rlejson"), ["--write-to", store]),
                   "template-store": (store, ["--templates", store])}[case]
-    code, stdout, err = run(capsys, *_propagate_argv(root, template, template_mask, mini_checkpoint, out, *extra))
+    code, stdout, err = run(
+        capsys, *_propagate_argv(root, template, template_mask, mini_checkpoint, out, *extra)
+    )
     assert code == 2 and "would overwrite" in err and "Traceback" not in err
     assert "image encoder passes" not in stdout  # refused before segmenting anything
     assert {p: p.read_bytes() for p in before} == before
 
 
-def test_write_to_a_store_that_does_not_fit_the_photos_stops_before_the_work(project, mini_checkpoint, capsys):
+def test_write_to_a_store_that_does_not_fit_the_photos_stops_before_the_work(
+    project, mini_checkpoint, capsys
+):
     root, template, template_mask = project
     store_path = root / "specimens" / "session.json"
     store = {"images": [{"id": 7, "file_name": "s2.png", "height": 999, "width": 999}],
@@ -310,10 +333,17 @@ def test_a_second_run_on_a_store_being_written_is_refused_at_its_start(project, 
     before = store_path.read_bytes()
     import subprocess
 
-    first = subprocess.Popen([sys.executable, "-c",  # the first run, still writing
-                              "import sys, time; from descriptron_sam2pal.store import store_lock\n"
-                              f"with store_lock({str(store_path)!r}, timeout=0):\n"
-                              "    print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",  # the first run, still writing
+            "import sys, time; from descriptron_sam2pal.store import store_lock\n"
+            f"with store_lock({str(store_path)!r}, timeout=0):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert first.stdout.readline().strip() == "held"
         code, stdout, err = run(capsys, *_propagate_argv(root, template, template_mask, mini_checkpoint,

@@ -1,17 +1,11 @@
 """register(host) on the real standalone workspace: the menu action, the panels, the hand-offs."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 from PyQt5.QtWidgets import QDockWidget
 
-sys.path.insert(0, str(Path(__file__).parent / "gui"))
-from plugin_fixtures import *  # noqa: E402,F401,F403
-from plugin_fixtures import wait_image  # noqa: E402
-
-from descriptron_sam2pal import plugin as plugin_module  # noqa: E402
-from descriptron_sam2pal.host.api import PluginLoadResult, load_plugins  # noqa: E402
+from descriptron_sam2pal import plugin as plugin_module
+from descriptron_sam2pal.host.api import PluginLoadResult, load_plugins
+from tests.helpers.plugin_gui import wait_image
 
 
 def _actions(window, menu_title):
@@ -69,7 +63,9 @@ def test_results_reach_the_review_panel_and_templates_come_back(qtbot, window, s
     assert plugin.templates_panel.template_list.count() == 1
 
 
-def test_suggest_next_template_opens_the_least_certain_specimen_in_templates(qtbot, window, specimens, tmp_path):
+def test_suggest_next_template_opens_the_least_certain_specimen_in_templates(
+    qtbot, window, specimens, tmp_path
+):
     plugin = plugin_module.register(window)
     window.open_path(specimens)
     wait_image(qtbot, window, "specimen_01.png")

@@ -1,20 +1,14 @@
 """The review on the real workspace with the real plugin: shown large in the central area, a
 prediction corrected by hand and written back, and a review continued after closing the window."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 from PyQt5.QtCore import QSettings, Qt
 from PyQt5.QtWidgets import QMessageBox, QTabBar
 
-sys.path.insert(0, str(Path(__file__).parent / "gui"))
-from plugin_fixtures import *  # noqa: E402,F401,F403
-from plugin_fixtures import drag_on, wait_image  # noqa: E402
-
-from descriptron_sam2pal import plugin as plugin_module  # noqa: E402
-from descriptron_sam2pal.engine.results import StructureResult, TargetResult  # noqa: E402
-from descriptron_sam2pal.gui.review_session import ACCEPTED, REJECTED  # noqa: E402
+from descriptron_sam2pal import plugin as plugin_module
+from descriptron_sam2pal.engine.results import StructureResult, TargetResult
+from descriptron_sam2pal.gui.review_session import ACCEPTED, REJECTED
+from tests.helpers.plugin_gui import drag_on, wait_image
 
 
 def _results(window):
@@ -43,7 +37,9 @@ def _review(qtbot, window, specimens):
     return plugin, panel, run
 
 
-def test_review_large_in_the_centre_sorted_filtered_erased_and_written_back(qtbot, window, specimens, messages):
+def test_review_large_in_the_centre_sorted_filtered_erased_and_written_back(
+    qtbot, window, specimens, messages
+):
     plugin, panel, run = _review(qtbot, window, specimens)
     assert panel.session_path == run / "review.json" and (run / "review.json").is_file()
     assert panel.splitter is None and panel.viewer.isVisible()  # the photo is the big view

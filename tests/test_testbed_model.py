@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 import descriptron_sam2pal
@@ -74,6 +73,9 @@ def test_gui_offers_the_beetle_demo_when_no_checkpoint_is_found(qtbot, tmp_path,
     assert "beetles only" in picker.label.text() and "not for real work" in picker.label.text()
     assert ModelSession(None, settings).checkpoint_choice() == BEETLE_DEMO_CHOICE  # remembered
     model = load_model(ModelRequest(BEETLE_DEMO_CHOICE, "cpu"))
-    assert model.config_name == "sam2pal_beetle" and model.image_size == fixed_image_size(BEETLE_DEMO_CHOICE) == 256
+    assert (
+        model.config_name == "sam2pal_beetle"
+        and model.image_size == fixed_image_size(BEETLE_DEMO_CHOICE) == 256
+    )
     picker._choose(str(CHECKPOINT))  # a real checkpoint file: the beetle demo is no longer offered
     assert picker.beetle_demo_button.isHidden()

@@ -94,8 +94,13 @@ def parse_args(argv=None):
                         "or left out of the loss (unlabeled; never taught to be background)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="bf16 autocast: auto = on CUDA only; bf16 also on a CPU with native bf16 (1.5x faster on our 2-core CPU)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="bf16 autocast: auto = on CUDA only; bf16 also on a CPU with native bf16 "
+        "(1.5x faster on our 2-core CPU)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--install", action="store_true", help="copy the checkpoint into the package resources")
     p.add_argument("--time-limit", type=float, default=0, help="stop after this many minutes (0: none)")
@@ -151,7 +156,10 @@ def augment(images: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, n_c
     val = F.grid_sample(val, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0] > 0.5
     # labels: the most covered class; outside the image everything is 0 -> background
     best = onehot.argmax(1)
-    masks = F.one_hot(best, n_classes + 1).permute(0, 3, 1, 2)[:, 1:].float() * (onehot.max(1).values >= 0.5)[:, None]
+    masks = (
+        F.one_hot(best, n_classes + 1).permute(0, 3, 1, 2)[:, 1:].float()
+        * (onehot.max(1).values >= 0.5)[:, None]
+    )
     masks = masks * val[:, None]
 
     # colour (on real pixels only; the padding stays black like the engine's letterbox)
@@ -159,7 +167,9 @@ def augment(images: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, n_c
     g = x.mean(1, keepdim=True)
     x = g + (x - g) * dev(sat)
     x = torch.where(dev(grey.float()) > 0, x.mean(1, keepdim=True).expand_as(x), x)
-    m = (x * val[:, None]).sum((1, 2, 3), keepdim=True) / (3 * val[:, None].sum((2, 3), keepdim=True)).clamp(min=1)
+    m = (x * val[:, None]).sum((1, 2, 3), keepdim=True) / (3 * val[:, None].sum((2, 3), keepdim=True)).clamp(
+        min=1
+    )
     x = (x - m) * dev(contrast) + m
     x = (x * dev(bright)).clamp(0, 1) * val[:, None]
     x = (x - MEAN.to(device)) / STD.to(device)
@@ -320,8 +330,8 @@ def main(argv=None) -> int:
         x, masks, val = augment(images_t[idx], labels_t[idx], valid_t[idx], len(names), gen, device, erase)
         area = masks.sum((2, 3))  # (N, C)
         here = area >= args.min_pixels
-        tm = lambda k, j: k * n_mem + j  # noqa: E731  row of template j of pair k
-        tr = lambda k: args.batch * n_mem + k  # noqa: E731  row of the target of pair k
+        tm = lambda k, j: k * n_mem + j  # noqa: E731, B023  row of template j of pair k (used in this step)
+        tr = lambda k: args.batch * n_mem + k  # noqa: E731, B023  row of the target of pair k
         objects = [[c for c in trained_classes if all(here[tm(k, j), c - 1] for j in range(n_mem))]
                    for k in range(args.batch)]
         keep = [k for k in range(args.batch) if objects[k]]
@@ -331,7 +341,9 @@ def main(argv=None) -> int:
         with _autocast(device, args.precision):
             feats = encode_images(sam, x)
             mem_feats = [[feats[tm(k, j)] for k in keep] for j in range(n_mem)]
-            mem_masks = [torch.cat([masks[tm(k, j), [c - 1 for c in objects[k]]] for k in keep]) for j in range(n_mem)]
+            mem_masks = [
+                torch.cat([masks[tm(k, j), [c - 1 for c in objects[k]]] for k in keep]) for j in range(n_mem)
+            ]
             tgt_feats = [feats[tr(k)] for k in keep]
             pred = one_shot_forward(sam, mem_feats, mem_masks, tgt_feats, counts)
         truth = torch.cat([masks[tr(k), [c - 1 for c in objects[k]]] for k in keep])
@@ -344,11 +356,16 @@ def main(argv=None) -> int:
                 + parts["presence"].sum()) / n_obj
         grad_norm = optimizer_step(loss, opt, sched, params, step)
         score_ok = ((pred.object_score_logits[:, 0] > 0) == present).float().mean()
-        for key, value in (("loss", float(loss)), ("bce", float(parts["bce"].sum() / max(1, int(parts["use"].sum())))),
-                           ("dice", float(parts["dice"].sum() / max(1, int(parts["use"].sum())))),
-                           ("presence", float(parts["presence"].mean())), ("presence_acc", float(score_ok)),
-                           ("iou", float(parts["iou"][present].mean()) if bool(present.any()) else float("nan")),
-                           ("absent_frac", float(1 - present.float().mean())), ("grad_norm", grad_norm)):
+        for key, value in (
+            ("loss", float(loss)),
+            ("bce", float(parts["bce"].sum() / max(1, int(parts["use"].sum())))),
+            ("dice", float(parts["dice"].sum() / max(1, int(parts["use"].sum())))),
+            ("presence", float(parts["presence"].mean())),
+            ("presence_acc", float(score_ok)),
+            ("iou", float(parts["iou"][present].mean()) if bool(present.any()) else float("nan")),
+            ("absent_frac", float(1 - present.float().mean())),
+            ("grad_norm", grad_norm),
+        ):
             log.add(key, value)
         if step % args.log_every == 0 or step == args.steps:
             entry = log.entry(step=step, lr=sched.get_last_lr()[0], seconds=round(time.time() - t_start, 1))
@@ -361,8 +378,14 @@ def main(argv=None) -> int:
     elapsed = time.time() - t_start
     log.close()
     ckpt = save_checkpoint(sam, args, step, elapsed, hardware, split)
-    summary = {"checkpoint": str(ckpt), "steps_done": step, "seconds": round(elapsed, 1), "hardware": hardware,
-               "parameters": n_params, "file_mb": round(ckpt.stat().st_size / 1e6, 2)}
+    summary = {
+        "checkpoint": str(ckpt),
+        "steps_done": step,
+        "seconds": round(elapsed, 1),
+        "hardware": hardware,
+        "parameters": n_params,
+        "file_mb": round(ckpt.stat().st_size / 1e6, 2),
+    }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary), flush=True)
     if args.install:
@@ -449,12 +472,22 @@ def write_checkpoint(sam, meta: dict, path: Path) -> Path:
 
 
 def save_checkpoint(sam, args, step: int, elapsed: float, hardware: dict, split: dict) -> Path:
-    meta = {"recipe": "benchmarks/testbed/pretrain.py", "config": CONFIG, "image_size": args.size,
-            "held_out_structure": tbdata.HELD_OUT, "trained_structures": [n for n in tbdata.COLORS if n != tbdata.HELD_OUT],
-            "colors": tbdata.COLOR_SPEC, "pretrain_images": len(split["pretrain"]), "eval_images": split["eval"],
-            "steps": step, "batch": args.batch, "seed": args.seed, "seconds": round(elapsed, 1),
-            "hardware": hardware,
-            "data": "BeetleFlow 5-class training split (Imageomics); images CC BY 4.0, see ATTRIBUTION.md"}
+    meta = {
+        "recipe": "benchmarks/testbed/pretrain.py",
+        "config": CONFIG,
+        "image_size": args.size,
+        "held_out_structure": tbdata.HELD_OUT,
+        "trained_structures": [n for n in tbdata.COLORS if n != tbdata.HELD_OUT],
+        "colors": tbdata.COLOR_SPEC,
+        "pretrain_images": len(split["pretrain"]),
+        "eval_images": split["eval"],
+        "steps": step,
+        "batch": args.batch,
+        "seed": args.seed,
+        "seconds": round(elapsed, 1),
+        "hardware": hardware,
+        "data": "BeetleFlow 5-class training split (Imageomics); images CC BY 4.0, see ATTRIBUTION.md",
+    }
     return write_checkpoint(sam, meta, args.out / f"{CONFIG}.pt")
 
 

@@ -114,7 +114,9 @@ def build_pseudo_cache(args, eval_names: list[str], path: Path) -> dict:
     from descriptron_sam2pal.engine.preprocess import prepare_image
 
     split = tbdata.load_or_make_split(args.data)
-    eval_thumbs = np.stack([_thumb(prepare_image(args.data / "images" / n, args.size).pixels) for n in eval_names])
+    eval_thumbs = np.stack(
+        [_thumb(prepare_image(args.data / "images" / n, args.size).pixels) for n in eval_names]
+    )
     sources = [(args.data / "images" / n, "5class") for n in split["pretrain"]]
     if args.data9 and Path(args.data9).is_dir():
         sources += [(p, "9class") for p in sorted((Path(args.data9) / "images").glob("*.png"))]
@@ -139,7 +141,9 @@ def build_pseudo_cache(args, eval_names: list[str], path: Path) -> dict:
         names.append(f"{origin}/{path_i.name}")
     np.savez_compressed(path, images=np.stack(images), valid=np.stack(valid), segs=np.stack(segs),
                         names=np.array(names), dropped=np.array(dropped))
-    print(f"pseudo cache: {len(names)} photos, {len(dropped)} 9-class copies of eval photos dropped", flush=True)
+    print(
+        f"pseudo cache: {len(names)} photos, {len(dropped)} 9-class copies of eval photos dropped", flush=True
+    )
     return tbdata.load_cache(path)
 
 
@@ -272,7 +276,11 @@ def main(argv=None) -> int:
         tbdata.build_cache(args.data, split["eval"], args.size, eval_path)
     ecache = tbdata.load_cache(eval_path)
     pseudo_path = args.out / f"pseudo_{args.size}.npz"
-    cache = tbdata.load_cache(pseudo_path) if pseudo_path.exists() else build_pseudo_cache(args, split["eval"], pseudo_path)
+    cache = (
+        tbdata.load_cache(pseudo_path)
+        if pseudo_path.exists()
+        else build_pseudo_cache(args, split["eval"], pseudo_path)
+    )
     n_img = len(cache["names"])
     names = list(tbdata.COLORS)
 
@@ -298,23 +306,47 @@ def main(argv=None) -> int:
     hardware = {**tbpre.hardware_info(device), "precision": args.precision}
 
     def save(step_done: int) -> Path:
-        meta = {"recipe": "benchmarks/testbed/pseudo.py", "config": CONFIG, "image_size": args.size,
-                "held_out_structure": None, "trained_structures": [], "class_agnostic": True,
-                "pseudo_structures": "felzenszwalb levels " + json.dumps(LEVELS) + " + unions of neighbours",
-                "colors": tbdata.COLOR_SPEC, "pretrain_images": n_img, "eval_images": split["eval"],
-                "steps": step_done, "batch": args.batch, "seed": args.seed, "seconds": round(time.time() - t_start, 1),
-                "hardware": hardware,
-                "data": "BeetleFlow 5- and 9-class training photos (Imageomics), masks unused; CC BY 4.0, see ATTRIBUTION.md"}
+        meta = {
+            "recipe": "benchmarks/testbed/pseudo.py",
+            "config": CONFIG,
+            "image_size": args.size,
+            "held_out_structure": None,
+            "trained_structures": [],
+            "class_agnostic": True,
+            "pseudo_structures": "felzenszwalb levels " + json.dumps(LEVELS) + " + unions of neighbours",
+            "colors": tbdata.COLOR_SPEC,
+            "pretrain_images": n_img,
+            "eval_images": split["eval"],
+            "steps": step_done,
+            "batch": args.batch,
+            "seed": args.seed,
+            "seconds": round(time.time() - t_start, 1),
+            "hardware": hardware,
+            "data": "BeetleFlow 5- and 9-class training photos (Imageomics), masks unused; "
+            "CC BY 4.0, see ATTRIBUTION.md",
+        }
         return tbpre.write_checkpoint(sam, meta, args.out / f"{CONFIG}.pt")
 
-    log = tbpre.StepLog(args.out / "log.jsonl", {"args": {k: str(v) for k, v in vars(args).items()},
-                                                 "hardware": hardware, "parameters": n_params, "photos": n_img})
-    print(f"pseudo-structure pretraining of {CONFIG} ({n_params / 1e6:.2f}M) on {device}: {n_img} photos", flush=True)
+    log = tbpre.StepLog(
+        args.out / "log.jsonl",
+        {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "hardware": hardware,
+            "parameters": n_params,
+            "photos": n_img,
+        },
+    )
+    print(
+        f"pseudo-structure pretraining of {CONFIG} ({n_params / 1e6:.2f}M) on {device}: {n_img} photos",
+        flush=True,
+    )
     step = 0
     for step in range(1, args.steps + 1):
         idx = rng.randint(n_img, size=args.batch)
         large = step <= args.large_first
-        labs = [sample_structures(cache["segs"][i], cache["valid"][i], rng, args.union_prob, large) for i in idx]
+        labs = [
+            sample_structures(cache["segs"][i], cache["valid"][i], rng, args.union_prob, large) for i in idx
+        ]
         order = torch.tensor(np.concatenate([idx, idx]).astype(np.int64))
         lab_t = torch.from_numpy(np.stack(labs + labs))
         # Curriculum: template and target start geometrically aligned, so the first thing the
@@ -343,17 +375,23 @@ def main(argv=None) -> int:
             if args.prompt_weight > 0 and bool(present.any()):
                 rows = torch.nonzero(present).flatten()
                 frame = make_frame(sam, [feats[b + k] for k in keep], counts)
-                sel = lambda t: t[:, rows]  # noqa: E731  (HW, B, C) layout
+                sel = lambda t: t[:, rows]  # noqa: E731, B023  (HW, B, C) layout; used in this step
                 from descriptron_sam2pal.engine.frames import Frame
-                sub = Frame([sel(f) for f in frame.vision_feats], [sel(p) for p in frame.vision_pos], frame.feat_sizes)
+
+                sub = Frame(
+                    [sel(f) for f in frame.vision_feats], [sel(p) for p in frame.vision_pos], frame.feat_sizes
+                )
                 coords, plabels, use_box = sample_prompts(truth[rows].cpu(), gen)
                 p_loss, p_iou = [], []
                 for kind in (use_box, ~use_box):  # boxes, then clicks (see sample_prompts)
                     sel_k = torch.nonzero(kind).flatten()
                     if len(sel_k) == 0:
                         continue
-                    part = Frame([f[:, sel_k] for f in sub.vision_feats], [q[:, sel_k] for q in sub.vision_pos],
-                                 sub.feat_sizes)
+                    part = Frame(
+                        [f[:, sel_k] for f in sub.vision_feats],
+                        [q[:, sel_k] for q in sub.vision_pos],
+                        sub.feat_sizes,
+                    )
                     lk, ik = prompt_losses(sam, part, coords[sel_k], plabels[sel_k], truth[rows][sel_k],
                                            tval[rows][sel_k])
                     p_loss.append(lk)
@@ -362,9 +400,13 @@ def main(argv=None) -> int:
                 loss = loss + args.prompt_weight * p_loss.mean()
                 log.add("prompt_iou", float(p_iou.mean()))
         grad_norm = tbpre.optimizer_step(loss, opt, sched, params, step)
-        for key, value in (("loss", float(loss.detach())), ("mem_loss", float(mem_loss.detach())),
-                           ("mem_iou", float(parts["iou"][present].mean()) if bool(present.any()) else float("nan")),
-                           ("absent_frac", float(1 - present.float().mean())), ("grad_norm", grad_norm)):
+        for key, value in (
+            ("loss", float(loss.detach())),
+            ("mem_loss", float(mem_loss.detach())),
+            ("mem_iou", float(parts["iou"][present].mean()) if bool(present.any()) else float("nan")),
+            ("absent_frac", float(1 - present.float().mean())),
+            ("grad_norm", grad_norm),
+        ):
             log.add(key, value)
         if step % args.log_every == 0 or step == args.steps:
             entry = log.entry(step=step, lr=sched.get_last_lr()[0], seconds=round(time.time() - t_start, 1))

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import data as tbdata  # noqa: E402
+import data as tbdata
 
 
 def shift_image(image: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
@@ -39,7 +39,9 @@ def shift_image(image: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=tbdata.DEFAULT_DATA, help="images/ and masks/ of the test-bed data")
+    p.add_argument(
+        "--data", type=Path, default=tbdata.DEFAULT_DATA, help="images/ and masks/ of the test-bed data"
+    )
     p.add_argument("--out", type=Path, required=True, help="new folder for images/ and masks/")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -56,7 +58,9 @@ def main(argv=None) -> int:
         if not cv2.imwrite(str(args.out / "images" / name), shift_image(image, rng)):
             raise SystemExit(f"cannot write {args.out / 'images' / name}")
         os.symlink((args.data / "masks" / name).resolve(), args.out / "masks" / name)
-    print(f"{len(split['eval'])} shifted images in {args.out / 'images'}, masks linked in {args.out / 'masks'}")
+    print(
+        f"{len(split['eval'])} shifted images in {args.out / 'images'}, masks linked in {args.out / 'masks'}"
+    )
     return 0
 
 

@@ -38,7 +38,9 @@ def held_out_nine_class(data5: Path, data9: Path, size: int = 256) -> list[str]:
     from descriptron_sam2pal.engine.preprocess import prepare_image
 
     split = tbdata.load_or_make_split(data5)
-    thumbs = np.stack([pseudo._thumb(prepare_image(data5 / "images" / n, size).pixels) for n in split["eval"]])
+    thumbs = np.stack(
+        [pseudo._thumb(prepare_image(data5 / "images" / n, size).pixels) for n in split["eval"]]
+    )
     keep = []
     for p in sorted((data9 / "images").glob("*.png")):
         if np.abs(thumbs - pseudo._thumb(prepare_image(p, size).pixels)[None]).mean((1, 2)).min() < 6.0:
@@ -79,7 +81,9 @@ def main(argv=None) -> int:
             targets = [p for p in pairs if p != t]
             res = propagate(model, [template], [str(p[0]) for p in targets], confidence=False)
             report = evaluate(res, truth_from_color_pngs([m for _, m in targets], colors), colors)
-            per_seed.append({n: 100 * s.mean_iou for n, s in report.structures.items() if s.mean_iou is not None})
+            per_seed.append(
+                {n: 100 * s.mean_iou for n, s in report.structures.items() if s.mean_iou is not None}
+            )
         # median structure size in model pixels (area of the letterboxed mask)
         areas = {n: [] for n in colors}
         for _, m in pairs:
@@ -90,10 +94,18 @@ def main(argv=None) -> int:
                 if mk.any():
                     areas[n].append(float((lb.apply_mask(mk) >= 0.5).sum()))
         mean = {n: float(np.mean([s[n] for s in per_seed if n in s])) for n in colors}
-        result["sizes"][size] = {"miou_per_structure": mean, "per_seed": per_seed,
-                                 "median_area_px": {n: float(np.median(v)) if v else 0.0 for n, v in areas.items()}}
-        print(f"size {size}: " + " ".join(f"{n} {mean[n]:.1f} ({result['sizes'][size]['median_area_px'][n]:.0f} px)"
-                                          for n in colors), flush=True)
+        result["sizes"][size] = {
+            "miou_per_structure": mean,
+            "per_seed": per_seed,
+            "median_area_px": {n: float(np.median(v)) if v else 0.0 for n, v in areas.items()},
+        }
+        print(
+            f"size {size}: "
+            + " ".join(
+                f"{n} {mean[n]:.1f} ({result['sizes'][size]['median_area_px'][n]:.0f} px)" for n in colors
+            ),
+            flush=True,
+        )
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
     return 0

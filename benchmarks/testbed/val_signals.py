@@ -44,7 +44,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import quality  # noqa: E402
 
-SIGNALS = {"plain": -1, "copy": -1, "margin": -1, "blank_iou": -1, "self_iou": 1, "estimated_iou": 1}  # sign: + = higher better
+SIGNALS = {
+    "plain": -1,
+    "copy": -1,
+    "margin": -1,
+    "blank_iou": -1,
+    "self_iou": 1,
+    "estimated_iou": 1,
+}  # sign: + = higher better
 
 
 def rank_corr(a, b) -> float:
@@ -115,10 +122,11 @@ def main(argv=None) -> int:
                              template_versions=args.template_versions)
         snaps: dict[int, dict] = {}
 
-        def keep(progress):
-            if progress.stage == "train" and progress.done and (progress.done % config.validate_every == 0
-                                                                or progress.done == config.steps):
-                snaps[progress.done] = trainable_state_dict(model.sam)
+        def keep(progress):  # this seed's run only: config, snaps and model are this iteration's
+            every = config.validate_every  # noqa: B023
+            if progress.stage == "train" and progress.done and (progress.done % every == 0
+                                                                or progress.done == config.steps):  # noqa: B023
+                snaps[progress.done] = trainable_state_dict(model.sam)  # noqa: B023
 
         run_dir = args.out / f"seed{seed}"
         if run_dir.exists():
@@ -127,7 +135,9 @@ def main(argv=None) -> int:
         res = train(model, [template], target_paths, run_dir, config, progress=keep,
                     feature_cache_dir=args.out / "feature_cache")
         settings = json.loads((run_dir / "settings.json").read_text())
-        val_images = [prepare_image(im["source"], model.image_size) for im in settings["validation"]["images"]]
+        val_images = [
+            prepare_image(im["source"], model.image_size) for im in settings["validation"]["images"]
+        ]
         names = template.structures
         masks, valid = template.model_masks(names), template.valid()
         copy_rng = np.random.RandomState(12345 + seed)
@@ -181,14 +191,22 @@ def main(argv=None) -> int:
         corr = {k: {"seen": SIGNALS[k] * rank_corr([r[k] for r in rows], [r["seen"] for r in rows]),
                     "novel": SIGNALS[k] * rank_corr([r[k] for r in rows], [r["novel"] for r in rows]),
                     "picks": max(rows, key=lambda r: SIGNALS[k] * r[k])["step"]} for k in SIGNALS}
-        best = {"seen": max(rows, key=lambda r: r["seen"])["step"], "novel": max(rows, key=lambda r: r["novel"])["step"]}
-        print(f"seed {seed} rank correlation with (seen, novel), step picked; best step by seen {best['seen']}, "
-              f"by novel {best['novel']}:")
+        best = {
+            "seen": max(rows, key=lambda r: r["seen"])["step"],
+            "novel": max(rows, key=lambda r: r["novel"])["step"],
+        }
+        print(
+            f"seed {seed} rank correlation with (seen, novel), step picked; "
+            f"best step by seen {best['seen']}, by novel {best['novel']}:"
+        )
         for k, c in corr.items():
             print(f"    {k:<10} {c['seen']:+.2f} {c['novel']:+.2f}  picks {c['picks']}")
-        report.append({"seed": seed, "template": template_pair[0].name, "rows": rows, "corr": corr, "best": best})
-        (args.out / "val_signals.json").write_text(json.dumps({"args": {a: str(v) for a, v in vars(args).items()},
-                                                                "runs": report}, indent=1))
+        report.append(
+            {"seed": seed, "template": template_pair[0].name, "rows": rows, "corr": corr, "best": best}
+        )
+        (args.out / "val_signals.json").write_text(
+            json.dumps({"args": {a: str(v) for a, v in vars(args).items()}, "runs": report}, indent=1)
+        )
     return 0
 
 

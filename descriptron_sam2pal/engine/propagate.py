@@ -278,10 +278,18 @@ def palindrome_confidence(memory: TemplateMemory, image: PreparedImage, masks: d
     """Palindrome confidence of given masks ({name: (H, W) bool on the image's own grid})
     on ``image``, e.g. after a user edited a prediction. One encoder pass unless
     ``features`` are given. Structures no template annotates are ignored."""
-    sam, device = memory.model.sam, memory.model.device
     if features is None:
         features = memory.encoder.encode([image], cache=False)[0]
-    valid = torch.from_numpy(image.valid_mask()).to(device)
+    valid = image.valid_mask()
+    on_grid = {n: (image.letterbox.apply_mask(m) >= 0.5) & valid for n, m in masks.items()}
+    return palindrome_confidence_on_grid(memory, features, on_grid)
+
+
+def palindrome_confidence_on_grid(memory: TemplateMemory, features: ImageFeatures,
+                                  masks: dict[str, np.ndarray]) -> dict[str, float]:
+    """:func:`palindrome_confidence` of masks already on the model's letterboxed grid
+    ({name: (S, S) bool, nothing on the padding}) of the image whose ``features`` are given."""
+    sam, device = memory.model.sam, memory.model.device
     out: dict[str, float] = {}
     with inference_mode_of(sam), memory.model.autocast():
         for group in memory.groups:
@@ -289,8 +297,7 @@ def palindrome_confidence(memory: TemplateMemory, image: PreparedImage, masks: d
             if not names:
                 continue
             sub = StructureGroup(names, group.templates)
-            model_masks = np.stack([image.letterbox.apply_mask(masks[n]) for n in names]) >= 0.5
-            hard = torch.from_numpy(model_masks).to(device) & valid
+            hard = torch.from_numpy(np.stack([np.asarray(masks[n], bool) for n in names])).to(device)
             frame = make_frame(sam, [features], len(names))
             scores = _cycle_scores(memory, sub, frame, hard, 1)
             out.update({n: float(s) for n, s in zip(names, scores.cpu().tolist())})

@@ -18,7 +18,7 @@ Measured in benchmarks/testbed/README.md ("Session 7").
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,24 +27,31 @@ from descriptron_sam2pal.engine.control import CancelToken, is_cancelled
 from descriptron_sam2pal.engine.collection_score import MIN_MASKS, consensus, mask_thumbnail
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import PreparedImage
-from descriptron_sam2pal.engine.propagate import TemplateMemory, predict_prepared
+from descriptron_sam2pal.engine.propagate import TemplateMemory, palindrome_confidence_on_grid, predict_prepared
 from descriptron_sam2pal.engine.review_score import FITS, ReviewFit, fit_for, linear
 from descriptron_sam2pal.engine.templates import Template
 from descriptron_sam2pal.model.build import LoadedModel
 
 #: Unlabeled images decoded per batch while the pseudo-labels are made.
 BATCH = 16
-#: At most this many unlabeled images are pseudo-labelled (the trainer picks them, seeded): each
-#: remake costs two decoder passes and their palindrome round trips per image (no encoder
-#: pass); every 50 steps with the 67 of the test-bed they took 0.9-1.2x the steps' own time.
-MAX_IMAGES = 96
+#: At most this many unlabeled images are pseudo-labelled in one remake (the trainer moves a
+#: window of them round its pool, remake after remake): a remake costs two decoder passes per
+#: image and the round trips of the masks the choice reaches; with 32 of 100 photos every 50
+#: steps the remakes cost a fraction of the steps (benchmarks/training_cost.py, README).
+MAX_IMAGES = 32
 #: A mask becomes a pseudo-label only if, as the only memory, it predicts the templates back
 #: with at least this IoU (its palindrome confidence): a model that knows nothing yet (random
 #: weights: tests/engine/test_toy_task.py) closes no cycle and so teaches itself nothing.
 MIN_CYCLE = 0.5
 
+#: With round trips computed on demand, at most this many times the masks a structure keeps are
+#: tried, best-scored first: one further down would be taken only if most better ones failed.
+TRIES = 2
+
 #: {index of the unlabeled image: {structure: (S, S) bool mask on the model's grid}}
 PseudoLabels = dict[int, dict[str, np.ndarray]]
+#: The palindrome confidence of one mask: (image index, structure, (S, S) bool mask) -> IoU.
+Cycle = Callable[[int, str, np.ndarray], float]
 
 
 def select_pseudo_labels(model: LoadedModel, templates: Sequence[Template], images: Sequence[PreparedImage],
@@ -55,23 +62,44 @@ def select_pseudo_labels(model: LoadedModel, templates: Sequence[Template], imag
     ``min_cycle`` do); see the module docstring. ``from_pool`` > 0: first the
     ``from_pool`` best masks of each structure join the templates (as more templates would),
     then every image is predicted again from all of them. No autograd; the model's training
-    flags are left as they were. None when ``cancel`` is set meanwhile (checked between batches)."""
+    flags are left as they were. None when ``cancel`` is set meanwhile (checked between batches).
+
+    The palindrome round trip is computed only for the masks that the score puts within
+    reach of being chosen (in score order, until enough close): the choice is the one that
+    computing it for every mask would make, at a fraction of the cost."""
     fit = FITS[fit_for(model.checkpoint_hash)]
-    found = predict_masks(model, templates, images, encoder, cancel)
+    memory = TemplateMemory(model, templates, encoder)
+    found = predict_masks(model, templates, images, encoder, cancel, confidence=False, memory=memory)
     if found is not None and from_pool > 0:
-        extra = pool_templates(found, images, fit, from_pool, min_cycle)
-        found = predict_masks(model, list(templates) + extra, images, encoder, cancel)
+        extra = pool_templates(found, images, fit, from_pool, min_cycle, cycle=round_trip(memory, images))
+        if extra:  # else the second pass would be the first one again
+            memory = TemplateMemory(model, list(templates) + extra, encoder)
+            found = predict_masks(model, memory.templates, images, encoder, cancel, confidence=False,
+                                  memory=memory)
     if found is None:
         return None
-    return choose(found, fit, max(1, math.ceil(fraction * len(images))), min_cycle)
+    return choose(found, fit, max(1, math.ceil(fraction * len(images))), min_cycle,
+                  cycle=round_trip(memory, images))
+
+
+def round_trip(memory: TemplateMemory, images: Sequence[PreparedImage]) -> Cycle:
+    """The palindrome confidence of one mask ``(image index, structure, (S, S) mask)`` back to
+    ``memory``'s templates (the images' features come from its encoder's cache)."""
+
+    def cycle(index: int, name: str, mask: np.ndarray) -> float:
+        features = memory.encoder.encode([images[index]])[0]
+        return palindrome_confidence_on_grid(memory, features, {name: mask}).get(name, 0.0)
+
+    return cycle
 
 
 def pool_templates(found: dict[str, list[tuple[int, dict, np.ndarray]]], images: Sequence[PreparedImage],
-                   fit: ReviewFit, n: int, min_cycle: float = MIN_CYCLE) -> list[Template]:
+                   fit: ReviewFit, n: int, min_cycle: float = MIN_CYCLE, cycle: Cycle | None = None
+                   ) -> list[Template]:
     """The ``n`` best-scored masks of each structure in ``found`` (:func:`predict_masks`) as
     templates: one per image, with the structures it is among the best for."""
     made = []
-    for index, masks in sorted(choose(found, fit, n, min_cycle).items()):
+    for index, masks in sorted(choose(found, fit, n, min_cycle, cycle).items()):
         image = images[index]
         names = sorted(masks)
         own = image.letterbox.unapply(np.stack([masks[name].astype(np.float32) for name in names])) >= 0.5
@@ -82,34 +110,39 @@ def pool_templates(found: dict[str, list[tuple[int, dict, np.ndarray]]], images:
 
 
 def predict_masks(model: LoadedModel, templates: Sequence[Template], images: Sequence[PreparedImage],
-                  encoder: FeatureEncoder, cancel: CancelToken | None = None
-                  ) -> dict[str, list[tuple[int, dict, np.ndarray]]] | None:
+                  encoder: FeatureEncoder, cancel: CancelToken | None = None, confidence: bool = True,
+                  memory: TemplateMemory | None = None) -> dict[str, list[tuple[int, dict, np.ndarray]]] | None:
     """{structure: [(image index, review signals, (S, S) bool mask)]} of the present masks,
-    the signals with the palindrome round trip back to ``templates`` (None when ``cancel`` is
-    set meanwhile)."""
-    memory = TemplateMemory(model, templates, encoder)
+    the signals with the palindrome round trip back to ``templates`` when ``confidence``
+    (else its signal ``palindrome`` is None; :func:`choose` computes it where it matters).
+    None when ``cancel`` is set meanwhile. ``memory``: the templates already encoded."""
+    memory = memory or TemplateMemory(model, templates, encoder)
     found: dict[str, list[tuple[int, dict, np.ndarray]]] = {}
     for start in range(0, len(images), BATCH):
         if is_cancelled(cancel):
             return None
         batch = list(images[start:start + BATCH])
-        raws = predict_prepared(memory, batch, encoder.encode(batch), confidence=True)
+        raws = predict_prepared(memory, batch, encoder.encode(batch), confidence=confidence)
         for offset, (image, raw) in enumerate(zip(batch, raws)):
             valid = image.valid_mask()
             for name, r in raw.items():
                 mask = (r.logits > 0) & valid
                 if r.present and mask.any():
-                    found.setdefault(name, []).append((start + offset, r.signals or {}, mask))
+                    found.setdefault(name, []).append((start + offset, dict(r.signals or {}), mask))
     return found
 
 
 def choose(found: dict[str, list[tuple[int, dict, np.ndarray]]], fit: ReviewFit, keep: int,
-           min_cycle: float = MIN_CYCLE) -> PseudoLabels:
+           min_cycle: float = MIN_CYCLE, cycle: Cycle | None = None) -> PseudoLabels:
     """Per structure, the ``keep`` best-scored of its masks ``found`` ({structure: [(image
     index, review signals, (S, S) bool mask)]}) among those whose palindrome round trip
     (signal ``palindrome``) reaches ``min_cycle``: scored with ``fit``'s collection estimate
     when it has one and the structure has MIN_MASKS masks or more, else its one-pass
-    estimate; ties go to the lower image index."""
+    estimate; ties go to the lower image index. A mask whose ``palindrome`` is None gets it
+    from ``cycle(image index, structure, mask)`` when the choice reaches it (stored in its
+    signals), or counts as not closing without ``cycle``; with ``cycle``, only the best-scored
+    ``TRIES * keep`` masks of a structure are tried (each round trip costs about a decoder
+    pass and a memory encoding)."""
     labels: PseudoLabels = {}
     for name, items in found.items():
         if fit.collection is not None and len(items) >= MIN_MASKS:
@@ -117,11 +150,17 @@ def choose(found: dict[str, list[tuple[int, dict, np.ndarray]]], fit: ReviewFit,
             scores = [linear(fit.collection, {**s, "consensus": float(a)}) for (_, s, _), a in zip(items, agreement)]
         else:
             scores = [linear(fit.one_pass, s) for _, s, _ in items]
-        closes = [i for i, (_, s, _) in enumerate(items) if (s.get("palindrome") or 0.0) >= min_cycle]
-        order = sorted(closes, key=lambda i: (-scores[i], items[i][0]))
-        for i in order[:keep]:
-            index, _, mask = items[i]
-            labels.setdefault(index, {})[name] = mask
+        taken = 0
+        order = sorted(range(len(items)), key=lambda i: (-scores[i], items[i][0]))
+        for tried, i in enumerate(order):
+            if taken == keep or (cycle is not None and tried == TRIES * keep):
+                break
+            index, signals, mask = items[i]
+            if signals.get("palindrome") is None and cycle is not None:
+                signals["palindrome"] = cycle(index, name, mask)
+            if (signals.get("palindrome") or 0.0) >= min_cycle:
+                labels.setdefault(index, {})[name] = mask
+                taken += 1
     return labels
 
 

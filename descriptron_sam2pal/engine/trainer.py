@@ -26,8 +26,8 @@ warm-up, then cosine decay). The image encoder never trains; its features are
 computed once per image by ``FeatureEncoder`` and reused.
 
 Pseudo-labels (``LossWeights.pseudo``, on by default): at step 0 and every
-``pseudo_every`` steps the templates are propagated onto (up to ``MAX_IMAGES`` of) the
-unlabeled images with the weights as they are; the best review-scored
+``pseudo_every`` steps the templates are propagated onto (a window of ``MAX_IMAGES`` of) the
+unlabeled images with the weights as they are (successive windows go round the pool); the best review-scored
 ``pseudo_fraction`` of each structure's masks whose palindrome closes
 (``pseudo_min_cycle``) become targets for the forward half of the palindromes that use
 those images (``engine.pseudo_labels``). ``state.pt`` keeps them, so a resumed run is the
@@ -150,6 +150,20 @@ class TrainConfig:
     pseudo_every: int = 50
     pseudo_templates: int = 4
     pseudo_min_cycle: float = MIN_CYCLE  # a pseudo-label's palindrome must close this well (IoU)
+    # How many of a template's structures go through one forward and backward pass together:
+    # the objects of a palindrome are independent batch rows, so the gradient is the same for
+    # any split, but the activations kept for the backward pass grow with the rows of a pass
+    # (with 5 structures at 512 px: about 1.2 GB each on the CPU). 0 (auto): one at a time on
+    # the CPU, all together on a GPU. With ``loss.overlap`` (pairs of structures) always all.
+    objects_per_pass: int = 0
+
+    def object_rows(self, k: int, device) -> list[list[int]]:
+        """The rows (structures) of a K-structure palindrome, split into the passes of
+        ``objects_per_pass``."""
+        per = self.objects_per_pass or (k if torch.device(device).type == "cuda" else 1)
+        if self.loss.overlap:
+            per = k
+        return [list(range(a, min(k, a + per))) for a in range(0, k, per)]
 
     def use_bf16(self, device) -> bool:
         """Whether training runs under bf16 autocast on ``device`` (see ``autocast``)."""
@@ -201,6 +215,8 @@ class TrainConfig:
                             f"{self.pseudo_every}, {self.pseudo_templates}, {self.pseudo_min_cycle})")
         if self.loss.pseudo < 0:
             problems.append(f"the pseudo-label weight must not be negative (got {self.loss.pseudo})")
+        if self.objects_per_pass < 0:
+            problems.append(f"objects_per_pass must not be negative (got {self.objects_per_pass})")
         if self.validate_every < 0 or self.checkpoint_every < 0 or self.val_images < 0:
             problems.append("validate_every, checkpoint_every and val_images must not be negative")
         if self.effective_warmup < 0:
@@ -430,6 +446,10 @@ class _Run:
         differs = []
         saved_cfg = {k: v for k, v in saved.get("config", {}).items() if k not in ("steps", "resolved")}
         current_cfg = {k: v for k, v in current["config"].items() if k not in ("steps", "resolved")}
+        defaults = TrainConfig().to_dict()
+        for key in set(current_cfg) - set(saved_cfg):  # a setting added since: its default is what ran
+            if current_cfg[key] == defaults.get(key):
+                del current_cfg[key]
         if saved_cfg != current_cfg:
             keys = sorted(k for k in set(saved_cfg) | set(current_cfg) if saved_cfg.get(k) != current_cfg.get(k))
             differs.append("settings (" + ", ".join(keys) + ")")
@@ -650,7 +670,9 @@ class _Run:
     def _refresh_pseudo_labels(self) -> float:
         """Remake the pseudo-labels at every ``pseudo_every``-th step with the weights as they
         are (a resumed run has those of its last saved state); returns the seconds it took.
-        At most ``pseudo_labels.MAX_IMAGES`` unlabeled images take part (a seeded choice)."""
+        Each remake takes part of the unlabeled images, ``pseudo_labels.MAX_IMAGES`` at most:
+        the next window of a seeded order of them, so that successive remakes go round the
+        whole pool; the labels of images outside the window are those an earlier remake made."""
         if not self.config.loss.pseudo:
             return 0.0
         if self._pseudo is not None and self.step % self.config.pseudo_every:
@@ -658,8 +680,9 @@ class _Run:
         t0 = time.monotonic()
         n = len(self.train_pool)
         if n > MAX_IMAGES:
-            rng = np.random.RandomState((self.config.seed * 104729 + 17) % (2 ** 32))
-            subset = sorted(rng.permutation(n)[:MAX_IMAGES].tolist())
+            order = np.random.RandomState((self.config.seed * 104729 + 17) % (2 ** 32)).permutation(n)
+            start = (self.step // self.config.pseudo_every) * MAX_IMAGES
+            subset = sorted(int(order[(start + i) % n]) for i in range(MAX_IMAGES))
         else:
             subset = list(range(n))
         labels = select_pseudo_labels(self.model, self.templates, [self.train_pool[i] for i in subset],
@@ -667,15 +690,19 @@ class _Run:
                                       self.config.pseudo_min_cycle, self.cancel)
         if labels is None:  # cancelled: the loop stops before the next step
             return 0.0
-        self._pseudo = {subset[i]: masks for i, masks in labels.items()}
-        masks = sum(len(v) for v in self._pseudo.values())
-        if masks:
-            self._say(f"step {self.step}: pseudo-labels remade, {masks} outline(s) on {len(self._pseudo)} of "
-                      f"{n} unlabeled image(s) (per structure the best-scored {self.config.pseudo_fraction:.0%} "
-                      f"whose round trip to the template works)")
+        window = set(subset)
+        kept = {i: masks for i, masks in (self._pseudo or {}).items() if i not in window}
+        self._pseudo = kept | {subset[i]: masks for i, masks in labels.items()}
+        made = sum(len(v) for v in labels.values())
+        if made:
+            self._say(f"step {self.step}: pseudo-labels remade on {len(subset)} of {n} unlabeled image(s): "
+                      f"{made} outline(s) (per structure the best-scored {self.config.pseudo_fraction:.0%} "
+                      f"whose round trip to the template works); "
+                      f"{sum(len(v) for v in self._pseudo.values())} in all")
         else:
-            self._say(f"step {self.step}: pseudo-labels remade, none yet: no outline on the unlabeled images "
-                      f"leads back to the template; learning from the palindromes alone until the next remake")
+            self._say(f"step {self.step}: pseudo-labels remade on {len(subset)} of {n} unlabeled image(s), none "
+                      f"new: no outline there leads back to the template"
+                      + ("; learning from the palindromes alone until the next remake" if not kept else ""))
         return time.monotonic() - t0
 
     def _checkpoint_due(self) -> bool:
@@ -717,16 +744,20 @@ class _Run:
             versions.append(made)
         return versions
 
-    def _palindrome(self, t_index: int, image: PreparedImage, version: int | None = None):
-        """One palindrome; ``version``: index of the template copy the backward half reconstructs."""
+    def _palindrome(self, t_index: int, image: PreparedImage, version: int | None = None,
+                    rows: list[int] | None = None):
+        """One palindrome; ``version``: index of the template copy the backward half reconstructs;
+        ``rows``: which of the template's structures (all by default)."""
         masks, valid = self._template_tensors(t_index)
+        if rows is not None:
+            masks = masks[rows]
         extra = {}
         if version is None:
             feats0, feats1 = self.encoder.encode([self.templates[t_index].image, image])
         else:
             v_image, v_masks, v_valid = self._versions[t_index][version]
             feats0, feats_v, feats1 = self.encoder.encode([self.templates[t_index].image, v_image, image])
-            extra["recon"] = (feats_v, v_masks, v_valid)
+            extra["recon"] = (feats_v, v_masks if rows is None else v_masks[rows], v_valid)
         with autocast_context(self.device, self.config.use_bf16(self.device)):
             return palindrome_step(self.sam, feats0, masks, valid, feats1, self.config.loss, **extra)
 
@@ -746,29 +777,32 @@ class _Run:
                        if config.template_versions else None)
             template = self.templates[t_index]
             where = f"template {template.image_id}, image {image.source or image.key[:12]}"
-            try:
-                out = self._palindrome(t_index, image, version)
-                loss = out.loss
-                extra = pseudo_label_loss(out.target_logits, template.structures, (self._pseudo or {}).get(i_image, {}),
-                                          torch.from_numpy(image.valid_mask()).to(self.device))
-                if extra is not None:
-                    loss = loss + config.loss.pseudo * extra
-                    totals["pseudo"] += float(extra.detach()) / config.accumulate
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"training diverged at step {self.step + 1} ({where}): the loss is {loss.item()}; "
-                        f"lower the learning rate (now {config.effective_lr:g}) or check the images")
-                (loss / config.accumulate).backward()
-            except TrainingError:
-                raise
-            except Exception as exc:
-                exc.add_note(f"in training step {self.step + 1} ({where})")
-                raise
-            totals["loss"] += loss.item() / config.accumulate
-            for key, value in (("bce", out.bce), ("dice", out.dice), ("presence", out.presence),
-                               ("iou_error", out.iou_error)):
-                totals[key] += float(value.sum()) / config.accumulate
-            totals["cycle_iou"] += float(out.cycle_iou.mean()) / config.accumulate
+            names = template.structures
+            labels = (self._pseudo or {}).get(i_image, {})
+            image_valid = torch.from_numpy(image.valid_mask()).to(self.device)
+            for rows in config.object_rows(len(names), self.device):
+                try:
+                    out = self._palindrome(t_index, image, version, rows)
+                    loss = out.loss
+                    extra = pseudo_label_loss(out.target_logits, [names[r] for r in rows], labels, image_valid)
+                    if extra is not None:
+                        loss = loss + config.loss.pseudo * extra
+                        totals["pseudo"] += float(extra.detach()) / config.accumulate
+                    if not torch.isfinite(loss):
+                        raise TrainingError(
+                            f"training diverged at step {self.step + 1} ({where}): the loss is {loss.item()}; "
+                            f"lower the learning rate (now {config.effective_lr:g}) or check the images")
+                    (loss / config.accumulate).backward()
+                except TrainingError:
+                    raise
+                except Exception as exc:
+                    exc.add_note(f"in training step {self.step + 1} ({where})")
+                    raise
+                totals["loss"] += loss.item() / config.accumulate
+                for key, value in (("bce", out.bce), ("dice", out.dice), ("presence", out.presence),
+                                   ("iou_error", out.iou_error)):
+                    totals[key] += float(value.sum()) / config.accumulate
+                totals["cycle_iou"] += float(out.cycle_iou.sum()) / len(names) / config.accumulate
             used.append({"template": template.image_id, "image": image.source or image.key[:12]}
                         | ({"copy": version} if version is not None else {}))
         if all(p.grad is None for p in self.params):

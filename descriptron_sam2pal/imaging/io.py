@@ -118,7 +118,7 @@ def exif_orientation(path: str | os.PathLike) -> int:
     try:
         with Image.open(path) as img:
             return _exif_orientation(img)
-    except Exception:  # not an image PIL can open: no orientation to report
+    except Exception:  # noqa: BLE001 - not an image PIL can open: no orientation to report
         return 1
 
 
@@ -182,7 +182,7 @@ def _exif_orientation(img: Image.Image) -> int:
     """EXIF orientation 1-8 of an opened image; 1 when absent or unreadable."""
     try:
         value = int(img.getexif().get(_EXIF_ORIENTATION_TAG, 1))
-    except Exception:  # malformed EXIF must not make the image unreadable
+    except Exception:  # noqa: BLE001 - malformed EXIF must not make the image unreadable
         return 1
     return value if 1 <= value <= 8 else 1
 

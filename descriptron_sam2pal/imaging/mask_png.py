@@ -32,11 +32,13 @@ def parse_colors(spec: str) -> dict[str, Color]:
         name, sep, value = part.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise UserError(f"colour map entry {part!r} is not 'name=R,G,B' (e.g. 'head=200,0,0;eye=0,0,255')")
+            raise UserError(f"colour map entry {part!r} is not 'name=R,G,B' "
+                            "(e.g. 'head=200,0,0;eye=0,0,255')")
         try:
             color = tuple(int(v) for v in value.replace(" ", "").split(","))
         except ValueError:
-            raise UserError(f"colour map entry {part!r}: the colour must be integers 'R,G,B' or one index") from None
+            raise UserError(f"colour map entry {part!r}: the colour must be integers 'R,G,B' "
+                            "or one index") from None
         limit = 65535 if len(color) == 1 else 255
         if len(color) not in (1, 3) or not all(0 <= v <= limit for v in color):
             raise UserError(f"colour map entry {part!r}: give R,G,B in 0..255 or a single index/grey value")
@@ -44,7 +46,8 @@ def parse_colors(spec: str) -> dict[str, Color]:
             raise UserError(f"colour map names {name!r} twice; give each structure one colour")
         if color in out.values():
             other = next(n for n, c in out.items() if c == color)
-            raise UserError(f"colour map gives {name!r} and {other!r} the same colour {value}; colours must differ")
+            raise UserError(f"colour map gives {name!r} and {other!r} the same colour {value}; "
+                            "colours must differ")
         out[name] = color
     if not out:
         raise UserError("the colour map is empty; give e.g. 'head=200,0,0;eye=0,0,255'")

@@ -255,7 +255,7 @@ def start_workers(request: Any, settings: ClusterSettings, say: Callable[[str], 
     actor = ray.remote(PropagationWorker).options(max_restarts=MAX_RESTARTS, max_task_retries=0, **resources)
     crash = os.environ.get(CRASH_ENV)
     model, templates = portable(request.model, request.templates)
-    workers = [actor.remote(model, templates, request.confidence,
+    workers = [actor.remote(model, templates, request.confidence or request.orientation_search,
                             request.orientation_search, settings.batch_size or request.batch_size, threads,
                             crash) for _ in range(n)]
     try:

@@ -42,7 +42,10 @@ class PropagateRequest:
     write_to: str | os.PathLike | None = None
     batch_size: int | None = None
     orientation_search: bool = False
-    confidence: bool = True
+    # The palindrome confidence (a second decoder pass per target, back to the templates): off
+    # by default, the review score does not use it; orientation search compares it, so it is
+    # on whenever orientation search is.
+    confidence: bool = False
     resume: bool = False
     protected: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     status_stores: Sequence[Any] = ()  # stores whose structure_status applies to path targets
@@ -253,7 +256,7 @@ def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, 
         results = iter_propagate(model, templates, request.targets, batch_size=request.batch_size,
                                  progress=report, cancel=cancel, journal=journal,
                                  orientation_search=request.orientation_search,
-                                 confidence=request.confidence)
+                                 confidence=request.confidence or request.orientation_search)
     scorer = CollectionScorer()
     in_store: dict[tuple[int, str], tuple] = {}  # (result number, structure): (image id, annotation id)
     try:

@@ -20,8 +20,8 @@ from descriptron_sam2pal.atomic import atomic_write
 
 from descriptron_sam2pal.model.build import LoadedModel, describe_base, load_torch_file
 from descriptron_sam2pal.model.configs import config_info, describe_config
-from descriptron_sam2pal.model.lora import (apply_lora, enable_full_finetune, finetune_mode, lora_settings, lora_target_names,
-                   load_trainable_state, trainable_state_dict)
+from descriptron_sam2pal.model.lora import (apply_lora, enable_full_finetune, finetune_mode, lora_settings,
+                                            lora_target_names, load_trainable_state, trainable_state_dict)
 
 ADAPTER_FORMAT = "sam2pal-adapter"
 ADAPTER_FORMAT_VERSION = 1

@@ -18,8 +18,9 @@ import torch
 
 from descriptron_sam2pal import UserError
 
-from descriptron_sam2pal.model.configs import (KNOWN_CONFIGS, MINI_CONFIG, PACKAGED_CONFIGS, canonical_config_name, config_info,
-                      describe_config, detect_config)
+from descriptron_sam2pal.model.configs import (KNOWN_CONFIGS, MINI_CONFIG, PACKAGED_CONFIGS,
+                                               canonical_config_name, config_info, describe_config,
+                                               detect_config)
 from descriptron_sam2pal.model.device import resolve_device
 
 __all__ = ["MINI_CONFIG", "LoadedModel", "build_model", "load_checkpoint_state",
@@ -78,7 +79,8 @@ class LoadedModel:
 
     def describe(self) -> str:
         """"SAM2.1 hiera-tiny (configs/...) with checkpoint sha256 1a2b3c4d5e6f (file.pt)"."""
-        return f"{describe_config(self.config_name)} with {describe_base(self.checkpoint_hash, self.checkpoint_path)}"
+        base = describe_base(self.checkpoint_hash, self.checkpoint_path)
+        return f"{describe_config(self.config_name)} with {base}"
 
 
 def describe_base(checkpoint_hash: str | None, checkpoint_name: str | Path | None) -> str:
@@ -139,8 +141,8 @@ def resolve_config(state_dict: Mapping[str, torch.Tensor], config: str | None = 
     given = canonical_config_name(config)
     if detected is not None and config_info(given) is not None and given != detected:
         raise UserError(f"checkpoint {name} is a {describe_config(detected)} model but config "
-                        f"{config} ({config_info(given).label}) was given; drop --config (it is chosen from the checkpoint) "
-                        f"or pass --config {detected}")
+                        f"{config} ({config_info(given).label}) was given; drop --config (it is chosen "
+                        f"from the checkpoint) or pass --config {detected}")
     return given
 
 

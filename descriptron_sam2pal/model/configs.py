@@ -89,8 +89,8 @@ _APPROX_MB = {"tiny": 156, "small": 184, "base_plus": 324, "large": 898}
 
 def _known_checkpoints() -> dict[str, KnownCheckpoint]:
     table = {}
-    for family, release, prefix, folder in (("SAM2", "072824", "sam2_", "sam2"),
-                                            ("SAM2.1", "092824", "sam2.1_", "sam2.1")):
+    for _family, release, prefix, folder in (("SAM2", "072824", "sam2_", "sam2"),
+                                             ("SAM2.1", "092824", "sam2.1_", "sam2.1")):
         for size, (suffix, _, _) in _SIZES.items():
             file_name = f"{prefix}hiera_{size}.pt"
             table[file_name] = KnownCheckpoint(

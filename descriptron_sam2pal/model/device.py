@@ -34,7 +34,8 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         raise UserError(f"unknown device {spec!r}; use one of {', '.join(DEVICE_CHOICES)}") from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            build = "a CPU-only torch build" if torch.version.cuda is None else f"torch for CUDA {torch.version.cuda}"
+            cuda = torch.version.cuda
+            build = "a CPU-only torch build" if cuda is None else f"torch for CUDA {cuda}"
             raise UserError(f"device {spec!r} was requested but no CUDA GPU is usable here ({build}); "
                             "use --device cpu or --device auto")
         if device.index is not None and device.index >= torch.cuda.device_count():

@@ -13,8 +13,9 @@ tool, opens Train SAM2-PAL (Ctrl+Shift+T)
 and trains a short run (screenshot while it runs), lets it segment the other
 specimens, reviews them worst first with the keys (the structure large in the
 central area), edits an outline's vertices there, and writes the accepted
-outlines back. The window is 1366 x 768 (a laptop screen) by default. PNGs go to ``--out`` (default: this folder), each made smaller
-than ``--max-kb`` with pngquant/optipng when they are installed.
+outlines back. The window is 1366 x 768 (a laptop screen) by default. PNGs go to
+``--out`` (default: this folder), each made smaller than ``--max-kb`` with
+pngquant/optipng when they are installed.
 
 The model: ``--checkpoint FILE`` when given; else a beetle demo checkpoint
 shipped in ``descriptron_sam2pal/resources/`` (the checkpoint picker's button for
@@ -51,7 +52,9 @@ TEMPLATE_STRUCTURES = ("head", "pronotum", "elytra")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BeetleFlow folder with images/ and masks/")
+    p.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="BeetleFlow folder with images/ and masks/"
+    )
     p.add_argument("--out", type=Path, default=HERE, help="where the PNGs go (default: docs/screenshots)")
     p.add_argument("--workdir", type=Path, help="project and settings folder (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the work folder (to look at the written files)")
@@ -281,7 +284,9 @@ def run(args: argparse.Namespace) -> int:
     shots.save(window, "00_start.png")  # what a new user sees first
     # 1. the workspace: open the folder (as `sam2pal gui FOLDER` does), pick a template
     window.open_path(project)
-    shots.wait_until(lambda: window.current_image() is not None and not window.image_loader.busy, 20, "the first image")
+    shots.wait_until(
+        lambda: window.current_image() is not None and not window.image_loader.busy, 20, "the first image"
+    )
     click_list_item(window.image_list, OUTLINED_BEFORE[0])
     shots.wait_until(lambda: image_shown(OUTLINED_BEFORE[0]), 20, "the template image")
     window.canvas.view.setFocus()

@@ -1,4 +1,5 @@
-"""A small project on disk (images + a Descriptron session file) and a workspace window."""
+"""Fixtures for the workspace-window tests: a small project on disk (images + a Descriptron
+session file) and a bare workspace window (``dialogs`` comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,35 +9,13 @@ import pytest
 from PyQt5.QtCore import QSettings
 from PyQt5.QtWidgets import QMessageBox
 
-from workspace_helpers import write_project
+from tests.helpers.workspace_project import write_project
 
 
 @pytest.fixture
 def project(tmp_path) -> Path:
     write_project(tmp_path / "specimens")
     return tmp_path / "specimens"
-
-
-class Dialogs:
-    """Answers every QMessageBox.exec_ with the next queued button and records what was asked."""
-
-    def __init__(self) -> None:
-        self.answers: list = []
-        self.seen: list[tuple[str, str]] = []
-
-    def exec_(self, box: QMessageBox):
-        self.seen.append((box.windowTitle(), box.text()))
-        return self.answers.pop(0) if self.answers else QMessageBox.Ok
-
-    def titles(self) -> list[str]:
-        return [t for t, _ in self.seen]
-
-
-@pytest.fixture
-def dialogs(monkeypatch) -> Dialogs:
-    d = Dialogs()
-    monkeypatch.setattr(QMessageBox, "exec_", lambda box: d.exec_(box))
-    return d
 
 
 @pytest.fixture

@@ -3,8 +3,7 @@
 import numpy as np
 
 from descriptron_sam2pal.host.api import CanvasHost, Host
-
-from workspace_helpers import wait_shown
+from tests.helpers.workspace_project import wait_shown
 
 
 def test_clicks_boxes_and_proposal(qtbot, window, project):

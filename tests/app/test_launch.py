@@ -3,8 +3,7 @@ from PyQt5.QtWidgets import QApplication
 
 from descriptron_sam2pal.app import launch as app
 from descriptron_sam2pal.app.workspace import Workspace
-
-from workspace_helpers import wait_shown
+from tests.helpers.workspace_project import wait_shown
 
 
 def test_main_opens_the_project_and_returns_the_exit_code(qtbot, project, monkeypatch, tmp_path, dialogs):

@@ -7,8 +7,8 @@ from PyQt5.QtCore import Qt
 from PyQt5.QtWidgets import QDockWidget, QLabel, QPlainTextEdit, QTableWidget
 
 from descriptron_sam2pal.host.api import PLUGIN_GROUP, load_plugins
+from tests.helpers.workspace_project import wait_shown
 
-from workspace_helpers import wait_shown
 
 GOOD = """
 from PyQt5.QtWidgets import QLabel

@@ -11,8 +11,8 @@ from PyQt5.QtWidgets import QInputDialog
 from descriptron_sam2pal.app.descriptron_link import descriptron_command, find_descriptron
 from descriptron_sam2pal.app.qt_check import missing_from_ldd, packages_for, startup_problem
 from descriptron_sam2pal.app.workspace import image_subfolders
+from tests.helpers.workspace_project import wait_shown, write_project
 
-from workspace_helpers import wait_shown, write_project
 
 LDD = """\tlinux-vdso.so.1 (0x00007ff3b18f2000)
 \tlibxcb-icccm.so.4 => not found
@@ -90,7 +90,11 @@ def test_open_in_descriptron_builds_image_then_annotation_file(window, project, 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     fallback = find_descriptron("descriptron-elsewhere")  # run the entry point's function
     assert fallback.argv[:2] == (sys.executable, "-c") and "descriptron_gui.cli" in fallback.argv[2]
-    assert descriptron_command(launcher, "/p/a.png", "/p/a.json") == [launcher.argv[0], "/p/a.png", "/p/a.json"]
+    assert descriptron_command(launcher, "/p/a.png", "/p/a.json") == [
+        launcher.argv[0],
+        "/p/a.png",
+        "/p/a.json",
+    ]
 
     window.set_descriptron_launcher(None)
     assert not window.descriptron_action.isEnabled()

@@ -3,8 +3,7 @@ from PyQt5.QtWidgets import QMessageBox
 
 from descriptron_sam2pal.gui.workers import EngineWorker
 from descriptron_sam2pal.host.api import Host
-
-from workspace_helpers import wait_shown
+from tests.helpers.workspace_project import wait_shown
 
 
 def _labels(win):
@@ -229,10 +228,17 @@ def test_saving_while_a_sam2pal_run_writes_the_store_says_so_and_keeps_the_chang
     wait_shown(qtbot, window, "ant_01.png")
     _make_dirty(window)
     before = (project / "session.json").read_bytes()
-    other = subprocess.Popen([sys.executable, "-c",  # `sam2pal propagate --write-to` writing this store
-                              "import time; from descriptron_sam2pal.store import store_lock\n"
-                              f"with store_lock({str(project / 'session.json')!r}, timeout=0):\n"
-                              "    print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    other = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",  # `sam2pal propagate --write-to` writing this store
+            "import time; from descriptron_sam2pal.store import store_lock\n"
+            f"with store_lock({str(project / 'session.json')!r}, timeout=0):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert other.stdout.readline().strip() == "held"
         window.save_action.trigger()

@@ -1,11 +1,11 @@
-"""Both ways against Descriptron 2.8.2's own code (see harness.py): its stores read by us and
-written back with every field; our stores (GUI Write back, `propagate --write-to`) loaded by
-its Load Annotations, pixel for pixel, from the .json and from the .rlejson."""
+"""Both ways against Descriptron 2.8.2's own code (see tests/helpers/descriptron_harness.py):
+its stores read by us and written back with every field; our stores (GUI Write back,
+`propagate --write-to`) loaded by its Load Annotations, pixel for pixel, from the .json and
+from the .rlejson."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +16,8 @@ from descriptron_sam2pal.engine.results import StructureResult, TargetResult
 from descriptron_sam2pal.gui.review_session import ReviewSession
 from descriptron_sam2pal.imaging.masks import fill_holes
 from descriptron_sam2pal.store import AnnotationStore
+from tests.helpers.descriptron_harness import Descriptron
 
-from .harness import Descriptron
 
 H, W = 80, 120
 
@@ -189,7 +189,9 @@ def test_two_folder_session_saves_newest_file_wins_and_is_said(tmp_path):
     # write back on B (owned by Monday's file, which also holds Monday's A): the new file leaves A out
     store.add_structure(rb, "eye", box(60, 70, 10, 30))
     new_json, _ = store.save()
-    assert [i["file_name"] for i in read(new_json)["images"] if i["file_name"] in ("A.png", "B.png")] == ["B.png"]
+    assert [i["file_name"] for i in read(new_json)["images"] if i["file_name"] in ("A.png", "B.png")] == [
+        "B.png"
+    ]
     again = AnnotationStore.open(tmp_path)
     assert again.image_by_file(a).source == second                                        # still Tuesday's A
     assert set(again.structure_masks(again.image_by_file(b))) == {"head", "eye"}
@@ -235,9 +237,7 @@ def test_gui_write_back_is_loaded_by_descriptron_pixel_for_pixel(tmp_path):
 @pytest.mark.slow
 def test_propagate_write_to_is_loaded_by_descriptron_pixel_for_pixel(tmp_path, present_checkpoint):
     from descriptron_sam2pal.cli import main
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-    from synthetic import make_specimen
+    from tests.helpers.synthetic import make_specimen
 
     images = tmp_path / "specimens"
     images.mkdir()
@@ -259,10 +259,32 @@ def test_propagate_write_to_is_loaded_by_descriptron_pixel_for_pixel(tmp_path, p
     for png in images.glob("*_mask.png"):
         png.unlink()
     pred = tmp_path / "pred.json"
-    assert main(["propagate", "--template-image", str(tmp_path / "t.png"), "--template-mask",
-                 str(tmp_path / "t_mask.png"), "--colors", "head=200,0,0;eye=0,200,0", "--images", str(images),
-                 "--image-size", "128", "--device", "cpu", "--checkpoint", str(present_checkpoint),
-                 "--out", str(pred), "--write-to", str(images)]) == 0
+    assert (
+        main(
+            [
+                "propagate",
+                "--template-image",
+                str(tmp_path / "t.png"),
+                "--template-mask",
+                str(tmp_path / "t_mask.png"),
+                "--colors",
+                "head=200,0,0;eye=0,200,0",
+                "--images",
+                str(images),
+                "--image-size",
+                "128",
+                "--device",
+                "cpu",
+                "--checkpoint",
+                str(present_checkpoint),
+                "--out",
+                str(pred),
+                "--write-to",
+                str(images),
+            ]
+        )
+        == 0
+    )
     store = AnnotationStore.open(images)
     for image in (images / "s0.png", images / "s1.png", rot):
         record = store.image_by_file(image)

@@ -18,11 +18,9 @@ from PIL import Image
 
 from descriptron_sam2pal.cli import main
 from descriptron_sam2pal.store import AnnotationStore
+from tests.helpers.descriptron_harness import Descriptron
+from tests.helpers.synthetic import make_specimen
 
-from .harness import Descriptron
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-from synthetic import make_specimen  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +54,7 @@ def make_project(root: Path, kind: str) -> tuple[Path, list[str]]:
         d.open_image(images / "s0.png")
         d.add_mask("pronotum", user)
         d.save(at=1_700_000_000)
-        for png in images.glob("*_mask.png"):      # Descriptron's mask PNG (the CLI would take it for a photo)
+        for png in images.glob("*_mask.png"):  # Descriptron's mask PNG (the CLI would take it for a photo)
             png.unlink()
         target = images
     else:
@@ -64,9 +62,28 @@ def make_project(root: Path, kind: str) -> tuple[Path, list[str]]:
         store.add_structure(store.images[0], "pronotum", user)
         store.save()
         target = root / "session.json"
-    argv = ["propagate", "--template-image", str(root / "t.png"), "--template-mask", str(root / "t_mask.png"),
-            "--colors", COLORS, "--images", str(images), "--image-size", "128", "--device", "cpu",
-            "--batch-size", "2", "--no-confidence", "--out", str(root / "pred.json"), "--write-to", str(target)]
+    argv = [
+        "propagate",
+        "--template-image",
+        str(root / "t.png"),
+        "--template-mask",
+        str(root / "t_mask.png"),
+        "--colors",
+        COLORS,
+        "--images",
+        str(images),
+        "--image-size",
+        "128",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+        "--no-confidence",
+        "--out",
+        str(root / "pred.json"),
+        "--write-to",
+        str(target),
+    ]
     return target, argv
 
 
@@ -98,8 +115,9 @@ def run_killed_at(argv: list[str], n: int, monkeypatch) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["per_image", "session"])
-def test_killed_at_every_rename_reads_old_or_new_and_resume_completes(tmp_path, present_checkpoint, monkeypatch,
-                                                                    kind, capsys):
+def test_killed_at_every_rename_reads_old_or_new_and_resume_completes(
+    tmp_path, present_checkpoint, monkeypatch, kind, capsys
+):
     target, argv = make_project(tmp_path / "ref", kind)
     argv += ["--checkpoint", str(present_checkpoint)]
     old = state(target)

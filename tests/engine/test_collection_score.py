@@ -21,7 +21,11 @@ def square(h: int, w: int, top: int, left: int, side: int) -> np.ndarray:
 
 
 def thumb(mask: np.ndarray) -> np.ndarray:
-    return np.unpackbits(mask_thumbnail(mask))[: THUMBNAIL * THUMBNAIL].reshape(THUMBNAIL, THUMBNAIL).astype(bool)
+    return (
+        np.unpackbits(mask_thumbnail(mask))[: THUMBNAIL * THUMBNAIL]
+        .reshape(THUMBNAIL, THUMBNAIL)
+        .astype(bool)
+    )
 
 
 def test_thumbnail_is_the_centred_letterbox_of_the_mask():
@@ -45,7 +49,9 @@ def test_consensus_is_each_masks_mean_iou_with_the_others_never_itself():
 
 def test_consensus_of_a_large_run_compares_with_a_sample_chosen_by_content(monkeypatch):
     rng = random.Random(0)
-    thumbs = [mask_thumbnail(square(64, 64, rng.randrange(0, 40), rng.randrange(0, 40), 20)) for _ in range(30)]
+    thumbs = [
+        mask_thumbnail(square(64, 64, rng.randrange(0, 40), rng.randrange(0, 40), 20)) for _ in range(30)
+    ]
     full = consensus(thumbs)
     monkeypatch.setattr(collection, "MAX_OTHERS", 12)
     sampled = consensus(thumbs)

@@ -23,9 +23,18 @@ def box(h, w, y0, y1, x0, x1):
 
 
 def result(path, h, w, masks):
-    return TargetResult(None, str(path), h, w, {
-        n: StructureResult(n, m is not None, m, 0.5 if m is not None else None, 0.9 if m is not None else 0.1, 0.5)
-        for n, m in masks.items()})
+    return TargetResult(
+        None,
+        str(path),
+        h,
+        w,
+        {
+            n: StructureResult(
+                n, m is not None, m, 0.5 if m is not None else None, 0.9 if m is not None else 0.1, 0.5
+            )
+            for n, m in masks.items()
+        },
+    )
 
 
 def test_parse_colors():

@@ -6,8 +6,7 @@ import pytest
 
 from descriptron_sam2pal.engine import heap, propagate as propagate_module
 from descriptron_sam2pal.engine.propagate import propagate
-
-from synthetic import make_specimen, make_template
+from tests.helpers.synthetic import make_specimen, make_template
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")

@@ -10,7 +10,9 @@ from descriptron_sam2pal.engine.results import ResultJournal, StructureResult, T
 def result(i: int) -> TargetResult:
     mask = np.zeros((6, 5), bool)
     mask[1:1 + i % 4, 2] = True
-    return TargetResult(i, f"/photos/{i}.png", 6, 5, {"head": StructureResult("head", True, mask, 0.5, 0.9, 0.8)})
+    return TargetResult(
+        i, f"/photos/{i}.png", 6, 5, {"head": StructureResult("head", True, mask, 0.5, 0.9, 0.8)}
+    )
 
 
 def test_index_finds_what_load_finds_past_damaged_lines_and_other_runs(tmp_path):

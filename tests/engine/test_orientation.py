@@ -6,14 +6,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import make_specimen, make_template
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine.features import FeatureEncoder
-from descriptron_sam2pal.engine.orientation import (ORIENTATIONS, choose_orientation, orient, orientation_score,
-                                                    oriented_size, unorient)
+from descriptron_sam2pal.engine.orientation import (
+    ORIENTATIONS,
+    choose_orientation,
+    orient,
+    orientation_score,
+    oriented_size,
+    unorient,
+)
 from descriptron_sam2pal.engine.preprocess import prepare_image
 from descriptron_sam2pal.engine.propagate import TemplateMemory, iter_propagate, propagate
 from descriptron_sam2pal.engine.results import StructureResult
+from tests.helpers.synthetic import make_specimen, make_template
 
 
 def test_transforms_are_the_8_distinct_flips_and_quarter_turns_and_invert_exactly():
@@ -64,7 +70,9 @@ def test_search_keeps_the_best_orientation_and_maps_masks_back_exactly(present_m
 
     # Each orientation on its own: the kept one has the best mean confidence. (Target by target:
     # the eight as one run's collection would redo their review scores against each other.)
-    per = list(iter_propagate(present_model, memory, [orient(sideways, o) for o in ORIENTATIONS], batch_size=8))
+    per = list(
+        iter_propagate(present_model, memory, [orient(sideways, o) for o in ORIENTATIONS], batch_size=8)
+    )
     scores = {o: orientation_score(r.structures) for o, r in zip(ORIENTATIONS, per)}
     assert len(set(round(v, 6) for v in scores.values())) > 1  # the choice is not a tie
     assert searched.orientation == choose_orientation(scores)

@@ -20,9 +20,8 @@ from descriptron_sam2pal.engine.palindrome import (LossWeights, augment_letterbo
                                                    supervised_loss)
 from descriptron_sam2pal.engine.preprocess import prepare_image
 from descriptron_sam2pal.engine.trainer import TrainConfig, train
-
-from conftest import record_calls
-from synthetic import SPECIMEN_STRUCTURES, make_specimen, make_template
+from tests.helpers.recording import record_calls
+from tests.helpers.synthetic import SPECIMEN_STRUCTURES, make_specimen, make_template
 
 
 def _copy(template, seed=0):
@@ -65,7 +64,13 @@ def setup(present_model):
     target = prepare_image(make_specimen(1, size=(128, 112))[0], 128)
     f0, f_copy, f1 = FeatureEncoder(mini_model).encode([template.image, prepare_image(pixels, 128), target])
     names = template.structures
-    return sam, template, (sam, f0, template.model_masks(names), template.valid(), f1), (f_copy, masks, valid), f0
+    return (
+        sam,
+        template,
+        (sam, f0, template.model_masks(names), template.valid(), f1),
+        (f_copy, masks, valid),
+        f0,
+    )
 
 
 def test_backward_half_reconstructs_the_copy(setup, monkeypatch):
@@ -94,7 +99,9 @@ def test_structure_pushed_off_the_copy_is_scored_absent(setup):
     out = palindrome_step(*args, LossWeights(bce=0, dice=0, iou=0), recon=(f_copy, masks, valid))
     # presence per object: BCE towards present for 0 and 2, absent for 1 (so it flips with the sign).
     torch.manual_seed(0)
-    both = palindrome_step(*args, LossWeights(bce=0, dice=0, iou=0), recon=(f_copy, _copy(template)[1], valid))
+    both = palindrome_step(
+        *args, LossWeights(bce=0, dice=0, iou=0), recon=(f_copy, _copy(template)[1], valid)
+    )
     assert out.presence[0].item() == pytest.approx(both.presence[0].item(), rel=1e-5)
     assert out.presence[1].item() != pytest.approx(both.presence[1].item(), rel=1e-3)
 
@@ -120,7 +127,9 @@ def _pool(seeds=(10, 11, 12)):
     return [prepare_image(make_specimen(s, (128, 104))[0], 128, source=f"unlabeled-{s}.png") for s in seeds]
 
 
-def test_trainer_reconstructs_training_copies_and_validates_on_a_held_out_one(mini_model, tmp_path, monkeypatch):
+def test_trainer_reconstructs_training_copies_and_validates_on_a_held_out_one(
+    mini_model, tmp_path, monkeypatch
+):
     seen = []
     real = trainer.palindrome_step
 
@@ -131,7 +140,8 @@ def test_trainer_reconstructs_training_copies_and_validates_on_a_held_out_one(mi
     monkeypatch.setattr(trainer, "palindrome_step", spy)
     template = make_template("t0", seed=0, size=(120, 128))
     result = train(mini_model, [template], _pool(), tmp_path / "run",
-                   TrainConfig(steps=6, validate_every=3, val_images=1, template_versions=2, seed=1))
+                   TrainConfig(steps=6, validate_every=3, val_images=1, template_versions=2, seed=1,
+                               objects_per_pass=99))
     assert result.steps_done == 6
     lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     copies = [p["copy"] for e in lines for p in e["pairs"]]
@@ -266,7 +276,9 @@ def test_resume_with_template_copies_reproduces_the_uninterrupted_run(tmp_path):
         return [(e["loss"], [p["copy"] for p in e["pairs"]])
                 for e in map(json.loads, (tmp_path / name / "log.jsonl").read_text().splitlines())]
 
-    train(build_model(MINI_CONFIG, image_size=128, seed=0), [template], _pool(), tmp_path / "straight", config)
+    train(
+        build_model(MINI_CONFIG, image_size=128, seed=0), [template], _pool(), tmp_path / "straight", config
+    )
     cancel = CancelToken()
     train(build_model(MINI_CONFIG, image_size=128, seed=0), [template], _pool(), tmp_path / "split", config,
           progress=lambda p: cancel.cancel() if p.done == 2 else None, cancel=cancel)

@@ -10,12 +10,11 @@ import torch
 
 from descriptron_sam2pal.engine import palindrome
 from descriptron_sam2pal.engine.features import FeatureEncoder
-from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
+from descriptron_sam2pal.engine.frames import make_frame
 from descriptron_sam2pal.engine.palindrome import LossWeights, palindrome_step
 from descriptron_sam2pal.engine.preprocess import prepare_image
 from descriptron_sam2pal.model.lora import apply_lora
-
-from synthetic import make_specimen, make_template
+from tests.helpers.synthetic import make_specimen, make_template
 
 
 def _force_presence(sam, present: bool) -> None:
@@ -39,7 +38,8 @@ def pair(mini_model):
     return mini_model, template, feats0, feats1
 
 
-def _step(model, template, feats0, feats1, weights=LossWeights()):
+def _step(model, template, feats0, feats1, weights=None):
+    weights = LossWeights() if weights is None else weights
     names = template.structures
     return palindrome_step(model.sam, feats0, template.model_masks(names), template.valid(), feats1, weights)
 
@@ -205,12 +205,11 @@ def test_presence_loss_gives_gradient_when_objects_are_gated_to_no_object(pair):
 
 def test_iou_head_is_trained_towards_the_real_iou(mini_model):
     """The IoU head gets a gradient from the calibration term, and only with it."""
-    import torch
 
     from descriptron_sam2pal.engine.palindrome import LossWeights, palindrome_step
     from descriptron_sam2pal.model.lora import apply_lora
 
-    from synthetic import make_template
+    from tests.helpers.synthetic import make_template
 
     sam = mini_model.sam
     apply_lora(sam, rank=2)
@@ -241,7 +240,7 @@ def test_blank_memory_term_punishes_masks_that_ignore_the_memory(mini_model):
     from descriptron_sam2pal.engine.frames import make_frame
     from descriptron_sam2pal.engine.palindrome import LossWeights, blank_memory_loss, palindrome_step
 
-    from synthetic import make_template
+    from tests.helpers.synthetic import make_template
 
     sam = mini_model.sam
     sam.train()
@@ -254,7 +253,9 @@ def test_blank_memory_term_punishes_masks_that_ignore_the_memory(mini_model):
     torch.manual_seed(0)
     with_blank = palindrome_step(*args, LossWeights(blank=1.0)).loss
     torch.manual_seed(0)
-    term = blank_memory_loss(sam, make_frame(sam, [f0], len(names)), make_frame(sam, [f1], len(names)), t0.valid())
+    term = blank_memory_loss(
+        sam, make_frame(sam, [f0], len(names)), make_frame(sam, [f1], len(names)), t0.valid()
+    )
     assert term.item() > 0
     assert with_blank.item() == pytest.approx(without.item() + term.item(), rel=1e-4)
     sam.zero_grad(set_to_none=True)

@@ -8,8 +8,7 @@ from descriptron_sam2pal.engine.features import model_identity
 from descriptron_sam2pal.engine.propagate import propagate
 from descriptron_sam2pal.model import device as device_module
 from descriptron_sam2pal.model.device import resolve_precision
-
-from synthetic import make_specimen, make_template
+from tests.helpers.synthetic import make_specimen, make_template
 
 
 def test_bf16_inference_runs_and_agrees_with_fp32(present_model):

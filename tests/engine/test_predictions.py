@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_specimen, make_template
 from descriptron_sam2pal.engine.evaluate import evaluate
 from descriptron_sam2pal.engine.predictions import write_predictions
 from descriptron_sam2pal.store.merge import merge_results
@@ -16,6 +15,7 @@ from descriptron_sam2pal.engine.propagate import propagate
 from descriptron_sam2pal.engine.results import StructureResult, TargetResult
 from descriptron_sam2pal.imaging.masks import segmentation_to_mask
 from descriptron_sam2pal.store import AnnotationStore
+from tests.helpers.synthetic import make_specimen, make_template
 
 
 def ring_and_dot(h=40, w=50):
@@ -41,8 +41,13 @@ def test_coco_file_keeps_every_component_holes_in_rlejson_and_scores(tmp_path):
     assert doc["categories"] == [{"id": 5, "name": "eye", "supercategory": ""},
                                  {"id": 6, "name": "head", "supercategory": ""}]
     [ann] = doc["annotations"]  # the absent eye is not an empty polygon
-    assert (ann["category_id"], ann["score"], ann["object_score"], ann["predicted_iou"], ann["orientation"]) == \
-        (6, 0.42, 0.9, 0.7, "rot90")
+    assert (
+        ann["category_id"],
+        ann["score"],
+        ann["object_score"],
+        ann["predicted_iou"],
+        ann["orientation"],
+    ) == (6, 0.42, 0.9, 0.7, "rot90")
     assert len(ann["segmentation"]) == 2 and ann["area"] == int(mask.sum())
     assert ann["bbox"] == [5.0, 5.0, 43.0, 33.0]
     assert doc["info"]["errors"][0]["error"] == "cannot read"
@@ -139,7 +144,9 @@ def test_merge_never_replaces_the_users_own_annotation(present_model, tmp_path):
     summary = merge_results(store, results)
     present = [n for n, s in results[0].structures.items() if s.present]
     assert "head" in present
-    assert summary.kept == ["spec.png: head: already outlined in the store (kept; choose Replace to overwrite)"]
+    assert summary.kept == [
+        "spec.png: head: already outlined in the store (kept; choose Replace to overwrite)"
+    ]
     assert summary.added == len(present) - 1
     assert np.array_equal(store.structure_masks(rec.id)["head"], mine)
 
@@ -156,7 +163,11 @@ def test_the_predictions_pair_is_one_unit(tmp_path):
 
     def results(shift):
         m = np.roll(ring, shift, axis=1)
-        return [TargetResult(1, str(tmp_path / "a.png"), 40, 40, {"head": StructureResult("head", True, m, 0.9, 0.9, 0.9)})]
+        return [
+            TargetResult(
+                1, str(tmp_path / "a.png"), 40, 40, {"head": StructureResult("head", True, m, 0.9, 0.9, 0.9)}
+            )
+        ]
 
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
     first = write_predictions(results(0), tmp_path / "one.json")

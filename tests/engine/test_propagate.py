@@ -10,20 +10,27 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_specimen, make_template, record_calls, set_object_score_bias
 from descriptron_sam2pal.engine.control import CancelToken
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import prepare_image
-from descriptron_sam2pal.engine.propagate import TemplateMemory, group_structures, palindrome_confidence, propagate
+from descriptron_sam2pal.engine.propagate import (
+    TemplateMemory,
+    group_structures,
+    palindrome_confidence,
+    propagate,
+)
 from descriptron_sam2pal.engine.results import Target
 from descriptron_sam2pal.imaging.io import load_image
+from tests.helpers.mini_models import set_object_score_bias
+from tests.helpers.recording import record_calls
+from tests.helpers.synthetic import make_specimen, make_template
 
 SIZES = [(96, 128), (128, 80), (150, 150), (70, 160), (128, 128), (110, 90)]
 
 
-def write_targets(tmp_path, n=len(SIZES)):
+def write_targets(tmp_path, n=None):
     paths = []
-    for i in range(n):
+    for i in range(len(SIZES) if n is None else n):
         image, _ = make_specimen(10 + i, size=SIZES[i % len(SIZES)])
         path = tmp_path / f"target_{i}.png"
         Image.fromarray(image).save(path)
@@ -94,7 +101,9 @@ def test_result_of_a_target_does_not_depend_on_batch_or_order(present_model, tmp
         assert_same(a, b)
         assert_same(a, c)
     # Different targets do get different answers (the comparison above is not vacuous).
-    assert not np.array_equal(batched[0].structures["head"].mask.shape, batched[1].structures["head"].mask.shape)
+    assert not np.array_equal(
+        batched[0].structures["head"].mask.shape, batched[1].structures["head"].mask.shape
+    )
 
 
 def test_masks_come_back_on_each_targets_own_grid_including_exif_rotation(present_model, tmp_path):
@@ -139,8 +148,10 @@ def test_absent_structures_are_reported_absent_and_status_is_respected(mini_mode
         assert not s.present and s.mask is None and s.score is None and s.object_score < 0.5
 
     set_object_score_bias(mini_model, 12.0)
-    targets = [Target(path=str(paths[0]), image_id="a", structure_status={"eye": "absent", "scape": "unknown"}),
-               Target(path=str(paths[1]), image_id="b", structure_status={"eye": "present"})]
+    targets = [
+        Target(path=str(paths[0]), image_id="a", structure_status={"eye": "absent", "scape": "unknown"}),
+        Target(path=str(paths[1]), image_id="b", structure_status={"eye": "present"}),
+    ]
     ra, rb = propagate(mini_model, [template], targets)
     assert (ra.image_id, rb.image_id) == ("a", "b")
     assert list(ra.structures) == ["head"] and ra.skipped == {"eye": "absent", "scape": "unknown"}

@@ -12,13 +12,18 @@ from descriptron_sam2pal.engine.control import CancelToken
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.palindrome import LossWeights, pseudo_label_loss
 from descriptron_sam2pal.engine.preprocess import prepare_image
-from descriptron_sam2pal.engine.pseudo_labels import MIN_CYCLE, choose, pack_labels, select_pseudo_labels, unpack_labels
+from descriptron_sam2pal.engine.pseudo_labels import (
+    MIN_CYCLE,
+    choose,
+    pack_labels,
+    select_pseudo_labels,
+    unpack_labels,
+)
 from descriptron_sam2pal.engine.review_score import FITS
 from descriptron_sam2pal.engine.trainer import TrainConfig, train
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
-
-from conftest import set_object_score_bias
-from synthetic import make_specimen, make_template
+from tests.helpers.mini_models import set_object_score_bias
+from tests.helpers.synthetic import make_specimen, make_template
 
 
 def square(top: int, left: int, side: int = 20, size: int = 64) -> np.ndarray:
@@ -61,7 +66,10 @@ def test_a_mask_whose_palindrome_does_not_close_is_never_a_pseudo_label():
 
 
 def test_packed_labels_round_trip():
-    labels = {3: {"head": square(5, 7, 9, 48), "legs": np.zeros((48, 48), bool)}, 0: {"head": np.ones((48, 48), bool)}}
+    labels = {
+        3: {"head": square(5, 7, 9, 48), "legs": np.zeros((48, 48), bool)},
+        0: {"head": np.ones((48, 48), bool)},
+    }
     back = unpack_labels(pack_labels(labels), 48)
     assert back.keys() == labels.keys()
     for i in labels:
@@ -118,10 +126,19 @@ def _losses(run_dir):
 
 def test_training_with_pseudo_labels_remakes_them_and_resumes_exactly(tmp_path):
     template = make_template("t0", seed=0, size=(120, 128))
-    config = TrainConfig(steps=5, validate_every=0, seed=4, pseudo_every=2, pseudo_fraction=0.5,
-                         pseudo_min_cycle=0.0, loss=LossWeights(pseudo=1.0))  # a random model's cycles do not close
+    config = TrainConfig(
+        steps=5,
+        validate_every=0,
+        seed=4,
+        pseudo_every=2,
+        pseudo_fraction=0.5,
+        pseudo_min_cycle=0.0,
+        loss=LossWeights(pseudo=1.0),
+    )  # a random model's cycles do not close
     said = []
-    train(_present_model(), [template], _pool(range(50, 58)), tmp_path / "straight", config, log_fn=said.append)
+    train(
+        _present_model(), [template], _pool(range(50, 58)), tmp_path / "straight", config, log_fn=said.append
+    )
     made = [m for m in said if "pseudo-label" in m]
     assert [m.split(":")[0] for m in made] == ["step 0", "step 2", "step 4"]
     timed = [json.loads(x) for x in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
@@ -158,11 +175,88 @@ def test_on_by_default_and_off_with_weight_zero(tmp_path):
     assert TrainConfig().loss.pseudo > 0 and TrainConfig().pseudo_templates > 0
     # On by default; a random model closes no palindrome, so it is given nothing to learn from.
     said = []
-    train(_present_model(), [make_template("t0", seed=0, size=(120, 128))], _pool(range(50, 53)), tmp_path / "on",
-          TrainConfig(steps=1, validate_every=0), log_fn=said.append)
-    assert any("pseudo-labels remade, none yet" in m for m in said)
+    train(
+        _present_model(),
+        [make_template("t0", seed=0, size=(120, 128))],
+        _pool(range(50, 53)),
+        tmp_path / "on",
+        TrainConfig(steps=1, validate_every=0),
+        log_fn=said.append,
+    )
+    assert any("none new" in m and "palindromes alone" in m for m in said)
     said = []
-    train(_present_model(), [make_template("t0", seed=0, size=(120, 128))], _pool(range(50, 53)), tmp_path / "off",
-          TrainConfig(steps=2, validate_every=0, loss=LossWeights(pseudo=0.0)), log_fn=said.append)
+    train(
+        _present_model(),
+        [make_template("t0", seed=0, size=(120, 128))],
+        _pool(range(50, 53)),
+        tmp_path / "off",
+        TrainConfig(steps=2, validate_every=0, loss=LossWeights(pseudo=0.0)),
+        log_fn=said.append,
+    )
     assert not any("pseudo-label" in m for m in said)
-    assert not any("pseudo_seconds" in line for line in (tmp_path / "off" / "log.jsonl").read_text().splitlines())
+    assert not any(
+        "pseudo_seconds" in line for line in (tmp_path / "off" / "log.jsonl").read_text().splitlines()
+    )
+
+
+def test_round_trips_computed_only_where_the_choice_reaches_choose_what_computing_all_would():
+    from descriptron_sam2pal.engine import pseudo_labels
+    from descriptron_sam2pal.engine.pseudo_labels import pool_templates, predict_masks
+    from descriptron_sam2pal.engine.review_score import fit_for
+
+    model = _present_model()
+    template = make_template("t0", seed=0, size=(120, 128))
+    pool = _pool(range(30, 42))
+    encoder = FeatureEncoder(model)
+    fit = FITS[fit_for(model.checkpoint_hash)]
+    first = predict_masks(model, [template], pool, encoder)  # every round trip computed
+    cycles = sorted(s["palindrome"] for items in first.values() for _, s, _ in items)
+    half = len(cycles) // 2  # about half of the masks close, none near the line: the gate decides
+    above = [c for c in cycles[half:] if c - cycles[half - 1] > 0.02]
+    min_cycle = (cycles[half - 1] + above[0]) / 2
+    extra = pool_templates(first, pool, fit, 2, min_cycle)
+    again = predict_masks(model, [template] + extra, pool, encoder)
+    eager = pseudo_labels.choose(again, fit, 3, min_cycle)
+
+    calls = []
+    real = pseudo_labels.palindrome_confidence_on_grid
+
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    pseudo_labels.palindrome_confidence_on_grid = counting
+    try:
+        lazy = select_pseudo_labels(model, [template], pool, encoder, fraction=3 / len(pool), from_pool=2,
+                                    min_cycle=min_cycle)
+    finally:
+        pseudo_labels.palindrome_confidence_on_grid = real
+    assert eager and lazy.keys() == eager.keys()
+    for index in eager:
+        assert lazy[index].keys() == eager[index].keys()
+        for name in eager[index]:
+            diff = int((lazy[index][name] != eager[index][name]).sum())
+            assert diff == 0, (index, name, diff, int(eager[index][name].sum()))
+    masks = sum(len(items) for items in first.values()) + sum(len(items) for items in again.values())
+    assert len(calls) < masks  # not every mask's round trip was needed
+
+
+def test_remakes_go_round_the_pool_in_windows_and_keep_the_labels_made_outside_them(tmp_path, monkeypatch):
+    from descriptron_sam2pal.engine import trainer as trainer_module
+
+    windows = []
+
+    def spy(model, templates, images, encoder, fraction, *args):
+        windows.append([im.source for im in images])
+        first = templates[0].structures[0]
+        return {i: {first: np.ones((128, 128), bool)} for i in range(len(images))}  # every image
+
+    monkeypatch.setattr(trainer_module, "MAX_IMAGES", 2)
+    monkeypatch.setattr(trainer_module, "select_pseudo_labels", spy)
+    said = []
+    pool = _pool(range(60, 65))
+    train(_present_model(), [make_template("t0", seed=0, size=(120, 128))], pool, tmp_path / "run",
+          TrainConfig(steps=3, validate_every=0, pseudo_every=1), log_fn=said.append)
+    assert [len(w) for w in windows] == [2, 2, 2]
+    assert len({name for w in windows for name in w}) == 5  # round the pool, not one subset again
+    assert any("on 2 of 5" in m and "4 in all" in m for m in said)  # the first window's labels are kept

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_specimen, make_template
 from descriptron_sam2pal.engine.propagate import TemplateMemory, propagate
 from descriptron_sam2pal.engine.review_score import FITS, combine, linear, mask_signals, soft_iou
+from tests.helpers.synthetic import make_specimen, make_template
 
 
 def test_stability_is_one_for_a_crisp_mask_and_lower_for_an_uncertain_border():

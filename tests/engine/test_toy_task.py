@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import set_object_score_bias
-from synthetic import make_posed_specimen
 
 from descriptron_sam2pal.engine.evaluate import iou
 from descriptron_sam2pal.engine.preprocess import prepare_image
@@ -38,6 +36,8 @@ from descriptron_sam2pal.engine.propagate import propagate
 from descriptron_sam2pal.engine.templates import Template
 from descriptron_sam2pal.engine.trainer import TrainConfig, train
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
+from tests.helpers.mini_models import set_object_score_bias
+from tests.helpers.synthetic import make_posed_specimen
 
 SIZE = 128
 DRAWN = ("head", "eye", "scape")  # every specimen has all three; a template outlines one

@@ -21,9 +21,8 @@ from descriptron_sam2pal.engine.trainer import TrainConfig, TrainingError, train
 from descriptron_sam2pal.model.adapter_file import load_adapter, read_adapter
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
 from descriptron_sam2pal.model.lora import trainable_state_dict
-
-from conftest import record_calls
-from synthetic import make_specimen, make_template
+from tests.helpers.recording import record_calls
+from tests.helpers.synthetic import make_specimen, make_template
 
 
 def _pool(seeds=(10, 11, 12), size=(128, 104)):
@@ -65,7 +64,9 @@ def test_lora_run_writes_adapter_settings_and_log(mini_model, tmp_path):
 
     settings = json.loads((run_dir / "settings.json").read_text())
     assert settings["seed"] == 3 and settings["config"]["steps"] == 6
-    assert TrainConfig.from_dict(settings["config"]) == TrainConfig(steps=6, validate_every=3, val_images=1, seed=3)
+    assert TrainConfig.from_dict(settings["config"]) == TrainConfig(
+        steps=6, validate_every=3, val_images=1, seed=3
+    )
     assert settings["structures"] == ["head", "eye", "scape"]
     assert [t["id"] for t in settings["templates"]] == ["t0"]
     assert settings["model"]["config_name"] == mini_model.config_name
@@ -193,10 +194,10 @@ def test_nan_loss_is_a_clear_error_never_success(mini_model, tmp_path, monkeypat
         out.loss = out.loss * float("nan")
         return out
 
-    _failing_step(monkeypatch, 2, nan)
+    _failing_step(monkeypatch, 2, nan)  # the second pass: step 2 with all structures in one pass
     with pytest.raises(TrainingError, match="diverged at step 2.*learning rate"):
         train(mini_model, [make_template("t0", seed=0)], _pool((10, 11)), tmp_path / "run",
-              TrainConfig(steps=4, validate_every=0))
+              TrainConfig(steps=4, validate_every=0, objects_per_pass=99))
     status = json.loads((tmp_path / "run" / "result.json").read_text())
     assert status["status"] == "failed" and "diverged" in status["error"]
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 1
@@ -229,7 +230,7 @@ def test_templates_with_different_structures_and_leave_one_out_validation(mini_m
     monkeypatch.setattr(trainer, "palindrome_step", spy_step)
     predictions = record_calls(monkeypatch, trainer, "predict_from_memory")  # (sam, frame, memories)
     result = train(mini_model, templates, _pool((10, 11)), tmp_path / "run",
-                   TrainConfig(steps=6, validate_every=3, seed=1))
+                   TrainConfig(steps=6, validate_every=3, seed=1, objects_per_pass=99))
     groups = [(frame.batch, len(memories)) for _, frame, memories in predictions]
 
     # Each step trains one template with all (and only) its structures.
@@ -278,8 +279,75 @@ def test_training_lowers_the_held_out_palindrome_loss(mini_model, tmp_path):
 @pytest.mark.parametrize("n, held", [(2, 1), (5, 1), (12, 2), (30, 4)])
 def test_validation_holds_out_at_most_a_fifth_of_a_small_pool(mini_model, tmp_path, n, held):
     run_dir = tmp_path / "run"
-    train(mini_model, [make_template("t0", seed=0, size=(120, 128))], _pool(tuple(range(40, 40 + n))), run_dir,
-          TrainConfig(steps=1, validate_every=1, seed=0))  # default val_images (4)
+    train(
+        mini_model,
+        [make_template("t0", seed=0, size=(120, 128))],
+        _pool(tuple(range(40, 40 + n))),
+        run_dir,
+        TrainConfig(steps=1, validate_every=1, seed=0),
+    )  # default val_images (4)
     settings = json.loads((run_dir / "settings.json").read_text())
     assert len(settings["validation"]["images"]) == held
     assert len(settings["unlabeled"]) == n - held
+
+
+def test_objects_one_pass_at_a_time_give_the_gradient_of_all_together(mini_model):
+    """Splitting a palindrome's structures over several forward/backward passes only bounds
+    the memory: the objects are independent batch rows, so the summed gradient is the same."""
+    from descriptron_sam2pal.engine.features import FeatureEncoder
+    from descriptron_sam2pal.engine.palindrome import palindrome_step
+    from descriptron_sam2pal.model.lora import apply_lora, trainable_parameters
+
+    template = make_template("t0", seed=0, size=(120, 128))
+    k = len(template.structures)
+    assert k >= 3
+    apply_lora(mini_model.sam, rank=4, alpha=8)
+    torch.manual_seed(0)
+    for p in trainable_parameters(mini_model.sam):  # LoRA B starts at zero: give it weights
+        p.data.normal_(0, 0.02)
+    mini_model.sam.eval()  # no dropout: the two ways must see the same network
+    feats0, feats1 = FeatureEncoder(mini_model).encode([template.image, _pool((10,))[0]])
+    masks, valid = template.model_masks(template.structures), template.valid()
+    params = trainable_parameters(mini_model.sam)
+
+    def gradient(passes):
+        for p in params:
+            p.grad = None
+        for rows in passes:
+            palindrome_step(mini_model.sam, feats0, masks[rows], valid, feats1).loss.backward()
+        return [p.grad.clone() for p in params]
+
+    together = gradient(TrainConfig(objects_per_pass=k).object_rows(k, "cpu"))
+    one = gradient(TrainConfig(objects_per_pass=1).object_rows(k, "cpu"))
+    assert sum(float(g.abs().sum()) for g in together) > 0
+    for a, b in zip(one, together):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_trainer_passes_cover_every_structure_once_per_palindrome(mini_model, tmp_path, monkeypatch):
+    rows_seen = []
+    real = trainer.palindrome_step
+
+    def spy(sam, template, masks, valid, target, weights, **kwargs):
+        if torch.is_grad_enabled():
+            rows_seen.append(masks.shape[0])
+        return real(sam, template, masks, valid, target, weights, **kwargs)
+
+    monkeypatch.setattr(trainer, "palindrome_step", spy)
+    template = make_template("t0", seed=0, size=(120, 128))
+    train(mini_model, [template], _pool((10, 11)), tmp_path / "run",
+          TrainConfig(steps=2, validate_every=0, objects_per_pass=2))
+    k = len(template.structures)
+    per_step = [min(2, k - a) for a in range(0, k, 2)]
+    assert rows_seen == per_step * 2
+
+
+def test_objects_per_pass_auto_is_one_on_the_cpu_and_all_with_pairwise_losses():
+    from descriptron_sam2pal.engine.palindrome import LossWeights
+
+    assert TrainConfig().object_rows(3, "cpu") == [[0], [1], [2]]
+    assert TrainConfig(objects_per_pass=2).object_rows(5, "cpu") == [[0, 1], [2, 3], [4]]
+    assert TrainConfig().object_rows(3, "cuda") == [[0, 1, 2]]
+    assert TrainConfig(loss=LossWeights(overlap=1.0)).object_rows(3, "cpu") == [[0, 1, 2]]
+    with pytest.raises(UserError, match="objects_per_pass"):
+        TrainConfig(objects_per_pass=-1).check()

@@ -10,8 +10,7 @@ from descriptron_sam2pal.cli import main as cli_main
 from descriptron_sam2pal.gui.train_dialog import TrainDialog, validation_metric
 from descriptron_sam2pal.jobs.propagation import PREDICTIONS_FILE
 from descriptron_sam2pal.jobs.templates import template_specs
-from plugin_fixtures import *  # noqa: F401,F403
-from plugin_fixtures import wait_image
+from tests.helpers.plugin_gui import wait_image
 
 
 def _project(qtbot, window, specimens, n_templates=1):
@@ -39,7 +38,9 @@ def test_the_gui_and_the_cli_read_the_same_templates(qtbot, window, specimens, s
     store_file = _project(qtbot, window, specimens, n_templates=2)
     gui = _dialog(qtbot, window, session).chosen_templates()
     cli = template_specs([str(store_file)])
-    assert [(s.image_id, s.path, s.structures) for s in gui] == [(s.image_id, s.path, s.structures) for s in cli]
+    assert [(s.image_id, s.path, s.structures) for s in gui] == [
+        (s.image_id, s.path, s.structures) for s in cli
+    ]
     assert all(np.array_equal(a.masks[n], b.masks[n]) for a, b in zip(gui, cli) for n in a.masks)
 
 
@@ -57,8 +58,9 @@ def test_the_gui_names_the_validation_the_trainer_runs(qtbot, window, specimens,
     assert validation_metric(dialog.chosen_templates(), 2, dialog.train_config()) == "val_loss"
 
 
-def test_the_gui_and_the_cli_write_the_same_predictions(qtbot, window, specimens, settings, tmp_path, messages,
-                                                        present_checkpoint):
+def test_the_gui_and_the_cli_write_the_same_predictions(
+    qtbot, window, specimens, settings, tmp_path, messages, present_checkpoint
+):
     from descriptron_sam2pal.gui.model_session import ModelSession
 
     checkpoint = present_checkpoint

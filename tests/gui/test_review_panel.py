@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from PyQt5.QtCore import QSettings, Qt
 from PyQt5.QtWidgets import QMessageBox
-from review_fixtures import WORST_FIRST, box, make_results, write_project
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.gui.review_session import ACCEPTED, REJECTED, UNREVIEWED, review_path_for
 from descriptron_sam2pal.gui.review_panel import ReviewPanel
 from descriptron_sam2pal.store import AnnotationStore
+from tests.helpers.masks import box
+from tests.helpers.review_results import WORST_FIRST, make_results, write_project
 
 
 class RecordingHost:
@@ -53,25 +54,6 @@ class RecordingHost:
 
     def set_current_image(self, image_id):
         self.current = self.store.image(image_id)
-
-
-class Dialogs:
-    """Answers every QMessageBox.exec_ with the next queued answer and records what was asked."""
-
-    def __init__(self):
-        self.answers: list = []
-        self.seen: list[tuple[str, str]] = []
-
-    def exec_(self, box):
-        self.seen.append((box.windowTitle(), box.text()))
-        return self.answers.pop(0) if self.answers else QMessageBox.Ok
-
-
-@pytest.fixture
-def dialogs(monkeypatch):
-    d = Dialogs()
-    monkeypatch.setattr(QMessageBox, "exec_", lambda box: d.exec_(box))
-    return d
 
 
 @pytest.fixture
@@ -140,9 +122,13 @@ def test_review_accept_reject_undo_by_keys(qtbot, panel):
     assert not panel.undo_button.isEnabled()
 
     # Shift+A: the specimen's structures not reviewed yet, in one undoable step.
-    panel.select(next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_02.png", "eye")))
+    panel.select(
+        next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_02.png", "eye"))
+    )
     qtbot.keyClick(panel, Qt.Key_R)
-    panel.select(next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_02.png", "head")))
+    panel.select(
+        next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_02.png", "head"))
+    )
     qtbot.keyClick(panel, Qt.Key_A, Qt.ShiftModifier)
     assert {s: st for (f, s), st in states(panel).items() if f == "ant_02.png"} == \
         {"scape": ACCEPTED, "eye": REJECTED, "head": ACCEPTED}
@@ -174,7 +160,9 @@ def test_filter_shows_one_state_and_moves_on(qtbot, panel):
 
 
 def test_canvas_highlights_the_structure_and_dims_the_others(qtbot, panel):
-    panel.select(next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_01.png", "eye")))
+    panel.select(
+        next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_01.png", "eye"))
+    )
     wait_image(qtbot, panel)
     assert panel.canvas.image_shape() == (60, 80)
     shown = panel.canvas.masks()
@@ -256,7 +244,9 @@ def test_write_back_changes_the_store_exactly_as_reviewed(qtbot, panel, project,
     dialogs.answers = [QMessageBox.Save]
     with qtbot.waitSignal(panel.written_back) as sig:
         panel.write_back()
-    assert dialogs.seen[-1][0] == "Write back to Descriptron" and "2 accepted structures" in dialogs.seen[-1][1]
+    assert (
+        dialogs.seen[-1][0] == "Write back to Descriptron" and "2 accepted structures" in dialogs.seen[-1][1]
+    )
     assert panel.host.changed == 1 and panel.host.saved == 1 and panel.host.errors == []
     assert len(sig.args[0].written) == 2
 
@@ -266,7 +256,11 @@ def test_write_back_changes_the_store_exactly_as_reviewed(qtbot, panel, project,
     assert after["images"] == before["images"]  # nothing marked absent: that one was rejected
     cats = {c["id"]: c["name"] for c in after["categories"]}
     names = {i["id"]: i["file_name"] for i in after["images"]}
-    new = {(names[a["image_id"]], cats[a["category_id"]]): a for a in after["annotations"] if a["id"] not in old_ids}
+    new = {
+        (names[a["image_id"]], cats[a["category_id"]]): a
+        for a in after["annotations"]
+        if a["id"] not in old_ids
+    }
     assert set(new) == {("ant_02.png", "head"), ("ant_01.png", "eye")}
     assert new[("ant_02.png", "head")]["attributes"] == {
         "source": "sam2pal", "score": 0.31, "object_score": 0.7, "predicted_iou": 0.88,

@@ -7,12 +7,13 @@ import json
 
 import numpy as np
 import pytest
-from review_fixtures import WORST_FIRST, box, make_results, write_project
 
 from descriptron_sam2pal.gui.review_session import (ACCEPTED, REJECTED, UNREVIEWED, ReviewError,
                                                   ReviewSession, review_path_for)
 from descriptron_sam2pal.imaging.masks import mask_to_polygons, mask_to_rle
 from descriptron_sam2pal.store import AnnotationStore
+from tests.helpers.masks import box
+from tests.helpers.review_results import WORST_FIRST, make_results, write_project
 
 
 @pytest.fixture
@@ -49,8 +50,9 @@ def test_states_counts_and_filters(session):
     assert session.counts_text() == "2 of 9 reviewed: 1 accepted, 1 rejected"
     assert session.visible(ACCEPTED) == [eye]
     assert session.visible(REJECTED) == [head]
-    assert labels(session.visible(UNREVIEWED)) == [x for x in WORST_FIRST
-                                                   if x not in (("ant_01.png", "eye"), ("ant_02.png", "head"))]
+    assert labels(session.visible(UNREVIEWED)) == [
+        x for x in WORST_FIRST if x not in (("ant_01.png", "eye"), ("ant_02.png", "head"))
+    ]
     with pytest.raises(ValueError):
         session.visible("maybe")
 
@@ -115,9 +117,15 @@ def test_write_back_changes_the_store_exactly_as_reviewed(project, session):
     session.correct(ant01_head, fixed, [(60.0, 45.0, 1)])
 
     summary = session.write_back(store)
-    assert [(s, a is not None) for _, s, a in summary.written] == [("eye", True), ("head", True), ("scape", True)]
+    assert [(s, a is not None) for _, s, a in summary.written] == [
+        ("eye", True),
+        ("head", True),
+        ("scape", True),
+    ]
     assert summary.marked_absent == [(beetle_eye.target.image_id, "eye")]
-    assert summary.skipped == [("ant_01.png / scape", "already outlined in the store (kept; choose Replace to overwrite)")]
+    assert summary.skipped == [
+        ("ant_01.png / scape", "already outlined in the store (kept; choose Replace to overwrite)")
+    ]
     assert summary.not_accepted == 4
     assert not session.can_undo  # writing back cannot be undone here
     store.save()
@@ -203,12 +211,22 @@ def test_session_save_and_restore(project, session, tmp_path):
     restored = ReviewSession.load(path)
     assert labels(restored.visible()) == WORST_FIRST
     for a, b in zip(session.items, restored.items):
-        assert (a.structure, a.state, a.present, a.score, a.object_score, a.predicted_iou, a.points, a.written) == \
-            (b.structure, b.state, b.present, b.score, b.object_score, b.predicted_iou, b.points, b.written)
+        assert (
+            a.structure,
+            a.state,
+            a.present,
+            a.score,
+            a.object_score,
+            a.predicted_iou,
+            a.points,
+            a.written,
+        ) == (b.structure, b.state, b.present, b.score, b.object_score, b.predicted_iou, b.points, b.written)
         assert (a.target.image_id, a.target.path, a.target.height, a.target.width) == \
             (b.target.image_id, b.target.path, b.target.height, b.target.width)
         assert (a.mask is None and b.mask is None) or np.array_equal(a.mask, b.mask)
-        assert (a.current_mask is None and b.current_mask is None) or np.array_equal(a.current_mask, b.current_mask)
+        assert (a.current_mask is None and b.current_mask is None) or np.array_equal(
+            a.current_mask, b.current_mask
+        )
     assert restored.counts() == session.counts()
     assert len({id(i.target) for i in restored.items}) == 3  # targets shared, not copied per item
     with pytest.raises(ReviewError, match="already in the Descriptron store"):
@@ -220,7 +238,11 @@ def test_damaged_or_foreign_session_files_say_so(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"images": []}))
     (tmp_path / "c.json").write_text(json.dumps({"format": "sam2pal-review", "version": 1, "targets": [],
                                                  "items": [{"target": 3}]}))
-    for name, match in (("a.json", "cannot read"), ("b.json", "not a SAM2-PAL review"), ("c.json", "damaged")):
+    for name, match in (
+        ("a.json", "cannot read"),
+        ("b.json", "not a SAM2-PAL review"),
+        ("c.json", "damaged"),
+    ):
         with pytest.raises(ReviewError, match=match):
             ReviewSession.load(tmp_path / name)
 
@@ -231,12 +253,30 @@ def test_from_predictions_coco_file_polygons_rle_and_absent(project, tmp_path):
     images = [{"id": 7, "file_name": "ant_01.png", "height": 60, "width": 80,
                "predicted_absent": {"eye": {"object_score": 0.1, "predicted_iou": 0.3}}},
               {"id": 8, "file_name": "ant_02.png", "height": 50, "width": 70}]
-    anns = [{"id": 1, "image_id": 7, "category_id": 1, "segmentation": mask_to_polygons(ring),
-             "area": int(ring.sum()), "bbox": [5, 5, 35, 35], "iscrowd": 0,
-             "score": 0.61, "object_score": 0.97, "predicted_iou": 0.9},
-            {"id": 2, "image_id": 8, "category_id": 2, "segmentation": mask_to_polygons(box(50, 70, 1, 9, 1, 9)),
-             "area": 64, "bbox": [1, 1, 8, 8], "iscrowd": 0,
-             "attributes": {"source": "sam2pal", "score": 0.2, "object_score": 0.8, "predicted_iou": 0.7}}]
+    anns = [
+        {
+            "id": 1,
+            "image_id": 7,
+            "category_id": 1,
+            "segmentation": mask_to_polygons(ring),
+            "area": int(ring.sum()),
+            "bbox": [5, 5, 35, 35],
+            "iscrowd": 0,
+            "score": 0.61,
+            "object_score": 0.97,
+            "predicted_iou": 0.9,
+        },
+        {
+            "id": 2,
+            "image_id": 8,
+            "category_id": 2,
+            "segmentation": mask_to_polygons(box(50, 70, 1, 9, 1, 9)),
+            "area": 64,
+            "bbox": [1, 1, 8, 8],
+            "iscrowd": 0,
+            "attributes": {"source": "sam2pal", "score": 0.2, "object_score": 0.8, "predicted_iou": 0.7},
+        },
+    ]
     coco = {"images": images, "annotations": anns,
             "categories": [{"id": 1, "name": "scape", "supercategory": ""},
                            {"id": 2, "name": "eye", "supercategory": ""}]}
@@ -263,7 +303,9 @@ def test_from_predictions_coco_file_polygons_rle_and_absent(project, tmp_path):
     cont = ReviewSession.open_predictions(folder / "predictions.json")
     assert find(cont, "ant_01.png", "scape").state == ACCEPTED
     # The review file itself opens too (it is no COCO file).
-    assert find(ReviewSession.open_predictions(folder / "review.json"), "ant_01.png", "scape").state == ACCEPTED
+    assert (
+        find(ReviewSession.open_predictions(folder / "review.json"), "ant_01.png", "scape").state == ACCEPTED
+    )
 
     # Written back by file name, though the predictions' integer ids are not the store's.
     store = AnnotationStore.open(project)
@@ -322,7 +364,9 @@ def test_from_the_predictions_file_sam2pal_propagate_writes(project, tmp_path):
     head = find(s, "ant_02.png", "head")
     assert (head.score, head.object_score, head.predicted_iou) == (0.31, 0.7, 0.88)
     assert np.array_equal(head.mask, results[1].structures["head"].mask)
-    assert head.target.path == str(project.parent / "ant_02.png")  # found from the id (path without extension)
+    assert head.target.path == str(
+        project.parent / "ant_02.png"
+    )  # found from the id (path without extension)
     store = AnnotationStore.open(project)
     s.accept(head)
     s.accept(find(s, "beetle_03.png", "eye"))
@@ -344,7 +388,9 @@ def test_write_back_replaces_unreviewed_sam2pal_predictions_but_not_the_users(pr
     s.correct(eye, fixed, [(60, 45, 1)])
     summary = s.write_back(store)
     assert [n for _, n, _ in summary.written] == ["eye"]
-    assert summary.skipped == [("ant_01.png / scape", "already outlined in the store (kept; choose Replace to overwrite)")]
+    assert summary.skipped == [
+        ("ant_01.png / scape", "already outlined in the store (kept; choose Replace to overwrite)")
+    ]
     image = store.image_by_file("ant_01.png")
     eyes = [a for a in store.annotations_for(image.id) if a.category == "eye"]
     assert len(eyes) == 1 and eyes[0].raw["attributes"]["reviewed"] == "accepted"

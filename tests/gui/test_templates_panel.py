@@ -7,8 +7,7 @@ from descriptron_sam2pal.gui.model_session import ModelSession
 from descriptron_sam2pal.jobs.models import DEMO_CHOICE
 from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE, template_images
 from descriptron_sam2pal.gui.templates_panel import TemplatesPanel
-from plugin_fixtures import *  # noqa: F401,F403
-from plugin_fixtures import drag_on, wait_image
+from tests.helpers.plugin_gui import drag_on, wait_image
 
 
 def _click(qtbot, window, x, y, button=Qt.LeftButton):

@@ -5,8 +5,7 @@ import pytest
 from PyQt5.QtCore import Qt
 
 from descriptron_sam2pal.gui.train_dialog import TrainDialog, estimate_seconds, format_duration
-from plugin_fixtures import *  # noqa: F401,F403
-from plugin_fixtures import wait_image
+from tests.helpers.plugin_gui import wait_image
 
 
 def _project_with_template(qtbot, window, specimens):
@@ -126,11 +125,17 @@ def test_presets_and_estimates(qtbot, window, specimens, settings, mini_checkpoi
     dialog.advanced_box.setChecked(True)
     assert dialog.advanced_widget.isVisibleTo(dialog)
     assert not dialog.start_button.isEnabled()  # no templates yet
-    assert estimate_seconds(100, 512, False) > estimate_seconds(100, 256, False) > estimate_seconds(100, 256, True)
+    assert (
+        estimate_seconds(100, 512, False)
+        > estimate_seconds(100, 256, False)
+        > estimate_seconds(100, 256, True)
+    )
     assert format_duration(3700) == "1 h 01 min" and format_duration(75) == "1 min 15 s"
 
 
-def test_the_estimate_is_a_range_until_measured_then_what_this_computer_did(qtbot, window, specimens, session):
+def test_the_estimate_is_a_range_until_measured_then_what_this_computer_did(
+    qtbot, window, specimens, session
+):
     _project_with_template(qtbot, window, specimens)
     dialog = _dialog(qtbot, window, session, 4, [])
     dialog.propagate_after.setChecked(False)

@@ -29,9 +29,7 @@ from descriptron_sam2pal.jobs.cluster import CRASH_ENV
 from descriptron_sam2pal.jobs.models import ModelRequest
 from descriptron_sam2pal.jobs.propagation import PropagateRequest, journal_path, propagate_run
 from descriptron_sam2pal.jobs.templates import spec_from_color_png
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "engine"))
-from synthetic import make_specimen  # noqa: E402
+from tests.helpers.synthetic import make_specimen
 
 COLORS = {"head": (200, 0, 0), "eye": (0, 200, 0), "scape": (0, 0, 200)}
 N_TARGETS = 10
@@ -57,7 +55,9 @@ def project(tmp_path_factory, mini_checkpoint):
         colour[m] = COLORS[n]
     Image.fromarray(colour).save(root / "template" / "t_mask.png")
     sizes = [(96, 120), (110, 90), (80, 80), (100, 130)]
-    targets = [write_specimen(root / "specimens", f"s{i:02d}.png", 10 + i, sizes[i % 4]) for i in range(N_TARGETS)]
+    targets = [
+        write_specimen(root / "specimens", f"s{i:02d}.png", 10 + i, sizes[i % 4]) for i in range(N_TARGETS)
+    ]
     bad = root / "specimens" / "s02_corrupt.png"
     bad.write_bytes(b"not an image")
     targets.insert(3, bad)  # where a folder listing puts it (the CLI's order)

@@ -6,16 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import sys
-from pathlib import Path
-
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.jobs.templates import (load_templates, spec_from_color_png, spec_from_mask_png,
                                                 specs_from_store, template_specs)
 from descriptron_sam2pal.store import AnnotationStore
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "engine"))
-from synthetic import make_specimen  # noqa: E402
+from tests.helpers.synthetic import make_specimen
 
 
 def template_from_mask_png(image, mask, structure, size):

@@ -10,7 +10,12 @@ from descriptron_sam2pal import UserError
 from descriptron_sam2pal.model.adapter_file import (ADAPTER_FORMAT_VERSION, load_adapter, read_adapter,
                                                     save_adapter)
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model, packaged_config_path
-from descriptron_sam2pal.model.lora import apply_lora, enable_full_finetune, finetune_mode, trainable_state_dict
+from descriptron_sam2pal.model.lora import (
+    apply_lora,
+    enable_full_finetune,
+    finetune_mode,
+    trainable_state_dict,
+)
 
 
 def _mini(checkpoint=None, **kw):
@@ -42,7 +47,11 @@ def test_adapter_records_what_it_needs(mini_checkpoint, tmp_path):
     assert info.base_checkpoint_sha256 == model.checkpoint_hash
     assert info.base_checkpoint_name == "sam2pal_mini.pt"
     assert info.config_name == MINI_CONFIG and info.image_size == 128 and info.mode == "lora"
-    assert {k: info.lora[k] for k in ("rank", "alpha", "dropout")} == {"rank": 4, "alpha": 8.0, "dropout": 0.1}
+    assert {k: info.lora[k] for k in ("rank", "alpha", "dropout")} == {
+        "rank": 4,
+        "alpha": 8.0,
+        "dropout": 0.1,
+    }
     assert len(info.lora["targets"]) == 62
     assert info.structures == ["head", "eye"] and info.template_ids == [3, "img_7"]
     assert info.hyperparameters == {"lr": 1e-4, "steps": 200} and info.created
@@ -83,8 +92,10 @@ def test_wrong_base_checkpoint_is_refused(mini_checkpoint, tmp_path):
     with pytest.raises(UserError) as err:
         load_adapter(path, other)
     msg = str(err.value)
-    assert f"trained on SAM2.1 mini test model (sam2pal_mini) with checkpoint sha256 {info.base_checkpoint_sha256[:12]} (sam2pal_mini.pt)" in msg
-    assert f"you loaded SAM2.1 mini test model (sam2pal_mini) with checkpoint sha256 {other.checkpoint_hash[:12]} (other_mini.pt)" in msg
+    mini = "SAM2.1 mini test model (sam2pal_mini)"
+    trained = info.base_checkpoint_sha256[:12]
+    assert f"trained on {mini} with checkpoint sha256 {trained} (sam2pal_mini.pt)" in msg
+    assert f"you loaded {mini} with checkpoint sha256 {other.checkpoint_hash[:12]} (other_mini.pt)" in msg
     assert msg.endswith("use --checkpoint sam2pal_mini.pt")
     assert finetune_mode(other.sam) is None  # refused before touching the model
 
@@ -93,11 +104,17 @@ def test_random_and_real_bases_do_not_mix(mini_checkpoint, tmp_path):
     random_base = _mini()
     apply_lora(random_base.sam, rank=2)
     save_adapter(tmp_path / "r.sam2pal", random_base)
-    with pytest.raises(UserError, match=r"trained on .*\(sam2pal_mini\) with random weights \(no checkpoint\); .*use no --checkpoint"):
+    with pytest.raises(
+        UserError,
+        match=r"trained on .*\(sam2pal_mini\) with random weights \(no checkpoint\); .*use no --checkpoint",
+    ):
         load_adapter(tmp_path / "r.sam2pal", _mini(mini_checkpoint))
     assert load_adapter(tmp_path / "r.sam2pal", _mini()).lora["rank"] == 2
     _lora_adapter(mini_checkpoint, tmp_path / "c.sam2pal")
-    with pytest.raises(UserError, match=r"you loaded .*\(sam2pal_mini\) with random weights.*use --checkpoint sam2pal_mini.pt$"):
+    with pytest.raises(
+        UserError,
+        match=r"you loaded .*\(sam2pal_mini\) with random weights.*use --checkpoint sam2pal_mini.pt$",
+    ):
         load_adapter(tmp_path / "c.sam2pal", _mini())
 
 
@@ -105,7 +122,11 @@ def test_wrong_config_is_refused(mini_checkpoint, tmp_path):
     _lora_adapter(mini_checkpoint, tmp_path / "a.sam2pal")
     own_yaml = tmp_path / "copy_of_mini.yaml"
     shutil.copy(packaged_config_path(MINI_CONFIG), own_yaml)
-    with pytest.raises(UserError, match=r"trained on .*\(sam2pal_mini\) .*you loaded .*copy_of_mini.yaml .*; use --config sam2pal_mini$"):
+    with pytest.raises(
+        UserError,
+        match=r"trained on .*\(sam2pal_mini\) .*you loaded .*copy_of_mini.yaml .*; "
+        r"use --config sam2pal_mini$",
+    ):
         load_adapter(tmp_path / "a.sam2pal", build_model(str(own_yaml), mini_checkpoint))
 
 

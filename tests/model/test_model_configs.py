@@ -30,8 +30,8 @@ def _fake_state(info):
 def test_tables_cover_both_families_and_all_sizes():
     assert len(REAL_CONFIGS) == 8
     assert {(c.family, c.size) for c in KNOWN_CONFIGS.values()} == {
-        (f, s) for f in ("SAM2", "SAM2.1") for s in ("tiny", "small", "base_plus", "large")} | {("SAM2.1", "mini"),
-                                                                            ("SAM2.1", "beetle")}
+        (f, s) for f in ("SAM2", "SAM2.1") for s in ("tiny", "small", "base_plus", "large")
+    } | {("SAM2.1", "mini"), ("SAM2.1", "beetle")}
     assert KNOWN_CHECKPOINTS["sam2_hiera_large.pt"].url == \
         "https://dl.fbaipublicfiles.com/segment_anything_2/072824/sam2_hiera_large.pt"
     assert KNOWN_CHECKPOINTS["sam2.1_hiera_tiny.pt"].url == \
@@ -52,7 +52,10 @@ def test_config_spellings(spelling):
 
 
 def test_own_yaml_is_not_mistaken_for_a_known_config():
-    assert canonical_config_name("/data/my_configs/sam2.1_hiera_t.yaml") == "/data/my_configs/sam2.1_hiera_t.yaml"
+    assert (
+        canonical_config_name("/data/my_configs/sam2.1_hiera_t.yaml")
+        == "/data/my_configs/sam2.1_hiera_t.yaml"
+    )
     assert config_info("/data/my_configs/sam2.1_hiera_t.yaml") is None
 
 
@@ -95,7 +98,10 @@ def test_mismatched_config_is_refused_with_advice(mini_checkpoint):
 
 def test_sam2_vs_sam21_mismatch_is_caught():
     state = _fake_state(KNOWN_CONFIGS["configs/sam2/sam2_hiera_l.yaml"])
-    with pytest.raises(UserError, match=r"is a SAM2 hiera-large .* but config sam2.1_hiera_l \(SAM2.1 hiera-large\) was given"):
+    with pytest.raises(
+        UserError,
+        match=r"is a SAM2 hiera-large .* but config sam2.1_hiera_l \(SAM2.1 hiera-large\) was given",
+    ):
         resolve_config(state, "sam2.1_hiera_l", "sam2_hiera_large.pt")
 
 
@@ -107,7 +113,9 @@ def test_unknown_architecture_needs_a_config(mini_checkpoint, tmp_path):
     torch.save({"model": state}, path)
     with pytest.raises(UserError, match="does not know; pass its config yaml with --config"):
         build_model(None, path)
-    with pytest.raises(UserError, match=r"does not fit config sam2pal_mini: 3 missing keys \(e.g. no_obj_embed"):
+    with pytest.raises(
+        UserError, match=r"does not fit config sam2pal_mini: 3 missing keys \(e.g. no_obj_embed"
+    ):
         build_model(MINI_CONFIG, path)
 
 

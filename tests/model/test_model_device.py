@@ -58,8 +58,12 @@ def test_cuda_model_with_lora_trains_under_bf16_autocast(mini_checkpoint):
         assert (torch.ones(4, 4, device="cuda") @ torch.ones(4, 4, device="cuda")).dtype == torch.bfloat16
         out = sam.forward_image(torch.rand(1, 3, 128, 128, device="cuda"))
         _, feats, pos, sizes = sam._prepare_backbone_features(out)
-        mem = sam.memory_attention(curr=feats[-1:], curr_pos=pos[-1:], memory=torch.rand(64, 1, 32, device="cuda"),
-                                   memory_pos=torch.rand(64, 1, 32, device="cuda"))
+        mem = sam.memory_attention(
+            curr=feats[-1:],
+            curr_pos=pos[-1:],
+            memory=torch.rand(64, 1, 32, device="cuda"),
+            memory_pos=torch.rand(64, 1, 32, device="cuda"),
+        )
     mem.float().sum().backward()
     grads = [p.grad for n, p in sam.named_parameters() if "memory_attention" in n and "lora_B" in n]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)

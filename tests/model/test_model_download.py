@@ -147,7 +147,9 @@ def test_cancel_keeps_part_for_resume(server, tmp_path):
 
 def test_network_failures_are_user_errors(server, tmp_path):
     _, base = server
-    with pytest.raises(UserError, match=r"HTTP 404.*download the file manually into " + re.escape(str(tmp_path))):
+    with pytest.raises(
+        UserError, match=r"HTTP 404.*download the file manually into " + re.escape(str(tmp_path))
+    ):
         download_checkpoint(NAME, tmp_path, url=f"{base}/missing")
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

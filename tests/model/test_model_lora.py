@@ -129,7 +129,7 @@ def test_full_finetune_trains_memory_and_decoder_not_encoders(model, mini_checkp
     state = trainable_state_dict(sam)
     assert set(state) >= trainable
     with torch.no_grad():
-        for name, param in sam.named_parameters():
+        for param in sam.parameters():
             if param.requires_grad:
                 param.add_(0.01)
     other = enable_full_finetune(build_model(MINI_CONFIG, mini_checkpoint, image_size=128).sam)

@@ -45,7 +45,9 @@ def test_a_reviewed_prediction_is_never_replaced_by_a_later_run(tmp_path):
 
 def test_an_unreviewed_prediction_is_replaced_and_passes_on_nothing(tmp_path):
     store, rec, path = make_store(tmp_path)
-    ann = store.add_structure(rec.id, "eye", box(5, 20, 5, 20), attributes={"source": "sam2pal", "score": 0.1})
+    ann = store.add_structure(
+        rec.id, "eye", box(5, 20, 5, 20), attributes={"source": "sam2pal", "score": 0.1}
+    )
     [old] = masks_of(store, rec, "eye")
     old.raw["notes"] = "looked odd"  # a note on an unreviewed prediction
     old.raw["attributes"]["corrected"] = True
@@ -53,8 +55,14 @@ def test_an_unreviewed_prediction_is_replaced_and_passes_on_nothing(tmp_path):
     assert summary.added == 1 and summary.replaced == 1
     [new] = masks_of(store, rec, "eye")
     assert new.id != ann and "notes" not in new.raw
-    assert new.raw["attributes"] == {"source": "sam2pal", "score": 0.8, "object_score": 0.9,
-                                     "predicted_iou": 0.7, "palindrome_confidence": None, "orientation": "rot0"}
+    assert new.raw["attributes"] == {
+        "source": "sam2pal",
+        "score": 0.8,
+        "object_score": 0.9,
+        "predicted_iou": 0.7,
+        "palindrome_confidence": None,
+        "orientation": "rot0",
+    }
 
 
 def test_structure_status_absent_or_unknown_is_obeyed(tmp_path):

@@ -9,8 +9,7 @@ from descriptron_sam2pal import UserError
 from descriptron_sam2pal.store import AnnotationStore, StoreError
 from descriptron_sam2pal.store import coco as coco_module
 from descriptron_sam2pal.store.lock import LOCK_NAME
-
-from .conftest import box_mask, write_image
+from tests.helpers.store_files import box_mask, write_image
 
 
 def snapshot(folder):

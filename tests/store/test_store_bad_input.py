@@ -8,15 +8,18 @@ import pytest
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.imaging.masks import mask_to_polygons, mask_to_rle
 from descriptron_sam2pal.store import AnnotationStore, StoreError
-
-from .conftest import H, W, box_mask, read_json, write_image, write_json
+from tests.helpers.store_files import H, W, box_mask, read_json, write_image, write_json
 
 
 def coco(annotations=(), categories=None, images=None):
     return {
-        "images": images if images is not None else [{"id": 1, "file_name": "a.png", "height": H, "width": W}],
+        "images": images
+        if images is not None
+        else [{"id": 1, "file_name": "a.png", "height": H, "width": W}],
         "annotations": list(annotations),
-        "categories": categories if categories is not None else [{"id": 1, "name": "scape", "supercategory": ""}],
+        "categories": categories
+        if categories is not None
+        else [{"id": 1, "name": "scape", "supercategory": ""}],
     }
 
 
@@ -66,7 +69,9 @@ def test_empty_images_with_annotations_is_an_error(tmp_path):
     path = write_json(tmp_path / "s.json", coco([ann(1, GOOD)], images=[]))
     with pytest.raises(StoreError) as e:
         AnnotationStore.open(path)
-    assert str(path) in str(e.value) and '"images" is empty' in str(e.value) and "1 annotation" in str(e.value)
+    assert (
+        str(path) in str(e.value) and '"images" is empty' in str(e.value) and "1 annotation" in str(e.value)
+    )
 
 
 def test_empty_images_without_annotations_is_a_warning(tmp_path):
@@ -110,7 +115,9 @@ def test_duplicate_category_entries_and_names_are_warnings(tmp_path):
     only_warning(store, str(path), '"scape" (id 1) is listed twice')
     only_warning(store, str(path), '"scape" has two ids (1 and 5)')
     # both ids are the same structure: nothing mislabelled, nothing lost
-    assert np.array_equal(store.structure_masks(1)["scape"], box_mask(5, 10, 5, 10) | box_mask(20, 25, 20, 25))
+    assert np.array_equal(
+        store.structure_masks(1)["scape"], box_mask(5, 10, 5, 10) | box_mask(20, 25, 20, 25)
+    )
     assert store.categories["scape"] == 1
 
 
@@ -148,7 +155,9 @@ def test_corrupt_compressed_rle_is_reported_when_decoded(tmp_path):
 
 def test_polygons_out_of_bounds(tmp_path):
     write_image(tmp_path / "a.png")
-    path = write_json(tmp_path / "s.json", coco([ann(41, [[50.0, 30.0, 80.0, 30.0, 80.0, 45.0, 50.0, 45.0]])]))
+    path = write_json(
+        tmp_path / "s.json", coco([ann(41, [[50.0, 30.0, 80.0, 30.0, 80.0, 45.0, 50.0, 45.0]])])
+    )
     store = AnnotationStore.open(path)
     only_warning(store, str(path), "annotation id 41", "outside the image", "clipped")
     m = store.structure_masks(1)["scape"]
@@ -195,7 +204,9 @@ def test_unknown_category_and_missing_ids(tmp_path):
 
 def test_rlejson_only_annotation_is_kept(tmp_path, session_folder):
     folder, json_path, data, rle = session_folder
-    extra = ann(1714000000099, mask_to_rle(box_mask(1, 4, 1, 4)), image_id=data["images"][0]["id"], category_id=2)
+    extra = ann(
+        1714000000099, mask_to_rle(box_mask(1, 4, 1, 4)), image_id=data["images"][0]["id"], category_id=2
+    )
     rle["annotations"].append(extra)
     write_json(json_path.with_suffix(".rlejson"), rle)
     store = AnnotationStore.open(folder)
@@ -272,7 +283,9 @@ def test_same_integer_id_in_several_per_image_files(tmp_path):
         write_json(tmp_path / f"{name}_final_100.json", coco(
             [ann(1, GOOD)], images=[{"id": 1, "file_name": f"{name}.png", "height": H, "width": W}]))
     store = AnnotationStore.open(tmp_path)
-    only_warning(store, "image id 1 occurs in several annotation files", "a_final_100.json", "b_final_100.json")
+    only_warning(
+        store, "image id 1 occurs in several annotation files", "a_final_100.json", "b_final_100.json"
+    )
     with pytest.raises(StoreError, match="image id 1 is used by several annotation files"):
         store.structure_masks(1)
     b = store.image_by_file("b.png")

@@ -3,9 +3,9 @@
 import pytest
 
 from descriptron_sam2pal.store import AnnotationStore, StoreError
+from tests.helpers.store_files import H, W, box_mask, write_image, write_json
 
-from .conftest import H, W, box_mask, write_image, write_json
-from .test_store_bad_input import GOOD, ann, coco, only_warning
+from tests.store.test_store_bad_input import GOOD, ann, coco, only_warning
 
 
 def test_zero_area_polygons(tmp_path):
@@ -32,8 +32,8 @@ def test_file_name_with_a_folder_part(tmp_path):
         {"id": 2, "file_name": "C:\\\\Users\\\\me\\\\photos\\\\b.png", "height": H, "width": W},
         {"id": 3, "file_name": "elsewhere/c.png", "height": H, "width": W}]))
     store = AnnotationStore.open(path)
-    assert store.image(1).path == tmp_path / "imgs" / "a.png"          # in the folder it names
-    assert store.image(2).path == tmp_path / "b.png"                   # Windows path: by name, next to the file
+    assert store.image(1).path == tmp_path / "imgs" / "a.png"  # in the folder it names
+    assert store.image(2).path == tmp_path / "b.png"  # Windows path: by name, next to the file
     only_warning(store, "image id 3", "not found", "Descriptron uses the name 'c.png' alone")
     assert store.image_by_file("a.png") is store.image(1)
     assert set(store.structure_masks(2)) == {"scape"}

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from descriptron_sam2pal.store import AnnotationStore, StoreBusyError, StoreChangedError, store_lock
-
-from .conftest import box_mask, read_json, saved_session, write_image
+from tests.helpers.store_files import box_mask, read_json, saved_session, write_image
 
 
 @pytest.fixture
@@ -27,7 +26,9 @@ def hold_lock_in_another_process(folder):
             print("locked", flush=True)
             sys.stdin.read()
     """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 

@@ -9,8 +9,16 @@ import pytest
 from descriptron_sam2pal.imaging.masks import mask_to_polygons
 from descriptron_sam2pal.store import AnnotationStore
 from descriptron_sam2pal.store.coco import PAIR_KEY
-
-from .conftest import H, W, box_mask, read_json, ring_mask, saved_session, write_image, write_json
+from tests.helpers.store_files import (
+    H,
+    W,
+    box_mask,
+    read_json,
+    ring_mask,
+    saved_session,
+    write_image,
+    write_json,
+)
 
 
 class Crash(BaseException):

@@ -8,8 +8,7 @@ from pycocotools import mask as cocomask
 
 from descriptron_sam2pal.imaging.masks import mask_to_polygons, mask_to_rle
 from descriptron_sam2pal.store import AnnotationStore
-
-from .conftest import H, W, box_mask, read_json, ring_mask, write_image, write_json
+from tests.helpers.store_files import H, W, box_mask, read_json, ring_mask, write_image, write_json
 
 
 def _masks():

@@ -2,8 +2,7 @@ from pathlib import Path
 
 from descriptron_sam2pal.store import find_image_files, normalized_stem
 from descriptron_sam2pal.store.stem import companion_path, final_name, parse_final_name
-
-from .conftest import write_image
+from tests.helpers.store_files import write_image
 
 
 def test_normalized_stem_like_descriptron():

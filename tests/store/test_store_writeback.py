@@ -12,8 +12,17 @@ from descriptron_sam2pal.store import AnnotationStore, StoreError
 from descriptron_sam2pal.store.store import PER_IMAGE, SESSION
 
 from descriptron_sam2pal.store.lock import LOCK_NAME
+from tests.helpers.store_files import (
+    read_saved,
+    H,
+    W,
+    box_mask,
+    read_json,
+    ring_mask,
+    write_image,
+    write_json,
+)
 
-from .conftest import read_saved, H, W, box_mask, read_json, ring_mask, write_image, write_json
 
 PROVENANCE = {"sam2pal": {"model": "abc123", "score": 0.93}}
 
@@ -148,7 +157,9 @@ def test_session_file_saved_in_place_with_backups(tmp_path):
     backups = sorted(p for p in tmp_path.iterdir() if ".bak-" in p.name)
     assert len(backups) == 4
     assert [p.name.split(".bak-")[0] for p in backups].count("session.json") == 2
-    json_backups = sorted((p for p in backups if p.name.startswith("session.json")), key=lambda p: len(p.name))
+    json_backups = sorted(
+        (p for p in backups if p.name.startswith("session.json")), key=lambda p: len(p.name)
+    )
     assert json_backups[0].read_bytes() == first_json
     assert any(p.read_bytes() == first_rle for p in backups)
     final = read_json(tmp_path / "session.json")
@@ -186,7 +197,9 @@ def test_unannotated_images_in_a_per_image_folder(session_folder):
     [new_json, new_rle] = store.save()                               # only the changed image
     assert new_json.name.startswith("Ant 02_final_")
     doc = read_json(new_json)
-    assert doc["images"] == [{"id": str(folder / "Ant 02"), "file_name": "Ant 02.JPG", "height": H, "width": W}]
+    assert doc["images"] == [
+        {"id": str(folder / "Ant 02"), "file_name": "Ant 02.JPG", "height": H, "width": W}
+    ]
     # category ids stay stable across files; Trash is not copied into new files
     assert [(c["id"], c["name"]) for c in doc["categories"]] == [
         (1, "head"), (2, "scape"), (3, "pin"), (4, "line_keypoints"), (6, "antenna")]
@@ -278,7 +291,7 @@ def test_add_image_to_a_session_file(tmp_path):
 def test_remove_annotation_takes_out_only_that_one(tmp_path):
     from descriptron_sam2pal.store import AnnotationStore, StoreError
 
-    from .conftest import box_mask, write_image
+    from tests.helpers.store_files import box_mask, write_image
 
     write_image(tmp_path / "a.png")
     store = AnnotationStore.create(tmp_path / "s.json")

@@ -1,20 +1,13 @@
-"""Fixtures shared by the plugin's GUI tests: a specimen folder, a workspace, a model session.
-
-Import the fixtures into a test module with ``from plugin_fixtures import *``.
-"""
+"""Helpers for the plugin's GUI tests: specimen photos, a message-box recorder, real mouse
+input on an ImageCanvas. The fixtures built on them (``specimens``, ``messages``, ``settings``,
+``window``, ``session``) are in ``tests/conftest.py``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
-from PyQt5.QtCore import QSettings
-from PyQt5.QtWidgets import QMessageBox
-
-__all__ = ["write_specimens", "specimens", "messages", "settings", "window", "session", "wait_image",
-           "Messages", "drag_on", "click_on"]
 
 
 def write_specimens(folder: Path, n: int = 4) -> Path:
@@ -29,63 +22,22 @@ def write_specimens(folder: Path, n: int = 4) -> Path:
     return folder
 
 
-@pytest.fixture
-def specimens(tmp_path) -> Path:
-    return write_specimens(tmp_path / "specimens")
-
-
 class Messages:
-    """Records every QMessageBox shown (title, text) and answers it with the next queued button."""
+    """Records every QMessageBox shown (title, text) and answers it with the next queued button
+    (``QMessageBox.Ok`` when none is queued)."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str]] = []
         self.answers: list = []
 
-    def exec_(self, box: QMessageBox):
+    def exec_(self, box):
+        from PyQt5.QtWidgets import QMessageBox
+
         self.seen.append((box.windowTitle(), box.text()))
         return self.answers.pop(0) if self.answers else QMessageBox.Ok
 
-
-@pytest.fixture
-def messages(monkeypatch) -> Messages:
-    m = Messages()
-    monkeypatch.setattr(QMessageBox, "exec_", lambda box: m.exec_(box))
-    return m
-
-
-@pytest.fixture
-def settings(tmp_path) -> QSettings:
-    return QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
-
-
-@pytest.fixture
-def window(qtbot, settings, messages):
-    from descriptron_sam2pal.gui.workers import running_workers
-    from descriptron_sam2pal.app.workspace import Workspace
-
-    win = Workspace(settings=settings)
-    win.resize(900, 600)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    for worker in running_workers():
-        worker.cancel()
-        worker.wait(20000)
-    qtbot.wait(10)  # deliver the workers' last signals
-    messages.answers = [QMessageBox.Yes, QMessageBox.Discard]
-    win.close()
-    win.image_loader.wait(5000)
-    win.deleteLater()
-
-
-@pytest.fixture
-def session(window, settings, mini_checkpoint):
-    """A model session on the mini checkpoint at 128 px (nothing loaded yet)."""
-    from descriptron_sam2pal.gui.model_session import ModelSession
-
-    s = ModelSession(window, settings, image_size=128)
-    s.set_checkpoint(str(mini_checkpoint))
-    return s
+    def titles(self) -> list[str]:
+        return [t for t, _ in self.seen]
 
 
 def wait_image(qtbot, win, file_name: str) -> None:

@@ -11,14 +11,9 @@ from PIL import Image
 
 from descriptron_sam2pal.engine.results import StructureResult, TargetResult
 from descriptron_sam2pal.imaging.masks import mask_to_polygons
+from tests.helpers.masks import box
 
 SIZES = {"ant_01.png": (60, 80), "ant_02.png": (50, 70), "beetle_03.png": (40, 48)}
-
-
-def box(h, w, y0, y1, x0, x1):
-    m = np.zeros((h, w), bool)
-    m[y0:y1, x0:x1] = True
-    return m
 
 
 def write_project(folder: Path) -> Path:

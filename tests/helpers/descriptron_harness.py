@@ -42,7 +42,9 @@ CONSTANTS = {"IMAGE_EXTS", "KP_STATUS"}
 def tools_folder() -> Path:
     spec = importlib.util.find_spec("descriptron_gui")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("descriptron-gui is not installed; run `bash install.sh` (it installs descriptron-gui==2.8.2)")
+        raise RuntimeError(
+            "descriptron-gui is not installed; run `bash install.sh` (it installs descriptron-gui==2.8.2)"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "tools"
 
 
@@ -127,7 +129,9 @@ class Descriptron:
         })
         for code in _extracted(tools / SCRIPT):
             exec(code, ns)
-        spec = importlib.util.spec_from_file_location("descriptron_folder_save_v1", tools / "descriptron_folder_save_v1.py")
+        spec = importlib.util.spec_from_file_location(
+            "descriptron_folder_save_v1", tools / "descriptron_folder_save_v1.py"
+        )
         folder_save = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(folder_save)
         ns["_v89_fs"] = folder_save              # `import descriptron_folder_save_v1 as _v89_fs`
@@ -154,7 +158,9 @@ class Descriptron:
     def _category(self, name: str, supercategory: str = "none") -> int:
         ns = self.ns
         if name not in ns["category_name_to_id"]:
-            used = [c["id"] for c in ns["categories"]] + [c["id"] for c in ns["coco_output_accumulate"]["categories"]]
+            used = [c["id"] for c in ns["categories"]] + [
+                c["id"] for c in ns["coco_output_accumulate"]["categories"]
+            ]
             cid = max(used + [0]) + 1
             ns["categories"].append({"id": cid, "name": name, "supercategory": supercategory})
             ns["category_name_to_id"][name] = cid
@@ -178,8 +184,9 @@ class Descriptron:
         h, w = self.ns["image"].shape[:2]
         mask = np.zeros((h, w), np.uint8)
         cv2.polylines(mask, [np.array(points, np.int32)], False, 1, thickness)
-        self.ns["save_line_annotation_to_accumulate"]({"segmentation": mask}, name, self._category(name, "line"),
-                                                      points, thickness, keypoints)
+        self.ns["save_line_annotation_to_accumulate"](
+            {"segmentation": mask}, name, self._category(name, "line"), points, thickness, keypoints
+        )
         self.clock.now += 0.01
 
     def set_keypoints(self, coords: list, visibility: list | None = None) -> None:

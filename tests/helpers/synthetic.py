@@ -1,8 +1,5 @@
-"""Synthetic specimens for the engine tests (import as ``from synthetic import ...``).
-
-Test modules are imported by pytest's default "prepend" mode, which puts this
-folder on sys.path; conftest.py re-exports these helpers and offers fixtures.
-"""
+"""Synthetic specimens: coloured structures on a textured background, with their masks
+(``from tests.helpers.synthetic import make_specimen``; also used by benchmarks/engine_timing.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers for tests that drive the workspace window (importable by name, unlike conftest)."""
+"""A small project on disk for the workspace-window tests, and waiting for an image to show."""
 
 from __future__ import annotations
 
@@ -9,12 +9,7 @@ import numpy as np
 from PIL import Image
 
 from descriptron_sam2pal.imaging.masks import mask_to_polygons
-
-
-def box(h, w, y0, y1, x0, x1):
-    m = np.zeros((h, w), bool)
-    m[y0:y1, x0:x1] = True
-    return m
+from tests.helpers.masks import box
 
 
 def write_project(folder: Path) -> Path:
