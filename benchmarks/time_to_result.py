@@ -16,8 +16,8 @@ clock, peak memory from the kernel (``wait4`` ``ru_maxrss``):
   the CPU or GPU image size, of ``gui.train_dialog.PRESETS``; LoRA rank, seed,
   pseudo-labels, precision and device left at their defaults, which are the GUI's):
   ``sam2pal train`` and then ``sam2pal propagate --adapter RUN`` of all N specimens
-  (the dialog's "Segment specimens": batch size, confidence and orientation search at
-  their defaults);
+  (the dialog's "Segment specimens": batch size, confidence (off) and orientation
+  search at their defaults);
 - the reference (``descriptron-vision==2.8.2``'s ``sam2_pal_batch_v21.py``, fetched and
   run unchanged through benchmarks/reference_runner.py exactly as run.py does):
   ``--pal_finetuning --use_lora`` with its own default ``--num_epochs`` and
@@ -63,15 +63,27 @@ def default_job(gpu: bool) -> tuple[str, int, int]:
     return preset.name, preset.steps, preset.gpu_size if gpu else preset.cpu_size
 
 
-def gui_estimate(steps: int, image_size: int, gpu: bool, model_size: str, n_specimens: int,
-                 pseudo_labels: bool = True) -> tuple[float, str]:
-    """The GUI's time estimate for the job (seconds, and what it covers). The only call of
-    the estimate: switch it here when ``descriptron_sam2pal.jobs.estimate`` lands."""
-    from descriptron_sam2pal.gui.train_dialog import estimate_seconds
+def gui_estimate(steps: int, image_size: int, gpu: bool, model_size: str, n_specimens: int, structures: int,
+                 threads: int | None = None, pseudo_labels: bool = True) -> tuple[float, str]:
+    """The GUI's time estimate for the job (seconds, and what it covers): training with its
+    remakes and validations, then segmenting every specimen as the dialog does (no
+    confidence), from ``descriptron_sam2pal.jobs.estimate``, the one call of it here. Its
+    machine probe runs at the job's thread count (``--threads``), as the job does; bf16 where
+    ours resolves ``--precision auto`` to bf16."""
+    import torch
 
-    seconds = estimate_seconds(steps, image_size, gpu, model_size)
-    return seconds, ("gui.train_dialog.estimate_seconds: the training steps only (no pseudo-label "
-                     "remakes, no validation, no segmentation of the specimens)")
+    from descriptron_sam2pal.jobs.estimate import segmenting_seconds, training_seconds
+    from descriptron_sam2pal.model.device import resolve_precision
+
+    if threads:
+        torch.set_num_threads(threads)
+    bf16 = resolve_precision("cuda" if gpu else "cpu", "auto") == "bf16"
+    train = training_seconds(steps, image_size, gpu, model_size, structures=structures, unlabeled=n_specimens,
+                             pseudo=pseudo_labels, bf16=bf16)
+    segment = segmenting_seconds(n_specimens, image_size, gpu, model_size, structures=structures, bf16=bf16)
+    return train + segment, (f"jobs.estimate: training {train:.1f}s (steps, pseudo-label remakes, validations, "
+                             f"encoder passes) + segmenting {segment:.1f}s; {'bf16' if bf16 else 'fp32'}, "
+                             f"{torch.get_num_threads()} thread(s)")
 
 
 def reference_defaults(script: Path) -> dict[str, int]:
@@ -133,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-epochs", type=int, default=None,
                    help="the reference's --num_epochs (default: its own, or scaled with --steps)")
     p.add_argument("--reference-confidence", action="store_true",
-                   help="the reference with --cycle_consistency, its counterpart of our confidence score "
-                        "(off by default there, on by default here)")
+                   help="the reference with --cycle_consistency, its palindrome score (off by default there, "
+                        "as our --confidence is here)")
     p.add_argument("--threads", type=int, default=None, help="OMP/MKL threads for every subprocess")
     p.add_argument("--no-reference", action="store_true", help="ours only")
     p.add_argument("--images", type=Path, default=bench.DEFAULT_IMAGES, help=argparse.SUPPRESS)
@@ -423,7 +435,7 @@ class TimeToResult:
           f"{self.ds.images_dir}), trained on, then all segmented")
         w(f"- ours: the Train dialog's default preset \"{s.preset}\" ({s.default_steps} steps at "
           f"{'GPU' if s.gpu else 'CPU'} size), pseudo-labels on, LoRA rank 8, then `sam2pal propagate --adapter` "
-          f"with its defaults (confidence on)")
+          f"with its defaults, as the dialog's Segment (no palindrome confidence, no orientation search)")
         if self.ref_job:
             rj = self.ref_job
             w(f"- reference: {bench.REFERENCE_SPEC} {bench.REFERENCE_MEMBER} (sha256 {self.ref.sha256[:16]}), "
@@ -500,7 +512,7 @@ def main(argv=None) -> int:
         bench.say("NOTE: " + p)
     ours = b.ours()
     ref = b.reference()
-    estimate = gui_estimate(s.steps, s.image_size, s.gpu, s.model_size, b.n)
+    estimate = gui_estimate(s.steps, s.image_size, s.gpu, s.model_size, b.n, len(b.ds.structures), s.threads)
     text, figures = b.report(cpu, ours, ref, estimate)
     (s.out / "results.md").write_text(text + "\n")
     (s.out / "results.json").write_text(json.dumps(figures, indent=1, default=str) + "\n")

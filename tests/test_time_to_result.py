@@ -76,3 +76,15 @@ def test_the_last_line_is_exact_and_says_n_a_for_what_is_missing():
     assert LAST_LINE.match(line)
     line = ttr.last_line(120.0, None, 3.0, None, 90.0)
     assert LAST_LINE.match(line).groups() == ("120.0", "n/a", "n/a", "3.00", "n/a", "0.75")
+
+
+def test_the_estimate_is_the_whole_job_training_and_segmenting():
+    from descriptron_sam2pal.jobs.estimate import segmenting_seconds, training_seconds
+
+    seconds, covers = ttr.gui_estimate(300, 512, False, "tiny", 100, 5)
+    bf16 = "bf16" in covers.split(";")[1]
+    expected = (training_seconds(300, 512, False, "tiny", structures=5, unlabeled=100, bf16=bf16)
+                + segmenting_seconds(100, 512, False, "tiny", structures=5, bf16=bf16))
+    assert seconds == pytest.approx(expected, rel=1e-6)
+    assert seconds > segmenting_seconds(100, 512, False, "tiny", structures=5, bf16=bf16) > 0
+    assert "training" in covers and "segmenting" in covers
