@@ -263,8 +263,10 @@ class TimeToResult:
 
     def setup(self) -> None:
         s = self.s
-        s.out.mkdir(parents=True, exist_ok=True)
         self.work = s.out / "work"
+        if self.work.exists():  # a run folder of an earlier run would mix into this one's figures
+            raise SystemExit(f"{self.work} exists: give a new --out")
+        s.out.mkdir(parents=True, exist_ok=True)
         self.ds = bdata.load_dataset(s.images, s.n, bench.CACHE)
         if len(self.ds.targets) < s.n:
             self.problems.append(f"only {len(self.ds.targets)} specimens available, {s.n} asked for")
