@@ -12,7 +12,11 @@ What this wrapper does, and nothing else:
    config's ``image_size`` (1024 for the SAM 2.1 configs). To run it at the same
    size as ours, both builders get the hydra override ``++model.image_size=PX``
    (the same change ``sam2pal --image-size PX`` makes to the config before
-   instantiation). With ``--image-size 0`` nothing is overridden.
+   instantiation). With ``--image-size 0`` nothing is overridden. sam2's
+   ``SAM2ImagePredictor`` (the reference's single-image fallback when the tracker
+   returns nothing) hard-codes the backbone feature sizes of a 1024-px model
+   (``_bb_feat_sizes``) and fails at any other size after its encoder pass; with an
+   override they are set from the model's size (the same sizes at 1024).
 3. Probes that only observe: wall-clock marks when the model is built, when
    training starts / each palindrome forward starts / training ends, when
    propagation starts / ends, and the number of images sent through the image
@@ -90,6 +94,16 @@ def main() -> None:
 
         build_sam.build_sam2 = _with_size(build_sam.build_sam2)
         build_sam.build_sam2_video_predictor = _with_size(build_sam.build_sam2_video_predictor)
+
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+        orig_init = SAM2ImagePredictor.__init__
+
+        def init_at_model_size(self, sam_model, *args, **kwargs):
+            orig_init(self, sam_model, *args, **kwargs)
+            side = int(sam_model.image_size)
+            self._bb_feat_sizes = [(side // 4, side // 4), (side // 8, side // 8), (side // 16, side // 16)]
+
+        SAM2ImagePredictor.__init__ = init_at_model_size
 
     orig_forward_image = SAM2Base.forward_image
 

@@ -288,6 +288,34 @@ def hydra_config_dir() -> Path:
     return folder
 
 
+def reference_args(s, ds: bdata.Dataset, template_json: Path, ckpt: Path, targets: Path, out: Path) -> list[str]:
+    """The reference's flags common to all its runs (README "Exactly how the reference is run"):
+    the template, the N targets, the same checkpoint and config, no rembg (it would download a
+    model), its canonical canvas at the model input size, no per-structure PNGs. ``s`` has
+    ``model``, ``device`` and ``image_size``."""
+    return ["--template_json", str(template_json), "--template_image", str(ds.template_image),
+            "--image_dir", str(targets), "--output_dir", str(out),
+            "--sam2_checkpoint", str(ckpt), "--sam2_config", reference_config(s),
+            "--device", s.device, "--fg_mask", "none", "--canvas_side", str(s.image_size), "--no_save_masks"]
+
+
+def reference_training_check(run: Run, probe: dict, steps: int) -> str | None:
+    """Count the reference's training steps (started: palindrome forwards seen by the probe;
+    done: the ``Images: n`` of its epoch lines) into ``run.extra``; a problem line when they
+    are not all ``steps`` (it logs a failed step and carries on, exit code 0)."""
+    calls = probe.get("occcl_calls") or []
+    run.extra["steps_started"] = len(calls)
+    run.extra["steps_failed"] = probe.get("occcl_failed")
+    text = run.log.read_text(errors="replace")
+    done = [int(x) for x in re.findall(r"Epoch \d+/\d+ - Loss: [-\d.naif]+, Images: (\d+)", text)]
+    run.extra["steps_done"] = sum(done)
+    if probe.get("occcl_failed") or len(calls) != steps or sum(done) != steps:
+        return (f"reference training ({run.log}): {len(calls)} steps started, {sum(done)} completed, "
+                f"{probe.get('occcl_failed')} failed; {steps} expected "
+                "(the reference logs failed steps and carries on, exit code 0)")
+    return None
+
+
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -381,21 +409,13 @@ class Bench:
 
     # -- commands ----------------------------------------------------------------
     def ref_propagate_args(self, targets: Path, out: Path) -> list[str]:
-        s = self.s
-        return ["--template_json", str(self.ref_template), "--template_image", str(self.ds.template_image),
-                "--image_dir", str(targets), "--output_dir", str(out),
-                "--sam2_checkpoint", str(self.ckpt), "--sam2_config", reference_config(s),
-                "--device", s.device, "--cycle_consistency", "--fg_mask", "none",
-                "--canvas_side", str(s.image_size), "--no_save_masks"]
+        return reference_args(self.s, self.ds, self.ref_template, self.ckpt, targets, out) + ["--cycle_consistency"]
 
     def ref_train_args(self, targets: Path, out: Path) -> list[str]:
         s = self.s
-        return ["--template_json", str(self.ref_template), "--template_image", str(self.ds.template_image),
-                "--image_dir", str(targets), "--output_dir", str(out),
-                "--sam2_checkpoint", str(self.ckpt), "--sam2_config", reference_config(s),
-                "--device", s.device, "--fg_mask", "none", "--canvas_side", str(s.image_size),
-                "--no_save_masks", "--pal_finetuning", "--use_lora", "--lora_rank", str(LORA_RANK),
-                "--num_epochs", str(s.train_epochs), "--max_images_per_epoch", str(s.train_images)]
+        return reference_args(s, self.ds, self.ref_template, self.ckpt, targets, out) + [
+            "--pal_finetuning", "--use_lora", "--lora_rank", str(LORA_RANK),
+            "--num_epochs", str(s.train_epochs), "--max_images_per_epoch", str(s.train_images)]
 
     def our_propagate_cmd(self, targets: Path, out: Path) -> list[str]:
         s = self.s
@@ -553,15 +573,9 @@ class Bench:
     def _reference_steps(self, run: Run, pr: dict, m: int, steps: int) -> None:
         """Per-step time from the probe: palindrome forwards of epochs 2.. up to the end of training."""
         calls = pr.get("occcl_calls") or []
-        run.extra["steps_started"] = len(calls)
-        run.extra["steps_failed"] = pr.get("occcl_failed")
-        text = run.log.read_text(errors="replace")
-        done = [int(x) for x in re.findall(r"Epoch \d+/\d+ - Loss: [-\d.naif]+, Images: (\d+)", text)]
-        run.extra["steps_done"] = sum(done)
-        if pr.get("occcl_failed") or len(calls) != steps or sum(done) != steps:
-            self.problems.append(f"reference training ({run.log}): {len(calls)} steps started, "
-                                 f"{sum(done)} completed, {pr.get('occcl_failed')} failed; {steps} expected "
-                                 "(the reference logs failed steps and carries on, exit code 0)")
+        problem = reference_training_check(run, pr, steps)
+        if problem:
+            self.problems.append(problem)
         end = (pr.get("t_train_end") or [None])[-1]
         if end and len(calls) > m:
             run.extra["step_s"] = (end - calls[m]) / (len(calls) - m)
@@ -794,7 +808,7 @@ class Bench:
             runs = block["runs"].get(who) or []
             if runs:
                 label = "(a)" if block is P else "(b)"
-                w(f"- {label} {who}: `{shlex.join(_short(runs[0].cmd))}`")
+                w(f"- {label} {who}: `{shlex.join(short_command(runs[0].cmd))}`")
         if self.problems:
             w("")
             w("Problems:")
@@ -842,7 +856,7 @@ def used_pairs(rows: list[dict]) -> bool:
     return any(r.get("pairs") for r in rows)
 
 
-def _short(cmd: list[str]) -> list[str]:
+def short_command(cmd: list[str]) -> list[str]:
     """A command for the report: long target lists shortened, paths relative to the repo."""
     out = []
     for c in cmd:
