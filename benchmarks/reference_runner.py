@@ -48,18 +48,28 @@ def main() -> None:
     parser.add_argument("--script", required=True)
     parser.add_argument("--image-size", type=int, default=0)
     parser.add_argument("--probe", default=None)
-    parser.add_argument("--config-dir", default=None,
-                        help="a folder of SAM2 config yamls for hydra (replaces sam2's own search path; "
-                             "only for a config that is not part of the sam2 package)")
+    parser.add_argument(
+        "--config-dir",
+        default=None,
+        help="a folder of SAM2 config yamls for hydra (replaces sam2's own search path; "
+        "only for a config that is not part of the sam2 package)",
+    )
     opts = parser.parse_args(argv[:split])
-    ref_args = argv[split + 1:]
+    ref_args = argv[split + 1 :]
 
-    probe: dict = {"t_process_start": T0, "image_size_override": opts.image_size or None,
-                   "encoder_images": 0, "forward_image_calls": 0, "occcl_calls": [],
-                   "occcl_failed": 0, "torchvision": None}
+    probe: dict = {
+        "t_process_start": T0,
+        "image_size_override": opts.image_size or None,
+        "encoder_images": 0,
+        "forward_image_calls": 0,
+        "occcl_calls": [],
+        "occcl_failed": 0,
+        "torchvision": None,
+    }
 
     try:
         import torchvision
+
         probe["torchvision"] = f"real {torchvision.__version__}"
     except Exception as exc:  # noqa: BLE001 - CUDA torchvision beside CPU torch, or absent
         for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
@@ -73,9 +83,11 @@ def main() -> None:
         )
 
     import sam2.build_sam as build_sam
+
     if opts.config_dir:
         from hydra import initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
+
         GlobalHydra.instance().clear()
         initialize_config_dir(config_dir=os.path.abspath(opts.config_dir), version_base="1.2")
     from sam2.modeling.sam2_base import SAM2Base
@@ -90,12 +102,14 @@ def main() -> None:
                 out = fn(*args, **kwargs)
                 probe.setdefault("t_models_built", []).append(time.time())
                 return out
+
             return wrapped
 
         build_sam.build_sam2 = _with_size(build_sam.build_sam2)
         build_sam.build_sam2_video_predictor = _with_size(build_sam.build_sam2_video_predictor)
 
         from sam2.sam2_image_predictor import SAM2ImagePredictor
+
         orig_init = SAM2ImagePredictor.__init__
 
         def init_at_model_size(self, sam_model, *args, **kwargs):
@@ -139,6 +153,7 @@ def main() -> None:
                 return orig(self, *a, **k)
             finally:
                 probe.setdefault(key_end, []).append(time.time())
+
         setattr(SAM2PAL, name, wrapped)
 
     probe_method("finetune_pal", "t_train_start", "t_train_end")

@@ -88,24 +88,39 @@ class Settings:
 
 
 def parse_args(argv=None) -> Settings:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="small N, small image size, 3 repeats: a few minutes on a 2-core CPU")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small N, small image size, 3 repeats: a few minutes on a 2-core CPU",
+    )
     p.add_argument("--model", choices=sorted(MODELS), default="tiny")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="model input size in px (multiple of 32); default 512, --quick 128")
-    p.add_argument("--images", type=Path, default=DEFAULT_IMAGES,
-                   help="folder of specimen photos (masks in ../masks or ./masks); "
-                        "default the shared BeetleFlow photos, else generated images")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="model input size in px (multiple of 32); default 512, --quick 128",
+    )
+    p.add_argument(
+        "--images",
+        type=Path,
+        default=DEFAULT_IMAGES,
+        help="folder of specimen photos (masks in ../masks or ./masks); "
+        "default the shared BeetleFlow photos, else generated images",
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--n", type=int, default=None, help="targets for the propagation workload")
     p.add_argument("--train-images", type=int, default=None, help="unlabeled images (one epoch)")
     p.add_argument("--train-epochs", type=int, default=None)
     p.add_argument("--memory-n", default=None, help="comma list of N for peak RSS (default 10,50,200)")
-    p.add_argument("--reference-memory-n", default=None,
-                   help="comma list of N to also measure the reference's peak RSS at (default 10,50; "
-                        "--quick none; '' for none)")
+    p.add_argument(
+        "--reference-memory-n",
+        default=None,
+        help="comma list of N to also measure the reference's peak RSS at (default 10,50; "
+        "--quick none; '' for none)",
+    )
     p.add_argument("--no-reference", action="store_true", help="skip the reference (ours and the limit only)")
     p.add_argument("--device", default="cpu", help="device for all three (cpu or cuda)")
     p.add_argument(
@@ -113,9 +128,13 @@ def parse_args(argv=None) -> Settings:
         default="abc",
         help="which workloads to run: any of a (propagation), b (training), c (memory); default abc",
     )
-    p.add_argument("--threads", type=int, default=None,
-                   help="OMP/MKL threads for every subprocess (default: torch's own choice); "
-                        "--threads 1 gives steadier figures on a busy machine")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="OMP/MKL threads for every subprocess (default: torch's own choice); "
+        "--threads 1 gives steadier figures on a busy machine",
+    )
     p.add_argument(
         "--train-bf16",
         action="store_true",
@@ -139,14 +158,24 @@ def parse_args(argv=None) -> Settings:
 
     out = a.out or (BENCH / "out" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     return Settings(
-        quick=q, model=a.model, image_size=size, images=a.images, repeats=max(1, a.repeats),
+        quick=q,
+        model=a.model,
+        image_size=size,
+        images=a.images,
+        repeats=max(1, a.repeats),
         n_propagate=a.n or (3 if q else 20),
         train_images=a.train_images or (2 if q else 5),
         train_epochs=a.train_epochs or (2 if q else 3),
         memory_n=ints(a.memory_n, [10, 50, 200] if not q else [10, 200]),
         reference_memory_n=ints(a.reference_memory_n, [] if q else [10, 50]),
-        timeout=a.timeout or (300 if q else 3600), out=out, reference=not a.no_reference,
-        device=a.device, threads=a.threads, workloads=a.workloads, train_bf16=a.train_bf16)
+        timeout=a.timeout or (300 if q else 3600),
+        out=out,
+        reference=not a.no_reference,
+        device=a.device,
+        threads=a.threads,
+        workloads=a.workloads,
+        train_bf16=a.train_bf16,
+    )
 
 
 # --------------------------------------------------------------------------- running
@@ -174,8 +203,9 @@ def run_measured(cmd: list[str], log: Path, timeout: int, env: dict | None = Non
         fh.write(("$ " + shlex.join(cmd) + "\n").encode())
         fh.flush()
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True
+        )
 
         def kill():
             timed_out.set()
@@ -195,8 +225,15 @@ def run_measured(cmd: list[str], log: Path, timeout: int, env: dict | None = Non
             timer.cancel()
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(cmd, wall, proc.returncode, usage.ru_maxrss / 1024.0, log, timed_out.is_set(),
-               usage.ru_utime + usage.ru_stime)
+    return Run(
+        cmd,
+        wall,
+        proc.returncode,
+        usage.ru_maxrss / 1024.0,
+        log,
+        timed_out.is_set(),
+        usage.ru_utime + usage.ru_stime,
+    )
 
 
 THREADS: int | None = None
@@ -251,8 +288,18 @@ def fetch_reference() -> Reference:
         folder.mkdir(parents=True, exist_ok=True)
         wheels = sorted(folder.glob("descriptron_vision-2.8.2-*.whl"))
         if not wheels:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                   "-q", REFERENCE_SPEC, "-d", str(folder)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+                REFERENCE_SPEC,
+                "-d",
+                str(folder),
+            ]
             res = subprocess.run(cmd, capture_output=True, text=True)
             wheels = sorted(folder.glob("descriptron_vision-2.8.2-*.whl"))
             if res.returncode != 0 or not wheels:
@@ -267,8 +314,16 @@ def fetch_reference() -> Reference:
 
 
 def reference_cmd(ref: Reference, s: Settings, args: list[str], probe: Path) -> list[str]:
-    cmd = [sys.executable, str(BENCH / "reference_runner.py"), "--script", str(ref.script),
-           "--image-size", str(s.image_size), "--probe", str(probe)]
+    cmd = [
+        sys.executable,
+        str(BENCH / "reference_runner.py"),
+        "--script",
+        str(ref.script),
+        "--image-size",
+        str(s.image_size),
+        "--probe",
+        str(probe),
+    ]
     if s.model == "test":
         cmd += ["--config-dir", str(hydra_config_dir())]
     return cmd + ["--"] + args
@@ -281,6 +336,7 @@ def reference_config(s: Settings) -> str:
 def hydra_config_dir() -> Path:
     """Our mini config where the reference's hydra can find it (--model test only)."""
     from importlib import resources
+
     folder = CACHE / "hydra_configs"
     folder.mkdir(parents=True, exist_ok=True)
     src = Path(str(resources.files("descriptron_sam2pal") / "resources" / "configs" / "sam2pal_mini.yaml"))
@@ -288,15 +344,34 @@ def hydra_config_dir() -> Path:
     return folder
 
 
-def reference_args(s, ds: bdata.Dataset, template_json: Path, ckpt: Path, targets: Path, out: Path) -> list[str]:
+def reference_args(
+    s, ds: bdata.Dataset, template_json: Path, ckpt: Path, targets: Path, out: Path
+) -> list[str]:
     """The reference's flags common to all its runs (README "Exactly how the reference is run"):
     the template, the N targets, the same checkpoint and config, no rembg (it would download a
     model), its canonical canvas at the model input size, no per-structure PNGs. ``s`` has
     ``model``, ``device`` and ``image_size``."""
-    return ["--template_json", str(template_json), "--template_image", str(ds.template_image),
-            "--image_dir", str(targets), "--output_dir", str(out),
-            "--sam2_checkpoint", str(ckpt), "--sam2_config", reference_config(s),
-            "--device", s.device, "--fg_mask", "none", "--canvas_side", str(s.image_size), "--no_save_masks"]
+    return [
+        "--template_json",
+        str(template_json),
+        "--template_image",
+        str(ds.template_image),
+        "--image_dir",
+        str(targets),
+        "--output_dir",
+        str(out),
+        "--sam2_checkpoint",
+        str(ckpt),
+        "--sam2_config",
+        reference_config(s),
+        "--device",
+        s.device,
+        "--fg_mask",
+        "none",
+        "--canvas_side",
+        str(s.image_size),
+        "--no_save_masks",
+    ]
 
 
 def reference_training_check(run: Run, probe: dict, steps: int) -> str | None:
@@ -310,9 +385,11 @@ def reference_training_check(run: Run, probe: dict, steps: int) -> str | None:
     done = [int(x) for x in re.findall(r"Epoch \d+/\d+ - Loss: [-\d.naif]+, Images: (\d+)", text)]
     run.extra["steps_done"] = sum(done)
     if probe.get("occcl_failed") or len(calls) != steps or sum(done) != steps:
-        return (f"reference training ({run.log}): {len(calls)} steps started, {sum(done)} completed, "
-                f"{probe.get('occcl_failed')} failed; {steps} expected "
-                "(the reference logs failed steps and carries on, exit code 0)")
+        return (
+            f"reference training ({run.log}): {len(calls)} steps started, {sum(done)} completed, "
+            f"{probe.get('occcl_failed')} failed; {steps} expected "
+            "(the reference logs failed steps and carries on, exit code 0)"
+        )
     return None
 
 
@@ -333,8 +410,14 @@ def cli_help(sub: str) -> str | None:
 
 
 def our_template_args(ds: bdata.Dataset) -> list[str]:
-    return ["--template-image", str(ds.template_image), "--template-mask", str(ds.template_mask),
-            "--colors", ds.colors_arg()]
+    return [
+        "--template-image",
+        str(ds.template_image),
+        "--template-mask",
+        str(ds.template_mask),
+        "--colors",
+        ds.colors_arg(),
+    ]
 
 
 # --------------------------------------------------------------------------- workloads
@@ -342,8 +425,21 @@ def checkpoint_for(s: Settings) -> Path:
     ckpt = CACHE / f"{s.model}_random_seed0.pt"
     if not ckpt.exists():
         say(f"creating a randomly initialised {s.model} checkpoint once: {ckpt}")
-        res = subprocess.run([sys.executable, str(BENCH / "make_checkpoint.py"), "--config", s.config,
-                              "--out", str(ckpt), "--seed", "0"], cwd=REPO, capture_output=True, text=True)
+        res = subprocess.run(
+            [
+                sys.executable,
+                str(BENCH / "make_checkpoint.py"),
+                "--config",
+                s.config,
+                "--out",
+                str(ckpt),
+                "--seed",
+                "0",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
         if res.returncode != 0:
             raise SystemExit(f"could not create the checkpoint:\n{res.stdout}\n{res.stderr}")
         say("  " + res.stdout.strip())
@@ -375,8 +471,9 @@ def ratio(num, den) -> float | None:
 class Bench:
     def __init__(self, s: Settings):
         self.s = s
-        self.results: dict = {"settings": {k: (str(v) if isinstance(v, Path) else v)
-                                           for k, v in s.__dict__.items()}}
+        self.results: dict = {
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in s.__dict__.items()}
+        }
         self.problems: list[str] = []
         self.notes: list[str] = []
 
@@ -391,8 +488,10 @@ class Bench:
         )
         self.ds = bdata.load_dataset(s.images, need, CACHE)
         if len(self.ds.targets) < need:
-            self.problems.append(f"only {len(self.ds.targets)} target images available, {need} wanted; "
-                                 "Ns above that are capped")
+            self.problems.append(
+                f"only {len(self.ds.targets)} target images available, {need} wanted; "
+                "Ns above that are capped"
+            )
         self.ckpt = checkpoint_for(s)
         self.ref = fetch_reference() if s.reference else Reference(None, None, "--no-reference given")
         if self.ref.script is None:
@@ -409,34 +508,92 @@ class Bench:
 
     # -- commands ----------------------------------------------------------------
     def ref_propagate_args(self, targets: Path, out: Path) -> list[str]:
-        return reference_args(self.s, self.ds, self.ref_template, self.ckpt, targets, out) + ["--cycle_consistency"]
+        return reference_args(self.s, self.ds, self.ref_template, self.ckpt, targets, out) + [
+            "--cycle_consistency"
+        ]
 
     def ref_train_args(self, targets: Path, out: Path) -> list[str]:
         s = self.s
         return reference_args(s, self.ds, self.ref_template, self.ckpt, targets, out) + [
-            "--pal_finetuning", "--use_lora", "--lora_rank", str(LORA_RANK),
-            "--num_epochs", str(s.train_epochs), "--max_images_per_epoch", str(s.train_images)]
+            "--pal_finetuning",
+            "--use_lora",
+            "--lora_rank",
+            str(LORA_RANK),
+            "--num_epochs",
+            str(s.train_epochs),
+            "--max_images_per_epoch",
+            str(s.train_images),
+        ]
 
     def our_propagate_cmd(self, targets: Path, out: Path) -> list[str]:
         s = self.s
-        cmd = OURS + ["propagate"] + our_template_args(self.ds) + [
-            "--images", str(targets), "--checkpoint", str(self.ckpt), "--config", s.config,
-            "--out", str(out / "pred.json"), "--device", s.device, "--image-size", str(s.image_size)]
+        cmd = (
+            OURS
+            + ["propagate"]
+            + our_template_args(self.ds)
+            + [
+                "--images",
+                str(targets),
+                "--checkpoint",
+                str(self.ckpt),
+                "--config",
+                s.config,
+                "--out",
+                str(out / "pred.json"),
+                "--device",
+                s.device,
+                "--image-size",
+                str(s.image_size),
+            ]
+        )
         return cmd
 
     def our_train_cmd(self, targets: Path, out: Path, steps: int) -> list[str]:
         s = self.s
-        return OURS + ["train"] + our_template_args(self.ds) + [
-            "--images", str(targets), "--checkpoint", str(self.ckpt), "--config", s.config,
-            "--out", str(out), "--steps", str(steps), "--lora-rank", str(LORA_RANK),
-            "--device", s.device, "--seed", "0", "--image-size", str(s.image_size)]
+        return (
+            OURS
+            + ["train"]
+            + our_template_args(self.ds)
+            + [
+                "--images",
+                str(targets),
+                "--checkpoint",
+                str(self.ckpt),
+                "--config",
+                s.config,
+                "--out",
+                str(out),
+                "--steps",
+                str(steps),
+                "--lora-rank",
+                str(LORA_RANK),
+                "--device",
+                s.device,
+                "--seed",
+                "0",
+                "--image-size",
+                str(s.image_size),
+            ]
+        )
 
     def limit_cmd(self, n: int, out: Path) -> list[str]:
         s = self.s
         images = [str(self.ds.template_image)] + [str(p) for p in self.ds.targets[:n]]
-        return [sys.executable, str(BENCH / "encoder_limit.py"), "--config", s.config, "--checkpoint",
-                str(self.ckpt), "--image-size", str(s.image_size), "--device", s.device,
-                "--out", str(out), "--images"] + images
+        return [
+            sys.executable,
+            str(BENCH / "encoder_limit.py"),
+            "--config",
+            s.config,
+            "--checkpoint",
+            str(self.ckpt),
+            "--image-size",
+            str(s.image_size),
+            "--device",
+            s.device,
+            "--out",
+            str(out),
+            "--images",
+        ] + images
 
     # -- checks ------------------------------------------------------------------
     def check_reference_propagation(self, run: Run, out: Path, n: int) -> None:
@@ -446,8 +603,10 @@ class Bench:
         run.extra["images_out"] = len(imgs)
         run.extra["scored"] = scored
         if run.ok and (len(imgs) != n or scored != n):
-            self.problems.append(f"reference propagation ({run.log}): {len(imgs)} images written, "
-                                 f"{scored} with a cycle score, {n} expected")
+            self.problems.append(
+                f"reference propagation ({run.log}): {len(imgs)} images written, "
+                f"{scored} with a cycle score, {n} expected"
+            )
         shim = run.extra.get("shim_calls")
         if shim:
             self.problems.append(f"reference used the torchvision shim in its compute path ({shim} calls)")
@@ -473,12 +632,14 @@ class Bench:
         s = self.s
         n = min(s.n_propagate, len(self.ds.targets))
         targets = self.targets_dir(n)
-        say(f"\n(a) propagation: K={len(self.ds.structures)} structures, 1 template -> N={n} targets, "
-            f"{s.image_size} px, {s.repeats} repeats, confidence scoring on")
+        say(
+            f"\n(a) propagation: K={len(self.ds.structures)} structures, 1 template -> N={n} targets, "
+            f"{s.image_size} px, {s.repeats} repeats, confidence scoring on"
+        )
         runs = {"reference": [], "ours": [], "limit": []}
         order = ["reference", "ours", "limit"]
         for r in range(s.repeats):
-            for who in order[r % 3:] + order[:r % 3]:  # rotate who goes first
+            for who in order[r % 3 :] + order[: r % 3]:  # rotate who goes first
                 out = self.work / f"a_{who}_{r}"
                 if who == "reference":
                     if self.ref.script is None:
@@ -487,8 +648,12 @@ class Bench:
                     out.mkdir(parents=True, exist_ok=True)
                     env = child_env()
                     env["SAM2PAL_BENCH_SHIM_COUNT"] = str(out / "shim_calls.txt")
-                    run = run_measured(reference_cmd(self.ref, s, self.ref_propagate_args(targets, out / "o"),
-                                                     probe), out / "log.txt", s.timeout, env)
+                    run = run_measured(
+                        reference_cmd(self.ref, s, self.ref_propagate_args(targets, out / "o"), probe),
+                        out / "log.txt",
+                        s.timeout,
+                        env,
+                    )
                     pr = read_json(probe)
                     run.extra["probe"] = pr
                     run.extra["encoder_images"] = pr.get("encoder_images")
@@ -501,13 +666,15 @@ class Bench:
                     if self.help["propagate"] is None:
                         continue
                     out.mkdir(parents=True, exist_ok=True)
-                    run = run_measured(self.our_propagate_cmd(targets, out), out / "log.txt", s.timeout,
-                                       child_env())
+                    run = run_measured(
+                        self.our_propagate_cmd(targets, out), out / "log.txt", s.timeout, child_env()
+                    )
                     self.check_ours_propagation(run, out, n)
                 else:
                     out.mkdir(parents=True, exist_ok=True)
-                    run = run_measured(self.limit_cmd(n, out / "limit.json"), out / "log.txt", s.timeout,
-                                       child_env())
+                    run = run_measured(
+                        self.limit_cmd(n, out / "limit.json"), out / "log.txt", s.timeout, child_env()
+                    )
                     lj = read_json(out / "limit.json")
                     run.extra.update(lj)
                     run.extra["encoder_images"] = lj.get("images")
@@ -521,8 +688,9 @@ class Bench:
                     f"peak RSS {run.peak_rss_mb:7.0f} MB  {state}"
                 )
                 if not run.ok:
-                    self.problems.append(f"(a) {who} repeat {r + 1} failed ({state}); log {run.log}:\n"
-                                         + tail(run.log))
+                    self.problems.append(
+                        f"(a) {who} repeat {r + 1} failed ({state}); log {run.log}:\n" + tail(run.log)
+                    )
         self.results["propagate"] = {"n": n, "runs": runs}
 
     # -- workload (b) --------------------------------------------------------------
@@ -531,12 +699,14 @@ class Bench:
         m = min(s.train_images, len(self.ds.targets))
         targets = self.targets_dir(m)
         steps = m * s.train_epochs
-        say(f"\n(b) palindrome training: {m} unlabeled images x {s.train_epochs} epochs = {steps} steps, "
-            f"LoRA rank {LORA_RANK}, {s.image_size} px, {s.repeats} repeats")
+        say(
+            f"\n(b) palindrome training: {m} unlabeled images x {s.train_epochs} epochs = {steps} steps, "
+            f"LoRA rank {LORA_RANK}, {s.image_size} px, {s.repeats} repeats"
+        )
         runs = {"reference": [], "ours": [], "ours_bf16": []}
         sides = ["reference", "ours"] + (["ours_bf16"] if s.train_bf16 else [])
         for r in range(s.repeats):
-            for who in sides[r % len(sides):] + sides[:r % len(sides)]:
+            for who in sides[r % len(sides) :] + sides[: r % len(sides)]:
                 out = self.work / f"b_{who}_{r}"
                 out.mkdir(parents=True, exist_ok=True)
                 if who == "reference":
@@ -563,11 +733,14 @@ class Bench:
                 state = (
                     "ok" if run.ok else (f"TIMEOUT after {s.timeout}s" if run.timed_out else f"rc={run.rc}")
                 )
-                say(f"  [{r + 1}/{s.repeats}] {who:9s} {run.wall:7.2f}s  per step after epoch 1: "
-                    f"{'n/a' if per is None else f'{per:.3f}s'}  peak RSS {run.peak_rss_mb:7.0f} MB  {state}")
+                say(
+                    f"  [{r + 1}/{s.repeats}] {who:9s} {run.wall:7.2f}s  per step after epoch 1: "
+                    f"{'n/a' if per is None else f'{per:.3f}s'}  peak RSS {run.peak_rss_mb:7.0f} MB  {state}"
+                )
                 if not run.ok:
-                    self.problems.append(f"(b) {who} repeat {r + 1} failed ({state}); log {run.log}:\n"
-                                         + tail(run.log))
+                    self.problems.append(
+                        f"(b) {who} repeat {r + 1} failed ({state}); log {run.log}:\n" + tail(run.log)
+                    )
         self.results["train"] = {"images": m, "steps": steps, "runs": runs}
 
     def _reference_steps(self, run: Run, pr: dict, m: int, steps: int) -> None:
@@ -607,8 +780,10 @@ class Bench:
         if cold:
             run.extra["cold_step_s"] = sum(cold) / len(cold)
         if run.ok and (result.get("status") != "finished" or run.extra["steps_done"] != steps):
-            self.problems.append(f"ours training ({run_dir}): status {result.get('status')!r}, "
-                                 f"{run.extra['steps_done']} of {steps} steps")
+            self.problems.append(
+                f"ours training ({run_dir}): status {result.get('status')!r}, "
+                f"{run.extra['steps_done']} of {steps} steps"
+            )
         if run.ok and not warm:
             self.problems.append(
                 f"ours: no per-step durations after the cache filled in {run_dir / 'log.jsonl'}"
@@ -628,15 +803,18 @@ class Bench:
             n_eff = min(n, len(self.ds.targets))
             out = self.work / f"c_ours_{n_eff}"
             out.mkdir(parents=True, exist_ok=True)
-            run = run_measured(self.our_propagate_cmd(self.targets_dir(n_eff), out), out / "log.txt",
-                               s.timeout, child_env())
+            run = run_measured(
+                self.our_propagate_cmd(self.targets_dir(n_eff), out), out / "log.txt", s.timeout, child_env()
+            )
             self.check_ours_propagation(run, out, n_eff)
             res["ours"][n] = run
-            say(f"  ours      N={n_eff:4d} {run.wall:7.2f}s  peak RSS {run.peak_rss_mb:7.0f} MB  "
-                f"{'ok' if run.ok else 'FAILED'}")
+            say(
+                f"  ours      N={n_eff:4d} {run.wall:7.2f}s  peak RSS {run.peak_rss_mb:7.0f} MB  "
+                f"{'ok' if run.ok else 'FAILED'}"
+            )
             if not run.ok:
                 self.problems.append(f"(c) ours N={n_eff} failed; log {run.log}:\n" + tail(run.log))
-        for n in (s.reference_memory_n if self.ref.script else []):
+        for n in s.reference_memory_n if self.ref.script else []:
             n_eff = min(n, len(self.ds.targets))
             out = self.work / f"c_reference_{n_eff}"
             out.mkdir(parents=True, exist_ok=True)
@@ -653,8 +831,10 @@ class Bench:
             )
             self.check_reference_propagation(run, out / "o", n_eff)
             res["reference"][n] = run
-            say(f"  reference N={n_eff:4d} {run.wall:7.2f}s  peak RSS {run.peak_rss_mb:7.0f} MB  "
-                f"{'ok' if run.ok else 'FAILED'}")
+            say(
+                f"  reference N={n_eff:4d} {run.wall:7.2f}s  peak RSS {run.peak_rss_mb:7.0f} MB  "
+                f"{'ok' if run.ok else 'FAILED'}"
+            )
         self.results["memory"] = res
 
     # -- report ----------------------------------------------------------------------
@@ -704,26 +884,38 @@ class Bench:
         w = lines.append
         w(f"# sam2pal benchmark: {'quick' if s.quick else 'full'} run, {_dt.datetime.now():%Y-%m-%d %H:%M}")
         w("")
-        w(f"- machine: {platform.machine()} {cpu_name()}, {os.cpu_count()} logical CPUs, "
-          f"load average at start {self.results.get('load_start', 'n/a')}, at end {load()}")
+        w(
+            f"- machine: {platform.machine()} {cpu_name()}, {os.cpu_count()} logical CPUs, "
+            f"load average at start {self.results.get('load_start', 'n/a')}, at end {load()}"
+        )
         w(f"- software: Python {platform.python_version()}, {versions()}")
-        w(f"- model: {s.model} ({s.config}), random weights saved once ({self.ckpt.name}), "
-          f"input {s.image_size} px, device {s.device}")
-        w(f"- precision: reference fp32 (as written); ours `--precision auto` = {our_precision(s.device)} "
-          f"inference (encoder, propagation), training steps "
-          f"{'bf16' if s.device.startswith('cuda') else 'fp32'}; encoder limit as ours")
-        w(f"- images: {self.ds.source} ({self.ds.images_dir}); template {self.ds.template_image.name} with "
-          f"K={len(self.ds.structures)} structures ({', '.join(self.ds.structures)}); targets are the next "
-          f"images in name order")
+        w(
+            f"- model: {s.model} ({s.config}), random weights saved once ({self.ckpt.name}), "
+            f"input {s.image_size} px, device {s.device}"
+        )
+        w(
+            f"- precision: reference fp32 (as written); ours `--precision auto` = {our_precision(s.device)} "
+            f"inference (encoder, propagation), training steps "
+            f"{'bf16' if s.device.startswith('cuda') else 'fp32'}; encoder limit as ours"
+        )
+        w(
+            f"- images: {self.ds.source} ({self.ds.images_dir}); template {self.ds.template_image.name} with "
+            f"K={len(self.ds.structures)} structures ({', '.join(self.ds.structures)}); targets are the next "
+            f"images in name order"
+        )
         if self.ref.script:
-            w(f"- reference: {REFERENCE_SPEC} {REFERENCE_MEMBER} (sha256 {self.ref.sha256[:16]}), via "
-              f"benchmarks/reference_runner.py (input-size override; torchvision: "
-              f"{self._ref_torchvision()})")
+            w(
+                f"- reference: {REFERENCE_SPEC} {REFERENCE_MEMBER} (sha256 {self.ref.sha256[:16]}), via "
+                f"benchmarks/reference_runner.py (input-size override; torchvision: "
+                f"{self._ref_torchvision()})"
+            )
         else:
             w(f"- reference: NOT RUN ({self.ref.why_missing})")
-        w(f"- each figure: median of {s.repeats} fresh-process runs [min-max]; wall time includes "
-          f"interpreter start, model build and checkpoint load on every side; threads: "
-          f"{s.threads or 'torch default'}")
+        w(
+            f"- each figure: median of {s.repeats} fresh-process runs [min-max]; wall time includes "
+            f"interpreter start, model build and checkpoint load on every side; threads: "
+            f"{s.threads or 'torch default'}"
+        )
         w("")
         w("| workload | reference | ours | encoder limit | reference/ours | limit/ours |")
         w("|---|---|---|---|---|---|")
@@ -739,10 +931,14 @@ class Bench:
             f"{fmt(per_target['limit'], digits=3)} | | |"
         )
         ph = {k: col(k, P, key="phase_s") for k in ("reference", "limit")}
-        w(f"| (a) propagation phase only (reference: process_batch; limit: encoder calls) | "
-          f"{fmt(ph['reference'])} | | {fmt(ph['limit'])} | | |")
-        w(f"| (a) images through the image encoder | {fmt(enc['reference'], '', 0)} | "
-          f"{fmt(enc['ours'], '', 0)} | {fmt(enc['limit'], '', 0)} | | |")
+        w(
+            f"| (a) propagation phase only (reference: process_batch; limit: encoder calls) | "
+            f"{fmt(ph['reference'])} | | {fmt(ph['limit'])} | | |"
+        )
+        w(
+            f"| (a) images through the image encoder | {fmt(enc['reference'], '', 0)} | "
+            f"{fmt(enc['ours'], '', 0)} | {fmt(enc['limit'], '', 0)} | | |"
+        )
         cpu = {w_: col(w_, P, attr="cpu_s") for w_ in ("reference", "ours", "limit")}
         w(
             f"| (a) CPU time (user+sys) | {fmt(cpu['reference'])} | {fmt(cpu['ours'])} | "
@@ -750,30 +946,44 @@ class Bench:
             f"{_r(ratio(med(cpu['reference']), med(cpu['ours'])))} | "
             f"{_r(ratio(med(cpu['limit']), med(cpu['ours'])))} |"
         )
-        w(f"| (a) peak RSS | {fmt(rss['reference'], ' MB', 0)} | {fmt(rss['ours'], ' MB', 0)} | "
-          f"{fmt(rss['limit'], ' MB', 0)} | | |")
+        w(
+            f"| (a) peak RSS | {fmt(rss['reference'], ' MB', 0)} | {fmt(rss['ours'], ' MB', 0)} | "
+            f"{fmt(rss['limit'], ' MB', 0)} | | |"
+        )
         w(
             f"| (b) train, per step after epoch 1, raw ({T['images']} images, {T['steps']} steps; "
             f"a reference step trains 1 structure, ours all {k}) | {fmt(step['reference'], digits=3)} | "
             f"{fmt(step['ours'], digits=3)} "
             f"| | {_r(r_train_raw)} | |"
         )
-        ref_k = (None if step["reference"] is None else tuple(x * k for x in step["reference"]))
-        w(f"| (b) train, every structure trained once (reference: {k} steps = step x {k}; ours: 1 step) "
-          f"**[ratios line]** | {fmt(ref_k, digits=3)} | {fmt(step['ours'], digits=3)} | | {_r(r_train)} | |")
-        per_struct = (None if step["ours"] is None else tuple(x / k for x in step["ours"]))
-        w(f"| (b) train, per structure trained (reference: 1 step; ours: step / {k}) | "
-          f"{fmt(step['reference'], digits=3)} | {fmt(per_struct, digits=3)} | | "
-          f"{_r(ratio(med(step['reference']), med(per_struct)))} | |")
+        ref_k = None if step["reference"] is None else tuple(x * k for x in step["reference"])
+        w(
+            f"| (b) train, every structure trained once (reference: {k} steps = step x {k}; ours: 1 step) "
+            f"**[ratios line]** | {fmt(ref_k, digits=3)} | {fmt(step['ours'], digits=3)} | | "
+            f"{_r(r_train)} | |"
+        )
+        per_struct = None if step["ours"] is None else tuple(x / k for x in step["ours"])
+        w(
+            f"| (b) train, per structure trained (reference: 1 step; ours: step / {k}) | "
+            f"{fmt(step['reference'], digits=3)} | {fmt(per_struct, digits=3)} | | "
+            f"{_r(ratio(med(step['reference']), med(per_struct)))} | |"
+        )
         if ok_runs("ours_bf16", T):
             b16 = step["ours_bf16"]
-            w(f"| (b) train, every structure trained once, ours with `--precision bf16` (opt-in; not in the "
-              f"ratios line) | {fmt(ref_k, digits=3)} | {fmt(b16, digits=3)} | | "
-              f"{_r(ratio(None if ref_k is None else ref_k[0], med(b16)))} | |")
-        w(f"| (b) train: wall of the whole command | {fmt(twall['reference'])} | "
-          f"{fmt(twall['ours'])} | | | |")
-        w(f"| (b) train: peak RSS | {fmt(trss['reference'], ' MB', 0)} | "
-          f"{fmt(trss['ours'], ' MB', 0)} | | | |")
+            w(
+                f"| (b) train, every structure trained once, ours with `--precision bf16` (opt-in; "
+                f"not in the "
+                f"ratios line) | {fmt(ref_k, digits=3)} | {fmt(b16, digits=3)} | | "
+                f"{_r(ratio(None if ref_k is None else ref_k[0], med(b16)))} | |"
+            )
+        w(
+            f"| (b) train: wall of the whole command | {fmt(twall['reference'])} | "
+            f"{fmt(twall['ours'])} | | | |"
+        )
+        w(
+            f"| (b) train: peak RSS | {fmt(trss['reference'], ' MB', 0)} | "
+            f"{fmt(trss['ours'], ' MB', 0)} | | | |"
+        )
 
         def cell(r):
             return "n/a" if r is None or not r.ok else f"{r.peak_rss_mb:.0f} MB ({r.wall:.1f}s)"
@@ -786,13 +996,17 @@ class Bench:
             lo, hi = min(mem_ours), max(mem_ours)
             slope = (mem_ours[hi].wall - mem_ours[lo].wall) / max(1, hi - lo)
             lim = col("limit", P, key="per_image_encode_s")
-            w(f"Ours, marginal time per target from the (c) runs (N={lo} -> {hi}): {slope:.3f}s; "
-              f"the encoder alone: {fmt(lim, digits=3)} per image.")
+            w(
+                f"Ours, marginal time per target from the (c) runs (N={lo} -> {hi}): {slope:.3f}s; "
+                f"the encoder alone: {fmt(lim, digits=3)} per image."
+            )
         if ok_runs("reference", T):
             failed = sum((r.extra.get("steps_failed") or 0) for r in ok_runs("reference", T))
-            w(f"Reference training steps that failed (logged and skipped by the reference): {failed}. "
-              f"A reference step trains one structure (it cycles through the K template masks); "
-              f"ours trains all K together in every step.")
+            w(
+                f"Reference training steps that failed (logged and skipped by the reference): {failed}. "
+                f"A reference step trains one structure (it cycles through the K template masks); "
+                f"ours trains all K together in every step."
+            )
         if ok_runs("ours", T):
             cold = col("ours", T, key="cold_step_s")
             w(
@@ -803,8 +1017,14 @@ class Bench:
         w("")
         w("Commands (first repeat):")
         w("")
-        for block, who in ((P, "reference"), (P, "ours"), (P, "limit"), (T, "reference"), (T, "ours"),
-                           (T, "ours_bf16")):
+        for block, who in (
+            (P, "reference"),
+            (P, "ours"),
+            (P, "limit"),
+            (T, "reference"),
+            (T, "ours"),
+            (T, "ours_bf16"),
+        ):
             runs = block["runs"].get(who) or []
             if runs:
                 label = "(a)" if block is P else "(b)"
@@ -866,7 +1086,7 @@ def short_command(cmd: list[str]) -> list[str]:
         out.append(c)
     if "--images" in out and out[0] == "python" and out[1].endswith("encoder_limit.py"):
         i = out.index("--images")
-        out = out[:i + 2] + [f"... ({len(out) - i - 1} images)"]
+        out = out[: i + 2] + [f"... ({len(out) - i - 1} images)"]
     return out
 
 
@@ -878,6 +1098,7 @@ def our_precision(device: str) -> str:
     """What sam2pal's ``--precision auto`` resolves to for inference on ``device`` here."""
     try:
         from descriptron_sam2pal.model.device import resolve_precision
+
         return resolve_precision(device, "auto")
     except Exception as exc:  # noqa: BLE001 - a report line, never a crash
         return f"unknown ({exc})"
@@ -901,13 +1122,15 @@ def load() -> str:
 
 
 def versions() -> str:
-    code = ("import torch, importlib.metadata as m\n"
-            "def v(n):\n"
-            "    try:\n        return m.version(n)\n"
-            "    except Exception:\n        return 'not installed (on the path)'\n"
-            "cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA'\n"
-            "print('torch', torch.__version__, '(threads', str(torch.get_num_threads()) + ',', cuda + ')', "
-            "'sam2', v('sam2'), 'descriptron-sam2pal', v('descriptron-sam2pal'))")
+    code = (
+        "import torch, importlib.metadata as m\n"
+        "def v(n):\n"
+        "    try:\n        return m.version(n)\n"
+        "    except Exception:\n        return 'not installed (on the path)'\n"
+        "cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA'\n"
+        "print('torch', torch.__version__, '(threads', str(torch.get_num_threads()) + ',', cuda + ')', "
+        "'sam2', v('sam2'), 'descriptron-sam2pal', v('descriptron-sam2pal'))"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     return res.stdout.strip() or "unknown"
 

@@ -63,8 +63,16 @@ def default_job(gpu: bool) -> tuple[str, int, int]:
     return preset.name, preset.steps, preset.gpu_size if gpu else preset.cpu_size
 
 
-def gui_estimate(steps: int, image_size: int, gpu: bool, model_size: str, n_specimens: int, structures: int,
-                 threads: int | None = None, pseudo_labels: bool = True) -> tuple[float, str]:
+def gui_estimate(
+    steps: int,
+    image_size: int,
+    gpu: bool,
+    model_size: str,
+    n_specimens: int,
+    structures: int,
+    threads: int | None = None,
+    pseudo_labels: bool = True,
+) -> tuple[float, str]:
     """The GUI's time estimate for the job (seconds, and what it covers): training with its
     remakes and validations, then segmenting every specimen as the dialog does (no
     confidence), from ``descriptron_sam2pal.jobs.estimate``, the one call of it here. Its
@@ -78,12 +86,22 @@ def gui_estimate(steps: int, image_size: int, gpu: bool, model_size: str, n_spec
     if threads:
         torch.set_num_threads(threads)
     bf16 = resolve_precision("cuda" if gpu else "cpu", "auto") == "bf16"
-    train = training_seconds(steps, image_size, gpu, model_size, structures=structures, unlabeled=n_specimens,
-                             pseudo=pseudo_labels, bf16=bf16)
+    train = training_seconds(
+        steps,
+        image_size,
+        gpu,
+        model_size,
+        structures=structures,
+        unlabeled=n_specimens,
+        pseudo=pseudo_labels,
+        bf16=bf16,
+    )
     segment = segmenting_seconds(n_specimens, image_size, gpu, model_size, structures=structures, bf16=bf16)
-    return train + segment, (f"jobs.estimate: training {train:.1f}s (steps, pseudo-label remakes, validations, "
-                             f"encoder passes) + segmenting {segment:.1f}s; {'bf16' if bf16 else 'fp32'}, "
-                             f"{torch.get_num_threads()} thread(s)")
+    return train + segment, (
+        f"jobs.estimate: training {train:.1f}s (steps, pseudo-label remakes, validations, "
+        f"encoder passes) + segmenting {segment:.1f}s; {'bf16' if bf16 else 'fp32'}, "
+        f"{torch.get_num_threads()} thread(s)"
+    )
 
 
 def reference_defaults(script: Path) -> dict[str, int]:
@@ -129,24 +147,47 @@ class Settings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help=f"{QUICK['image_size']} px, N = {QUICK['n']}, {QUICK['steps']} training steps: "
-                        "a check that it works, a few minutes on 2 cores")
-    p.add_argument("--model", choices=sorted(bench.MODELS), default="tiny",
-                   help="SAM2.1 hiera-tiny (default) or our 2.2M-parameter test architecture")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="model input size (default: the preset's for this device, 512 on a CPU)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK['image_size']} px, N = {QUICK['n']}, {QUICK['steps']} training steps: "
+        "a check that it works, a few minutes on 2 cores",
+    )
+    p.add_argument(
+        "--model",
+        choices=sorted(bench.MODELS),
+        default="tiny",
+        help="SAM2.1 hiera-tiny (default) or our 2.2M-parameter test architecture",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="model input size (default: the preset's for this device, 512 on a CPU)",
+    )
     p.add_argument("--n", type=int, default=None, help=f"unlabeled specimens (default {FULL_N})")
-    p.add_argument("--steps", type=int, default=None,
-                   help="our training steps instead of the preset's; the reference's epochs are scaled "
-                        "by the same fraction of its default")
-    p.add_argument("--reference-epochs", type=int, default=None,
-                   help="the reference's --num_epochs (default: its own, or scaled with --steps)")
-    p.add_argument("--reference-confidence", action="store_true",
-                   help="the reference with --cycle_consistency, its palindrome score (off by default there, "
-                        "as our --confidence is here)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="our training steps instead of the preset's; the reference's epochs are scaled "
+        "by the same fraction of its default",
+    )
+    p.add_argument(
+        "--reference-epochs",
+        type=int,
+        default=None,
+        help="the reference's --num_epochs (default: its own, or scaled with --steps)",
+    )
+    p.add_argument(
+        "--reference-confidence",
+        action="store_true",
+        help="the reference with --cycle_consistency, its palindrome score (off by default there, "
+        "as our --confidence is here)",
+    )
     p.add_argument("--threads", type=int, default=None, help="OMP/MKL threads for every subprocess")
     p.add_argument("--no-reference", action="store_true", help="ours only")
     p.add_argument("--images", type=Path, default=bench.DEFAULT_IMAGES, help=argparse.SUPPRESS)
@@ -160,6 +201,7 @@ def parse_args(argv=None, gpu: bool | None = None) -> Settings:
     a = p.parse_args(argv)
     if gpu is None:
         from descriptron_sam2pal.model.device import accelerator_available
+
         gpu = accelerator_available("auto")  # the GUI's default device
     preset, default_steps, default_size = default_job(gpu)
     q = a.quick
@@ -180,11 +222,25 @@ def parse_args(argv=None, gpu: bool | None = None) -> Settings:
     if a.reference_confidence:
         deviations.append("the reference with --cycle_consistency (its confidence score)")
     out = a.out or (BENCH / "out" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    return Settings(quick=q, model=a.model, image_size=size, n=n, steps=steps, default_steps=default_steps,
-                    preset=preset, gpu=gpu, device="cuda" if gpu else "cpu", images=a.images, out=out,
-                    timeout=a.timeout or (1800 if q else 24 * 3600), threads=a.threads,
-                    reference=not a.no_reference, reference_epochs=a.reference_epochs,
-                    reference_confidence=a.reference_confidence, deviations=deviations)
+    return Settings(
+        quick=q,
+        model=a.model,
+        image_size=size,
+        n=n,
+        steps=steps,
+        default_steps=default_steps,
+        preset=preset,
+        gpu=gpu,
+        device="cuda" if gpu else "cpu",
+        images=a.images,
+        out=out,
+        timeout=a.timeout or (1800 if q else 24 * 3600),
+        threads=a.threads,
+        reference=not a.no_reference,
+        reference_epochs=a.reference_epochs,
+        reference_confidence=a.reference_confidence,
+        deviations=deviations,
+    )
 
 
 # --------------------------------------------------------------------------- the machine
@@ -202,11 +258,17 @@ def cpu_report() -> dict:
 
     hw = sorted(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags)
     native = cpu_has_native_bf16()
-    return {"name": bench.cpu_name(), "logical_cpus": os.cpu_count(), "hardware_flags": hw,
-            "torch_native_bf16": native, "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA"),
-            "kind": "AVX512-BF16/AMX (bf16 in hardware, as torch sees it)" if native
-                    else "AVX2 only (no native bf16, as torch sees it)",
-            "ours_precision_auto": resolve_precision("cpu", "auto")}
+    return {
+        "name": bench.cpu_name(),
+        "logical_cpus": os.cpu_count(),
+        "hardware_flags": hw,
+        "torch_native_bf16": native,
+        "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        "kind": "AVX512-BF16/AMX (bf16 in hardware, as torch sees it)"
+        if native
+        else "AVX2 only (no native bf16, as torch sees it)",
+        "ours_precision_auto": resolve_precision("cpu", "auto"),
+    }
 
 
 # --------------------------------------------------------------------------- one side's result
@@ -235,10 +297,27 @@ class Side:
         return max(r.peak_rss_mb for r in self.runs) / GIB if self.ok else None
 
     def as_dict(self) -> dict:
-        return {"wall_s": self.wall_s, "cpu_s": self.cpu_s, "train_s": self.train_s, "segment_s": self.segment_s,
-                "peak_gb": self.peak_gb, "ok": self.ok, "details": self.details,
-                "runs": [{"cmd": bench.short_command(r.cmd), "wall_s": r.wall, "rc": r.rc, "timed_out": r.timed_out,
-                          "peak_rss_mb": r.peak_rss_mb, "cpu_s": r.cpu_s, "log": str(r.log)} for r in self.runs]}
+        return {
+            "wall_s": self.wall_s,
+            "cpu_s": self.cpu_s,
+            "train_s": self.train_s,
+            "segment_s": self.segment_s,
+            "peak_gb": self.peak_gb,
+            "ok": self.ok,
+            "details": self.details,
+            "runs": [
+                {
+                    "cmd": bench.short_command(r.cmd),
+                    "wall_s": r.wall,
+                    "rc": r.rc,
+                    "timed_out": r.timed_out,
+                    "peak_rss_mb": r.peak_rss_mb,
+                    "cpu_s": r.cpu_s,
+                    "log": str(r.log),
+                }
+                for r in self.runs
+            ],
+        }
 
 
 def _num(x, digits: int) -> str:
@@ -249,9 +328,11 @@ def last_line(ours_s, reference_s, ours_peak_gb, reference_peak_gb, estimate_s) 
     """The contract line; ``n/a`` for what could not be measured."""
     ratio = bench.ratio(reference_s, ours_s)
     est = bench.ratio(estimate_s, ours_s)
-    return (f"time_to_result: ours_s={_num(ours_s, 1)} reference_s={_num(reference_s, 1)} "
-            f"ratio={_num(ratio, 2)} ours_peak_gb={_num(ours_peak_gb, 2)} "
-            f"reference_peak_gb={_num(reference_peak_gb, 2)} estimate_ratio={_num(est, 2)}")
+    return (
+        f"time_to_result: ours_s={_num(ours_s, 1)} reference_s={_num(reference_s, 1)} "
+        f"ratio={_num(ratio, 2)} ours_peak_gb={_num(ours_peak_gb, 2)} "
+        f"reference_peak_gb={_num(reference_peak_gb, 2)} estimate_ratio={_num(est, 2)}"
+    )
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -270,10 +351,12 @@ class TimeToResult:
         self.ds = bdata.load_dataset(s.images, s.n, bench.CACHE)
         if len(self.ds.targets) < s.n:
             self.problems.append(f"only {len(self.ds.targets)} specimens available, {s.n} asked for")
-        self.n = len(self.ds.targets[:s.n])
-        self.specimens = bdata.link_targets(self.ds.targets[:self.n], self.work / "specimens")
+        self.n = len(self.ds.targets[: s.n])
+        self.specimens = bdata.link_targets(self.ds.targets[: self.n], self.work / "specimens")
         self.ckpt = bench.checkpoint_for(s)
-        self.ref = bench.fetch_reference() if s.reference else bench.Reference(None, None, "--no-reference given")
+        self.ref = (
+            bench.fetch_reference() if s.reference else bench.Reference(None, None, "--no-reference given")
+        )
         if self.ref.script is None:
             self.problems.append(f"reference not run: {self.ref.why_missing}")
             self.ref_job = None
@@ -282,11 +365,17 @@ class TimeToResult:
             epochs = s.reference_epochs or defaults["num_epochs"]
             if s.reference_epochs is None and s.steps != s.default_steps:  # the same fraction of its default
                 epochs = max(1, round(defaults["num_epochs"] * s.steps / s.default_steps))
-                s.deviations.append(f"the reference's --num_epochs {epochs} instead of its default "
-                                    f"{defaults['num_epochs']} (scaled like our steps)")
+                s.deviations.append(
+                    f"the reference's --num_epochs {epochs} instead of its default "
+                    f"{defaults['num_epochs']} (scaled like our steps)"
+                )
             per_epoch = min(defaults["max_images_per_epoch"], self.n)
-            self.ref_job = {"defaults": defaults, "num_epochs": epochs, "images_per_epoch": per_epoch,
-                            "steps": epochs * per_epoch}
+            self.ref_job = {
+                "defaults": defaults,
+                "num_epochs": epochs,
+                "images_per_epoch": per_epoch,
+                "steps": epochs * per_epoch,
+            }
             self.ref_template = bdata.write_reference_template(self.ds, self.work / "template_coco.json")
 
     # -- ours ---------------------------------------------------------------------
@@ -294,27 +383,47 @@ class TimeToResult:
         s = self.s
         run_dir = self.work / "ours" / "run"
         model = ["--checkpoint", str(self.ckpt), "--config", s.config]
-        train = bench.OURS + ["train"] + bench.our_template_args(self.ds) + [
-            "--images", str(self.specimens), "--out", str(run_dir)] + model + [
-            "--image-size", str(s.image_size), "--steps", str(s.steps)]
-        segment = bench.OURS + ["propagate"] + bench.our_template_args(self.ds) + [
-            "--images", str(self.specimens), "--out", str(self.work / "ours" / "predictions.json"),
-            "--adapter", str(run_dir)] + model
+        train = (
+            bench.OURS
+            + ["train"]
+            + bench.our_template_args(self.ds)
+            + ["--images", str(self.specimens), "--out", str(run_dir)]
+            + model
+            + ["--image-size", str(s.image_size), "--steps", str(s.steps)]
+        )
+        segment = (
+            bench.OURS
+            + ["propagate"]
+            + bench.our_template_args(self.ds)
+            + [
+                "--images",
+                str(self.specimens),
+                "--out",
+                str(self.work / "ours" / "predictions.json"),
+                "--adapter",
+                str(run_dir),
+            ]
+            + model
+        )
         return train, segment
 
     def ours(self) -> Side:
         side = Side("ours")
         train, segment = self.our_commands()
         folder = self.work / "ours"
-        bench.say(f"\nours: sam2pal train ({self.s.steps} steps, {self.s.image_size} px, {self.n} specimens), "
-                  "then sam2pal propagate of all of them")
+        bench.say(
+            f"\nours: sam2pal train ({self.s.steps} steps, {self.s.image_size} px, {self.n} specimens), "
+            "then sam2pal propagate of all of them"
+        )
         run = bench.run_measured(train, folder / "train.log", self.s.timeout, bench.child_env())
         side.runs.append(run)
         side.train_s = run.wall
         self._say_run("ours train", run)
         self._our_training_details(side, folder / "run")
         if not run.ok:
-            self.problems.append(f"ours: training failed ({self._state(run)}); log {run.log}:\n" + bench.tail(run.log))
+            self.problems.append(
+                f"ours: training failed ({self._state(run)}); log {run.log}:\n" + bench.tail(run.log)
+            )
             return side
         run = bench.run_measured(segment, folder / "propagate.log", self.s.timeout, bench.child_env())
         side.runs.append(run)
@@ -324,29 +433,48 @@ class TimeToResult:
         side.details["images_segmented"] = len(pred.get("images", []))
         side.details["annotations"] = len(pred.get("annotations", []))
         if not run.ok:
-            self.problems.append(f"ours: propagation failed ({self._state(run)}); log {run.log}:\n" + bench.tail(run.log))
+            self.problems.append(
+                f"ours: propagation failed ({self._state(run)}); log {run.log}:\n" + bench.tail(run.log)
+            )
         elif side.details["images_segmented"] != self.n:
-            self.problems.append(f"ours: {side.details['images_segmented']} of {self.n} specimens in "
-                                 f"{folder / 'predictions.json'}")
+            self.problems.append(
+                f"ours: {side.details['images_segmented']} of {self.n} specimens in "
+                f"{folder / 'predictions.json'}"
+            )
         return side
 
     def _our_training_details(self, side: Side, run_dir: Path) -> None:
         rows = [r for r in bench.read_jsonl(run_dir / "log.jsonl") if isinstance(r.get("step"), int)]
         result = bench.read_json(run_dir / "result.json")
         steps_s = sum(float(r["seconds"]) for r in rows if isinstance(r.get("seconds"), (int, float)))
-        remakes = [float(r["pseudo_seconds"]) for r in rows if isinstance(r.get("pseudo_seconds"), (int, float))]
-        side.details.update({"status": result.get("status"), "steps_done": result.get("steps_done", len(rows)),
-                             "steps_s": steps_s, "remakes": len(remakes), "remakes_s": sum(remakes)})
-        if side.runs[-1].ok and (result.get("status") != "finished" or side.details["steps_done"] != self.s.steps):
-            self.problems.append(f"ours: training status {result.get('status')!r}, "
-                                 f"{side.details['steps_done']} of {self.s.steps} steps ({run_dir})")
+        remakes = [
+            float(r["pseudo_seconds"]) for r in rows if isinstance(r.get("pseudo_seconds"), (int, float))
+        ]
+        side.details.update(
+            {
+                "status": result.get("status"),
+                "steps_done": result.get("steps_done", len(rows)),
+                "steps_s": steps_s,
+                "remakes": len(remakes),
+                "remakes_s": sum(remakes),
+            }
+        )
+        if side.runs[-1].ok and (
+            result.get("status") != "finished" or side.details["steps_done"] != self.s.steps
+        ):
+            self.problems.append(
+                f"ours: training status {result.get('status')!r}, "
+                f"{side.details['steps_done']} of {self.s.steps} steps ({run_dir})"
+            )
 
     # -- the reference ------------------------------------------------------------
     def reference_command(self) -> list[str]:
         s = self.s
         out = self.work / "reference"
         args = bench.reference_args(s, self.ds, self.ref_template, self.ckpt, self.specimens, out / "o")
-        args += ["--pal_finetuning", "--use_lora"] + (["--cycle_consistency"] if s.reference_confidence else [])
+        args += ["--pal_finetuning", "--use_lora"] + (
+            ["--cycle_consistency"] if s.reference_confidence else []
+        )
         if self.ref_job["num_epochs"] != self.ref_job["defaults"]["num_epochs"]:
             args += ["--num_epochs", str(self.ref_job["num_epochs"])]
         return bench.reference_cmd(self.ref, s, args, out / "probe.json")
@@ -356,8 +484,11 @@ class TimeToResult:
         if self.ref.script is None:
             return side
         job = self.ref_job
-        bench.say(f"\nreference: --pal_finetuning --use_lora, {job['num_epochs']} epochs x {job['images_per_epoch']} "
-                  f"images = {job['steps']} steps (one structure each), then its propagation of {self.n} specimens")
+        bench.say(
+            f"\nreference: --pal_finetuning --use_lora, {job['num_epochs']} epochs x "
+            f"{job['images_per_epoch']} "
+            f"images = {job['steps']} steps (one structure each), then its propagation of {self.n} specimens"
+        )
         folder = self.work / "reference"
         folder.mkdir(parents=True, exist_ok=True)
         started = time.time()  # the probe's marks are wall-clock times
@@ -394,12 +525,17 @@ class TimeToResult:
                 f"reference: {side.details['fallbacks']} of {self.n} specimens went through its single-image "
                 "fallback (the tracker returned no mask: random weights), an extra encoder and decoder pass "
                 "each that a trained SAM2 would mostly not need; the torchvision shim computed in it "
-                f"({side.details['shim_calls']} calls)")
+                f"({side.details['shim_calls']} calls)"
+            )
         if not run.ok:
-            self.problems.append(f"reference failed ({self._state(run)}); log {run.log}:\n" + bench.tail(run.log))
+            self.problems.append(
+                f"reference failed ({self._state(run)}); log {run.log}:\n" + bench.tail(run.log)
+            )
         elif side.details["images_segmented"] != self.n:
-            self.problems.append(f"reference: {side.details['images_segmented']} of {self.n} specimens in "
-                                 f"{folder / 'o' / 'pal_predictions.json'}")
+            self.problems.append(
+                f"reference: {side.details['images_segmented']} of {self.n} specimens in "
+                f"{folder / 'o' / 'pal_predictions.json'}"
+            )
         return side
 
     # -- output --------------------------------------------------------------------
@@ -413,38 +549,66 @@ class TimeToResult:
         s = self.s
         est_s, est_what = estimate
         line = last_line(ours.wall_s, ref.wall_s, ours.peak_gb, ref.peak_gb, est_s)
-        figures = {"settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
-                                "n_used": self.n},
-                   "cpu": cpu, "ours": ours.as_dict(), "reference": ref.as_dict(), "reference_job": self.ref_job,
-                   "estimate": {"seconds": est_s, "covers": est_what},
-                   "load_average": {"start": self.results.get("load_start"), "end": bench.load()},
-                   "problems": self.problems, "last_line": line}
+        figures = {
+            "settings": {
+                **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
+                "n_used": self.n,
+            },
+            "cpu": cpu,
+            "ours": ours.as_dict(),
+            "reference": ref.as_dict(),
+            "reference_job": self.ref_job,
+            "estimate": {"seconds": est_s, "covers": est_what},
+            "load_average": {"start": self.results.get("load_start"), "end": bench.load()},
+            "problems": self.problems,
+            "last_line": line,
+        }
         lines = []
         w = lines.append
         w(f"# time to result: {'quick' if s.quick else 'full'} run, {_dt.datetime.now():%Y-%m-%d %H:%M}")
         w("")
-        w(f"- CPU: {cpu['name']}, {cpu['logical_cpus']} logical CPUs; hardware flags: "
-          f"{', '.join(cpu['hardware_flags']) or 'none found'}; as torch sees it: **{cpu['kind']}** "
-          f"(ONEDNN_MAX_CPU_ISA={cpu['ONEDNN_MAX_CPU_ISA'] or 'not set'}); ours `--precision auto` "
-          f"resolves to {cpu['ours_precision_auto']} on the CPU")
-        w(f"- device: {'GPU' if s.gpu else 'CPU'} (ours: the GUI's default `auto`; the reference: "
-          f"`--device {s.device}`); threads: {s.threads or 'torch default'}; load average at start "
-          f"{figures['load_average']['start']}, at end {figures['load_average']['end']}")
+        w(
+            f"- CPU: {cpu['name']}, {cpu['logical_cpus']} logical CPUs; hardware flags: "
+            f"{', '.join(cpu['hardware_flags']) or 'none found'}; as torch sees it: **{cpu['kind']}** "
+            f"(ONEDNN_MAX_CPU_ISA={cpu['ONEDNN_MAX_CPU_ISA'] or 'not set'}); ours `--precision auto` "
+            f"resolves to {cpu['ours_precision_auto']} on the CPU"
+        )
+        w(
+            f"- device: {'GPU' if s.gpu else 'CPU'} (ours: the GUI's default `auto`; the reference: "
+            f"`--device {s.device}`); threads: {s.threads or 'torch default'}; load average at start "
+            f"{figures['load_average']['start']}, at end {figures['load_average']['end']}"
+        )
         w(f"- software: Python {platform.python_version()}, {bench.versions()}")
-        w(f"- model: {s.model} ({s.config}), random weights ({self.ckpt.name}), input {s.image_size} px on both sides")
-        w(f"- job: template {self.ds.template_image.name} with K={len(self.ds.structures)} structures "
-          f"({', '.join(self.ds.structures)}), N={self.n} unlabeled specimens ({self.ds.source}, "
-          f"{self.ds.images_dir}), trained on, then all segmented")
-        w(f"- ours: the Train dialog's default preset \"{s.preset}\" ({s.default_steps} steps at "
-          f"{'GPU' if s.gpu else 'CPU'} size), pseudo-labels on, LoRA rank 8, then `sam2pal propagate --adapter` "
-          f"with its defaults, as the dialog's Segment (no palindrome confidence, no orientation search)")
+        w(
+            f"- model: {s.model} ({s.config}), random weights ({self.ckpt.name}), input "
+            f"{s.image_size} px on both sides"
+        )
+        w(
+            f"- job: template {self.ds.template_image.name} with K={len(self.ds.structures)} structures "
+            f"({', '.join(self.ds.structures)}), N={self.n} unlabeled specimens ({self.ds.source}, "
+            f"{self.ds.images_dir}), trained on, then all segmented"
+        )
+        w(
+            f'- ours: the Train dialog\'s default preset "{s.preset}" ({s.default_steps} steps at '
+            f"{'GPU' if s.gpu else 'CPU'} size), pseudo-labels on, LoRA rank 8, then `sam2pal "
+            f"propagate --adapter` "
+            f"with its defaults, as the dialog's Segment (no palindrome confidence, no orientation search)"
+        )
         if self.ref_job:
             rj = self.ref_job
-            w(f"- reference: {bench.REFERENCE_SPEC} {bench.REFERENCE_MEMBER} (sha256 {self.ref.sha256[:16]}), "
-              f"`--pal_finetuning --use_lora`, its defaults --num_epochs {rj['defaults']['num_epochs']} and "
-              f"--max_images_per_epoch {rj['defaults']['max_images_per_epoch']}; this run: {rj['num_epochs']} "
-              f"epochs x {rj['images_per_epoch']} images = {rj['steps']} steps (one structure each), then its "
-              f"propagation ({'with `--cycle_consistency`' if s.reference_confidence else 'no `--cycle_consistency`: off by default'})")
+            w(
+                f"- reference: {bench.REFERENCE_SPEC} {bench.REFERENCE_MEMBER} (sha256 "
+                f"{self.ref.sha256[:16]}), "
+                f"`--pal_finetuning --use_lora`, its defaults --num_epochs "
+                f"{rj['defaults']['num_epochs']} and "
+                f"--max_images_per_epoch {rj['defaults']['max_images_per_epoch']}; this run: "
+                f"{rj['num_epochs']} "
+                f"epochs x {rj['images_per_epoch']} images = {rj['steps']} steps (one structure "
+                f"each), then its "
+                f"propagation "
+                + ("(with `--cycle_consistency`)" if s.reference_confidence
+                   else "(no `--cycle_consistency`: off by default)")
+            )
         w("- deviations from the defaults: " + ("; ".join(s.deviations) if s.deviations else "none"))
         w("")
         w("| | ours | reference | reference / ours |")
@@ -452,34 +616,55 @@ class TimeToResult:
 
         def row(label, a, b, digits=1, unit="s"):
             r = bench.ratio(b, a)
-            w(f"| {label} | {_num(a, digits)}{unit if a is not None else ''} | "
-              f"{_num(b, digits)}{unit if b is not None else ''} | {_num(r, 2)} |")
+            w(
+                f"| {label} | {_num(a, digits)}{unit if a is not None else ''} | "
+                f"{_num(b, digits)}{unit if b is not None else ''} | {_num(r, 2)} |"
+            )
 
         row("**wall time, whole job**", ours.wall_s, ref.wall_s)
-        row("training (ours: the `train` process; reference: its process until training ends)",
-            ours.train_s, ref.train_s)
-        row(f"segmentation of {self.n} specimens (ours: the `propagate` process; reference: the rest of its process)",
-            ours.segment_s, ref.segment_s)
-        row("CPU time, whole job (user + system, all threads; less sensitive to other load than wall time)",
-            ours.cpu_s, ref.cpu_s)
+        row(
+            "training (ours: the `train` process; reference: its process until training ends)",
+            ours.train_s,
+            ref.train_s,
+        )
+        row(
+            f"segmentation of {self.n} specimens (ours: the `propagate` process; reference: the "
+            f"rest of its process)",
+            ours.segment_s,
+            ref.segment_s,
+        )
+        row(
+            "CPU time, whole job (user + system, all threads; less sensitive to other load than wall time)",
+            ours.cpu_s,
+            ref.cpu_s,
+        )
         row("peak memory (max RSS of the side's processes)", ours.peak_gb, ref.peak_gb, 2, " GB")
         w("")
         od, rd = ours.details, ref.details
         if od.get("steps_done") is not None:
-            w(f"Ours, inside training: {od.get('steps_done')} steps took {od['steps_s']:.1f}s (first encodes "
-              f"included), {od['remakes']} pseudo-label remake(s) {od['remakes_s']:.1f}s, the rest of the "
-              f"process (start-up, model build, validation, saving) "
-              f"{_num(None if ours.train_s is None else ours.train_s - od['steps_s'] - od['remakes_s'], 1)}s.")
+            w(
+                f"Ours, inside training: {od.get('steps_done')} steps took {od['steps_s']:.1f}s "
+                f"(first encodes "
+                f"included), {od['remakes']} pseudo-label remake(s) {od['remakes_s']:.1f}s, the rest of the "
+                f"process (start-up, model build, validation, saving) "
+                + _num(None if ours.train_s is None else ours.train_s - od["steps_s"] - od["remakes_s"], 1)
+                + "s."
+            )
         if rd.get("training_phase_s") is not None:
-            w(f"Reference, inside its process: training {rd['training_phase_s']:.1f}s "
-              f"({rd.get('steps_done')} of {self.ref_job['steps']} steps done), propagation "
-              f"{_num(rd.get('propagation_phase_s'), 1)}s; {rd.get('encoder_images')} images through the "
-              f"image encoder in all.")
-        w(f"Masks written: ours {od.get('annotations', 'n/a')}, the reference {rd.get('annotations', 'n/a')} "
-          f"(K={len(self.ds.structures)} structures x N={self.n}; random weights: what they look like does not "
-          f"matter here).")
-        w(f"GUI estimate for the job: {_num(est_s, 1)}s ({est_what}); measured ours "
-          f"{_num(ours.wall_s, 1)}s.")
+            w(
+                f"Reference, inside its process: training {rd['training_phase_s']:.1f}s "
+                f"({rd.get('steps_done')} of {self.ref_job['steps']} steps done), propagation "
+                f"{_num(rd.get('propagation_phase_s'), 1)}s; {rd.get('encoder_images')} images through the "
+                f"image encoder in all."
+            )
+        w(
+            f"Masks written: ours {od.get('annotations', 'n/a')}, the reference "
+            f"{rd.get('annotations', 'n/a')} "
+            f"(K={len(self.ds.structures)} structures x N={self.n}; random weights: what they look "
+            f"like does not "
+            f"matter here)."
+        )
+        w(f"GUI estimate for the job: {_num(est_s, 1)}s ({est_what}); measured ours {_num(ours.wall_s, 1)}s.")
         w("")
         w("Commands:")
         w("")
@@ -505,8 +690,10 @@ def main(argv=None) -> int:
     t0 = time.time()
     bench.say(f"time to result: output in {s.out}")
     cpu = cpu_report()
-    bench.say(f"CPU: {cpu['name']}: {cpu['kind']} (hardware: {', '.join(cpu['hardware_flags'])}; "
-              f"ONEDNN_MAX_CPU_ISA={cpu['ONEDNN_MAX_CPU_ISA'] or 'not set'})")
+    bench.say(
+        f"CPU: {cpu['name']}: {cpu['kind']} (hardware: {', '.join(cpu['hardware_flags'])}; "
+        f"ONEDNN_MAX_CPU_ISA={cpu['ONEDNN_MAX_CPU_ISA'] or 'not set'})"
+    )
     b.setup()
     for d in s.deviations:
         bench.say("DEVIATION: " + d)
