@@ -94,6 +94,11 @@ RESULT_FILE = "result.json"
 # directly: SAM2's own fine-tuning recipe uses 5e-6 with large batches; from one
 # template, much above 1e-5 overfits the decoder quickly.
 DEFAULT_LORA_LR = 5e-4
+#: Activations one structure keeps for the backward pass of a palindrome at 512 px on the CPU
+#: (SAM2.1 tiny, fp32: a step with 5 structures peaked 6.1 GB above the model, benchmarks/README.md),
+#: and what one pass may keep on the CPU: the auto split of ``TrainConfig.objects_per_pass``.
+OBJECT_BYTES_512 = 1.2e9
+CPU_PASS_BYTES = 1.5e9
 DEFAULT_FULL_LR = 1e-5
 
 
@@ -153,14 +158,20 @@ class TrainConfig:
     # How many of a template's structures go through one forward and backward pass together:
     # the objects of a palindrome are independent batch rows, so the gradient is the same for
     # any split, but the activations kept for the backward pass grow with the rows of a pass
-    # (with 5 structures at 512 px: about 1.2 GB each on the CPU). 0 (auto): one at a time on
-    # the CPU, all together on a GPU. With ``loss.overlap`` (pairs of structures) always all.
+    # (``OBJECT_BYTES_512`` each at 512 px on the CPU). 0 (auto): ``object_rows``. With
+    # ``loss.overlap`` (pairs of structures) always all.
     objects_per_pass: int = 0
 
-    def object_rows(self, k: int, device) -> list[list[int]]:
+    def object_rows(self, k: int, device, image_size: int = 512) -> list[list[int]]:
         """The rows (structures) of a K-structure palindrome, split into the passes of
-        ``objects_per_pass``."""
-        per = self.objects_per_pass or (k if torch.device(device).type == "cuda" else 1)
+        ``objects_per_pass``; auto (0): all together on a GPU, and on the CPU as many as keep
+        the activations near ``CPU_PASS_BYTES`` (one at a time from 512 px up)."""
+        per = self.objects_per_pass
+        if not per:
+            if torch.device(device).type == "cuda":
+                per = k
+            else:
+                per = max(1, int(CPU_PASS_BYTES / (OBJECT_BYTES_512 * (image_size / 512) ** 2)))
         if self.loss.overlap:
             per = k
         return [list(range(a, min(k, a + per))) for a in range(0, k, per)]
@@ -780,7 +791,7 @@ class _Run:
             names = template.structures
             labels = (self._pseudo or {}).get(i_image, {})
             image_valid = torch.from_numpy(image.valid_mask()).to(self.device)
-            for rows in config.object_rows(len(names), self.device):
+            for rows in config.object_rows(len(names), self.device, self.model.image_size):
                 try:
                     out = self._palindrome(t_index, image, version, rows)
                     loss = out.loss

@@ -342,10 +342,12 @@ def test_trainer_passes_cover_every_structure_once_per_palindrome(mini_model, tm
     assert rows_seen == per_step * 2
 
 
-def test_objects_per_pass_auto_is_one_on_the_cpu_and_all_with_pairwise_losses():
+def test_objects_per_pass_auto_bounds_cpu_activations_and_keeps_pairwise_losses_together():
     from descriptron_sam2pal.engine.palindrome import LossWeights
 
-    assert TrainConfig().object_rows(3, "cpu") == [[0], [1], [2]]
+    assert TrainConfig().object_rows(3, "cpu") == [[0], [1], [2]]  # 512 px: one at a time
+    assert TrainConfig().object_rows(5, "cpu", 1024) == [[0], [1], [2], [3], [4]]
+    assert TrainConfig().object_rows(5, "cpu", 256) == [[0, 1, 2, 3, 4]]  # small activations: together
     assert TrainConfig(objects_per_pass=2).object_rows(5, "cpu") == [[0, 1], [2, 3], [4]]
     assert TrainConfig().object_rows(3, "cuda") == [[0, 1, 2]]
     assert TrainConfig(loss=LossWeights(overlap=1.0)).object_rows(3, "cpu") == [[0, 1, 2]]
