@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=512)
     p.add_argument("--n", type=int, default=8, help="unlabeled photos in the remake")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--parts", default="propagate,remake,step",
+                   help="which parts to measure (comma-separated); the last line needs all three")
     p.add_argument(
         "--images",
         type=Path,
@@ -107,10 +109,11 @@ def main(argv=None) -> int:
         f"{len(template.structures)} structures, {len(images)} photos, torch {torch.__version__}"
     )
 
+    parts = set(args.parts.split(","))
     # Segmenting one specimen (its encoder pass included), with and without the round trip.
     memory = TemplateMemory(model, [template])
     prop = {}
-    for confidence in (False, True):
+    for confidence in (False, True) if "propagate" in parts else ():
         times = []
         for r in range(args.repeats):
             image = images[r % len(images)]
@@ -124,42 +127,46 @@ def main(argv=None) -> int:
             f"(peak {peak_gb():.2f} GB)"
         )
 
-    # A remake on the images (features cached first: the trainer has them from its steps).
-    encoder = FeatureEncoder(model)
-    encoder.encode(images)
-    t0 = time.process_time()
-    labels = select_pseudo_labels(model, [template], images, encoder, 0.25, 4)
-    remake = (time.process_time() - t0) / len(images)
-    chosen = sum(len(v) for v in labels.values())
-    print(f"pseudo-label remake: {remake:.2f} s per photo, {chosen} label(s) (peak {peak_gb():.2f} GB)")
-    # The same remake with every mask's round trip computed in the decoder pass (before the choice
-    # computed only those it reaches): what a remake cost before.
-    fit = FITS[fit_for(model.checkpoint_hash)]
-    t0 = time.process_time()
-    first = predict_masks(model, [template], images, encoder)
-    again = predict_masks(model, [template] + pool_templates(first, images, fit, 4), images, encoder)
-    eager_labels = choose(again, fit, max(1, math.ceil(0.25 * len(images))))
-    eager = (time.process_time() - t0) / len(images)
-    print(
-        f"the same remake computing every round trip: {eager:.2f} s per photo, "
-        f"{sum(len(v) for v in eager_labels.values())} label(s)"
-    )
-
-    # Training steps (default settings, no validation, no remake), after the features are cached.
-    import tempfile
-
-    config = TrainConfig(steps=args.repeats + 1, validate_every=0)
-    config.loss.pseudo = 0.0
-    with tempfile.TemporaryDirectory() as tmp:
-        step_model = tiny()
+    # A remake on the images (features cached first: the trainer has them from its steps), and the
+    # same remake with every mask's round trip computed in the decoder pass: what it cost before.
+    remake = eager = None
+    if "remake" in parts:
+        encoder = FeatureEncoder(model)
+        encoder.encode(images)
         t0 = time.process_time()
-        result = train(step_model, [template], images[:1], Path(tmp) / "run", config)
-        total = time.process_time() - t0
-    seconds = [e["seconds"] for e in result.history[1:]]  # wall seconds of the steps after the first
-    step = statistics.median(seconds) if seconds else total / config.steps
-    print(
-        f"training step (all {len(template.structures)} structures): {step:.2f} s (peak {peak_gb():.2f} GB)"
-    )
+        labels = select_pseudo_labels(model, [template], images, encoder, 0.25, 4)
+        remake = (time.process_time() - t0) / len(images)
+        print(f"pseudo-label remake: {remake:.2f} s per photo, {sum(len(v) for v in labels.values())} "
+              f"label(s) (peak {peak_gb():.2f} GB)")
+        fit = FITS[fit_for(model.checkpoint_hash)]
+        t0 = time.process_time()
+        first = predict_masks(model, [template], images, encoder)
+        again = predict_masks(model, [template] + pool_templates(first, images, fit, 4), images, encoder)
+        eager_labels = choose(again, fit, max(1, math.ceil(0.25 * len(images))))
+        eager = (time.process_time() - t0) / len(images)
+        print(f"the same remake computing every round trip: {eager:.2f} s per photo, "
+              f"{sum(len(v) for v in eager_labels.values())} label(s)")
+
+    # Training steps (default settings, no validation, no remake): the CPU seconds of a run of
+    # 1 + R steps less those of a run of 1 step (model set-up and the first encoder passes).
+    step = None
+    if "step" in parts:
+        import tempfile
+
+        cpu = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for steps in (1, 1 + args.repeats):
+                config = TrainConfig(steps=steps, validate_every=0)
+                config.loss.pseudo = 0.0
+                step_model = tiny()
+                t0 = time.process_time()
+                train(step_model, [template], images[:2], Path(tmp) / f"run{steps}", config)
+                cpu.append(time.process_time() - t0)
+        step = (cpu[1] - cpu[0]) / args.repeats
+        print(f"training step (all {len(template.structures)} structures): {step:.2f} s "
+              f"(peak {peak_gb():.2f} GB)")
+    if None in (remake, step) or not prop:
+        return 0
 
     steps, every, pool = TrainConfig().steps, TrainConfig().pseudo_every, min(100, MAX_IMAGES)
     remakes = math.ceil(steps / every)
