@@ -19,9 +19,11 @@ from functools import lru_cache
 #: a training step (forward and backward of one palindrome), a pseudo-label remake per unlabeled
 #: photo, and segmenting a specimen (its encoder pass is ``ENCODER_SECONDS``).
 STEP_SECONDS = 2.6
-REMAKE_SECONDS = 0.9
-DECODE_SECONDS = 0.06
-ENCODER_SECONDS = 2.2
+REMAKE_SECONDS = 0.82
+DECODE_SECONDS = 0.34
+ENCODER_SECONDS = 0.93
+#: Starting a process: importing torch and SAM2, building the model and loading its weights.
+SETUP_SECONDS = 2.5
 #: The probe's seconds on the measuring machine (fp32, one thread, AVX2: ONEDNN_MAX_CPU_ISA=AVX2; CPU
 #: seconds, like the costs above, since that machine was shared while they were measured).
 REFERENCE_PROBE_SECONDS = 0.064
@@ -89,13 +91,14 @@ def training_seconds(steps: int, size: int, gpu: bool, model_size: str = "tiny",
     if pseudo:
         remakes = math.ceil(steps / config.pseudo_every)
         seconds += remakes * min(unlabeled, MAX_IMAGES) * REMAKE_SECONDS * scale
-    encoder = ENCODER_SECONDS * _scale(size, model_size, gpu, bf16)
-    return seconds + (unlabeled + 1) * encoder  # each image through the encoder once
+    scale1 = _scale(size, model_size, gpu, bf16)
+    encoder = ENCODER_SECONDS * scale1
+    return seconds + (unlabeled + 1) * encoder + SETUP_SECONDS * machine_factor()  # each image encoded once
 
 
 def segmenting_seconds(images: int, size: int, gpu: bool, model_size: str = "tiny", structures: int = 5,
                        bf16: bool = False, confidence: bool = False) -> float:
     """Seconds to segment ``images`` specimens (one encoder pass each, then every structure)."""
     scale = _scale(size, model_size, gpu, bf16)
-    per_image = ENCODER_SECONDS + DECODE_SECONDS * max(1, structures) * (2 if confidence else 1)
-    return images * per_image * scale
+    per_image = ENCODER_SECONDS + DECODE_SECONDS * max(1, structures) * (2.2 if confidence else 1)
+    return images * per_image * scale + SETUP_SECONDS * machine_factor()
