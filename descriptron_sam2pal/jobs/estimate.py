@@ -18,7 +18,7 @@ from functools import lru_cache
 #: CPU seconds per structure at 512 px, SAM2.1 tiny, fp32, one thread, on the measuring machine:
 #: a training step (forward and backward of one palindrome), a pseudo-label remake per unlabeled
 #: photo, and segmenting a specimen (its encoder pass is ``ENCODER_SECONDS``).
-STEP_SECONDS = 2.6
+STEP_SECONDS = 2.58
 REMAKE_SECONDS = 0.82
 DECODE_SECONDS = 0.34
 ENCODER_SECONDS = 0.93
