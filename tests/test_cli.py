@@ -63,7 +63,8 @@ def test_train_propagate_evaluate_end_to_end(project, mini_checkpoint, capsys):
     assert "finished after 3 of 3 steps" in out
     result = json.loads((root / "run" / "result.json").read_text())
     verdict = "improved by" if result["best_step"] > 0 else "did not improve on the untrained model"
-    assert "validation (val_loss): untrained" in out and verdict in out  # whether training helped
+    # whether training helped, by which signal, and that it is a proxy
+    assert "validation (pool_score: held-out review score, a label-free proxy): untrained" in out and verdict in out
     log = [json.loads(line) for line in (root / "run" / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log if "loss" in entry][-3:] == [1, 2, 3]
     settings = json.loads((root / "run" / "settings.json").read_text())
