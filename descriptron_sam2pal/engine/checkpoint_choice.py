@@ -19,8 +19,10 @@ and says whether it is measured against labels or is a proxy):
   images (``val_loss``, the earlier default) falls whatever happens to the targets and kept
   the last step on every seed.
 
-A trained checkpoint replaces the best so far only when it beats it by more than
-:data:`MARGIN` of its metric (ties keep the earlier, hence the untrained, weights).
+A trained checkpoint replaces the best so far only when it is strictly better (ties keep the
+earlier, hence the untrained, weights). On the packaged demo the held-out review score of
+every trained checkpoint stayed 0.04-0.18 below the untrained model's, so no margin was
+needed there; none was measured.
 """
 
 from __future__ import annotations
@@ -37,21 +39,14 @@ from descriptron_sam2pal.engine.templates import Template
 from descriptron_sam2pal.engine.validation_plan import METRICS, Metric
 from descriptron_sam2pal.model.build import LoadedModel
 
-#: How much a checkpoint must beat the best so far, per metric, to be kept instead.
-MARGIN = {"loo_iou": 0.0, "val_loss": 0.0, "pool_score": 0.0}
-
-
 def metric_info(metric: str) -> Metric:
     """The description of a validation metric (``engine.validation_plan.METRICS``)."""
     return METRICS[metric]
 
 
 def better(metric: str, value: float, best: float) -> bool:
-    """Whether a validation ``value`` beats ``best`` by more than the metric's margin."""
-    margin = MARGIN.get(metric, 0.0)
-    if METRICS[metric].higher_is_better:
-        return value > best + margin
-    return value < best - margin
+    """Whether a validation ``value`` is strictly better than ``best``."""
+    return value > best if METRICS[metric].higher_is_better else value < best
 
 
 def improvement(metric: str | None, baseline: float | None, best: float | None) -> float | None:
