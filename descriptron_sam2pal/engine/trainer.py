@@ -142,8 +142,8 @@ class TrainConfig:
     # >0: that many augmented copies of each template (flips, rotation, scale, colour; made
     # once, seeded) and the backward half of each palindrome reconstructs a randomly chosen
     # copy instead of the template itself (the forward half still starts from the real
-    # template). With ``val_loss`` validation, one more copy per template, never trained on,
-    # is what the validation palindromes reconstruct.
+    # template). With ``val_loss`` validation (no plan picks it since issue 25), one more copy
+    # per template, never trained on, is what the validation palindromes reconstruct.
     template_versions: int = 0
     # With ``loss.pseudo`` > 0: every ``pseudo_every`` steps (from step 0) the best-scored
     # ``pseudo_fraction`` of the unlabeled images per structure become pseudo-labels
