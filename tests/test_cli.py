@@ -54,14 +54,27 @@ def template_args(template, template_mask):
 
 def test_train_propagate_evaluate_end_to_end(project, mini_checkpoint, capsys):
     root, template, template_mask = project
-    common = [*template_args(template, template_mask), "--images", root / "specimens",
-              "--checkpoint", mini_checkpoint, "--image-size", 128, "--device", "cpu"]
+    common = [
+        *template_args(template, template_mask),
+        "--images",
+        root / "specimens",
+        "--checkpoint",
+        mini_checkpoint,
+        "--image-size",
+        128,
+        "--device",
+        "cpu",
+    ]
     code, out, err = run(capsys, "train", *common, "--out", root / "run", "--steps", 3, "--lora-rank", 2)
     assert code == 0, err
     assert "finished after 3 of 3 steps" in out
     result = json.loads((root / "run" / "result.json").read_text())
     verdict = "improved by" if result["best_step"] > 0 else "did not improve on the untrained model"
-    assert "validation (val_loss): untrained" in out and verdict in out  # whether training helped
+    # whether training helped, by which signal, and that it is a proxy
+    assert (
+        "validation (pool_score: held-out review score, a label-free proxy): untrained" in out
+        and verdict in out
+    )
     log = [json.loads(line) for line in (root / "run" / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log if "loss" in entry][-3:] == [1, 2, 3]
     settings = json.loads((root / "run" / "settings.json").read_text())
@@ -70,8 +83,19 @@ def test_train_propagate_evaluate_end_to_end(project, mini_checkpoint, capsys):
     assert (root / "run" / "adapter.pt").is_file()
 
     pred = root / "pred.json"
-    code, out, err = run(capsys, "propagate", *common, "--adapter", root / "run", "--out", pred,
-                         "--batch-size", 3, "--write-to", root / "specimens")
+    code, out, err = run(
+        capsys,
+        "propagate",
+        *common,
+        "--adapter",
+        root / "run",
+        "--out",
+        pred,
+        "--batch-size",
+        3,
+        "--write-to",
+        root / "specimens",
+    )
     assert code == 0, err
     doc = json.loads(pred.read_text())
     assert sorted(im["file_name"] for im in doc["images"]) == ["s0.png", "s1.png", "s2.png", "s3.png"]
@@ -122,9 +146,19 @@ def test_train_without_pseudo_labels(project, mini_checkpoint, capsys):
 
 def test_propagate_resumes_from_its_journal(project, mini_checkpoint, capsys, monkeypatch):
     root, template, template_mask = project
-    args = [*template_args(template, template_mask), "--images", root / "specimens",
-            "--checkpoint", mini_checkpoint, "--image-size", 128, "--out", root / "pred.json",
-            "--batch-size", 2]
+    args = [
+        *template_args(template, template_mask),
+        "--images",
+        root / "specimens",
+        "--checkpoint",
+        mini_checkpoint,
+        "--image-size",
+        128,
+        "--out",
+        root / "pred.json",
+        "--batch-size",
+        2,
+    ]
     journal = root / "pred.json.journal.jsonl"
     import descriptron_sam2pal.engine.predictions as predictions
 
@@ -153,12 +187,26 @@ def test_propagate_resumes_from_its_journal(project, mini_checkpoint, capsys, mo
     assert not journal.exists()
 
 
-@pytest.mark.parametrize("case", ["image-size", "no-images", "corrupt-template", "empty-mask",
-                                  "config-mismatch", "no-structure-name", "missing-checkpoint"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "image-size",
+        "no-images",
+        "corrupt-template",
+        "empty-mask",
+        "config-mismatch",
+        "no-structure-name",
+        "missing-checkpoint",
+    ],
+)
 def test_bad_input_gives_a_clear_error_and_writes_nothing(project, mini_checkpoint, capsys, case):
     root, template, template_mask = project
-    args = {"templates": template_args(template, template_mask), "images": root / "specimens",
-            "checkpoint": mini_checkpoint, "extra": ["--image-size", 128]}
+    args = {
+        "templates": template_args(template, template_mask),
+        "images": root / "specimens",
+        "checkpoint": mini_checkpoint,
+        "extra": ["--image-size", 128],
+    }
     expect = ""
     if case == "image-size":
         args["extra"] = ["--image-size", 300]
@@ -187,8 +235,19 @@ def test_bad_input_gives_a_clear_error_and_writes_nothing(project, mini_checkpoi
         args["checkpoint"] = root / "nope.pt"
         expect = "does not exist"
     out_dir = root / "run"
-    argv = ["train", *args["templates"], "--images", args["images"], "--checkpoint", args["checkpoint"],
-            *args["extra"], "--out", out_dir, "--steps", 2]
+    argv = [
+        "train",
+        *args["templates"],
+        "--images",
+        args["images"],
+        "--checkpoint",
+        args["checkpoint"],
+        *args["extra"],
+        "--out",
+        out_dir,
+        "--steps",
+        2,
+    ]
     if case == "image-size":
         with pytest.raises(SystemExit) as exc:
             main([str(a) for a in argv])
@@ -205,13 +264,33 @@ def test_bad_input_gives_a_clear_error_and_writes_nothing(project, mini_checkpoi
 def test_adapter_for_another_base_model_is_refused(project, mini_checkpoint, capsys, tmp_path):
     root, template, template_mask = project
     common = [*template_args(template, template_mask), "--images", root / "specimens", "--image-size", 128]
-    code, _, err = run(capsys, "train", *common, "--checkpoint", mini_checkpoint, "--out", root / "run",
-                       "--steps", 1, "--lora-rank", 2)
+    code, _, err = run(
+        capsys,
+        "train",
+        *common,
+        "--checkpoint",
+        mini_checkpoint,
+        "--out",
+        root / "run",
+        "--steps",
+        1,
+        "--lora-rank",
+        2,
+    )
     assert code == 0, err
     other = tmp_path / "other.pt"
     torch.save({"model": build_model(MINI_CONFIG, seed=1).sam.state_dict()}, other)
-    code, _, err = run(capsys, "propagate", *common, "--checkpoint", other, "--adapter", root / "run",
-                       "--out", root / "pred.json")
+    code, _, err = run(
+        capsys,
+        "propagate",
+        *common,
+        "--checkpoint",
+        other,
+        "--adapter",
+        root / "run",
+        "--out",
+        root / "pred.json",
+    )
     assert code == 2
     assert "trained on" in err and "--checkpoint" in err
     assert not (root / "pred.json").exists()
@@ -228,13 +307,27 @@ def test_gui_without_a_screen_says_what_to_do(capsys, monkeypatch):
 
 
 def _propagate_argv(root, template, template_mask, checkpoint, out, *extra):
-    return ["propagate", *template_args(template, template_mask), "--images", root / "specimens",
-            "--checkpoint", checkpoint, "--image-size", 128, "--device", "cpu", "--out", out, *extra]
+    return [
+        "propagate",
+        *template_args(template, template_mask),
+        "--images",
+        root / "specimens",
+        "--checkpoint",
+        checkpoint,
+        "--image-size",
+        128,
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("case", ["template-mask", "photo", "write-to", "template-store"])
-def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(project, mini_checkpoint, capsys,
-                                                                           case):
+def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(
+    project, mini_checkpoint, capsys, case
+):
     root, template, template_mask = project
     photo = root / "specimens" / "s1.png"
     store = root / "specimens" / "session.json"
@@ -242,9 +335,12 @@ def test_an_output_that_would_overwrite_an_input_is_refused_before_any_work(proj
 
     AnnotationStore.create(store, images=[photo]).save()
     before = {p: p.read_bytes() for p in (template_mask, photo, store)}
-    out, extra = {"template-mask": (template_mask, []), "photo": (photo, []),
-                  "write-to": (store.with_suffix(".rlejson"), ["--write-to", store]),
-                  "template-store": (store, ["--templates", store])}[case]
+    out, extra = {
+        "template-mask": (template_mask, []),
+        "photo": (photo, []),
+        "write-to": (store.with_suffix(".rlejson"), ["--write-to", store]),
+        "template-store": (store, ["--templates", store]),
+    }[case]
     code, stdout, err = run(
         capsys, *_propagate_argv(root, template, template_mask, mini_checkpoint, out, *extra)
     )
@@ -258,17 +354,34 @@ def test_write_to_a_store_that_does_not_fit_the_photos_stops_before_the_work(
 ):
     root, template, template_mask = project
     store_path = root / "specimens" / "session.json"
-    store = {"images": [{"id": 7, "file_name": "s2.png", "height": 999, "width": 999}],
-             "annotations": [], "categories": []}
+    store = {
+        "images": [{"id": 7, "file_name": "s2.png", "height": 999, "width": 999}],
+        "annotations": [],
+        "categories": [],
+    }
     store_path.write_text(json.dumps(store))
-    code, stdout, err = run(capsys, *_propagate_argv(root, template, template_mask, mini_checkpoint,
-                                                     root / "pred.json", "--write-to", store_path))
+    code, stdout, err = run(
+        capsys,
+        *_propagate_argv(
+            root, template, template_mask, mini_checkpoint, root / "pred.json", "--write-to", store_path
+        ),
+    )
     assert code == 2 and "does not fit these photos" in err and "s2.png is 80x80 px" in err
     assert not (root / "pred.json").exists() and json.loads(store_path.read_text()) == store
 
 
-@pytest.mark.parametrize("case", ["text-checkpoint", "empty-checkpoint", "text-adapter", "huge-image-size",
-                                  "malformed-config", "config-without-model", "out-folder-is-a-file"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "text-checkpoint",
+        "empty-checkpoint",
+        "text-adapter",
+        "huge-image-size",
+        "malformed-config",
+        "config-without-model",
+        "out-folder-is-a-file",
+    ],
+)
 def test_bad_model_inputs_say_what_to_do(project, mini_checkpoint, capsys, case):
     root, template, template_mask = project
     checkpoint, extra, expect = mini_checkpoint, [], ""
@@ -284,8 +397,9 @@ def test_bad_model_inputs_say_what_to_do(project, mini_checkpoint, capsys, case)
         (root / "adapter.pt").write_text("not an adapter")
         extra, expect = ["--adapter", root / "adapter.pt"], "is not a readable SAM2-PAL adapter file"
     elif case in ("malformed-config", "config-without-model"):
-        (root / "my.yaml").write_text("model:\n  _target_: [unclosed\n" if case == "malformed-config"
-                                      else "trainer: {}\n")
+        (root / "my.yaml").write_text(
+            "model:\n  _target_: [unclosed\n" if case == "malformed-config" else "trainer: {}\n"
+        )
         extra, expect = ["--config", root / "my.yaml"], "cannot be used"
     out = root / "pred.json"
     if case == "out-folder-is-a-file":
@@ -311,8 +425,18 @@ def test_structure_status_of_the_store_is_obeyed_by_propagate_write_to(project, 
     marked = store.image_by_file(photos[0])
     store.set_structure_status(marked.id, "eye", "absent")
     store.save()
-    code, _, err = run(capsys, *_propagate_argv(root, template, template_mask, checkpoint, root / "pred.json",
-                                                "--write-to", root / "specimens" / "session.json"))
+    code, _, err = run(
+        capsys,
+        *_propagate_argv(
+            root,
+            template,
+            template_mask,
+            checkpoint,
+            root / "pred.json",
+            "--write-to",
+            root / "specimens" / "session.json",
+        ),
+    )
     assert code == 0, err
     reopened = AnnotationStore.open(root / "specimens" / "session.json")
     names = {r.file_name: {a.category for a in reopened.annotations_for(r.id)} for r in reopened.images}
@@ -346,8 +470,12 @@ def test_a_second_run_on_a_store_being_written_is_refused_at_its_start(project, 
     )
     try:
         assert first.stdout.readline().strip() == "held"
-        code, stdout, err = run(capsys, *_propagate_argv(root, template, template_mask, mini_checkpoint,
-                                                         root / "pred.json", "--write-to", store_path))
+        code, stdout, err = run(
+            capsys,
+            *_propagate_argv(
+                root, template, template_mask, mini_checkpoint, root / "pred.json", "--write-to", store_path
+            ),
+        )
     finally:
         first.kill()
         first.wait()
@@ -361,8 +489,12 @@ def test_descriptron_mask_pngs_next_to_the_photos_are_not_specimens(project, min
     mask = np.zeros((96, 120), np.uint8)
     mask[10:40, 10:40] = 255
     Image.fromarray(mask).save(root / "specimens" / "s0_head_1_mask.png")  # Descriptron writes these
-    code, stdout, err = run(capsys, *_propagate_argv(root, template, template_mask, mini_checkpoint,
-                                                     root / "pred.json", "--no-confidence"))
+    code, stdout, err = run(
+        capsys,
+        *_propagate_argv(
+            root, template, template_mask, mini_checkpoint, root / "pred.json", "--no-confidence"
+        ),
+    )
     assert code == 0, err
     names = [i["file_name"] for i in json.loads((root / "pred.json").read_text())["images"]]
     assert names == ["s0.png", "s1.png", "s2.png", "s3.png"]

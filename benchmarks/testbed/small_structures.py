@@ -9,6 +9,11 @@ propagation (``confidence=False``) at each input size (the model's weights are u
 as they are: a 256 px model run at 512 px sees structures twice as large in pixels
 but at a scale it was not trained on). Prints IoU per structure (engine.evaluate, at
 the masks' resolution) and the median size of each structure in model pixels.
+
+``--second-pass``: at the model's own size, each seed is propagated twice, without and with
+the second pass for small structures (``engine.small_structures``: crops at the model's full
+input size, the template's crop as memory), with the seconds per specimen of each; the
+structures it chose (small on the template) are printed per seed.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ sys.path.insert(0, str(HERE))
 import data as tbdata  # noqa: E402
 import pseudo  # noqa: E402
 
-COLORS9 = ("head=100,0,0;eyes=0,100,0;mouthparts=0,0,100;pronotum=100,100,0;elytra=100,0,100;"
-           "tail=0,100,100;legs=200,0,0;antennas=0,200,0;pin=0,0,200")
+COLORS9 = (
+    "head=100,0,0;eyes=0,100,0;mouthparts=0,0,100;pronotum=100,100,0;elytra=100,0,100;"
+    "tail=0,100,100;legs=200,0,0;antennas=0,200,0;pin=0,0,200"
+)
 
 
 def held_out_nine_class(data5: Path, data9: Path, size: int = 256) -> list[str]:
@@ -57,6 +64,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
+    ap.add_argument(
+        "--second-pass",
+        action="store_true",
+        help="without and with engine.small_structures' second pass (the model's size only)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from descriptron_sam2pal.engine.evaluate import evaluate, truth_from_color_pngs
@@ -72,6 +84,11 @@ def main(argv=None) -> int:
     complete = [p for p in pairs if all(m.any() for m in masks_from_color_png(p[1], colors).values())]
     print(f"{len(pairs)} held-out 9-class photos, {len(complete)} with every structure", flush=True)
     result = {"images": len(pairs), "sizes": {}}
+    if args.second_pass:
+        result["second_pass"] = second_pass(args, pairs, complete, colors)
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=1))
+        return 0
     for size in [int(s) for s in args.sizes.split(",")]:
         model = build_model(checkpoint=args.checkpoint, image_size=size)
         per_seed = []
@@ -109,6 +126,54 @@ def main(argv=None) -> int:
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
     return 0
+
+
+def second_pass(args, pairs, complete, colors) -> dict:
+    import time
+
+    from descriptron_sam2pal.engine.evaluate import evaluate, truth_from_color_pngs
+    from descriptron_sam2pal.engine.propagate import propagate
+    from descriptron_sam2pal.engine.small_structures import small_structure_names
+    from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png
+    from descriptron_sam2pal.model.build import build_model
+
+    model = build_model(checkpoint=args.checkpoint)
+    out = {"per_seed": []}
+    for seed in range(args.seeds):
+        t = random.Random(seed).choice(complete)
+        [template] = load_templates(
+            [spec_from_color_png(t[0], t[1], colors, image_id=t[0].stem)], model.image_size
+        )
+        targets = [p for p in pairs if p != t]
+        truth = truth_from_color_pngs([m for _, m in targets], colors)
+        row = {"template": t[0].name, "small": small_structure_names([template])}
+        for label, on in (("whole_photo", False), ("second_pass", True)):
+            t0 = time.perf_counter()
+            res = propagate(
+                model, [template], [str(p[0]) for p in targets], confidence=False, small_structures=on
+            )
+            seconds = (time.perf_counter() - t0) / len(targets)
+            report = evaluate(res, truth, colors)
+            row[label] = {n: 100 * s.mean_iou for n, s in report.structures.items() if s.mean_iou is not None}
+            row[label + "_s_per_specimen"] = seconds
+            print(
+                f"seed {seed} ({t[0].name}, small: {', '.join(row['small'])}) {label:<11} "
+                + " ".join(f"{n} {v:.1f}" for n, v in row[label].items())
+                + f"  ({seconds:.2f} s/specimen)",
+                flush=True,
+            )
+        out["per_seed"].append(row)
+    for label in ("whole_photo", "second_pass"):
+        out[label] = {n: float(np.mean([r[label].get(n, 0.0) for r in out["per_seed"]])) for n in colors}
+        out[label + "_s_per_specimen"] = float(
+            np.mean([r[label + "_s_per_specimen"] for r in out["per_seed"]])
+        )
+        print(
+            f"mean {label:<11} "
+            + " ".join(f"{n} {v:.1f}" for n, v in out[label].items())
+            + f"  ({out[label + '_s_per_specimen']:.2f} s/specimen)"
+        )
+    return out
 
 
 if __name__ == "__main__":

@@ -20,6 +20,20 @@ validation signals that need no target labels:
   from SAM2's stability and predicted IoU; the 4 held-out images are too few for the
   collection step) of the held-out images' predictions.
 
+Issue 25 candidates (the trainer's ``TrainConfig()`` recipe by default, ``--recipe``), from one
+propagation of the template onto the 40 targets per checkpoint (the targets are the pool):
+
+- ``score_val`` / ``score_pool``: the mean review score of the held-out images' / the whole
+  pool's predictions (a structure predicted absent counts 0);
+- ``agreement``: the mean collection agreement (``engine.collection_score.consensus``: each
+  mask's mean IoU with the pool's other masks of its structure) over the pool;
+- ``cycle_val`` / ``cycle_pool``: the mean palindrome confidence (the round trip's IoU) of the
+  held-out images' / the pool's predictions (absent counts 0).
+
+For each signal, ``picks`` is the checkpoint it would keep (step 0, the untrained model,
+included) and ``picked_all`` / ``gain`` that checkpoint's all-structure mIoU and its gain
+over the untrained model: what ``default_miou - zero_shot_miou`` would be with that signal.
+
 Prints one row per checkpoint and, per seed, the rank correlation of each signal with the
 seen mIoU and the novel IoU (signed so that positive = the signal picks better checkpoints).
 
@@ -31,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -51,7 +64,12 @@ SIGNALS = {
     "blank_iou": -1,
     "self_iou": 1,
     "estimated_iou": 1,
-}  # sign: + = higher better
+    "score_val": 1,
+    "score_pool": 1,
+    "agreement": 1,
+    "cycle_val": 1,
+    "cycle_pool": 1,
+}  # + = higher better
 
 
 def rank_corr(a, b) -> float:
@@ -70,19 +88,35 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--loss", default="")
     p.add_argument("--template-versions", type=int, default=0)
+    p.add_argument(
+        "--recipe",
+        choices=("default", "pal"),
+        default="default",
+        help="default: TrainConfig() as Train SAM2-PAL (pseudo-labels on); pal: the palindrome term "
+        "only, with --loss (the issue 6 measurement)",
+    )
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--max-targets", type=int, default=40, help="targets (= the pool) per seed (quality.py --quick: 40)"
+    )
     p.add_argument("--checkpoint", type=Path, default=quality.PACKAGED)
     p.add_argument("--seed-list", default="", help="only these seeds (comma-separated)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "val_signals")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    from descriptron_sam2pal.engine.collection_score import consensus, mask_thumbnail
     from descriptron_sam2pal.engine.evaluate import truth_from_color_pngs
-    from descriptron_sam2pal.imaging.mask_png import masks_from_color_png, parse_colors
+    from descriptron_sam2pal.imaging.mask_png import parse_colors
     from descriptron_sam2pal.engine.features import FeatureEncoder
     from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
-    from descriptron_sam2pal.engine.palindrome import (LossWeights, augment_letterboxed, hard_iou,
-                                                       mask_losses, palindrome_step)
+    from descriptron_sam2pal.engine.palindrome import (
+        LossWeights,
+        augment_letterboxed,
+        hard_iou,
+        mask_losses,
+        palindrome_step,
+    )
     from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
     from descriptron_sam2pal.engine.propagate import propagate
     from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png
@@ -97,7 +131,7 @@ def main(argv=None) -> int:
     novel = meta.get("held_out_structure")
     held = set(meta.get("eval_images") or [])
     pairs = [q for q in pairs if q[0].name in held]
-    loss = LossWeights()
+    loss = LossWeights() if args.recipe == "default" else LossWeights(pseudo=0.0)
     for part in filter(None, args.loss.split(",")):
         key, _, value = part.partition("=")
         setattr(loss, key.strip(), float(value))
@@ -105,35 +139,48 @@ def main(argv=None) -> int:
     report = []
     for seed in [int(x) for x in args.seed_list.split(",") if x.strip()] or range(args.seeds):
         # The template and targets of quality.py --quick (K = 1, 40 targets).
-        rng = random.Random(1000 * seed + 1)
-        complete = [q for q in pairs if all(m.any() for m in masks_from_color_png(q[1], colors).values())]
-        chosen = sorted(rng.sample(range(len(complete)), 1))
-        template_pair = complete[chosen[0]]
-        targets = [q for q in pairs if q[0] != template_pair[0]]
-        targets = sorted(rng.sample(targets, min(40, len(targets))))
+        [template_pair], targets = quality.draw_split(pairs, colors, 1, seed, args.max_targets)
         truth = truth_from_color_pngs([m for _, m in targets], colors)
         target_paths = [str(i) for i, _ in targets]
 
         model = build_model(checkpoint=args.checkpoint, device="cpu")
-        [template] = load_templates([spec_from_color_png(template_pair[0], template_pair[1], colors,
-                                                         image_id=normalized_stem(template_pair[0].name))],
-                                    model.image_size)
-        config = TrainConfig(seed=seed, steps=args.steps, lr=args.lr, loss=loss,
-                             template_versions=args.template_versions)
+        [template] = load_templates(
+            [
+                spec_from_color_png(
+                    template_pair[0],
+                    template_pair[1],
+                    colors,
+                    image_id=normalized_stem(template_pair[0].name),
+                )
+            ],
+            model.image_size,
+        )
+        config = TrainConfig(
+            seed=seed, steps=args.steps, lr=args.lr, loss=loss, template_versions=args.template_versions
+        )
         snaps: dict[int, dict] = {}
 
         def keep(progress):  # this seed's run only: config, snaps and model are this iteration's
             every = config.validate_every  # noqa: B023
-            if progress.stage == "train" and progress.done and (progress.done % every == 0
-                                                                or progress.done == config.steps):  # noqa: B023
+            last = config.steps  # noqa: B023
+            due = progress.done % every == 0 or progress.done == last
+            if progress.stage == "train" and progress.done and due:
                 snaps[progress.done] = trainable_state_dict(model.sam)  # noqa: B023
 
         run_dir = args.out / f"seed{seed}"
         if run_dir.exists():
             import shutil
+
             shutil.rmtree(run_dir)
-        res = train(model, [template], target_paths, run_dir, config, progress=keep,
-                    feature_cache_dir=args.out / "feature_cache")
+        res = train(
+            model,
+            [template],
+            target_paths,
+            run_dir,
+            config,
+            progress=keep,
+            feature_cache_dir=args.out / "feature_cache",
+        )
         settings = json.loads((run_dir / "settings.json").read_text())
         val_images = [
             prepare_image(im["source"], model.image_size) for im in settings["validation"]["images"]
@@ -155,12 +202,36 @@ def main(argv=None) -> int:
             state = snaps[step]
             load_trainable_state(model.sam, state)
             model.sam.eval()
-            per = quality.score(propagate(model, [template], target_paths, confidence=False), truth, colors)
+            results = propagate(model, [template], target_paths, confidence=True)
+            per = quality.score(results, truth, colors)
             seen, nov = quality.summarise(per, novel)
             nov = float("nan") if nov is None else nov
+            all_miou = float(np.mean([v for v in per.values() if v is not None]))
             sig = {k: [] for k in SIGNALS}
-            val_results = propagate(model, [template], [im.source for im in val_images], confidence=False)
-            sig["estimated_iou"] = [s.score or 0.0 for r in val_results for s in r.structures.values()]
+            val_sources = {str(im.source) for im in val_images}
+
+            def mean_field(rs, field):
+                return [
+                    (getattr(st, field) or 0.0) if st.present else 0.0
+                    for r in rs
+                    for st in r.structures.values()
+                ]
+
+            on_val = [r for r in results if str(r.path) in val_sources]
+            sig["score_val"] = mean_field(on_val, "score")
+            sig["estimated_iou"] = sig["score_val"]
+            sig["score_pool"] = mean_field(results, "score")
+            sig["cycle_val"] = mean_field(on_val, "palindrome_confidence")
+            sig["cycle_pool"] = mean_field(results, "palindrome_confidence")
+            for name in names:
+                thumbs = [
+                    mask_thumbnail(r.structures[name].mask)
+                    for r in results
+                    if name in r.structures and r.structures[name].present
+                ]
+                # absent masks agree with nothing: they count 0
+                agree = list(consensus(thumbs)) if len(thumbs) >= 2 else []
+                sig["agreement"].append(float(np.sum(agree)) / max(1, len(results)))
             with torch.no_grad():
                 f0 = encoder.encode([template.image])[0]
                 fc = encoder.encode([c[0] for c in copies])
@@ -177,30 +248,52 @@ def main(argv=None) -> int:
                     # Blank memory: x1 with empty masks, then the copy predicted from it.
                     fr1 = make_frame(model.sam, [f1], k)
                     empty = torch.zeros(k, 1, model.image_size, model.image_size)
-                    pb = predict_from_memory(model.sam, make_frame(model.sam, [fc[0]], k),
-                                             [encode_memory(model.sam, fr1, empty)])
+                    pb = predict_from_memory(
+                        model.sam, make_frame(model.sam, [fc[0]], k), [encode_memory(model.sam, fr1, empty)]
+                    )
                     bce, dice = mask_losses(pb.logits, copies[0][1], copies[0][2])
                     sig["copy"].append(float(real.loss))
                     sig["margin"].append(float(real.bce.sum() + real.dice.sum() - bce.sum() - dice.sum()))
                     sig["blank_iou"].append(float(hard_iou(pb.logits, copies[0][1], copies[0][2]).mean()))
-            row = {"step": step, "seen": seen, "novel": nov, "trainer_val": val_by_step.get(step),
-                   **{k: float(np.mean(v)) for k, v in sig.items()}}
+            row = {
+                "step": step,
+                "seen": seen,
+                "novel": nov,
+                "all": all_miou,
+                "trainer_val": val_by_step.get(step),
+                **{k: float(np.mean(v)) for k, v in sig.items()},
+            }
             rows.append(row)
-            print(f"seed {seed} step {step:3d}  seen {seen:5.1f}  novel {nov:5.1f}  "
-                  + "  ".join(f"{k} {row[k]:.3f}" for k in SIGNALS), flush=True)
-        corr = {k: {"seen": SIGNALS[k] * rank_corr([r[k] for r in rows], [r["seen"] for r in rows]),
-                    "novel": SIGNALS[k] * rank_corr([r[k] for r in rows], [r["novel"] for r in rows]),
-                    "picks": max(rows, key=lambda r: SIGNALS[k] * r[k])["step"]} for k in SIGNALS}
+            print(
+                f"seed {seed} step {step:3d}  all {all_miou:5.1f}  seen {seen:5.1f}  novel {nov:5.1f}  "
+                + "  ".join(f"{k} {row[k]:.3f}" for k in SIGNALS),
+                flush=True,
+            )
+        corr = {}
+        for k in SIGNALS:
+            pick = max(rows, key=lambda r: (SIGNALS[k] * r[k], -r["step"]))  # ties: the earlier step
+            corr[k] = {
+                "all": SIGNALS[k] * rank_corr([r[k] for r in rows], [r["all"] for r in rows]),
+                "seen": SIGNALS[k] * rank_corr([r[k] for r in rows], [r["seen"] for r in rows]),
+                "novel": SIGNALS[k] * rank_corr([r[k] for r in rows], [r["novel"] for r in rows]),
+                "picks": pick["step"],
+                "picked_all": pick["all"],
+                "gain": pick["all"] - rows[0]["all"],
+            }
         best = {
+            "all": max(rows, key=lambda r: r["all"])["step"],
             "seen": max(rows, key=lambda r: r["seen"])["step"],
             "novel": max(rows, key=lambda r: r["novel"])["step"],
         }
         print(
-            f"seed {seed} rank correlation with (seen, novel), step picked; "
-            f"best step by seen {best['seen']}, by novel {best['novel']}:"
+            f"seed {seed} rank correlation with (all, seen, novel), step picked, its all mIoU and gain over "
+            f"step 0; best step by all {best['all']}:"
         )
         for k, c in corr.items():
-            print(f"    {k:<10} {c['seen']:+.2f} {c['novel']:+.2f}  picks {c['picks']}")
+            print(
+                f"    {k:<13} {c['all']:+.2f} {c['seen']:+.2f} {c['novel']:+.2f}  picks {c['picks']:3d}  "
+                f"{c['picked_all']:5.1f} ({c['gain']:+.1f})"
+            )
         report.append(
             {"seed": seed, "template": template_pair[0].name, "rows": rows, "corr": corr, "best": best}
         )

@@ -1,7 +1,10 @@
-"""Which specimen to outline next: the one whose outlines would teach the model most.
+"""Which specimen to outline next: the specimens the model is least sure of, first.
 
-After a propagation, the specimens the model is least sure of are the ones where one
-more template helps most (uncertainty sampling, as in active learning). A specimen's
+After a propagation, the specimens are ranked by the model's uncertainty (uncertainty
+sampling, as in active learning). That it helps more than a random choice is not shown:
+on the packaged demo a suggested second template was no better than a random one
+(benchmarks/README.md, "Next template"), so the GUI says it ranks by uncertainty only and
+promises no gain. A specimen's
 uncertainty is the mean over the templates' structures of ``1 - score`` (the review
 score, 0..1), a structure predicted absent counting as fully uncertain (the model could
 not find it); structures the project marks absent or unknown there are left out, and
@@ -17,7 +20,7 @@ from typing import Any, Iterable, Sequence
 @dataclass(frozen=True)
 class Suggestion:
     """A specimen to outline next: its result's ``image_id`` and ``path``, its
-    ``uncertainty`` (0..1, higher = teaches more) and the structures that make it so."""
+    ``uncertainty`` (0..1, higher = less sure) and the structures that make it so."""
 
     image_id: Any
     path: str | None

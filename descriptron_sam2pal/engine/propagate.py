@@ -374,9 +374,9 @@ def _finish(raw: dict[str, _Raw], image: PreparedImage, orientation: str, names:
 # --------------------------------------------------------------------------- the driver
 
 def run_identity(model: LoadedModel, memory: TemplateMemory, *, confidence: bool,
-                 orientation_search: bool) -> str:
+                 orientation_search: bool, small_pass: bool = False) -> str:
     settings = (f"confidence={confidence}|orientation_search={orientation_search}|v={JOURNAL_VERSION}"
-                f"|score={REVIEW_SCORE_VERSION}")
+                f"|score={REVIEW_SCORE_VERSION}" + ("|small" if small_pass else ""))
     return hashlib.sha256(f"{weights_identity(model)}|{memory.identity()}|{settings}".encode()).hexdigest()
 
 
@@ -410,7 +410,8 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
                    targets: Iterable[Any], batch_size: int | None = None,
                    progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                    journal: ResultJournal | str | Path | None = None, orientation_search: bool = False,
-                   confidence: bool = True, encoder: FeatureEncoder | None = None) -> Iterator[TargetResult]:
+                   confidence: bool = True, encoder: FeatureEncoder | None = None,
+                   small_structures: bool | None = None) -> Iterator[TargetResult]:
     """Yield a :class:`TargetResult` per target, in input order, batch by batch.
 
     ``batch_size`` targets are encoded and decoded together (with orientation
@@ -419,7 +420,8 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
     An unreadable target gives a result with ``error`` set; the run goes on.
     ``orientation_search`` requires ``confidence`` (it is how orientations are
     compared). ``encoder`` (default: the template memory's) encodes the targets,
-    uncached: each target is seen once.
+    uncached: each target is seen once. ``small_structures``: the second pass for structures
+    small in the photo (``engine.small_structures``; None: its ``ON_BY_DEFAULT``).
     """
     if batch_size is None:
         batch_size = default_batch_size(model.device)
@@ -431,11 +433,14 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
     encoder = encoder or memory.encoder
     size = model.image_size
     fit = fit_for(model.checkpoint_hash)
+    from descriptron_sam2pal.engine import small_structures as small_module  # it builds on this module
+    small = small_module.make_small_pass(model, memory.templates, encoder) if (
+        small_module.ON_BY_DEFAULT if small_structures is None else small_structures) else None
     targets = [as_target(t) for t in targets]
     if isinstance(journal, (str, Path)):
         journal = ResultJournal(journal)
-    run = run_identity(model, memory, confidence=confidence, orientation_search=orientation_search) \
-        if journal is not None else ""
+    run = run_identity(model, memory, confidence=confidence, orientation_search=orientation_search,
+                       small_pass=small is not None) if journal is not None else ""
     done_before = journal.load(run) if journal is not None else {}
     keys: list[str | None] = [None] * len(targets)
     n_cached = 0
@@ -496,6 +501,8 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
             h, w = loaded[i]
             r = TargetResult(t.image_id, t.path, h, w, _finish(raw, p, o, names, fit), o, skipped=skipped,
                              review_fit=fit)
+            if small is not None:
+                small.refine(r, t)
             results[i] = r
             if journal is not None and keys[i] is not None:
                 new_entries.append((keys[i], r))
@@ -514,10 +521,10 @@ def propagate(model: LoadedModel, templates: Sequence[Template] | TemplateMemory
               batch_size: int | None = None, progress: ProgressCallback | None = None,
               cancel: CancelToken | None = None, journal: ResultJournal | str | Path | None = None,
               orientation_search: bool = False, confidence: bool = True,
-              encoder: FeatureEncoder | None = None) -> list[TargetResult]:
+              encoder: FeatureEncoder | None = None, small_structures: bool | None = None) -> list[TargetResult]:
     """All results of :func:`iter_propagate` as a list (what was done before a cancel), scored
     with the collection they make (engine.collection_score)."""
     results = list(iter_propagate(model, templates, targets, batch_size, progress, cancel, journal,
-                                  orientation_search, confidence, encoder))
+                                  orientation_search, confidence, encoder, small_structures))
     rescore_collection(results)
     return results

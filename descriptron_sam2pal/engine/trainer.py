@@ -33,17 +33,19 @@ unlabeled images with the weights as they are (successive windows go round the p
 those images (``engine.pseudo_labels``). ``state.pt`` keeps them, so a resumed run is the
 same run; ``log.jsonl`` has ``pseudo_seconds`` on the step after each remake.
 
-Validation chooses the best checkpoint, never the noisy training loss:
-- ``loo_iou`` (higher is better) with two or more templates sharing a
+Validation chooses the best checkpoint, never the noisy training loss
+(``engine.checkpoint_choice``, which also says why these signals):
+- ``loo_iou`` (higher is better, against labels) with two or more templates sharing a
   structure: each template is predicted from the memories of the others
   (``encode_memory`` + ``predict_from_memory``), IoU per structure averaged;
-- ``val_loss`` (lower is better) otherwise: the palindrome loss on a fixed
-  held-out subset of the unlabeled images (not trained on); with
-  ``template_versions`` its backward half reconstructs a held-out augmented copy
-  of the template (never trained on) instead of the template itself.
-Validation also runs before the first step (the base model's score): if
+- ``pool_score`` (higher is better, a label-free proxy) otherwise: the mean review score of
+  the templates' masks on a fixed held-out subset of the unlabeled images (not trained on).
+  ``val_loss`` (the palindrome loss on those images; with ``template_versions`` its backward
+  half reconstructs a held-out augmented copy of the template) is still computed by
+  ``_val_loss`` for the benchmarks but chooses nothing: it falls whatever the targets do.
+Validation also runs before the first step (the base model's score, step 0): if
 training never beats it, the saved adapter is the untrained one and the
-result says so (``best_step == 0``).
+result says so (``best_step == 0``, ``improved`` False).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ from descriptron_sam2pal.model.build import LoadedModel
 from descriptron_sam2pal.model.device import autocast_context, resolve_precision
 from descriptron_sam2pal.model.lora import (apply_lora, enable_full_finetune, load_trainable_state, trainable_parameters,
                           trainable_state_dict)
+from descriptron_sam2pal.engine import checkpoint_choice
 from descriptron_sam2pal.engine.control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
@@ -144,8 +147,8 @@ class TrainConfig:
     # >0: that many augmented copies of each template (flips, rotation, scale, colour; made
     # once, seeded) and the backward half of each palindrome reconstructs a randomly chosen
     # copy instead of the template itself (the forward half still starts from the real
-    # template). With ``val_loss`` validation, one more copy per template, never trained on,
-    # is what the validation palindromes reconstruct.
+    # template). With ``val_loss`` validation (no plan picks it since issue 25), one more copy
+    # per template, never trained on, is what the validation palindromes reconstruct.
     template_versions: int = 0
     # With ``loss.pseudo`` > 0: every ``pseudo_every`` steps (from step 0) the best-scored
     # ``pseudo_fraction`` of the unlabeled images per structure become pseudo-labels
@@ -260,7 +263,7 @@ class TrainResult:
     total_steps: int
     best_step: int  # the step whose weights adapter.pt holds (0: the untrained model)
     best_val: float | None
-    val_metric: str | None  # "loo_iou" (higher is better), "val_loss" (lower is better) or None
+    val_metric: str | None  # "loo_iou", "pool_score" (validation_plan.METRICS) or None
     baseline_val: float | None  # validation of the untrained model
     cancelled: bool
     history: list[dict]  # the log.jsonl lines of the whole run
@@ -270,17 +273,13 @@ class TrainResult:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.val_metric == "loo_iou"
+        return self.val_metric is not None and checkpoint_choice.metric_info(self.val_metric).higher_is_better
 
     @property
     def improvement(self) -> float | None:
         """How much the kept weights beat the untrained model on validation, signed so that
-        positive is better (IoU points for ``loo_iou``, loss units for ``val_loss``); None
-        without validation."""
-        if self.best_val is None or self.baseline_val is None:
-            return None
-        delta = self.best_val - self.baseline_val
-        return delta if self.higher_is_better else -delta
+        positive is better (in the metric's units); None without validation."""
+        return checkpoint_choice.improvement(self.val_metric, self.baseline_val, self.best_val)
 
     @property
     def improved(self) -> bool | None:
@@ -618,7 +617,10 @@ class _Run:
             "status": "cancelled" if cancelled else "finished", "steps_done": self.step,
             "total_steps": self.config.steps, "best_step": self.best_step, "val_metric": self.val_metric,
             "best_val": self.best_val, "baseline_val": self.baseline_val,
-            "improved": result.improved, "improvement": result.improvement})
+            "improved": result.improved, "improvement": result.improvement,
+            "val_signal": None if not self.val_metric else {
+                "name": checkpoint_choice.metric_info(self.val_metric).name,
+                "against_labels": checkpoint_choice.metric_info(self.val_metric).against_labels}})
         if self.val_metric and self.best_step == 0 and self.step > 0:
             self._say(f"validation ({self.val_metric}) never improved on the untrained model "
                       f"({self.baseline_val:.4f}); the saved adapter leaves the model unchanged")
@@ -629,6 +631,7 @@ class _Run:
         reporter = ProgressReporter("train", config.steps, self.progress, start_done=self.step)
         if self.step == 0:
             if self.val_metric and not is_cancelled(self.cancel):
+                self._say(checkpoint_choice.describe(self.val_metric))
                 self.baseline_val = self.best_val = self._validate()
                 self._say(f"untrained model: {self.val_metric} {self.baseline_val:.4f}")
                 # Step 0 of the curve: what training has to beat.
@@ -721,8 +724,7 @@ class _Run:
         return every > 0 and self.step % every == 0
 
     def _consider_best(self, value: float) -> None:
-        better = value > self.best_val if self.val_metric == "loo_iou" else value < self.best_val
-        if better:
+        if checkpoint_choice.better(self.val_metric, value, self.best_val):
             self.best_val, self.best_step = value, self.step
             self.best_state = trainable_state_dict(self.sam)
             self._save_adapter()
@@ -835,7 +837,8 @@ class _Run:
         self.sam.eval()
         try:
             with autocast_context(self.device, self.config.use_bf16(self.device)):
-                value = self._loo_iou() if self.val_metric == "loo_iou" else self._val_loss()
+                value = {"loo_iou": self._loo_iou, "val_loss": self._val_loss,
+                         "pool_score": self._pool_score}[self.val_metric]()
         finally:
             self._train_mode()
         if not math.isfinite(value):
@@ -849,6 +852,9 @@ class _Run:
         losses = [float(self._palindrome(ti, image, version).loss)
                   for ti in range(len(self.templates)) for image in self.val_pool]
         return float(np.mean(losses))
+
+    def _pool_score(self) -> float:
+        return checkpoint_choice.held_out_review_score(self.model, self.templates, self.val_pool, self.encoder)
 
     def _loo_iou(self) -> float:
         """Mean IoU of each template's structures predicted from the other templates' memories."""

@@ -1,15 +1,19 @@
 """Which validation a training run uses, decided from the templates alone (no torch).
 
-The trainer follows this plan and the GUI labels its plot from it, so the two
-can never disagree (ALGORITHM.md, "Validation"):
+The trainer follows this plan and the GUI labels its plot from it (``METRICS``: the name,
+which way is better, and whether it is measured against labels or is a proxy), so the two
+can never disagree (ALGORITHM.md, "Validation"; why these: ``engine.checkpoint_choice``):
 
-* two or more templates that share a structure -> ``loo_iou``: each template is
-  predicted from the others (higher is better), every unlabeled image trains;
-* otherwise -> ``val_loss``: the palindrome loss on a fixed, seeded subset of the
-  unlabeled images held out of training (lower is better): at most
-  ``val_images``, never more than a fifth of them (one for 2-9 images); with a
-  single unlabeled image it is validated on the training image itself;
+* two or more templates that share a structure -> ``loo_iou`` (against labels): each
+  template is predicted from the others (higher is better), every unlabeled image trains;
+* otherwise -> ``pool_score`` (a proxy): the mean review score of the templates' masks on a
+  fixed, seeded subset of the unlabeled images held out of training (higher is better): at
+  most ``val_images``, never more than a fifth of them (one for 2-9 images); with a single
+  unlabeled image it is validated on the training image itself;
 * ``validate_every == 0`` -> no validation (the last step's weights are kept).
+
+``val_loss`` (the palindrome loss on the held-out images) was the one-template validation
+before issue 25; it is kept as a name for old runs and the benchmarks, and no plan picks it.
 """
 
 from __future__ import annotations
@@ -20,11 +24,39 @@ from typing import Iterable, Sequence
 
 LOO_IOU = "loo_iou"
 VAL_LOSS = "val_loss"
+POOL_SCORE = "pool_score"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How a validation metric is told to the user (CLI, GUI, result.json alike): its one name,
+    which way is better, whether it is measured against labels (a person's outlines) or is a
+    label-free proxy, and what it is."""
+
+    name: str
+    higher_is_better: bool
+    against_labels: bool
+    what: str
+
+    @property
+    def basis(self) -> str:
+        return "measured against your outlines" if self.against_labels else "a label-free proxy"
+
+
+METRICS = {
+    LOO_IOU: Metric("validation IoU", True, True,
+                    "each template segmented from the other templates, overlap with your outline (0 to 1)"),
+    VAL_LOSS: Metric("validation loss", False, False,
+                     "the palindrome loss on a few unlabeled specimens held out of training"),
+    POOL_SCORE: Metric("held-out review score", True, False,
+                       "the mean review score (an IoU estimate, 0 to 1; a structure not found counts 0) of "
+                       "the masks on a few unlabeled specimens held out of training"),
+}
 
 
 @dataclass(frozen=True)
 class ValidationPlan:
-    """``metric`` (``LOO_IOU``, ``VAL_LOSS`` or None), the indices of the unlabeled images
+    """``metric`` (``LOO_IOU``, ``POOL_SCORE`` or None), the indices of the unlabeled images
     held out of training (``held_out``; empty for ``loo_iou``), whether validation reuses
     the training images (too few to hold any out), and notes worth telling the user."""
 
@@ -35,7 +67,7 @@ class ValidationPlan:
 
     @property
     def higher_is_better(self) -> bool:
-        return self.metric == LOO_IOU
+        return self.metric is not None and METRICS[self.metric].higher_is_better
 
 
 def plan_validation(template_structures: Sequence[Iterable[str]], n_unlabeled: int, *,
@@ -56,6 +88,6 @@ def plan_validation(template_structures: Sequence[Iterable[str]], n_unlabeled: i
     if n_val <= 0:
         notes.append("too few unlabeled images to hold some out for validation; validating on the "
                      "training images (the best-checkpoint choice is then less reliable)")
-        return ValidationPlan(VAL_LOSS, frozenset(), True, tuple(notes))
+        return ValidationPlan(POOL_SCORE, frozenset(), True, tuple(notes))
     held = frozenset(random.Random(seed).sample(range(n_unlabeled), n_val))
-    return ValidationPlan(VAL_LOSS, held, False, tuple(notes))
+    return ValidationPlan(POOL_SCORE, held, False, tuple(notes))

@@ -14,6 +14,17 @@ from descriptron_sam2pal.engine.next_template import SpecimenScores, Suggestion,
 from descriptron_sam2pal.gui.review_session import ACCEPTED, REJECTED
 
 _SUGGESTION_ROLE = Qt.UserRole
+#: What the list is, without promising a gain: on the test-beds measured so far a suggested
+#: specimen was no better a second template than a random one (benchmarks/README.md, "Next
+#: template"; issue 25 item 5: the GUI says it ranks by uncertainty only until a test-bed shows
+#: a gain of at least 1 mIoU over 3 seeds).
+EXPLANATION = ("Ranked by uncertainty only: the specimens the model is least sure of (lowest review "
+               "scores, structures it could not find) come first; specimens whose structures you all "
+               "accepted in Review are left out. This shows where the model struggles; "
+               "it is no promise that outlining them helps more than outlining any other specimen (on "
+               "the test photos measured so far it did not). To add one: open it in Templates, outline "
+               "its structures (or use Review's \"Add as template\" on corrected masks), then Train "
+               "SAM2-PAL again.")
 
 
 def specimen_scores(session: Any) -> tuple[list[SpecimenScores], list[str]]:
@@ -72,10 +83,7 @@ class NextTemplateDialog(QDialog):
             self.list.addItem(item)
         if self.list.count():
             self.list.setCurrentRow(0)
-        explain = QLabel("Outlining the specimen the model is least sure of teaches it most (specimens "
-                         "whose structures you all accepted in Review are left out). Open it in "
-                         "Templates, outline its structures (or use Review's \"Add as template\" on "
-                         "corrected masks), then Train SAM2-PAL again." if suggestions else
+        explain = QLabel(EXPLANATION if suggestions else
                          "Nothing to suggest: segment some specimens first (or every segmented specimen "
                          "is accepted already).")
         explain.setWordWrap(True)

@@ -28,6 +28,7 @@ from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QFileD
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine.control import Progress
+from descriptron_sam2pal.engine.validation_plan import METRICS
 from descriptron_sam2pal.jobs.models import BEETLE_DEMO_CHOICE, DEMO_CHOICE, ModelRequest, fixed_image_size
 from descriptron_sam2pal.jobs.propagation import PREDICTIONS_FILE, PropagateRequest, propagate_run
 from descriptron_sam2pal.jobs.templates import TemplateSpec, specs_from_store
@@ -47,14 +48,13 @@ _ID_ROLE = Qt.UserRole
 #: QSettings key: {"<model>|<cpu|gpu>|<size>": median seconds per training step} of past runs.
 STEP_TIMES_SETTING = "sam2pal/step_seconds"
 
-#: metric -> (its one name: legend, axis and log alike; which way is better; tooltip)
+#: metric -> (its one name: legend, axis and log alike; which way is better; tooltip), from
+#: engine.validation_plan.METRICS (which also says whether it is measured against labels)
 VALIDATION_LABELS = {
-    "loo_iou": ("validation IoU", "higher is better",
-                ("Orange: each template segmented from the other templates, overlap with your outline "
-                 "(0 to 1). The best-scoring step is the one kept.")),
-    "val_loss": ("validation loss", "lower is better",
-                 ("Orange: the loss on a few unlabeled specimens held out of training. "
-                  "The lowest-scoring step is the one kept.")),
+    **{metric: (m.name, "higher is better" if m.higher_is_better else "lower is better",
+                f"Orange: {m.what}; {m.basis}. Step 0 is the untrained model; the best-scoring step "
+                "is the one kept, the untrained model unless training beat it.")
+       for metric, m in METRICS.items()},
     None: ("validation", "", "Orange: validation, which chooses the step that is kept."),
 }
 LOSS_COLOR, RAW_LOSS_COLOR, VAL_COLOR = (31, 119, 180), (31, 119, 180, 60), (255, 127, 14)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from descriptron_sam2pal.engine.validation_plan import ValidationPlan, plan_validation
+from descriptron_sam2pal.engine.validation_plan import METRICS, ValidationPlan, plan_validation
 from descriptron_sam2pal.jobs.models import ModelRequest, check_memory_for, load_model, resolved_image_size
 from descriptron_sam2pal.jobs.outputs import check_run_folder, check_writable_folder, mark_run_folder
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
@@ -86,9 +86,11 @@ def describe_result(result: Any) -> list[str]:
     state = "cancelled" if result.cancelled else "finished"
     lines = [f"training {state} after {result.steps_done} of {result.total_steps} steps"]
     if result.improved is not None:
+        info = METRICS.get(result.val_metric)
         verdict = (f"improved by {result.improvement:.4f} at step {result.best_step}" if result.improved
                    else "training did not improve on the untrained model, which is kept")
-        lines.append(f"validation ({result.val_metric}): untrained {result.baseline_val:.4f}, "
+        named = f"{info.name}, {info.basis}" if info is not None else "validation"
+        lines.append(f"validation ({result.val_metric}: {named}): untrained {result.baseline_val:.4f}, "
                      f"best {result.best_val:.4f}: {verdict}")
     lines.append(f"adapter: {result.adapter_path}")
     return lines

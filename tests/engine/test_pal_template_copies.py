@@ -127,9 +127,10 @@ def _pool(seeds=(10, 11, 12)):
     return [prepare_image(make_specimen(s, (128, 104))[0], 128, source=f"unlabeled-{s}.png") for s in seeds]
 
 
-def test_trainer_reconstructs_training_copies_and_validates_on_a_held_out_one(
-    mini_model, tmp_path, monkeypatch
-):
+def test_trainer_reconstructs_training_copies_and_validation_reads_no_copy(mini_model, tmp_path, monkeypatch):
+    """Training palindromes reconstruct the copies; the one-template validation (the held-out
+    review score since issue 25, engine.checkpoint_choice) runs no palindrome, so no copy is held
+    out for it."""
     seen = []
     real = trainer.palindrome_step
 
@@ -142,19 +143,15 @@ def test_trainer_reconstructs_training_copies_and_validates_on_a_held_out_one(
     result = train(mini_model, [template], _pool(), tmp_path / "run",
                    TrainConfig(steps=6, validate_every=3, val_images=1, template_versions=2, seed=1,
                                objects_per_pass=99))
-    assert result.steps_done == 6
+    assert result.steps_done == 6 and result.val_metric == "pool_score"
     lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     copies = [p["copy"] for e in lines for p in e["pairs"]]
     assert set(copies) <= {0, 1} and len(set(copies)) == 2  # both training copies are used
     train_masks = [m for grad, m in seen if grad]
-    val_masks = [m for grad, m in seen if not grad]
-    assert len(train_masks) == 6 and len(val_masks) == 3  # untrained model, steps 3 and 6
-    assert all(m is not None for m in train_masks + val_masks)  # never the template itself
-    # Validation always reconstructs the same copy, and it is none of the training copies.
-    assert all(torch.equal(m, val_masks[0]) for m in val_masks)
-    assert not any(torch.equal(m, val_masks[0]) for m in train_masks)
-    # 1 template + 3 copies + 3 unlabeled images, each through the encoder once.
-    assert result.encoder_passes == 7
+    assert len(train_masks) == 6 and len(seen) == 6  # validation ran no palindrome
+    assert all(m is not None for m in train_masks)  # never the template itself
+    # 1 template + 2 copies + 3 unlabeled images, each through the encoder once.
+    assert result.encoder_passes == 6
     settings = json.loads((tmp_path / "run" / "settings.json").read_text())
     assert settings["config"]["template_versions"] == 2
 

@@ -55,7 +55,7 @@ def test_the_gui_names_the_validation_the_trainer_runs(qtbot, window, specimens,
     qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
     assert dialog.trained is not None and dialog.trained.result.val_metric == shown
     dialog.template_list.item(1).setCheckState(Qt.Unchecked)  # one template: a held-out loss
-    assert validation_metric(dialog.chosen_templates(), 2, dialog.train_config()) == "val_loss"
+    assert validation_metric(dialog.chosen_templates(), 2, dialog.train_config()) == "pool_score"
 
 
 def test_the_gui_and_the_cli_write_the_same_predictions(

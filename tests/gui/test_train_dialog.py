@@ -195,7 +195,8 @@ def test_the_loss_plot_is_readable_and_names_validation_once(qtbot, window, spec
     dialog.start_training()
     qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
     name = dialog.validation_name
-    assert name == "validation loss"  # one template: a held-out loss
+    assert name == "held-out review score"  # one template: the review score of held-out specimens
+    assert "label-free proxy" in dialog.plot.toolTip() and "untrained" in dialog.plot.toolTip()
     assert dialog.plot.getPlotItem().getAxis("right").labelText == name
     assert name in dialog.legend_label.text() and "smoothed" in dialog.legend_label.text()
     assert dialog.legend_label.parent() is not dialog.plot  # outside the plot: it covers no curve

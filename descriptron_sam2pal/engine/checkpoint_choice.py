@@ -1,0 +1,82 @@
+"""Which weights a training run keeps: the untrained model unless validation says training helped.
+
+The trainer validates the untrained model first (step 0) and then every
+``validate_every`` steps; the weights it keeps are those of the best validation, the
+untrained ones included, and a run whose best validation is the untrained model's says it
+did not improve (``TrainResult.improved`` is False) and leaves the model unchanged.
+
+What it validates with is decided by ``engine.validation_plan`` (``METRICS`` names each one
+and says whether it is measured against labels or is a proxy):
+
+* ``loo_iou`` with two or more templates sharing a structure: each template segmented from
+  the others, against its outline (labels);
+* ``pool_score`` otherwise: :func:`held_out_review_score`, the mean review score of the
+  masks the templates give on the unlabeled images held out of training (a proxy: the
+  review score is an estimate of the IoU, ``engine.review_score``). Measured on the
+  packaged part-label demo along default runs (``benchmarks/testbed/val_signals.py``,
+  benchmarks/testbed/README.md, "Issue 25"): it is the label-free signal that keeps the
+  untrained model where training made the targets worse; the palindrome loss on the same
+  images (``val_loss``, the earlier default) falls whatever happens to the targets and kept
+  the last step on every seed.
+
+A trained checkpoint replaces the best so far only when it is strictly better (ties keep the
+earlier, hence the untrained, weights). On the packaged demo the held-out review score of
+every trained checkpoint stayed 0.04-0.18 below the untrained model's, so no margin was
+needed there; none was measured.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from descriptron_sam2pal.engine.features import FeatureEncoder
+from descriptron_sam2pal.engine.preprocess import PreparedImage
+from descriptron_sam2pal.engine.propagate import TemplateMemory, predict_prepared
+from descriptron_sam2pal.engine.review_score import combine, fit_for
+from descriptron_sam2pal.engine.templates import Template
+from descriptron_sam2pal.engine.validation_plan import METRICS, Metric
+from descriptron_sam2pal.model.build import LoadedModel
+
+def metric_info(metric: str) -> Metric:
+    """The description of a validation metric (``engine.validation_plan.METRICS``)."""
+    return METRICS[metric]
+
+
+def better(metric: str, value: float, best: float) -> bool:
+    """Whether a validation ``value`` is strictly better than ``best``."""
+    return value > best if METRICS[metric].higher_is_better else value < best
+
+
+def improvement(metric: str | None, baseline: float | None, best: float | None) -> float | None:
+    """How much ``best`` beats the untrained model's ``baseline``, signed so that positive is
+    better (None without validation)."""
+    if metric is None or baseline is None or best is None:
+        return None
+    delta = best - baseline
+    return delta if METRICS[metric].higher_is_better else -delta
+
+
+def held_out_review_score(model: LoadedModel, templates: Sequence[Template], images: Sequence[PreparedImage],
+                          encoder: FeatureEncoder) -> float:
+    """The mean review score (one-pass, the model's fit) of every template structure on
+    ``images``; a structure the model does not find there counts 0. No autograd; the
+    model's training flags are left as they were."""
+    if not images:
+        raise ValueError("held_out_review_score needs at least one image")
+    memory = TemplateMemory(model, templates, encoder)
+    fit = fit_for(model.checkpoint_hash)
+    scores = []
+    for raw in predict_prepared(memory, images, encoder.encode(images), confidence=False):
+        for r in raw.values():
+            scores.append(combine(r.signals or {}, fit) if r.present else 0.0)
+    return float(np.mean(scores))
+
+
+def describe(metric: str) -> str:
+    """One line for the log: what the run validates with and whether it is measured against labels."""
+    info = METRICS[metric]
+    better_word = "higher" if info.higher_is_better else "lower"
+    return (f"validation: {info.name} ({metric}, {better_word} is better; {info.basis}): {info.what}; "
+            f"the untrained model is step 0 and is kept unless a trained step beats it")

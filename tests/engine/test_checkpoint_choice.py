@@ -1,0 +1,58 @@
+"""Which weights a training run keeps: the comparison with the untrained model and the one-template
+validation signal (real SAM2 code, the mini model at 128 px, synthetic specimens)."""
+
+from __future__ import annotations
+
+import pytest
+
+from descriptron_sam2pal.engine.checkpoint_choice import better, describe, held_out_review_score, improvement
+from descriptron_sam2pal.engine.features import FeatureEncoder
+from descriptron_sam2pal.engine.preprocess import prepare_image
+from descriptron_sam2pal.engine.review_score import combine, fit_for
+from descriptron_sam2pal.engine.propagate import TemplateMemory, predict_prepared
+
+from tests.helpers.mini_models import set_object_score_bias
+from tests.helpers.synthetic import make_specimen, make_template
+
+
+def test_a_tie_with_the_untrained_model_is_not_an_improvement():
+    assert better("pool_score", 0.61, 0.60) and not better("pool_score", 0.60, 0.60)
+    assert better("val_loss", 1.0, 2.0) and not better("val_loss", 2.0, 2.0)
+    assert better("loo_iou", 0.7, 0.5)
+    assert improvement("pool_score", 0.6, 0.5) == pytest.approx(-0.1)
+    assert improvement("val_loss", 2.0, 1.5) == pytest.approx(0.5)  # positive is better, for a loss too
+    assert improvement(None, 0.6, 0.5) is None
+
+
+def test_the_log_line_names_the_signal_and_whether_it_is_measured_against_labels():
+    assert "held-out review score" in describe("pool_score") and "label-free proxy" in describe("pool_score")
+    assert "measured against your outlines" in describe("loo_iou")
+
+
+def _images():
+    return [prepare_image(make_specimen(s, (120, 128))[0], 128, source=f"held-{s}.png") for s in (30, 31)]
+
+
+def test_the_held_out_review_score_is_the_mean_score_of_the_masks(mini_model):
+    set_object_score_bias(mini_model, 3.0)  # every structure present
+    template = make_template("t0", seed=0)
+    encoder = FeatureEncoder(mini_model)
+    images = _images()
+    value = held_out_review_score(mini_model, [template], images, encoder)
+    raws = predict_prepared(
+        TemplateMemory(mini_model, [template], encoder), images, encoder.encode(images), confidence=False
+    )
+    fit = fit_for(mini_model.checkpoint_hash)
+    expected = [combine(r.signals, fit) for raw in raws for r in raw.values()]
+    assert len(expected) == 2 * 3 and value == pytest.approx(sum(expected) / len(expected))
+    assert 0.0 <= value <= 1.0
+
+
+def test_a_structure_the_model_does_not_find_counts_zero(mini_model):
+    set_object_score_bias(mini_model, -30.0)  # nothing present
+    value = held_out_review_score(
+        mini_model, [make_template("t0", seed=0)], _images(), FeatureEncoder(mini_model)
+    )
+    assert value == 0.0
+    with pytest.raises(ValueError):
+        held_out_review_score(mini_model, [make_template("t0", seed=0)], [], FeatureEncoder(mini_model))
