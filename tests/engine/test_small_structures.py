@@ -20,7 +20,7 @@ from descriptron_sam2pal.engine.small_structures import (
 from descriptron_sam2pal.engine.templates import Template
 
 from tests.helpers.synthetic import make_specimen
-from test_propagate import count_encoder_images
+from tests.engine.test_propagate import count_encoder_images
 
 
 def _template_file(tmp_path, seed=0, size=(400, 400)):
