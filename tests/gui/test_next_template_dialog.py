@@ -23,7 +23,7 @@ def test_the_dialog_ranks_by_uncertainty_without_promising_a_gain(qtbot):
     text = _texts(dialog)
     assert "uncertainty only" in text and "no promise" in text
     assert "teaches it most" not in text
-    assert dialog.list.item(0).text() == "a.png: the model is 80% unsure; unsure of eyes"
+    assert dialog.list.item(0).text() == "a.png: the model is 80% unsure \u2014 unsure of eyes"
     dialog.open_button.click()
     assert opened == [suggestions[0]]
 
