@@ -30,7 +30,15 @@ The first click is the part's most interior point or a uniform draw inside it; a
 corrective click the most interior point of the largest error region or a uniform draw
 in the error.
 
-Starts from the packaged checkpoint's weights (``--init``; ``--init ''`` for random).
+The prompt masks' loss balances part and background pixels for the first
+``--balanced-steps`` steps (without it they collapse to empty), then plain BCE + 2 x Dice
+(the balanced term over-segments); see ``prompt_mask_loss``. ``--freeze-trunk`` keeps the
+Hiera trunk as it is (no backward through it), ``--prompt-lr-mult`` raises the learning
+rate of the prompt encoder and mask decoder. The run that made the packaged demo, and why
+it was not one command, is in README.md ("Issue 23").
+
+Starts from ``pretrain.py``'s head-held-out model, the packaged demo before issue 23, kept in
+``checkpoints/sam2pal_beetle_headout.pt`` (``--init``; ``--init ''`` for random).
 Everything trains. Saves ``state.pt`` (weights, optimizer, schedule, random states) and the
 float16 ``sam2pal_beetle.pt`` atomically every ``--save-every`` steps, so a stopped run keeps
 its progress; ``--resume`` continues it (the time limit counts the time already spent).
@@ -63,7 +71,7 @@ sys.path.insert(0, str(HERE.parent))
 from clicks import interior_point  # noqa: E402  (benchmarks/clicks.py: the benchmark's click)
 
 CONFIG = "sam2pal_beetle"
-PACKAGED = REPO / "descriptron_sam2pal" / "resources" / "checkpoints" / f"{CONFIG}.pt"
+HEADOUT = HERE / "checkpoints" / "sam2pal_beetle_headout.pt"  # pretrain.py's model, the demo before issue 23
 COLORS9 = {"head": (100, 0, 0), "eyes": (0, 100, 0), "mouthparts": (0, 0, 100), "pronotum": (100, 100, 0),
            "elytra": (100, 0, 100), "tail": (0, 100, 100), "legs": (200, 0, 0), "antennas": (0, 200, 0),
            "pin": (0, 0, 200)}
@@ -76,12 +84,17 @@ def parse_args(argv=None):
     tbpre.add_common_args(p, "testbed_demo", warmup=50, batch_help="photo pairs per step")
     p.set_defaults(lr=2e-4, batch=6)
     p.add_argument("--data9", type=Path, default=tbpseudo.DEFAULT_DATA9)
-    p.add_argument("--init", default=str(PACKAGED), help="weights to start from ('' for random)")
+    p.add_argument("--init", default=str(HEADOUT), help="weights to start from ('' for random)")
     p.add_argument("--pseudo-prob", type=float, default=0.25, help="share of pairs on label-free regions")
     p.add_argument("--two-memory-prob", type=float, default=0.25)
     p.add_argument("--union-prob", type=float, default=0.5)
     p.add_argument("--prompt-weight", type=float, default=1.0)
     p.add_argument("--max-prompt-objects", type=int, default=24, help="prompted parts per step (a random subset)")
+    p.add_argument("--prompt-lr-mult", type=float, default=1.0,
+                   help="learning rate of the prompt encoder and mask decoder, as a multiple of --lr")
+    p.add_argument("--balanced-steps", type=int, default=300,
+                   help="steps (counted from the run's start) whose prompt loss balances part and background "
+                        "pixels (see prompt_mask_loss)")
     p.add_argument("--max-corrections", type=int, default=3)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=200)
@@ -89,6 +102,9 @@ def parse_args(argv=None):
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--time-limit", type=float, default=0, help="minutes in all, resumed segments included (0: none)")
+    p.add_argument("--freeze-trunk", action="store_true",
+                   help="keep the image encoder's Hiera trunk as it is (no backward through it: ~2x faster on a "
+                        "CPU); the FPN neck and everything after it train")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     p.add_argument("--install", action="store_true", help="copy the checkpoint into the package resources")
     return p.parse_args(argv)
@@ -169,6 +185,21 @@ def box_of(part: np.ndarray, rng: np.random.RandomState, jitter: float = 0.1) ->
     return [x0 + j[0] * w, y0 + j[1] * h, x1 + j[2] * w, y1 + j[3] * h]
 
 
+def encode(sam, x: torch.Tensor, freeze_trunk: bool):
+    """``pretrain.encode_images``, optionally without gradients through the trunk."""
+    if not freeze_trunk:
+        return tbpre.encode_images(sam, x)
+    from descriptron_sam2pal.engine.features import ImageFeatures
+
+    enc = sam.image_encoder
+    with torch.no_grad():
+        trunk = enc.trunk(x)
+    levels, _ = enc.neck(trunk)
+    if enc.scalp > 0:
+        levels = levels[: -enc.scalp]
+    return [ImageFeatures([lv[i:i + 1] for lv in levels], projected=False) for i in range(x.shape[0])]
+
+
 def decoder_inputs(sam, feats: list) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Batched ``InteractiveSegmenter._decoder_inputs``: image embedding + no_mem_embed and
     the projected high-resolution levels, one row per image (with gradients)."""
@@ -196,11 +227,30 @@ def decode(sam, embed, high, rows: torch.Tensor, coords: np.ndarray, labels: np.
     return low, ious
 
 
+def prompt_mask_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, balanced: bool) -> torch.Tensor:
+    """Per mask (K,S,S): BCE + Dice. ``balanced``: the BCE averaged over the part's pixels and
+    over the rest separately (half each), plus Dice: with the plain pixel mean a part of 1% of
+    the photo makes "nothing" the cheapest answer (the first run's prompt masks collapsed to
+    empty within 60 steps, as pseudo.py's did for 900), and Dice has no gradient there. Once
+    the masks are not empty the balanced term over-segments (a leg's mask grew to ten times
+    the leg), so later steps use the plain mean with twice the Dice (``--balanced-steps``)."""
+    logits, target = logits.float(), target.float()
+    valid = valid.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    fg, bg = target * valid, (1 - target) * valid
+    prob = torch.sigmoid(logits) * valid
+    dice = 1.0 - (2.0 * (prob * target).sum((1, 2)) + 1.0) / (prob.sum((1, 2)) + fg.sum((1, 2)) + 1.0)
+    if balanced:
+        return (0.5 * (bce * fg).sum((1, 2)) / fg.sum((1, 2)).clamp(min=1)
+                + 0.5 * (bce * bg).sum((1, 2)) / bg.sum((1, 2)).clamp(min=1) + dice)
+    return (bce * valid).sum((1, 2)) / valid.sum((1, 2)).clamp(min=1) + 2.0 * dice
+
+
 def prompt_task(sam, tgt_feats: list, truths: list, valids: list, obj_img: list, rng, size: int,
-                max_corrections: int):
+                max_corrections: int, balanced: bool = False):
     """Clicks and boxes with corrective clicks on the target photos. ``truths``: (S, S) bool
     part masks (numpy), ``obj_img``: the target row of each. Returns (mean loss, stats)."""
-    from descriptron_sam2pal.engine.palindrome import hard_iou, mask_losses
+    from descriptron_sam2pal.engine.palindrome import hard_iou
 
     embed, high = decoder_inputs(sam, tgt_feats)
     dev = embed.device
@@ -232,8 +282,7 @@ def prompt_task(sam, tgt_feats: list, truths: list, valids: list, obj_img: list,
             logits = F.interpolate(low.float(), size=(size, size), mode="bilinear", align_corners=False)
             t = truth_t[group].repeat_interleave(m, 0)
             v = valid_t[group].repeat_interleave(m, 0)
-            bce, dice = mask_losses(logits.flatten(0, 1)[:, None], t, v)
-            per = (bce + dice).view(-1, m)
+            per = prompt_mask_loss(logits.flatten(0, 1), t, v, balanced).view(-1, m)
             achieved = hard_iou(logits.flatten(0, 1)[:, None], t, v).view(-1, m).detach()
             iou_loss = ((ious.float() - achieved) ** 2).mean(1)
             losses.append(per.min(1).values + iou_loss)
@@ -313,11 +362,17 @@ def main(argv=None) -> int:
     model = build_model(CONFIG, checkpoint=init, device=device, image_size=args.size, seed=args.seed)
     sam = model.sam.float()
     sam.train()
-    for prm in sam.parameters():
-        prm.requires_grad_(True)
+    for name, prm in sam.named_parameters():
+        prm.requires_grad_(not (args.freeze_trunk and name.startswith("image_encoder.trunk.")))
     params = [p for p in sam.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in params)
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    prompt_side = ("sam_prompt_encoder.", "sam_mask_decoder.")
+    fast = [p for n, p in sam.named_parameters() if p.requires_grad and n.startswith(prompt_side)]
+    slow = [p for n, p in sam.named_parameters() if p.requires_grad and not n.startswith(prompt_side)]
+    opt = torch.optim.AdamW([{"params": slow, "lr": args.lr},
+                             {"params": fast, "lr": args.lr * args.prompt_lr_mult}], weight_decay=args.weight_decay)
+    train_mode = lambda: (sam.train(), sam.image_encoder.trunk.train(not args.freeze_trunk))  # noqa: E731
+    train_mode()
     rng = np.random.RandomState(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     spent_before, start_step = 0.0, 0
@@ -352,6 +407,7 @@ def main(argv=None) -> int:
                 "trained_structures": sorted(set(tbdata.COLORS) | set(COLORS9)),
                 "label_free_regions": "felzenszwalb levels " + json.dumps(tbpseudo.LEVELS),
                 "prompts": "clicks (1 positive + 0-3 corrective), boxes (+ corrective clicks), mask memories",
+                "frozen_trunk": bool(args.freeze_trunk),
                 "init": (Path(args.init).name if args.init else None),
                 "colors": tbdata.COLOR_SPEC, "training_photos": n_img, "eval_images": split["eval"],
                 "steps": step_done, "batch": args.batch, "seed": args.seed, "seconds": round(elapsed(), 1),
@@ -397,7 +453,7 @@ def main(argv=None) -> int:
             continue
         counts = [len(objects[k]) for k in keep]
         with tbpre._autocast(device, args.precision):
-            feats = tbpre.encode_images(sam, x)
+            feats = encode(sam, x, args.freeze_trunk)
             mem_feats = [[feats[tm(k, j)] for k in keep] for j in range(n_mem)]
             mem_masks = [torch.cat([masks[tm(k, j), objects[k]] for k in keep]) for j in range(n_mem)]
             pred = tbpre.one_shot_forward(sam, mem_feats, mem_masks, [feats[tr(k)] for k in keep], counts)
@@ -423,7 +479,7 @@ def main(argv=None) -> int:
                         rows.append(k)
                 if truths:
                     p_loss, stats = prompt_task(sam, [feats[tr(k)] for k in range(b)], truths, valids, rows, rng,
-                                                args.size, args.max_corrections)
+                                                args.size, args.max_corrections, step <= args.balanced_steps)
                     loss = loss + args.prompt_weight * p_loss
                     log.add("prompt_loss", float(p_loss.detach()))
         grad_norm = tbpre.optimizer_step(loss, opt, sched, params, step)
@@ -437,6 +493,7 @@ def main(argv=None) -> int:
                 entry["eval_click_iou"] = click_eval(sam, ecache, args.size, device)
                 entry["eval_one_shot_iou"] = tbpre.quick_eval(sam, ecache, np.arange(len(ecache["names"])),
                                                               list(tbdata.COLORS), args.size, device)
+                train_mode()
             log.write(entry)
         if step % args.save_every == 0:
             save(step)
