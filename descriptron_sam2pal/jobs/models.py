@@ -25,7 +25,8 @@ DEMO_CHOICE = "demo"
 DEMO_LABEL = "untrained demo model \u2014 not for real work"
 #: The choice "use the packaged beetle model" (resources/checkpoints/sam2pal_beetle.pt).
 BEETLE_DEMO_CHOICE = "demo-beetles"
-BEETLE_DEMO_LABEL = "Demo model: beetles only (small, trained on ~200 photos; not for real work)"
+BEETLE_DEMO_LABEL = ("Demo model: beetles only (small, trained on ~400 beetle photos for clicks, boxes and "
+                     "templates; not for real work)")
 #: The input size the beetle demo was pretrained at; other sizes only make it worse and slower.
 BEETLE_DEMO_SIZE = 256
 
@@ -46,7 +47,7 @@ class ModelRequest:
 
 
 def beetle_checkpoint_path() -> Path:
-    """The packaged beetle demo checkpoint (benchmarks/testbed/pretrain.py made it)."""
+    """The packaged beetle demo checkpoint (benchmarks/testbed/pretrain.py, then demo.py, made it)."""
     return Path(str(resources.files("descriptron_sam2pal") / "resources" / "checkpoints" / "sam2pal_beetle.pt"))
 
 
