@@ -92,10 +92,13 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def outline_part(segmenter, part: np.ndarray, shape: tuple[int, int]) -> dict[str, np.ndarray]:
     """The three prompt settings for one part -> {setting: (H, W) bool on the mask grid}."""
+
     def predict(points, labels, box=None):
         mask, _ = segmenter.predict(points, labels, box=box)
         if mask.shape != shape:
-            mask = cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+            mask = (
+                cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+            )
         return mask
 
     scale = np.array([segmenter.image_shape[1] / shape[1], segmenter.image_shape[0] / shape[0]])
@@ -143,13 +146,25 @@ def held_out_pairs(pairs, meta: dict, all_images: bool, data5: Path):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=Path, required=True, help="folder of photos")
-    p.add_argument("--masks", type=Path, required=True, help="folder of colour/indexed mask PNGs (same names)")
-    p.add_argument("--colors", default=BEETLE_COLORS, help="structure=R,G,B;... (default: the 5-class beetle map)")
-    p.add_argument("--checkpoint", type=Path, default=PACKAGED, help="SAM2 checkpoint (default: the packaged demo)")
-    p.add_argument("--all-images", action="store_true", help="every photo, also those the checkpoint trained on")
+    p.add_argument(
+        "--masks", type=Path, required=True, help="folder of colour/indexed mask PNGs (same names)"
+    )
+    p.add_argument(
+        "--colors", default=BEETLE_COLORS, help="structure=R,G,B;... (default: the 5-class beetle map)"
+    )
+    p.add_argument(
+        "--checkpoint", type=Path, default=PACKAGED, help="SAM2 checkpoint (default: the packaged demo)"
+    )
+    p.add_argument(
+        "--all-images", action="store_true", help="every photo, also those the checkpoint trained on"
+    )
     p.add_argument("--max-images", type=int, default=0, help="at most this many photos (0: all)")
-    p.add_argument("--data5", type=Path, default=REPO.parent / "shared" / "data" / "beetleflow-5class-train",
-                   help="the test-bed's 5-class folder, to find copies of its evaluation photos")
+    p.add_argument(
+        "--data5",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "beetleflow-5class-train",
+        help="the test-bed's 5-class folder, to find copies of its evaluation photos",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
@@ -167,8 +182,9 @@ def main(argv=None) -> int:
     from descriptron_sam2pal.model.build import build_model
 
     colors = parse_colors(args.colors)
-    pairs, which = held_out_pairs(pair_images(args.images, args.masks), checkpoint_meta(args.checkpoint),
-                                  args.all_images, args.data5)
+    pairs, which = held_out_pairs(
+        pair_images(args.images, args.masks), checkpoint_meta(args.checkpoint), args.all_images, args.data5
+    )
     if args.max_images:
         pairs = pairs[: args.max_images]
     print(f"{len(pairs)} photos ({which}), checkpoint {args.checkpoint}", flush=True)
@@ -193,20 +209,40 @@ def main(argv=None) -> int:
             for s in settings:
                 scores[name][s].append(iou(union[s], truth))
     seconds = time.time() - t0
-    per = {n: {s: round(100 * float(np.mean(v)), 1) for s, v in scores[n].items()} for n in colors if scores[n]["box"]}
+    per = {
+        n: {s: round(100 * float(np.mean(v)), 1) for s, v in scores[n].items()}
+        for n in colors
+        if scores[n]["box"]
+    }
     print(f"{'structure':<12} {'photos':>6} {'parts':>6} {'1 click':>8} {'3 clicks':>9} {'box':>6}")
     for n, v in per.items():
-        print(f"{n:<12} {len(scores[n]['box']):>6} {n_parts[n]:>6} {v['one_click']:>8.1f} {v['three_click']:>9.1f} "
-              f"{v['box']:>6.1f}")
+        print(
+            f"{n:<12} {len(scores[n]['box']):>6} {n_parts[n]:>6} {v['one_click']:>8.1f} "
+            f"{v['three_click']:>9.1f} {v['box']:>6.1f}"
+        )
     overall = {s: round(float(np.mean([v[s] for v in per.values()])), 1) if per else 0.0 for s in settings}
     print(f"({len(pairs)} photos, {seconds:.0f} s; mIoU = mean over the {len(per)} structures)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "photos": [p[0].name for p in pairs],
-                                        "which": which, "per_structure": per, "overall": overall,
-                                        "parts": n_parts, "seconds": round(seconds, 1)}, indent=1) + "\n")
-    print(f"clicks: one_click_miou={overall['one_click']:.1f} three_click_miou={overall['three_click']:.1f} "
-          f"box_miou={overall['box']:.1f}")
+        args.out.write_text(
+            json.dumps(
+                {
+                    "checkpoint": str(args.checkpoint),
+                    "photos": [p[0].name for p in pairs],
+                    "which": which,
+                    "per_structure": per,
+                    "overall": overall,
+                    "parts": n_parts,
+                    "seconds": round(seconds, 1),
+                },
+                indent=1,
+            )
+            + "\n"
+        )
+    print(
+        f"clicks: one_click_miou={overall['one_click']:.1f} three_click_miou={overall['three_click']:.1f} "
+        f"box_miou={overall['box']:.1f}"
+    )
     return 0
 
 

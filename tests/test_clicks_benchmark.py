@@ -56,8 +56,8 @@ def _write_photos(root: Path, n: int = 3) -> None:
         img[body] = (60, 40, 20)
         mask[body] = (0, 200, 0)
         for x0 in (10, 105):  # two legs
-            img[20:80, x0:x0 + 6] = (20, 20, 20)
-            mask[20:80, x0:x0 + 6] = (200, 200, 0)
+            img[20:80, x0 : x0 + 6] = (20, 20, 20)
+            mask[20:80, x0 : x0 + 6] = (200, 200, 0)
         mask[2, 2] = (200, 200, 0)  # one pixel: under 0.1% of the photo, skipped
         Image.fromarray(img).save(root / "images" / f"p{i}.png")
         Image.fromarray(mask).save(root / "masks" / f"p{i}.png")
@@ -66,9 +66,20 @@ def _write_photos(root: Path, n: int = 3) -> None:
 def test_clicks_runs_the_product_path_and_ends_with_the_line(clicks, mini_checkpoint, tmp_path, capsys):
     _write_photos(tmp_path)
     out = tmp_path / "clicks.json"
-    rc = clicks.main(["--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"),
-                      "--colors", "body=0,200,0;legs=200,200,0;tail=0,0,200",
-                      "--checkpoint", str(mini_checkpoint), "--out", str(out)])
+    rc = clicks.main(
+        [
+            "--images",
+            str(tmp_path / "images"),
+            "--masks",
+            str(tmp_path / "masks"),
+            "--colors",
+            "body=0,200,0;legs=200,200,0;tail=0,0,200",
+            "--checkpoint",
+            str(mini_checkpoint),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(r"clicks: one_click_miou=\d+\.\d three_click_miou=\d+\.\d box_miou=\d+\.\d", last)
@@ -77,6 +88,8 @@ def test_clicks_runs_the_product_path_and_ends_with_the_line(clicks, mini_checkp
     assert set(data["per_structure"]) == {"body", "legs"}  # a structure on no photo is not scored
     for values in data["per_structure"].values():
         assert all(0.0 <= v <= 100.0 for v in values.values())
-    means = {s: round(float(np.mean([v[s] for v in data["per_structure"].values()])), 1) for s in data["overall"]}
+    means = {
+        s: round(float(np.mean([v[s] for v in data["per_structure"].values()])), 1) for s in data["overall"]
+    }
     assert means == data["overall"]
     assert last.endswith(f"box_miou={data['overall']['box']:.1f}")

@@ -2,7 +2,8 @@
 
 One command (see README.md, "Issue 23: the all-parts demo"):
 
-    python benchmarks/testbed/demo.py --out benchmarks/out/testbed_demo [--time-limit 65] [--threads 1] [--install]
+    python benchmarks/testbed/demo.py --out benchmarks/out/testbed_demo \
+        [--time-limit 65] [--threads 1] [--install]
 
 What it trains on: every structure of the *training* photos of both shared beetle folders
 (5-class: head, pronotum, elytra, legs, antennas; 9-class: head, eyes, mouthparts, pronotum,
@@ -72,9 +73,17 @@ from clicks import interior_point  # noqa: E402  (benchmarks/clicks.py: the benc
 
 CONFIG = "sam2pal_beetle"
 HEADOUT = HERE / "checkpoints" / "sam2pal_beetle_headout.pt"  # pretrain.py's model, the demo before issue 23
-COLORS9 = {"head": (100, 0, 0), "eyes": (0, 100, 0), "mouthparts": (0, 0, 100), "pronotum": (100, 100, 0),
-           "elytra": (100, 0, 100), "tail": (0, 100, 100), "legs": (200, 0, 0), "antennas": (0, 200, 0),
-           "pin": (0, 0, 200)}
+COLORS9 = {
+    "head": (100, 0, 0),
+    "eyes": (0, 100, 0),
+    "mouthparts": (0, 0, 100),
+    "pronotum": (100, 100, 0),
+    "elytra": (100, 0, 100),
+    "tail": (0, 100, 100),
+    "legs": (200, 0, 0),
+    "antennas": (0, 200, 0),
+    "pin": (0, 0, 200),
+}
 N_CH = 9  # label channels (the 9-class folder has the most structures)
 MIN_PART = 16  # a part (connected component at the model's input size) smaller than this is no prompt target
 
@@ -89,28 +98,44 @@ def parse_args(argv=None):
     p.add_argument("--two-memory-prob", type=float, default=0.25)
     p.add_argument("--union-prob", type=float, default=0.5)
     p.add_argument("--prompt-weight", type=float, default=1.0)
-    p.add_argument("--max-prompt-objects", type=int, default=24, help="prompted parts per step (a random subset)")
-    p.add_argument("--prompt-lr-mult", type=float, default=1.0,
-                   help="learning rate of the prompt encoder and mask decoder, as a multiple of --lr")
-    p.add_argument("--balanced-steps", type=int, default=300,
-                   help="steps (counted from the run's start) whose prompt loss balances part and background "
-                        "pixels (see prompt_mask_loss)")
+    p.add_argument(
+        "--max-prompt-objects", type=int, default=24, help="prompted parts per step (a random subset)"
+    )
+    p.add_argument(
+        "--prompt-lr-mult",
+        type=float,
+        default=1.0,
+        help="learning rate of the prompt encoder and mask decoder, as a multiple of --lr",
+    )
+    p.add_argument(
+        "--balanced-steps",
+        type=int,
+        default=300,
+        help="steps (counted from the run's start) whose prompt loss balances part and background "
+        "pixels (see prompt_mask_loss)",
+    )
     p.add_argument("--max-corrections", type=int, default=3)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--save-every", type=int, default=25)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--time-limit", type=float, default=0, help="minutes in all, resumed segments included (0: none)")
-    p.add_argument("--freeze-trunk", action="store_true",
-                   help="keep the image encoder's Hiera trunk as it is (no backward through it: ~2x faster on a "
-                        "CPU); the FPN neck and everything after it train")
+    p.add_argument(
+        "--time-limit", type=float, default=0, help="minutes in all, resumed segments included (0: none)"
+    )
+    p.add_argument(
+        "--freeze-trunk",
+        action="store_true",
+        help="keep the image encoder's Hiera trunk as it is (no backward through it: ~2x faster on a "
+        "CPU); the FPN neck and everything after it train",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     p.add_argument("--install", action="store_true", help="copy the checkpoint into the package resources")
     return p.parse_args(argv)
 
 
 # --------------------------------------------------------------------------- data
+
 
 def build_demo_cache(args, path: Path) -> dict:
     """pseudo.py's photos (5-class pretrain half + 9-class minus copies of eval photos) with
@@ -120,8 +145,11 @@ def build_demo_cache(args, path: Path) -> dict:
 
     split = tbdata.load_or_make_split(args.data)
     pseudo_path = args.out / f"pseudo_{args.size}.npz"
-    cache = (tbdata.load_cache(pseudo_path) if pseudo_path.exists()
-             else tbpseudo.build_pseudo_cache(args, split["eval"], pseudo_path))
+    cache = (
+        tbdata.load_cache(pseudo_path)
+        if pseudo_path.exists()
+        else tbpseudo.build_pseudo_cache(args, split["eval"], pseudo_path)
+    )
     labels = np.zeros(cache["valid"].shape, np.uint8)
     folder = np.zeros(len(cache["names"]), np.uint8)  # 0: 5-class, 1: 9-class
     for i, name in enumerate(cache["names"]):
@@ -138,6 +166,7 @@ def build_demo_cache(args, path: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- prompts
+
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
@@ -197,7 +226,7 @@ def encode(sam, x: torch.Tensor, freeze_trunk: bool):
     levels, _ = enc.neck(trunk)
     if enc.scalp > 0:
         levels = levels[: -enc.scalp]
-    return [ImageFeatures([lv[i:i + 1] for lv in levels], projected=False) for i in range(x.shape[0])]
+    return [ImageFeatures([lv[i : i + 1] for lv in levels], projected=False) for i in range(x.shape[0])]
 
 
 def decoder_inputs(sam, feats: list) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -221,13 +250,20 @@ def decode(sam, embed, high, rows: torch.Tensor, coords: np.ndarray, labels: np.
     pl = torch.as_tensor(labels, dtype=torch.int32, device=dev)
     sparse, dense = sam.sam_prompt_encoder(points=(pc, pl), boxes=None, masks=None)
     low, ious, _, _ = sam.sam_mask_decoder(
-        image_embeddings=embed[rows], image_pe=sam.sam_prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask,
-        repeat_image=False, high_res_features=[h[rows] for h in high] if high else None)
+        image_embeddings=embed[rows],
+        image_pe=sam.sam_prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask,
+        repeat_image=False,
+        high_res_features=[h[rows] for h in high] if high else None,
+    )
     return low, ious
 
 
-def prompt_mask_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, balanced: bool) -> torch.Tensor:
+def prompt_mask_loss(
+    logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, balanced: bool
+) -> torch.Tensor:
     """Per mask (K,S,S): BCE + Dice. ``balanced``: the BCE averaged over the part's pixels and
     over the rest separately (half each), plus Dice: with the plain pixel mean a part of 1% of
     the photo makes "nothing" the cheapest answer (the first run's prompt masks collapsed to
@@ -241,13 +277,25 @@ def prompt_mask_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Te
     prob = torch.sigmoid(logits) * valid
     dice = 1.0 - (2.0 * (prob * target).sum((1, 2)) + 1.0) / (prob.sum((1, 2)) + fg.sum((1, 2)) + 1.0)
     if balanced:
-        return (0.5 * (bce * fg).sum((1, 2)) / fg.sum((1, 2)).clamp(min=1)
-                + 0.5 * (bce * bg).sum((1, 2)) / bg.sum((1, 2)).clamp(min=1) + dice)
+        return (
+            0.5 * (bce * fg).sum((1, 2)) / fg.sum((1, 2)).clamp(min=1)
+            + 0.5 * (bce * bg).sum((1, 2)) / bg.sum((1, 2)).clamp(min=1)
+            + dice
+        )
     return (bce * valid).sum((1, 2)) / valid.sum((1, 2)).clamp(min=1) + 2.0 * dice
 
 
-def prompt_task(sam, tgt_feats: list, truths: list, valids: list, obj_img: list, rng, size: int,
-                max_corrections: int, balanced: bool = False):
+def prompt_task(
+    sam,
+    tgt_feats: list,
+    truths: list,
+    valids: list,
+    obj_img: list,
+    rng,
+    size: int,
+    max_corrections: int,
+    balanced: bool = False,
+):
     """Clicks and boxes with corrective clicks on the target photos. ``truths``: (S, S) bool
     part masks (numpy), ``obj_img``: the target row of each. Returns (mean loss, stats)."""
     from descriptron_sam2pal.engine.palindrome import hard_iou
@@ -274,7 +322,7 @@ def prompt_task(sam, tgt_feats: list, truths: list, valids: list, obj_img: list,
         for group in (np.nonzero(use_box)[0], np.nonzero(~use_box)[0]):
             if len(group) == 0:
                 continue
-            multimask = (r == 0 and not use_box[group[0]])
+            multimask = r == 0 and not use_box[group[0]]
             coords = np.array([[p[:2] for p in points[i]] for i in group], np.float32)
             labels = np.array([[p[2] for p in points[i]] for i in group], np.int32)
             low, ious = decode(sam, embed, high, rows_all[group], coords, labels, multimask)
@@ -289,7 +337,7 @@ def prompt_task(sam, tgt_feats: list, truths: list, valids: list, obj_img: list,
             shown = ious.detach().float().argmax(1)  # the product shows the best predicted IoU
             step_iou[torch.as_tensor(group, device=dev)] = achieved.gather(1, shown[:, None])[:, 0]
             if r + 1 < rounds:
-                pred = (logits.detach().gather(1, shown.view(-1, 1, 1, 1).expand(-1, 1, size, size))[:, 0] > 0)
+                pred = logits.detach().gather(1, shown.view(-1, 1, 1, 1).expand(-1, 1, size, size))[:, 0] > 0
                 pred = pred.cpu().numpy()
                 for k, i in enumerate(group):
                     c = corrective_click(pred[k], truths[i], valids[i], rng)
@@ -297,9 +345,16 @@ def prompt_task(sam, tgt_feats: list, truths: list, valids: list, obj_img: list,
         first_iou = step_iou if first_iou is None else first_iou
         last_iou = step_iou
     loss = torch.cat(losses).mean()
-    return loss, {"click_iou": float(first_iou[torch.as_tensor(~use_box, device=dev)].mean()) if (~use_box).any() else float("nan"),
-                  "box_iou": float(first_iou[torch.as_tensor(use_box, device=dev)].mean()) if use_box.any() else float("nan"),
-                  "last_iou": float(last_iou.mean()), "rounds": rounds}
+    return loss, {
+        "click_iou": float(first_iou[torch.as_tensor(~use_box, device=dev)].mean())
+        if (~use_box).any()
+        else float("nan"),
+        "box_iou": float(first_iou[torch.as_tensor(use_box, device=dev)].mean())
+        if use_box.any()
+        else float("nan"),
+        "last_iou": float(last_iou.mean()),
+        "rounds": rounds,
+    }
 
 
 @torch.no_grad()
@@ -314,7 +369,9 @@ def click_eval(sam, ecache, size: int, device, n_images: int = 16) -> dict:
         embed, high = decoder_inputs(sam, tbpre.encode_images(sam, x))
         lab = ecache["labels"][i]
         for c, name in enumerate(tbdata.COLORS):
-            n, comp, stats, _ = cv2.connectedComponentsWithStats((lab == c + 1).astype(np.uint8), connectivity=8)
+            n, comp, stats, _ = cv2.connectedComponentsWithStats(
+                (lab == c + 1).astype(np.uint8), connectivity=8
+            )
             for k in range(1, n):
                 if stats[k, cv2.CC_STAT_AREA] < MIN_PART:
                     continue
@@ -333,10 +390,16 @@ def click_eval(sam, ecache, size: int, device, n_images: int = 16) -> dict:
                     inter, union = float((pred & t).sum()), float((pred | t).sum())
                     out[name][kind].append(inter / max(union, 1.0))
     sam.train()
-    return {f"{kind}_{n}": round(100 * float(np.mean(v[kind])), 1) for n, v in out.items() for kind in v if v[kind]}
+    return {
+        f"{kind}_{n}": round(100 * float(np.mean(v[kind])), 1)
+        for n, v in out.items()
+        for kind in v
+        if v[kind]
+    }
 
 
 # --------------------------------------------------------------------------- main
+
 
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -369,8 +432,10 @@ def main(argv=None) -> int:
     prompt_side = ("sam_prompt_encoder.", "sam_mask_decoder.")
     fast = [p for n, p in sam.named_parameters() if p.requires_grad and n.startswith(prompt_side)]
     slow = [p for n, p in sam.named_parameters() if p.requires_grad and not n.startswith(prompt_side)]
-    opt = torch.optim.AdamW([{"params": slow, "lr": args.lr},
-                             {"params": fast, "lr": args.lr * args.prompt_lr_mult}], weight_decay=args.weight_decay)
+    opt = torch.optim.AdamW(
+        [{"params": slow, "lr": args.lr}, {"params": fast, "lr": args.lr * args.prompt_lr_mult}],
+        weight_decay=args.weight_decay,
+    )
     train_mode = lambda: (sam.train(), sam.image_encoder.trunk.train(not args.freeze_trunk))  # noqa: E731
     train_mode()
     rng = np.random.RandomState(args.seed)
@@ -399,33 +464,66 @@ def main(argv=None) -> int:
 
     def save(step_done: int) -> Path:
         tmp = state_path.with_suffix(".part")
-        torch.save({"model": sam.state_dict(), "opt": opt.state_dict(), "rng": rng.get_state(),
-                    "gen": gen.get_state(), "seconds": elapsed(), "step": step_done}, tmp)
+        torch.save(
+            {
+                "model": sam.state_dict(),
+                "opt": opt.state_dict(),
+                "rng": rng.get_state(),
+                "gen": gen.get_state(),
+                "seconds": elapsed(),
+                "step": step_done,
+            },
+            tmp,
+        )
         os.replace(tmp, state_path)
-        meta = {"recipe": "benchmarks/testbed/demo.py", "config": CONFIG, "image_size": args.size,
-                "held_out_structure": None,
-                "trained_structures": sorted(set(tbdata.COLORS) | set(COLORS9)),
-                "label_free_regions": "felzenszwalb levels " + json.dumps(tbpseudo.LEVELS),
-                "prompts": "clicks (1 positive + 0-3 corrective), boxes (+ corrective clicks), mask memories",
-                "frozen_trunk": bool(args.freeze_trunk),
-                "init": (Path(args.init).name if args.init else None),
-                "colors": tbdata.COLOR_SPEC, "training_photos": n_img, "eval_images": split["eval"],
-                "steps": step_done, "batch": args.batch, "seed": args.seed, "seconds": round(elapsed(), 1),
-                "hardware": hardware,
-                "data": "BeetleFlow 5- and 9-class training photos and masks (Imageomics), the 72 "
-                        "evaluation photos of split.json and their 9-class copies left out; CC BY 4.0, "
-                        "see ATTRIBUTION.md"}
+        meta = {
+            "recipe": "benchmarks/testbed/demo.py",
+            "config": CONFIG,
+            "image_size": args.size,
+            "held_out_structure": None,
+            "trained_structures": sorted(set(tbdata.COLORS) | set(COLORS9)),
+            "label_free_regions": "felzenszwalb levels " + json.dumps(tbpseudo.LEVELS),
+            "prompts": "clicks (1 positive + 0-3 corrective), boxes (+ corrective clicks), mask memories",
+            "frozen_trunk": bool(args.freeze_trunk),
+            "init": (Path(args.init).name if args.init else None),
+            "colors": tbdata.COLOR_SPEC,
+            "training_photos": n_img,
+            "eval_images": split["eval"],
+            "steps": step_done,
+            "batch": args.batch,
+            "seed": args.seed,
+            "seconds": round(elapsed(), 1),
+            "hardware": hardware,
+            "data": "BeetleFlow 5- and 9-class training photos and masks (Imageomics), the 72 "
+            "evaluation photos of split.json and their 9-class copies left out; CC BY 4.0, "
+            "see ATTRIBUTION.md",
+        }
         return tbpre.write_checkpoint(sam, meta, args.out / f"{CONFIG}.pt")
 
-    log = tbpre.StepLog(args.out / ("log.jsonl" if not args.resume else f"log_resume{start_step}.jsonl"),
-                        {"args": {k: str(v) for k, v in vars(args).items()}, "hardware": hardware,
-                         "parameters": n_params, "photos": n_img})
-    print(f"demo pretraining of {CONFIG} ({n_params / 1e6:.2f}M) on {device}: {n_img} photos, "
-          f"from {args.init or 'random weights'}", flush=True)
+    log = tbpre.StepLog(
+        args.out / ("log.jsonl" if not args.resume else f"log_resume{start_step}.jsonl"),
+        {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "hardware": hardware,
+            "parameters": n_params,
+            "photos": n_img,
+        },
+    )
+    print(
+        f"demo pretraining of {CONFIG} ({n_params / 1e6:.2f}M) on {device}: {n_img} photos, "
+        f"from {args.init or 'random weights'}",
+        flush=True,
+    )
     if start_step == 0:
-        log.write({"step": 0, "eval_click_iou": click_eval(sam, ecache, args.size, device),
-                   "eval_one_shot_iou": tbpre.quick_eval(sam, ecache, np.arange(len(ecache["names"])),
-                                                         list(tbdata.COLORS), args.size, device)})
+        log.write(
+            {
+                "step": 0,
+                "eval_click_iou": click_eval(sam, ecache, args.size, device),
+                "eval_one_shot_iou": tbpre.quick_eval(
+                    sam, ecache, np.arange(len(ecache["names"])), list(tbdata.COLORS), args.size, device
+                ),
+            }
+        )
     step = start_step
     b = args.batch
     for step in range(start_step + 1, args.steps + 1):
@@ -442,12 +540,20 @@ def main(argv=None) -> int:
                 pairs.append((t[:n_mem], t[n_mem], [cache["labels"][j] for j in t]))
         order = [i for tm, _, _ in pairs for i in tm] + [tg for _, tg, _ in pairs]
         labs = [lab for _, _, ls in pairs for lab in ls[:n_mem]] + [ls[n_mem] for _, _, ls in pairs]
-        x, masks, val = tbpre.augment(torch.from_numpy(cache["images"][order]), torch.from_numpy(np.stack(labs)),
-                                      torch.from_numpy(cache["valid"][order]), N_CH, gen, device)
+        x, masks, val = tbpre.augment(
+            torch.from_numpy(cache["images"][order]),
+            torch.from_numpy(np.stack(labs)),
+            torch.from_numpy(cache["valid"][order]),
+            N_CH,
+            gen,
+            device,
+        )
         here = masks.sum((2, 3)) >= MIN_PART  # (rows, N_CH)
-        tm = lambda k, j: k * n_mem + j  # noqa: E731
-        tr = lambda k: b * n_mem + k  # noqa: E731
-        objects = [[c for c in range(N_CH) if all(bool(here[tm(k, j), c]) for j in range(n_mem))] for k in range(b)]
+        tm = lambda k, j, n_mem=n_mem: k * n_mem + j  # noqa: E731
+        tr = lambda k, n_mem=n_mem, b=b: b * n_mem + k  # noqa: E731
+        objects = [
+            [c for c in range(N_CH) if all(bool(here[tm(k, j), c]) for j in range(n_mem))] for k in range(b)
+        ]
         keep = [k for k in range(b) if objects[k]]
         if not keep:
             continue
@@ -466,7 +572,7 @@ def main(argv=None) -> int:
             stats = {}
             if args.prompt_weight > 0:
                 # prompt targets: one connected part of every structure present on each target photo
-                masks_np, val_np = masks[b * n_mem:].bool().cpu().numpy(), val[b * n_mem:].cpu().numpy()
+                masks_np, val_np = masks[b * n_mem :].bool().cpu().numpy(), val[b * n_mem :].cpu().numpy()
                 cand = [(k, c) for k in range(b) for c in range(N_CH) if bool(here[tr(k), c])]
                 if len(cand) > args.max_prompt_objects:
                     cand = [cand[i] for i in rng.choice(len(cand), args.max_prompt_objects, replace=False)]
@@ -478,21 +584,35 @@ def main(argv=None) -> int:
                         valids.append(val_np[k])
                         rows.append(k)
                 if truths:
-                    p_loss, stats = prompt_task(sam, [feats[tr(k)] for k in range(b)], truths, valids, rows, rng,
-                                                args.size, args.max_corrections, step <= args.balanced_steps)
+                    p_loss, stats = prompt_task(
+                        sam,
+                        [feats[tr(k)] for k in range(b)],
+                        truths,
+                        valids,
+                        rows,
+                        rng,
+                        args.size,
+                        args.max_corrections,
+                        step <= args.balanced_steps,
+                    )
                     loss = loss + args.prompt_weight * p_loss
                     log.add("prompt_loss", float(p_loss.detach()))
         grad_norm = tbpre.optimizer_step(loss, opt, sched, params, step)
-        for key, value in (("loss", float(loss.detach())), ("mem_loss", float(mem_loss.detach())),
-                           ("mem_iou", float(parts["iou"][present].mean()) if bool(present.any()) else float("nan")),
-                           ("grad_norm", grad_norm), *[(k, v) for k, v in stats.items() if k != "rounds"]):
+        for key, value in (
+            ("loss", float(loss.detach())),
+            ("mem_loss", float(mem_loss.detach())),
+            ("mem_iou", float(parts["iou"][present].mean()) if bool(present.any()) else float("nan")),
+            ("grad_norm", grad_norm),
+            *[(k, v) for k, v in stats.items() if k != "rounds"],
+        ):
             log.add(key, value)
         if step % args.log_every == 0 or step == args.steps:
             entry = log.entry(step=step, lr=sched.get_last_lr()[0], seconds=round(elapsed(), 1))
             if step % args.eval_every == 0:
                 entry["eval_click_iou"] = click_eval(sam, ecache, args.size, device)
-                entry["eval_one_shot_iou"] = tbpre.quick_eval(sam, ecache, np.arange(len(ecache["names"])),
-                                                              list(tbdata.COLORS), args.size, device)
+                entry["eval_one_shot_iou"] = tbpre.quick_eval(
+                    sam, ecache, np.arange(len(ecache["names"])), list(tbdata.COLORS), args.size, device
+                )
                 train_mode()
             log.write(entry)
         if step % args.save_every == 0:
@@ -501,13 +621,22 @@ def main(argv=None) -> int:
             print(f"time limit reached at step {step}", flush=True)
             break
     ckpt = save(step)
-    final = {"click": click_eval(sam, ecache, args.size, device),
-             "one_shot": tbpre.quick_eval(sam, ecache, np.arange(len(ecache["names"])), list(tbdata.COLORS),
-                                          args.size, device)}
+    final = {
+        "click": click_eval(sam, ecache, args.size, device),
+        "one_shot": tbpre.quick_eval(
+            sam, ecache, np.arange(len(ecache["names"])), list(tbdata.COLORS), args.size, device
+        ),
+    }
     log.write({"step": step, "final_eval": final}, echo=False)
     log.close()
-    summary = {"checkpoint": str(ckpt), "steps_done": step, "seconds": round(elapsed(), 1), "final_eval": final,
-               "hardware": hardware, "file_mb": round(ckpt.stat().st_size / 1e6, 2)}
+    summary = {
+        "checkpoint": str(ckpt),
+        "steps_done": step,
+        "seconds": round(elapsed(), 1),
+        "final_eval": final,
+        "hardware": hardware,
+        "file_mb": round(ckpt.stat().st_size / 1e6, 2),
+    }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary), flush=True)
     if args.install:
