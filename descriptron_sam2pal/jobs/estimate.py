@@ -87,7 +87,7 @@ def training_seconds(steps: int, size: int, gpu: bool, model_size: str = "tiny",
     scale = _scale(size, model_size, gpu, bf16) * max(1, structures)
     seconds = steps * STEP_SECONDS * scale
     validations = 1 + steps // max(1, config.validate_every)
-    seconds += validations * config.val_images * STEP_SECONDS * scale / 3  # forward only, no gradient
+    seconds += validations * config.val_images * DECODE_SECONDS * scale  # held-out photos segmented
     if pseudo:
         remakes = math.ceil(steps / config.pseudo_every)
         seconds += remakes * min(unlabeled, MAX_IMAGES) * REMAKE_SECONDS * scale
