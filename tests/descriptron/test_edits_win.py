@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from descriptron_sam2pal.cli import main
 from descriptron_sam2pal.store import AnnotationStore
 from descriptron_sam2pal.store.provenance import FINGERPRINT, is_edited, is_prediction
 from descriptron_sam2pal.store.stem import parse_final_name
@@ -19,6 +18,7 @@ from descriptron_sam2pal.store.stem import parse_final_name
 from tests.helpers.descriptron_harness import Descriptron
 
 from tests.helpers.synthetic import make_specimen
+from tests.helpers.cli_runs import run_cli as run
 
 COLORS = "head=200,0,0;eye=0,200,0;scape=0,0,200"
 
@@ -26,12 +26,6 @@ COLORS = "head=200,0,0;eye=0,200,0;scape=0,0,200"
 def newest(folder: Path, stem: str, ext: str = "json") -> Path:
     files = [p for p in folder.glob(f"{stem}_final_*.{ext}")]
     return max(files, key=lambda p: parse_final_name(p)[1])
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_a_correction_and_an_absent_mark_made_in_descriptron_survive_the_next_write_to(

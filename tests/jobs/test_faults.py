@@ -15,17 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from descriptron_sam2pal.cli import main
 from descriptron_sam2pal.imaging.io import ImageError, load_image
 from descriptron_sam2pal.store.ours import is_our_predictions
 
 from tests.helpers.synthetic import make_specimen
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.helpers.cli_runs import run_cli as run
+from tests.helpers.cli_runs import propagate_argv
 
 
 @pytest.fixture
@@ -42,27 +37,8 @@ def project(tmp_path):
 
 
 def argv(root, checkpoint, *extra):
-    return [
-        "propagate",
-        "--template-image",
-        root / "t.png",
-        "--template-mask",
-        root / "t_mask.png",
-        "--colors",
-        "head=200,0,0",
-        "--images",
-        root / "specimens",
-        "--checkpoint",
-        checkpoint,
-        "--image-size",
-        128,
-        "--device",
-        "cpu",
-        "--no-confidence",
-        "--out",
-        root / "pred.json",
-        *extra,
-    ]
+    return propagate_argv(root / "t.png", root / "t_mask.png", "head=200,0,0", root / "specimens", checkpoint,
+                          root / "pred.json", "--no-confidence", *extra)
 
 
 def test_disk_full_while_finalising_ends_in_one_line_and_resume_completes(

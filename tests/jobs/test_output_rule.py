@@ -14,7 +14,6 @@ import pytest
 from PIL import Image
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.cli import main
 from descriptron_sam2pal.jobs.outputs import (
     check_output_file,
     check_predictions_out,
@@ -26,14 +25,10 @@ from descriptron_sam2pal.store import AnnotationStore
 from descriptron_sam2pal.store.ours import RUN_MANIFEST, is_our_predictions, is_our_run_folder
 
 from tests.helpers.synthetic import make_specimen
+from tests.helpers.cli_runs import run_cli as run
+from tests.helpers.cli_runs import propagate_argv
 
 COLORS = "head=200,0,0;eye=0,200,0"
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture
@@ -72,27 +67,10 @@ def project(tmp_path):
     return tmp_path
 
 
-def propagate_argv(root, checkpoint, out, *extra):
-    return [
-        "propagate",
-        "--template-image",
-        root / "template" / "t.png",
-        "--template-mask",
-        root / "template" / "t_mask.png",
-        "--colors",
-        COLORS,
-        "--images",
-        root / "specimens",
-        "--checkpoint",
-        checkpoint,
-        "--image-size",
-        128,
-        "--device",
-        "cpu",
-        "--out",
-        out,
-        *extra,
-    ]
+def argv_to(root, checkpoint, out, *extra):
+    template = root / "template"
+    images = root / "specimens"
+    return propagate_argv(template / "t.png", template / "t_mask.png", COLORS, images, checkpoint, out, *extra)
 
 
 def snapshot(folder: Path) -> dict:
@@ -139,7 +117,7 @@ def test_propagate_out_that_is_not_ours_is_refused_before_any_work(project, mini
     if case == "foreign-companion":
         (root / "pred.rlejson").write_text('{"images": []}')
     before = snapshot(root)
-    code, stdout, err = run(capsys, *propagate_argv(root, mini_checkpoint, out))
+    code, stdout, err = run(capsys, *argv_to(root, mini_checkpoint, out))
     assert code == 2, err
     assert expect in err and str(Path(out).name) in err and "Traceback" not in err
     assert "nothing was done" in err.lower() or case in ("photo-of-another-project", "a-folder")
@@ -153,7 +131,7 @@ def test_overwrite_never_allows_an_input(project, mini_checkpoint, capsys):
     store = root / "specimens" / "s0_final_1700000000.json"
     before = snapshot(root)
     code, stdout, err = run(
-        capsys, *propagate_argv(root, mini_checkpoint, store, "--templates", store, "--overwrite")
+        capsys, *argv_to(root, mini_checkpoint, store, "--templates", store, "--overwrite")
     )
     assert code == 2 and "would overwrite --templates" in err and "image encoder passes" not in stdout
     assert snapshot(root) == before
@@ -162,11 +140,11 @@ def test_overwrite_never_allows_an_input(project, mini_checkpoint, capsys):
 def test_the_same_out_twice_replaces_our_file_without_a_backup(project, present_checkpoint, capsys):
     root = project
     out = root / "runs" / "pred.json"
-    code, _, err = run(capsys, *propagate_argv(root, present_checkpoint, out, "--no-confidence"))
+    code, _, err = run(capsys, *argv_to(root, present_checkpoint, out, "--no-confidence"))
     assert code == 0, err
     assert is_our_predictions(out) and is_our_predictions(out.with_suffix(".rlejson"))
     first = out.read_bytes()
-    code, _, err = run(capsys, *propagate_argv(root, present_checkpoint, out, "--no-confidence"))
+    code, _, err = run(capsys, *argv_to(root, present_checkpoint, out, "--no-confidence"))
     assert code == 0, err
     assert out.read_bytes() == first
     assert sorted(p.name for p in out.parent.iterdir()) == ["pred.json", "pred.rlejson"]  # no .bak, no .tmp
@@ -174,7 +152,7 @@ def test_the_same_out_twice_replaces_our_file_without_a_backup(project, present_
     theirs = root / "theirs.json"
     theirs.write_text('{"images": []}')
     code, _, err = run(
-        capsys, *propagate_argv(root, present_checkpoint, theirs, "--no-confidence", "--overwrite")
+        capsys, *argv_to(root, present_checkpoint, theirs, "--no-confidence", "--overwrite")
     )
     assert code == 0, err
     assert is_our_predictions(theirs)
@@ -184,7 +162,7 @@ def test_the_same_out_twice_replaces_our_file_without_a_backup(project, present_
 def test_our_predictions_are_never_read_as_the_users_store_or_templates(project, present_checkpoint, capsys):
     root = project
     out = root / "specimens" / "pred.json"  # predictions lying in the photo folder
-    code, _, err = run(capsys, *propagate_argv(root, present_checkpoint, out, "--no-confidence"))
+    code, _, err = run(capsys, *argv_to(root, present_checkpoint, out, "--no-confidence"))
     assert code == 0, err
     doc = json.loads(out.read_text())
     assert doc["annotations"], "the biased model predicts something"
@@ -208,7 +186,7 @@ def test_our_predictions_are_never_read_as_the_users_store_or_templates(project,
         root / "p2.json",
     )
     assert code == 2 and "is a predictions file written by sam2pal" in err and "never templates" in err
-    code, _, err = run(capsys, *propagate_argv(root, present_checkpoint, root / "p3.json", "--write-to", out))
+    code, _, err = run(capsys, *argv_to(root, present_checkpoint, root / "p3.json", "--write-to", out))
     assert code == 2 and "--write-to" in err and "is a predictions file written by sam2pal" in err
     assert not (root / "p2.json").exists() and not (root / "p3.json").exists()
 
@@ -328,7 +306,7 @@ def test_a_killed_runs_temporary_files_are_removed_by_the_next_run(project, pres
     for p in left:
         p.write_text('{"sam2pal_output": "predictions", "images": [')
         os.utime(p, (time.time() - 3600,) * 2)
-    code, _, err = run(capsys, *propagate_argv(root, present_checkpoint, out, "--no-confidence"))
+    code, _, err = run(capsys, *argv_to(root, present_checkpoint, out, "--no-confidence"))
     assert code == 0, err
     assert "removed 2 temporary file(s) left by an interrupted run" in err
     assert not any(p.exists() for p in left)

@@ -13,19 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from descriptron_sam2pal.cli import main
 from descriptron_sam2pal.store import AnnotationStore
 
 from tests.helpers.descriptron_harness import Descriptron
 from tests.helpers.synthetic import make_specimen
+from tests.helpers.cli_runs import run_cli as run
+from tests.helpers.cli_runs import propagate_argv
 
 COLORS = "head=200,0,0;eye=0,200,0"
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def snapshot(folder: Path) -> dict:
@@ -62,26 +57,8 @@ def project(tmp_path):
 
 
 def argv(root, checkpoint, *extra, images=None):
-    return [
-        "propagate",
-        "--template-image",
-        root / "template" / "t.png",
-        "--template-mask",
-        root / "template" / "t_mask.png",
-        "--colors",
-        COLORS,
-        "--images",
-        images or root / "specimens",
-        "--checkpoint",
-        checkpoint,
-        "--image-size",
-        128,
-        "--device",
-        "cpu",
-        "--out",
-        root / "pred.json",
-        *extra,
-    ]
+    return propagate_argv(root / "template" / "t.png", root / "template" / "t_mask.png", COLORS,
+                          images or root / "specimens", checkpoint, root / "pred.json", *extra)
 
 
 def test_write_to_one_photos_file_while_segmenting_others_is_refused(project, mini_checkpoint, capsys):
