@@ -70,7 +70,8 @@ def project(tmp_path):
 def argv_to(root, checkpoint, out, *extra):
     template = root / "template"
     images = root / "specimens"
-    return propagate_argv(template / "t.png", template / "t_mask.png", COLORS, images, checkpoint, out, *extra)
+    return propagate_argv(template / "t.png", template / "t_mask.png", COLORS, images, checkpoint, out,
+                          *extra)
 
 
 def snapshot(folder: Path) -> dict:
