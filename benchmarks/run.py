@@ -525,56 +525,25 @@ class Bench:
             str(s.train_images),
         ]
 
-    def our_propagate_cmd(self, targets: Path, out: Path) -> list[str]:
-        s = self.s
-        cmd = (
-            OURS
-            + ["propagate"]
-            + our_template_args(self.ds)
-            + [
-                "--images",
-                str(targets),
-                "--checkpoint",
-                str(self.ckpt),
-                "--config",
-                s.config,
-                "--out",
-                str(out / "pred.json"),
-                "--device",
-                s.device,
-                "--image-size",
-                str(s.image_size),
-            ]
-        )
-        return cmd
-
-    def our_train_cmd(self, targets: Path, out: Path, steps: int) -> list[str]:
+    def our_cmd(self, command: str, targets: Path, out: Path, *extra: str) -> list[str]:
+        """``sam2pal COMMAND`` on ``targets`` with this run's template, checkpoint, size and device."""
         s = self.s
         return (
             OURS
-            + ["train"]
+            + [command]
             + our_template_args(self.ds)
-            + [
-                "--images",
-                str(targets),
-                "--checkpoint",
-                str(self.ckpt),
-                "--config",
-                s.config,
-                "--out",
-                str(out),
-                "--steps",
-                str(steps),
-                "--lora-rank",
-                str(LORA_RANK),
-                "--device",
-                s.device,
-                "--seed",
-                "0",
-                "--image-size",
-                str(s.image_size),
-            ]
+            + ["--images", str(targets), "--checkpoint", str(self.ckpt), "--config", s.config]
+            + ["--out", str(out)]
+            + list(extra)
+            + ["--device", s.device, "--image-size", str(s.image_size)]
         )
+
+    def our_propagate_cmd(self, targets: Path, out: Path) -> list[str]:
+        return self.our_cmd("propagate", targets, out / "pred.json")
+
+    def our_train_cmd(self, targets: Path, out: Path, steps: int) -> list[str]:
+        return self.our_cmd("train", targets, out, "--steps", str(steps), "--lora-rank", str(LORA_RANK),
+                            "--seed", "0")
 
     def limit_cmd(self, n: int, out: Path) -> list[str]:
         s = self.s
@@ -1029,12 +998,8 @@ class Bench:
             if runs:
                 label = "(a)" if block is P else "(b)"
                 w(f"- {label} {who}: `{shlex.join(short_command(runs[0].cmd))}`")
-        if self.problems:
-            w("")
-            w("Problems:")
-            w("")
-            for p in self.problems:
-                w("- " + p.replace("\n", "\n  "))
+        for problem_line in problems_section(self.problems):
+            w(problem_line)
         w("")
         w(
             "ratios: "
@@ -1074,6 +1039,13 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def used_pairs(rows: list[dict]) -> bool:
     return any(r.get("pairs") for r in rows)
+
+
+def problems_section(problems: list[str]) -> list[str]:
+    """The report's "Problems:" lines (none when there were none)."""
+    if not problems:
+        return []
+    return ["", "Problems:", ""] + ["- " + p.replace("\n", "\n  ") for p in problems]
 
 
 def short_command(cmd: list[str]) -> list[str]:

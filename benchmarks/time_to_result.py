@@ -671,12 +671,8 @@ class TimeToResult:
         for side in (ours, ref):
             for r in side.runs:
                 w(f"- {side.name}: `{shlex.join(bench.short_command(r.cmd))}`")
-        if self.problems:
-            w("")
-            w("Problems:")
-            w("")
-            for p in self.problems:
-                w("- " + p.replace("\n", "\n  "))
+        for problem_line in bench.problems_section(self.problems):
+            w(problem_line)
         w("")
         w(line)
         return "\n".join(lines), figures

@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=512)
     p.add_argument("--n", type=int, default=8, help="unlabeled photos in the remake")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--objects-per-pass", type=int, default=0,
+                   help="TrainConfig.objects_per_pass for the step part (0: the default, auto; 5: all five "
+                        "structures in one pass, as before issue 21)")
     p.add_argument("--parts", default="propagate,remake,step",
                    help="which parts to measure (comma-separated); the last line needs all three")
     p.add_argument(
@@ -156,7 +159,7 @@ def main(argv=None) -> int:
         cpu = []
         with tempfile.TemporaryDirectory() as tmp:
             for steps in (1, 1 + args.repeats):
-                config = TrainConfig(steps=steps, validate_every=0)
+                config = TrainConfig(steps=steps, validate_every=0, objects_per_pass=args.objects_per_pass)
                 config.loss.pseudo = 0.0
                 step_model = tiny()
                 t0 = time.process_time()

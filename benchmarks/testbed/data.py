@@ -90,3 +90,11 @@ def build_cache(data_dir: Path, names: list[str], size: int, path: Path) -> None
 def load_cache(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
+
+
+def eval_cache(data_dir: Path, size: int, out: Path) -> dict[str, np.ndarray]:
+    """The held-out evaluation photos at ``size`` px, cached in ``out/eval_<size>.npz`` (built once)."""
+    path = out / f"eval_{size}.npz"
+    if not path.exists():
+        build_cache(data_dir, load_or_make_split(data_dir)["eval"], size, path)
+    return load_cache(path)

@@ -410,10 +410,7 @@ def main(argv=None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     split = tbdata.load_or_make_split(args.data)
-    eval_path = args.out / f"eval_{args.size}.npz"
-    if not eval_path.exists():
-        tbdata.build_cache(args.data, split["eval"], args.size, eval_path)
-    ecache = tbdata.load_cache(eval_path)
+    ecache = tbdata.eval_cache(args.data, args.size, args.out)
     cache_path = args.out / f"demo_{args.size}.npz"
     cache = tbdata.load_cache(cache_path) if cache_path.exists() else build_demo_cache(args, cache_path)
     n_img = len(cache["names"])
