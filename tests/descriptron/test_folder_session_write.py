@@ -94,3 +94,98 @@ def test_a_folder_without_a_session_file_still_gets_one_file_per_photo(tmp_path)
     (written, _) = store.save()
     assert parse_final_name(written)[0].endswith("B") and photos_in(written) == {"B.png"}
     assert store.session_files == []
+
+
+def test_a_folder_session_edit_and_absent_mark_survive_the_next_write_to(
+    tmp_path, present_checkpoint, capsys
+):
+    """The whole round: `propagate --write-to` into a folder-session project, a person's session in
+    Descriptron loads our file, corrects one outline, marks a structure absent and saves; the next
+    `--write-to` keeps what the person did and still writes one session file."""
+    import time
+
+    from tests.descriptron.test_edits_win import COLORS
+    from tests.helpers.cli_runs import run_cli as run
+    from tests.helpers.synthetic import make_specimen
+    from PIL import Image
+
+    specimens = tmp_path / "specimens"
+    specimens.mkdir()
+    for i in range(3):
+        Image.fromarray(make_specimen(10 + i, size=(96, 120))[0]).save(specimens / f"s{i}.png")
+    image, masks = make_specimen(0, size=(96, 120), structures=("head", "eye", "scape"))
+    Image.fromarray(image).save(tmp_path / "t.png")
+    colour = np.zeros(image.shape, np.uint8)
+    for name, rgb in (("head", (200, 0, 0)), ("eye", (0, 200, 0)), ("scape", (0, 0, 200))):
+        colour[masks[name]] = rgb
+    Image.fromarray(colour).save(tmp_path / "t_mask.png")
+    photos = [specimens / f"s{i}.png" for i in range(3)]
+    monday = Descriptron(clock_start=1000)
+    monday.start_folder(photos)
+    monday.visit(1)
+    monday.add_mask("head", box(5, 30, 5, 40, 96, 120))
+    monday.visit(2)
+    monday.add_mask("head", box(50, 80, 60, 100, 96, 120))
+    session = monday.save(at=1000)
+    argv = [
+        "propagate",
+        "--template-image",
+        tmp_path / "t.png",
+        "--template-mask",
+        tmp_path / "t_mask.png",
+        "--colors",
+        COLORS,
+        "--images",
+        specimens,
+        "--checkpoint",
+        present_checkpoint,
+        "--image-size",
+        128,
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "pred.json",
+        "--write-to",
+        specimens,
+    ]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    ours = AnnotationStore.open(specimens)
+    new = ours.image_by_file(photos[0]).source
+    assert parse_final_name(new)[0] == parse_final_name(session)[0] and new != session
+    assert {ours.image_by_file(p).source for p in photos} == {new}
+    assert f"in Descriptron's folder session they are in {new.name}" in out
+    first = {a.category: a for a in ours.annotations_for(ours.image_by_file(photos[0])) if a.kind == "mask"}
+    assert set(first) == {"head", "eye", "scape"}
+
+    tuesday = Descriptron(clock_start=int(time.time()) + 100)
+    tuesday.start_folder(photos, source=new)
+    loaded = tuesday.visit(0)
+    for i, (label, mask, data) in enumerate(loaded):
+        if label == "head":
+            corrected = mask.copy()
+            rows = np.flatnonzero(corrected.any(axis=1))
+            corrected[rows[0] : rows[0] + max(2, len(rows) // 3)] = False
+            data["segmentation"] = corrected.astype(np.uint8)
+        tuesday.ns["current_mask_index"] = i
+        tuesday.ns["save_mask_and_contour_via2"]()
+    tuesday.set_status("scape", "absent")
+    saved = tuesday.save()
+    for png in specimens.glob("*_mask.png"):
+        png.unlink()
+
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert "s0.png: head: changed by a person in Descriptron since it was predicted (theirs now, kept)" in out
+    assert "s0.png: eye: changed" not in out, "re-applied untouched from the .json: still ours"
+    assert 'scape: marked "absent" since it was predicted; the unreviewed prediction was removed' in out
+    after = AnnotationStore.open(specimens)
+    s0 = after.image_by_file(photos[0])
+    final = {a.category: a for a in after.annotations_for(s0) if a.kind == "mask"}
+    assert set(final) == {"head", "eye"} and s0.structure_status == {"scape": "absent"}
+    kept = final["head"].mask()  # as Descriptron saved the correction (its polygons move a few pixels)
+    assert (kept & corrected).sum() / (kept | corrected).sum() > 0.98
+    person = [a for a in after.annotations_for(after.image_by_file(photos[1])) if a.category == "head"]
+    assert len(person) == 1 and not is_prediction(person[0])
+    assert parse_final_name(s0.source)[0] == parse_final_name(saved)[0] and s0.source != saved
+    assert {after.image_by_file(p).source for p in photos} == {s0.source}, "still one session file"
