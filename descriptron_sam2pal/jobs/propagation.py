@@ -391,6 +391,7 @@ def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, 
             _cleanup(builder.close, "remove the temporary spool files")
     if store is not None:
         store.save()
+        merged.session_files = list(store.session_files)
         outcome.merged = merged
     if journal is not None and journal.exists():
         journal.unlink()

@@ -119,7 +119,8 @@ class MergeSummary:
     """What ``merge_results`` did: ``added`` annotations (``replaced`` of them replaced an
     earlier unreviewed prediction) and ``kept`` ("file: structure: why") left alone;
     ``written`` [(image id, structure, annotation id)] of what was added (as the Review's
-    write-back summary lists it), so a caller can find those annotations again."""
+    write-back summary lists it), so a caller can find those annotations again; ``session_files``
+    the Descriptron folder-session files the save wrote (set by the caller after saving)."""
 
     def __init__(self) -> None:
         self.added = 0
@@ -127,6 +128,7 @@ class MergeSummary:
         self.kept: list[str] = []
         self.removed: list[str] = []
         self.written: list[tuple] = []
+        self.session_files: list = []
 
     def __iadd__(self, other: "MergeSummary") -> "MergeSummary":
         self.added += other.added
@@ -146,6 +148,9 @@ class MergeSummary:
         if self.removed:
             text += (f"; removed {len(self.removed)} earlier prediction(s): "
                      + "; ".join(self.removed[:5]) + (" ..." if len(self.removed) > 5 else ""))
+        for path in self.session_files:
+            text += (f"; in Descriptron's folder session they are in {path.name}: after Load Folder, "
+                     "Load Annotations that file")
         return text
 
 

@@ -6,11 +6,17 @@ templates, so unverified predictions never become training labels.
 
 **Descriptron's edits win.** Descriptron keeps an annotation's ``attributes`` when a person
 corrects or relabels the outline, so ``source`` alone cannot tell our outline from theirs.
-Every prediction we write therefore records a fingerprint of what we wrote: its category
-and its mask, bit for bit (``attributes.sam2pal_fingerprint``; Descriptron's load and save
-of an untouched outline gives the same mask back). An annotation whose mask or category
-no longer matches its fingerprint was changed by a person: it is theirs, used as an
-outline of theirs (a template) and never replaced. Predictions of earlier versions carry
+Every prediction we write therefore records a fingerprint of what we wrote: its category,
+a hash of its mask bit for bit, and a coarse record of its shape (box, area and pixel counts
+on an 8 x 8 grid over the box) in ``attributes.sam2pal_fingerprint``. Descriptron's load and
+save of an untouched outline from the ``.json`` (its polygons) moves a few pixels along the
+outline (1-3 px on 6 of 30 blob masks, measured with its own functions), so an outline still
+counts as ours when, holes filled (a .json polygon cannot hold a hole, so Descriptron shows
+our outline from the .json without them), its box is within 2 px and its pixel counts on the
+recorded grid (plus any pixel outside the recorded box) differ by at most ``max(8 px, 0.5% of
+its area)`` in all. An annotation whose mask or category no longer matches its
+fingerprint was changed by a person: it is theirs, used as an outline of theirs (a template)
+and never replaced. Predictions of earlier versions carry
 no fingerprint and are treated as before.
 """
 
@@ -21,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from descriptron_sam2pal.imaging.masks import fill_holes
+
 
 PREDICTION_SOURCE = "sam2pal"  # attributes.source of predictions written into a store
 TEMPLATE_SOURCE = "sam2pal-template"  # attributes.source of outlines accepted in the Templates panel
@@ -29,12 +37,73 @@ TEMPLATE_SOURCE = "sam2pal-template"  # attributes.source of outlines accepted i
 FINGERPRINT = "sam2pal_fingerprint"  # attributes key: what we wrote (see the module docstring)
 
 
-def fingerprint(mask: np.ndarray, category: str) -> str:
-    """The record of an outline we write: its category and every bit of its mask."""
-    mask = np.asarray(mask, dtype=bool)
+GRID = 8                 # cells per side of the coarse shape record
+NUDGE_PX = 2             # how far Descriptron's polygon round trip may move the box
+NUDGE_AREA = (8, 0.005)  # ... and change the area / grid counts: max(8 px, 0.5% of the area)
+
+
+def _category_hash(category: str) -> str:
+    return hashlib.sha256(category.encode()).hexdigest()[:8]
+
+
+def _exact(mask: np.ndarray, category: str) -> str:
     h = hashlib.sha256(f"{category}|{mask.shape[0]}x{mask.shape[1]}|".encode())
     h.update(np.packbits(mask, axis=None).tobytes())
-    return "v1:" + h.hexdigest()[:24]
+    return h.hexdigest()[:24]
+
+
+def _box(filled: np.ndarray) -> list[int]:
+    ys, xs = np.nonzero(filled)
+    if not len(ys):
+        return [-1, -1, -1, -1]
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def _grid_counts(filled: np.ndarray, box: list[int]) -> tuple[list[int], int]:
+    """Pixel counts of a GRID x GRID grid over ``box``, and the pixels outside it."""
+    ys, xs = np.nonzero(filled)
+    x0, y0, x1, y1 = box
+    inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+    rows = np.minimum((ys[inside] - y0) * GRID // max(1, y1 - y0), GRID - 1)
+    cols = np.minimum((xs[inside] - x0) * GRID // max(1, x1 - x0), GRID - 1)
+    counts = np.bincount(rows * GRID + cols, minlength=GRID * GRID)
+    return [int(c) for c in counts], int((~inside).sum())
+
+
+def fingerprint(mask: np.ndarray, category: str) -> str:
+    """The record of an outline we write: its category, every bit of its mask, and its coarse
+    shape (see the module docstring): ``v2:<exact>:<category>:<x0,y0,x1,y1>:<grid counts>``."""
+    mask = np.asarray(mask, dtype=bool)
+    filled = fill_holes(mask)   # Descriptron's .json polygons cannot hold holes
+    box = _box(filled)
+    counts, _ = _grid_counts(filled, box)
+    return (f"v2:{_exact(mask, category)}:{_category_hash(category)}:{','.join(map(str, box))}:"
+            + ".".join(map(str, counts)))
+
+
+def matches(recorded: str, mask: np.ndarray, category: str) -> bool:
+    """Whether ``mask`` of ``category`` is still the outline ``recorded`` describes: bit for bit,
+    or (v2) moved no more than Descriptron's own polygon round trip moves an untouched outline."""
+    mask = np.asarray(mask, dtype=bool)
+    if recorded.startswith("v1:"):
+        return recorded == "v1:" + _exact(mask, category)
+    parts = recorded.split(":")
+    if len(parts) != 5 or parts[0] != "v2" or parts[2] != _category_hash(category):
+        return False
+    if parts[1] == _exact(mask, category):
+        return True
+    try:
+        box = [int(v) for v in parts[3].split(",")]
+        counts = [int(v) for v in parts[4].split(".")]
+    except ValueError:
+        return False
+    if len(box) != 4 or len(counts) != GRID * GRID:
+        return False
+    filled = fill_holes(mask)
+    now_counts, outside = _grid_counts(filled, box)
+    allowed = max(NUDGE_AREA[0], NUDGE_AREA[1] * sum(counts))
+    return (max(abs(a - b) for a, b in zip(box, _box(filled))) <= NUDGE_PX
+            and outside + sum(abs(a - b) for a, b in zip(counts, now_counts)) <= allowed)
 
 
 def is_edited(annotation: Any) -> bool:
@@ -50,7 +119,7 @@ def is_edited(annotation: Any) -> bool:
         mask = annotation.mask()
     except Exception:  # noqa: BLE001 - a geometry we cannot read is not what we wrote
         return True
-    return fingerprint(mask, annotation.category) != recorded
+    return not matches(recorded, mask, annotation.category)
 
 
 def is_prediction(annotation: Any) -> bool:

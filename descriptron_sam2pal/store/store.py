@@ -200,6 +200,7 @@ class AnnotationStore:
         self._swapped: set[int] = set()                          # id(ImageRecord) with height/width swapped
         self.lock_timeout: float | None = DEFAULT_TIMEOUT_S      # how long save() waits for another writer
         self.notes: list[str] = []                               # informational: which file won an image
+        self.session_files: list[Path] = []                      # folder-session files save() wrote
         self._stem_owner: dict[str, CocoDocument] = {}           # stem -> the newest file holding it
         self._lost_ids: dict[int, set] = {}                      # id(doc) -> image ids a newer file owns
         self._fingerprints: dict[Path, tuple[int, int] | None] = {}   # file -> (mtime_ns, size) as read
@@ -1019,6 +1020,8 @@ class AnnotationStore:
                     if self.mode == PER_IMAGE:
                         self._drop_superseded(doc)
                         written += doc.write(targets[id(doc)], backup=False)
+                        if len({_entry_stem(i) for i in doc.data["images"] if isinstance(i, dict)}) > 1:
+                            self.session_files.append(doc.path)
                     else:
                         written += doc.write(backup=doc.exists)
                 except StoreError as e:
@@ -1063,11 +1066,19 @@ class AnnotationStore:
         return matches[0]
 
     def _doc_for_write(self, image: ImageRecord) -> CocoDocument:
-        """The document an image's changes go into; per-image images get one on first change."""
+        """The document an image's changes go into. A photo without an annotation file goes into
+        the folder's newest Descriptron folder-session file when there is one (so a session loaded
+        from that file shows it, and the session's next save keeps it), else into a new file of its own."""
         if image.doc is not None:
             return image.doc
         if image._prefix is None:  # pragma: no cover - records without doc always have a prefix
             raise StoreError(f"image {image.id!r} has no annotation file to write to.")
+        session = self._session_document(Path(image._prefix).parent)
+        if session is not None:
+            session.data["images"].append(image.raw)
+            image.doc = session
+            self._stem_owner[image.stem] = session
+            return session
         cats = [copy.deepcopy(self._category_entries[n]) for n in self._categories
                 if n.lower() != TRASH]
         for cat, name in zip(cats, [n for n in self._categories if n.lower() != TRASH]):
@@ -1078,6 +1089,17 @@ class AnnotationStore:
         self._docs.append(doc)
         self._doc_cats[id(doc)] = {id_key(c["id"]): c for c in cats}
         return doc
+
+    def _session_document(self, folder: Path) -> CocoDocument | None:
+        """The newest folder-session save in ``folder``: a `_final_` file of Descriptron's that holds
+        several photos (what its Load Folder + Load Annotations shows), or None."""
+        sessions = []
+        for doc in self._docs:
+            parsed = parse_final_name(doc.path)
+            photos = {_entry_stem(i) for i in doc.data.get("images", []) if isinstance(i, dict)}
+            if parsed and doc.path.parent == folder and len(photos) > 1:
+                sessions.append((parsed[1], str(doc.path), doc))
+        return max(sessions, key=lambda s: s[:2])[2] if sessions else None
 
     def _category_id(self, doc: CocoDocument, name: str) -> Any:
         """The id of ``name`` in ``doc``, adding the category (store-wide id if free, else a new one)."""

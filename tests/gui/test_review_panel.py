@@ -275,7 +275,7 @@ def test_write_back_changes_the_store_exactly_as_reviewed(qtbot, panel, project,
     }
     assert set(new) == {("ant_02.png", "head"), ("ant_01.png", "eye")}
     written_attributes = dict(new[("ant_02.png", "head")]["attributes"])
-    assert written_attributes.pop("sam2pal_fingerprint").startswith("v1:")  # what we wrote (provenance)
+    assert written_attributes.pop("sam2pal_fingerprint").startswith("v2:")  # what we wrote (provenance)
     assert written_attributes == {
         "source": "sam2pal",
         "score": 0.31,

@@ -215,6 +215,17 @@ class Descriptron:
         self.ns["folder_images"][:] = [str(p) for p in images]
         self.ns["folder_coco"]["path"] = str(source) if source else None
 
+    def visit(self, index: int) -> list[tuple[str, np.ndarray, dict]]:
+        """Next / Prev as folder_goto does it: goto, then on a first visit the image's own
+        annotations from the file the session was loaded from (load_annotations)."""
+        ns = self.ns
+        path = ns["folder_images"][index]
+        first = path not in ns["folder_mask_cache"] and path not in ns["folder_kp_cache"]
+        self.goto(index)
+        if ns["folder_coco"]["path"] and first:
+            return self.load(Path(ns["folder_coco"]["path"]))
+        return []
+
     def goto(self, index: int) -> None:
         """Next / Prev in a folder session (folder_goto: autosave, then the session's caches)."""
         ns = self.ns

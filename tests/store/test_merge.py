@@ -88,3 +88,26 @@ def test_the_users_outline_is_kept_unless_replacing_is_asked_for(tmp_path):
     merge_results(store, [result(path, head=box(10, 30, 10, 40))])
     [head] = masks_of(store, rec, "head")
     assert np.array_equal(head.mask(), mine)
+
+
+def test_the_fingerprint_tells_a_polygon_round_trip_from_a_person_s_edit():
+    from descriptron_sam2pal.imaging.masks import mask_to_polygons, polygons_to_mask
+    from descriptron_sam2pal.store.provenance import matches
+
+    mask = box(10, 60, 10, 70, shape=(80, 90))
+    mask[30:40, 30:40] = False  # a hole: the .json cannot hold it
+    recorded = fingerprint(mask, "eye")
+    assert recorded.startswith("v2:") and matches(recorded, mask, "eye")
+    as_json = polygons_to_mask(mask_to_polygons(mask), *mask.shape)
+    assert not np.array_equal(as_json, mask) and matches(recorded, as_json, "eye")
+    nudged = as_json.copy()
+    nudged[60, 10:13] = True  # a few pixels moved along the outline
+    assert matches(recorded, nudged, "eye")
+    assert not matches(recorded, mask, "head"), "another category"
+    cut = mask.copy()
+    cut[10:25] = False  # the person erased the top
+    assert not matches(recorded, cut, "eye")
+    moved = np.roll(mask, 5, axis=1)
+    assert not matches(recorded, moved, "eye")
+    old = "v1:" + recorded.split(":")[1]  # earlier versions: bit for bit only
+    assert matches(old, mask, "eye") and not matches(old, as_json, "eye")
