@@ -6,6 +6,7 @@ See ``store.py`` for the file conventions (session files saved in place with a
 
 from descriptron_sam2pal.store.coco import CocoDocument, StoreError
 from descriptron_sam2pal.store.lock import StoreBusyError, store_lock
+from descriptron_sam2pal.store.saving import StoreChangedError
 from descriptron_sam2pal.store.stem import find_image_files, normalized_stem
 from descriptron_sam2pal.store.store import (
     PER_IMAGE,
@@ -13,7 +14,6 @@ from descriptron_sam2pal.store.store import (
     AnnotationRecord,
     AnnotationStore,
     ImageRecord,
-    StoreChangedError,
 )
 
 __all__ = [

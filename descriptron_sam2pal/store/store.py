@@ -32,8 +32,6 @@ import copy
 import glob
 import logging
 import math
-import os
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -53,6 +51,13 @@ from descriptron_sam2pal.store.coco import (CocoDocument, StoreError, hashable, 
                                             read_json)
 from descriptron_sam2pal.store.lock import DEFAULT_TIMEOUT_S, store_lock
 from descriptron_sam2pal.store.ours import is_our_predictions
+from descriptron_sam2pal.store.saving import (
+    DiskSnapshot,
+    changed_error,
+    check_write_permission,
+    fingerprint,
+    save_targets,
+)
 from descriptron_sam2pal.store.stem import (
     basename,
     final_name,
@@ -70,10 +75,6 @@ POLYGON_BOUNDS_TOLERANCE = 1.0  # px a polygon vertex may lie outside the image 
 
 SESSION = "session"
 PER_IMAGE = "per_image"
-
-
-class StoreChangedError(StoreError):
-    """The annotation files changed on disk (another program saved) since the store read them."""
 
 
 class ImageRecord:
@@ -202,8 +203,7 @@ class AnnotationStore:
         self.notes: list[str] = []                               # informational: which file won an image
         self._stem_owner: dict[str, CocoDocument] = {}           # stem -> the newest file holding it
         self._lost_ids: dict[int, set] = {}                      # id(doc) -> image ids a newer file owns
-        self._fingerprints: dict[Path, tuple[int, int] | None] = {}   # file -> (mtime_ns, size) as read
-        self._watched: dict[Path, set[str]] = {}                 # folder -> `_final_` file names known
+        self._disk = DiskSnapshot()                              # the files as read, for save()
 
     # ------------------------------------------------------------------ opening
 
@@ -222,7 +222,7 @@ class AnnotationStore:
         # a `_final_` file is one image's Descriptron save: changes go to a newer `_final_` file
         store = cls(doc.path, PER_IMAGE if parse_final_name(doc.path) else SESSION)
         if store.mode == PER_IMAGE:
-            store._watch(doc.path.parent)
+            store._disk.watch(doc.path.parent)
         store._add_documents([doc])
         return store
 
@@ -263,7 +263,7 @@ class AnnotationStore:
 
         if finals:
             store = cls(folder, PER_IMAGE)
-            store._watch(folder)
+            store._disk.watch(folder)
             docs = []
             for prefix in sorted(finals):
                 newest = max(finals[prefix])
@@ -307,7 +307,7 @@ class AnnotationStore:
             raise StoreError(f"{folder}: no images and no Descriptron annotation files here. "
                              "Choose the folder with the specimen photos.")
         store = cls(folder, PER_IMAGE)
-        store._watch(folder)
+        store._disk.watch(folder)
         store._add_folder_images(folder)
         return store
 
@@ -326,7 +326,7 @@ class AnnotationStore:
                                  "hide the user's annotations.")
             paths = [Path(p) for p in images] if images is not None else find_image_files(target)
             store = cls(target, PER_IMAGE)
-            store._watch(target)
+            store._disk.watch(target)
             for p in paths:
                 store._new_image(p)
             return store
@@ -358,7 +358,7 @@ class AnnotationStore:
         if len(docs) > 1:
             docs = self._choose_newest(docs)
         for doc in docs:
-            self._remember(doc.path)
+            self._disk.remember(doc.path)
             for w in doc.warnings:
                 self._warn(w, logged=True)    # already logged by the document
             self._docs.append(doc)
@@ -373,7 +373,7 @@ class AnnotationStore:
         modification time), and the log says which file won. Returns the files that won a photo."""
         def age(doc: CocoDocument) -> tuple:
             parsed = parse_final_name(doc.path)
-            ts = parsed[1] if parsed else int(_fingerprint(doc.path)[0] // 10**9) if doc.exists else 0
+            ts = parsed[1] if parsed else int(fingerprint(doc.path)[0] // 10**9) if doc.exists else 0
             return ts, doc.path.name
 
         holders: dict[str, list[CocoDocument]] = {}
@@ -951,18 +951,8 @@ class AnnotationStore:
         """Before long work: raise now what would make :meth:`save` fail at the end — a folder
         or file it must write without write permission, or another run holding the lock
         (:class:`StoreBusyError` after ``lock_timeout`` s). Changes nothing."""
-        folders = self.folders()
-        problems = [f"{f}: no write permission for this folder" for f in sorted(folders)
-                    if f.is_dir() and not os.access(f, os.W_OK | os.X_OK)]
-        if self.mode == SESSION:
-            for doc in self._docs:
-                for p in (doc.path, doc.rlejson_path):
-                    if p.exists() and not os.access(p, os.W_OK):
-                        problems.append(f"{p}: read-only file")
-        if problems:
-            raise StoreError("The annotations could not be saved here: " + "; ".join(problems)
-                             + ". Nothing was done. Give yourself write permission (or copy the folder "
-                             "somewhere writable), then run again.")
+        files = [p for d in self._docs for p in (d.path, d.rlejson_path)] if self.mode == SESSION else []
+        check_write_permission(self.folders(), files)
         with self.lock(timeout=lock_timeout):
             pass
 
@@ -970,29 +960,8 @@ class AnnotationStore:
         """What changed on disk since the store read it, one line per file: its own
         annotation files modified, removed or created, and (per-image folders) new
         ``_final_`` files holding one of the images this store is about to write."""
-        problems = []
-        for path, before in self._fingerprints.items():
-            now = _fingerprint(path)
-            if now != before:
-                what = "was created" if before is None else "was removed" if now is None else "was modified"
-                problems.append(f"{path} {what}")
-        own = {p for p in self._fingerprints}
         stems = {r.stem for d in self._docs if d.dirty for r in self.images if r.doc is d}
-        for folder, known in self._watched.items():
-            if not folder.is_dir():
-                continue
-            for p in sorted(folder.iterdir()):
-                if p.name in known or p in own or not parse_final_name(p):
-                    continue
-                try:
-                    data, _ = read_json(p)
-                    theirs = {normalized_stem(i.get("file_name") or str(i.get("id")))
-                              for i in data.get("images", []) if isinstance(i, dict)}
-                except StoreError:
-                    theirs = stems          # unreadable (being written?): assume it matters
-                if theirs & stems:
-                    problems.append(f"{p} was created")
-        return problems
+        return self._disk.changes(stems)
 
     def save(self) -> list[Path]:
         """Write every changed document (.json polygons + .rlejson with RLE for masks polygons
@@ -1005,11 +974,7 @@ class AnnotationStore:
         with self.lock():
             problems = self.changed_since_read()
             if problems:
-                raise StoreChangedError(
-                    f"{self.path}: changed by another program since it was read here ("
-                    + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
-                    + "). Nothing was saved, so that program's work is kept. Open the annotations again "
-                    "and redo this step (for sam2pal propagate: run the same command again with --resume).")
+                raise changed_error(self.path, problems)
             written: list[Path] = []
             targets = self._targets()
             for doc in self._docs:
@@ -1027,25 +992,12 @@ class AnnotationStore:
                     raise
                 finally:
                     for p in written:
-                        self._remember(p)
+                        self._disk.remember(p)
             if self._docs and not self.path.is_dir():   # a single file was opened: follow it
                 self.path = self._docs[0].path
             return written
 
     # ------------------------------------------------------------------ internals
-
-    def _remember(self, path: Path) -> None:
-        """Note how ``path`` and its companion are on disk now (for :meth:`changed_since_read`)."""
-        for p in (Path(path), Path(path).with_suffix(".rlejson" if Path(path).suffix.lower() == ".json"
-                                                     else ".json")):
-            self._fingerprints[p] = _fingerprint(p)
-            if p.parent in self._watched:
-                self._watched[p.parent].add(p.name)
-
-    def _watch(self, folder: Path) -> None:
-        folder = Path(folder)
-        self._watched[folder] = {p.name for p in folder.iterdir() if parse_final_name(p)} \
-            if folder.is_dir() else set()
 
     def _image(self, image_id: Any) -> ImageRecord:
         if isinstance(image_id, ImageRecord):
@@ -1116,22 +1068,7 @@ class AnnotationStore:
     def _targets(self) -> dict[int, Path]:
         """id(doc) -> where each changed document is saved: in place (session) or, per image, a new
         `_final_<ts>` pair strictly newer than every existing one for that image (and than now)."""
-        dirty = [d for d in self._docs if d.dirty]
-        if self.mode != PER_IMAGE:
-            return {id(d): d.path for d in dirty}
-        prefixes = {}
-        for doc in dirty:
-            parsed = parse_final_name(doc.path)
-            prefixes[id(doc)] = parsed[0] if parsed else strip_image_extension(str(doc.path.with_suffix("")))
-        newest: dict[str, int] = {}
-        for folder in {Path(p).parent for p in prefixes.values()}:
-            if folder.is_dir():
-                for f in folder.iterdir():
-                    q = parse_final_name(f)
-                    if q:
-                        newest[q[0]] = max(newest.get(q[0], 0), q[1])
-        now = int(time.time())
-        return {key: final_name(prefix, max(now, newest.get(prefix, 0) + 1)) for key, prefix in prefixes.items()}
+        return save_targets([d for d in self._docs if d.dirty], per_image=self.mode == PER_IMAGE)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -1143,14 +1080,6 @@ def _entry_stem(raw: dict) -> str:
 
 def _path_like(image_id: Any) -> bool:
     return isinstance(image_id, str) and ("/" in image_id or "\\" in image_id)
-
-
-def _fingerprint(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_mtime_ns, st.st_size
 
 
 def _positive_int(value: Any) -> int | None:
