@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import glob
 import logging
-import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -58,6 +57,20 @@ from descriptron_sam2pal.store.saving import (
     fingerprint,
     save_targets,
 )
+from descriptron_sam2pal.store.validation import (
+    TRASH,
+    annotation_kind,
+    check_image_entry,
+    check_structure_name,
+    image_size_problem,
+    is_number,
+    is_structure_category,
+    positive_int,
+    segmentation_problem,
+    short_repr,
+    usable_categories,
+    usable_image_entries,
+)
 from descriptron_sam2pal.store.stem import (
     basename,
     final_name,
@@ -68,10 +81,6 @@ from descriptron_sam2pal.store.stem import (
 )
 
 log = logging.getLogger(__name__)
-
-TRASH = "trash"                 # Descriptron drops this category on save; never a structure
-KEYPOINT_SUPERCATEGORY = "keypoints"
-POLYGON_BOUNDS_TOLERANCE = 1.0  # px a polygon vertex may lie outside the image before we warn
 
 SESSION = "session"
 PER_IMAGE = "per_image"
@@ -97,11 +106,11 @@ class ImageRecord:
 
     @property
     def height(self) -> int | None:
-        return _positive_int(self.raw.get("height"))
+        return positive_int(self.raw.get("height"))
 
     @property
     def width(self) -> int | None:
-        return _positive_int(self.raw.get("width"))
+        return positive_int(self.raw.get("width"))
 
     @property
     def structure_status(self) -> dict:
@@ -429,27 +438,7 @@ class AnnotationStore:
         log.info("%s: %d image(s) held by newer files are not copied into its new version", doc.path, len(lost))
 
     def _index_categories(self, doc: CocoDocument) -> None:
-        by_id: dict[Any, dict] = {}
-        for i, cat in enumerate(doc.data["categories"]):
-            if not isinstance(cat, dict) or "id" not in cat or not isinstance(cat.get("name"), str):
-                self._warn(f"{doc.path}: category #{i} ({cat!r}) has no id or name; kept in the file, not used.")
-                continue
-            key = id_key(cat["id"])
-            if not isinstance(key, int) or isinstance(key, bool):
-                self._warn(f"{doc.path}: category \"{cat['name']}\" has id {cat['id']!r}, not an integer; "
-                           "kept in the file, not used.")
-                continue
-            if key in by_id:
-                other = by_id[key]["name"]
-                if other != cat["name"]:
-                    raise StoreError(
-                        f"{doc.path}: category id {key!r} is used by both \"{other}\" and \"{cat['name']}\", so "
-                        "its annotations cannot be labelled safely. Give one of them a new id in the file "
-                        "(and its annotations' category_id), then open it again.")
-                self._warn(f"{doc.path}: category \"{cat['name']}\" (id {key!r}) is listed twice; "
-                           "kept as it is, treated as one.")
-                continue
-            by_id[key] = cat
+        by_id = usable_categories(doc, self._warn)
         names: dict[str, Any] = {}
         for key, cat in by_id.items():
             name = cat["name"]
@@ -468,13 +457,13 @@ class AnnotationStore:
     def _update_counters(self) -> None:
         ann_ids = [a.get("id") for d in self._docs for a in d.data["annotations"] if isinstance(a, dict)]
         cat_ids = [c.get("id") for d in self._docs for c in d.data["categories"] if isinstance(c, dict)]
-        nums = [int(v) for v in ann_ids if _is_number(v)]
+        nums = [int(v) for v in ann_ids if is_number(v)]
         self._next_ann_id = max([self._next_ann_id - 1, *nums]) + 1
         # an id an annotation uses is taken even when its category entry is missing: a new category
         # with that id would relabel the annotation
         used = [a.get("category_id") for d in self._docs for a in d.data["annotations"] if isinstance(a, dict)]
-        nums = [int(v) for v in [*cat_ids, *used] if _is_number(v)] + \
-            [int(v) for v in self._categories.values() if _is_number(v)]
+        nums = [int(v) for v in [*cat_ids, *used] if is_number(v)] + \
+            [int(v) for v in self._categories.values() if is_number(v)]
         self._next_cat_id = max([self._next_cat_id - 1, 0, *nums]) + 1
 
     def _index_images(self, doc: CocoDocument) -> list[ImageRecord]:
@@ -485,23 +474,7 @@ class AnnotationStore:
         become one record: the path-like entry is the record, the others its ``aliases`` (their
         annotations and ``structure_status`` belong to it). An image that several files hold is
         read from the file that :meth:`_add_documents` chose (the newest)."""
-        valid: list[tuple[Any, dict]] = []
-        seen: dict[Any, dict] = {}
-        for i, raw in enumerate(doc.data["images"]):
-            if not isinstance(raw, dict) or "id" not in raw:
-                self._warn(f"{doc.path}: images entry #{i} ({_short(raw)}) has no id; kept in the file, not used.")
-                continue
-            key = id_key(raw["id"])
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
-                self._warn(f"{doc.path}: images entry #{i} has id {_short(key)}, neither a string nor an "
-                           "integer; kept in the file, not used.")
-                continue
-            if key in seen:
-                self._warn(f"{doc.path}: image id {key!r} is listed twice ({seen[key].get('file_name')!r} and "
-                           f"{raw.get('file_name')!r}); its annotations go to the first.")
-                continue
-            seen[key] = raw
-            valid.append((key, raw))
+        valid = usable_image_entries(doc, self._warn)
         groups: dict[str, list[dict]] = {}
         for key, raw in valid:
             groups.setdefault(_entry_stem(raw), []).append(raw)
@@ -524,41 +497,18 @@ class AnnotationStore:
                 self._warn(f"{doc.path}: image id {key!r} ({record.file_name}) is also in {clash.source}; "
                            f"the entry from {clash.source} is used.")
                 continue
-            self._check_image(doc, record)
+            check_image_entry(doc.path, record, self._warn)
             self._register(record)
             for alias in record.aliases:
                 self._by_id.setdefault(id_key(alias["id"]), []).append(record)
             records.append(record)
-        for key in seen:
+        for key, _ in valid:
             same_id = [r for r in self._by_id.get(key, [])]
             if len({id(r) for r in same_id}) > 1 and same_id[-1].doc is doc:
                 self._warn(f"image id {key!r} occurs in several annotation files "
                            f"({', '.join(str(r.source) for r in same_id)}); "
                            "refer to those images by record or file name.")
         return records
-
-    def _check_image(self, doc: CocoDocument, record: ImageRecord) -> None:
-        if record.path is None:
-            name = record.file_name or "?"
-            where = (f"in {doc.path.parent} nor in the folder its file_name names ({name!r}; Descriptron uses "
-                     f"the name {basename(name)!r} alone)" if basename(name) != name else f"in {doc.path.parent}")
-            self._warn(f"{doc.path}: image id {record.id!r} ({name}): image file not found "
-                       f"{where}. Its masks can be read, but it cannot be shown, trained on or "
-                       "predicted; put the image next to the annotation file.")
-        if record.height is None or record.width is None:
-            size = None
-            if record.path is not None:
-                try:
-                    size = read_image_size(record.path)
-                except Exception:  # reported just below
-                    size = None
-            if size is None:
-                self._warn(f"{doc.path}: image id {record.id!r} has no valid height/width "
-                           f"({record.raw.get('height')!r} x {record.raw.get('width')!r}); its masks cannot be decoded.")
-            else:
-                self._warn(f"{doc.path}: image id {record.id!r} has no valid height/width; using the image "
-                           f"file's {size[0]} x {size[1]} (written to the file on the next save).")
-                record.raw["height"], record.raw["width"] = int(size[0]), int(size[1])
 
     def _index_annotations(self, doc: CocoDocument, images: list[ImageRecord]) -> None:
         by_key: dict[Any, ImageRecord] = {}
@@ -571,7 +521,7 @@ class AnnotationStore:
         seen_ids: set = set()
         for i, ann in enumerate(doc.data["annotations"]):
             if not isinstance(ann, dict):
-                self._warn(f"{doc.path}: annotations entry #{i} is not an object ({_short(ann)}); kept, not used.")
+                self._warn(f"{doc.path}: annotations entry #{i} is not an object ({short_repr(ann)}); kept, not used.")
                 continue
             label = f"annotation id {ann['id']!r}" if "id" in ann else f"annotation #{i} (no id)"
             if "id" not in ann:
@@ -604,10 +554,10 @@ class AnnotationStore:
 
     def _make_record(self, doc: CocoDocument, ann: dict, image: ImageRecord, cat: dict | None,
                      label: str) -> AnnotationRecord:
-        kind = _kind(ann, cat, doc.segmentation(ann))
+        kind = annotation_kind(ann, cat, doc.segmentation(ann))
         problem = None
         if kind == "mask":
-            error, warning = _segmentation_problem(doc.segmentation(ann), image.height, image.width)
+            error, warning = segmentation_problem(doc.segmentation(ann), image.height, image.width)
             where = f"{doc.path}: {label} (image {image.id!r})"
             if warning:
                 self._warn(f"{where}: {warning}.")
@@ -691,7 +641,7 @@ class AnnotationStore:
 
     def structure_names(self) -> list[str]:
         """Names of categories used (or usable) as mask structures: no Trash, no keypoint categories."""
-        return [n for n in self._categories if _is_structure_category(self._category_entries[n])]
+        return [n for n in self._categories if is_structure_category(self._category_entries[n])]
 
     def image(self, image_id: Any) -> ImageRecord:
         """The image with this id (or the record itself). Raises StoreError if unknown or ambiguous."""
@@ -744,23 +694,11 @@ class AnnotationStore:
         if image.path is None or id(image) in self._sizes_checked:
             return
         self._sizes_checked.add(id(image))
-        try:
-            h, w = read_image_size(image.path)
-        except Exception as e:
-            self._warn(f"{image.source or image.path}: image id {image.id!r}: {image.path} cannot be read ({e}).")
-            return
-        if (image.height, image.width) == (w, h) and h != w:
+        problem, swapped = image_size_problem(image)
+        if swapped:
             self._swapped.add(id(image))
-            self._warn(f"{image.source or image.path}: image id {image.id!r}: height and width are swapped "
-                       f"({image.height} x {image.width}, but {image.path.name} is {h} x {w} pixels as stored; "
-                       "perhaps a viewer's EXIF rotation was recorded). Its masks are not used. Set "
-                       f"\"height\": {h}, \"width\": {w} in the image entry (Descriptron's frame) and check "
-                       "the outlines in Descriptron.")
-        elif (image.height, image.width) != (h, w):
-            self._warn(f"{image.source or image.path}: image id {image.id!r}: height x width in the file "
-                       f"({image.height} x {image.width}) differ from {image.path.name} ({h} x {w}, as "
-                       "stored); its masks may not line up with the photo. Re-annotate it "
-                       "or fix the image entry.")
+        if problem:
+            self._warn(problem)
 
     @property
     def is_dirty(self) -> bool:
@@ -798,7 +736,7 @@ class AnnotationStore:
             raise StoreError(f"annotation {ann_id!r} is not on image {image_id!r}; nothing was changed")
         old = record.raw.get("attributes")
         if old is not None and not isinstance(old, dict):
-            raise StoreError(f"{record.doc.path}: annotation id {ann_id!r}: attributes {_short(old)} are not "
+            raise StoreError(f"{record.doc.path}: annotation id {ann_id!r}: attributes {short_repr(old)} are not "
                              "an object; nothing was changed")
         record.raw["attributes"] = {**(old or {}), **attributes}
         record.doc.dirty = True
@@ -814,7 +752,7 @@ class AnnotationStore:
         annotation's ``attributes`` dict.
         """
         image = self._image(image_id)
-        name = _check_structure_name(name)
+        name = check_structure_name(name)
         mask = np.asarray(mask)
         if mask.ndim != 2 or (image.height, image.width) != mask.shape:
             raise ValueError(f"mask shape {mask.shape} does not match image {image.id!r} "
@@ -823,7 +761,7 @@ class AnnotationStore:
         if not mask.any():
             raise ValueError(f"empty mask for structure {name!r} on image {image.id!r}")
         entry = self._category_entries.get(name)
-        if entry is not None and not _is_structure_category(entry):
+        if entry is not None and not is_structure_category(entry):
             raise StoreError(f"\"{name}\" is a keypoint category in {self.path}; choose another structure name.")
         doc = self._doc_for_write(image)
         cat_id = self._category_id(doc, name)
@@ -837,7 +775,7 @@ class AnnotationStore:
                 if isinstance(old_attrs, dict):
                     carried_attrs.update(old_attrs)
                 elif old_attrs is not None:
-                    self._warn(f"{rec.doc.path}: annotation id {rec.id!r}: attributes {_short(old_attrs)} are "
+                    self._warn(f"{rec.doc.path}: annotation id {rec.id!r}: attributes {short_repr(old_attrs)} are "
                                "not an object and cannot be carried over to its replacement.")
                 notes = rec.raw.get("notes")
                 if notes not in (None, "") and notes not in carried_notes:
@@ -860,7 +798,7 @@ class AnnotationStore:
             "area": int(mask_area(mask)),
             "bbox": [float(v) for v in mask_bbox(mask)],
             "iscrowd": 0,
-            "instance_id": max([int(v) for v in instances if _is_number(v)] + [0]) + 1,
+            "instance_id": max([int(v) for v in instances if is_number(v)] + [0]) + 1,
         }
         if carried_notes:
             ann["notes"] = (carried_notes[0] if len(carried_notes) == 1
@@ -881,7 +819,7 @@ class AnnotationStore:
     def set_structure_status(self, image_id: Any, name: str, status: str | None) -> None:
         """Record that a structure is "absent"/"unknown"/... on an image (None removes the entry)."""
         image = self._image(image_id)
-        name = _check_structure_name(name)
+        name = check_structure_name(name)
         current = image.raw.get("structure_status")
         if current is not None and not isinstance(current, dict):
             raise StoreError(f"{image.source}: image id {image.id!r} has a structure_status that is not an "
@@ -1042,7 +980,7 @@ class AnnotationStore:
                 if isinstance(a, dict) and hashable(id_key(a.get("category_id")))}
         if cat_id is None or id_key(cat_id) in cats or id_key(cat_id) in used:
             cat_id = self._next_cat_id
-        self._next_cat_id = max(self._next_cat_id, int(cat_id) + 1 if _is_number(cat_id) else 0)
+        self._next_cat_id = max(self._next_cat_id, int(cat_id) + 1 if is_number(cat_id) else 0)
         entry = copy.deepcopy(self._category_entries[name]) if name in self._category_entries else \
             {"id": cat_id, "name": name, "supercategory": ""}
         entry["id"] = cat_id
@@ -1080,22 +1018,6 @@ def _entry_stem(raw: dict) -> str:
 
 def _path_like(image_id: Any) -> bool:
     return isinstance(image_id, str) and ("/" in image_id or "\\" in image_id)
-
-
-def _positive_int(value: Any) -> int | None:
-    if isinstance(value, bool) or not _is_number(value) or int(value) != value or value <= 0:
-        return None
-    return int(value)
-
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 AUTOSAVE_SNAPSHOT = "_descriptron_session_masks.json"   # Descriptron's folder-session crash snapshot
@@ -1140,100 +1062,3 @@ def _image_entry(path: Path, *, str_id: bool) -> dict:
     except Exception as e:
         raise StoreError(f"{path}: cannot read the image size ({e}). Check the image file.") from e
     return raw
-
-
-def _is_structure_category(entry: dict | None) -> bool:
-    if entry is None:
-        return True
-    return (str(entry.get("name", "")).lower() != TRASH
-            and entry.get("supercategory") != KEYPOINT_SUPERCATEGORY)
-
-
-def _check_structure_name(name: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"structure name must be a non-empty string, got {name!r}")
-    name = name.strip()
-    if name.lower() == TRASH:
-        raise StoreError("\"Trash\" is Descriptron's discard category, not a structure; choose another name.")
-    return name
-
-
-def _kind(ann: dict, cat: dict | None, segmentation: Any) -> str:
-    if ann.get("is_line"):
-        return "line"
-    if ann.get("keypoints") or (cat is not None and cat.get("supercategory") == KEYPOINT_SUPERCATEGORY):
-        return "keypoints"
-    if ann.get("is_trait_only"):
-        return "trait"
-    if not segmentation:
-        return "other"
-    return "mask"
-
-
-def _segmentation_problem(seg: Any, h: int | None, w: int | None) -> tuple[str | None, str | None]:
-    """(why the segmentation cannot be decoded, a usable oddity worth a warning); None when fine.
-
-    Cheap structural checks made when a file is opened, so every bad entry is reported up
-    front; the same forms as ``imaging.masks.segmentation_to_mask`` are accepted.
-    """
-    if isinstance(seg, dict):
-        return _rle_problem(seg, h, w), None
-    if not isinstance(seg, list):
-        return f"segmentation is a {type(seg).__name__}, neither polygons nor RLE", None
-    if seg and all(isinstance(part, dict) for part in seg):
-        for part in seg:
-            problem = _rle_problem(part, h, w)
-            if problem:
-                return problem, None
-        return None, None
-    polygons = [seg] if all(_is_number(v) for v in seg) else seg
-    out_of_bounds = False
-    flat: list[int] = []
-    for j, poly in enumerate(polygons):
-        if not isinstance(poly, list) or not all(_is_number(v) and math.isfinite(v) for v in poly):
-            return f"polygon #{j} is not a list of finite numbers [x1, y1, x2, y2, ...]", None
-        if len(poly) % 2:
-            return f"polygon #{j} has an odd number of coordinates ({len(poly)})", None
-        if len(poly) < 6 or _polygon_area(poly) == 0:
-            flat.append(j)
-        if poly and h is not None and w is not None:
-            xs, ys = poly[0::2], poly[1::2]
-            t = POLYGON_BOUNDS_TOLERANCE
-            if min(xs) < -t or min(ys) < -t or max(xs) > w + t or max(ys) > h + t:
-                out_of_bounds = True
-    if polygons and len(flat) == len(polygons):
-        return ("its outline has zero area (fewer than 3 points, or all points on one line); "
-                "redraw it in Descriptron or delete it"), None
-    notes = []
-    if flat:
-        notes.append(f"polygon(s) #{', #'.join(map(str, flat))} have zero area (fewer than 3 points, or "
-                     "all on one line) and add only a line of pixels (as in Descriptron); redraw them in Descriptron if a part is missing")
-    if out_of_bounds:
-        notes.append(f"polygon points lie outside the image ({w} x {h} px); the mask is clipped to the image")
-    return None, ("; ".join(notes) or None)
-
-
-def _polygon_area(flat: list) -> float:
-    xs, ys = flat[0::2], flat[1::2]
-    return abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs)))) / 2.0
-
-
-def _rle_problem(seg: dict, h: int | None, w: int | None) -> str | None:
-    if "counts" not in seg or "size" not in seg:
-        return "RLE segmentation without \"size\" and \"counts\""
-    size = seg["size"]
-    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_number(v) for v in size)):
-        return f"RLE size {size!r} is not [height, width]"
-    if h is not None and w is not None and list(size) != [h, w]:
-        return (f"RLE size {list(size)} does not match the image's [height, width] [{h}, {w}] "
-                "(wrong image, or the image was resized or rotated)")
-    counts = seg["counts"]
-    if isinstance(counts, list):
-        if not all(_is_number(c) and c >= 0 for c in counts):
-            return "RLE counts contain values that are not non-negative numbers"
-        total = sum(counts)
-        if total != size[0] * size[1]:
-            return f"RLE counts sum to {total}, not {size[0]} x {size[1]} = {size[0] * size[1]} pixels"
-    elif not isinstance(counts, (str, bytes)):
-        return f"RLE counts must be a list or a string, found {type(counts).__name__}"
-    return None
