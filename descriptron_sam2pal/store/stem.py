@@ -39,6 +39,11 @@ def normalized_stem(name: str | Path) -> str:
     return strip_image_extension(basename(name)).lower().replace(" ", "_")
 
 
+def entry_stem(raw: dict) -> str:
+    """Descriptron's matching key of an ``images`` entry (file name, else id)."""
+    return normalized_stem(str(raw.get("file_name") or raw.get("id")))
+
+
 def parse_final_name(path: str | Path) -> tuple[str, int, str] | None:
     """For ``<prefix>_final_<ts>.json|.rlejson``: (prefix, ts, ext); otherwise None.
 

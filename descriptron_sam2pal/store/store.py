@@ -29,14 +29,13 @@ raise :class:`StoreError`.
 from __future__ import annotations
 
 import copy
-import glob
 import logging
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from descriptron_sam2pal.imaging.io import IMAGE_EXTENSIONS, read_image_size
+from descriptron_sam2pal.imaging.io import read_image_size
 from descriptron_sam2pal.imaging.masks import (
     has_hole,
     mask_area,
@@ -46,15 +45,22 @@ from descriptron_sam2pal.imaging.masks import (
     polygons_to_mask,
     segmentation_to_mask,
 )
-from descriptron_sam2pal.store.coco import (CocoDocument, StoreError, hashable, id_key, is_labelme, labelme_message,
-                                            read_json)
+from descriptron_sam2pal.store.coco import (CocoDocument, StoreError, hashable, id_key, labelme_message)
 from descriptron_sam2pal.store.lock import DEFAULT_TIMEOUT_S, store_lock
-from descriptron_sam2pal.store.ours import is_our_predictions
+from descriptron_sam2pal.store.discovery import (
+    ImageFileIndex,
+    choose_newest,
+    choose_session_file,
+    drop_superseded,
+    labelme_files,
+    load_final_saves,
+    looks_like_coco,
+    sort_folder_files,
+)
 from descriptron_sam2pal.store.saving import (
     DiskSnapshot,
     changed_error,
     check_write_permission,
-    fingerprint,
     save_targets,
 )
 from descriptron_sam2pal.store.validation import (
@@ -72,7 +78,7 @@ from descriptron_sam2pal.store.validation import (
     usable_image_entries,
 )
 from descriptron_sam2pal.store.stem import (
-    basename,
+    entry_stem,
     final_name,
     find_image_files,
     normalized_stem,
@@ -203,7 +209,7 @@ class AnnotationStore:
         self._category_entries: dict[str, dict] = {}             # name -> first entry
         self._next_ann_id = 1
         self._next_cat_id = 1
-        self._folder_index: dict[Path, dict[str, list[Path]]] = {}
+        self._image_files = ImageFileIndex()                    # image files by folder and stem
         self._by_id: dict[Any, list[ImageRecord]] = {}           # id_key(image id) -> records
         self._by_stem: dict[str, list[ImageRecord]] = {}         # normalised stem -> records
         self._sizes_checked: set[int] = set()                    # id(ImageRecord) checked against its file
@@ -238,7 +244,7 @@ class AnnotationStore:
     @classmethod
     def _open_folder(cls, folder: Path) -> AnnotationStore:
         """See :meth:`open`; labelme files there are named in a warning (they are not COCO)."""
-        labelme = [p for p in sorted(folder.glob("*.json")) if not p.name.startswith(".") and _is_labelme_file(p)]
+        labelme = labelme_files(folder)
         try:
             store = cls._open_folder_files(folder)
         except StoreError:
@@ -251,68 +257,26 @@ class AnnotationStore:
 
     @classmethod
     def _open_folder_files(cls, folder: Path) -> AnnotationStore:
-        finals: dict[str, dict[int, list[Path]]] = {}
-        others: list[Path] = []
-        for p in sorted(folder.iterdir()):
-            if not p.is_file() or p.name.startswith("."):
-                continue
-            parsed = parse_final_name(p)
-            if parsed:
-                prefix, ts, _ = parsed
-                finals.setdefault(prefix, {}).setdefault(ts, []).append(p)
-            elif is_our_predictions(p):
-                log.info("%s: a predictions file written by sam2pal (unreviewed outlines); not read as the "
-                         "project's annotations", p)
-            elif _is_descriptron_autosave(p, folder):
-                log.info("%s: Descriptron's folder-session autosave (keypoints / crash snapshot); not read, "
-                         "its final save holds the same", p)
-            elif p.suffix.lower() == ".json" or (p.suffix.lower() == ".rlejson"
-                                                  and not p.with_suffix(".json").exists()):
-                others.append(p)
-
-        if finals:
+        """See :meth:`open`: per-image saves (each photo from the newest), else the folder's one
+        session file, else the folder's images without annotations."""
+        files = sort_folder_files(folder)
+        if files.finals:
             store = cls(folder, PER_IMAGE)
             store._disk.watch(folder)
-            docs = []
-            for prefix in sorted(finals):
-                newest = max(finals[prefix])
-                for ts in sorted(finals[prefix]):
-                    files = sorted(finals[prefix][ts], key=lambda q: q.suffix.lower() != ".json")
-                    try:
-                        docs.append(CocoDocument.load(files[0]))
-                    except StoreError as e:
-                        if ts == newest:
-                            raise
-                        store._warn(f"{e} (an older file, not read)")
-            store._add_documents(docs)          # each image from the newest file that holds it
-            for p in others:
-                if _looks_like_coco(p):
+            store._add_documents(load_final_saves(files.finals, store._warn))  # each image from the newest
+            for p in files.others:
+                if looks_like_coco(p):
                     store._warn(f"{p}: a COCO file next to per-image _final_ files; not read. "
                                 "Open it directly to work on it instead.")
             store._add_folder_images(folder)
             return store
-
-        sessions, invalid = [], []
-        for p in others:
-            try:
-                data, _ = read_json(p)
-            except StoreError as e:
-                invalid.append(e)
-                continue
-            if "images" in data or "annotations" in data:
-                sessions.append(p)
-        if len(sessions) > 1:
-            raise StoreError(f"{folder}: several COCO annotation files ({', '.join(p.name for p in sessions)}); "
-                             "open the one you want directly.")
-        if not sessions and invalid:
-            raise invalid[0]
-        if sessions:
-            store = cls.open(sessions[0])
+        session, invalid = choose_session_file(folder, files.others)
+        if session is not None:
+            store = cls.open(session)
             for e in invalid:
-                store._warn(f"{e} (not read; {sessions[0].name} is used)")
+                store._warn(f"{e} (not read; {session.name} is used)")
             return store
-        images = find_image_files(folder)
-        if not images:
+        if not find_image_files(folder):
             raise StoreError(f"{folder}: no images and no Descriptron annotation files here. "
                              "Choose the folder with the specimen photos.")
         store = cls(folder, PER_IMAGE)
@@ -364,8 +328,12 @@ class AnnotationStore:
                 log.warning(message)
 
     def _add_documents(self, docs: list[CocoDocument]) -> None:
-        if len(docs) > 1:
-            docs = self._choose_newest(docs)
+        if len(docs) > 1:  # several files hold one photo: it is read from the newest
+            newest = choose_newest(docs)
+            self._stem_owner.update(newest.owner)
+            self.notes += newest.notes
+            self._lost_ids.update(newest.superseded)
+            docs = newest.kept
         for doc in docs:
             self._disk.remember(doc.path)
             for w in doc.warnings:
@@ -376,66 +344,9 @@ class AnnotationStore:
         for doc in docs:
             self._index_annotations(doc, self._index_images(doc))
 
-    def _choose_newest(self, docs: list[CocoDocument]) -> list[CocoDocument]:
-        """Several files describe the same photo (folder-session saves, repeated per-image saves):
-        each photo is read from the newest file that holds it (``_final_<ts>``, else the file's
-        modification time), and the log says which file won. Returns the files that won a photo."""
-        def age(doc: CocoDocument) -> tuple:
-            parsed = parse_final_name(doc.path)
-            ts = parsed[1] if parsed else int(fingerprint(doc.path)[0] // 10**9) if doc.exists else 0
-            return ts, doc.path.name
-
-        holders: dict[str, list[CocoDocument]] = {}
-        names: dict[str, str] = {}
-        for doc in docs:
-            for raw in doc.data["images"]:
-                if isinstance(raw, dict) and "id" in raw:
-                    stem = _entry_stem(raw)
-                    if doc not in holders.setdefault(stem, []):
-                        holders[stem].append(doc)
-                    names.setdefault(stem, str(raw.get("file_name") or raw["id"]))
-        for stem, held in holders.items():
-            winner = max(held, key=age)
-            self._stem_owner[stem] = winner
-            if len(held) > 1:
-                losers = ", ".join(d.path.name for d in sorted(held, key=age, reverse=True) if d is not winner)
-                note = (f"{names[stem]}: in {len(held)} annotation files; read from {winner.path} (the newest), "
-                        f"not from {losers}")
-                self.notes.append(note)
-                log.info(note)
-        for doc in docs:
-            self._lost_ids[id(doc)] = {
-                id_key(raw["id"]) for raw in doc.data["images"] if isinstance(raw, dict) and "id" in raw
-                and hashable(id_key(raw["id"])) and self._stem_owner.get(_entry_stem(raw), doc) is not doc}
-        kept = [d for d in docs if any(owner is d for owner in self._stem_owner.values())
-                or not d.data["images"]]
-        for doc in docs:
-            if doc not in kept:
-                log.info("%s: every image in it is in a newer file; not used", doc.path)
-        return kept
-
     def _superseded(self, doc: CocoDocument, image_id: Any) -> bool:
         key = id_key(image_id)
         return hashable(key) and key in self._lost_ids.get(id(doc), set())
-
-    def _drop_superseded(self, doc: CocoDocument) -> None:
-        """Before a per-image save: leave out the photos this file holds but a newer file owns, so
-        the new (newest) file cannot bring their older version back."""
-        lost = self._lost_ids.pop(id(doc), set())
-        if not lost:
-            return
-        doc.data["images"] = [r for r in doc.data["images"]
-                              if not (isinstance(r, dict) and hashable(id_key(r.get("id")))
-                                      and id_key(r.get("id")) in lost)]
-        kept = []
-        for ann in doc.data["annotations"]:
-            if isinstance(ann, dict) and hashable(id_key(ann.get("image_id"))) and id_key(ann.get("image_id")) in lost:
-                if "id" in ann and hashable(id_key(ann["id"])):
-                    doc.rle.pop(id_key(ann["id"]), None)
-                continue
-            kept.append(ann)
-        doc.data["annotations"] = kept
-        log.info("%s: %d image(s) held by newer files are not copied into its new version", doc.path, len(lost))
 
     def _index_categories(self, doc: CocoDocument) -> None:
         by_id = usable_categories(doc, self._warn)
@@ -477,14 +388,14 @@ class AnnotationStore:
         valid = usable_image_entries(doc, self._warn)
         groups: dict[str, list[dict]] = {}
         for key, raw in valid:
-            groups.setdefault(_entry_stem(raw), []).append(raw)
+            groups.setdefault(entry_stem(raw), []).append(raw)
         records: list[ImageRecord] = []
         for key, raw in valid:
-            group = groups[_entry_stem(raw)]
+            group = groups[entry_stem(raw)]
             canonical = next((r for r in group if _path_like(r["id"])), group[0])
             if raw is not canonical:
                 continue
-            record = ImageRecord(raw, self._find_image_file(doc, raw), doc)
+            record = ImageRecord(raw, self._image_files.find(doc.path, raw, self._warn), doc)
             record.aliases = [r for r in group if r is not raw]
             if record.aliases:
                 log.info("%s: image %s has %d entries (ids %s); read as one photo, as Descriptron does",
@@ -565,43 +476,6 @@ class AnnotationStore:
                 problem = f"{where}: {error}"
                 self._warn(problem + "; kept in the file, its mask is not used.")
         return AnnotationRecord(ann, image, doc, cat["name"] if cat else None, kind, problem)
-
-    def _find_image_file(self, doc: CocoDocument, raw: dict) -> Path | None:
-        names = [raw.get("file_name"), raw.get("id") if isinstance(raw.get("id"), str) else None]
-        folders = [doc.path.parent]
-        file_name = raw.get("file_name")
-        if isinstance(file_name, str) and basename(file_name) != file_name:
-            # a folder part (other tools write "images/a.jpg" or a full path): Descriptron matches
-            # by the name alone; look next to the annotation file, then in that folder
-            sub = Path(file_name.replace("\\", "/")).parent
-            folders.append(sub if sub.is_absolute() else doc.path.parent / sub)
-        if isinstance(raw.get("id"), str):
-            id_folder = Path(raw["id"].replace("\\", "/")).parent
-            if str(id_folder) not in ("", ".") and id_folder != doc.path.parent:
-                folders.append(id_folder)
-        for folder in folders:
-            index = self._index_folder(folder)
-            for name in names:
-                if not isinstance(name, str) or not name:
-                    continue
-                found = index.get(normalized_stem(name), [])
-                exact = [p for p in found if p.name == basename(name)]
-                if exact or found:
-                    if len(found) > 1 and not exact:
-                        self._warn(f"{doc.path}: image id {raw['id']!r}: several files match "
-                                   f"({', '.join(p.name for p in found)}); using {found[0].name}.")
-                    return (exact or found)[0]
-        return None
-
-    def _index_folder(self, folder: Path) -> dict[str, list[Path]]:
-        folder = Path(folder)
-        if folder not in self._folder_index:
-            index: dict[str, list[Path]] = {}
-            if folder.is_dir():
-                for p in find_image_files(folder):
-                    index.setdefault(normalized_stem(p.name), []).append(p)
-            self._folder_index[folder] = index
-        return self._folder_index[folder]
 
     def _add_folder_images(self, folder: Path) -> None:
         """Per-image mode: images of the folder without an annotation file yet."""
@@ -920,7 +794,7 @@ class AnnotationStore:
                     continue
                 try:
                     if self.mode == PER_IMAGE:
-                        self._drop_superseded(doc)
+                        drop_superseded(doc, self._lost_ids.pop(id(doc), set()))
                         written += doc.write(targets[id(doc)], backup=False)
                     else:
                         written += doc.write(backup=doc.exists)
@@ -1011,46 +885,8 @@ class AnnotationStore:
 
 # ---------------------------------------------------------------------- helpers
 
-def _entry_stem(raw: dict) -> str:
-    """Descriptron's matching key of an ``images`` entry (file name, else id)."""
-    return normalized_stem(str(raw.get("file_name") or raw.get("id")))
-
-
 def _path_like(image_id: Any) -> bool:
     return isinstance(image_id, str) and ("/" in image_id or "\\" in image_id)
-
-
-AUTOSAVE_SNAPSHOT = "_descriptron_session_masks.json"   # Descriptron's folder-session crash snapshot
-AUTOSAVE_KEYPOINTS = "_keypoints.json"                   # `<image path without extension>_keypoints.json`
-
-
-def _is_descriptron_autosave(path: Path, folder: Path) -> bool:
-    """Files Descriptron's folder session writes on every Next/Prev: not annotation stores of
-    their own (reading them as such would hide the final saves, or refuse the folder)."""
-    name = path.name
-    if name == AUTOSAVE_SNAPSHOT:
-        return True
-    if name.lower().endswith(AUTOSAVE_KEYPOINTS):
-        stem = name[: -len(AUTOSAVE_KEYPOINTS)]
-        return any(p.is_file() for p in folder.glob(glob.escape(stem) + ".*")
-                   if normalized_stem(p.name) == normalized_stem(stem) and p.suffix.lower() in IMAGE_EXTENSIONS)
-    return False
-
-
-def _is_labelme_file(path: Path) -> bool:
-    try:
-        data, _ = read_json(path)
-    except StoreError:
-        return False
-    return is_labelme(data)
-
-
-def _looks_like_coco(path: Path) -> bool:
-    try:
-        data, _ = read_json(path)
-    except StoreError:
-        return False
-    return "images" in data or "annotations" in data
 
 
 def _image_entry(path: Path, *, str_id: bool) -> dict:
