@@ -28,24 +28,20 @@ raise :class:`StoreError`.
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from descriptron_sam2pal.imaging.io import read_image_size
 from descriptron_sam2pal.imaging.masks import (
-    has_hole,
     mask_area,
     mask_bbox,
-    mask_to_polygons,
-    mask_to_rle,
-    polygons_to_mask,
     segmentation_to_mask,
 )
-from descriptron_sam2pal.store.coco import (CocoDocument, StoreError, hashable, id_key, labelme_message)
+from descriptron_sam2pal.store.categories import CategoryTable
+from descriptron_sam2pal.store.coco import (CocoDocument, mask_polygons, needs_rle, uncompressed_rle, StoreError, hashable, id_key, labelme_message)
 from descriptron_sam2pal.store.lock import DEFAULT_TIMEOUT_S, store_lock
 from descriptron_sam2pal.store.discovery import (
     ImageFileIndex,
@@ -74,7 +70,6 @@ from descriptron_sam2pal.store.validation import (
     positive_int,
     segmentation_problem,
     short_repr,
-    usable_categories,
     usable_image_entries,
 )
 from descriptron_sam2pal.store.stem import (
@@ -204,11 +199,8 @@ class AnnotationStore:
         self.images: list[ImageRecord] = []
         self._docs: list[CocoDocument] = []
         self._anns: dict[int, list[AnnotationRecord]] = {}      # id(ImageRecord) -> records
-        self._doc_cats: dict[int, dict[Any, dict]] = {}          # id(doc) -> category id -> entry
-        self._categories: dict[str, int] = {}                    # name -> id (first seen)
-        self._category_entries: dict[str, dict] = {}             # name -> first entry
+        self._category_table = CategoryTable()                   # names and ids across the files
         self._next_ann_id = 1
-        self._next_cat_id = 1
         self._image_files = ImageFileIndex()                    # image files by folder and stem
         self._by_id: dict[Any, list[ImageRecord]] = {}           # id_key(image id) -> records
         self._by_stem: dict[str, list[ImageRecord]] = {}         # normalised stem -> records
@@ -339,7 +331,7 @@ class AnnotationStore:
             for w in doc.warnings:
                 self._warn(w, logged=True)    # already logged by the document
             self._docs.append(doc)
-            self._index_categories(doc)
+            self._category_table.add_document(doc, self._warn)
         self._update_counters()
         for doc in docs:
             self._index_annotations(doc, self._index_images(doc))
@@ -348,34 +340,11 @@ class AnnotationStore:
         key = id_key(image_id)
         return hashable(key) and key in self._lost_ids.get(id(doc), set())
 
-    def _index_categories(self, doc: CocoDocument) -> None:
-        by_id = usable_categories(doc, self._warn)
-        names: dict[str, Any] = {}
-        for key, cat in by_id.items():
-            name = cat["name"]
-            if name in names:
-                self._warn(f"{doc.path}: category \"{name}\" has two ids ({names[name]!r} and {key!r}); "
-                           f"both are read as \"{name}\", new annotations use id {names[name]!r}.")
-                continue
-            names[name] = key
-            if name in self._categories and self._categories[name] != key:
-                self._warn(f"{doc.path}: category \"{name}\" has id {key!r} here but {self._categories[name]!r} "
-                           "in another file; matched by name.")
-            self._categories.setdefault(name, key)
-            self._category_entries.setdefault(name, cat)
-        self._doc_cats[id(doc)] = by_id
-
     def _update_counters(self) -> None:
         ann_ids = [a.get("id") for d in self._docs for a in d.data["annotations"] if isinstance(a, dict)]
-        cat_ids = [c.get("id") for d in self._docs for c in d.data["categories"] if isinstance(c, dict)]
         nums = [int(v) for v in ann_ids if is_number(v)]
         self._next_ann_id = max([self._next_ann_id - 1, *nums]) + 1
-        # an id an annotation uses is taken even when its category entry is missing: a new category
-        # with that id would relabel the annotation
-        used = [a.get("category_id") for d in self._docs for a in d.data["annotations"] if isinstance(a, dict)]
-        nums = [int(v) for v in [*cat_ids, *used] if is_number(v)] + \
-            [int(v) for v in self._categories.values() if is_number(v)]
-        self._next_cat_id = max([self._next_cat_id - 1, 0, *nums]) + 1
+        self._category_table.reserve_ids(self._docs)
 
     def _index_images(self, doc: CocoDocument) -> list[ImageRecord]:
         """Records for the images of ``doc`` (returned), with their image files found.
@@ -428,7 +397,7 @@ class AnnotationStore:
             for raw in [r.raw, *r.aliases]:
                 by_key.setdefault(id_key(raw["id"]), r)
                 by_str.setdefault(str(raw["id"]), r)
-        cats = self._doc_cats[id(doc)]
+        cats = self._category_table.by_doc[id(doc)]
         seen_ids: set = set()
         for i, ann in enumerate(doc.data["annotations"]):
             if not isinstance(ann, dict):
@@ -507,15 +476,15 @@ class AnnotationStore:
     @property
     def categories(self) -> dict[str, int]:
         """Category name -> id (the first id seen for the name), structures and keypoint categories alike."""
-        return dict(self._categories)
+        return dict(self._category_table.ids)
 
     def category_entry(self, name: str) -> dict | None:
         """The file's category dict for ``name`` (supercategory, occluder, occludes...), or None."""
-        return self._category_entries.get(name)
+        return self._category_table.entries.get(name)
 
     def structure_names(self) -> list[str]:
         """Names of categories used (or usable) as mask structures: no Trash, no keypoint categories."""
-        return [n for n in self._categories if is_structure_category(self._category_entries[n])]
+        return self._category_table.structure_names()
 
     def image(self, image_id: Any) -> ImageRecord:
         """The image with this id (or the record itself). Raises StoreError if unknown or ambiguous."""
@@ -634,58 +603,30 @@ class AnnotationStore:
         mask = mask.astype(bool)
         if not mask.any():
             raise ValueError(f"empty mask for structure {name!r} on image {image.id!r}")
-        entry = self._category_entries.get(name)
+        entry = self._category_table.entries.get(name)
         if entry is not None and not is_structure_category(entry):
             raise StoreError(f"\"{name}\" is a keypoint category in {self.path}; choose another structure name.")
         doc = self._doc_for_write(image)
-        cat_id = self._category_id(doc, name)
+        cat_id = self._category_table.id_in(doc, name)
 
-        carried_attrs: dict = {}
-        carried_notes: list = []
         insert_at = None
-        if replace:
-            for rec in [r for r in self._anns[id(image)] if r.kind == "mask" and r.category == name]:
-                old_attrs = rec.raw.get("attributes")
-                if isinstance(old_attrs, dict):
-                    carried_attrs.update(old_attrs)
-                elif old_attrs is not None:
-                    self._warn(f"{rec.doc.path}: annotation id {rec.id!r}: attributes {short_repr(old_attrs)} are "
-                               "not an object and cannot be carried over to its replacement.")
-                notes = rec.raw.get("notes")
-                if notes not in (None, "") and notes not in carried_notes:
-                    carried_notes.append(notes)
-                index = self._remove(rec)
-                if insert_at is None and rec.doc is doc:
-                    insert_at = index
-
-        polygons = [[float(v) for v in poly] for poly in mask_to_polygons(mask)]
-        needs_rle = has_hole(mask) or not np.array_equal(
-            np.asarray(polygons_to_mask(polygons, image.height, image.width), dtype=bool), mask)
+        replaced = [r for r in self._anns[id(image)] if r.kind == "mask" and r.category == name] if replace else []
+        carried = fields_carried_over(replaced, attributes, self._warn)
+        for rec in replaced:
+            index = self._remove(rec)
+            if insert_at is None and rec.doc is doc:
+                insert_at = index
         ann_id = self._next_ann_id
         self._next_ann_id += 1
         instances = [r.raw.get("instance_id") for r in self._anns[id(image)] if r.category == name]
-        ann: dict[str, Any] = {
-            "id": ann_id,
-            "image_id": image.id,
-            "category_id": cat_id,
-            "segmentation": polygons,
-            "area": int(mask_area(mask)),
-            "bbox": [float(v) for v in mask_bbox(mask)],
-            "iscrowd": 0,
-            "instance_id": max([int(v) for v in instances if is_number(v)] + [0]) + 1,
-        }
-        if carried_notes:
-            ann["notes"] = (carried_notes[0] if len(carried_notes) == 1
-                            else "\n".join(str(n) for n in carried_notes))
-        if carried_attrs or attributes:
-            ann["attributes"] = {**carried_attrs, **(attributes or {})}
+        instance_id = max([int(v) for v in instances if is_number(v)] + [0]) + 1
+        ann = {**mask_annotation(mask, ann_id, image.id, cat_id, instance_id), **carried}
         if insert_at is None:
             doc.data["annotations"].append(ann)
         else:  # where the replaced annotation was, so the file diff stays small
             doc.data["annotations"].insert(insert_at, ann)
-        if needs_rle:
-            rle = mask_to_rle(mask)
-            doc.rle[ann_id] = {"size": [int(v) for v in rle["size"]], "counts": [int(c) for c in rle["counts"]]}
+        if needs_rle(mask, ann["segmentation"]):
+            doc.rle[ann_id] = uncompressed_rle(mask)
         doc.dirty = True
         self._anns[id(image)].append(AnnotationRecord(ann, image, doc, name, "mask"))
         return ann_id
@@ -708,18 +649,7 @@ class AnnotationStore:
             wanted.pop(name, None)
         else:
             wanted[name] = status
-        # Every entry of the photo says the same (Descriptron keeps one entry's statuses: the last).
-        for raw in [image.raw, *image.aliases]:
-            entry = raw.get("structure_status")
-            if not isinstance(entry, dict):
-                if entry is not None or not wanted or (raw is not image.raw and status is None):
-                    continue
-                entry = raw["structure_status"] = {}
-            for key in [k for k in entry if k not in wanted]:
-                del entry[key]
-            entry.update(wanted)
-            if not entry:
-                del raw["structure_status"]
+        write_structure_status(image, wanted, removing=status is None)
         doc.dirty = True
 
     def add_image(self, path: str | Path) -> ImageRecord:
@@ -832,37 +762,13 @@ class AnnotationStore:
             return image.doc
         if image._prefix is None:  # pragma: no cover - records without doc always have a prefix
             raise StoreError(f"image {image.id!r} has no annotation file to write to.")
-        cats = [copy.deepcopy(self._category_entries[n]) for n in self._categories
-                if n.lower() != TRASH]
-        for cat, name in zip(cats, [n for n in self._categories if n.lower() != TRASH]):
-            cat["id"] = self._categories[name]
+        cats = self._category_table.for_new_document()
         data = {"images": [image.raw], "annotations": [], "categories": cats}
         doc = CocoDocument(final_name(image._prefix, 0), data)
         image.doc = doc
         self._docs.append(doc)
-        self._doc_cats[id(doc)] = {id_key(c["id"]): c for c in cats}
+        self._category_table.adopt(doc)
         return doc
-
-    def _category_id(self, doc: CocoDocument, name: str) -> Any:
-        """The id of ``name`` in ``doc``, adding the category (store-wide id if free, else a new one)."""
-        cats = self._doc_cats[id(doc)]
-        for key, cat in cats.items():
-            if cat["name"] == name:
-                return cat["id"]
-        cat_id = self._categories.get(name)
-        used = {id_key(a.get("category_id")) for a in doc.data["annotations"]
-                if isinstance(a, dict) and hashable(id_key(a.get("category_id")))}
-        if cat_id is None or id_key(cat_id) in cats or id_key(cat_id) in used:
-            cat_id = self._next_cat_id
-        self._next_cat_id = max(self._next_cat_id, int(cat_id) + 1 if is_number(cat_id) else 0)
-        entry = copy.deepcopy(self._category_entries[name]) if name in self._category_entries else \
-            {"id": cat_id, "name": name, "supercategory": ""}
-        entry["id"] = cat_id
-        doc.data["categories"].append(entry)
-        cats[id_key(cat_id)] = entry
-        self._categories.setdefault(name, cat_id)
-        self._category_entries.setdefault(name, entry)
-        return cat_id
 
     def _remove(self, rec: AnnotationRecord) -> int | None:
         """Remove an annotation from its document; returns the list position it had."""
@@ -898,3 +804,59 @@ def _image_entry(path: Path, *, str_id: bool) -> dict:
     except Exception as e:
         raise StoreError(f"{path}: cannot read the image size ({e}). Check the image file.") from e
     return raw
+
+
+def mask_annotation(mask: np.ndarray, ann_id: int, image_id: Any, cat_id: Any, instance_id: int) -> dict:
+    """A new mask annotation as Descriptron writes one: polygons (the caller adds the RLE to the
+    ``.rlejson`` where they cannot hold the mask exactly, see ``coco.needs_rle``), area, bbox."""
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": cat_id,
+        "segmentation": mask_polygons(mask),
+        "area": int(mask_area(mask)),
+        "bbox": [float(v) for v in mask_bbox(mask)],
+        "iscrowd": 0,
+        "instance_id": instance_id,
+    }
+
+
+def fields_carried_over(replaced: list[AnnotationRecord], attributes: dict | None,
+                        warn: Callable[[str], None]) -> dict:
+    """``notes`` and ``attributes`` of a new annotation that replaces ``replaced``: their notes
+    (each once) and attributes carry over, ``attributes`` merged on top."""
+    carried_attrs: dict = {}
+    carried_notes: list = []
+    for rec in replaced:
+        old_attrs = rec.raw.get("attributes")
+        if isinstance(old_attrs, dict):
+            carried_attrs.update(old_attrs)
+        elif old_attrs is not None:
+            warn(f"{rec.doc.path}: annotation id {rec.id!r}: attributes {short_repr(old_attrs)} are "
+                 "not an object and cannot be carried over to its replacement.")
+        notes = rec.raw.get("notes")
+        if notes not in (None, "") and notes not in carried_notes:
+            carried_notes.append(notes)
+    fields: dict[str, Any] = {}
+    if carried_notes:
+        fields["notes"] = (carried_notes[0] if len(carried_notes) == 1
+                           else "\n".join(str(n) for n in carried_notes))
+    if carried_attrs or attributes:
+        fields["attributes"] = {**carried_attrs, **(attributes or {})}
+    return fields
+
+
+def write_structure_status(image: ImageRecord, wanted: dict, removing: bool) -> None:
+    """Every ``images`` entry of the photo says ``wanted`` (Descriptron keeps one entry's
+    statuses: the last). ``removing``: an entry was removed, so aliases without one get none."""
+    for raw in [image.raw, *image.aliases]:
+        entry = raw.get("structure_status")
+        if not isinstance(entry, dict):
+            if entry is not None or not wanted or (raw is not image.raw and removing):
+                continue
+            entry = raw["structure_status"] = {}
+        for key in [k for k in entry if k not in wanted]:
+            del entry[key]
+        entry.update(wanted)
+        if not entry:
+            del raw["structure_status"]
