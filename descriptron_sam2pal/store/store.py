@@ -63,21 +63,23 @@ from descriptron_sam2pal.store.validation import (
     TRASH,
     annotation_kind,
     check_image_entry,
+    check_category_reference,
     check_structure_name,
     image_size_problem,
     is_number,
     is_structure_category,
+    labelled_annotations,
+    mask_problem,
     positive_int,
-    segmentation_problem,
     short_repr,
     usable_image_entries,
 )
 from descriptron_sam2pal.store.stem import (
-    entry_stem,
     final_name,
     find_image_files,
     normalized_stem,
     parse_final_name,
+    photo_entries,
     strip_image_extension,
 )
 
@@ -355,15 +357,8 @@ class AnnotationStore:
         annotations and ``structure_status`` belong to it). An image that several files hold is
         read from the file that :meth:`_add_documents` chose (the newest)."""
         valid = usable_image_entries(doc, self._warn)
-        groups: dict[str, list[dict]] = {}
-        for key, raw in valid:
-            groups.setdefault(entry_stem(raw), []).append(raw)
         records: list[ImageRecord] = []
-        for key, raw in valid:
-            group = groups[entry_stem(raw)]
-            canonical = next((r for r in group if _path_like(r["id"])), group[0])
-            if raw is not canonical:
-                continue
+        for key, raw, group in photo_entries(valid):
             record = ImageRecord(raw, self._image_files.find(doc.path, raw, self._warn), doc)
             record.aliases = [r for r in group if r is not raw]
             if record.aliases:
@@ -398,19 +393,7 @@ class AnnotationStore:
                 by_key.setdefault(id_key(raw["id"]), r)
                 by_str.setdefault(str(raw["id"]), r)
         cats = self._category_table.by_doc[id(doc)]
-        seen_ids: set = set()
-        for i, ann in enumerate(doc.data["annotations"]):
-            if not isinstance(ann, dict):
-                self._warn(f"{doc.path}: annotations entry #{i} is not an object ({short_repr(ann)}); kept, not used.")
-                continue
-            label = f"annotation id {ann['id']!r}" if "id" in ann else f"annotation #{i} (no id)"
-            if "id" not in ann:
-                self._warn(f"{doc.path}: {label}; kept, but give it an id in Descriptron.")
-            else:
-                key = id_key(ann["id"])
-                if key in seen_ids:
-                    self._warn(f"{doc.path}: annotation id {key!r} is used more than once; all are kept.")
-                seen_ids.add(key)
+        for label, ann in labelled_annotations(doc, self._warn):
             image_key = id_key(ann.get("image_id"))
             image = by_key.get(image_key) if hashable(image_key) else None
             if image is None and str(ann.get("image_id")) in by_str:
@@ -424,11 +407,7 @@ class AnnotationStore:
                            "\"images\" (or its entry was skipped); kept in the file, not used.")
                 continue
             cat = cats.get(id_key(ann.get("category_id")))
-            if cat is None and "category_id" in ann:
-                self._warn(f"{doc.path}: {label} has category_id {ann.get('category_id')!r}, which is not in "
-                           "\"categories\"; kept in the file, not used as a structure.")
-            elif "category_id" not in ann:
-                self._warn(f"{doc.path}: {label} has no category_id; kept in the file, not used as a structure.")
+            check_category_reference(doc.path, label, ann, cat, self._warn)
             record = self._make_record(doc, ann, image, cat, label)
             self._anns[id(image)].append(record)
 
@@ -437,13 +416,8 @@ class AnnotationStore:
         kind = annotation_kind(ann, cat, doc.segmentation(ann))
         problem = None
         if kind == "mask":
-            error, warning = segmentation_problem(doc.segmentation(ann), image.height, image.width)
             where = f"{doc.path}: {label} (image {image.id!r})"
-            if warning:
-                self._warn(f"{where}: {warning}.")
-            if error:
-                problem = f"{where}: {error}"
-                self._warn(problem + "; kept in the file, its mask is not used.")
+            problem = mask_problem(where, doc.segmentation(ann), image.height, image.width, self._warn)
         return AnnotationRecord(ann, image, doc, cat["name"] if cat else None, kind, problem)
 
     def _add_folder_images(self, folder: Path) -> None:
@@ -790,10 +764,6 @@ class AnnotationStore:
 
 
 # ---------------------------------------------------------------------- helpers
-
-def _path_like(image_id: Any) -> bool:
-    return isinstance(image_id, str) and ("/" in image_id or "\\" in image_id)
-
 
 def _image_entry(path: Path, *, str_id: bool) -> dict:
     """A new ``images`` entry as Descriptron's GUI writes it (id = image path without extension)."""

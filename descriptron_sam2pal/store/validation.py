@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from descriptron_sam2pal.imaging.io import read_image_size
 from descriptron_sam2pal.store.coco import CocoDocument, StoreError, id_key
@@ -119,6 +119,51 @@ def usable_image_entries(doc: CocoDocument, warn: Warn) -> list[tuple[Any, dict]
         seen[key] = raw
         valid.append((key, raw))
     return valid
+
+
+def labelled_annotations(doc: CocoDocument, warn: Warn) -> Iterator[tuple[str, dict]]:
+    """(label for warnings, entry) for each ``annotations`` entry of ``doc`` that is an object,
+    in file order; the others, entries without an id and ids used twice are warned about."""
+    seen_ids: set = set()
+    for i, ann in enumerate(doc.data["annotations"]):
+        if not isinstance(ann, dict):
+            warn(f"{doc.path}: annotations entry #{i} is not an object ({short_repr(ann)}); kept, not used.")
+            continue
+        label = f"annotation id {ann['id']!r}" if "id" in ann else f"annotation #{i} (no id)"
+        if "id" not in ann:
+            warn(f"{doc.path}: {label}; kept, but give it an id in Descriptron.")
+        else:
+            key = id_key(ann["id"])
+            if key in seen_ids:
+                warn(f"{doc.path}: annotation id {key!r} is used more than once; all are kept.")
+            seen_ids.add(key)
+        yield label, ann
+
+
+def check_category_reference(
+    annotation_file: Path, label: str, ann: dict, cat: dict | None, warn: Warn
+) -> None:
+    """Warn when an annotation has no ``category_id`` or one its file does not list (``cat`` None)."""
+    if cat is None and "category_id" in ann:
+        warn(
+            f"{annotation_file}: {label} has category_id {ann.get('category_id')!r}, which is not in "
+            '"categories"; kept in the file, not used as a structure.'
+        )
+    elif "category_id" not in ann:
+        warn(f"{annotation_file}: {label} has no category_id; kept in the file, not used as a structure.")
+
+
+def mask_problem(where: str, seg: Any, h: int | None, w: int | None, warn: Warn) -> str | None:
+    """Why a mask annotation's segmentation ``seg`` cannot be used (warned about, ``where`` names
+    the file and the entry), or None; usable oddities are warned about too."""
+    error, warning = segmentation_problem(seg, h, w)
+    if warning:
+        warn(f"{where}: {warning}.")
+    if error:
+        problem = f"{where}: {error}"
+        warn(problem + "; kept in the file, its mask is not used.")
+        return problem
+    return None
 
 
 def check_image_entry(annotation_file: Path, record: ImageRecord, warn: Warn) -> None:
