@@ -1,7 +1,8 @@
 """Read and write Descriptron's COCO annotation store (.json + .rlejson); json only, no torch, no Qt.
 
 See ``store.py`` for the file conventions (session files saved in place with a
-``.bak-<time>`` backup; per-image ``_final_<ts>`` files saved as a new, newer pair).
+``.bak-<time>`` backup; per-image ``_final_<ts>`` files saved as a new, newer pair) and for
+the modules behind its ``AnnotationStore`` front (discovery, validation, categories, saving).
 """
 
 from descriptron_sam2pal.store.coco import CocoDocument, StoreError

@@ -24,6 +24,14 @@ categories, unknown fields) is written back as read. Problems that leave the dat
 usable are warnings (``store.warnings`` and the ``logging`` module), each naming
 the file and the entry; problems that would make the store mislabel or lose data
 raise :class:`StoreError`.
+
+``AnnotationStore`` is the front every caller uses; it keeps the records, the index (images
+by id and stem, annotations per image) and the edits, and delegates each other reason to
+change to its own module: ``discovery.py`` (which files of a folder are read, the newest file
+winning a photo, each entry's image file), ``validation.py`` (checking entries, sizes,
+segmentations and structure names), ``categories.py`` (category names and ids across the
+files) and ``saving.py`` (where a save writes, what changed on disk since reading, write
+permission).
 """
 
 from __future__ import annotations
@@ -41,8 +49,16 @@ from descriptron_sam2pal.imaging.masks import (
     segmentation_to_mask,
 )
 from descriptron_sam2pal.store.categories import CategoryTable
-from descriptron_sam2pal.store.coco import (CocoDocument, mask_polygons, needs_rle, uncompressed_rle, StoreError, hashable, id_key, labelme_message)
-from descriptron_sam2pal.store.lock import DEFAULT_TIMEOUT_S, store_lock
+from descriptron_sam2pal.store.coco import (
+    CocoDocument,
+    StoreError,
+    hashable,
+    id_key,
+    labelme_message,
+    mask_polygons,
+    needs_rle,
+    uncompressed_rle,
+)
 from descriptron_sam2pal.store.discovery import (
     ImageFileIndex,
     choose_newest,
@@ -53,17 +69,26 @@ from descriptron_sam2pal.store.discovery import (
     looks_like_coco,
     sort_folder_files,
 )
+from descriptron_sam2pal.store.lock import DEFAULT_TIMEOUT_S, store_lock
 from descriptron_sam2pal.store.saving import (
     DiskSnapshot,
     changed_error,
     check_write_permission,
     save_targets,
 )
+from descriptron_sam2pal.store.stem import (
+    final_name,
+    find_image_files,
+    normalized_stem,
+    parse_final_name,
+    photo_entries,
+    strip_image_extension,
+)
 from descriptron_sam2pal.store.validation import (
     TRASH,
     annotation_kind,
-    check_image_entry,
     check_category_reference,
+    check_image_entry,
     check_structure_name,
     image_size_problem,
     is_number,
@@ -73,14 +98,6 @@ from descriptron_sam2pal.store.validation import (
     positive_int,
     short_repr,
     usable_image_entries,
-)
-from descriptron_sam2pal.store.stem import (
-    final_name,
-    find_image_files,
-    normalized_stem,
-    parse_final_name,
-    photo_entries,
-    strip_image_extension,
 )
 
 log = logging.getLogger(__name__)
@@ -173,7 +190,8 @@ class AnnotationRecord:
     def mask(self) -> np.ndarray:
         """The annotation's mask, bool (height, width) of its image."""
         if self.kind != "mask":
-            raise StoreError(f"{self.doc.path}: annotation id {self.id!r} is a {self.kind} annotation, not a mask.")
+            raise StoreError(f"{self.doc.path}: annotation id {self.id!r} is a {self.kind} annotation, "
+                             "not a mask.")
         if self.problem:
             raise StoreError(self.problem)
         h, w = self.image.height, self.image.width
@@ -184,7 +202,8 @@ class AnnotationRecord:
             return np.asarray(segmentation_to_mask(self.segmentation, h, w), dtype=bool)
         except Exception as e:  # the geometry layer says what is wrong; we say where
             raise StoreError(f"{self.doc.path}: annotation id {self.id!r} (image {self.image.id!r}): "
-                             f"segmentation cannot be decoded ({e}). Redraw or remove it in Descriptron.") from e
+                             f"segmentation cannot be decoded ({e}). Redraw or remove it in "
+                             "Descriptron.") from e
 
     def __repr__(self) -> str:
         return f"AnnotationRecord(id={self.id!r}, category={self.category!r}, kind={self.kind!r})"
@@ -279,7 +298,8 @@ class AnnotationStore:
         return store
 
     @classmethod
-    def create(cls, folder_or_file: str | Path, images: Iterable[str | Path] | None = None) -> AnnotationStore:
+    def create(cls, folder_or_file: str | Path,
+               images: Iterable[str | Path] | None = None) -> AnnotationStore:
         """A new, empty store. A folder: per-image ``_final_`` files will be written next to each
         image (``images`` default: every image in the folder). A ``.json`` path: one session file
         for ``images`` (default: the images of its folder). Image ids are the image path without
@@ -553,8 +573,8 @@ class AnnotationStore:
             raise StoreError(f"annotation {ann_id!r} is not on image {image_id!r}; nothing was changed")
         old = record.raw.get("attributes")
         if old is not None and not isinstance(old, dict):
-            raise StoreError(f"{record.doc.path}: annotation id {ann_id!r}: attributes {short_repr(old)} are not "
-                             "an object; nothing was changed")
+            raise StoreError(f"{record.doc.path}: annotation id {ann_id!r}: attributes {short_repr(old)} "
+                             "are not an object; nothing was changed")
         record.raw["attributes"] = {**(old or {}), **attributes}
         record.doc.dirty = True
 
@@ -579,12 +599,14 @@ class AnnotationStore:
             raise ValueError(f"empty mask for structure {name!r} on image {image.id!r}")
         entry = self._category_table.entries.get(name)
         if entry is not None and not is_structure_category(entry):
-            raise StoreError(f"\"{name}\" is a keypoint category in {self.path}; choose another structure name.")
+            raise StoreError(f"\"{name}\" is a keypoint category in {self.path}; "
+                             "choose another structure name.")
         doc = self._doc_for_write(image)
         cat_id = self._category_table.id_in(doc, name)
 
         insert_at = None
-        replaced = [r for r in self._anns[id(image)] if r.kind == "mask" and r.category == name] if replace else []
+        replaced = [r for r in self._anns[id(image)]
+                    if replace and r.kind == "mask" and r.category == name]
         carried = fields_carried_over(replaced, attributes, self._warn)
         for rec in replaced:
             index = self._remove(rec)
