@@ -4,10 +4,16 @@ them by name across files and gives a new structure an id that relabels nothing.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from typing import Any
 
 from descriptron_sam2pal.store.coco import CocoDocument, hashable, id_key
-from descriptron_sam2pal.store.validation import TRASH, is_number, is_structure_category, usable_categories
+from descriptron_sam2pal.store.validation import (
+    TRASH,
+    Warn,
+    is_number,
+    is_structure_category,
+    usable_categories,
+)
 
 
 class CategoryTable:
@@ -19,7 +25,7 @@ class CategoryTable:
         self.by_doc: dict[int, dict[Any, dict]] = {}  # id(doc) -> id_key(category id) -> entry
         self.next_id = 1  # no category or annotation of any document uses it or a higher id
 
-    def add_document(self, doc: CocoDocument, warn: Callable[[str], None]) -> None:
+    def add_document(self, doc: CocoDocument, warn: Warn) -> None:
         """Read the categories of ``doc`` (see :func:`usable_categories`); a name with two ids in
         it, or another id than in an earlier file, is warned about and matched by name."""
         by_id = usable_categories(doc, warn)

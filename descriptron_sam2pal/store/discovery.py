@@ -16,7 +16,7 @@ import glob
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from descriptron_sam2pal.imaging.io import IMAGE_EXTENSIONS
 from descriptron_sam2pal.store.coco import CocoDocument, StoreError, hashable, id_key, is_labelme, read_json
@@ -29,10 +29,9 @@ from descriptron_sam2pal.store.stem import (
     normalized_stem,
     parse_final_name,
 )
+from descriptron_sam2pal.store.validation import Warn
 
 log = logging.getLogger(__name__)
-
-Warn = Callable[[str], None]
 
 AUTOSAVE_SNAPSHOT = "_descriptron_session_masks.json"  # Descriptron's folder-session crash snapshot
 AUTOSAVE_KEYPOINTS = "_keypoints.json"  # `<image path without extension>_keypoints.json`

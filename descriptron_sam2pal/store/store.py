@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -86,6 +86,7 @@ from descriptron_sam2pal.store.stem import (
 )
 from descriptron_sam2pal.store.validation import (
     TRASH,
+    Warn,
     annotation_kind,
     check_category_reference,
     check_image_entry,
@@ -814,7 +815,7 @@ def mask_annotation(mask: np.ndarray, ann_id: int, image_id: Any, cat_id: Any, i
 
 
 def fields_carried_over(replaced: list[AnnotationRecord], attributes: dict | None,
-                        warn: Callable[[str], None]) -> dict:
+                        warn: Warn) -> dict:
     """``notes`` and ``attributes`` of a new annotation that replaces ``replaced``: their notes
     (each once) and attributes carry over, ``attributes`` merged on top."""
     carried_attrs: dict = {}

@@ -17,7 +17,7 @@ from descriptron_sam2pal.store.stem import basename
 if TYPE_CHECKING:
     from descriptron_sam2pal.store.store import ImageRecord
 
-Warn = Callable[[str], None]
+Warn = Callable[[str], None]  # where a check reports a problem that leaves the data usable
 
 TRASH = "trash"  # Descriptron drops this category on save; never a structure
 KEYPOINT_SUPERCATEGORY = "keypoints"
