@@ -19,7 +19,6 @@ LONG_CLASSES = {
     "app/workspace.py:Workspace",
     "gui/review_panel.py:ReviewPanel",
     "gui/train_dialog.py:TrainDialog",
-    "store/store.py:AnnotationStore",
 }
 LONG_FUNCTIONS = {
     "gui/review_panel.py:ReviewPanel._build",

@@ -13,16 +13,11 @@ from typing import Iterable, Iterator, Mapping, TextIO
 import numpy as np
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.imaging.masks import has_hole, mask_area, mask_bbox, mask_to_polygons, mask_to_rle, polygons_to_mask
-from descriptron_sam2pal.store.coco import PAIR_KEY, write_streams
+from descriptron_sam2pal.imaging.masks import mask_area, mask_bbox, mask_to_polygons, mask_to_rle
+from descriptron_sam2pal.store.coco import PAIR_KEY, needs_rle, write_streams
 from descriptron_sam2pal.store.ours import OUTPUT_KEY, PREDICTIONS
 from descriptron_sam2pal.store.stem import basename, companion_path
 from descriptron_sam2pal.engine.results import TargetResult
-
-
-def _needs_rle(mask: np.ndarray, polygons: list) -> bool:
-    """Same rule as the store: holes, or polygons that do not give the mask back."""
-    return has_hole(mask) or not np.array_equal(polygons_to_mask(polygons, *mask.shape), mask)
 
 
 class PredictionsBuilder:
@@ -77,7 +72,7 @@ class PredictionsBuilder:
             }
             plain = json.dumps(ann, ensure_ascii=False)
             rle = plain
-            if _needs_rle(s.mask, polygons):
+            if needs_rle(np.asarray(s.mask, dtype=bool), polygons):
                 rle = json.dumps({**ann, "segmentation": mask_to_rle(s.mask)}, ensure_ascii=False)
             try:
                 self._plain.write(plain + "\n")

@@ -267,10 +267,10 @@ class CocoDocument:
                 mask = self._decode_rle(seg, ann)
                 if mask is None:
                     continue
-                polygons = [[float(v) for v in p] for p in mask_to_polygons(mask)]
+                polygons = mask_polygons(mask)
                 ann["segmentation"] = polygons
-                if key is not None and hashable(key) and key not in self.rle and _needs_rle(mask, polygons):
-                    self.rle[key] = _uncompressed(mask)
+                if key is not None and hashable(key) and key not in self.rle and needs_rle(mask, polygons):
+                    self.rle[key] = uncompressed_rle(mask)
                 elif key is None and has_hole(mask):
                     self.warn(f"{self.path}: an annotation without id had an RLE mask with a hole; it is "
                               "written as polygons only (hole filled). Give it an id in Descriptron.")
@@ -278,7 +278,7 @@ class CocoDocument:
             if _is_rle(seg) and not _is_uncompressed(seg):
                 mask = self._decode_rle(seg, {"id": key})
                 if mask is not None:
-                    self.rle[key] = _uncompressed(mask)
+                    self.rle[key] = uncompressed_rle(mask)
 
     def _decode_rle(self, seg: Any, ann: dict) -> np.ndarray | None:
         parts = seg if isinstance(seg, list) else [seg]
@@ -333,12 +333,18 @@ def _is_uncompressed(seg: Any) -> bool:
     return isinstance(seg, dict) and isinstance(seg.get("counts"), list)
 
 
-def _uncompressed(mask: np.ndarray) -> dict:
+def mask_polygons(mask: np.ndarray) -> list[list[float]]:
+    """The polygons Descriptron reads for ``mask`` (float coordinates, in its pixel frame)."""
+    return [[float(v) for v in p] for p in mask_to_polygons(mask)]
+
+
+def uncompressed_rle(mask: np.ndarray) -> dict:
+    """``mask`` as uncompressed RLE (plain int lists), the form Descriptron 2.8.2 reads."""
     rle = mask_to_rle(mask)
     return {"size": [int(v) for v in rle["size"]], "counts": [int(c) for c in rle["counts"]]}
 
 
-def _needs_rle(mask: np.ndarray, polygons: list) -> bool:
+def needs_rle(mask: np.ndarray, polygons: list) -> bool:
     """Polygons alone would not give back ``mask`` (a hole, or a shape they cannot hold)."""
     return has_hole(mask) or not np.array_equal(
         np.asarray(polygons_to_mask(polygons, *mask.shape), dtype=bool), mask)

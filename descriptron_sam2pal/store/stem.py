@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from descriptron_sam2pal.imaging.io import IMAGE_EXTENSIONS, is_image_file
 
@@ -37,6 +38,32 @@ def strip_image_extension(name: str) -> str:
 def normalized_stem(name: str | Path) -> str:
     """Descriptron's image matching key: basename, image extension removed, lower case, spaces -> ``_``."""
     return strip_image_extension(basename(name)).lower().replace(" ", "_")
+
+
+def entry_stem(raw: dict) -> str:
+    """Descriptron's matching key of an ``images`` entry (file name, else id)."""
+    return normalized_stem(str(raw.get("file_name") or raw.get("id")))
+
+
+def path_like(image_id: Any) -> bool:
+    """An id that is a path (Descriptron's GUI uses the image path without extension)."""
+    return isinstance(image_id, str) and ("/" in image_id or "\\" in image_id)
+
+
+def photo_entries(entries: list[tuple[Any, dict]]) -> list[tuple[Any, dict, list[dict]]]:
+    """One photo may have several ``images`` entries in one file (Descriptron's own save writes
+    one with the path-like id for masks and one with the bare stem for a line or keypoints).
+    For ``entries`` ((id key, entry) in file order): (id key, the entry that stands for the
+    photo -- the path-like one, else the first --, all the photo's entries in file order)."""
+    groups: dict[str, list[dict]] = {}
+    for _, raw in entries:
+        groups.setdefault(entry_stem(raw), []).append(raw)
+    photos = []
+    for key, raw in entries:
+        group = groups[entry_stem(raw)]
+        if raw is next((r for r in group if path_like(r["id"])), group[0]):
+            photos.append((key, raw, group))
+    return photos
 
 
 def parse_final_name(path: str | Path) -> tuple[str, int, str] | None:

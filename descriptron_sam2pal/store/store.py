@@ -24,56 +24,89 @@ categories, unknown fields) is written back as read. Problems that leave the dat
 usable are warnings (``store.warnings`` and the ``logging`` module), each naming
 the file and the entry; problems that would make the store mislabel or lose data
 raise :class:`StoreError`.
+
+``AnnotationStore`` is the front every caller uses; it keeps the records, the index (images
+by id and stem, annotations per image) and the edits, and delegates each other reason to
+change to its own module: ``discovery.py`` (which files of a folder are read, the newest file
+winning a photo, each entry's image file), ``validation.py`` (checking entries, sizes,
+segmentations and structure names), ``categories.py`` (category names and ids across the
+files) and ``saving.py`` (where a save writes, what changed on disk since reading, write
+permission).
 """
 
 from __future__ import annotations
 
-import copy
-import glob
 import logging
-import math
-import os
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from descriptron_sam2pal.imaging.io import IMAGE_EXTENSIONS, read_image_size
+from descriptron_sam2pal.imaging.io import read_image_size
 from descriptron_sam2pal.imaging.masks import (
-    has_hole,
     mask_area,
     mask_bbox,
-    mask_to_polygons,
-    mask_to_rle,
-    polygons_to_mask,
     segmentation_to_mask,
 )
-from descriptron_sam2pal.store.coco import (CocoDocument, StoreError, hashable, id_key, is_labelme, labelme_message,
-                                            read_json)
+from descriptron_sam2pal.store.categories import CategoryTable
+from descriptron_sam2pal.store.coco import (
+    CocoDocument,
+    StoreError,
+    hashable,
+    id_key,
+    labelme_message,
+    mask_polygons,
+    needs_rle,
+    uncompressed_rle,
+)
+from descriptron_sam2pal.store.discovery import (
+    ImageFileIndex,
+    choose_newest,
+    choose_session_file,
+    drop_superseded,
+    holds_several_photos,
+    labelme_files,
+    load_final_saves,
+    looks_like_coco,
+    newest_session_document,
+    sort_folder_files,
+)
 from descriptron_sam2pal.store.lock import DEFAULT_TIMEOUT_S, store_lock
-from descriptron_sam2pal.store.ours import is_our_predictions
+from descriptron_sam2pal.store.saving import (
+    DiskSnapshot,
+    changed_error,
+    check_write_permission,
+    save_targets,
+)
 from descriptron_sam2pal.store.stem import (
-    basename,
     final_name,
     find_image_files,
     normalized_stem,
     parse_final_name,
+    photo_entries,
     strip_image_extension,
+)
+from descriptron_sam2pal.store.validation import (
+    TRASH,
+    Warn,
+    annotation_kind,
+    check_category_reference,
+    check_image_entry,
+    check_structure_name,
+    image_size_problem,
+    is_number,
+    is_structure_category,
+    labelled_annotations,
+    mask_problem,
+    positive_int,
+    short_repr,
+    usable_image_entries,
 )
 
 log = logging.getLogger(__name__)
 
-TRASH = "trash"                 # Descriptron drops this category on save; never a structure
-KEYPOINT_SUPERCATEGORY = "keypoints"
-POLYGON_BOUNDS_TOLERANCE = 1.0  # px a polygon vertex may lie outside the image before we warn
-
 SESSION = "session"
 PER_IMAGE = "per_image"
-
-
-class StoreChangedError(StoreError):
-    """The annotation files changed on disk (another program saved) since the store read them."""
 
 
 class ImageRecord:
@@ -96,11 +129,11 @@ class ImageRecord:
 
     @property
     def height(self) -> int | None:
-        return _positive_int(self.raw.get("height"))
+        return positive_int(self.raw.get("height"))
 
     @property
     def width(self) -> int | None:
-        return _positive_int(self.raw.get("width"))
+        return positive_int(self.raw.get("width"))
 
     @property
     def structure_status(self) -> dict:
@@ -160,7 +193,8 @@ class AnnotationRecord:
     def mask(self) -> np.ndarray:
         """The annotation's mask, bool (height, width) of its image."""
         if self.kind != "mask":
-            raise StoreError(f"{self.doc.path}: annotation id {self.id!r} is a {self.kind} annotation, not a mask.")
+            raise StoreError(f"{self.doc.path}: annotation id {self.id!r} is a {self.kind} annotation, "
+                             "not a mask.")
         if self.problem:
             raise StoreError(self.problem)
         h, w = self.image.height, self.image.width
@@ -171,7 +205,8 @@ class AnnotationRecord:
             return np.asarray(segmentation_to_mask(self.segmentation, h, w), dtype=bool)
         except Exception as e:  # the geometry layer says what is wrong; we say where
             raise StoreError(f"{self.doc.path}: annotation id {self.id!r} (image {self.image.id!r}): "
-                             f"segmentation cannot be decoded ({e}). Redraw or remove it in Descriptron.") from e
+                             f"segmentation cannot be decoded ({e}). Redraw or remove it in "
+                             "Descriptron.") from e
 
     def __repr__(self) -> str:
         return f"AnnotationRecord(id={self.id!r}, category={self.category!r}, kind={self.kind!r})"
@@ -188,12 +223,9 @@ class AnnotationStore:
         self.images: list[ImageRecord] = []
         self._docs: list[CocoDocument] = []
         self._anns: dict[int, list[AnnotationRecord]] = {}      # id(ImageRecord) -> records
-        self._doc_cats: dict[int, dict[Any, dict]] = {}          # id(doc) -> category id -> entry
-        self._categories: dict[str, int] = {}                    # name -> id (first seen)
-        self._category_entries: dict[str, dict] = {}             # name -> first entry
+        self._category_table = CategoryTable()                   # names and ids across the files
         self._next_ann_id = 1
-        self._next_cat_id = 1
-        self._folder_index: dict[Path, dict[str, list[Path]]] = {}
+        self._image_files = ImageFileIndex()                    # image files by folder and stem
         self._by_id: dict[Any, list[ImageRecord]] = {}           # id_key(image id) -> records
         self._by_stem: dict[str, list[ImageRecord]] = {}         # normalised stem -> records
         self._sizes_checked: set[int] = set()                    # id(ImageRecord) checked against its file
@@ -203,8 +235,7 @@ class AnnotationStore:
         self.session_files: list[Path] = []                      # folder-session files save() wrote
         self._stem_owner: dict[str, CocoDocument] = {}           # stem -> the newest file holding it
         self._lost_ids: dict[int, set] = {}                      # id(doc) -> image ids a newer file owns
-        self._fingerprints: dict[Path, tuple[int, int] | None] = {}   # file -> (mtime_ns, size) as read
-        self._watched: dict[Path, set[str]] = {}                 # folder -> `_final_` file names known
+        self._disk = DiskSnapshot()                              # the files as read, for save()
 
     # ------------------------------------------------------------------ opening
 
@@ -223,14 +254,14 @@ class AnnotationStore:
         # a `_final_` file is one image's Descriptron save: changes go to a newer `_final_` file
         store = cls(doc.path, PER_IMAGE if parse_final_name(doc.path) else SESSION)
         if store.mode == PER_IMAGE:
-            store._watch(doc.path.parent)
+            store._disk.watch(doc.path.parent)
         store._add_documents([doc])
         return store
 
     @classmethod
     def _open_folder(cls, folder: Path) -> AnnotationStore:
         """See :meth:`open`; labelme files there are named in a warning (they are not COCO)."""
-        labelme = [p for p in sorted(folder.glob("*.json")) if not p.name.startswith(".") and _is_labelme_file(p)]
+        labelme = labelme_files(folder)
         try:
             store = cls._open_folder_files(folder)
         except StoreError:
@@ -243,77 +274,36 @@ class AnnotationStore:
 
     @classmethod
     def _open_folder_files(cls, folder: Path) -> AnnotationStore:
-        finals: dict[str, dict[int, list[Path]]] = {}
-        others: list[Path] = []
-        for p in sorted(folder.iterdir()):
-            if not p.is_file() or p.name.startswith("."):
-                continue
-            parsed = parse_final_name(p)
-            if parsed:
-                prefix, ts, _ = parsed
-                finals.setdefault(prefix, {}).setdefault(ts, []).append(p)
-            elif is_our_predictions(p):
-                log.info("%s: a predictions file written by sam2pal (unreviewed outlines); not read as the "
-                         "project's annotations", p)
-            elif _is_descriptron_autosave(p, folder):
-                log.info("%s: Descriptron's folder-session autosave (keypoints / crash snapshot); not read, "
-                         "its final save holds the same", p)
-            elif p.suffix.lower() == ".json" or (p.suffix.lower() == ".rlejson"
-                                                  and not p.with_suffix(".json").exists()):
-                others.append(p)
-
-        if finals:
+        """See :meth:`open`: per-image saves (each photo from the newest), else the folder's one
+        session file, else the folder's images without annotations."""
+        files = sort_folder_files(folder)
+        if files.finals:
             store = cls(folder, PER_IMAGE)
-            store._watch(folder)
-            docs = []
-            for prefix in sorted(finals):
-                newest = max(finals[prefix])
-                for ts in sorted(finals[prefix]):
-                    files = sorted(finals[prefix][ts], key=lambda q: q.suffix.lower() != ".json")
-                    try:
-                        docs.append(CocoDocument.load(files[0]))
-                    except StoreError as e:
-                        if ts == newest:
-                            raise
-                        store._warn(f"{e} (an older file, not read)")
-            store._add_documents(docs)          # each image from the newest file that holds it
-            for p in others:
-                if _looks_like_coco(p):
+            store._disk.watch(folder)
+            store._add_documents(load_final_saves(files.finals, store._warn))  # each image from the newest
+            for p in files.others:
+                if looks_like_coco(p):
                     store._warn(f"{p}: a COCO file next to per-image _final_ files; not read. "
                                 "Open it directly to work on it instead.")
             store._add_folder_images(folder)
             return store
-
-        sessions, invalid = [], []
-        for p in others:
-            try:
-                data, _ = read_json(p)
-            except StoreError as e:
-                invalid.append(e)
-                continue
-            if "images" in data or "annotations" in data:
-                sessions.append(p)
-        if len(sessions) > 1:
-            raise StoreError(f"{folder}: several COCO annotation files ({', '.join(p.name for p in sessions)}); "
-                             "open the one you want directly.")
-        if not sessions and invalid:
-            raise invalid[0]
-        if sessions:
-            store = cls.open(sessions[0])
+        session, invalid = choose_session_file(folder, files.others)
+        if session is not None:
+            store = cls.open(session)
             for e in invalid:
-                store._warn(f"{e} (not read; {sessions[0].name} is used)")
+                store._warn(f"{e} (not read; {session.name} is used)")
             return store
-        images = find_image_files(folder)
-        if not images:
+        if not find_image_files(folder):
             raise StoreError(f"{folder}: no images and no Descriptron annotation files here. "
                              "Choose the folder with the specimen photos.")
         store = cls(folder, PER_IMAGE)
-        store._watch(folder)
+        store._disk.watch(folder)
         store._add_folder_images(folder)
         return store
 
     @classmethod
-    def create(cls, folder_or_file: str | Path, images: Iterable[str | Path] | None = None) -> AnnotationStore:
+    def create(cls, folder_or_file: str | Path,
+               images: Iterable[str | Path] | None = None) -> AnnotationStore:
         """A new, empty store. A folder: per-image ``_final_`` files will be written next to each
         image (``images`` default: every image in the folder). A ``.json`` path: one session file
         for ``images`` (default: the images of its folder). Image ids are the image path without
@@ -327,7 +317,7 @@ class AnnotationStore:
                                  "hide the user's annotations.")
             paths = [Path(p) for p in images] if images is not None else find_image_files(target)
             store = cls(target, PER_IMAGE)
-            store._watch(target)
+            store._disk.watch(target)
             for p in paths:
                 store._new_image(p)
             return store
@@ -356,127 +346,31 @@ class AnnotationStore:
                 log.warning(message)
 
     def _add_documents(self, docs: list[CocoDocument]) -> None:
-        if len(docs) > 1:
-            docs = self._choose_newest(docs)
+        if len(docs) > 1:  # several files hold one photo: it is read from the newest
+            newest = choose_newest(docs)
+            self._stem_owner.update(newest.owner)
+            self.notes += newest.notes
+            self._lost_ids.update(newest.superseded)
+            docs = newest.kept
         for doc in docs:
-            self._remember(doc.path)
+            self._disk.remember(doc.path)
             for w in doc.warnings:
                 self._warn(w, logged=True)    # already logged by the document
             self._docs.append(doc)
-            self._index_categories(doc)
+            self._category_table.add_document(doc, self._warn)
         self._update_counters()
         for doc in docs:
             self._index_annotations(doc, self._index_images(doc))
-
-    def _choose_newest(self, docs: list[CocoDocument]) -> list[CocoDocument]:
-        """Several files describe the same photo (folder-session saves, repeated per-image saves):
-        each photo is read from the newest file that holds it (``_final_<ts>``, else the file's
-        modification time), and the log says which file won. Returns the files that won a photo."""
-        def age(doc: CocoDocument) -> tuple:
-            parsed = parse_final_name(doc.path)
-            ts = parsed[1] if parsed else int(_fingerprint(doc.path)[0] // 10**9) if doc.exists else 0
-            return ts, doc.path.name
-
-        holders: dict[str, list[CocoDocument]] = {}
-        names: dict[str, str] = {}
-        for doc in docs:
-            for raw in doc.data["images"]:
-                if isinstance(raw, dict) and "id" in raw:
-                    stem = _entry_stem(raw)
-                    if doc not in holders.setdefault(stem, []):
-                        holders[stem].append(doc)
-                    names.setdefault(stem, str(raw.get("file_name") or raw["id"]))
-        for stem, held in holders.items():
-            winner = max(held, key=age)
-            self._stem_owner[stem] = winner
-            if len(held) > 1:
-                losers = ", ".join(d.path.name for d in sorted(held, key=age, reverse=True) if d is not winner)
-                note = (f"{names[stem]}: in {len(held)} annotation files; read from {winner.path} (the newest), "
-                        f"not from {losers}")
-                self.notes.append(note)
-                log.info(note)
-        for doc in docs:
-            self._lost_ids[id(doc)] = {
-                id_key(raw["id"]) for raw in doc.data["images"] if isinstance(raw, dict) and "id" in raw
-                and hashable(id_key(raw["id"])) and self._stem_owner.get(_entry_stem(raw), doc) is not doc}
-        kept = [d for d in docs if any(owner is d for owner in self._stem_owner.values())
-                or not d.data["images"]]
-        for doc in docs:
-            if doc not in kept:
-                log.info("%s: every image in it is in a newer file; not used", doc.path)
-        return kept
 
     def _superseded(self, doc: CocoDocument, image_id: Any) -> bool:
         key = id_key(image_id)
         return hashable(key) and key in self._lost_ids.get(id(doc), set())
 
-    def _drop_superseded(self, doc: CocoDocument) -> None:
-        """Before a per-image save: leave out the photos this file holds but a newer file owns, so
-        the new (newest) file cannot bring their older version back."""
-        lost = self._lost_ids.pop(id(doc), set())
-        if not lost:
-            return
-        doc.data["images"] = [r for r in doc.data["images"]
-                              if not (isinstance(r, dict) and hashable(id_key(r.get("id")))
-                                      and id_key(r.get("id")) in lost)]
-        kept = []
-        for ann in doc.data["annotations"]:
-            if isinstance(ann, dict) and hashable(id_key(ann.get("image_id"))) and id_key(ann.get("image_id")) in lost:
-                if "id" in ann and hashable(id_key(ann["id"])):
-                    doc.rle.pop(id_key(ann["id"]), None)
-                continue
-            kept.append(ann)
-        doc.data["annotations"] = kept
-        log.info("%s: %d image(s) held by newer files are not copied into its new version", doc.path, len(lost))
-
-    def _index_categories(self, doc: CocoDocument) -> None:
-        by_id: dict[Any, dict] = {}
-        for i, cat in enumerate(doc.data["categories"]):
-            if not isinstance(cat, dict) or "id" not in cat or not isinstance(cat.get("name"), str):
-                self._warn(f"{doc.path}: category #{i} ({cat!r}) has no id or name; kept in the file, not used.")
-                continue
-            key = id_key(cat["id"])
-            if not isinstance(key, int) or isinstance(key, bool):
-                self._warn(f"{doc.path}: category \"{cat['name']}\" has id {cat['id']!r}, not an integer; "
-                           "kept in the file, not used.")
-                continue
-            if key in by_id:
-                other = by_id[key]["name"]
-                if other != cat["name"]:
-                    raise StoreError(
-                        f"{doc.path}: category id {key!r} is used by both \"{other}\" and \"{cat['name']}\", so "
-                        "its annotations cannot be labelled safely. Give one of them a new id in the file "
-                        "(and its annotations' category_id), then open it again.")
-                self._warn(f"{doc.path}: category \"{cat['name']}\" (id {key!r}) is listed twice; "
-                           "kept as it is, treated as one.")
-                continue
-            by_id[key] = cat
-        names: dict[str, Any] = {}
-        for key, cat in by_id.items():
-            name = cat["name"]
-            if name in names:
-                self._warn(f"{doc.path}: category \"{name}\" has two ids ({names[name]!r} and {key!r}); "
-                           f"both are read as \"{name}\", new annotations use id {names[name]!r}.")
-                continue
-            names[name] = key
-            if name in self._categories and self._categories[name] != key:
-                self._warn(f"{doc.path}: category \"{name}\" has id {key!r} here but {self._categories[name]!r} "
-                           "in another file; matched by name.")
-            self._categories.setdefault(name, key)
-            self._category_entries.setdefault(name, cat)
-        self._doc_cats[id(doc)] = by_id
-
     def _update_counters(self) -> None:
         ann_ids = [a.get("id") for d in self._docs for a in d.data["annotations"] if isinstance(a, dict)]
-        cat_ids = [c.get("id") for d in self._docs for c in d.data["categories"] if isinstance(c, dict)]
-        nums = [int(v) for v in ann_ids if _is_number(v)]
+        nums = [int(v) for v in ann_ids if is_number(v)]
         self._next_ann_id = max([self._next_ann_id - 1, *nums]) + 1
-        # an id an annotation uses is taken even when its category entry is missing: a new category
-        # with that id would relabel the annotation
-        used = [a.get("category_id") for d in self._docs for a in d.data["annotations"] if isinstance(a, dict)]
-        nums = [int(v) for v in [*cat_ids, *used] if _is_number(v)] + \
-            [int(v) for v in self._categories.values() if _is_number(v)]
-        self._next_cat_id = max([self._next_cat_id - 1, 0, *nums]) + 1
+        self._category_table.reserve_ids(self._docs)
 
     def _index_images(self, doc: CocoDocument) -> list[ImageRecord]:
         """Records for the images of ``doc`` (returned), with their image files found.
@@ -486,33 +380,10 @@ class AnnotationStore:
         become one record: the path-like entry is the record, the others its ``aliases`` (their
         annotations and ``structure_status`` belong to it). An image that several files hold is
         read from the file that :meth:`_add_documents` chose (the newest)."""
-        valid: list[tuple[Any, dict]] = []
-        seen: dict[Any, dict] = {}
-        for i, raw in enumerate(doc.data["images"]):
-            if not isinstance(raw, dict) or "id" not in raw:
-                self._warn(f"{doc.path}: images entry #{i} ({_short(raw)}) has no id; kept in the file, not used.")
-                continue
-            key = id_key(raw["id"])
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
-                self._warn(f"{doc.path}: images entry #{i} has id {_short(key)}, neither a string nor an "
-                           "integer; kept in the file, not used.")
-                continue
-            if key in seen:
-                self._warn(f"{doc.path}: image id {key!r} is listed twice ({seen[key].get('file_name')!r} and "
-                           f"{raw.get('file_name')!r}); its annotations go to the first.")
-                continue
-            seen[key] = raw
-            valid.append((key, raw))
-        groups: dict[str, list[dict]] = {}
-        for key, raw in valid:
-            groups.setdefault(_entry_stem(raw), []).append(raw)
+        valid = usable_image_entries(doc, self._warn)
         records: list[ImageRecord] = []
-        for key, raw in valid:
-            group = groups[_entry_stem(raw)]
-            canonical = next((r for r in group if _path_like(r["id"])), group[0])
-            if raw is not canonical:
-                continue
-            record = ImageRecord(raw, self._find_image_file(doc, raw), doc)
+        for key, raw, group in photo_entries(valid):
+            record = ImageRecord(raw, self._image_files.find(doc.path, raw, self._warn), doc)
             record.aliases = [r for r in group if r is not raw]
             if record.aliases:
                 log.info("%s: image %s has %d entries (ids %s); read as one photo, as Descriptron does",
@@ -525,41 +396,18 @@ class AnnotationStore:
                 self._warn(f"{doc.path}: image id {key!r} ({record.file_name}) is also in {clash.source}; "
                            f"the entry from {clash.source} is used.")
                 continue
-            self._check_image(doc, record)
+            check_image_entry(doc.path, record, self._warn)
             self._register(record)
             for alias in record.aliases:
                 self._by_id.setdefault(id_key(alias["id"]), []).append(record)
             records.append(record)
-        for key in seen:
+        for key, _ in valid:
             same_id = [r for r in self._by_id.get(key, [])]
             if len({id(r) for r in same_id}) > 1 and same_id[-1].doc is doc:
                 self._warn(f"image id {key!r} occurs in several annotation files "
                            f"({', '.join(str(r.source) for r in same_id)}); "
                            "refer to those images by record or file name.")
         return records
-
-    def _check_image(self, doc: CocoDocument, record: ImageRecord) -> None:
-        if record.path is None:
-            name = record.file_name or "?"
-            where = (f"in {doc.path.parent} nor in the folder its file_name names ({name!r}; Descriptron uses "
-                     f"the name {basename(name)!r} alone)" if basename(name) != name else f"in {doc.path.parent}")
-            self._warn(f"{doc.path}: image id {record.id!r} ({name}): image file not found "
-                       f"{where}. Its masks can be read, but it cannot be shown, trained on or "
-                       "predicted; put the image next to the annotation file.")
-        if record.height is None or record.width is None:
-            size = None
-            if record.path is not None:
-                try:
-                    size = read_image_size(record.path)
-                except Exception:  # reported just below
-                    size = None
-            if size is None:
-                self._warn(f"{doc.path}: image id {record.id!r} has no valid height/width "
-                           f"({record.raw.get('height')!r} x {record.raw.get('width')!r}); its masks cannot be decoded.")
-            else:
-                self._warn(f"{doc.path}: image id {record.id!r} has no valid height/width; using the image "
-                           f"file's {size[0]} x {size[1]} (written to the file on the next save).")
-                record.raw["height"], record.raw["width"] = int(size[0]), int(size[1])
 
     def _index_annotations(self, doc: CocoDocument, images: list[ImageRecord]) -> None:
         by_key: dict[Any, ImageRecord] = {}
@@ -568,20 +416,8 @@ class AnnotationStore:
             for raw in [r.raw, *r.aliases]:
                 by_key.setdefault(id_key(raw["id"]), r)
                 by_str.setdefault(str(raw["id"]), r)
-        cats = self._doc_cats[id(doc)]
-        seen_ids: set = set()
-        for i, ann in enumerate(doc.data["annotations"]):
-            if not isinstance(ann, dict):
-                self._warn(f"{doc.path}: annotations entry #{i} is not an object ({_short(ann)}); kept, not used.")
-                continue
-            label = f"annotation id {ann['id']!r}" if "id" in ann else f"annotation #{i} (no id)"
-            if "id" not in ann:
-                self._warn(f"{doc.path}: {label}; kept, but give it an id in Descriptron.")
-            else:
-                key = id_key(ann["id"])
-                if key in seen_ids:
-                    self._warn(f"{doc.path}: annotation id {key!r} is used more than once; all are kept.")
-                seen_ids.add(key)
+        cats = self._category_table.by_doc[id(doc)]
+        for label, ann in labelled_annotations(doc, self._warn):
             image_key = id_key(ann.get("image_id"))
             image = by_key.get(image_key) if hashable(image_key) else None
             if image is None and str(ann.get("image_id")) in by_str:
@@ -595,64 +431,18 @@ class AnnotationStore:
                            "\"images\" (or its entry was skipped); kept in the file, not used.")
                 continue
             cat = cats.get(id_key(ann.get("category_id")))
-            if cat is None and "category_id" in ann:
-                self._warn(f"{doc.path}: {label} has category_id {ann.get('category_id')!r}, which is not in "
-                           "\"categories\"; kept in the file, not used as a structure.")
-            elif "category_id" not in ann:
-                self._warn(f"{doc.path}: {label} has no category_id; kept in the file, not used as a structure.")
+            check_category_reference(doc.path, label, ann, cat, self._warn)
             record = self._make_record(doc, ann, image, cat, label)
             self._anns[id(image)].append(record)
 
     def _make_record(self, doc: CocoDocument, ann: dict, image: ImageRecord, cat: dict | None,
                      label: str) -> AnnotationRecord:
-        kind = _kind(ann, cat, doc.segmentation(ann))
+        kind = annotation_kind(ann, cat, doc.segmentation(ann))
         problem = None
         if kind == "mask":
-            error, warning = _segmentation_problem(doc.segmentation(ann), image.height, image.width)
             where = f"{doc.path}: {label} (image {image.id!r})"
-            if warning:
-                self._warn(f"{where}: {warning}.")
-            if error:
-                problem = f"{where}: {error}"
-                self._warn(problem + "; kept in the file, its mask is not used.")
+            problem = mask_problem(where, doc.segmentation(ann), image.height, image.width, self._warn)
         return AnnotationRecord(ann, image, doc, cat["name"] if cat else None, kind, problem)
-
-    def _find_image_file(self, doc: CocoDocument, raw: dict) -> Path | None:
-        names = [raw.get("file_name"), raw.get("id") if isinstance(raw.get("id"), str) else None]
-        folders = [doc.path.parent]
-        file_name = raw.get("file_name")
-        if isinstance(file_name, str) and basename(file_name) != file_name:
-            # a folder part (other tools write "images/a.jpg" or a full path): Descriptron matches
-            # by the name alone; look next to the annotation file, then in that folder
-            sub = Path(file_name.replace("\\", "/")).parent
-            folders.append(sub if sub.is_absolute() else doc.path.parent / sub)
-        if isinstance(raw.get("id"), str):
-            id_folder = Path(raw["id"].replace("\\", "/")).parent
-            if str(id_folder) not in ("", ".") and id_folder != doc.path.parent:
-                folders.append(id_folder)
-        for folder in folders:
-            index = self._index_folder(folder)
-            for name in names:
-                if not isinstance(name, str) or not name:
-                    continue
-                found = index.get(normalized_stem(name), [])
-                exact = [p for p in found if p.name == basename(name)]
-                if exact or found:
-                    if len(found) > 1 and not exact:
-                        self._warn(f"{doc.path}: image id {raw['id']!r}: several files match "
-                                   f"({', '.join(p.name for p in found)}); using {found[0].name}.")
-                    return (exact or found)[0]
-        return None
-
-    def _index_folder(self, folder: Path) -> dict[str, list[Path]]:
-        folder = Path(folder)
-        if folder not in self._folder_index:
-            index: dict[str, list[Path]] = {}
-            if folder.is_dir():
-                for p in find_image_files(folder):
-                    index.setdefault(normalized_stem(p.name), []).append(p)
-            self._folder_index[folder] = index
-        return self._folder_index[folder]
 
     def _add_folder_images(self, folder: Path) -> None:
         """Per-image mode: images of the folder without an annotation file yet."""
@@ -684,15 +474,15 @@ class AnnotationStore:
     @property
     def categories(self) -> dict[str, int]:
         """Category name -> id (the first id seen for the name), structures and keypoint categories alike."""
-        return dict(self._categories)
+        return dict(self._category_table.ids)
 
     def category_entry(self, name: str) -> dict | None:
         """The file's category dict for ``name`` (supercategory, occluder, occludes...), or None."""
-        return self._category_entries.get(name)
+        return self._category_table.entries.get(name)
 
     def structure_names(self) -> list[str]:
         """Names of categories used (or usable) as mask structures: no Trash, no keypoint categories."""
-        return [n for n in self._categories if _is_structure_category(self._category_entries[n])]
+        return self._category_table.structure_names()
 
     def image(self, image_id: Any) -> ImageRecord:
         """The image with this id (or the record itself). Raises StoreError if unknown or ambiguous."""
@@ -745,23 +535,11 @@ class AnnotationStore:
         if image.path is None or id(image) in self._sizes_checked:
             return
         self._sizes_checked.add(id(image))
-        try:
-            h, w = read_image_size(image.path)
-        except Exception as e:
-            self._warn(f"{image.source or image.path}: image id {image.id!r}: {image.path} cannot be read ({e}).")
-            return
-        if (image.height, image.width) == (w, h) and h != w:
+        problem, swapped = image_size_problem(image)
+        if swapped:
             self._swapped.add(id(image))
-            self._warn(f"{image.source or image.path}: image id {image.id!r}: height and width are swapped "
-                       f"({image.height} x {image.width}, but {image.path.name} is {h} x {w} pixels as stored; "
-                       "perhaps a viewer's EXIF rotation was recorded). Its masks are not used. Set "
-                       f"\"height\": {h}, \"width\": {w} in the image entry (Descriptron's frame) and check "
-                       "the outlines in Descriptron.")
-        elif (image.height, image.width) != (h, w):
-            self._warn(f"{image.source or image.path}: image id {image.id!r}: height x width in the file "
-                       f"({image.height} x {image.width}) differ from {image.path.name} ({h} x {w}, as "
-                       "stored); its masks may not line up with the photo. Re-annotate it "
-                       "or fix the image entry.")
+        if problem:
+            self._warn(problem)
 
     @property
     def is_dirty(self) -> bool:
@@ -799,8 +577,8 @@ class AnnotationStore:
             raise StoreError(f"annotation {ann_id!r} is not on image {image_id!r}; nothing was changed")
         old = record.raw.get("attributes")
         if old is not None and not isinstance(old, dict):
-            raise StoreError(f"{record.doc.path}: annotation id {ann_id!r}: attributes {_short(old)} are not "
-                             "an object; nothing was changed")
+            raise StoreError(f"{record.doc.path}: annotation id {ann_id!r}: attributes {short_repr(old)} "
+                             "are not an object; nothing was changed")
         record.raw["attributes"] = {**(old or {}), **attributes}
         record.doc.dirty = True
 
@@ -815,7 +593,7 @@ class AnnotationStore:
         annotation's ``attributes`` dict.
         """
         image = self._image(image_id)
-        name = _check_structure_name(name)
+        name = check_structure_name(name)
         mask = np.asarray(mask)
         if mask.ndim != 2 or (image.height, image.width) != mask.shape:
             raise ValueError(f"mask shape {mask.shape} does not match image {image.id!r} "
@@ -823,58 +601,32 @@ class AnnotationStore:
         mask = mask.astype(bool)
         if not mask.any():
             raise ValueError(f"empty mask for structure {name!r} on image {image.id!r}")
-        entry = self._category_entries.get(name)
-        if entry is not None and not _is_structure_category(entry):
-            raise StoreError(f"\"{name}\" is a keypoint category in {self.path}; choose another structure name.")
+        entry = self._category_table.entries.get(name)
+        if entry is not None and not is_structure_category(entry):
+            raise StoreError(f"\"{name}\" is a keypoint category in {self.path}; "
+                             "choose another structure name.")
         doc = self._doc_for_write(image)
-        cat_id = self._category_id(doc, name)
+        cat_id = self._category_table.id_in(doc, name)
 
-        carried_attrs: dict = {}
-        carried_notes: list = []
         insert_at = None
-        if replace:
-            for rec in [r for r in self._anns[id(image)] if r.kind == "mask" and r.category == name]:
-                old_attrs = rec.raw.get("attributes")
-                if isinstance(old_attrs, dict):
-                    carried_attrs.update(old_attrs)
-                elif old_attrs is not None:
-                    self._warn(f"{rec.doc.path}: annotation id {rec.id!r}: attributes {_short(old_attrs)} are "
-                               "not an object and cannot be carried over to its replacement.")
-                notes = rec.raw.get("notes")
-                if notes not in (None, "") and notes not in carried_notes:
-                    carried_notes.append(notes)
-                index = self._remove(rec)
-                if insert_at is None and rec.doc is doc:
-                    insert_at = index
-
-        polygons = [[float(v) for v in poly] for poly in mask_to_polygons(mask)]
-        needs_rle = has_hole(mask) or not np.array_equal(
-            np.asarray(polygons_to_mask(polygons, image.height, image.width), dtype=bool), mask)
+        replaced = [r for r in self._anns[id(image)]
+                    if replace and r.kind == "mask" and r.category == name]
+        carried = fields_carried_over(replaced, attributes, self._warn)
+        for rec in replaced:
+            index = self._remove(rec)
+            if insert_at is None and rec.doc is doc:
+                insert_at = index
         ann_id = self._next_ann_id
         self._next_ann_id += 1
         instances = [r.raw.get("instance_id") for r in self._anns[id(image)] if r.category == name]
-        ann: dict[str, Any] = {
-            "id": ann_id,
-            "image_id": image.id,
-            "category_id": cat_id,
-            "segmentation": polygons,
-            "area": int(mask_area(mask)),
-            "bbox": [float(v) for v in mask_bbox(mask)],
-            "iscrowd": 0,
-            "instance_id": max([int(v) for v in instances if _is_number(v)] + [0]) + 1,
-        }
-        if carried_notes:
-            ann["notes"] = (carried_notes[0] if len(carried_notes) == 1
-                            else "\n".join(str(n) for n in carried_notes))
-        if carried_attrs or attributes:
-            ann["attributes"] = {**carried_attrs, **(attributes or {})}
+        instance_id = max([int(v) for v in instances if is_number(v)] + [0]) + 1
+        ann = {**mask_annotation(mask, ann_id, image.id, cat_id, instance_id), **carried}
         if insert_at is None:
             doc.data["annotations"].append(ann)
         else:  # where the replaced annotation was, so the file diff stays small
             doc.data["annotations"].insert(insert_at, ann)
-        if needs_rle:
-            rle = mask_to_rle(mask)
-            doc.rle[ann_id] = {"size": [int(v) for v in rle["size"]], "counts": [int(c) for c in rle["counts"]]}
+        if needs_rle(mask, ann["segmentation"]):
+            doc.rle[ann_id] = uncompressed_rle(mask)
         doc.dirty = True
         self._anns[id(image)].append(AnnotationRecord(ann, image, doc, name, "mask"))
         return ann_id
@@ -882,7 +634,7 @@ class AnnotationStore:
     def set_structure_status(self, image_id: Any, name: str, status: str | None) -> None:
         """Record that a structure is "absent"/"unknown"/... on an image (None removes the entry)."""
         image = self._image(image_id)
-        name = _check_structure_name(name)
+        name = check_structure_name(name)
         current = image.raw.get("structure_status")
         if current is not None and not isinstance(current, dict):
             raise StoreError(f"{image.source}: image id {image.id!r} has a structure_status that is not an "
@@ -897,18 +649,7 @@ class AnnotationStore:
             wanted.pop(name, None)
         else:
             wanted[name] = status
-        # Every entry of the photo says the same (Descriptron keeps one entry's statuses: the last).
-        for raw in [image.raw, *image.aliases]:
-            entry = raw.get("structure_status")
-            if not isinstance(entry, dict):
-                if entry is not None or not wanted or (raw is not image.raw and status is None):
-                    continue
-                entry = raw["structure_status"] = {}
-            for key in [k for k in entry if k not in wanted]:
-                del entry[key]
-            entry.update(wanted)
-            if not entry:
-                del raw["structure_status"]
+        write_structure_status(image, wanted, removing=status is None)
         doc.dirty = True
 
     def add_image(self, path: str | Path) -> ImageRecord:
@@ -952,18 +693,8 @@ class AnnotationStore:
         """Before long work: raise now what would make :meth:`save` fail at the end — a folder
         or file it must write without write permission, or another run holding the lock
         (:class:`StoreBusyError` after ``lock_timeout`` s). Changes nothing."""
-        folders = self.folders()
-        problems = [f"{f}: no write permission for this folder" for f in sorted(folders)
-                    if f.is_dir() and not os.access(f, os.W_OK | os.X_OK)]
-        if self.mode == SESSION:
-            for doc in self._docs:
-                for p in (doc.path, doc.rlejson_path):
-                    if p.exists() and not os.access(p, os.W_OK):
-                        problems.append(f"{p}: read-only file")
-        if problems:
-            raise StoreError("The annotations could not be saved here: " + "; ".join(problems)
-                             + ". Nothing was done. Give yourself write permission (or copy the folder "
-                             "somewhere writable), then run again.")
+        files = [p for d in self._docs for p in (d.path, d.rlejson_path)] if self.mode == SESSION else []
+        check_write_permission(self.folders(), files)
         with self.lock(timeout=lock_timeout):
             pass
 
@@ -971,29 +702,8 @@ class AnnotationStore:
         """What changed on disk since the store read it, one line per file: its own
         annotation files modified, removed or created, and (per-image folders) new
         ``_final_`` files holding one of the images this store is about to write."""
-        problems = []
-        for path, before in self._fingerprints.items():
-            now = _fingerprint(path)
-            if now != before:
-                what = "was created" if before is None else "was removed" if now is None else "was modified"
-                problems.append(f"{path} {what}")
-        own = {p for p in self._fingerprints}
         stems = {r.stem for d in self._docs if d.dirty for r in self.images if r.doc is d}
-        for folder, known in self._watched.items():
-            if not folder.is_dir():
-                continue
-            for p in sorted(folder.iterdir()):
-                if p.name in known or p in own or not parse_final_name(p):
-                    continue
-                try:
-                    data, _ = read_json(p)
-                    theirs = {normalized_stem(i.get("file_name") or str(i.get("id")))
-                              for i in data.get("images", []) if isinstance(i, dict)}
-                except StoreError:
-                    theirs = stems          # unreadable (being written?): assume it matters
-                if theirs & stems:
-                    problems.append(f"{p} was created")
-        return problems
+        return self._disk.changes(stems)
 
     def save(self) -> list[Path]:
         """Write every changed document (.json polygons + .rlejson with RLE for masks polygons
@@ -1006,11 +716,7 @@ class AnnotationStore:
         with self.lock():
             problems = self.changed_since_read()
             if problems:
-                raise StoreChangedError(
-                    f"{self.path}: changed by another program since it was read here ("
-                    + "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
-                    + "). Nothing was saved, so that program's work is kept. Open the annotations again "
-                    "and redo this step (for sam2pal propagate: run the same command again with --resume).")
+                raise changed_error(self.path, problems)
             written: list[Path] = []
             targets = self._targets()
             for doc in self._docs:
@@ -1018,9 +724,9 @@ class AnnotationStore:
                     continue
                 try:
                     if self.mode == PER_IMAGE:
-                        self._drop_superseded(doc)
+                        drop_superseded(doc, self._lost_ids.pop(id(doc), set()))
                         written += doc.write(targets[id(doc)], backup=False)
-                        if len({_entry_stem(i) for i in doc.data["images"] if isinstance(i, dict)}) > 1:
+                        if holds_several_photos(doc):
                             self.session_files.append(doc.path)
                     else:
                         written += doc.write(backup=doc.exists)
@@ -1030,25 +736,12 @@ class AnnotationStore:
                     raise
                 finally:
                     for p in written:
-                        self._remember(p)
+                        self._disk.remember(p)
             if self._docs and not self.path.is_dir():   # a single file was opened: follow it
                 self.path = self._docs[0].path
             return written
 
     # ------------------------------------------------------------------ internals
-
-    def _remember(self, path: Path) -> None:
-        """Note how ``path`` and its companion are on disk now (for :meth:`changed_since_read`)."""
-        for p in (Path(path), Path(path).with_suffix(".rlejson" if Path(path).suffix.lower() == ".json"
-                                                     else ".json")):
-            self._fingerprints[p] = _fingerprint(p)
-            if p.parent in self._watched:
-                self._watched[p.parent].add(p.name)
-
-    def _watch(self, folder: Path) -> None:
-        folder = Path(folder)
-        self._watched[folder] = {p.name for p in folder.iterdir() if parse_final_name(p)} \
-            if folder.is_dir() else set()
 
     def _image(self, image_id: Any) -> ImageRecord:
         if isinstance(image_id, ImageRecord):
@@ -1073,54 +766,19 @@ class AnnotationStore:
             return image.doc
         if image._prefix is None:  # pragma: no cover - records without doc always have a prefix
             raise StoreError(f"image {image.id!r} has no annotation file to write to.")
-        session = self._session_document(Path(image._prefix).parent)
+        session = newest_session_document(self._docs, Path(image._prefix).parent)
         if session is not None:
             session.data["images"].append(image.raw)
             image.doc = session
             self._stem_owner[image.stem] = session
             return session
-        cats = [copy.deepcopy(self._category_entries[n]) for n in self._categories
-                if n.lower() != TRASH]
-        for cat, name in zip(cats, [n for n in self._categories if n.lower() != TRASH]):
-            cat["id"] = self._categories[name]
+        cats = self._category_table.for_new_document()
         data = {"images": [image.raw], "annotations": [], "categories": cats}
         doc = CocoDocument(final_name(image._prefix, 0), data)
         image.doc = doc
         self._docs.append(doc)
-        self._doc_cats[id(doc)] = {id_key(c["id"]): c for c in cats}
+        self._category_table.adopt(doc)
         return doc
-
-    def _session_document(self, folder: Path) -> CocoDocument | None:
-        """The newest folder-session save in ``folder``: a `_final_` file of Descriptron's that holds
-        several photos (what its Load Folder + Load Annotations shows), or None."""
-        sessions = []
-        for doc in self._docs:
-            parsed = parse_final_name(doc.path)
-            photos = {_entry_stem(i) for i in doc.data.get("images", []) if isinstance(i, dict)}
-            if parsed and doc.path.parent == folder and len(photos) > 1:
-                sessions.append((parsed[1], str(doc.path), doc))
-        return max(sessions, key=lambda s: s[:2])[2] if sessions else None
-
-    def _category_id(self, doc: CocoDocument, name: str) -> Any:
-        """The id of ``name`` in ``doc``, adding the category (store-wide id if free, else a new one)."""
-        cats = self._doc_cats[id(doc)]
-        for key, cat in cats.items():
-            if cat["name"] == name:
-                return cat["id"]
-        cat_id = self._categories.get(name)
-        used = {id_key(a.get("category_id")) for a in doc.data["annotations"]
-                if isinstance(a, dict) and hashable(id_key(a.get("category_id")))}
-        if cat_id is None or id_key(cat_id) in cats or id_key(cat_id) in used:
-            cat_id = self._next_cat_id
-        self._next_cat_id = max(self._next_cat_id, int(cat_id) + 1 if _is_number(cat_id) else 0)
-        entry = copy.deepcopy(self._category_entries[name]) if name in self._category_entries else \
-            {"id": cat_id, "name": name, "supercategory": ""}
-        entry["id"] = cat_id
-        doc.data["categories"].append(entry)
-        cats[id_key(cat_id)] = entry
-        self._categories.setdefault(name, cat_id)
-        self._category_entries.setdefault(name, entry)
-        return cat_id
 
     def _remove(self, rec: AnnotationRecord) -> int | None:
         """Remove an annotation from its document; returns the list position it had."""
@@ -1138,91 +796,10 @@ class AnnotationStore:
     def _targets(self) -> dict[int, Path]:
         """id(doc) -> where each changed document is saved: in place (session) or, per image, a new
         `_final_<ts>` pair strictly newer than every existing one for that image (and than now)."""
-        dirty = [d for d in self._docs if d.dirty]
-        if self.mode != PER_IMAGE:
-            return {id(d): d.path for d in dirty}
-        prefixes = {}
-        for doc in dirty:
-            parsed = parse_final_name(doc.path)
-            prefixes[id(doc)] = parsed[0] if parsed else strip_image_extension(str(doc.path.with_suffix("")))
-        newest: dict[str, int] = {}
-        for folder in {Path(p).parent for p in prefixes.values()}:
-            if folder.is_dir():
-                for f in folder.iterdir():
-                    q = parse_final_name(f)
-                    if q:
-                        newest[q[0]] = max(newest.get(q[0], 0), q[1])
-        now = int(time.time())
-        return {key: final_name(prefix, max(now, newest.get(prefix, 0) + 1)) for key, prefix in prefixes.items()}
+        return save_targets([d for d in self._docs if d.dirty], per_image=self.mode == PER_IMAGE)
 
 
 # ---------------------------------------------------------------------- helpers
-
-def _entry_stem(raw: dict) -> str:
-    """Descriptron's matching key of an ``images`` entry (file name, else id)."""
-    return normalized_stem(str(raw.get("file_name") or raw.get("id")))
-
-
-def _path_like(image_id: Any) -> bool:
-    return isinstance(image_id, str) and ("/" in image_id or "\\" in image_id)
-
-
-def _fingerprint(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_mtime_ns, st.st_size
-
-
-def _positive_int(value: Any) -> int | None:
-    if isinstance(value, bool) or not _is_number(value) or int(value) != value or value <= 0:
-        return None
-    return int(value)
-
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-AUTOSAVE_SNAPSHOT = "_descriptron_session_masks.json"   # Descriptron's folder-session crash snapshot
-AUTOSAVE_KEYPOINTS = "_keypoints.json"                   # `<image path without extension>_keypoints.json`
-
-
-def _is_descriptron_autosave(path: Path, folder: Path) -> bool:
-    """Files Descriptron's folder session writes on every Next/Prev: not annotation stores of
-    their own (reading them as such would hide the final saves, or refuse the folder)."""
-    name = path.name
-    if name == AUTOSAVE_SNAPSHOT:
-        return True
-    if name.lower().endswith(AUTOSAVE_KEYPOINTS):
-        stem = name[: -len(AUTOSAVE_KEYPOINTS)]
-        return any(p.is_file() for p in folder.glob(glob.escape(stem) + ".*")
-                   if normalized_stem(p.name) == normalized_stem(stem) and p.suffix.lower() in IMAGE_EXTENSIONS)
-    return False
-
-
-def _is_labelme_file(path: Path) -> bool:
-    try:
-        data, _ = read_json(path)
-    except StoreError:
-        return False
-    return is_labelme(data)
-
-
-def _looks_like_coco(path: Path) -> bool:
-    try:
-        data, _ = read_json(path)
-    except StoreError:
-        return False
-    return "images" in data or "annotations" in data
-
 
 def _image_entry(path: Path, *, str_id: bool) -> dict:
     """A new ``images`` entry as Descriptron's GUI writes it (id = image path without extension)."""
@@ -1235,98 +812,57 @@ def _image_entry(path: Path, *, str_id: bool) -> dict:
     return raw
 
 
-def _is_structure_category(entry: dict | None) -> bool:
-    if entry is None:
-        return True
-    return (str(entry.get("name", "")).lower() != TRASH
-            and entry.get("supercategory") != KEYPOINT_SUPERCATEGORY)
+def mask_annotation(mask: np.ndarray, ann_id: int, image_id: Any, cat_id: Any, instance_id: int) -> dict:
+    """A new mask annotation as Descriptron writes one: polygons (the caller adds the RLE to the
+    ``.rlejson`` where they cannot hold the mask exactly, see ``coco.needs_rle``), area, bbox."""
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": cat_id,
+        "segmentation": mask_polygons(mask),
+        "area": int(mask_area(mask)),
+        "bbox": [float(v) for v in mask_bbox(mask)],
+        "iscrowd": 0,
+        "instance_id": instance_id,
+    }
 
 
-def _check_structure_name(name: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"structure name must be a non-empty string, got {name!r}")
-    name = name.strip()
-    if name.lower() == TRASH:
-        raise StoreError("\"Trash\" is Descriptron's discard category, not a structure; choose another name.")
-    return name
+def fields_carried_over(replaced: list[AnnotationRecord], attributes: dict | None,
+                        warn: Warn) -> dict:
+    """``notes`` and ``attributes`` of a new annotation that replaces ``replaced``: their notes
+    (each once) and attributes carry over, ``attributes`` merged on top."""
+    carried_attrs: dict = {}
+    carried_notes: list = []
+    for rec in replaced:
+        old_attrs = rec.raw.get("attributes")
+        if isinstance(old_attrs, dict):
+            carried_attrs.update(old_attrs)
+        elif old_attrs is not None:
+            warn(f"{rec.doc.path}: annotation id {rec.id!r}: attributes {short_repr(old_attrs)} are "
+                 "not an object and cannot be carried over to its replacement.")
+        notes = rec.raw.get("notes")
+        if notes not in (None, "") and notes not in carried_notes:
+            carried_notes.append(notes)
+    fields: dict[str, Any] = {}
+    if carried_notes:
+        fields["notes"] = (carried_notes[0] if len(carried_notes) == 1
+                           else "\n".join(str(n) for n in carried_notes))
+    if carried_attrs or attributes:
+        fields["attributes"] = {**carried_attrs, **(attributes or {})}
+    return fields
 
 
-def _kind(ann: dict, cat: dict | None, segmentation: Any) -> str:
-    if ann.get("is_line"):
-        return "line"
-    if ann.get("keypoints") or (cat is not None and cat.get("supercategory") == KEYPOINT_SUPERCATEGORY):
-        return "keypoints"
-    if ann.get("is_trait_only"):
-        return "trait"
-    if not segmentation:
-        return "other"
-    return "mask"
-
-
-def _segmentation_problem(seg: Any, h: int | None, w: int | None) -> tuple[str | None, str | None]:
-    """(why the segmentation cannot be decoded, a usable oddity worth a warning); None when fine.
-
-    Cheap structural checks made when a file is opened, so every bad entry is reported up
-    front; the same forms as ``imaging.masks.segmentation_to_mask`` are accepted.
-    """
-    if isinstance(seg, dict):
-        return _rle_problem(seg, h, w), None
-    if not isinstance(seg, list):
-        return f"segmentation is a {type(seg).__name__}, neither polygons nor RLE", None
-    if seg and all(isinstance(part, dict) for part in seg):
-        for part in seg:
-            problem = _rle_problem(part, h, w)
-            if problem:
-                return problem, None
-        return None, None
-    polygons = [seg] if all(_is_number(v) for v in seg) else seg
-    out_of_bounds = False
-    flat: list[int] = []
-    for j, poly in enumerate(polygons):
-        if not isinstance(poly, list) or not all(_is_number(v) and math.isfinite(v) for v in poly):
-            return f"polygon #{j} is not a list of finite numbers [x1, y1, x2, y2, ...]", None
-        if len(poly) % 2:
-            return f"polygon #{j} has an odd number of coordinates ({len(poly)})", None
-        if len(poly) < 6 or _polygon_area(poly) == 0:
-            flat.append(j)
-        if poly and h is not None and w is not None:
-            xs, ys = poly[0::2], poly[1::2]
-            t = POLYGON_BOUNDS_TOLERANCE
-            if min(xs) < -t or min(ys) < -t or max(xs) > w + t or max(ys) > h + t:
-                out_of_bounds = True
-    if polygons and len(flat) == len(polygons):
-        return ("its outline has zero area (fewer than 3 points, or all points on one line); "
-                "redraw it in Descriptron or delete it"), None
-    notes = []
-    if flat:
-        notes.append(f"polygon(s) #{', #'.join(map(str, flat))} have zero area (fewer than 3 points, or "
-                     "all on one line) and add only a line of pixels (as in Descriptron); redraw them in Descriptron if a part is missing")
-    if out_of_bounds:
-        notes.append(f"polygon points lie outside the image ({w} x {h} px); the mask is clipped to the image")
-    return None, ("; ".join(notes) or None)
-
-
-def _polygon_area(flat: list) -> float:
-    xs, ys = flat[0::2], flat[1::2]
-    return abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs)))) / 2.0
-
-
-def _rle_problem(seg: dict, h: int | None, w: int | None) -> str | None:
-    if "counts" not in seg or "size" not in seg:
-        return "RLE segmentation without \"size\" and \"counts\""
-    size = seg["size"]
-    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_number(v) for v in size)):
-        return f"RLE size {size!r} is not [height, width]"
-    if h is not None and w is not None and list(size) != [h, w]:
-        return (f"RLE size {list(size)} does not match the image's [height, width] [{h}, {w}] "
-                "(wrong image, or the image was resized or rotated)")
-    counts = seg["counts"]
-    if isinstance(counts, list):
-        if not all(_is_number(c) and c >= 0 for c in counts):
-            return "RLE counts contain values that are not non-negative numbers"
-        total = sum(counts)
-        if total != size[0] * size[1]:
-            return f"RLE counts sum to {total}, not {size[0]} x {size[1]} = {size[0] * size[1]} pixels"
-    elif not isinstance(counts, (str, bytes)):
-        return f"RLE counts must be a list or a string, found {type(counts).__name__}"
-    return None
+def write_structure_status(image: ImageRecord, wanted: dict, removing: bool) -> None:
+    """Every ``images`` entry of the photo says ``wanted`` (Descriptron keeps one entry's
+    statuses: the last). ``removing``: an entry was removed, so aliases without one get none."""
+    for raw in [image.raw, *image.aliases]:
+        entry = raw.get("structure_status")
+        if not isinstance(entry, dict):
+            if entry is not None or not wanted or (raw is not image.raw and removing):
+                continue
+            entry = raw["structure_status"] = {}
+        for key in [k for k in entry if k not in wanted]:
+            del entry[key]
+        entry.update(wanted)
+        if not entry:
+            del raw["structure_status"]
