@@ -7,7 +7,7 @@ from PyQt5.QtWidgets import QMessageBox, QTabBar
 
 from descriptron_sam2pal import plugin as plugin_module
 from descriptron_sam2pal.engine.results import StructureResult, TargetResult
-from descriptron_sam2pal.gui.review_session import ACCEPTED, REJECTED
+from descriptron_sam2pal.jobs.review import ACCEPTED, REJECTED
 from tests.helpers.plugin_gui import drag_on, wait_image
 
 

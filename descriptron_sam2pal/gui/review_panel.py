@@ -23,7 +23,7 @@ newest saved review of the project (``<project>/sam2pal_runs/*/review.json``)
 is offered in a bar at the top ("Continue"). "Open predictions..." starts in
 the run folder and opens a review file as well as a predictions file.
 
-The review is saved (see :mod:`.review_session`) a moment after every change and
+The review (the Qt-free use case ``jobs.review``) is saved a moment after every change and
 when the panel is hidden, to ``session_path``, so closing the window loses
 nothing. "Write back..." asks first, then puts the accepted structures into the
 host's store and calls ``host.notify_store_changed()``; the dialog offers
@@ -50,9 +50,9 @@ from descriptron_sam2pal import UserError
 from descriptron_sam2pal.gui.canvas import ImageCanvas, compose_overlay
 from descriptron_sam2pal.gui.drawing_tools import DrawingToolbar, DrawingTools
 from descriptron_sam2pal.gui.image_loader import LatestImageLoader
-from descriptron_sam2pal.gui.review_session import (ACCEPTED, REJECTED, RUNS_FOLDER_NAME, UNREVIEWED,
-                                                    ReviewItem, ReviewSession, find_review_for, latest_review,
-                                                    review_path_for, review_summary)
+from descriptron_sam2pal.jobs.review import ACCEPTED, REJECTED, UNREVIEWED, ReviewItem, ReviewSession
+from descriptron_sam2pal.jobs.review_files import (RUNS_FOLDER_NAME, find_review_for, latest_review,
+                                                  review_path_for, review_summary)
 from descriptron_sam2pal.gui.review_table import (STATE_COLORS, ReviewTableModel, StateDelegate,
                                                  item_tooltip, score_text, state_text)
 from descriptron_sam2pal.gui.workers import EngineWorker
@@ -329,9 +329,10 @@ class ReviewPanel(QWidget):
     def load_results(self, results, predictions_path: str | Path | None = None,
                      session_path: str | Path | None = None) -> ReviewSession:
         """Review fresh ``TargetResult``s (e.g. right after propagation in the GUI). The session is
-        kept at ``session_path``, default ``<predictions>.review.json`` when a predictions path is given.
+        kept at ``session_path``, default ``review.json`` beside the predictions when a predictions path
+        is given.
 
-        Masks are compacted to RLE here (about 10 ms per 6-megapixel mask): for runs of
+        Masks are compacted to RLE here (on the GUI thread): for runs of
         hundreds of big photos build ``ReviewSession.from_results(results, path, compact=True)``
         in the propagation worker instead and pass it to :meth:`set_session`."""
         session = ReviewSession.from_results(results, predictions_path, compact=True)

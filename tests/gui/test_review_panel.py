@@ -10,7 +10,8 @@ from PyQt5.QtCore import QSettings, Qt
 from PyQt5.QtWidgets import QMessageBox
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.gui.review_session import ACCEPTED, REJECTED, UNREVIEWED, review_path_for
+from descriptron_sam2pal.jobs.review import ACCEPTED, REJECTED, UNREVIEWED
+from descriptron_sam2pal.jobs.review_files import review_path_for
 from descriptron_sam2pal.gui.review_panel import ReviewPanel
 from descriptron_sam2pal.store import AnnotationStore
 from tests.helpers.masks import box

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from descriptron_sam2pal.gui.review_session import (ACCEPTED, REJECTED, UNREVIEWED, ReviewError,
-                                                  ReviewSession, review_path_for)
+from descriptron_sam2pal.jobs.review import ACCEPTED, REJECTED, UNREVIEWED, ReviewError, ReviewSession
+from descriptron_sam2pal.jobs.review_files import review_path_for
 from descriptron_sam2pal.imaging.masks import mask_to_polygons, mask_to_rle
 from descriptron_sam2pal.store import AnnotationStore
 from tests.helpers.masks import box
@@ -327,7 +327,7 @@ def test_from_propagation_journal(project, tmp_path):
 
 
 def test_masks_are_kept_compact_and_decoded_on_demand(project, tmp_path):
-    from descriptron_sam2pal.gui import review_session as review_model
+    from descriptron_sam2pal.jobs import review as review_model
 
     results = make_results(project.parent)
     s = ReviewSession.from_results(results, compact=True)
@@ -400,8 +400,8 @@ def test_write_back_replaces_unreviewed_sam2pal_predictions_but_not_the_users(pr
 def test_resume_finds_the_run_review_by_any_of_its_files(project, tmp_path):
     """Training writes <run>/review.json; opening the run's journal or its review file, or the
     project, finds that review with every decision; an older <stem>.review.json still opens."""
-    from descriptron_sam2pal.gui.review_session import (find_review_for, is_review_file, latest_review,
-                                                        legacy_review_path_for, review_summary)
+    from descriptron_sam2pal.jobs.review_files import (find_review_for, is_review_file, latest_review,
+                                                      legacy_review_path_for, review_summary)
 
     folder = project.parent  # the fixture's project is the annotation file
     run = folder / "sam2pal_runs" / "run-1"
