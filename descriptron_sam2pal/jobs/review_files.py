@@ -115,3 +115,18 @@ def latest_review(project_path: str | os.PathLike | None) -> Path | None:
         return None
     found = [p for p in runs.glob(f"*/{REVIEW_FILE_NAME}") if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def predictions_folder(session_path: str | os.PathLike | None, project_path: str | os.PathLike | None) -> str:
+    """Where "Open predictions..." starts: the open review's run folder, else the project's newest
+    run, else its runs folder, else the project folder ("" without any)."""
+    if session_path is not None:
+        return str(Path(session_path).parent)
+    latest = latest_review(project_path)
+    if latest is not None:
+        return str(latest.parent)
+    if project_path:
+        base = Path(project_path) if Path(project_path).is_dir() else Path(project_path).parent
+        runs = base / RUNS_FOLDER_NAME
+        return str(runs if runs.is_dir() else base)
+    return ""
