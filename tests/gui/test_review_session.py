@@ -197,6 +197,23 @@ def test_write_back_checks_everything_before_changing_the_store(project, tmp_pat
     assert stranger.state == ACCEPTED and not stranger.written  # can be retried
 
 
+def test_write_back_into_a_store_of_other_photos_is_refused_by_the_use_case(session, project, tmp_path):
+    """The checks belong to the use case, not only to the panel: ``write_back`` itself refuses."""
+    from descriptron_sam2pal import UserError
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "x.png").write_bytes((project.parent / "ant_01.png").read_bytes())
+    store = AnnotationStore.open(elsewhere)
+    head = find(session, "ant_02.png", "head")
+    session.accept(head)
+    with pytest.raises(UserError) as refused:
+        session.write_back(store)
+    text = str(refused.value)
+    assert f"holds none of the 1 photo(s) with accepted outlines: its photos are in {elsewhere}" in text
+    assert not store.is_dirty and not head.written and session.can_undo  # nothing happened
+
+
 def test_session_save_and_restore(project, session, tmp_path):
     eye = find(session, "ant_01.png", "eye")
     session.accept(eye)
