@@ -59,7 +59,7 @@ class Sam2PalPlugin:
     # -- results to the Review panel ---------------------------------------------
     def show_results(self, results: list, run_dir: Path | None = None) -> None:
         """Hand propagation results (``TargetResult``s) to the Review panel."""
-        from descriptron_sam2pal.gui.review_session import review_path_for
+        from descriptron_sam2pal.gui.review_panel import review_path_for
 
         from descriptron_sam2pal.jobs.propagation import PREDICTIONS_FILE
 

@@ -7,7 +7,7 @@ from PyQt5.QtWidgets import QMessageBox, QTabBar
 
 from descriptron_sam2pal import plugin as plugin_module
 from descriptron_sam2pal.engine.results import StructureResult, TargetResult
-from descriptron_sam2pal.gui.review_session import ACCEPTED, REJECTED
+from descriptron_sam2pal.jobs.review import ACCEPTED, REJECTED
 from tests.helpers.plugin_gui import drag_on, wait_image
 
 
@@ -111,13 +111,13 @@ def test_review_continues_after_closing_the_workspace(qtbot, window, specimens, 
     wait_image(qtbot, again, "specimen_01.png")
     panel2 = plugin2.review_panel
     assert panel2.session is None and panel2.offered_review() == run / "review.json"
-    assert "2 of 6 reviewed" in panel2.resume_label.text()
-    qtbot.mouseClick(panel2.resume_dismiss, Qt.LeftButton)  # "Not now"
+    assert "2 of 6 reviewed" in panel2.resume_bar.label.text()
+    qtbot.mouseClick(panel2.resume_bar.dismiss_button, Qt.LeftButton)  # "Not now"
     again.notify_store_changed()  # an edit of the project does not offer it again
     assert panel2.offered_review() is None
     panel2.resume_bar.show()
     plugin2.review_dock.raise_()
-    qtbot.mouseClick(panel2.resume_button, Qt.LeftButton)
+    qtbot.mouseClick(panel2.resume_bar.continue_button, Qt.LeftButton)
     states = {(i.target.file_name, i.structure): i.state for i in panel2.session.items}
     assert states[(first.target.file_name, first.structure)] == ACCEPTED
     assert states[(second.target.file_name, second.structure)] == REJECTED

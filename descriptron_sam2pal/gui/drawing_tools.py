@@ -5,7 +5,7 @@ The geometry is in :mod:`descriptron_sam2pal.imaging.drawing`; this module is
 the state machine. :class:`DrawingTools` reads the mask to edit from its owner
 (``mask_source()``), and reports each finished edit with ``edited(mask, what)``;
 the owner keeps the undo history (the Templates panel a :class:`MaskHistory`,
-the Review panel its :class:`~.review_session.ReviewSession`, one step per
+the Review panel its ``jobs.review.ReviewSession``, one step per
 edit) and calls :meth:`DrawingTools.refresh` when the mask shown changes.
 
 While a tool is on, the canvas gives it the left mouse button: clicks and

@@ -11,7 +11,7 @@ from PyQt5.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QListView, QList
                              QVBoxLayout, QWidget)
 
 from descriptron_sam2pal.engine.next_template import SpecimenScores, Suggestion, rank_specimens
-from descriptron_sam2pal.gui.review_session import ACCEPTED, REJECTED
+from descriptron_sam2pal.jobs.review import ACCEPTED, REJECTED
 
 _SUGGESTION_ROLE = Qt.UserRole
 #: What the list is, without promising a gain: on the test-beds measured so far a suggested

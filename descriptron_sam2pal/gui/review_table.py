@@ -6,7 +6,7 @@ from PyQt5.QtCore import QAbstractTableModel, QModelIndex, Qt
 from PyQt5.QtGui import QBrush, QColor, QFont
 from PyQt5.QtWidgets import QStyle, QStyledItemDelegate
 
-from descriptron_sam2pal.gui.review_session import ACCEPTED, REJECTED, UNREVIEWED, ReviewItem, ReviewSession
+from descriptron_sam2pal.jobs.review import ACCEPTED, REJECTED, UNREVIEWED, ReviewItem, ReviewSession
 
 #: (background, text) per state: big, obvious, and told apart by the words as well.
 STATE_COLORS = {

@@ -10,6 +10,11 @@ templates, a validation plan or a write into the store of its own:
 * ``jobs.propagation`` ``PropagateRequest`` / ``propagate_run``: predictions file, journal,
   ``--write-to``; every output path checked before any work.
 * ``jobs.outputs``     the output rule: new, ours, or --overwrite; never an input.
+* ``jobs.store_target`` the store a write goes into (``--write-to``, Write back): never a file
+  of ours, never one that would hide a photo's annotations.
+* ``jobs.review``     ``ReviewSession``: the Review panel's use case (states, undo, session file);
+  ``jobs.review_predictions`` reads a predictions file into it, ``jobs.review_files`` finds
+  saved reviews, ``jobs.write_back`` writes the accepted outlines into the store.
 
 Importing ``descriptron_sam2pal.jobs`` is cheap: torch loads only when a job runs.
 """

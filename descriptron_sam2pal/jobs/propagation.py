@@ -20,6 +20,8 @@ from descriptron_sam2pal.jobs.models import (BEETLE_DEMO_CHOICE, DEMO_CHOICE, Mo
                                             resolved_image_size)
 from descriptron_sam2pal.jobs.outputs import (check_outputs, check_predictions_out, check_writable_folder,
                                              remove_leftover_temps)
+from descriptron_sam2pal.jobs.store_target import (check_not_our_file, check_store_holds, target_path,
+                                                  write_to_names)
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
 
 
@@ -75,18 +77,13 @@ def journal_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".journal.jsonl")
 
 
-def _target_path(item: Any) -> str | None:
-    path = getattr(item, "path", item if isinstance(item, (str, os.PathLike)) else None)
-    return str(path) if path is not None else None
-
-
 def preflight(request: PropagateRequest) -> Any:
     """Every check that needs no model; returns the opened ``write_to`` store (or None).
     Path targets get the ``structure_status`` the stores record for them (``request.targets``
     is replaced by the completed list)."""
     inputs: dict[str, list] = {k: list(v) for k, v in request.protected.items()}
     inputs["a template image"] = [t.path for t in request.templates]
-    inputs["a specimen photo"] = [p for p in map(_target_path, request.targets) if p]
+    inputs["a specimen photo"] = [p for p in map(target_path, request.targets) if p]
     if request.model.choice not in (None, DEMO_CHOICE, BEETLE_DEMO_CHOICE):
         inputs["the checkpoint"] = [resolve_checkpoint(request.model.choice)]
     if request.model.adapter:
@@ -99,12 +96,7 @@ def preflight(request: PropagateRequest) -> Any:
     if request.write_to:
         from descriptron_sam2pal.store import AnnotationStore
 
-        from descriptron_sam2pal.store.ours import is_our_predictions
-
-        if is_our_predictions(Path(request.write_to).expanduser()):
-            raise UserError(f"--write-to {request.write_to} is a predictions file written by sam2pal, not the "
-                            "project's annotations; give the Descriptron store of these photos (its folder or "
-                            "its annotation file)")
+        check_not_our_file([request.write_to], write_to_names(request.write_to))
         store = AnnotationStore.open(request.write_to)  # a store we cannot read stops us here
         inputs["the store of --write-to"] = [str(p) for p in store.source_files] + [str(request.write_to)]
     if request.out is not None:
@@ -118,7 +110,7 @@ def preflight(request: PropagateRequest) -> Any:
         stores += [s if hasattr(s, "images") else AnnotationStore.open(s) for s in request.status_stores]
     request.targets = with_structure_status(request.targets, stores)
     if store is not None:
-        check_write_to_holds(store, request.write_to, request.targets)
+        check_store_holds(store, request.write_to, request.targets, write_to_names(request.write_to))
         _check_targets_fit(store, request.targets)
         store.check_writable()  # permissions, and no other run holding its lock
     return store
@@ -138,56 +130,6 @@ def _remove_leftovers(request: PropagateRequest, store: Any, say: Callable[[str]
     if removed:
         say(f"removed {len(removed)} temporary file(s) left by an interrupted run: "
             + ", ".join(str(p) for p in removed[:5]) + (" ..." if len(removed) > 5 else ""))
-
-
-def check_write_to_holds(store: Any, write_to: Any, targets: Sequence[Any]) -> None:
-    """A write never hides anything: UserError (before any work) when ``--write-to``
-
-    * is one ``_final_`` save (one photo's file, or a folder session's) and some photos are not
-      in it: a new file for them would start from nothing and hide their own annotations;
-    * is one ``_final_`` save but not the newest file of a photo it holds: the new file would
-      bring back the older version;
-    * holds none of the photos although it holds others (a store of another folder);
-    * is a folder of per-image files and a photo lies outside it."""
-    from descriptron_sam2pal.store import PER_IMAGE, AnnotationStore
-    from descriptron_sam2pal.store.merge import find_image
-
-    paths = [p for p in map(_target_path, targets) if p]
-    if not paths:
-        return
-    found = {p: find_image(store, None, p) for p in paths}
-    missing = [p for p, r in found.items() if r is None]
-    where = Path(write_to).expanduser()
-    photos_folders = sorted({str(Path(p).parent) for p in paths})
-    if store.images and len(missing) == len(paths):
-        store_folder = where if where.is_dir() else where.parent
-        raise UserError(f"--write-to {write_to} holds none of the {len(paths)} photo(s) being segmented: its "
-                        f"photos are in {store_folder}, these are in {', '.join(photos_folders)}. Nothing was "
-                        "done. Give the store of these photos (e.g. --write-to with their folder)")
-    if store.mode != PER_IMAGE:
-        return
-    if where.is_file():
-        if missing:
-            names = ", ".join(Path(p).name for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise UserError(f"--write-to {write_to} is one Descriptron save; it does not hold {len(missing)} of the "
-                            f"photos ({names}), whose annotations are in their own files, and writing new files "
-                            "for them would hide those. Nothing was done. Give the folder instead "
-                            f"(--write-to {where.parent}) to merge into every photo's newest annotations")
-        newest = AnnotationStore.open(where.parent)
-        for p, record in found.items():
-            current = find_image(newest, None, p)
-            if current is not None and current.source is not None and record.source is not None \
-                    and Path(current.source).resolve() != Path(record.source).resolve():
-                raise UserError(f"--write-to {write_to} is not the newest annotation file of {Path(p).name}: "
-                                f"{current.source} is newer, and a new file made from the older one would hide it. "
-                                f"Nothing was done. Give the folder (--write-to {where.parent}) or the newest file")
-        return
-    outside = [p for p in missing]
-    if outside:
-        names = ", ".join(str(p) for p in outside[:3]) + (" ..." if len(outside) > 3 else "")
-        raise UserError(f"--write-to {write_to} is a folder of per-image annotation files, but {len(outside)} photo(s) "
-                        f"are not in it ({names}): their annotations would be written next to them, outside "
-                        "the store. Nothing was done. Merge each folder's photos into that folder")
 
 
 def with_structure_status(targets: Sequence[Any], stores: Sequence[Any]) -> list:
@@ -218,7 +160,7 @@ def _check_targets_fit(store: Any, targets: Sequence[Any]) -> None:
 
     problems = []
     for item in targets:
-        path = _target_path(item)
+        path = target_path(item)
         record = find_image(store, getattr(item, "id", getattr(item, "image_id", None)), path)
         if record is None or path is None or record.height is None:
             continue

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from descriptron_sam2pal.engine.results import StructureResult, TargetResult
-from descriptron_sam2pal.gui.review_session import ReviewSession
+from descriptron_sam2pal.jobs.review import ReviewSession
 from descriptron_sam2pal.imaging.masks import fill_holes
 from descriptron_sam2pal.store import AnnotationStore
 from tests.helpers.descriptron_harness import Descriptron

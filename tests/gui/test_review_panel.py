@@ -10,7 +10,8 @@ from PyQt5.QtCore import QSettings, Qt
 from PyQt5.QtWidgets import QMessageBox
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.gui.review_session import ACCEPTED, REJECTED, UNREVIEWED, review_path_for
+from descriptron_sam2pal.jobs.review import ACCEPTED, REJECTED, UNREVIEWED
+from descriptron_sam2pal.jobs.review_files import review_path_for
 from descriptron_sam2pal.gui.review_panel import ReviewPanel
 from descriptron_sam2pal.store import AnnotationStore
 from tests.helpers.masks import box
@@ -179,16 +180,16 @@ def test_canvas_highlights_the_structure_and_dims_the_others(qtbot, panel):
     assert panel.canvas.image_shape() == (60, 80)
     shown = panel.canvas.masks()
     assert list(shown) == ["eye"] and np.array_equal(shown["eye"], box(60, 80, 40, 50, 50, 70))
-    dim = panel._dim_item.image
+    dim = panel.viewer.dim_item.image
     bright = panel.canvas.overlay_rgba()
     assert dim is not None and dim[20, 25, 3] > 0  # ant_01 scape, dimmed
     assert dim[20, 25, 3] < bright[45, 60, 3]
-    assert "ant_01.png" in panel.title_label.text() and "eye" in panel.title_label.text()
-    assert panel.state_label.text() == "To review"
+    assert "ant_01.png" in panel.viewer.title_label.text() and "eye" in panel.viewer.title_label.text()
+    assert panel.viewer.state_label.text() == "To review"
     # An absent structure: a message, no outline.
     panel.select(panel.session.visible()[0])
     wait_image(qtbot, panel)
-    assert panel.canvas.masks() == {} and "absent" in panel.title_label.text()
+    assert panel.canvas.masks() == {} and "absent" in panel.viewer.title_label.text()
 
 
 def test_fix_by_clicks_reprompts_and_undoes(qtbot, project, dialogs):
@@ -484,12 +485,12 @@ def test_the_score_has_one_name_everywhere(qtbot, panel):
     assert current(panel) == WORST_FIRST[1]
     header = panel.model.headerData(2, Qt.Horizontal, Qt.DisplayRole)
     assert header == "Score"
-    assert "(Score 0.31)" in panel.title_label.text()
-    assert "Score (estimated IoU): 0.310" in panel.title_label.toolTip()
+    assert "(Score 0.31)" in panel.viewer.title_label.text()
+    assert "Score (estimated IoU): 0.310" in panel.viewer.title_label.toolTip()
     assert "Score" in panel.worst_first_button.toolTip()
     texts = [
-        panel.title_label.text(),
-        panel.title_label.toolTip(),
+        panel.viewer.title_label.text(),
+        panel.viewer.title_label.toolTip(),
         panel.worst_first_button.toolTip(),
         panel.model.headerData(2, Qt.Horizontal, Qt.ToolTipRole) or "",
     ]

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from descriptron_sam2pal.gui.review_session import (ACCEPTED, REJECTED, UNREVIEWED, ReviewError,
-                                                  ReviewSession, review_path_for)
+from descriptron_sam2pal.jobs.review import ACCEPTED, REJECTED, UNREVIEWED, ReviewError, ReviewSession
+from descriptron_sam2pal.jobs.review_files import review_path_for
 from descriptron_sam2pal.imaging.masks import mask_to_polygons, mask_to_rle
 from descriptron_sam2pal.store import AnnotationStore
 from tests.helpers.masks import box
@@ -197,6 +197,23 @@ def test_write_back_checks_everything_before_changing_the_store(project, tmp_pat
     assert stranger.state == ACCEPTED and not stranger.written  # can be retried
 
 
+def test_write_back_into_a_store_of_other_photos_is_refused_by_the_use_case(session, project, tmp_path):
+    """The checks belong to the use case, not only to the panel: ``write_back`` itself refuses."""
+    from descriptron_sam2pal import UserError
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "x.png").write_bytes((project.parent / "ant_01.png").read_bytes())
+    store = AnnotationStore.open(elsewhere)
+    head = find(session, "ant_02.png", "head")
+    session.accept(head)
+    with pytest.raises(UserError) as refused:
+        session.write_back(store)
+    text = str(refused.value)
+    assert f"holds none of the 1 photo(s) with accepted outlines: its photos are in {elsewhere}" in text
+    assert not store.is_dirty and not head.written and session.can_undo  # nothing happened
+
+
 def test_session_save_and_restore(project, session, tmp_path):
     eye = find(session, "ant_01.png", "eye")
     session.accept(eye)
@@ -327,7 +344,7 @@ def test_from_propagation_journal(project, tmp_path):
 
 
 def test_masks_are_kept_compact_and_decoded_on_demand(project, tmp_path):
-    from descriptron_sam2pal.gui import review_session as review_model
+    from descriptron_sam2pal.jobs import review as review_model
 
     results = make_results(project.parent)
     s = ReviewSession.from_results(results, compact=True)
@@ -400,8 +417,8 @@ def test_write_back_replaces_unreviewed_sam2pal_predictions_but_not_the_users(pr
 def test_resume_finds_the_run_review_by_any_of_its_files(project, tmp_path):
     """Training writes <run>/review.json; opening the run's journal or its review file, or the
     project, finds that review with every decision; an older <stem>.review.json still opens."""
-    from descriptron_sam2pal.gui.review_session import (find_review_for, is_review_file, latest_review,
-                                                        legacy_review_path_for, review_summary)
+    from descriptron_sam2pal.jobs.review_files import (find_review_for, is_review_file, latest_review,
+                                                      legacy_review_path_for, review_summary)
 
     folder = project.parent  # the fixture's project is the annotation file
     run = folder / "sam2pal_runs" / "run-1"
