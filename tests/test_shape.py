@@ -24,7 +24,6 @@ LONG_CLASSES = {
 LONG_FUNCTIONS = {
     "gui/review_panel.py:ReviewPanel._build",
     "gui/train_dialog.py:TrainDialog._build",
-    "jobs/cluster.py:iter_propagate_on_ray",
 }
 
 
