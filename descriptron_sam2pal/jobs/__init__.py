@@ -9,7 +9,11 @@ templates, a validation plan or a write into the store of its own:
 * ``jobs.training``    ``TrainRequest`` / ``train_run``.
 * ``jobs.propagation`` ``PropagateRequest`` / ``propagate_run``: predictions file, journal,
   ``--write-to``; every output path checked before any work.
+* ``jobs.cluster``     ``ClusterSettings`` (``PropagateRequest.cluster``): the same run on a Ray cluster.
 * ``jobs.outputs``     the output rule: new, ours, or --overwrite; never an input.
+
+Each ``*_run(request, progress, cancel, log_fn)`` reports counts through ``progress`` and the
+lines worth showing the user through ``log_fn`` (docs/design/layers.md, "One log channel").
 
 Importing ``descriptron_sam2pal.jobs`` is cheap: torch loads only when a job runs.
 """
