@@ -1,5 +1,6 @@
-"""Scale run of ``propagate_run(executor="ray")``: N targets on a local Ray cluster of 1 and
-of 2 single-core workers, against the single-process run (benchmarks/README.md, "Scale").
+"""Scale run of ``propagate_run`` on a Ray cluster (``PropagateRequest.cluster``): N targets on a
+local Ray cluster of 1 and of 2 single-core workers, against the single-process run
+(benchmarks/README.md, "Scale").
 
     nice .venv/bin/python benchmarks/ray_scale.py                    # N = 200, 256 px, tiny
     nice .venv/bin/python benchmarks/ray_scale.py --n 20 --image-size 128 --model test   # quick check
