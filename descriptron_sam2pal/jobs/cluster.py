@@ -1,7 +1,7 @@
 """Propagation on a Ray cluster: the same results as one process, spread over many machines.
 
-``propagate_run(request, executor="ray")`` (``sam2pal propagate --ray [ADDRESS]``) hands
-the targets to a pool of Ray actors. Each actor builds its model and its template
+``propagate_run(request)`` with ``request.cluster = ClusterSettings(...)`` (``sam2pal propagate
+--ray [ADDRESS]``) hands the targets to a pool of Ray actors. Each actor builds its model and its template
 memories **once**, with the same calls as the single-process path
 (``jobs.models.load_model``, ``jobs.templates.load_templates``, then
 ``engine.propagate.iter_propagate``), so its results are the ones a local run gives.
@@ -11,10 +11,10 @@ With ``ship_images`` the driver also sends each image's bytes, for workers that 
 see the driver's files.
 
 The driver keeps the one loop of the single-process path (``jobs.propagation``): it
-receives the results **in input order** (a bounded re-order window), appends each finished
-target to the journal (same run identity and target keys as a local run: a local run can
-resume a Ray run and the other way round), and folds them into the predictions file and
-the store.
+receives the results **in input order** (a bounded re-order window, :class:`RayQueue`), appends
+each finished target to the journal (same run identity and target keys as a local run, and the
+same resume rule, ``engine.propagate.JournalResume``: a local run can resume a Ray run and the
+other way round), and folds them into the predictions file and the store.
 
 Faults: an actor that dies is restarted by Ray (``max_restarts``) and what it was doing goes
 back to the front of the queue, for whichever actor is free first; a target whose work
