@@ -1,5 +1,6 @@
-"""Scale run of ``propagate_run(executor="ray")``: N targets on a local Ray cluster of 1 and
-of 2 single-core workers, against the single-process run (benchmarks/README.md, "Scale").
+"""Scale run of ``propagate_run`` on a Ray cluster (``PropagateRequest.cluster``): N targets on a
+local Ray cluster of 1 and of 2 single-core workers, against the single-process run
+(benchmarks/README.md, "Scale").
 
     nice .venv/bin/python benchmarks/ray_scale.py                    # N = 200, 256 px, tiny
     nice .venv/bin/python benchmarks/ray_scale.py --n 20 --image-size 128 --model test   # quick check
@@ -36,7 +37,7 @@ def one(args) -> dict:
     import torch
 
     from data import load_dataset
-    from descriptron_sam2pal.jobs.cluster import peak_rss_bytes
+    from descriptron_sam2pal.jobs.cluster import ClusterSettings, peak_rss_bytes
     from descriptron_sam2pal.jobs.models import ModelRequest
     from descriptron_sam2pal.jobs.propagation import PropagateRequest, propagate_run
     from descriptron_sam2pal.jobs.templates import spec_from_color_png
@@ -52,14 +53,12 @@ def one(args) -> dict:
         out=out,
         batch_size=args.batch_size,
     )
-    stats: dict = {}
-    kwargs = {}
     if args.config != "local":
         import ray
 
         workers = int(args.config.split("-")[1])
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        kwargs = {"executor": "ray", "workers": workers, "cluster_stats": stats}
+        request.cluster = ClusterSettings(workers=workers, measure_memory=True)
     marks: list[tuple[float, int]] = []  # (time, targets done) at each progress report
     import resource
 
@@ -69,8 +68,9 @@ def one(args) -> dict:
 
     cpu0 = cpu_s()
     t0 = time.perf_counter()
-    outcome = propagate_run(request, progress=lambda p: marks.append((time.perf_counter(), p.done)), **kwargs)
+    outcome = propagate_run(request, progress=lambda p: marks.append((time.perf_counter(), p.done)))
     wall = time.perf_counter() - t0
+    stats = outcome.cluster_stats
     driver_cpu = cpu_s() - cpu0  # local: all the work; ray: the driver's share (receive, order, write)
     (t1, d1), (t2, d2) = marks[0], marks[-1]  # from the first result on: no start-up
     steady = (d2 - d1) / (t2 - t1) if t2 > t1 else float("nan")

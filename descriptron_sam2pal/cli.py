@@ -243,6 +243,7 @@ def cmd_train(args) -> int:
 
 def cmd_propagate(args) -> int:
     from descriptron_sam2pal.engine.templates import structure_names
+    from descriptron_sam2pal.jobs.cluster import ClusterSettings
     from descriptron_sam2pal.jobs.propagation import PropagateRequest, propagate_run
     from descriptron_sam2pal.jobs.specimens import specimen_images
 
@@ -253,16 +254,14 @@ def cmd_propagate(args) -> int:
         batch_size=args.batch_size, orientation_search=args.orientation_search,
         confidence=args.confidence and not args.no_confidence, resume=args.resume, overwrite=args.overwrite,
         protected={"--templates": args.templates, "--template-mask": args.template_mask},
-        status_stores=args.templates)
+        status_stores=args.templates,
+        cluster=ClusterSettings(args.ray, args.workers, args.ship_images) if args.ray else None)
     if (args.workers or args.ship_images) and not args.ray:
         raise UserError("--workers and --ship-images are for a Ray cluster; add --ray")
     print(f"segmenting {', '.join(structure_names(specs))} on {len(targets)} image(s) "
           f"from {len(specs)} template(s)")
-    cluster = {"executor": "ray", "ray_address": args.ray, "workers": args.workers,
-               "ship_images": args.ship_images} if args.ray else {}
     with _Bar("propagate", unit="img") as bar:
-        outcome = propagate_run(request, progress=bar.update, log_fn=lambda text: print(text, file=sys.stderr),
-                                **cluster)
+        outcome = propagate_run(request, progress=bar.update, log_fn=lambda text: print(text, file=sys.stderr))
     if outcome.encoder_passes is not None:
         print(f"image encoder passes: {outcome.encoder_passes} "
               f"(templates and {len(targets)} image(s); each image once)")

@@ -21,7 +21,6 @@ LONG_CLASSES = {
 }
 LONG_FUNCTIONS = {
     "gui/train_dialog.py:TrainDialog._build",
-    "jobs/cluster.py:iter_propagate_on_ray",
 }
 
 

@@ -210,6 +210,59 @@ def target_key(target: Target) -> str:
     return h.hexdigest()
 
 
+class JournalResume:
+    """What a run finds in its journal: the one resume rule of the local loop
+    (:func:`iter_propagate`) and the Ray driver (``jobs.cluster``), whose journals resume each other.
+
+    ``run`` is the run's identity (:func:`run_identity`: weights, templates, settings and
+    ``JOURNAL_VERSION``); lines of another run or version are not reused
+    (:meth:`ResultJournal.index`). Each target's journal key (:func:`target_key`) is computed up
+    front when the journal holds something of this run, or for every target with ``all_keys``; a
+    target whose file cannot be read gets None here (its own turn reports it). Only each finished
+    line's offset is kept in memory; :meth:`result` reads one back. Without a journal nothing is
+    done before and nothing is recorded."""
+
+    def __init__(self, journal: ResultJournal | str | Path | None, run: str, targets: Sequence[Target],
+                 all_keys: bool = False) -> None:
+        self.journal = ResultJournal(journal) if isinstance(journal, (str, Path)) else journal
+        self.run = run
+        self.targets = targets
+        self._offsets = self.journal.index(run) if self.journal is not None else {}
+        self.keys: list[str | None] = [None] * len(targets)
+        if self._offsets or all_keys:
+            for i, t in enumerate(targets):
+                try:
+                    self.keys[i] = target_key(t)
+                except (OSError, UserError):
+                    continue
+        self.n_done = sum(1 for i in range(len(targets)) if self.done(i))
+
+    def key(self, i: int) -> str | None:
+        """Target ``i``'s key, computed now when it was not (raising what :func:`target_key`
+        raises); None without a journal."""
+        if self.journal is not None and self.keys[i] is None:
+            self.keys[i] = target_key(self.targets[i])
+        return self.keys[i]
+
+    def done(self, i: int) -> bool:
+        """Whether target ``i`` is finished in the journal (by this run)."""
+        key = self.keys[i]
+        return key is not None and key in self._offsets
+
+    def result(self, i: int) -> TargetResult:
+        """Target ``i``'s finished result, read back from the journal and named as the target is
+        named now (its id and path as given this time)."""
+        t = self.targets[i]
+        r = TargetResult.from_json(self.journal.read(self._offsets[self.keys[i]]))
+        r.image_id, r.path = t.image_id, t.path
+        return r
+
+    def record(self, entries: list[tuple[str, TargetResult]]) -> None:
+        """Append finished targets ((key, result), ...) to the journal, if there is one."""
+        if self.journal is not None:
+            self.journal.append(self.run, entries)
+
+
 # --------------------------------------------------------------------------- the forward pass
 
 @dataclass
@@ -437,21 +490,10 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
     small = small_module.make_small_pass(model, memory.templates, encoder) if (
         small_module.ON_BY_DEFAULT if small_structures is None else small_structures) else None
     targets = [as_target(t) for t in targets]
-    if isinstance(journal, (str, Path)):
-        journal = ResultJournal(journal)
     run = run_identity(model, memory, confidence=confidence, orientation_search=orientation_search,
                        small_pass=small is not None) if journal is not None else ""
-    done_before = journal.load(run) if journal is not None else {}
-    keys: list[str | None] = [None] * len(targets)
-    n_cached = 0
-    if done_before:
-        for i, t in enumerate(targets):
-            try:
-                keys[i] = target_key(t)
-            except (OSError, UserError):
-                continue
-            n_cached += keys[i] in done_before
-    reporter = ProgressReporter("propagate", len(targets), progress, start_done=n_cached)
+    resume = JournalResume(journal, run, targets)
+    reporter = ProgressReporter("propagate", len(targets), progress, start_done=resume.n_done)
     done = 0
     step = max(1, batch_size // len(ORIENTATIONS)) if orientation_search else batch_size
     for start in range(0, len(targets), step):
@@ -466,12 +508,9 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
             t = targets[i]
             status = t.skipped
             try:
-                if journal is not None and keys[i] is None:
-                    keys[i] = target_key(t)
-                if keys[i] is not None and keys[i] in done_before:
-                    r = TargetResult.from_json(done_before[keys[i]])
-                    r.image_id, r.path = t.image_id, t.path
-                    results[i] = r
+                resume.key(i)
+                if resume.done(i):
+                    results[i] = resume.result(i)
                     continue
                 prepared, h, w = _load(t, size, orientation_search)
             except (UserError, OSError, ValueError) as exc:
@@ -504,10 +543,9 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
             if small is not None:
                 small.refine(r, t)
             results[i] = r
-            if journal is not None and keys[i] is not None:
-                new_entries.append((keys[i], r))
-        if journal is not None:
-            journal.append(run, new_entries)
+            if resume.keys[i] is not None:
+                new_entries.append((resume.keys[i], r))
+        resume.record(new_entries)
         del raws, jobs, by_target
         release_freed_memory()  # keeps the peak flat over hundreds of targets (engine/heap.py)
         for i in window:

@@ -1,7 +1,7 @@
 """Propagation on a Ray cluster: the same results as one process, spread over many machines.
 
-``propagate_run(request, executor="ray")`` (``sam2pal propagate --ray [ADDRESS]``) hands
-the targets to a pool of Ray actors. Each actor builds its model and its template
+``propagate_run(request)`` with ``request.cluster = ClusterSettings(...)`` (``sam2pal propagate
+--ray [ADDRESS]``) hands the targets to a pool of Ray actors. Each actor builds its model and its template
 memories **once**, with the same calls as the single-process path
 (``jobs.models.load_model``, ``jobs.templates.load_templates``, then
 ``engine.propagate.iter_propagate``), so its results are the ones a local run gives.
@@ -11,10 +11,10 @@ With ``ship_images`` the driver also sends each image's bytes, for workers that 
 see the driver's files.
 
 The driver keeps the one loop of the single-process path (``jobs.propagation``): it
-receives the results **in input order** (a bounded re-order window), appends each finished
-target to the journal (same run identity and target keys as a local run: a local run can
-resume a Ray run and the other way round), and folds them into the predictions file and
-the store.
+receives the results **in input order** (a bounded re-order window, :class:`RayQueue`), appends
+each finished target to the journal (same run identity and target keys as a local run, and the
+same resume rule, ``engine.propagate.JournalResume``: a local run can resume a Ray run and the
+other way round), and folds them into the predictions file and the store.
 
 Faults: an actor that dies is restarted by Ray (``max_restarts``) and what it was doing goes
 back to the front of the queue, for whichever actor is free first; a target whose work
@@ -38,11 +38,17 @@ import tempfile
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Sequence
 
 from descriptron_sam2pal import UserError
+from descriptron_sam2pal.engine.control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
+from descriptron_sam2pal.engine.results import Target, TargetResult
 from descriptron_sam2pal.jobs.models import BEETLE_DEMO_CHOICE, DEMO_CHOICE, ModelRequest, load_model, resolve_checkpoint
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
+
+if TYPE_CHECKING:  # torch loads only when a run starts
+    from descriptron_sam2pal.engine.propagate import JournalResume
+    from descriptron_sam2pal.jobs.propagation import PropagateRequest
 
 #: Test hook, read on the driver: "N:MARKER" makes an actor exit abruptly (``os._exit``) when it
 #: starts its Nth target, once per MARKER file (the file records that it happened), as a crashed
@@ -57,19 +63,21 @@ MAX_RESTARTS = 3
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """Where and how wide to run. ``address``: "auto" (``ray.init()``'s own rule: the cluster
-    of ``$RAY_ADDRESS`` or one started with ``ray start`` on this machine, else a new local
-    one), "local" (always a new local one) or a Ray address ("HOST:6379", "ray://HOST:10001").
-    ``workers``: actors (default: one per GPU; without GPUs one per 4 CPUs). ``batch_size``:
-    targets per call of an actor (default: the engine's, 4 on a GPU, 1 on a CPU).
-    ``ship_images``: send the image bytes to the actors (when they cannot read the driver's
-    paths). ``cpus_per_worker``: CPU actors' share (default: the cluster's CPUs / workers)."""
+    """Where and how wide to run (``PropagateRequest.cluster``; the request's ``batch_size`` is
+    the targets per call of an actor, default the engine's: 4 on a GPU, 1 on a CPU).
+    ``address``: "auto" (``ray.init()``'s own rule: the cluster of ``$RAY_ADDRESS`` or one
+    started with ``ray start`` on this machine, else a new local one), "local" (always a new
+    local one) or a Ray address ("HOST:6379", "ray://HOST:10001"). ``workers``: actors
+    (default: one per GPU; without GPUs one per 4 CPUs). ``ship_images``: send the image bytes
+    to the actors (when they cannot read the driver's paths). ``cpus_per_worker``: CPU actors'
+    share (default: the cluster's CPUs / workers). ``measure_memory``: at the end, ask every actor
+    its peak memory (``PropagateOutcome.cluster_stats``; benchmarks/ray_scale.py)."""
 
     address: str | None = "auto"
     workers: int | None = None
-    batch_size: int | None = None
     ship_images: bool = False
     cpus_per_worker: int | None = None
+    measure_memory: bool = False
 
 
 def require_ray() -> Any:
@@ -273,17 +281,17 @@ def portable(model: ModelRequest, templates: Sequence[TemplateSpec]) -> tuple[Mo
             [TemplateSpec(t.image_id, os.path.abspath(t.path), t.masks) for t in templates])
 
 
-def start_workers(request: Any, settings: ClusterSettings, say: Callable[[str], None]) -> tuple[list, list[dict]]:
-    """The actor pool for ``request`` (a ``PropagateRequest``), each actor built and ready, and
-    what each is (``PropagationWorker.describe``)."""
+def start_workers(request: PropagateRequest, say: Callable[[str], None]) -> tuple[list, list[dict]]:
+    """The actor pool for ``request`` (as wide as ``request.cluster`` says), each actor built and
+    ready, and what each is (``PropagationWorker.describe``)."""
     ray = require_ray()
-    n, resources = plan_workers(settings)
+    n, resources = plan_workers(request.cluster or ClusterSettings())
     threads = None if resources.get("num_gpus") else int(resources["num_cpus"])
     actor = ray.remote(PropagationWorker).options(max_restarts=MAX_RESTARTS, max_task_retries=0, **resources)
     crash = os.environ.get(CRASH_ENV)
     model, templates = portable(request.model, request.templates)
     workers = [actor.remote(model, templates, request.confidence or request.orientation_search,
-                            request.orientation_search, settings.batch_size or request.batch_size, threads,
+                            request.orientation_search, request.batch_size, threads,
                             crash) for _ in range(n)]
     try:
         where = ray.get([w.describe.remote() for w in workers])
@@ -301,150 +309,47 @@ def start_workers(request: Any, settings: ClusterSettings, say: Callable[[str], 
     return workers, where
 
 
-def iter_propagate_on_ray(request: Any, journal_file: Path | None, settings: ClusterSettings,
-                          progress: Callable | None = None, cancel: Any = None,
-                          say: Callable[[str], None] = lambda text: None,
-                          stats: dict | None = None) -> Iterator[Any]:
-    """Yield a ``TargetResult`` per target of ``request``, in input order, segmented by a Ray
-    actor pool (see the module docstring). The journal at ``journal_file`` is read (targets
-    already in it are not redone) and appended to here, on the driver. ``stats``, when given,
-    receives the actors' and the driver's peak memory at the end."""
-    from descriptron_sam2pal.engine.control import ProgressReporter, is_cancelled
-    from descriptron_sam2pal.engine.propagate import as_target, target_key
-    from descriptron_sam2pal.engine.results import ResultJournal, TargetResult
+def ray_targets(items: Sequence[Any]) -> list[Target]:
+    """The request's targets as engine Targets; a UserError for an image held only in memory
+    (the actors read files)."""
+    from descriptron_sam2pal.engine.propagate import as_target
 
-    ray = require_ray()
-    targets = [as_target(t) for t in request.targets]
+    targets = [as_target(t) for t in items]
     for t in targets:
         if t.image is not None or t.path is None:
             raise UserError("a Ray cluster segments image files; save the images and give their paths")
+    return targets
+
+
+def iter_propagate_on_ray(request: PropagateRequest, journal_file: Path | None,
+                          progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                          say: Callable[[str], None] = lambda text: None,
+                          stats: dict | None = None) -> Iterator[TargetResult]:
+    """Yield a ``TargetResult`` per target of ``request``, in input order, segmented by a Ray
+    actor pool as ``request.cluster`` says (see the module docstring). The journal at
+    ``journal_file`` is read (targets already in it are not redone: ``engine.propagate.JournalResume``,
+    the local loop's rule) and appended to here, on the driver. ``stats``, when given and the
+    settings ask to ``measure_memory``, receives the actors' and the driver's peak memory at the end."""
+    from descriptron_sam2pal.engine.propagate import JournalResume
+
+    ray = require_ray()
+    settings = request.cluster or ClusterSettings()
+    targets = ray_targets(request.targets)
     started = connect(settings.address)
     workers: list = []
     try:
-        workers, where = start_workers(request, settings, say)
+        workers, where = start_workers(request, say)
         run = ray.get(workers[0].identity.remote())
-        journal = ResultJournal(journal_file) if journal_file is not None else None
-        done_before = journal.index(run) if journal is not None else {}  # key -> line: not every result
-        keys: list[str | None] = [None] * len(targets)
-        cached: set[int] = set()
-        if done_before or settings.ship_images:
-            for i, t in enumerate(targets):
-                try:
-                    keys[i] = target_key(t)
-                except (OSError, UserError):
-                    continue
-                if keys[i] in done_before:
-                    cached.add(i)
-        if cached:
-            say(f"{len(cached)} of {len(targets)} image(s) already in the journal; "
-                f"segmenting {len(targets) - len(cached)} on the cluster")
-        reporter = ProgressReporter("propagate", len(targets), progress, start_done=len(cached))
-        batch = min(d["batch_size"] for d in where)
-        window = max(4 * batch * len(workers), 16)
-        pending = deque(i for i in range(len(targets)) if i not in cached)
-        retry: deque[int] = deque()  # targets whose task failed once: sent again, alone
-        attempts: dict[int, int] = {}
-        ready: dict[int, Any] = {}
-        in_flight: dict[Any, tuple[Any, list[int]]] = {}
-        idle = list(workers)
-        deaths = {id(w): 0 for w in workers}
-        next_out = 0
-
-        def item(i: int) -> dict:
-            t = targets[i]
-            data = None
-            if settings.ship_images:
-                try:
-                    data = Path(t.path).read_bytes()
-                except OSError:
-                    data = None  # the actor reports it unreadable, as a local run would
-            return {"index": i, "path": os.path.abspath(t.path), "image_id": t.image_id, "key": keys[i],
-                    "structure_status": t.structure_status, "data": data}
-
-        def failed(i: int, why: str) -> Any:
-            t = targets[i]
-            return TargetResult(t.image_id, t.path, 0, 0,
-                                error=f"the worker segmenting it failed {MAX_ATTEMPTS} times ({why})",
-                                skipped=t.skipped)
-
-        while next_out < len(targets):
-            done_now = 0
-            while next_out < len(targets) and (next_out in cached or next_out in ready):
-                if next_out in cached:
-                    r = TargetResult.from_json(journal.read(done_before[keys[next_out]]))
-                    r.image_id, r.path = targets[next_out].image_id, targets[next_out].path
-                else:
-                    r = ready.pop(next_out)
-                next_out += 1
-                done_now += 1
-                yield r
-            if done_now:
-                reporter.report(next_out, message=str(targets[next_out - 1].path or ""))
-            if next_out >= len(targets):
-                break
-            if is_cancelled(cancel):
-                return
-            while idle and (retry or (pending and pending[0] < next_out + window)):
-                if retry:
-                    chunk = [retry.popleft()]
-                else:
-                    chunk = []
-                    while pending and len(chunk) < batch and pending[0] < next_out + window:
-                        chunk.append(pending.popleft())
-                worker = idle.pop()
-                in_flight[worker.segment.remote([item(i) for i in chunk])] = (worker, chunk)
-            if not in_flight:
-                if not workers:
-                    raise UserError("every Ray worker died and could not be restarted; see the Ray logs "
-                                    "(`ray logs`), fix the cause and run again with --resume")
-                continue
-            done_refs, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
-            for ref in done_refs:
-                worker, chunk = in_flight.pop(ref)
-                try:
-                    answers = ray.get(ref)
-                except (ray.exceptions.RayError, OSError) as exc:
-                    died = isinstance(exc, ray.exceptions.RayActorError)
-                    if chunk is None or died:
-                        deaths[id(worker)] += died
-                        if deaths[id(worker)] > MAX_RESTARTS:
-                            workers.remove(worker)
-                            say(f"Ray: a worker died {deaths[id(worker)]} times; going on without it")
-                        else:  # wait until Ray has restarted it before giving it work again
-                            in_flight[worker.describe.remote()] = (worker, None)
-                    else:
-                        idle.append(worker)
-                    if chunk is None:
-                        continue
-                    why = "the worker process died" if died else f"{type(exc).__name__}: {exc}"[:300]
-                    for i in chunk:
-                        attempts[i] = attempts.get(i, 0) + 1
-                        if attempts[i] >= MAX_ATTEMPTS:
-                            ready[i] = failed(i, why)
-                        else:
-                            retry.append(i)
-                    say(f"Ray: a task of {len(chunk)} image(s) failed ({why.splitlines()[0]}); "
-                        "retrying them on the next free worker")
-                    continue
-                idle.append(worker)
-                if chunk is None:
-                    continue  # a restarted worker answered: it is ready again
-                entries = []
-                for a in answers:
-                    i = a["index"]
-                    t = targets[i]
-                    if "error" in a:  # worded with the path as given, as a local run words it
-                        error = a["error"].replace(os.path.abspath(t.path), str(t.path))
-                        ready[i] = TargetResult(t.image_id, t.path, 0, 0, error=error, skipped=dict(a["skipped"]))
-                        continue
-                    r = TargetResult.from_json(a["result"])
-                    r.image_id, r.path, r.from_journal = t.image_id, t.path, False
-                    ready[i] = r
-                    if a["key"] is not None:
-                        entries.append((a["key"], r))
-                if journal is not None:
-                    journal.append(run, entries)
-        if stats is not None:
+        # Shipped images go with their keys: an actor cannot name the driver's file.
+        resume = JournalResume(journal_file, run, targets, all_keys=settings.ship_images)
+        if resume.n_done:
+            say(f"{resume.n_done} of {len(targets)} image(s) already in the journal; "
+                f"segmenting {len(targets) - resume.n_done} on the cluster")
+        reporter = ProgressReporter("propagate", len(targets), progress, start_done=resume.n_done)
+        queue = RayQueue(ray, workers, targets, resume, batch=min(d["batch_size"] for d in where),
+                         ship_images=settings.ship_images, say=say)
+        finished = yield from queue.in_order(reporter, cancel)
+        if stats is not None and settings.measure_memory and finished:
             stats["worker_peak_rss"] = ray.get([w.peak_rss.remote() for w in workers])
             stats["driver_peak_rss"] = peak_rss_bytes()
             stats["workers"] = len(workers)
@@ -453,3 +358,138 @@ def iter_propagate_on_ray(request: Any, journal_file: Path | None, settings: Clu
             ray.kill(w)
         if started:
             ray.shutdown()
+
+
+class RayQueue:
+    """The driver's side of a Ray run: which targets go to which idle actor next (at most
+    ``window`` targets ahead of the oldest unfinished one), the answers put back in input order,
+    and what a failure means: a dead actor is waited for while Ray restarts it (given up after
+    ``MAX_RESTARTS``), and the targets of a failed task are sent again, one by one, until they
+    failed ``MAX_ATTEMPTS`` times; then each is reported like an unreadable image.
+
+    ``workers`` is the caller's list: an actor given up is removed from it."""
+
+    def __init__(self, ray: Any, workers: list, targets: Sequence[Target], resume: JournalResume, *,
+                 batch: int, ship_images: bool, say: Callable[[str], None]) -> None:
+        self.ray, self.workers, self.targets, self.resume = ray, workers, targets, resume
+        self.batch, self.ship_images, self.say = batch, ship_images, say
+        self.window = max(4 * batch * len(workers), 16)
+        self.pending = deque(i for i in range(len(targets)) if not resume.done(i))
+        self.retry: deque[int] = deque()  # targets whose task failed once: sent again, alone
+        self.attempts: dict[int, int] = {}
+        self.ready: dict[int, TargetResult] = {}
+        self.in_flight: dict[Any, tuple[Any, list[int] | None]] = {}  # ref: (actor, targets or None: a ping)
+        self.idle = list(workers)
+        self.deaths = {id(w): 0 for w in workers}
+        self.next_out = 0
+
+    def in_order(self, reporter: ProgressReporter, cancel: CancelToken | None
+                 ) -> Generator[TargetResult, None, bool]:
+        """Every target's result in input order (the journal's first); returns False when
+        cancelled before the last one, True after it."""
+        n = len(self.targets)
+        while self.next_out < n:
+            done_now = 0
+            while self.next_out < n and (self.resume.done(self.next_out) or self.next_out in self.ready):
+                i = self.next_out
+                r = self.resume.result(i) if self.resume.done(i) else self.ready.pop(i)
+                self.next_out += 1
+                done_now += 1
+                yield r
+            if done_now:
+                reporter.report(self.next_out, message=str(self.targets[self.next_out - 1].path or ""))
+            if self.next_out >= n:
+                break
+            if is_cancelled(cancel):
+                return False
+            self.dispatch()
+            if not self.in_flight:
+                if not self.workers:
+                    raise UserError("every Ray worker died and could not be restarted; see the Ray logs "
+                                    "(`ray logs`), fix the cause and run again with --resume")
+                continue
+            self.collect()
+        return True
+
+    def dispatch(self) -> None:
+        """Give each idle actor a task: a retried target alone, else up to ``batch`` pending
+        targets inside the window."""
+        while self.idle and (self.retry or (self.pending and self.pending[0] < self.next_out + self.window)):
+            if self.retry:
+                chunk = [self.retry.popleft()]
+            else:
+                chunk = []
+                while self.pending and len(chunk) < self.batch and self.pending[0] < self.next_out + self.window:
+                    chunk.append(self.pending.popleft())
+            worker = self.idle.pop()
+            self.in_flight[worker.segment.remote([self.item(i) for i in chunk])] = (worker, chunk)
+
+    def item(self, i: int) -> dict:
+        """What an actor gets of target ``i`` (``PropagationWorker.segment``)."""
+        t = self.targets[i]
+        data = None
+        if self.ship_images:
+            try:
+                data = Path(t.path).read_bytes()
+            except OSError:
+                data = None  # the actor reports it unreadable, as a local run would
+        return {"index": i, "path": os.path.abspath(t.path), "image_id": t.image_id, "key": self.resume.keys[i],
+                "structure_status": t.structure_status, "data": data}
+
+    def collect(self) -> None:
+        """Wait (up to a second) for a task to end and take in what it brought."""
+        done_refs, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=1.0)
+        for ref in done_refs:
+            worker, chunk = self.in_flight.pop(ref)
+            try:
+                answers = self.ray.get(ref)
+            except (self.ray.exceptions.RayError, OSError) as exc:
+                self.failed_task(worker, chunk, exc)
+                continue
+            self.idle.append(worker)
+            if chunk is not None:  # None: a restarted worker answered: it is ready again
+                self.answered(answers)
+
+    def answered(self, answers: list[dict]) -> None:
+        """An actor's results (``PropagationWorker.segment``) ready to go out, and in the journal."""
+        entries = []
+        for a in answers:
+            i = a["index"]
+            t = self.targets[i]
+            if "error" in a:  # worded with the path as given, as a local run words it
+                error = a["error"].replace(os.path.abspath(t.path), str(t.path))
+                self.ready[i] = TargetResult(t.image_id, t.path, 0, 0, error=error, skipped=dict(a["skipped"]))
+                continue
+            r = TargetResult.from_json(a["result"])
+            r.image_id, r.path, r.from_journal = t.image_id, t.path, False
+            self.ready[i] = r
+            if a["key"] is not None:
+                entries.append((a["key"], r))
+        self.resume.record(entries)
+
+    def failed_task(self, worker: Any, chunk: list[int] | None, exc: Exception) -> None:
+        """A task that raised: its actor is waited for (or given up) when it died, and its
+        targets retried or, after ``MAX_ATTEMPTS``, reported failed."""
+        died = isinstance(exc, self.ray.exceptions.RayActorError)
+        if chunk is None or died:
+            self.deaths[id(worker)] += died
+            if self.deaths[id(worker)] > MAX_RESTARTS:
+                self.workers.remove(worker)
+                self.say(f"Ray: a worker died {self.deaths[id(worker)]} times; going on without it")
+            else:  # wait until Ray has restarted it before giving it work again
+                self.in_flight[worker.describe.remote()] = (worker, None)
+        else:
+            self.idle.append(worker)
+        if chunk is None:
+            return
+        why = "the worker process died" if died else f"{type(exc).__name__}: {exc}"[:300]
+        for i in chunk:
+            self.attempts[i] = self.attempts.get(i, 0) + 1
+            if self.attempts[i] >= MAX_ATTEMPTS:
+                t = self.targets[i]
+                self.ready[i] = TargetResult(t.image_id, t.path, 0, 0, skipped=t.skipped,
+                                             error=f"the worker segmenting it failed {MAX_ATTEMPTS} times ({why})")
+            else:
+                self.retry.append(i)
+        self.say(f"Ray: a task of {len(chunk)} image(s) failed ({why.splitlines()[0]}); "
+                 "retrying them on the next free worker")

@@ -12,7 +12,7 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.jobs.models import (BEETLE_DEMO_CHOICE, DEMO_CHOICE, ModelRequest, adapter_file,
@@ -23,6 +23,15 @@ from descriptron_sam2pal.jobs.outputs import (check_outputs, check_predictions_o
 from descriptron_sam2pal.jobs.store_target import (check_not_our_file, check_store_holds, target_path,
                                                   write_to_names)
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
+
+if TYPE_CHECKING:  # importing jobs loads no torch: these are for the annotations only
+    from descriptron_sam2pal.engine.control import CancelToken, ProgressCallback
+    from descriptron_sam2pal.engine.results import Target, TargetResult
+    from descriptron_sam2pal.jobs.cluster import ClusterSettings
+    from descriptron_sam2pal.jobs.training import TrainOutcome
+    from descriptron_sam2pal.model.build import LoadedModel
+    from descriptron_sam2pal.store import AnnotationStore, ImageRecord
+    from descriptron_sam2pal.store.merge import MergeSummary
 
 
 #: The predictions file of a run folder made from the GUI (its review is ``review.json`` beside it).
@@ -38,11 +47,14 @@ class PropagateRequest:
     more input files no output may overwrite ({what they are: paths}, e.g. the template
     stores); ``resume``: reuse the journal of an interrupted run with the same settings;
     ``overwrite``: the user allows ``out`` to replace a file sam2pal did not write
-    (``jobs.outputs``; never an input)."""
+    (``jobs.outputs``; never an input); ``cluster``: segment on a Ray cluster
+    (``jobs.cluster.ClusterSettings``: address, workers, ship_images), None: in this process.
+    Both write the same photos, structures and outlines (scores may differ in their last
+    decimals), and their journals resume each other."""
 
     model: ModelRequest
     templates: Sequence[TemplateSpec]
-    targets: Sequence[Any]
+    targets: Sequence[str | os.PathLike | ImageRecord | Target]
     out: Path | None = None
     write_to: str | os.PathLike | None = None
     batch_size: int | None = None
@@ -52,24 +64,29 @@ class PropagateRequest:
     # on whenever orientation search is.
     confidence: bool = False
     resume: bool = False
-    protected: Mapping[str, Sequence[Any]] = field(default_factory=dict)
-    status_stores: Sequence[Any] = ()  # stores whose structure_status applies to path targets
+    protected: Mapping[str, Sequence[str | os.PathLike]] = field(default_factory=dict)
+    # stores (open, or their files or folders) whose structure_status applies to path targets
+    status_stores: Sequence[AnnotationStore | str | os.PathLike] = ()
     overwrite: bool = False
+    cluster: ClusterSettings | None = None
 
 
 @dataclass
 class PropagateOutcome:
     """What a run did: ``results`` (kept when asked), files ``written``, the store ``merge``
-    summary, the targets that ``failed`` (unreadable), and whether it was ``cancelled``."""
+    summary, the targets that ``failed`` (unreadable), and whether it was ``cancelled``. A Ray
+    run that finished with ``ClusterSettings.measure_memory`` also says how much memory it took in
+    ``cluster_stats`` (``driver_peak_rss``, ``worker_peak_rss`` per actor, in bytes, and ``workers``)."""
 
     n_targets: int
-    results: list = field(default_factory=list)
+    results: list[TargetResult] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
-    merged: Any = None  # store.merge.MergeSummary
-    failed: list = field(default_factory=list)
+    merged: MergeSummary | None = None
+    failed: list[TargetResult] = field(default_factory=list)
     cancelled: bool = False
     encoder_passes: int | None = None
-    model: Any = None
+    model: LoadedModel | None = None  # the model of a local run (None on a Ray cluster)
+    cluster_stats: dict[str, int | list[int]] = field(default_factory=dict)
 
 
 def journal_path(out: str | os.PathLike) -> Path:
@@ -177,29 +194,17 @@ def _check_targets_fit(store: Any, targets: Sequence[Any]) -> None:
                         + ". Was a photo replaced? Fix the store's image entry or merge into another store")
 
 
-#: Where the targets are segmented: this process, or a Ray cluster (``jobs.cluster``).
-EXECUTORS = ("local", "ray")
-
-
-def propagate_run(request: PropagateRequest, progress=None, cancel=None,
-                  log_fn: Callable[[str], None] | None = None, trained: Any = None,
-                  keep_results: bool = False, executor: str = "local", ray_address: str | None = "auto",
-                  workers: int | None = None, ship_images: bool = False,
-                  cluster_stats: dict | None = None) -> PropagateOutcome:
-    """Run ``request`` (see the module docstring). ``trained``: a ``jobs.training.TrainOutcome``
-    whose model and templates are used instead of loading them. Results stream into the
-    predictions file and the store (memory does not grow with the number of targets);
-    ``keep_results`` also returns them. A cancelled run writes nothing but its journal
-    (rerun with ``resume`` to go on).
-
-    ``executor="ray"`` segments on a Ray cluster (``jobs.cluster``: ``ray_address`` "auto",
-    "local" or an address; ``workers`` actors; ``ship_images`` sends the image bytes) and
-    writes the same photos, structures and outlines as ``"local"`` (scores may differ in
-    their last decimals); the journals of both resume each other. ``cluster_stats`` receives the peak memory of the driver and the actors."""
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {EXECUTORS}, not {executor!r}")
+def propagate_run(request: PropagateRequest, progress: ProgressCallback | None = None,
+                  cancel: CancelToken | None = None, log_fn: Callable[[str], None] | None = None,
+                  trained: TrainOutcome | None = None, keep_results: bool = False) -> PropagateOutcome:
+    """Run ``request`` (see the module docstring), in this process or, with ``request.cluster``,
+    on a Ray cluster (``jobs.cluster``). ``trained``: a ``jobs.training.TrainOutcome`` whose model
+    and templates are used instead of loading them. Results stream into the predictions file and
+    the store (memory does not grow with the number of targets); ``keep_results`` also returns
+    them. A cancelled run writes nothing but its journal (rerun with ``resume`` to go on).
+    ``log_fn`` gets the lines worth showing the user (the one log channel of the use cases)."""
     say = log_fn or (lambda text: None)
-    if executor == "ray":
+    if request.cluster is not None:
         from descriptron_sam2pal.jobs.cluster import require_ray
 
         require_ray()  # before any work: says how to install it
@@ -213,8 +218,8 @@ def propagate_run(request: PropagateRequest, progress=None, cancel=None,
             # (check_writable), not after hours of work; save() re-enters it.
             held.enter_context(store.lock(timeout=0))
         _remove_leftovers(request, store, say)
-        return _run(request, store, progress, cancel, say, trained, keep_results, executor,
-                    ray_address, workers, ship_images, cluster_stats)
+        return _run(request, store, progress=progress, cancel=cancel, say=say, trained=trained,
+                    keep_results=keep_results)
 
 
 def _cleanup(step: Callable[[], Any], what: str) -> None:
@@ -243,29 +248,50 @@ def _apply_scores(scores: Mapping[tuple[int, str], float], builder: Any, store: 
             results[number - 1].structures[name].score = value
 
 
-def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, keep_results, executor,
-         ray_address, workers, ship_images, cluster_stats) -> PropagateOutcome:
+def _prepare_journal(request: PropagateRequest) -> None:
+    """The folder of ``request.out`` made; a journal left by an earlier run is removed unless the
+    request resumes it."""
+    Path(request.out).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    journal = journal_path(request.out)
+    if journal.exists() and not request.resume:
+        journal.unlink()
+
+
+def _segmentation(request: PropagateRequest, trained: TrainOutcome | None, journal: Path | None,
+                  progress: ProgressCallback, cancel: CancelToken | None, say: Callable[[str], None],
+                  stats: dict) -> tuple[Iterator[TargetResult], LoadedModel | None]:
+    """The results of every target, in input order, from this process or a Ray cluster (both
+    resume ``journal`` by the same rule), and the model of a local run."""
+    if request.cluster is not None:
+        from descriptron_sam2pal.jobs.cluster import iter_propagate_on_ray
+
+        say(f"Segmenting {len(request.targets)} image(s) from {len(request.templates)} template(s) "
+            "on a Ray cluster")
+        return iter_propagate_on_ray(request, journal, progress=progress, cancel=cancel, say=say,
+                                     stats=stats), None
+    from descriptron_sam2pal.engine.propagate import iter_propagate
+
+    if trained is not None:
+        model, templates = trained.model, trained.templates
+    else:
+        say("Loading SAM2" + (f" with adapter {request.model.adapter}" if request.model.adapter else ""))
+        model = load_model(request.model)
+        templates = load_templates(request.templates, model.image_size)
+    say(f"Segmenting {len(request.targets)} image(s) from {len(templates)} template(s), "
+        f"{model.image_size} px on {model.device}")
+    return iter_propagate(model, templates, request.targets, batch_size=request.batch_size,
+                          progress=progress, cancel=cancel, journal=journal,
+                          orientation_search=request.orientation_search,
+                          confidence=request.confidence or request.orientation_search), model
+
+
+def _run(request: PropagateRequest, store: AnnotationStore | None, *, progress: ProgressCallback | None,
+         cancel: CancelToken | None, say: Callable[[str], None], trained: TrainOutcome | None,
+         keep_results: bool) -> PropagateOutcome:
     from descriptron_sam2pal.engine.collection_score import CollectionScorer
-    from descriptron_sam2pal.engine.predictions import PredictionsBuilder, write_predictions
+    from descriptron_sam2pal.engine.predictions import PredictionsBuilder
     from descriptron_sam2pal.store.merge import MergeSummary, merge_results
 
-    model = None
-    if executor == "local":
-        if trained is not None:
-            model, templates = trained.model, trained.templates
-        else:
-            say("Loading SAM2" + (f" with adapter {request.model.adapter}" if request.model.adapter else ""))
-            model = load_model(request.model)
-            templates = load_templates(request.templates, model.image_size)
-    outcome = PropagateOutcome(len(request.targets), model=model)
-    journal = None
-    if request.out is not None:
-        Path(request.out).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        journal = journal_path(request.out)
-        if journal.exists() and not request.resume:
-            journal.unlink()
-    builder = PredictionsBuilder(spool_dir=Path(request.out).parent) if request.out is not None else None
-    merged = MergeSummary()
     last = {}
 
     def report(p) -> None:
@@ -273,24 +299,15 @@ def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, 
         if progress is not None:
             progress(p)
 
-    if executor == "ray":
-        from descriptron_sam2pal.jobs.cluster import ClusterSettings, iter_propagate_on_ray
-
-        say(f"Segmenting {len(request.targets)} image(s) from {len(request.templates)} template(s) "
-            "on a Ray cluster")
-        settings = ClusterSettings(address=ray_address, workers=workers, batch_size=request.batch_size,
-                                   ship_images=ship_images)
-        results = iter_propagate_on_ray(request, journal, settings, progress=report, cancel=cancel, say=say,
-                                        stats=cluster_stats)
-    else:
-        from descriptron_sam2pal.engine.propagate import iter_propagate
-
-        say(f"Segmenting {len(request.targets)} image(s) from {len(templates)} template(s), "
-            f"{model.image_size} px on {model.device}")
-        results = iter_propagate(model, templates, request.targets, batch_size=request.batch_size,
-                                 progress=report, cancel=cancel, journal=journal,
-                                 orientation_search=request.orientation_search,
-                                 confidence=request.confidence or request.orientation_search)
+    journal = journal_path(request.out) if request.out is not None else None
+    stats: dict = {}
+    # The model loads first (a local run): a run that cannot start leaves an earlier journal alone.
+    results, model = _segmentation(request, trained, journal, report, cancel, say, stats)
+    outcome = PropagateOutcome(len(request.targets), model=model, cluster_stats=stats)
+    if request.out is not None:
+        _prepare_journal(request)
+    builder = PredictionsBuilder(spool_dir=Path(request.out).parent) if request.out is not None else None
+    merged = MergeSummary()
     scorer = CollectionScorer()
     in_store: dict[tuple[int, str], tuple] = {}  # (result number, structure): (image id, annotation id)
     try:
@@ -315,15 +332,7 @@ def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, 
                 "outlines of their structure now come first in the Review")
             _apply_scores(rescored, builder, store, in_store, outcome.results if keep_results else None)
         if builder is not None:
-            try:
-                outcome.written = write_predictions(builder, request.out)
-            except (OSError, UserError) as exc:
-                cause = exc if isinstance(exc, OSError) else exc.__cause__
-                why = getattr(cause, "strerror", None) or str(cause or exc)
-                raise UserError(f"could not write the predictions {request.out} ({why}); nothing was changed. "
-                                f"Free disk space (or check write permission) in {Path(request.out).parent}, "
-                                f"then run the same command again with --resume: the {len(builder.images)} segmented "
-                                "image(s) are kept in its journal and not redone") from exc
+            outcome.written = _write(builder, request.out)
     finally:
         # Cleanup never masks the error that stopped the run (e.g. a full disk failing twice).
         close = getattr(results, "close", None)
@@ -340,3 +349,19 @@ def _run(request: PropagateRequest, store: Any, progress, cancel, say, trained, 
     if "progress" in last:
         outcome.encoder_passes = last["progress"].metrics.get("encoder_passes")
     return outcome
+
+
+def _write(builder: Any, out: Path) -> list[Path]:
+    """The predictions file (``engine.predictions.write_predictions``); a failure is one UserError
+    that says how to go on (the journal keeps every segmented image)."""
+    from descriptron_sam2pal.engine.predictions import write_predictions
+
+    try:
+        return write_predictions(builder, out)
+    except (OSError, UserError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__
+        why = getattr(cause, "strerror", None) or str(cause or exc)
+        raise UserError(f"could not write the predictions {out} ({why}); nothing was changed. "
+                        f"Free disk space (or check write permission) in {Path(out).parent}, "
+                        f"then run the same command again with --resume: the {len(builder.images)} segmented "
+                        "image(s) are kept in its journal and not redone") from exc

@@ -28,7 +28,7 @@ class TemplateSpec:
     """An outlined specimen before preparation: ``image_id`` (the store's id, or the image
     path), the image file ``path``, and ``masks`` {structure: (H, W) bool} on its pixel grid."""
 
-    image_id: Any
+    image_id: str | int  # the store's image id, else the image path
     path: str
     masks: dict[str, np.ndarray]
 
@@ -88,7 +88,7 @@ def specs_from_store(store: Any, image_ids: Iterable[Any] | None = None,
 
 
 def spec_from_mask_png(image_path: str | Path, mask_path: str | Path, structure: str,
-                       image_id: Any = None) -> TemplateSpec:
+                       image_id: str | int | None = None) -> TemplateSpec:
     """One structure outlined in a binary mask PNG (0/255 or 0/1) of the image."""
     if not structure or not str(structure).strip():
         raise UserError("give the structure's name for the mask PNG (e.g. 'scape')")
@@ -101,7 +101,7 @@ def spec_from_mask_png(image_path: str | Path, mask_path: str | Path, structure:
 
 
 def spec_from_color_png(image_path: str | Path, mask_path: str | Path, colors: Mapping[str, Color] | str,
-                        image_id: Any = None) -> TemplateSpec:
+                        image_id: str | int | None = None) -> TemplateSpec:
     """Several structures from a colour/indexed mask PNG and a colour map
     (``"head=200,0,0;eye=0,0,255"``). Colours absent from the PNG are structures the
     template does not show; when none occurs, that is an error."""

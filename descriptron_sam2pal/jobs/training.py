@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from descriptron_sam2pal.engine.validation_plan import METRICS, ValidationPlan, plan_validation
 from descriptron_sam2pal.jobs.models import ModelRequest, check_memory_for, load_model, resolved_image_size
 from descriptron_sam2pal.jobs.outputs import check_run_folder, check_writable_folder, mark_run_folder
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
+
+if TYPE_CHECKING:  # importing jobs loads no torch: these are for the annotations only
+    from descriptron_sam2pal.engine.control import CancelToken, ProgressCallback
+    from descriptron_sam2pal.engine.templates import Template
+    from descriptron_sam2pal.engine.trainer import TrainConfig, TrainResult
+    from descriptron_sam2pal.model.build import LoadedModel
+    from descriptron_sam2pal.store import ImageRecord
 
 
 @dataclass
@@ -23,9 +30,9 @@ class TrainRequest:
 
     model: ModelRequest
     templates: Sequence[TemplateSpec]
-    unlabeled: Sequence[Any]
+    unlabeled: Sequence[str | os.PathLike | ImageRecord]
     run_dir: Path
-    config: Any = None
+    config: TrainConfig | None = None
     resume: bool = False
     cache_dir: str | os.PathLike | None = None
     overwrite: bool = False
@@ -36,25 +43,25 @@ class TrainOutcome:
     """``result`` (``engine.trainer.TrainResult``), the trained ``model`` (best weights, eval
     mode; propagation can reuse it) and the prepared ``templates``."""
 
-    result: Any
-    model: Any
-    templates: list
+    result: TrainResult
+    model: LoadedModel
+    templates: list[Template]
 
 
-def validation_plan_for(templates: Sequence[TemplateSpec], n_unlabeled: int, config: Any = None
-                        ) -> ValidationPlan:
+def validation_plan_for(templates: Sequence[TemplateSpec], n_unlabeled: int,
+                        config: TrainConfig | None = None) -> ValidationPlan:
     """The validation the trainer will use for these templates (the GUI names its plot after it)."""
     from_config = {} if config is None else {"validate_every": config.validate_every,
                                              "val_images": config.val_images, "seed": config.seed}
     return plan_validation([t.masks for t in templates], n_unlabeled, **from_config)
 
 
-def unlabeled_paths(items: Sequence[Any]) -> list[str]:
+def unlabeled_paths(items: Sequence[str | os.PathLike | ImageRecord]) -> list[str]:
     """Image paths of store records or paths."""
     return [str(item.path) if hasattr(item, "path") else str(item) for item in items]
 
 
-def train_run(request: TrainRequest, progress=None, cancel=None,
+def train_run(request: TrainRequest, progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
               log_fn: Callable[[str], None] | None = None) -> TrainOutcome:
     """Build the model, prepare the templates, train. ``progress``/``cancel`` as in the engine;
     ``log_fn`` gets lines worth showing the user."""
@@ -81,7 +88,7 @@ def train_run(request: TrainRequest, progress=None, cancel=None,
     return TrainOutcome(result, model, templates)
 
 
-def describe_result(result: Any) -> list[str]:
+def describe_result(result: TrainResult) -> list[str]:
     """What a run did, in the lines both faces print: how it ended and what validation said."""
     state = "cancelled" if result.cancelled else "finished"
     lines = [f"training {state} after {result.steps_done} of {result.total_steps} steps"]

@@ -25,7 +25,7 @@ from PIL import Image
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.cli import main
 from descriptron_sam2pal.engine.control import CancelToken
-from descriptron_sam2pal.jobs.cluster import CRASH_ENV
+from descriptron_sam2pal.jobs.cluster import CRASH_ENV, ClusterSettings
 from descriptron_sam2pal.jobs.models import ModelRequest
 from descriptron_sam2pal.jobs.propagation import PropagateRequest, journal_path, propagate_run
 from descriptron_sam2pal.jobs.templates import spec_from_color_png
@@ -126,7 +126,7 @@ def test_a_worker_killed_mid_run_loses_nothing(project, cluster, tmp_path, monke
     monkeypatch.setenv(CRASH_ENV, f"3:{marker}")
     out = tmp_path / "pred.json"
     said = []
-    outcome = propagate_run(request(out, batch_size=1), executor="ray", workers=2, ship_images=True,
+    outcome = propagate_run(request(out, batch_size=1, cluster=ClusterSettings(workers=2, ship_images=True)),
                             log_fn=said.append)
     assert marker.exists(), "the worker did not crash: the test proved nothing"
     assert any("failed (the worker process died)" in s for s in said)
@@ -138,10 +138,10 @@ def test_a_worker_killed_mid_run_loses_nothing(project, cluster, tmp_path, monke
 def test_a_photo_that_kills_its_worker_every_time_is_reported_after_two_tries(project, cluster, tmp_path,
                                                                             monkeypatch):
     root, request, reference = project
-    full = request(tmp_path / "pred.json", batch_size=1)
+    full = request(tmp_path / "pred.json", batch_size=1, cluster=ClusterSettings(workers=2))
     full.targets = [t for t in full.targets if Path(t).name in ("s00.png", "s01.png", "s04.png")]
     monkeypatch.setenv(CRASH_ENV, "name=s01.png")
-    outcome = propagate_run(full, executor="ray", workers=2)
+    outcome = propagate_run(full)
     assert [Path(r.path).name for r in outcome.failed] == ["s01.png"]
     assert "failed 2 times (the worker process died)" in outcome.failed[0].error
     doc = json.loads((tmp_path / "pred.json").read_text())
@@ -154,7 +154,7 @@ DRIVER = textwrap.dedent("""
     ray.init(address=sys.argv[1], log_to_driver=False)
     from descriptron_sam2pal.jobs.propagation import propagate_run
     request = pickle.load(open(sys.argv[2], "rb"))
-    propagate_run(request, executor="ray", workers=1)
+    propagate_run(request)  # on the cluster its settings name (ClusterSettings(workers=1))
 """)
 
 
@@ -168,7 +168,8 @@ def test_a_driver_killed_mid_run_leaves_a_journal_the_next_run_resumes(project, 
     root, request, reference = project
     out = tmp_path / "pred.json"
     journal = journal_path(out)
-    (tmp_path / "request.pkl").write_bytes(pickle.dumps(request(out, batch_size=1)))
+    (tmp_path / "request.pkl").write_bytes(pickle.dumps(request(out, batch_size=1,
+                                                                cluster=ClusterSettings(workers=1))))
     address = cluster.get_runtime_context().gcs_address
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, address, str(tmp_path / "request.pkl")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -192,5 +193,5 @@ def test_without_ray_the_user_is_told_how_to_install_it(project, tmp_path, monke
     root, request, reference = project
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(UserError, match=r'pip install "descriptron-sam2pal\[ray\]"'):
-        propagate_run(request(tmp_path / "pred.json"), executor="ray")
+        propagate_run(request(tmp_path / "pred.json", cluster=ClusterSettings()))
     assert not (tmp_path / "pred.json").exists()
