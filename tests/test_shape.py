@@ -18,12 +18,10 @@ MAX_FUNCTION_LINES = 120
 LONG_CLASSES = {
     "app/workspace.py:Workspace",
     "gui/review_panel.py:ReviewPanel",
-    "gui/train_dialog.py:TrainDialog",
     "store/store.py:AnnotationStore",
 }
 LONG_FUNCTIONS = {
     "gui/review_panel.py:ReviewPanel._build",
-    "gui/train_dialog.py:TrainDialog._build",
     "jobs/cluster.py:iter_propagate_on_ray",
 }
 
