@@ -36,6 +36,7 @@ from PyQt5.QtWidgets import (
 )
 
 from descriptron_sam2pal import UserError
+from descriptron_sam2pal.app.callbacks import Callbacks
 from descriptron_sam2pal.app.descriptron_handoff import DescriptronHandoff
 from descriptron_sam2pal.app.descriptron_process import DescriptronRun
 from descriptron_sam2pal.app.help_dialogs import plugins_dialog, user_guide_dialog, warnings_dialog
@@ -110,10 +111,9 @@ class Workspace(QMainWindow):
         self.image_loader.loaded.connect(self._on_pixels)
         self.image_loader.failed.connect(self._on_pixels_error)
         self._loading_message = ""
-        self._store_callbacks: list[Callable] = []
-        self._image_callbacks: list[Callable] = []
-        self._click_callbacks: list[Callable] = []
-        self._box_callbacks: list[Callable] = []
+        self._store_callbacks, self._image_callbacks, self._click_callbacks, self._box_callbacks = (
+            Callbacks(self._callback_failed) for _ in range(4)
+        )
         self._proposal: tuple[str, np.ndarray] | None = None  # CanvasHost.show_proposal
         self._workers: list = []
         self._close_plan: dict | None = None
@@ -125,8 +125,8 @@ class Workspace(QMainWindow):
         self.canvas = ImageCanvas(colors=shared_colors())
         self.canvas.set_message("File > Open folder... to start")
         self.canvas.hovered.connect(self._on_hover)
-        self.canvas.clicked.connect(lambda x, y, button: self._call_each(self._click_callbacks, x, y, button))
-        self.canvas.box_drawn.connect(lambda *box: self._call_each(self._box_callbacks, *box))
+        self.canvas.clicked.connect(self._click_callbacks)
+        self.canvas.box_drawn.connect(self._box_callbacks)
         self.start_page = self._build_start_page()
         self.central = CentralArea(self.canvas, self.start_page, project_open=lambda: self._store is not None)
         self.setCentralWidget(self.central)
@@ -310,7 +310,7 @@ class Workspace(QMainWindow):
         self._emit_store_changed()
 
     def on_store_changed(self, callback: Callable) -> Callable[[], None]:
-        return self._subscribe(self._store_callbacks, callback)
+        return self._store_callbacks.subscribe(callback)
 
     # -------------------------------------------------------- Host: images
     def images(self) -> list:
@@ -330,14 +330,14 @@ class Workspace(QMainWindow):
         self._request_image(self._records[row])
 
     def on_current_image_changed(self, callback: Callable) -> Callable[[], None]:
-        return self._subscribe(self._image_callbacks, callback)
+        return self._image_callbacks.subscribe(callback)
 
     # ------------------------------------------------ CanvasHost (optional)
     def on_image_clicked(self, callback: Callable) -> Callable[[], None]:
-        return self._subscribe(self._click_callbacks, callback)
+        return self._click_callbacks.subscribe(callback)
 
     def on_box_drawn(self, callback: Callable) -> Callable[[], None]:
-        return self._subscribe(self._box_callbacks, callback)
+        return self._box_callbacks.subscribe(callback)
 
     def set_box_drawing(self, on: bool) -> None:
         self.canvas.set_box_mode(on)
@@ -572,31 +572,17 @@ class Workspace(QMainWindow):
             self.position_label.setText(f"x {int(x)}, y {int(y)}   {self._current.file_name}")
 
     # ------------------------------------------------------------- callbacks
-    @staticmethod
-    def _subscribe(callbacks: list, callback: Callable) -> Callable[[], None]:
-        callbacks.append(callback)
-
-        def unsubscribe() -> None:
-            if callback in callbacks:
-                callbacks.remove(callback)
-
-        return unsubscribe
-
-    def _call_each(self, callbacks: list, *args: Any) -> None:
-        for callback in list(callbacks):
-            try:
-                callback(*args)
-            except Exception as exc:  # noqa: BLE001 - one plugin's bug must not stop the others
-                log.exception("callback %r failed", callback)
-                self.show_status(f"A plugin callback failed: {type(exc).__name__}: {exc}", 15000)
+    def _callback_failed(self, callback: Callable, exc: Exception) -> None:
+        log.exception("callback %r failed", callback)
+        self.show_status(f"A plugin callback failed: {type(exc).__name__}: {exc}", 15000)
 
     def _emit_store_changed(self) -> None:
         self.store_changed.emit(self._store)
-        self._call_each(self._store_callbacks, self._store)
+        self._store_callbacks(self._store)
 
     def _emit_current_changed(self) -> None:
         self.current_image_changed.emit(self._current)
-        self._call_each(self._image_callbacks, self._current)
+        self._image_callbacks(self._current)
 
     # ------------------------------------------------------------- closing
     def _ask(self, title: str, text: str, buttons, default) -> QMessageBox.StandardButton:
