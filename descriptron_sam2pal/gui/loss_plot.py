@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pyqtgraph as pg
 from PyQt5.QtCore import Qt
-from PyQt5.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PyQt5.QtWidgets import QLabel
 
 from descriptron_sam2pal.engine.validation_plan import METRICS
 
@@ -37,12 +37,11 @@ def smoothed(values: list[float], weight: float = SMOOTHING) -> list[float]:
     return out
 
 
-class LossPlot(QWidget):
-    """The legend (outside the plot, so it never covers a curve) over the plot. ``losses`` and
-    ``vals`` are the (step, value) points drawn."""
+class LossPlot:
+    """Two widgets for the dialog to lay out: ``legend_label`` (outside the plot, so it never
+    covers a curve) and ``plot``. ``losses`` and ``vals`` are the (step, value) points drawn."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self) -> None:
         self.losses: list[tuple[int, float]] = []
         self.vals: list[tuple[int, float]] = []
         # Training loss on a log axis (it can fall by orders of magnitude); validation, another
@@ -79,10 +78,6 @@ class LossPlot(QWidget):
         self.val_view.addItem(self.val_curve)
         self.set_validation_metric(None)
         self.plot.setMinimumHeight(200)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.legend_label)
-        layout.addWidget(self.plot, 1)
 
     def clear(self) -> None:
         self.losses, self.vals = [], []

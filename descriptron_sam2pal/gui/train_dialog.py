@@ -343,7 +343,8 @@ class TrainDialog(QDialog):
         bar_row.addWidget(self.progress_bar, 1)
         bar_row.addWidget(self.eta_label)
         right_layout.addLayout(bar_row)
-        right_layout.addWidget(self.loss_plot, 2)
+        right_layout.addWidget(self.loss_plot.legend_label)
+        right_layout.addWidget(self.loss_plot.plot, 2)
         right_layout.addWidget(self.log_view, 1)
         return right
 
