@@ -150,7 +150,7 @@ class Workspace(QMainWindow):
     def _build_image_dock(self) -> None:
         self.image_panel = ImageListPanel()
         self.image_panel.chosen.connect(self._on_list_selection)
-        self.image_list = self.image_panel.image_list  # the list plugins' tests and screenshots click
+        self.image_list = self.image_panel.image_list  # tests and the screenshot script click it
         self.images_dock = QDockWidget("Images")
         self.images_dock.setObjectName("images")
         self.images_dock.setWidget(self.image_panel)
