@@ -180,9 +180,6 @@ FORBIDDEN = {
 #: that the test fails on any new one and the list can only shrink: issue 24 moves these
 #: behind jobs/ (and gui/), then deletes their entries (a stale entry fails the test too).
 KNOWN_VIOLATIONS = {
-    # the workspace opens the project's store and filters image files itself (issue 24: through host/ or gui/)
-    ("app/workspace.py", "<module>", "descriptron_sam2pal.imaging.io"),
-    ("app/workspace.py", "<module>", "descriptron_sam2pal.store"),
     # evaluate and download call the engine and the model directly (issue 24: through jobs/)
     ("cli.py", "cmd_download", "descriptron_sam2pal.model.checkpoints"),
     ("cli.py", "cmd_evaluate", "descriptron_sam2pal.engine.evaluate"),

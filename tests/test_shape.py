@@ -16,11 +16,8 @@ MAX_FUNCTION_LINES = 120
 
 #: Today's offenders, ``file:Qualified.name`` (issue 24 splits them by reason to change).
 LONG_CLASSES = {
-    "app/workspace.py:Workspace",
-    "gui/train_dialog.py:TrainDialog",
 }
 LONG_FUNCTIONS = {
-    "gui/train_dialog.py:TrainDialog._build",
 }
 
 

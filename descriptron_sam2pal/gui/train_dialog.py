@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import pyqtgraph as pg
 from PyQt5.QtCore import QSize, Qt
 from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QFileDialog,
                              QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
@@ -28,17 +27,19 @@ from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QFileD
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine.control import Progress
-from descriptron_sam2pal.engine.validation_plan import METRICS
-from descriptron_sam2pal.jobs.models import BEETLE_DEMO_CHOICE, DEMO_CHOICE, ModelRequest, fixed_image_size
+from descriptron_sam2pal.jobs.estimate import (estimate_seconds, estimate_text, format_duration,
+                                               measured_step_seconds, model_size_name, remember_step_seconds,
+                                               step_key, step_table, training_estimate)
+from descriptron_sam2pal.jobs.models import ModelRequest, fixed_image_size
 from descriptron_sam2pal.jobs.propagation import PREDICTIONS_FILE, PropagateRequest, propagate_run
 from descriptron_sam2pal.jobs.templates import TemplateSpec, specs_from_store
 from descriptron_sam2pal.jobs.training import (TrainOutcome, TrainRequest, describe_result, train_run,
                                                validation_plan_for)
-from descriptron_sam2pal.jobs.estimate import training_seconds
-from descriptron_sam2pal.model.device import accelerator_available, cpu_has_native_bf16
+from descriptron_sam2pal.model.device import accelerator_available
 from descriptron_sam2pal.store.provenance import template_images
 from descriptron_sam2pal.store.stem import find_image_files
 from descriptron_sam2pal.gui.fitting import VerticalScroll, fit_to_screen, guard_wheel
+from descriptron_sam2pal.gui.loss_plot import LossPlot
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
 from descriptron_sam2pal.gui.workers import EngineWorker
 
@@ -47,28 +48,6 @@ log = logging.getLogger(__name__)
 _ID_ROLE = Qt.UserRole
 #: QSettings key: {"<model>|<cpu|gpu>|<size>": median seconds per training step} of past runs.
 STEP_TIMES_SETTING = "sam2pal/step_seconds"
-
-#: metric -> (its one name: legend, axis and log alike; which way is better; tooltip), from
-#: engine.validation_plan.METRICS (which also says whether it is measured against labels)
-VALIDATION_LABELS = {
-    **{metric: (m.name, "higher is better" if m.higher_is_better else "lower is better",
-                f"Orange: {m.what}; {m.basis}. Step 0 is the untrained model; the best-scoring step "
-                "is the one kept, the untrained model unless training beat it.")
-       for metric, m in METRICS.items()},
-    None: ("validation", "", "Orange: validation, which chooses the step that is kept."),
-}
-LOSS_COLOR, RAW_LOSS_COLOR, VAL_COLOR = (31, 119, 180), (31, 119, 180, 60), (255, 127, 14)
-SMOOTHING = 0.9  # weight of the past in the smoothed loss (an exponential moving average)
-
-
-def smoothed(values: list[float], weight: float = SMOOTHING) -> list[float]:
-    """Exponential moving average with the start-up bias removed (as TensorBoard draws it), so the
-    trend of a loss that jumps from step to step can be read."""
-    out, avg = [], 0.0
-    for i, v in enumerate(values, 1):
-        avg = weight * avg + (1 - weight) * v
-        out.append(avg / (1 - weight ** i))
-    return out
 
 
 def validation_metric(templates: list, n_unlabeled: int = 2, config: Any = None) -> str | None:
@@ -92,38 +71,22 @@ PRESETS = (
 )
 DEFAULT_PRESET = "Balanced"
 
-def estimate_seconds(steps: int, size: int, gpu: bool, model_size: str = "tiny", structures: int = 5,
-                     unlabeled: int = 100, pseudo: bool = True) -> float:
-    """A first guess for a training run on this computer (``jobs.estimate``)."""
-    return training_seconds(steps, size, gpu, model_size, structures=structures, unlabeled=unlabeled,
-                            pseudo=pseudo, bf16=not gpu and cpu_has_native_bf16())
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "\u2026"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
-
-
-def _model_size(choice: str | None) -> str:
-    if choice == DEMO_CHOICE:
-        return "mini"
-    if choice == BEETLE_DEMO_CHOICE:
-        return "beetle"
-    from descriptron_sam2pal.model.configs import config_from_file_name, config_info
-    config = config_from_file_name(Path(choice).name) if choice else None
-    info = config_info(config) if config else None
-    return info.size if info else "tiny"
-
-
 #: The progress bar's text for each stage of the engine's reports: training counts steps
 #: (after reading the photos), segmenting counts images.
 PROGRESS_FORMATS = {"load": "reading photos: %v / %m", "train": "%v / %m steps", "propagate": "%v / %m images"}
+
+
+def unused_run_dir(wanted: Path, fresh_name: str) -> Path:
+    """``wanted``, unless it holds files already (never mix two runs in one folder): then a new
+    folder ``fresh_name`` (or ``fresh_name-2``, ...) beside it."""
+    if not (wanted.exists() and any(wanted.iterdir())):
+        return wanted
+    base, n = wanted.parent / fresh_name, 1
+    run_dir = base
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    return run_dir
 
 
 # --------------------------------------------------------------------------- worker functions
@@ -184,8 +147,6 @@ class TrainDialog(QDialog):
         self.last_adapter: Path | None = None
         self.run_dir: Path | None = None
         self.results: list | None = None
-        self._losses: list[tuple[int, float]] = []
-        self._vals: list[tuple[int, float]] = []
         self._build()
         self.refresh()
         guard_wheel(self)  # scrolling over the form never changes Steps, Size, ...
@@ -193,7 +154,31 @@ class TrainDialog(QDialog):
 
     # ------------------------------------------------------------------ UI
     def _build(self) -> None:
-        # Templates
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        for w in (self._build_templates(), self._build_unlabeled(), self._build_model(),
+                  self._build_advanced(), self._build_propagation()):
+            left_layout.addWidget(w)
+        left_layout.addStretch(1)
+        # The settings scroll when they do not fit (Advanced settings open on a 768 px screen),
+        # so the buttons below always stay on the screen.
+        left_scroll = VerticalScroll()
+        left_scroll.setWidget(left)
+        splitter = QSplitter(Qt.Horizontal)
+        splitter.addWidget(left_scroll)
+        splitter.addWidget(self._build_progress())
+        splitter.setStretchFactor(1, 1)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter, 1)
+        layout.addLayout(self._build_buttons())
+        preset = self.preset_combo.findText(DEFAULT_PRESET)
+        self.preset_combo.setCurrentIndex(preset)
+        self._apply_preset()
+
+    def _build_templates(self) -> QGroupBox:
+        """1. The templates to learn from, ticked."""
         self.template_list = QListWidget()
         self.template_list.setToolTip("The specimens whose outlined structures SAM2 learns from")
         self.template_list.itemChanged.connect(lambda _i: self._update())
@@ -204,8 +189,10 @@ class TrainDialog(QDialog):
         templates_layout = QVBoxLayout(templates_box)
         templates_layout.addWidget(self.template_list)
         templates_layout.addWidget(self.no_templates_label)
+        return templates_box
 
-        # Unlabeled images
+    def _build_unlabeled(self) -> QGroupBox:
+        """2. The unlabeled images: the project's others, or a folder's."""
         self.project_radio = QRadioButton("The project's other images")
         self.folder_radio = QRadioButton("Images in a folder:")
         self.project_radio.setChecked(True)
@@ -226,8 +213,10 @@ class TrainDialog(QDialog):
         unlabeled_layout = QVBoxLayout(unlabeled_box)
         unlabeled_layout.addWidget(self.project_radio)
         unlabeled_layout.addLayout(folder_row)
+        return unlabeled_box
 
-        # Model and effort
+    def _build_model(self) -> QGroupBox:
+        """3. The checkpoint, the effort preset and the time it will take."""
         self.picker = CheckpointPicker(self.session)
         self.session.choice_changed.connect(lambda _c: self._apply_preset())
         self.preset_combo = QComboBox()
@@ -242,8 +231,11 @@ class TrainDialog(QDialog):
         model_form.addRow(self.picker)
         model_form.addRow("Preset:", self.preset_combo)
         model_form.addRow("", self.estimate_label)
+        return model_box
 
-        # Advanced, folded away
+    def _build_advanced(self) -> QGroupBox:
+        """Advanced settings, folded away: steps, size, LoRA, pseudo-labels, learning rate, seed,
+        device, output folder (a preset fills the steps and the size)."""
         self.advanced_box = QGroupBox("Advanced settings")
         self.advanced_box.setCheckable(True)
         self.advanced_box.setChecked(False)
@@ -309,8 +301,10 @@ class TrainDialog(QDialog):
         for spin in (self.steps_spin, self.size_spin):
             spin.valueChanged.connect(lambda _v: self._update_estimate())
         self.pseudo_check.toggled.connect(lambda _on: self._update_estimate())
+        return self.advanced_box
 
-        # Propagation source
+    def _build_propagation(self) -> QGroupBox:
+        """4. Which weights segment the specimens."""
         self.source_combo = QComboBox()
         self.source_combo.setToolTip("Which weights segment the specimens")
         self.adapter_edit = QLineEdit()
@@ -328,48 +322,16 @@ class TrainDialog(QDialog):
         propagate_form = QFormLayout(propagate_box)
         propagate_form.addRow("Use:", self.source_combo)
         propagate_form.addRow("Adapter file:", adapter_row)
+        return propagate_box
 
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 0, 0)
-        for w in (templates_box, unlabeled_box, model_box, self.advanced_box, propagate_box):
-            left_layout.addWidget(w)
-        left_layout.addStretch(1)
-
-        # Progress
+    def _build_progress(self) -> QWidget:
+        """The right side: the stage, the progress bar with the time left, the loss plot, the log."""
         self.stage_label = QLabel("Ready.")
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
         self.eta_label = QLabel("")
-        # Training loss on a log axis (it can fall by orders of magnitude); validation, another
-        # quantity (an IoU or a held-out loss), on its own axis at the right.
-        self.plot = pg.PlotWidget(background="w")
-        item = self.plot.getPlotItem()
-        self.plot.setLabel("bottom", "training step")
-        self.plot.setLabel("left", "training loss (log scale)")
-        self.plot.setLogMode(y=True)
-        self.plot.showGrid(x=True, y=True, alpha=0.3)
-        # The raw loss jumps from step to step: drawn faint, under its smoothed trend.
-        self.raw_loss_curve = self.plot.plot([], [], pen=pg.mkPen(RAW_LOSS_COLOR, width=1))
-        self.loss_curve = self.plot.plot([], [], pen=pg.mkPen(LOSS_COLOR, width=2))
-        self.legend_label = QLabel()  # outside the plot, so it never covers a curve
-        self.legend_label.setTextFormat(Qt.RichText)
-        self.val_view = pg.ViewBox()
-        item.showAxis("right")
-        item.scene().addItem(self.val_view)
-        item.getAxis("right").linkToView(self.val_view)
-        item.getAxis("right").setStyle(showValues=True)  # PlotItem hides the right axis' numbers
-        item.getAxis("right").setLogMode(False, False)  # setLogMode(y=True) above is for the loss only
-        item.getAxis("right").enableAutoSIPrefix(False)  # an IoU of 0.7, not "700 (x0.001)"
-        self.val_view.setXLink(item)
-        item.vb.sigResized.connect(lambda: self.val_view.setGeometry(item.vb.sceneBoundingRect()))
-        self.val_curve = pg.PlotDataItem([], [], pen=pg.mkPen(VAL_COLOR, width=1, style=Qt.DashLine),
-                                         symbol="o", symbolSize=8, symbolBrush=VAL_COLOR,
-                                         symbolPen=None)
-        self.val_view.addItem(self.val_curve)
-        self._set_validation_label(None)
-        self.plot.setMinimumHeight(200)
+        self.loss_plot = LossPlot()
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
@@ -381,19 +343,12 @@ class TrainDialog(QDialog):
         bar_row.addWidget(self.progress_bar, 1)
         bar_row.addWidget(self.eta_label)
         right_layout.addLayout(bar_row)
-        right_layout.addWidget(self.legend_label)
-        right_layout.addWidget(self.plot, 2)
+        right_layout.addWidget(self.loss_plot.legend_label)
+        right_layout.addWidget(self.loss_plot.plot, 2)
         right_layout.addWidget(self.log_view, 1)
+        return right
 
-        # The settings scroll when they do not fit (Advanced settings open on a 768 px screen),
-        # so the buttons below always stay on the screen.
-        left_scroll = VerticalScroll()
-        left_scroll.setWidget(left)
-        splitter = QSplitter(Qt.Horizontal)
-        splitter.addWidget(left_scroll)
-        splitter.addWidget(right)
-        splitter.setStretchFactor(1, 1)
-
+    def _build_buttons(self) -> QHBoxLayout:
         self.start_button = QPushButton("Start training")
         self.start_button.setDefault(True)
         self.start_button.setToolTip("Fine-tune SAM2 on the templates and unlabeled specimens, "
@@ -414,13 +369,7 @@ class TrainDialog(QDialog):
         buttons.addStretch(1)
         for b in (self.start_button, self.propagate_button, self.cancel_button, self.close_button):
             buttons.addWidget(b)
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(splitter, 1)
-        layout.addLayout(buttons)
-        preset = self.preset_combo.findText(DEFAULT_PRESET)
-        self.preset_combo.setCurrentIndex(preset)
-        self._apply_preset()
+        return buttons
 
     # ------------------------------------------------------------ contents
     def refresh(self) -> None:
@@ -489,7 +438,7 @@ class TrainDialog(QDialog):
         preset: Preset = self.preset_combo.currentData()
         if preset is None:
             return
-        gpu = accelerator_available(self.device_combo.currentText())
+        gpu = self._gpu()
         self.steps_spin.setValue(preset.steps)
         size = preset.gpu_size if gpu else preset.cpu_size
         if self.session.image_size:  # a session made for small images (tests, demos)
@@ -502,63 +451,44 @@ class TrainDialog(QDialog):
         self.size_spin.setValue(size)
         self._update_estimate()
 
+    def _gpu(self) -> bool:
+        return accelerator_available(self.device_combo.currentText())
+
     def _step_key(self) -> str:
-        kind = "gpu" if accelerator_available(self.device_combo.currentText()) else "cpu"
-        kind += "+pseudo" if self.pseudo_check.isChecked() else ""
-        return f"{_model_size(self.session.checkpoint_choice())}|{kind}"
+        model_size = model_size_name(self.session.checkpoint_choice())
+        return step_key(model_size, self._gpu(), self.pseudo_check.isChecked())
 
     def measured_step_seconds(self) -> dict[int, float]:
         """{image size: seconds per training step} measured by earlier runs on this computer
         with this kind of model and device."""
-        try:
-            table = json.loads(self.session.settings.value(STEP_TIMES_SETTING, "{}", str) or "{}")
-        except ValueError:
-            return {}
-        prefix = self._step_key() + "|"
-        return {int(k[len(prefix):]): float(v) for k, v in table.items() if k.startswith(prefix)}
+        table = step_table(self.session.settings.value(STEP_TIMES_SETTING, "{}", str))
+        return measured_step_seconds(table, self._step_key())
 
     def _remember_step_seconds(self, history: list[dict], size: int) -> None:
-        """Keep the median step time of a run, plus its pseudo-label remakes spread over its
-        steps, so the next estimate is measured, not guessed."""
-        seconds = sorted(e["seconds"] for e in history if isinstance(e.get("seconds"), (int, float)))
-        if len(seconds) < 3:
-            return
-        remakes = sum(e["pseudo_seconds"] for e in history if isinstance(e.get("pseudo_seconds"), (int, float)))
-        try:
-            table = json.loads(self.session.settings.value(STEP_TIMES_SETTING, "{}", str) or "{}")
-        except ValueError:
-            table = {}
-        table[f"{self._step_key()}|{size}"] = seconds[len(seconds) // 2] + remakes / len(seconds)
-        self.session.settings.setValue(STEP_TIMES_SETTING, json.dumps(table))
+        """Keep what this run measured, so the next estimate is measured, not guessed."""
+        table = step_table(self.session.settings.value(STEP_TIMES_SETTING, "{}", str))
+        if remember_step_seconds(table, self._step_key(), history, size):
+            self.session.settings.setValue(STEP_TIMES_SETTING, json.dumps(table))
 
     def estimate(self) -> tuple[float, float, str]:
-        """(low, high, how it was found) seconds for the training settings shown."""
+        """(low, high, how it was found) seconds for the training settings shown (``jobs.estimate``)."""
         steps, size = self.steps_spin.value(), self.size_spin.value()
-        measured = self.measured_step_seconds()
-        if size in measured:
-            s = steps * measured[size]
-            return s, s, "measured on this computer"
-        if measured:
-            near = min(measured, key=lambda m: abs(m - size))
-            s = steps * measured[near] * (size / near) ** 2
-            return 0.8 * s, 1.5 * s, f"from a run at {near} px on this computer"
-        gpu = accelerator_available(self.device_combo.currentText())
-        try:
-            structures = {name for spec in self.chosen_templates() for name in spec.structures}
-        except UserError:  # an invalid template: the Start button says so; guess for five
-            structures = set()
-        s = estimate_seconds(steps, size, gpu, _model_size(self.session.checkpoint_choice()),
-                             structures=len(structures) or 5, unlabeled=max(1, len(self.unlabeled_images())),
-                             pseudo=self.pseudo_check.isChecked())
-        return 0.75 * s, 1.3 * s, "a first guess for this computer, until a run here measures it"
+
+        def first_guess() -> float:
+            try:
+                structures = {name for spec in self.chosen_templates() for name in spec.structures}
+            except UserError:  # an invalid template: the Start button says so; guess for five
+                structures = set()
+            return estimate_seconds(steps, size, self._gpu(), model_size_name(self.session.checkpoint_choice()),
+                                    structures=len(structures) or 5,
+                                    unlabeled=max(1, len(self.unlabeled_images())),
+                                    pseudo=self.pseudo_check.isChecked())
+
+        return training_estimate(steps, size, self.measured_step_seconds(), first_guess)
 
     def _update_estimate(self) -> None:
-        low, high, how = self.estimate()
-        where = "with the GPU" if accelerator_available(self.device_combo.currentText()) else "on the CPU"
-        when = (f"about {format_duration(low)}" if low == high
-                else f"{format_duration(low)} to {format_duration(high)}")
-        self.estimate_label.setText(f"{self.steps_spin.value()} steps at {self.size_spin.value()} px {where}: "
-                                    f"{when} ({how}), plus reading the images")
+        self.estimate_label.setText(estimate_text(self.steps_spin.value(), self.size_spin.value(),
+                                                  self._gpu(), self.estimate()))
 
     def _update(self) -> None:
         running = self.worker is not None
@@ -629,24 +559,17 @@ class TrainDialog(QDialog):
             unlabeled = self.unlabeled_images()
             if self.folder_radio.isChecked() and not Path(self.folder_edit.text().strip()).expanduser().is_dir():
                 raise UserError("Choose an existing folder of unlabeled images, or use the project's images.")
-            run_dir = Path(self.output_edit.text().strip() or self._default_run_dir()).expanduser()
-            if run_dir.exists() and any(run_dir.iterdir()):  # never mix two runs in one folder
-                base, n = run_dir.parent / self._default_run_dir().name, 1
-                run_dir = base
-                while run_dir.exists():
-                    n += 1
-                    run_dir = base.with_name(f"{base.name}-{n}")
+            wanted = Path(self.output_edit.text().strip() or self._default_run_dir()).expanduser()
+            run_dir = unused_run_dir(wanted, self._default_run_dir().name)
+            if run_dir != wanted:
                 self.output_edit.setText(str(run_dir))
         except UserError as exc:
             self.host.show_error("Train SAM2-PAL", str(exc))
             return
         self.run_dir = run_dir
         self.trained = None
-        self._losses, self._vals = [], []
-        self.loss_curve.setData([], [])
-        self.raw_loss_curve.setData([], [])
-        self.val_curve.setData([], [])
-        self._set_validation_label(validation_metric(specs, len(unlabeled), config))
+        self.loss_plot.clear()
+        self.loss_plot.set_validation_metric(validation_metric(specs, len(unlabeled), config))
         self.job = TrainJob(TrainRequest(model, specs, unlabeled, run_dir, config))
         self._append_log(f"Training {config.steps} steps at {model.image_size} px on {len(specs)} template(s) "
                          f"and {len(unlabeled)} unlabeled image(s).")
@@ -701,19 +624,6 @@ class TrainDialog(QDialog):
             self.eta_label.setText("")  # no time left to wait for: it stops
             self.stage_label.setText("Stopping at the next step...")
 
-    def _set_validation_label(self, metric: str | None) -> None:
-        """Name the validation after what the trainer measures (see engine.validation_plan): one
-        name on the axis, in the legend and in the log."""
-        name, better, tip = VALIDATION_LABELS.get(metric, VALIDATION_LABELS[None])
-        self.validation_name = name
-        self.plot.setLabel("right", name)
-        swatch = "<span style='color:rgb{}'>&#9632;</span> {}"
-        self.legend_label.setText("&nbsp;&nbsp;".join([
-            swatch.format(LOSS_COLOR, "training loss (smoothed; faint: each step)"),
-            swatch.format(VAL_COLOR, name + (f" ({better})" if better else ""))]))
-        self.plot.setToolTip("Blue: the training loss, smoothed over steps (the faint line is each step's; "
-                             f"it should trend down).\n{tip}")
-
     def _append_log(self, text: str) -> None:
         stamp = _dt.datetime.now().strftime("%H:%M:%S")
         self.log_view.appendPlainText(f"{stamp}  {text}")
@@ -736,17 +646,13 @@ class TrainDialog(QDialog):
             self.stage_label.setText(f"Training: step {report.done} of {report.total}")
             loss = report.metrics.get("loss")
             if loss is not None:
-                self._losses.append((report.done, max(float(loss), 1e-6)))  # log axis: > 0
-                steps, values = [s for s, _ in self._losses], [v for _, v in self._losses]
-                self.raw_loss_curve.setData(steps, values)
-                self.loss_curve.setData(steps, smoothed(values))
+                self.loss_plot.add_loss(report.done, loss)
             val = report.metrics.get("val")
             if val is not None:
-                self._vals.append((report.done, float(val)))
-                self.val_curve.setData([s for s, _ in self._vals], [v for _, v in self._vals])
+                self.loss_plot.add_validation(report.done, val)
             if loss is not None and (report.done % 10 == 0 or report.done == report.total):
-                self._append_log(f"step {report.done}/{report.total}  loss {loss:.4f}"
-                                 + (f"  {self.validation_name} {val:.4f}" if val is not None else ""))
+                self._append_log(f"step {report.done}/{report.total}  loss {loss:.4f}" + (
+                    f"  {self.loss_plot.validation_name} {val:.4f}" if val is not None else ""))
         elif report.stage == "propagate":
             self.stage_label.setText(f"Segmenting: {report.done} of {report.total} specimens")
 

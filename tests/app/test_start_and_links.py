@@ -10,7 +10,7 @@ from PyQt5.QtWidgets import QInputDialog
 
 from descriptron_sam2pal.app.descriptron_link import descriptron_command, find_descriptron
 from descriptron_sam2pal.app.qt_check import missing_from_ldd, packages_for, startup_problem
-from descriptron_sam2pal.app.workspace import image_subfolders
+from descriptron_sam2pal.gui.project_folder import image_subfolders
 from tests.helpers.workspace_project import wait_shown, write_project
 
 
@@ -44,7 +44,7 @@ def test_startup_problem_only_for_x11_on_linux(monkeypatch):
 
 def test_start_page_then_canvas_and_help_guide(window, project, qtbot):
     assert window.central_view() is window.start_page
-    assert window.start_open_button.isVisible()
+    assert window.start_page.open_button.isVisible()
     window.open_path(project)
     wait_shown(qtbot, window, "ant_01.png")
     assert window.central_view() is window.canvas
@@ -98,13 +98,13 @@ def test_photos_beside_sub_folders_are_never_left_out_without_a_word(window, tmp
     assert items == ["beetles itself  (3 photos, without its sub-folders)", "extra  (3 photos)"]
     wait_shown(qtbot, window, "ant_01.png")
     assert Path(window.store.path) == root / "session.json"
-    assert window.list_summary.text() == "3 images\n+ 3 photos in sub-folders not opened: extra"
-    assert window.list_summary.isVisible()
+    assert window.image_panel.list_summary.text() == "3 images\n+ 3 photos in sub-folders not opened: extra"
+    assert window.image_panel.list_summary.isVisible()
 
     answers.append(lambda items: items[1])
     assert window.open_path(root)
     assert Path(window.store.path) == root / "extra" / "session.json"
-    assert window.list_summary.text() == "3 images"
+    assert window.image_panel.list_summary.text() == "3 images"
 
     answers.append(lambda items: items[0])  # nested has only a sub-folder: asked again, one level down
     assert window.open_path(root / "nested")

@@ -23,7 +23,7 @@ def test_workspace_implements_the_host_contract(window):
 def test_opens_a_folder_and_shows_list_counts_and_overlays(qtbot, window, project):
     assert window.open_path(project)
     assert _labels(window) == ["ant_01.png  (2)", "ant_02.png  (1)", "beetle_03.png  (0)"]
-    assert window.list_summary.text() == "3 images"
+    assert window.image_panel.list_summary.text() == "3 images"
     wait_shown(qtbot, window, "ant_01.png")
     assert window.canvas.image().shape == (60, 80, 3)
     assert window.current_image_array() is window.canvas.image()
@@ -65,10 +65,10 @@ def test_fast_switching_shows_the_last_choice(qtbot, window, project):
 
 def test_filter_box(qtbot, window, project):
     window.open_path(project)
-    window.filter_edit.setText("ANT")
+    window.image_panel.filter_edit.setText("ANT")
     hidden = [window.image_list.item(r).isHidden() for r in range(3)]
     assert hidden == [False, False, True]
-    assert window.list_summary.text() == "2 of 3 images"
+    assert window.image_panel.list_summary.text() == "2 of 3 images"
 
 
 def test_opens_a_single_store_file(qtbot, window, project):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PyQt5.QtCore import Qt
 
-from descriptron_sam2pal.gui.train_dialog import TrainDialog, estimate_seconds, format_duration
+from descriptron_sam2pal.gui.train_dialog import TrainDialog
+from descriptron_sam2pal.jobs.estimate import estimate_seconds, format_duration
 from tests.helpers.plugin_gui import wait_image
 
 
@@ -50,8 +51,9 @@ def test_training_reports_progress_finishes_then_segments(qtbot, window, specime
     qtbot.waitUntil(lambda: dialog.worker is None, timeout=10000)
     train_steps = [r.done for r in reports if r.stage == "train"]
     assert train_steps == [0, 1, 2, 3]  # 0: the untrained model's validation
-    assert len(dialog._losses) == 3 and dialog.progress_bar.value() >= 1
-    assert dialog._vals and dialog._vals[0][0] == 0  # the curve starts at what training must beat
+    assert len(dialog.loss_plot.losses) == 3 and dialog.progress_bar.value() >= 1
+    vals = dialog.loss_plot.vals
+    assert vals and vals[0][0] == 0  # the curve starts at what training must beat
     assert (dialog.run_dir / "adapter.pt").is_file()
     ((res, run_dir),) = results
     assert run_dir == dialog.run_dir
@@ -183,7 +185,7 @@ def test_the_beetle_demo_shows_the_size_it_runs_at(qtbot, window, settings):
 
 
 def test_the_loss_plot_is_readable_and_names_validation_once(qtbot, window, specimens, session):
-    from descriptron_sam2pal.gui.train_dialog import smoothed
+    from descriptron_sam2pal.gui.loss_plot import smoothed
 
     assert smoothed([4.0]) == [4.0]  # no start-up bias towards 0
     jumpy = [0.2, 4.0, 0.3, 3.5, 0.25, 3.0] * 5
@@ -194,13 +196,14 @@ def test_the_loss_plot_is_readable_and_names_validation_once(qtbot, window, spec
     dialog.propagate_after.setChecked(False)
     dialog.start_training()
     qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
-    name = dialog.validation_name
+    plot = dialog.loss_plot
+    name = plot.validation_name
     assert name == "held-out review score"  # one template: the review score of held-out specimens
-    assert "label-free proxy" in dialog.plot.toolTip() and "untrained" in dialog.plot.toolTip()
-    assert dialog.plot.getPlotItem().getAxis("right").labelText == name
-    assert name in dialog.legend_label.text() and "smoothed" in dialog.legend_label.text()
-    assert dialog.legend_label.parent() is not dialog.plot  # outside the plot: it covers no curve
-    assert len(dialog.raw_loss_curve.getData()[0]) == 3 and len(dialog.loss_curve.getData()[0]) == 3
+    assert "label-free proxy" in plot.plot.toolTip() and "untrained" in plot.plot.toolTip()
+    assert plot.plot.getPlotItem().getAxis("right").labelText == name
+    assert name in plot.legend_label.text() and "smoothed" in plot.legend_label.text()
+    assert plot.legend_label.parent() is not plot.plot  # outside the plot: it covers no curve
+    assert len(plot.raw_loss_curve.getData()[0]) == 3 and len(plot.loss_curve.getData()[0]) == 3
 
 
 def test_pseudo_labels_can_be_turned_off_and_the_estimate_follows(qtbot, window, specimens, session):

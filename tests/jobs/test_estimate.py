@@ -48,3 +48,28 @@ def test_the_probe_measures_this_computer():
     estimate.machine_factor.cache_clear()
     factor = estimate.machine_factor()
     assert factor > 0 and estimate.machine_factor() == factor  # measured once per process
+
+
+def test_a_measured_run_replaces_the_guess_and_scales_to_other_sizes():
+    table = estimate.step_table("not json")
+    assert table == {} and estimate.step_table("[1, 2]") == {}
+    key = estimate.step_key("tiny", gpu=False, pseudo=True)
+    assert key == "tiny|cpu+pseudo"
+    assert not estimate.remember_step_seconds(table, key, [{"seconds": 1.0}] * 2, 256)  # too few steps
+    history = [{"seconds": s} for s in (3.0, 1.0, 2.0)] + [{"pseudo_seconds": 6.0}]
+    assert estimate.remember_step_seconds(table, key, history, 256)
+    assert estimate.measured_step_seconds(table, key) == {256: pytest.approx(2.0 + 6.0 / 3)}
+    assert estimate.measured_step_seconds(table, "tiny|cpu") == {}  # another kind of run
+
+    def never() -> float:
+        raise AssertionError("the first guess is not needed when a run measured it")
+
+    measured = estimate.measured_step_seconds(table, key)
+    assert estimate.training_estimate(10, 256, measured, never) == (40.0, 40.0, "measured on this computer")
+    low, high, how = estimate.training_estimate(10, 512, measured, never)
+    assert (low, high) == pytest.approx((0.8 * 160, 1.5 * 160)) and "256 px" in how  # 4x the pixels
+    assert estimate.training_estimate(10, 512, {}, lambda: 100.0)[:2] == (75.0, 130.0)
+    text = estimate.estimate_text(10, 256, False, (40.0, 40.0, "measured on this computer"))
+    assert text == (
+        "10 steps at 256 px on the CPU: about 40 s (measured on this computer), plus reading the images"
+    )
