@@ -293,12 +293,16 @@ class Workspace(QMainWindow):
     def save_store(self) -> None:
         if self._store is None:
             raise UserError("Nothing to save: open a folder or an annotation file first.")
+        before = len(self._store.session_files)
         written = self._store.save()
         self._update_actions()
+        sessions = self._store.session_files[before:]
         self.show_status(
-            f"Saved {len(written)} file{'s' * (len(written) != 1)} of {self._store_name()}"
+            (f"Saved {len(written)} file{'s' * (len(written) != 1)} of {self._store_name()}"
+             + "".join(f"; in Descriptron's folder session: Load Annotations {p.name}" for p in sessions))
             if written
-            else "Nothing to save"
+            else "Nothing to save",
+            15000 if sessions else 5000,
         )
 
     def notify_store_changed(self) -> None:

@@ -59,8 +59,12 @@ def write_back_with_dialogs(
     saved = ""
     if summary.changed and how == WRITE_AND_SAVE:
         try:
+            before = len(getattr(store, "session_files", []))
             host.save_store()
-            saved = " Project saved."
+            saved = " Project saved." + "".join(
+                f" In Descriptron's folder session: Load Annotations {p.name}."
+                for p in getattr(store, "session_files", [])[before:]
+            )
         except Exception as exc:  # noqa: BLE001 - StoreError and the like: the data is safe in memory
             host.show_error(
                 "Save",

@@ -179,3 +179,45 @@ def test_a_normal_write_back_adds_a_final_file_descriptron_reads(qtbot, window, 
     assert set(loaded) >= {"head", "pronotum"}  # the user's outline is still there
     assert np.array_equal(loaded["head"], expected)
     close(qtbot, panel)
+
+
+def test_write_back_in_a_folder_session_project_joins_the_session_file_and_says_which(
+    qtbot, window, messages, tmp_path
+):
+    folder = tmp_path / "specimens"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    photos = []
+    for i in range(3):
+        photos.append(folder / f"s{i}.png")
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(photos[-1])
+    d = Descriptron()
+    d.start_folder(photos)
+    for i in (0, 1):  # a folder session: s0 and s1 outlined, s2 never opened
+        d.visit(i)
+        outline = np.zeros((48, 64), bool)
+        outline[5:20, 5:40] = True
+        d.add_mask("pronotum", outline)
+    session = d.save(at=1_700_000_000)
+    for png in folder.glob("*_mask.png"):
+        png.unlink()
+    assert window.open_path(folder)
+    panel = review_panel(qtbot, window, head_results(folder, {"s2.png": 0.2}))
+    accept_first(qtbot, panel, 1)
+    messages.seen.clear()
+    messages.answers = [QMessageBox.Save]
+    with qtbot.waitSignal(panel.written_back):
+        qtbot.mouseClick(panel.write_button, Qt.LeftButton)
+    new = sorted(set(folder.glob("*_final_*.json")) - {session})
+    assert [p.name.split("_final_")[0] for p in new] == ["s1"], (
+        "a new version of the session file (named as it)"
+    )
+    assert (
+        f"In Descriptron's folder session: Load Annotations {new[0].name}."
+        in window.statusBar().currentMessage()
+    )
+    shown = Descriptron()
+    shown.start_folder(photos, source=new[0])
+    loaded = {name for name, _, _ in shown.visit(2)}
+    assert loaded == {"head"}
+    close(qtbot, panel)
