@@ -29,6 +29,7 @@ LIGHT = [
     "descriptron_sam2pal.jobs.outputs",
     "descriptron_sam2pal.jobs.specimens",
     "descriptron_sam2pal.jobs.cluster",
+    "descriptron_sam2pal.jobs.prompt_masks",
     "descriptron_sam2pal.engine.results",
     "descriptron_sam2pal.engine.validation_plan",
     "descriptron_sam2pal.cli",
@@ -185,16 +186,8 @@ KNOWN_VIOLATIONS = {
     ("cli.py", "cmd_propagate", "descriptron_sam2pal.engine.templates"),
     ("cli.py", "cmd_train", "descriptron_sam2pal.engine.templates"),
     ("cli.py", "cmd_train", "descriptron_sam2pal.engine.trainer"),
-    # make_reprompt builds the encoder and the interactive segmenter itself (issue 24: a jobs/ use case)
-    ("plugin.py", "make_reprompt", "descriptron_sam2pal.engine.features"),
-    ("plugin.py", "make_reprompt", "descriptron_sam2pal.engine.interactive"),
-    ("plugin.py", "make_reprompt", "descriptron_sam2pal.imaging.io"),
-    # the plugin's hand-offs read the store's provenance and the propagation's file name
-    ("plugin.py", "Sam2PalPlugin.add_template", "descriptron_sam2pal.store.provenance"),
-    ("plugin.py", "Sam2PalPlugin.add_template", "descriptron_sam2pal.imaging.drawing"),
-    ("plugin.py", "Sam2PalPlugin.open_as_template", "descriptron_sam2pal.store.merge"),
+    # the hand-off to the Review panel names the propagation's predictions file
     ("plugin.py", "Sam2PalPlugin.show_results", "descriptron_sam2pal.jobs.propagation"),
-    ("plugin.py", "Sam2PalPlugin.suggest_next_template", "descriptron_sam2pal.store.provenance"),
 }
 
 #: Deliberate exceptions (not violations): ``sam2pal gui`` starts the window, lazily, so the

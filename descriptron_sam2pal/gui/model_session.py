@@ -2,8 +2,8 @@
 
 Loading SAM2 takes seconds to a minute, so :class:`ModelSession` loads it
 lazily, the first time a panel needs it, in an :class:`EngineWorker`, and
-keeps it (with its feature cache and an :class:`InteractiveSegmenter`) for
-every later use. The checkpoint is found where Descriptron looks for it
+keeps it (with its feature cache and its click segmenter, a
+``jobs.prompt_masks.PromptModel``) for every later use. The checkpoint is found where Descriptron looks for it
 (``model.checkpoints.find_checkpoint``), or chosen by the user (Browse...,
 Download..., the small pretrained "beetles only" demo model shipped with the
 plugin, or the untrained demo model); the choice is remembered in QSettings.
@@ -12,7 +12,6 @@ plugin, or the untrained demo model); the choice is remembered in QSettings.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +23,8 @@ from descriptron_sam2pal import UserError
 from descriptron_sam2pal.gui.workers import EngineWorker
 from descriptron_sam2pal.jobs.models import (BEETLE_DEMO_CHOICE, BEETLE_DEMO_LABEL, DEMO_CHOICE, DEMO_LABEL,
                                             ModelRequest, beetle_checkpoint_path, beetle_demo_available,
-                                            describe_choice, load_model)
+                                            describe_choice)
+from descriptron_sam2pal.jobs.prompt_masks import PromptModel, fix_by_clicks, load_prompt_model
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +33,6 @@ SETTINGS_DEVICE = "sam2pal/device"
 #: Offered by Download...: small enough for a laptop CPU first, Descriptron's own last.
 DOWNLOAD_CHOICES = ("sam2.1_hiera_tiny.pt", "sam2.1_hiera_small.pt", "sam2.1_hiera_base_plus.pt",
                     "sam2.1_hiera_large.pt", "sam2_hiera_large.pt")
-
-
-@dataclass
-class LoadedSession:
-    """What the worker builds: the model, its feature cache and a click segmenter."""
-
-    model: Any  # model.build.LoadedModel
-    encoder: Any  # engine.features.FeatureEncoder
-    segmenter: Any  # engine.interactive.InteractiveSegmenter
-
-
-def _load_session(choice: str, device: str, image_size: int | None) -> LoadedSession:
-    from descriptron_sam2pal.engine.features import FeatureEncoder
-    from descriptron_sam2pal.engine.interactive import InteractiveSegmenter
-
-    model = load_model(ModelRequest(choice, device, image_size))
-    encoder = FeatureEncoder(model, max_memory_bytes=512 << 20)
-    return LoadedSession(model, encoder, InteractiveSegmenter(model, encoder))
 
 
 class ModelSession(QObject):
@@ -71,7 +53,7 @@ class ModelSession(QObject):
         self.host = host
         self.settings = settings if settings is not None else QSettings("Descriptron", "sam2pal")
         self.image_size = image_size  # None: the config's own (1024 for Meta's checkpoints)
-        self.loaded: LoadedSession | None = None
+        self.loaded: PromptModel | None = None
         self.problem = ""  # why no checkpoint was found (e.g. a bad environment variable)
         self._worker: EngineWorker | None = None
         self._loading_choice: str | None = None
@@ -140,7 +122,7 @@ class ModelSession(QObject):
         if choice is None:
             raise UserError(self.problem or "No SAM2 checkpoint found; choose one with Browse..., "
                             "Download... or use a demo model")
-        worker = EngineWorker(_load_session, choice, self.device, self.image_size,
+        worker = EngineWorker(load_prompt_model, ModelRequest(choice, self.device, self.image_size),
                               description=f"Loading SAM2 ({describe_choice(choice)})")
         worker.result.connect(lambda loaded, c=choice: self._on_loaded(c, loaded))
         worker.error.connect(self.failed)
@@ -152,7 +134,7 @@ class ModelSession(QObject):
         worker.start()
         return False
 
-    def _on_loaded(self, choice: str, loaded: LoadedSession) -> None:
+    def _on_loaded(self, choice: str, loaded: PromptModel) -> None:
         if choice != self.checkpoint_choice():
             return  # the user chose another checkpoint meanwhile; the next use loads that one
         self.loaded = loaded
@@ -165,6 +147,13 @@ class ModelSession(QObject):
     def wait(self, timeout_ms: int = 60000) -> bool:
         """Block until a running load ends (tests and shutdown)."""
         return True if self._worker is None else self._worker.wait(timeout_ms)
+
+    def fix_by_clicks(self, store: Any):
+        """The Review panel's Fix (``reprompt(image_id, points, labels) -> mask``) on the loaded
+        model, with its own segmenter; the image files are read from ``store`` now, in the GUI
+        thread."""
+        paths = {r.id: r.path for r in store.images} if store is not None else {}
+        return fix_by_clicks(self.loaded.model, paths)
 
 
 # --------------------------------------------------------------------------- widgets
