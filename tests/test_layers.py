@@ -30,6 +30,8 @@ LIGHT = [
     "descriptron_sam2pal.jobs.specimens",
     "descriptron_sam2pal.jobs.cluster",
     "descriptron_sam2pal.jobs.prompt_masks",
+    "descriptron_sam2pal.jobs.checkpoint_download",
+    "descriptron_sam2pal.jobs.evaluation",
     "descriptron_sam2pal.engine.results",
     "descriptron_sam2pal.engine.validation_plan",
     "descriptron_sam2pal.cli",
@@ -179,13 +181,6 @@ KNOWN_VIOLATIONS = {
     # the workspace opens the project's store and filters image files itself (issue 24: through host/ or gui/)
     ("app/workspace.py", "<module>", "descriptron_sam2pal.imaging.io"),
     ("app/workspace.py", "<module>", "descriptron_sam2pal.store"),
-    # evaluate and download call the engine and the model directly (issue 24: through jobs/)
-    ("cli.py", "cmd_download", "descriptron_sam2pal.model.checkpoints"),
-    ("cli.py", "cmd_evaluate", "descriptron_sam2pal.engine.evaluate"),
-    # train and propagate build engine types themselves (TrainConfig, structure_names)
-    ("cli.py", "cmd_propagate", "descriptron_sam2pal.engine.templates"),
-    ("cli.py", "cmd_train", "descriptron_sam2pal.engine.templates"),
-    ("cli.py", "cmd_train", "descriptron_sam2pal.engine.trainer"),
     # the hand-off to the Review panel names the propagation's predictions file
     ("plugin.py", "Sam2PalPlugin.show_results", "descriptron_sam2pal.jobs.propagation"),
 }

@@ -20,7 +20,9 @@ from PyQt5.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, 
                              QProgressDialog, QPushButton, QVBoxLayout, QWidget)
 
 from descriptron_sam2pal import UserError
+from descriptron_sam2pal.engine.control import Progress
 from descriptron_sam2pal.gui.workers import EngineWorker
+from descriptron_sam2pal.jobs.checkpoint_download import DownloadRequest, approx_mb, download_run
 from descriptron_sam2pal.jobs.models import (BEETLE_DEMO_CHOICE, BEETLE_DEMO_LABEL, DEMO_CHOICE, DEMO_LABEL,
                                             ModelRequest, beetle_checkpoint_path, beetle_demo_available,
                                             describe_choice)
@@ -158,36 +160,27 @@ class ModelSession(QObject):
 
 # --------------------------------------------------------------------------- widgets
 
-def _download(name: str, progress=None, cancel=None) -> Path:
-    from descriptron_sam2pal.model.checkpoints import download_checkpoint
-    return download_checkpoint(name, progress=lambda done, total: progress((done, total)),
-                               cancel=lambda: cancel.cancelled)
-
-
-def start_download(parent: QWidget, name: str, on_done: Callable[[Path], None], host: Any = None,
-                   download_fn: Callable = _download) -> EngineWorker:
-    """Download checkpoint ``name`` into Descriptron's cache in a worker, with a progress
+def start_download(parent: QWidget, request: DownloadRequest, on_done: Callable[[Path], None],
+                   host: Any = None) -> EngineWorker:
+    """Run the Download use case (``jobs.checkpoint_download``) in a worker, with a progress
     dialog whose Cancel stops it (the partial file is kept to resume later)."""
-    from descriptron_sam2pal.model.configs import KNOWN_CHECKPOINTS
-
-    approx = KNOWN_CHECKPOINTS[name].approx_mb if name in KNOWN_CHECKPOINTS else 0
-    dialog = QProgressDialog(f"Downloading {name} (about {approx} MB)...", "Cancel", 0, 100, parent)
+    name = request.name
+    dialog = QProgressDialog(f"Downloading {name} (about {approx_mb(name)} MB)...", "Cancel", 0, 100, parent)
     dialog.setWindowTitle("Download SAM2 checkpoint")
     dialog.setWindowModality(Qt.WindowModal)
     dialog.setAutoClose(False)
     dialog.setAutoReset(False)
     dialog.setMinimumDuration(0)
-    worker = EngineWorker(download_fn, name, description=f"Downloading {name}")
+    worker = EngineWorker(download_run, request, description=f"Downloading {name}")
 
-    def on_progress(report) -> None:
-        done, total = report
-        if total:
+    def on_progress(report: Progress) -> None:
+        if report.total:
             dialog.setMaximum(100)
-            dialog.setValue(int(100 * done / total))
-            dialog.setLabelText(f"Downloading {name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+            dialog.setValue(int(100 * report.fraction))
+            dialog.setLabelText(f"Downloading {name}: {report.done / 1e6:.0f} of {report.total / 1e6:.0f} MB")
         else:
             dialog.setMaximum(0)
-            dialog.setLabelText(f"Downloading {name}: {done / 1e6:.0f} MB")
+            dialog.setLabelText(f"Downloading {name}: {report.done / 1e6:.0f} MB")
 
     def on_error(message: str, details: str) -> None:
         if host is not None:
@@ -277,13 +270,11 @@ class CheckpointPicker(QWidget):
             self._choose(path)
 
     def ask_download(self) -> None:
-        from descriptron_sam2pal.model.configs import KNOWN_CHECKPOINTS
-
         dialog = QDialog(self)
         dialog.setWindowTitle("Download a SAM2 checkpoint")
         combo = QComboBox()
         for name in DOWNLOAD_CHOICES:
-            combo.addItem(f"{name} (about {KNOWN_CHECKPOINTS[name].approx_mb} MB)", name)
+            combo.addItem(f"{name} (about {approx_mb(name)} MB)", name)
         layout = QVBoxLayout(dialog)
         layout.addWidget(QLabel("Smaller models are faster, larger ones more accurate.\n"
                                 "Without a GPU, start with tiny or small."))
@@ -293,12 +284,12 @@ class CheckpointPicker(QWidget):
         buttons.rejected.connect(dialog.reject)
         layout.addWidget(buttons)
         if dialog.exec_() == QDialog.Accepted:
-            self.download(combo.currentData())
+            self.download(DownloadRequest(combo.currentData()))
 
-    def download(self, name: str, download_fn: Callable = _download) -> EngineWorker:
+    def download(self, request: DownloadRequest) -> EngineWorker:
+        """Download a checkpoint (in a worker) and use it once it is there."""
         self.download_button.setEnabled(False)
-        worker = start_download(self, name, lambda path: self._choose(str(path)), self.session.host,
-                                download_fn)
+        worker = start_download(self, request, lambda path: self._choose(str(path)), self.session.host)
         worker.finished.connect(lambda: self.download_button.setEnabled(True))
         self.download_worker = worker
         return worker

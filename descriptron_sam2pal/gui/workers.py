@@ -9,6 +9,9 @@ All signals are delivered in the GUI thread, in this order:
 ``progress*`` then exactly one of ``result`` / ``error`` / ``cancelled``, then
 ``finished``, which is emitted however ``fn`` ends (returns, raises, or is
 cancelled), so the UI can always re-enable its buttons.
+
+``LatestCall`` runs calls where only the latest request counts (SAM2 answering clicks)
+one at a time in EngineWorkers, delivering only the latest request's outcome.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ templates, a validation plan or a write into the store of its own:
 * ``jobs.propagation`` ``PropagateRequest`` / ``propagate_run``: predictions file, journal,
   ``--write-to``; every output path checked before any work.
 * ``jobs.outputs``     the output rule: new, ours, or --overwrite; never an input.
+* ``jobs.evaluation``  ``EvaluateRequest`` / ``evaluate_run``.
+* ``jobs.checkpoint_download`` ``DownloadRequest`` / ``download_run``: Progress and CancelToken in bytes.
+* ``jobs.prompt_masks`` masks from SAM2 clicks, boxes, Refine and Fix (the GUI runs them off its thread).
 
 Importing ``descriptron_sam2pal.jobs`` is cheap: torch loads only when a job runs.
 """

@@ -49,6 +49,23 @@ def validation_plan_for(templates: Sequence[TemplateSpec], n_unlabeled: int, con
     return plan_validation([t.masks for t in templates], n_unlabeled, **from_config)
 
 
+def train_config(steps: int | None = None, lora_rank: int | None = None, full: bool = False, seed: int = 0,
+                 lr: float | None = None, pseudo_labels: bool = True) -> Any:
+    """The training settings (``engine.trainer.TrainConfig``) from a face's choices; None keeps
+    the default (``lr``: the one of LoRA or of full fine-tuning); ``pseudo_labels=False`` trains
+    on the palindromes alone."""
+    from descriptron_sam2pal.engine.trainer import TrainConfig
+
+    config = TrainConfig(full=full, seed=seed, lr=lr)
+    if steps is not None:
+        config.steps = steps
+    if lora_rank is not None:
+        config.lora_rank = lora_rank
+    if not pseudo_labels:
+        config.loss.pseudo = 0.0
+    return config
+
+
 def unlabeled_paths(items: Sequence[Any]) -> list[str]:
     """Image paths of store records or paths."""
     return [str(item.path) if hasattr(item, "path") else str(item) for item in items]
