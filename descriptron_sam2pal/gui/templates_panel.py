@@ -21,7 +21,6 @@ Needs a host with the optional canvas members (``host.api.CanvasHost``).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +41,6 @@ from descriptron_sam2pal.gui.fitting import VerticalScroll
 from descriptron_sam2pal.imaging.drawing import drop_fragments, fragment_area
 from descriptron_sam2pal.jobs.prompt_masks import PromptedMask, mask_from_prompts, read_image, refine_outline
 
-log = logging.getLogger(__name__)
 
 COMMON_STRUCTURES = ("scape", "antenna", "eye", "head", "pronotum", "elytra", "legs")
 _ID_ROLE = Qt.UserRole
