@@ -398,12 +398,13 @@ class TemplatesPanel(QWidget):
             self.proposal, self.score = None, None
             self._show()
             return
-        self.prompter.request(("sam2", tuple(self.prompts.events)), mask_from_prompts,
-                              self.session.loaded.segmenter, self.prompts.points(), self.prompts.box())
+        segmenter = self.session.loaded.segmenter  # in the key: the same clicks on another model differ
+        self.prompter.request(("sam2", tuple(self.prompts.events), segmenter), mask_from_prompts, segmenter,
+                              self.prompts.points(), self.prompts.box())
         self._update()
 
     def _on_sam2_answer(self, key: tuple, answer: PromptedMask) -> None:
-        kind, events = key
+        kind, events = key[:2]
         if kind == "refine":
             if answer.mask is None:
                 self.host.show_status("SAM2 found nothing there; your outline is kept", 8000)
@@ -462,7 +463,8 @@ class TemplatesPanel(QWidget):
             self._update()
             return
         self._refine_wanted = False
-        self.prompter.request(("refine", None), refine_outline, self.session.loaded.segmenter, self.proposal.copy())
+        self.prompter.request(("refine", object()), refine_outline, self.session.loaded.segmenter,
+                              self.proposal.copy())  # a key equal to no other: each outline differs
         self._update()
 
     def redo(self) -> None:

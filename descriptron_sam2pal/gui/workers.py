@@ -171,13 +171,13 @@ def running_workers() -> list[EngineWorker]:
 class _Wish:
     """One request to a LatestCall (compared by identity: a newer one replaces it)."""
 
-    def __init__(self, key: Any, fn: Callable, args: tuple) -> None:
-        self.key, self.fn, self.args = key, fn, args
+    def __init__(self, key: Any, fn: Callable, args: tuple, description: str) -> None:
+        self.key, self.fn, self.args, self.description = key, fn, args, description
 
 
 class LatestCall(QObject):
-    """Calls off the GUI thread, one at a time, where only the latest request counts (the
-    pattern of ``gui.image_loader.LatestImageLoader``): a request made while a call runs
+    """Calls off the GUI thread, one at a time, where only the latest request counts (images
+    decoded while the user browses, SAM2 answering clicks): a request made while a call runs
     waits, replacing the one waiting before it; when the running call ends the waiting one
     starts. ``answered(key, value)`` or ``failed(key, message, details)`` is emitted for the
     latest request only (the outcome of a call the user has moved past is dropped), then
@@ -207,9 +207,14 @@ class LatestCall(QObject):
         """The key of the latest request not answered yet, or None."""
         return self._wanted.key if self._wanted is not None else None
 
-    def request(self, key: Any, fn: Callable, *args) -> None:
-        """Ask for ``fn(*args)``; ``key`` says which wish it was when the answer comes."""
-        self._wanted = _Wish(key, fn, args)
+    def request(self, key: Any, fn: Callable, *args, description: str = "") -> None:
+        """Ask for ``fn(*args)``; ``key`` says which wish it was when the answer comes. A key equal
+        to the running call's takes that call's answer instead of starting it again, so a key
+        must name everything the answer depends on."""
+        if self._running is not None and self._running.key == key:
+            self._wanted = self._running
+            return
+        self._wanted = _Wish(key, fn, args, description)
         if self._worker is None:
             self._start()
 
@@ -223,7 +228,7 @@ class LatestCall(QObject):
 
     def _start(self) -> None:
         wish = self._running = self._wanted
-        worker = EngineWorker(wish.fn, *wish.args, description=self._description)
+        worker = EngineWorker(wish.fn, *wish.args, description=wish.description or self._description)
         # Bound methods, not lambdas: Qt disconnects them if this object is deleted first.
         worker.result.connect(self._on_result)
         worker.error.connect(self._on_error)
