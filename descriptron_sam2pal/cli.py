@@ -206,27 +206,22 @@ def cmd_gui(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from descriptron_sam2pal.model.checkpoints import download_checkpoint
+    from descriptron_sam2pal.jobs.checkpoint_download import DownloadRequest, download_run
 
     with _Bar("download", unit="B") as bar:
-        path = download_checkpoint(args.name, dest_dir=args.dest, url=args.url,
-                                   progress=lambda done, total: bar.bytes(done, total))
+        path = download_run(DownloadRequest(args.name, dest_dir=args.dest, url=args.url), progress=bar.update)
     print(f"saved {path}")
     return 0
 
 
 def cmd_train(args) -> int:
-    from descriptron_sam2pal.engine.templates import structure_names
-    from descriptron_sam2pal.engine.trainer import TrainConfig
     from descriptron_sam2pal.jobs.specimens import specimen_images
-    from descriptron_sam2pal.jobs.training import TrainRequest, describe_result, train_run
+    from descriptron_sam2pal.jobs.templates import structure_names
+    from descriptron_sam2pal.jobs.training import TrainRequest, describe_result, train_config, train_run
 
     specs = _template_specs(args)
-    config = TrainConfig(steps=args.steps, lora_rank=args.lora_rank, full=args.full, seed=args.seed)
-    if args.lr is not None:
-        config.lr = args.lr
-    if args.no_pseudo_labels:
-        config.loss.pseudo = 0.0
+    config = train_config(steps=args.steps, lora_rank=args.lora_rank, full=args.full, seed=args.seed, lr=args.lr,
+                          pseudo_labels=not args.no_pseudo_labels)
     request = TrainRequest(_model_request(args), specs, specimen_images(args.images, exclude=[s.path for s in specs]),
                            Path(args.out), config, resume=args.resume, cache_dir=args.cache_dir,
                            overwrite=args.overwrite)
@@ -242,10 +237,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_propagate(args) -> int:
-    from descriptron_sam2pal.engine.templates import structure_names
     from descriptron_sam2pal.jobs.cluster import ClusterSettings
     from descriptron_sam2pal.jobs.propagation import PropagateRequest, propagate_run
     from descriptron_sam2pal.jobs.specimens import specimen_images
+    from descriptron_sam2pal.jobs.templates import structure_names
 
     specs = _template_specs(args)
     targets = specimen_images(args.images, exclude=[s.path for s in specs])
@@ -276,21 +271,14 @@ def cmd_propagate(args) -> int:
 def cmd_evaluate(args) -> int:
     import json
 
-    from descriptron_sam2pal.engine.evaluate import evaluate
+    from descriptron_sam2pal.jobs.evaluation import EvaluateRequest, evaluate_run
 
-    for path in (args.pred, args.truth):
-        if not Path(path).exists():
-            raise UserError(f"{path} does not exist")
-    truth = Path(args.truth)
-    if truth.is_dir() and not any(p for p in truth.iterdir() if not p.name.startswith(".")):
-        raise UserError(f"the ground truth folder {truth} is empty: give the folder of mask PNGs named like the "
-                        "photos (with --colors), or a Descriptron annotation file or folder of annotated photos")
     store_log = logging.getLogger("descriptron_sam2pal.store")
     level = store_log.level
     if not args.verbose:  # the images themselves are not needed to score masks
         store_log.setLevel(logging.ERROR)
     try:
-        report = evaluate(args.pred, args.truth, colors=args.colors)
+        report = evaluate_run(EvaluateRequest(args.pred, args.truth, colors=args.colors))
     finally:
         store_log.setLevel(level)  # not left changed for whoever runs next in this process
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
@@ -314,7 +302,7 @@ def _template_specs(args):
 
 
 class _Bar:
-    """A tqdm bar fed by engine Progress reports (or byte counts); a new stage starts a new bar."""
+    """A tqdm bar fed by engine Progress reports; a new stage starts a new bar."""
 
     STAGE_NAMES = {"load": "reading images", "train": "training", "propagate": "segmenting"}
 
@@ -345,18 +333,14 @@ class _Bar:
 
     def update(self, progress) -> None:
         self.last = progress
-        # Work done before this call (resumed steps, journaled images) is the bar's
-        # starting point, not speed: it would make the rate meaningless.
-        self._ensure(progress.stage, progress.total, start=progress.done)
+        # Work done before this call (resumed steps, journaled images, resumed bytes) is the
+        # bar's starting point, not speed: it would make the rate meaningless. A total of 0 is unknown.
+        self._ensure(progress.stage, progress.total or None, start=progress.done)
         self.bar.update(max(0, progress.done - self.bar.n))
         shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in progress.metrics.items()
                  if k in ("loss", "val", "lr")}
         if shown:
             self.bar.set_postfix(shown, refresh=False)
-
-    def bytes(self, done: int, total: int | None) -> None:
-        self._ensure("download", total)
-        self.bar.update(max(0, done - self.bar.n))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,14 +58,9 @@ class Sam2PalPlugin:
 
     # -- results to the Review panel ---------------------------------------------
     def show_results(self, results: list, run_dir: Path | None = None) -> None:
-        """Hand propagation results (``TargetResult``s) to the Review panel."""
-        from descriptron_sam2pal.gui.review_panel import review_path_for
-
-        from descriptron_sam2pal.jobs.propagation import PREDICTIONS_FILE
-
-        predictions = Path(run_dir) / PREDICTIONS_FILE if run_dir is not None else None
-        session_path = review_path_for(run_dir) if run_dir is not None else None
-        self.review_panel.load_results(results, predictions_path=predictions, session_path=session_path)
+        """Hand propagation results (``TargetResult``s) to the Review panel (the review is kept in
+        ``run_dir`` beside its predictions file)."""
+        self.review_panel.load_run_results(results, run_dir)
         dock = getattr(self, "review_dock", None)  # set by register()
         if dock is not None:
             dock.show()
@@ -75,32 +70,15 @@ class Sam2PalPlugin:
 
     def add_template(self, image_id: Any, path: Any, masks: dict) -> None:
         """Review's "Add as template": the specimen's reviewed masks become template structures."""
-        from descriptron_sam2pal.imaging.drawing import drop_fragments
-        from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE
-
-        store = self.host.store
-        if store is None:
-            return
-        try:
-            for name, mask in masks.items():
-                mask = drop_fragments(mask)  # specks never reach the file
-                if mask.any():
-                    store.add_structure(image_id, name, mask, attributes={"source": TEMPLATE_SOURCE},
-                                        replace=True)
-        except Exception as exc:  # noqa: BLE001 - tell the user, keep the window usable
-            self.host.show_error("Add as template", f"{type(exc).__name__}: {exc}")
-            return
-        self.host.notify_store_changed()
-        self.host.show_status(f"Added {len(masks)} structure(s) as a template", 8000)
+        self.templates_panel.add_template(image_id, masks)
 
     def suggest_next_template(self):
         """Rank the reviewed specimens by how much outlining them would teach the model, and
         offer to open the chosen one in the Templates panel."""
         from descriptron_sam2pal.gui.next_template_dialog import NextTemplateDialog, suggestions_for
-        from descriptron_sam2pal.store.provenance import template_images
 
         session = self.review_panel.session
-        templates = [r.id for r, _ in template_images(self.host.store)] if self.host.store is not None else []
+        templates = self.templates_panel.template_ids()
         suggestions = suggestions_for(session, templates) if session is not None else []
         dialog = NextTemplateDialog(suggestions, self.open_as_template, self.host.main_window(), session)
         dialog.show()
@@ -109,12 +87,7 @@ class Sam2PalPlugin:
 
     def open_as_template(self, suggestion) -> None:
         """Show the suggested specimen with the Templates panel raised, ready to outline."""
-        store = self.host.store
-        record = None
-        if store is not None:
-            from descriptron_sam2pal.store.merge import find_image
-
-            record = find_image(store, suggestion.image_id, suggestion.path)
+        record = self.templates_panel.find_record(suggestion.image_id, suggestion.path)
         if record is None:
             self.host.show_error("Suggest next template",
                                  f"{suggestion.path or suggestion.image_id} is not in the open project; "
@@ -129,33 +102,7 @@ class Sam2PalPlugin:
                               15000)
 
     def _give_review_a_reprompt(self) -> None:
-        self.review_panel.set_reprompt(make_reprompt(self.host, self.session))
-
-
-def make_reprompt(host: Any, session: Any):
-    """``reprompt(image_id, points, labels) -> mask`` for the Review panel's Fix mode.
-
-    Runs in a worker thread; it has its own segmenter and feature cache so it
-    never shares mutable state with the Templates panel.
-    """
-    from descriptron_sam2pal.engine.features import FeatureEncoder
-    from descriptron_sam2pal.engine.interactive import InteractiveSegmenter
-    from descriptron_sam2pal.imaging.io import load_image
-
-    loaded = session.loaded
-    segmenter = InteractiveSegmenter(loaded.model, FeatureEncoder(loaded.model, max_memory_bytes=256 << 20))
-    store = host.store
-    paths: dict = {}
-    if store is not None:  # read in the GUI thread: the store is not shared with the worker
-        paths = {r.id: r.path for r in store.images}
-
-    def reprompt(image_id: Any, points: list, labels: list):
-        path = paths.get(image_id) or image_id
-        segmenter.set_image(load_image(path))
-        mask, _score = segmenter.predict(points, labels)
-        return mask if mask.any() else None
-
-    return reprompt
+        self.review_panel.set_reprompt(self.session.fix_by_clicks(self.host.store))
 
 
 def register(host: Any) -> Sam2PalPlugin:

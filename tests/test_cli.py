@@ -498,3 +498,16 @@ def test_descriptron_mask_pngs_next_to_the_photos_are_not_specimens(project, min
     assert code == 0, err
     names = [i["file_name"] for i in json.loads((root / "pred.json").read_text())["images"]]
     assert names == ["s0.png", "s1.png", "s2.png", "s3.png"]
+
+
+def test_download_drives_the_download_use_case_with_a_bar(capsys, tmp_path):
+    """``sam2pal download`` against a local server: the file arrives checked, the bar counts bytes."""
+    from tests.helpers.checkpoint_server import NAME, PAYLOAD, files_in, serve_checkpoints
+
+    with serve_checkpoints() as (_, base):
+        code, out, err = run(capsys, "download", NAME, "--dest", tmp_path, "--url", f"{base}/ok/{NAME}")
+        assert code == 0 and out.strip() == f"saved {tmp_path / NAME}"
+        assert (tmp_path / NAME).read_bytes() == PAYLOAD and files_in(tmp_path) == [NAME]
+        assert "download" in err and "MB" in err  # tqdm's byte bar
+        code, out, err = run(capsys, "download", NAME, "--dest", tmp_path / "x", "--url", f"{base}/html")
+    assert code == 2 and "not a PyTorch checkpoint file" in err and files_in(tmp_path / "x") == []

@@ -25,6 +25,9 @@ LIGHT = [
     "descriptron_sam2pal.jobs.models",
     "descriptron_sam2pal.jobs.templates",
     "descriptron_sam2pal.jobs.training",
+    "descriptron_sam2pal.jobs.prompt_masks",
+    "descriptron_sam2pal.jobs.checkpoint_download",
+    "descriptron_sam2pal.jobs.evaluation",
     "descriptron_sam2pal.jobs.propagation",
     "descriptron_sam2pal.jobs.outputs",
     "descriptron_sam2pal.jobs.specimens",
@@ -179,25 +182,7 @@ FORBIDDEN = {
 #: Imports that break a rule above today, each named (file, enclosing function, module), so
 #: that the test fails on any new one and the list can only shrink: issue 24 moves these
 #: behind jobs/ (and gui/), then deletes their entries (a stale entry fails the test too).
-KNOWN_VIOLATIONS = {
-    # evaluate and download call the engine and the model directly (issue 24: through jobs/)
-    ("cli.py", "cmd_download", "descriptron_sam2pal.model.checkpoints"),
-    ("cli.py", "cmd_evaluate", "descriptron_sam2pal.engine.evaluate"),
-    # train and propagate build engine types themselves (TrainConfig, structure_names)
-    ("cli.py", "cmd_propagate", "descriptron_sam2pal.engine.templates"),
-    ("cli.py", "cmd_train", "descriptron_sam2pal.engine.templates"),
-    ("cli.py", "cmd_train", "descriptron_sam2pal.engine.trainer"),
-    # make_reprompt builds the encoder and the interactive segmenter itself (issue 24: a jobs/ use case)
-    ("plugin.py", "make_reprompt", "descriptron_sam2pal.engine.features"),
-    ("plugin.py", "make_reprompt", "descriptron_sam2pal.engine.interactive"),
-    ("plugin.py", "make_reprompt", "descriptron_sam2pal.imaging.io"),
-    # the plugin's hand-offs read the store's provenance and the propagation's file name
-    ("plugin.py", "Sam2PalPlugin.add_template", "descriptron_sam2pal.store.provenance"),
-    ("plugin.py", "Sam2PalPlugin.add_template", "descriptron_sam2pal.imaging.drawing"),
-    ("plugin.py", "Sam2PalPlugin.open_as_template", "descriptron_sam2pal.store.merge"),
-    ("plugin.py", "Sam2PalPlugin.show_results", "descriptron_sam2pal.jobs.propagation"),
-    ("plugin.py", "Sam2PalPlugin.suggest_next_template", "descriptron_sam2pal.store.provenance"),
-}
+KNOWN_VIOLATIONS: set[tuple[str, str, str]] = set()  # none left (issue 24); a new one fails the test
 
 #: Deliberate exceptions (not violations): ``sam2pal gui`` starts the window, lazily, so the
 #: command line still loads without Qt (see the fresh-interpreter test above).

@@ -132,3 +132,29 @@ def test_suggest_next_template_leaves_out_accepted_specimens_and_its_reasons_fit
         needed = metrics.boundingRect(QRect(0, 0, width, 10000), Qt.TextWordWrap, item.text())
         assert rect.width() <= width and rect.height() >= needed.height() > metrics.height()  # wrapped
     dialog.close()
+
+
+def test_the_review_panels_fix_gets_sam2_once_the_model_is_ready(qtbot, window, specimens, settings,
+                                                                  present_checkpoint):
+    """Fix in the Review panel re-segments with the shared model (its own segmenter, the image
+    read from the project's file), through the prompt use case."""
+    from descriptron_sam2pal.imaging.io import load_image
+    from descriptron_sam2pal.jobs.prompt_masks import mask_from_prompts, prompt_model_for, read_image
+
+    plugin = plugin_module.register(window)
+    window.open_path(specimens)
+    wait_image(qtbot, window, "specimen_01.png")
+    assert plugin.review_panel.reprompt is None  # no model yet: Fix is off
+    plugin.session.settings = settings
+    plugin.session.image_size = 128
+    plugin.session.set_checkpoint(str(present_checkpoint))
+    assert not plugin.session.ensure_loaded()
+    qtbot.waitUntil(lambda: plugin.review_panel.reprompt is not None, timeout=60000)
+    record = window.images()[2]
+    mask = plugin.review_panel.reprompt(record.id, [(50.0, 35.0), (5.0, 5.0)], [1, 0])  # as its worker does
+    own = prompt_model_for(plugin.session.loaded.model).segmenter
+    read_image(own, load_image(record.path))
+    expected = mask_from_prompts(own, [(50.0, 35.0, True), (5.0, 5.0, False)]).mask
+    assert mask is not None and mask.shape == (record.height, record.width)
+    assert np.array_equal(mask, expected)
+

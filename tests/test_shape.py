@@ -15,10 +15,8 @@ MAX_CLASS_LINES = 600
 MAX_FUNCTION_LINES = 120
 
 #: Today's offenders, ``file:Qualified.name`` (issue 24 splits them by reason to change).
-LONG_CLASSES = {
-}
-LONG_FUNCTIONS = {
-}
+LONG_CLASSES: set[str] = set()  # none left (issue 24)
+LONG_FUNCTIONS: set[str] = set()
 
 
 def definitions(kind: type | tuple[type, ...]) -> dict[str, int]:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 from PyQt5.QtCore import QObject, pyqtSignal
 
-from descriptron_sam2pal.gui.workers import EngineWorker
+from descriptron_sam2pal.gui.workers import EngineWorker, LatestCall
 from descriptron_sam2pal.imaging.io import load_image
 
 
@@ -27,63 +27,35 @@ class LatestImageLoader(QObject):
     def __init__(self, parent: QObject | None = None, register: Callable[[EngineWorker], Any] | None = None,
                  load: Callable[[str], np.ndarray] = load_image) -> None:
         super().__init__(parent)
-        self._register = register
         self._load = load
-        self._worker: EngineWorker | None = None
-        self._wanted: tuple[Any, str] | None = None  # the latest request not answered yet
-        self._loading: tuple[Any, str] | None = None  # the request being decoded
+        self._calls = LatestCall(self, register, "loading an image")
+        # Bound methods, not lambdas: Qt disconnects them if this loader is deleted first.
+        self._calls.answered.connect(self._on_loaded)
+        self._calls.failed.connect(self._on_failed)
 
     @property
     def busy(self) -> bool:
         """A load is running or waiting."""
-        return self._worker is not None or self._wanted is not None
+        return self._calls.busy
 
     @property
     def wanted(self) -> Any:
         """The key of the request not answered yet, or None."""
-        return self._wanted[0] if self._wanted is not None else None
+        wish = self._calls.wanted
+        return wish[0] if wish is not None else None
 
     def request(self, key: Any, path: str | Path) -> None:
-        self._wanted = (key, str(path))
-        if self._worker is None:
-            self._start()
+        self._calls.request((key, str(path)), self._load, str(path), description=f"loading {Path(path).name}")
 
     def forget(self) -> None:
         """Drop the pending request (e.g. another project was opened)."""
-        self._wanted = None
+        self._calls.forget()
 
     def wait(self, timeout_ms: int = 10000) -> bool:
-        return True if self._worker is None else self._worker.wait(timeout_ms)
+        return self._calls.wait(timeout_ms)
 
-    def _start(self) -> None:
-        self._loading = self._wanted
-        worker = EngineWorker(self._load, self._loading[1], description=f"loading {Path(self._loading[1]).name}")
-        # Bound methods, not lambdas: Qt disconnects them if this loader is deleted first.
-        worker.result.connect(self._on_result)
-        worker.error.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        if self._register is not None:
-            self._register(worker)
-        worker.start()
+    def _on_loaded(self, wish: tuple, pixels) -> None:
+        self.loaded.emit(wish[0], pixels)
 
-    def _on_result(self, pixels) -> None:
-        self._answer(pixels, None)
-
-    def _on_error(self, message: str, details: str) -> None:
-        self._answer(None, (message, details))
-
-    def _answer(self, pixels, error) -> None:
-        key, path = self._loading
-        if self._wanted is None or self._wanted[0] is not key or self._wanted[1] != path:
-            return  # the user moved on while it loaded
-        self._wanted = None
-        if error is None:
-            self.loaded.emit(key, pixels)
-        else:
-            self.failed.emit(key, *error)
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        if self._wanted is not None:
-            self._start()
+    def _on_failed(self, wish: tuple, message: str, details: str) -> None:
+        self.failed.emit(wish[0], message, details)

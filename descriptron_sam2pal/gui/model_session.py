@@ -2,8 +2,8 @@
 
 Loading SAM2 takes seconds to a minute, so :class:`ModelSession` loads it
 lazily, the first time a panel needs it, in an :class:`EngineWorker`, and
-keeps it (with its feature cache and an :class:`InteractiveSegmenter`) for
-every later use. The checkpoint is found where Descriptron looks for it
+keeps it (with its feature cache and its click segmenter, a
+``jobs.prompt_masks.PromptModel``) for every later use. The checkpoint is found where Descriptron looks for it
 (``model.checkpoints.find_checkpoint``), or chosen by the user (Browse...,
 Download..., the small pretrained "beetles only" demo model shipped with the
 plugin, or the untrained demo model); the choice is remembered in QSettings.
@@ -12,7 +12,6 @@ plugin, or the untrained demo model); the choice is remembered in QSettings.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,10 +20,13 @@ from PyQt5.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, 
                              QProgressDialog, QPushButton, QVBoxLayout, QWidget)
 
 from descriptron_sam2pal import UserError
+from descriptron_sam2pal.engine.control import Progress
 from descriptron_sam2pal.gui.workers import EngineWorker
+from descriptron_sam2pal.jobs.checkpoint_download import DownloadRequest, approx_mb, download_run
 from descriptron_sam2pal.jobs.models import (BEETLE_DEMO_CHOICE, BEETLE_DEMO_LABEL, DEMO_CHOICE, DEMO_LABEL,
                                             ModelRequest, beetle_checkpoint_path, beetle_demo_available,
-                                            describe_choice, load_model)
+                                            describe_choice)
+from descriptron_sam2pal.jobs.prompt_masks import PromptModel, fix_by_clicks, load_prompt_model
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +35,6 @@ SETTINGS_DEVICE = "sam2pal/device"
 #: Offered by Download...: small enough for a laptop CPU first, Descriptron's own last.
 DOWNLOAD_CHOICES = ("sam2.1_hiera_tiny.pt", "sam2.1_hiera_small.pt", "sam2.1_hiera_base_plus.pt",
                     "sam2.1_hiera_large.pt", "sam2_hiera_large.pt")
-
-
-@dataclass
-class LoadedSession:
-    """What the worker builds: the model, its feature cache and a click segmenter."""
-
-    model: Any  # model.build.LoadedModel
-    encoder: Any  # engine.features.FeatureEncoder
-    segmenter: Any  # engine.interactive.InteractiveSegmenter
-
-
-def _load_session(choice: str, device: str, image_size: int | None) -> LoadedSession:
-    from descriptron_sam2pal.engine.features import FeatureEncoder
-    from descriptron_sam2pal.engine.interactive import InteractiveSegmenter
-
-    model = load_model(ModelRequest(choice, device, image_size))
-    encoder = FeatureEncoder(model, max_memory_bytes=512 << 20)
-    return LoadedSession(model, encoder, InteractiveSegmenter(model, encoder))
 
 
 class ModelSession(QObject):
@@ -71,7 +55,7 @@ class ModelSession(QObject):
         self.host = host
         self.settings = settings if settings is not None else QSettings("Descriptron", "sam2pal")
         self.image_size = image_size  # None: the config's own (1024 for Meta's checkpoints)
-        self.loaded: LoadedSession | None = None
+        self.loaded: PromptModel | None = None
         self.problem = ""  # why no checkpoint was found (e.g. a bad environment variable)
         self._worker: EngineWorker | None = None
         self._loading_choice: str | None = None
@@ -140,7 +124,7 @@ class ModelSession(QObject):
         if choice is None:
             raise UserError(self.problem or "No SAM2 checkpoint found; choose one with Browse..., "
                             "Download... or use a demo model")
-        worker = EngineWorker(_load_session, choice, self.device, self.image_size,
+        worker = EngineWorker(load_prompt_model, ModelRequest(choice, self.device, self.image_size),
                               description=f"Loading SAM2 ({describe_choice(choice)})")
         worker.result.connect(lambda loaded, c=choice: self._on_loaded(c, loaded))
         worker.error.connect(self.failed)
@@ -152,7 +136,7 @@ class ModelSession(QObject):
         worker.start()
         return False
 
-    def _on_loaded(self, choice: str, loaded: LoadedSession) -> None:
+    def _on_loaded(self, choice: str, loaded: PromptModel) -> None:
         if choice != self.checkpoint_choice():
             return  # the user chose another checkpoint meanwhile; the next use loads that one
         self.loaded = loaded
@@ -166,39 +150,37 @@ class ModelSession(QObject):
         """Block until a running load ends (tests and shutdown)."""
         return True if self._worker is None else self._worker.wait(timeout_ms)
 
+    def fix_by_clicks(self, store: Any):
+        """The Review panel's Fix (``reprompt(image_id, points, labels) -> mask``) on the loaded
+        model, with its own segmenter; the image files are read from ``store`` now, in the GUI
+        thread."""
+        paths = {r.id: r.path for r in store.images} if store is not None else {}
+        return fix_by_clicks(self.loaded.model, paths)
+
 
 # --------------------------------------------------------------------------- widgets
 
-def _download(name: str, progress=None, cancel=None) -> Path:
-    from descriptron_sam2pal.model.checkpoints import download_checkpoint
-    return download_checkpoint(name, progress=lambda done, total: progress((done, total)),
-                               cancel=lambda: cancel.cancelled)
-
-
-def start_download(parent: QWidget, name: str, on_done: Callable[[Path], None], host: Any = None,
-                   download_fn: Callable = _download) -> EngineWorker:
-    """Download checkpoint ``name`` into Descriptron's cache in a worker, with a progress
+def start_download(parent: QWidget, request: DownloadRequest, on_done: Callable[[Path], None],
+                   host: Any = None) -> EngineWorker:
+    """Run the Download use case (``jobs.checkpoint_download``) in a worker, with a progress
     dialog whose Cancel stops it (the partial file is kept to resume later)."""
-    from descriptron_sam2pal.model.configs import KNOWN_CHECKPOINTS
-
-    approx = KNOWN_CHECKPOINTS[name].approx_mb if name in KNOWN_CHECKPOINTS else 0
-    dialog = QProgressDialog(f"Downloading {name} (about {approx} MB)...", "Cancel", 0, 100, parent)
+    name = request.name
+    dialog = QProgressDialog(f"Downloading {name} (about {approx_mb(name)} MB)...", "Cancel", 0, 100, parent)
     dialog.setWindowTitle("Download SAM2 checkpoint")
     dialog.setWindowModality(Qt.WindowModal)
     dialog.setAutoClose(False)
     dialog.setAutoReset(False)
     dialog.setMinimumDuration(0)
-    worker = EngineWorker(download_fn, name, description=f"Downloading {name}")
+    worker = EngineWorker(download_run, request, description=f"Downloading {name}")
 
-    def on_progress(report) -> None:
-        done, total = report
-        if total:
+    def on_progress(report: Progress) -> None:
+        if report.total:
             dialog.setMaximum(100)
-            dialog.setValue(int(100 * done / total))
-            dialog.setLabelText(f"Downloading {name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB")
+            dialog.setValue(int(100 * report.fraction))
+            dialog.setLabelText(f"Downloading {name}: {report.done / 1e6:.0f} of {report.total / 1e6:.0f} MB")
         else:
             dialog.setMaximum(0)
-            dialog.setLabelText(f"Downloading {name}: {done / 1e6:.0f} MB")
+            dialog.setLabelText(f"Downloading {name}: {report.done / 1e6:.0f} MB")
 
     def on_error(message: str, details: str) -> None:
         if host is not None:
@@ -288,13 +270,11 @@ class CheckpointPicker(QWidget):
             self._choose(path)
 
     def ask_download(self) -> None:
-        from descriptron_sam2pal.model.configs import KNOWN_CHECKPOINTS
-
         dialog = QDialog(self)
         dialog.setWindowTitle("Download a SAM2 checkpoint")
         combo = QComboBox()
         for name in DOWNLOAD_CHOICES:
-            combo.addItem(f"{name} (about {KNOWN_CHECKPOINTS[name].approx_mb} MB)", name)
+            combo.addItem(f"{name} (about {approx_mb(name)} MB)", name)
         layout = QVBoxLayout(dialog)
         layout.addWidget(QLabel("Smaller models are faster, larger ones more accurate.\n"
                                 "Without a GPU, start with tiny or small."))
@@ -304,12 +284,12 @@ class CheckpointPicker(QWidget):
         buttons.rejected.connect(dialog.reject)
         layout.addWidget(buttons)
         if dialog.exec_() == QDialog.Accepted:
-            self.download(combo.currentData())
+            self.download(DownloadRequest(combo.currentData()))
 
-    def download(self, name: str, download_fn: Callable = _download) -> EngineWorker:
+    def download(self, request: DownloadRequest) -> EngineWorker:
+        """Download a checkpoint (in a worker) and use it once it is there."""
         self.download_button.setEnabled(False)
-        worker = start_download(self, name, lambda path: self._choose(str(path)), self.session.host,
-                                download_fn)
+        worker = start_download(self, request, lambda path: self._choose(str(path)), self.session.host)
         worker.finished.connect(lambda: self.download_button.setEnabled(True))
         self.download_worker = worker
         return worker

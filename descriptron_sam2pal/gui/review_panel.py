@@ -51,6 +51,7 @@ from descriptron_sam2pal.gui.review_layout import (ALL_STRUCTURES, FILTER_CHOICE
 from descriptron_sam2pal.gui.review_viewer import ReviewViewer
 from descriptron_sam2pal.gui.write_back_dialog import write_back_with_dialogs
 from descriptron_sam2pal.jobs.review import ACCEPTED, REJECTED, ReviewItem, ReviewSession
+from descriptron_sam2pal.jobs.propagation import PREDICTIONS_FILE
 from descriptron_sam2pal.jobs.review_files import find_review_for, predictions_folder, review_path_for
 
 AUTOSAVE_DELAY_MS = 800
@@ -175,6 +176,11 @@ class ReviewPanel(QWidget):
         if not self.model.rows:
             self._show_current()
         self._update_actions()
+
+    def load_run_results(self, results, run_dir: str | Path | None) -> ReviewSession:
+        """Review a run's fresh results: the predictions file and the review live in ``run_dir``."""
+        predictions = Path(run_dir) / PREDICTIONS_FILE if run_dir is not None else None
+        return self.load_results(results, predictions_path=predictions)
 
     def load_results(self, results, predictions_path: str | Path | None = None,
                      session_path: str | Path | None = None) -> ReviewSession:

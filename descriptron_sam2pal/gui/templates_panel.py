@@ -3,7 +3,8 @@
 On the current image a left click marks a point on the structure, a right
 click a point off it, a drag draws a box; SAM2 proposes the mask at once (the
 image is encoded once in the background; each click then only runs the mask
-decoder). The user names the structure and accepts it: it goes into the
+decoder, also in the background: a click made while one is being answered replaces it, and only
+the latest answer is shown). The user names the structure and accepts it: it goes into the
 store as an annotation with ``attributes.source = "sam2pal-template"``.
 
 On a host that lends its canvas (``image_canvas()``, the standalone workspace
@@ -20,7 +21,6 @@ Needs a host with the optional canvas members (``host.api.CanvasHost``).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,15 +31,16 @@ from PyQt5.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLa
                              QListWidgetItem, QProgressBar, QPushButton, QShortcut, QVBoxLayout, QWidget)
 
 from descriptron_sam2pal import UserError
+from descriptron_sam2pal.store.merge import find_image
 from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE, template_images
 from descriptron_sam2pal.host.api import CanvasHost
 from descriptron_sam2pal.gui.drawing_tools import TOOL_INFO, DrawingToolbar, DrawingTools, MaskHistory
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
-from descriptron_sam2pal.gui.workers import EngineWorker
+from descriptron_sam2pal.gui.workers import EngineWorker, LatestCall
 from descriptron_sam2pal.gui.fitting import VerticalScroll
-from descriptron_sam2pal.imaging.drawing import drop_fragments, fragment_area, refine_prompt
+from descriptron_sam2pal.imaging.drawing import drop_fragments, fragment_area
+from descriptron_sam2pal.jobs.prompt_masks import PromptedMask, mask_from_prompts, read_image, refine_outline
 
-log = logging.getLogger(__name__)
 
 COMMON_STRUCTURES = ("scape", "antenna", "eye", "head", "pronotum", "elytra", "legs")
 _ID_ROLE = Qt.UserRole
@@ -94,6 +95,12 @@ class TemplatesPanel(QWidget):
             self.tools.tool_changed.connect(lambda _name: self._update())
         self._encoded_id: Any = None  # image whose features the segmenter holds
         self._encoder: EngineWorker | None = None
+        # Clicks, boxes and Refine run SAM2 off the GUI thread; only the latest answer is shown.
+        self.prompter = LatestCall(self, host.register_worker, "SAM2 proposal")
+        self.prompter.answered.connect(self._on_sam2_answer)
+        self.prompter.failed.connect(self._on_sam2_failed)
+        self.prompter.idle.connect(self._on_prompter_idle)
+        self._shown_events: tuple = ()  # the clicks and box the shown SAM2 proposal answers
         self._problem = ""  # why SAM2 cannot be used now (no checkpoint), shown until that changes
         self._unsubscribe: list = []
         self._build()
@@ -249,7 +256,7 @@ class TemplatesPanel(QWidget):
 
     def _update(self) -> None:
         has_image = self.host.current_image_array() is not None
-        working = self.session.is_loading or self._encoder is not None
+        working = self.session.is_loading or self._encoder is not None or self.prompter.busy
         self.busy.setVisible(working)
         self.accept_button.setEnabled(self.proposal is not None)
         can_undo_edit = self.history is not None and self.history.can_undo
@@ -299,7 +306,8 @@ class TemplatesPanel(QWidget):
         self.active_button.setChecked(on)
 
     def _prepare(self) -> bool:
-        """True when the model is loaded and the current image encoded; otherwise starts that work."""
+        """True when the model is loaded and the current image encoded; otherwise starts that work
+        (the image is read once no SAM2 call of this panel runs: they share the segmenter)."""
         try:
             self._problem = ""
             if not self.session.ensure_loaded():
@@ -312,15 +320,17 @@ class TemplatesPanel(QWidget):
         pixels = self.host.current_image_array()
         if record is None or pixels is None:
             return False
+        if self._encoder is not None:
+            return False
         if self._encoded_id == record.id and self.session.loaded.segmenter.image is not None:
             return True
-        if self._encoder is None:
+        if not self.prompter.busy:
             self._start_encoding(record.id, pixels)
         return False
 
     def _start_encoding(self, image_id: Any, pixels: np.ndarray) -> None:
         segmenter = self.session.loaded.segmenter
-        worker = EngineWorker(segmenter.set_image, pixels, description="Reading the image with SAM2")
+        worker = EngineWorker(read_image, segmenter, pixels, description="Reading the image with SAM2")
         worker.result.connect(lambda _r, i=image_id: self._on_encoded(i))
         worker.error.connect(lambda message, details: self.host.show_error("SAM2", message, details))
         worker.finished.connect(self._on_encoder_finished)
@@ -359,6 +369,7 @@ class TemplatesPanel(QWidget):
 
     def _reset_model_state(self) -> None:
         self._encoded_id = None
+        self.prompter.forget()  # an answer of the model chosen before is not shown
         if self.active_button.isChecked():
             self._prepare()
         self._update()
@@ -378,30 +389,47 @@ class TemplatesPanel(QWidget):
     def _prompts_changed(self) -> None:
         if self._prepare():
             self._predict()
-        else:
-            self._show()  # the markers now, the mask once SAM2 is ready
-        self._update()
+        self._show()  # the markers now, the mask once SAM2 answers
 
     def _predict(self) -> None:
+        """Ask SAM2 (in the background) for the mask of the current clicks and box."""
         if not self.prompts:
+            self.prompter.forget()
             self.proposal, self.score = None, None
             self._show()
             return
-        segmenter = self.session.loaded.segmenter
-        points = self.prompts.points()
-        try:
-            mask, score = segmenter.predict(
-                [(x, y) for x, y, _ in points] or None, [int(p) for _, _, p in points] or None,
-                box=self.prompts.box())
-        except Exception as exc:  # noqa: BLE001 - a failed proposal must not break the panel
-            log.exception("SAM2 proposal failed")
-            self.host.show_error("SAM2", f"SAM2 could not propose a mask: {type(exc).__name__}: {exc}")
+        segmenter = self.session.loaded.segmenter  # in the key: the same clicks on another model differ
+        self.prompter.request(("sam2", tuple(self.prompts.events), segmenter), mask_from_prompts, segmenter,
+                              self.prompts.points(), self.prompts.box())
+        self._update()
+
+    def _on_sam2_answer(self, key: tuple, answer: PromptedMask) -> None:
+        kind, events = key[:2]
+        if kind == "refine":
+            if answer.mask is None:
+                self.host.show_status("SAM2 found nothing there; your outline is kept", 8000)
+                return
+            self.proposal, self.score = answer.mask, answer.score
+            self.history.push(answer.mask, "refine")
+            self._show()
             return
-        self.proposal, self.score = (mask if mask.any() else None), score
-        self._record(self.proposal, "sam2", self.prompts.events[-1] if self.prompts else None)
+        self.proposal, self.score = answer.mask, answer.score
+        self._record(self.proposal, "sam2", (self._shown_events, events))  # undo goes back to the first
+        self._shown_events = events
         if self.proposal is None:
             self.host.show_status("SAM2 found nothing there; click elsewhere on the structure or draw a box", 8000)
         self._show()
+
+    def _on_sam2_failed(self, key: tuple, message: str, details: str) -> None:
+        what = "refine the outline" if key[0] == "refine" else "propose a mask"  # a refinement keeps the outline
+        self.host.show_error("SAM2", f"SAM2 could not {what}: {message}", details)
+
+    def _on_prompter_idle(self) -> None:
+        record = self.host.current_image()
+        if (self.active_button.isChecked() or self._refine_wanted) and record is not None \
+                and record.id != self._encoded_id:
+            self._prepare()  # the image changed while SAM2 answered a click
+        self._update()
 
     def _record(self, mask, what: str, data=None) -> None:
         """One step of the proposal's history (started from the mask before it)."""
@@ -413,6 +441,7 @@ class TemplatesPanel(QWidget):
         """A hand edit from the drawing tools: it is the proposal now."""
         if self.host.current_image() is None:
             return
+        self.prompter.forget()
         if self.history is None:
             self.history = MaskHistory(self.proposal)
         self.proposal = mask if mask.any() else None
@@ -427,33 +456,25 @@ class TemplatesPanel(QWidget):
             self.host.show_status("Draw an outline first, then let SAM2 refine it", 8000)
             return
         if not self._prepare():
-            self._refine_wanted = self.session.is_loading or self._encoder is not None
+            self._refine_wanted = self.session.is_loading or self._encoder is not None or self.prompter.busy
             if self._refine_wanted:
                 self.host.show_status("Preparing SAM2 (loading the model, reading the image); "
                                       "it refines the outline then", 8000)
             self._update()
             return
         self._refine_wanted = False
-        box, points = refine_prompt(self.proposal, 3)
-        try:
-            mask, score = self.session.loaded.segmenter.predict(points, [1] * len(points), box=box)
-        except Exception as exc:  # noqa: BLE001 - a failed refinement keeps the drawn outline
-            log.exception("SAM2 refinement failed")
-            self.host.show_error("SAM2", f"SAM2 could not refine the outline: {type(exc).__name__}: {exc}")
-            return
-        if not mask.any():
-            self.host.show_status("SAM2 found nothing there; your outline is kept", 8000)
-            return
-        self.proposal, self.score = mask, score
-        self.history.push(mask, "refine")
-        self._show()
+        self.prompter.request(("refine", object()), refine_outline, self.session.loaded.segmenter,
+                              self.proposal.copy())  # a key equal to no other: each outline differs
+        self._update()
 
     def redo(self) -> None:
         if self.history is None or not self.history.can_redo:
             return
+        self.prompter.forget()
         self.proposal = self.history.redo()
         if self.history.tag == "sam2" and self.history.data is not None:
-            self.prompts.events.append(self.history.data)
+            self._shown_events = self.history.data[1]
+            self.prompts.events = list(self._shown_events)
         self.score = None
         self._show()
 
@@ -467,8 +488,10 @@ class TemplatesPanel(QWidget):
 
     def clear_prompts(self) -> None:
         had = bool(self.prompts) or self.proposal is not None
+        self.prompter.forget()
         self.history = None
         self.prompts = _Prompts()
+        self._shown_events = ()
         self.proposal, self.score = None, None
         if had and self.can_prompt:
             self.host.show_proposal(None)
@@ -476,14 +499,16 @@ class TemplatesPanel(QWidget):
 
     def _on_image_changed(self, record) -> None:
         # The workspace dropped the proposal with the old image.
+        self.prompter.forget()
         self.prompts = _Prompts()
+        self._shown_events = ()
         self.history = None
         self._refine_wanted = False
         if self.tools is not None:
             self.tools.set_tool(self.tools.tool)  # a polygon begun on the old image is dropped
         self.proposal, self.score = None, None
         if record is None or record.id != self._encoded_id:
-            if self.active_button.isChecked() and self._encoder is None:
+            if self.active_button.isChecked():
                 self._prepare()
         self._update()
 
@@ -511,7 +536,9 @@ class TemplatesPanel(QWidget):
             return
         self.accepted.append({"image_id": record.id, "ann_id": ann_id, "name": name,
                               "file_name": record.file_name})
+        self.prompter.forget()
         self.prompts = _Prompts()
+        self._shown_events = ()
         self.proposal, self.score = None, None
         self.history = None
         if self.can_prompt:
@@ -524,21 +551,27 @@ class TemplatesPanel(QWidget):
         self._update()
 
     def undo(self) -> None:
-        if self.history is not None and self.history.can_undo:
-            tag = self.history.undo_tag()
-            self.proposal = self.history.undo()
-            if tag == "sam2" and self.prompts:
-                self.prompts.events.pop()
-            self.score = None
-            self._show()
-            return
-        if self.prompts:
+        """Take back the last click (or box) whose answer is not shown yet, else the proposal's last
+        change (with the clicks it answered), else the last click, else the last accepted structure."""
+        if tuple(self.prompts.events) != self._shown_events and self.prompts:
             self.prompts.events.pop()
-            if self.prompts and self._prepare():
+            if tuple(self.prompts.events) == self._shown_events:
+                self.prompter.forget()  # the proposal shown answers the clicks left
+                self._show()
+            elif self._prepare():
                 self._predict()
             else:
-                self.proposal, self.score = None, None
-                self._show()
+                self._show()  # the markers left; SAM2 answers them once it is ready
+            return
+        if self.history is not None and self.history.can_undo:
+            self.prompter.forget()
+            tag, data = self.history.undo_tag(), self.history.data
+            self.proposal = self.history.undo()
+            if tag == "sam2" and data is not None:
+                self._shown_events = data[0]
+                self.prompts.events = list(self._shown_events)
+            self.score = None
+            self._show()
             return
         if not self.accepted:
             return
@@ -552,6 +585,34 @@ class TemplatesPanel(QWidget):
         self.host.notify_store_changed()
         self.host.show_status(f"Removed {last['name']} from {last['file_name']}", 8000)
         self._update()
+
+    # ------------------------------------------------- hand-offs from the plugin
+    def add_template(self, image_id: Any, masks: dict) -> None:
+        """Review's "Add as template": a specimen's reviewed masks become template structures
+        (replacing the ones of the same names)."""
+        store = self.host.store
+        if store is None:
+            return
+        try:
+            for name, mask in masks.items():
+                mask = drop_fragments(mask)  # specks never reach the file
+                if mask.any():
+                    store.add_structure(image_id, name, mask, attributes={"source": TEMPLATE_SOURCE},
+                                        replace=True)
+        except Exception as exc:  # noqa: BLE001 - tell the user, keep the window usable
+            self.host.show_error("Add as template", f"{type(exc).__name__}: {exc}")
+            return
+        self.host.notify_store_changed()
+        self.host.show_status(f"Added {len(masks)} structure(s) as a template", 8000)
+
+    def template_ids(self) -> list:
+        """Ids of the open project's images that are templates."""
+        return [r.id for r, _ in template_images(self.host.store)]
+
+    def find_record(self, image_id: Any, path: Any):
+        """The open project's record of this image (by file first, then id), or None."""
+        store = self.host.store
+        return find_image(store, image_id, path) if store is not None else None
 
     def _on_template_activated(self, item: QListWidgetItem) -> None:
         try:

@@ -9,6 +9,9 @@ All signals are delivered in the GUI thread, in this order:
 ``progress*`` then exactly one of ``result`` / ``error`` / ``cancelled``, then
 ``finished``, which is emitted however ``fn`` ends (returns, raises, or is
 cancelled), so the UI can always re-enable its buttons.
+
+``LatestCall`` runs calls where only the latest request counts (SAM2 answering clicks)
+one at a time in EngineWorkers, delivering only the latest request's outcome.
 """
 
 from __future__ import annotations
@@ -163,3 +166,94 @@ class EngineWorker(QObject):
 def running_workers() -> list[EngineWorker]:
     """Workers started and not yet finished, in this process."""
     return list(_RUNNING)
+
+
+class _Wish:
+    """One request to a LatestCall (compared by identity: a newer one replaces it)."""
+
+    def __init__(self, key: Any, fn: Callable, args: tuple, description: str) -> None:
+        self.key, self.fn, self.args, self.description = key, fn, args, description
+
+
+class LatestCall(QObject):
+    """Calls off the GUI thread, one at a time, where only the latest request counts (images
+    decoded while the user browses, SAM2 answering clicks): a request made while a call runs
+    waits, replacing the one waiting before it; when the running call ends the waiting one
+    starts. ``answered(key, value)`` or ``failed(key, message, details)`` is emitted for the
+    latest request only (the outcome of a call the user has moved past is dropped), then
+    ``idle()`` once nothing runs or waits. ``register`` gets every worker started (the host's
+    ``register_worker``)."""
+
+    answered = pyqtSignal(object, object)
+    failed = pyqtSignal(object, str, str)
+    idle = pyqtSignal()
+
+    def __init__(self, parent: QObject | None = None, register: Callable[[EngineWorker], Any] | None = None,
+                 description: str = "") -> None:
+        super().__init__(parent)
+        self._register = register
+        self._description = description
+        self._worker: EngineWorker | None = None
+        self._wanted: _Wish | None = None  # the latest request not answered yet
+        self._running: _Wish | None = None  # the request whose call runs
+
+    @property
+    def busy(self) -> bool:
+        """A call is running or waiting."""
+        return self._worker is not None or self._wanted is not None
+
+    @property
+    def wanted(self) -> Any:
+        """The key of the latest request not answered yet, or None."""
+        return self._wanted.key if self._wanted is not None else None
+
+    def request(self, key: Any, fn: Callable, *args, description: str = "") -> None:
+        """Ask for ``fn(*args)``; ``key`` says which wish it was when the answer comes. A key equal
+        to the running call's takes that call's answer instead of starting it again, so a key
+        must name everything the answer depends on."""
+        if self._running is not None and self._running.key == key:
+            self._wanted = self._running
+            return
+        self._wanted = _Wish(key, fn, args, description)
+        if self._worker is None:
+            self._start()
+
+    def forget(self) -> None:
+        """Drop the request not answered yet (the running call ends, its outcome unseen)."""
+        self._wanted = None
+
+    def wait(self, timeout_ms: int = 30000) -> bool:
+        """Block until the running call has ended (tests and shutdown)."""
+        return True if self._worker is None else self._worker.wait(timeout_ms)
+
+    def _start(self) -> None:
+        wish = self._running = self._wanted
+        worker = EngineWorker(wish.fn, *wish.args, description=wish.description or self._description)
+        # Bound methods, not lambdas: Qt disconnects them if this object is deleted first.
+        worker.result.connect(self._on_result)
+        worker.error.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        if self._register is not None:
+            self._register(worker)
+        worker.start()
+
+    def _on_result(self, value: Any) -> None:
+        if self._wanted is self._running:
+            self._wanted = None
+            self.answered.emit(self._running.key, value)
+
+    def _on_error(self, message: str, details: str) -> None:
+        if self._wanted is self._running:
+            self._wanted = None
+            self.failed.emit(self._running.key, message, details)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        if self._wanted is self._running:  # cancelled, e.g. by the host closing
+            self._wanted = None
+        self._running = None
+        if self._wanted is not None:
+            self._start()
+        else:
+            self.idle.emit()

@@ -16,6 +16,9 @@ templates, a validation plan or a write into the store of its own:
 * ``jobs.review``     ``ReviewSession``: the Review panel's use case (states, undo, session file);
   ``jobs.review_predictions`` reads a predictions file into it, ``jobs.review_files`` finds
   saved reviews, ``jobs.write_back`` writes the accepted outlines into the store.
+* ``jobs.evaluation``  ``EvaluateRequest`` / ``evaluate_run``.
+* ``jobs.checkpoint_download`` ``DownloadRequest`` / ``download_run``: Progress and CancelToken in bytes.
+* ``jobs.prompt_masks`` masks from SAM2 clicks, boxes, Refine and Fix (the GUI runs them off its thread).
 
 Each ``*_run(request, progress, cancel, log_fn)`` reports counts through ``progress`` and the
 lines worth showing the user through ``log_fn`` (docs/design/layers.md, "One log channel").

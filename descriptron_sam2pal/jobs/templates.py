@@ -139,6 +139,14 @@ def template_specs(stores: Sequence[Any] = (), images: Sequence[str] = (), masks
     return specs
 
 
+def structure_names(specs: Sequence[TemplateSpec]) -> list[str]:
+    """Every structure the templates outline, in first-seen order (the order training and
+    propagation use: ``engine.templates.structure_names``)."""
+    from descriptron_sam2pal.engine.templates import structure_names as names_in_order
+
+    return names_in_order(list(specs))
+
+
 def load_templates(specs: Sequence[TemplateSpec], size: int) -> list:
     """The specs as engine Templates prepared at ``size`` px (reads and letterboxes each image)."""
     from descriptron_sam2pal.engine.preprocess import prepare_image

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Any, TYPE_CHECKING, Callable, Sequence
 
 from descriptron_sam2pal.engine.validation_plan import METRICS, ValidationPlan, plan_validation
 from descriptron_sam2pal.jobs.models import ModelRequest, check_memory_for, load_model, resolved_image_size
@@ -54,6 +54,23 @@ def validation_plan_for(templates: Sequence[TemplateSpec], n_unlabeled: int,
     from_config = {} if config is None else {"validate_every": config.validate_every,
                                              "val_images": config.val_images, "seed": config.seed}
     return plan_validation([t.masks for t in templates], n_unlabeled, **from_config)
+
+
+def train_config(steps: int | None = None, lora_rank: int | None = None, full: bool = False, seed: int = 0,
+                 lr: float | None = None, pseudo_labels: bool = True) -> Any:
+    """The training settings (``engine.trainer.TrainConfig``) from a face's choices; None keeps
+    the default (``lr``: the one of LoRA or of full fine-tuning); ``pseudo_labels=False`` trains
+    on the palindromes alone."""
+    from descriptron_sam2pal.engine.trainer import TrainConfig
+
+    config = TrainConfig(full=full, seed=seed, lr=lr)
+    if steps is not None:
+        config.steps = steps
+    if lora_rank is not None:
+        config.lora_rank = lora_rank
+    if not pseudo_labels:
+        config.loss.pseudo = 0.0
+    return config
 
 
 def unlabeled_paths(items: Sequence[str | os.PathLike | ImageRecord]) -> list[str]:

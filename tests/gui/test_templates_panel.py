@@ -21,6 +21,11 @@ def _ready(qtbot, panel):
                     and panel._encoded_id is not None, timeout=30000)
 
 
+def _answered(qtbot, panel):
+    """SAM2 answers clicks in the background: wait until nothing runs or waits."""
+    qtbot.waitUntil(lambda: not panel.prompter.busy, timeout=30000)
+
+
 def _open(qtbot, window, specimens, session):
     assert window.open_path(specimens)
     wait_image(qtbot, window, "specimen_01.png")
@@ -36,15 +41,18 @@ def test_clicks_make_a_mask_and_accept_saves_a_named_structure(qtbot, window, sp
     assert window.canvas.box_mode  # a plain drag now draws a box
     _ready(qtbot, panel)
     _click(qtbot, window, 50, 35)
+    _answered(qtbot, panel)
     assert panel.proposal is not None or panel.prompts.points() == [(50.0, 35.0, True)] \
         or panel.prompts.points()[0][:2] == (50.5, 35.5)
     # the random mini model may propose nothing for one click; a box always gives it more to go on
     if panel.proposal is None:
         window.canvas.box_drawn.emit(25.0, 15.0, 90.0, 55.0)
+        _answered(qtbot, panel)
     assert panel.proposal is not None
     assert panel.proposal.shape == (72, 112)
     assert any(n.endswith("proposal") for n in window.canvas.masks())
     _click(qtbot, window, 5, 5, Qt.RightButton)
+    _answered(qtbot, panel)
     assert len(panel.prompts.points()) >= 1 and not panel.prompts.points()[-1][2]
     assert session.loaded.encoder.encoder_passes == 1  # clicks only run the decoder
 
@@ -88,6 +96,7 @@ def test_undo_takes_back_clicks_and_a_new_image_starts_fresh(qtbot, window, spec
     qtbot.waitUntil(lambda: panel._encoded_id == window.images()[1].id and panel._encoder is None,
                     timeout=30000)
     window.canvas.box_drawn.emit(25.0, 15.0, 90.0, 55.0)
+    _answered(qtbot, panel)
     assert panel.proposal is not None and panel.proposal.shape == (76, 112)
     assert session.loaded.encoder.encoder_passes == 2
 

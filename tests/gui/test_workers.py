@@ -92,3 +92,57 @@ def test_a_worker_runs_once(qtbot):
         worker.start()
     with pytest.raises(RuntimeError):
         worker.start()
+
+
+def test_latest_call_runs_one_at_a_time_and_answers_only_the_latest_request(qtbot):
+    """LatestCall (SAM2 clicks, image loads): a newer request replaces the waiting one, the running
+    call's answer is dropped when moved past, a request equal to the running one takes its answer,
+    and forget() drops everything not answered."""
+    import threading
+
+    from descriptron_sam2pal.gui.workers import LatestCall
+
+    gate, ran = threading.Event(), []
+
+    def work(value):
+        ran.append(value)
+        gate.wait(10)
+        if value == "bad":
+            raise ValueError("no good")
+        return value * 2
+
+    calls = LatestCall()
+    answers, failures, idles = [], [], []
+    calls.answered.connect(lambda key, value: answers.append((key, value)))
+    calls.failed.connect(lambda key, message, _details: failures.append((key, message)))
+    calls.idle.connect(lambda: idles.append(True))
+
+    for key in ("a", "b", "c"):
+        calls.request(key, work, key)
+    assert calls.busy and calls.wanted == "c"
+    gate.set()
+    qtbot.waitUntil(lambda: not calls.busy and bool(idles), timeout=10000)
+    assert ran == ["a", "c"] and answers == [("c", "cc")]  # "a" ran but was moved past; "b" never ran
+
+    gate.clear()
+    for seen in (ran, answers, idles):
+        seen.clear()
+    calls.request("x", work, "x")
+    calls.request("y", work, "y")
+    calls.request("x", work, "x")  # back to the one running: no second run
+    gate.set()
+    qtbot.waitUntil(lambda: bool(idles), timeout=10000)
+    assert ran == ["x"] and answers == [("x", "xx")]
+
+    gate.clear()
+    for seen in (ran, answers, idles):
+        seen.clear()
+    calls.request("bad", work, "bad")
+    calls.request("z", work, "z")
+    calls.forget()  # e.g. the image changed: nothing of these is wanted
+    gate.set()
+    qtbot.waitUntil(lambda: bool(idles), timeout=10000)
+    assert ran == ["bad"] and answers == [] and failures == []
+    calls.request("bad", work, "bad")
+    qtbot.waitUntil(lambda: bool(failures), timeout=10000)
+    assert failures == [("bad", "ValueError: no good")]

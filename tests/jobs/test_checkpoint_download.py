@@ -1,89 +1,34 @@
-"""Downloading checkpoints: .part file, resume, checks, cancel, network errors
-(against a local HTTP server on 127.0.0.1)."""
+"""The Download use case: .part file, resume, checks, cancel, network errors (against a local
+HTTP server on 127.0.0.1), reported as engine Progress and stopped by a CancelToken."""
 
 import hashlib
-import io
 import re
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import torch
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.model.checkpoints import DownloadCancelled, download_checkpoint
-
-NAME = "sam2.1_hiera_tiny.pt"
-
-
-def _payload() -> bytes:
-    buf = io.BytesIO()
-    torch.save({"model": {"w": torch.arange(700_000, dtype=torch.float32)}}, buf)  # ~2.8 MB
-    return buf.getvalue()
-
-
-PAYLOAD = _payload()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """/ok (Range aware), /truncate (announces all, sends half), /html, else 404."""
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self.server.requests.append((self.path, self.headers.get("Range")))
-        route = self.path.split("/")[1]
-        if route == "ok":
-            start = 0
-            match = re.match(r"bytes=(\d+)-$", self.headers.get("Range") or "")
-            if match:
-                start = int(match.group(1))
-                self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
-            else:
-                self.send_response(200)
-            self.send_header("Content-Length", str(len(PAYLOAD) - start))
-            self.end_headers()
-            self.wfile.write(PAYLOAD[start:])
-        elif route == "truncate":
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(PAYLOAD)))
-            self.end_headers()
-            self.wfile.write(PAYLOAD[: len(PAYLOAD) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-        elif route == "html":
-            body = b"<html>Please log in</html>"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        else:
-            self.send_error(404)
+from descriptron_sam2pal.engine.control import CancelToken
+from descriptron_sam2pal.jobs.checkpoint_download import DownloadCancelled, DownloadRequest, download_run
+from tests.helpers.checkpoint_server import NAME, PAYLOAD, files_in as _files, serve_checkpoints
 
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.requests = []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_checkpoints() as served:
+        yield served
 
 
-def _files(folder):
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+def download_checkpoint(name, dest_dir=None, url=None, progress=None, cancel=None, **checks):
+    """The use case with the arguments these tests were first written with."""
+    return download_run(DownloadRequest(name, dest_dir, url, **checks), progress=progress, cancel=cancel)
 
 
 def test_download_with_progress(server, tmp_path):
     _, base = server
     seen = []
     path = download_checkpoint(NAME, tmp_path, url=f"{base}/ok/{NAME}",
-                               progress=lambda done, total: seen.append((done, total)),
+                               progress=lambda p: seen.append((p.done, p.total)),
                                expected_size=len(PAYLOAD),
                                expected_sha256=hashlib.sha256(PAYLOAD).hexdigest())
     assert path == tmp_path / NAME and path.read_bytes() == PAYLOAD
@@ -91,6 +36,9 @@ def test_download_with_progress(server, tmp_path):
     assert seen[0] == (0, len(PAYLOAD)) and seen[-1] == (len(PAYLOAD), len(PAYLOAD))
     assert len(seen) >= 3
     assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+    reports = []
+    download_checkpoint(NAME, tmp_path / "again", url=f"{base}/ok/{NAME}", progress=reports.append)
+    assert {p.stage for p in reports} == {"download"} and reports[-1].fraction == 1.0
 
 
 def test_default_destination_is_the_cache(server, tmp_path, monkeypatch):
@@ -124,25 +72,31 @@ def test_interrupted_download_keeps_part_and_resumes(server, tmp_path):
     assert (tmp_path / (NAME + ".part")).stat().st_size == len(PAYLOAD) // 2
     seen = []
     path = download_checkpoint(NAME, tmp_path, url=f"{base}/ok/{NAME}",
-                               progress=lambda d, t: seen.append((d, t)))
+                               progress=lambda p: seen.append((p.done, p.total)))
     assert path.read_bytes() == PAYLOAD and _files(tmp_path) == [NAME]
     assert httpd.requests[-1] == (f"/ok/{NAME}", f"bytes={len(PAYLOAD) // 2}-")
     assert seen[0] == (len(PAYLOAD) // 2, len(PAYLOAD))
 
 
 def test_cancel_keeps_part_for_resume(server, tmp_path):
-    _, base = server
-    calls = []
+    """A Cancel stops the download at the next chunk: no checkpoint under its name, only the
+    .part, which the next download resumes from."""
+    httpd, base = server
+    token = CancelToken()
+    seen = []
 
-    def cancel():
-        calls.append(1)
-        return len(calls) > 1  # after the first chunk
+    def progress(report):
+        seen.append(report.done)
+        if report.done > 0:
+            token.cancel()  # after the first chunk, as the GUI's Cancel button does
 
     with pytest.raises(DownloadCancelled, match="cancelled"):
-        download_checkpoint(NAME, tmp_path, url=f"{base}/ok/{NAME}", cancel=cancel)
+        download_checkpoint(NAME, tmp_path, url=f"{base}/ok/{NAME}", progress=progress, cancel=token)
     assert _files(tmp_path) == [NAME + ".part"]
-    assert 0 < (tmp_path / (NAME + ".part")).stat().st_size < len(PAYLOAD)
+    kept = (tmp_path / (NAME + ".part")).stat().st_size
+    assert 0 < kept == seen[-1] < len(PAYLOAD)
     assert download_checkpoint(NAME, tmp_path, url=f"{base}/ok/{NAME}").read_bytes() == PAYLOAD
+    assert httpd.requests[-1] == (f"/ok/{NAME}", f"bytes={kept}-") and _files(tmp_path) == [NAME]
 
 
 def test_network_failures_are_user_errors(server, tmp_path):
@@ -155,7 +109,7 @@ def test_network_failures_are_user_errors(server, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(UserError, match="could not download .*check the network"):
-        download_checkpoint(NAME, tmp_path, url=f"http://127.0.0.1:{port}/x", timeout=5)
+        download_checkpoint(NAME, tmp_path, url=f"http://127.0.0.1:{port}/x", timeout=5.0)
     assert _files(tmp_path) == []
 
 
