@@ -85,7 +85,14 @@ def describe_result(result: Any) -> list[str]:
     """What a run did, in the lines both faces print: how it ended and what validation said."""
     state = "cancelled" if result.cancelled else "finished"
     lines = [f"training {state} after {result.steps_done} of {result.total_steps} steps"]
-    if result.improved is not None:
+    vanished = getattr(result, "vanished", None)
+    if vanished:  # never "improved": a structure the model could not see was not learnt
+        scores = (f" (validation {result.val_metric}: untrained {result.baseline_val:.4f}, best "
+                  f"{result.best_val:.4f} at step {result.best_step})" if result.improvement is not None else "")
+        lines.append(f"not reported as an improvement{scores}: {'; '.join(vanished)} vanished at the model's "
+                     "input size, so training could not learn it; train again at a larger --image-size or "
+                     "without that structure")
+    elif result.improved is not None:
         info = METRICS.get(result.val_metric)
         verdict = (f"improved by {result.improvement:.4f} at step {result.best_step}" if result.improved
                    else "training did not improve on the untrained model, which is kept")
