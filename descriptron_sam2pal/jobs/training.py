@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 from descriptron_sam2pal.engine.validation_plan import METRICS, ValidationPlan, plan_validation
 from descriptron_sam2pal.jobs.models import ModelRequest, check_memory_for, load_model, resolved_image_size
 from descriptron_sam2pal.jobs.outputs import check_run_folder, check_writable_folder, mark_run_folder
-from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
+from descriptron_sam2pal.jobs.templates import TemplateSpec, check_structures_kept, load_templates
 
 
 @dataclass
@@ -65,7 +65,10 @@ def train_run(request: TrainRequest, progress=None, cancel=None,
     if config.autocast is None and request.model.precision != "auto":
         config.autocast = request.model.precision == "bf16"  # "auto": bf16 on CUDA, fp32 on a CPU
     config.check()
-    check_memory_for(resolved_image_size(request.model), training=True)
+    size = resolved_image_size(request.model)
+    check_memory_for(size, training=True)
+    if size is not None:  # before the model is loaded (load_templates checks again at the model's size)
+        check_structures_kept(request.templates, size)
     run_dir = Path(request.run_dir).expanduser()
     check_run_folder(run_dir, overwrite=request.overwrite)
     check_writable_folder(run_dir, "the training run")
