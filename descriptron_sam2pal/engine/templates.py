@@ -9,6 +9,7 @@ import torch
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine.preprocess import PreparedImage
+from descriptron_sam2pal.imaging.kept_pixels import MIN_KEPT_PIXELS
 
 
 @dataclass(eq=False)
@@ -47,6 +48,10 @@ class Template:
             self._model_masks[name] = self.image.letterbox.apply_mask(self.masks[name])
         return self._model_masks[name]
 
+    def kept_pixels(self, name: str) -> int:
+        """Pixels of the structure's mask at the model input, as :meth:`model_masks` binarises it."""
+        return int(np.count_nonzero(self.model_mask(name) >= 0.5))
+
     def model_masks(self, names: list[str], device="cpu") -> torch.Tensor:
         """(K, S, S) float tensor of the named structures, binarised at 0.5."""
         stack = np.stack([self.model_mask(n) for n in names]) >= 0.5
@@ -62,3 +67,12 @@ def structure_names(templates: list[Template]) -> list[str]:
     for t in templates:
         names.extend(n for n in t.structures if n not in names)
     return names
+
+
+def vanished_structures(templates: list[Template]) -> list[str]:
+    """``"'eye' on template T (0 px at 256 px)"`` for every outline that keeps fewer than
+    ``imaging.kept_pixels.MIN_KEPT_PIXELS`` pixels at the model input: the model sees that
+    structure as absent there. ``jobs.templates.load_templates`` refuses these before any work;
+    this is what a caller that built its templates another way is told."""
+    return [f"'{name}' on template {t.image_id} ({t.kept_pixels(name)} px at {t.image.size} px)"
+            for t in templates for name in t.structures if t.kept_pixels(name) < MIN_KEPT_PIXELS]

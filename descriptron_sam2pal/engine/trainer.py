@@ -80,7 +80,7 @@ from descriptron_sam2pal.engine.palindrome import (LossWeights, augment_letterbo
 from descriptron_sam2pal.engine.pseudo_labels import (MAX_IMAGES, MIN_CYCLE, PseudoLabels, pack_labels,
                                                       select_pseudo_labels, unpack_labels)
 from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
-from descriptron_sam2pal.engine.templates import Template, structure_names
+from descriptron_sam2pal.engine.templates import Template, structure_names, vanished_structures
 from descriptron_sam2pal.engine.validation_plan import plan_validation
 
 log = logging.getLogger(__name__)
@@ -270,6 +270,8 @@ class TrainResult:
     adapter_path: Path
     encoder_passes: int  # images sent through the image encoder by this call
     skipped_images: list[dict] = field(default_factory=list)  # {"source", "error"}
+    # outlines that keep (almost) no pixel at the model's input size (engine.templates.vanished_structures)
+    vanished: list[str] = field(default_factory=list)
 
     @property
     def higher_is_better(self) -> bool:
@@ -284,8 +286,11 @@ class TrainResult:
     @property
     def improved(self) -> bool | None:
         """True when the kept weights are trained ones that validated better than the
-        untrained model; False when the untrained model was kept (training did not help);
-        None without validation."""
+        untrained model; False when the untrained model was kept (training did not help), and
+        always when an outline vanished at the model's input size (``vanished``: that
+        structure was never learnt); None without validation."""
+        if self.vanished:
+            return False
         if self.improvement is None:
             return None
         return self.best_step > 0 and self.improvement > 0
@@ -335,6 +340,10 @@ class _Run:
         self.feature_cache_dir = feature_cache_dir
         self.templates = self._check_templates(templates)
         self.structures = structure_names(self.templates)
+        self.vanished = vanished_structures(self.templates)
+        if self.vanished:
+            self._say(f"{'; '.join(self.vanished)}: vanished at the model's input size, so training cannot "
+                      "learn it; this run will not be reported as an improvement")
         self._check_run_dir()  # before loading hundreds of images
         self.skipped: list[dict] = []
         self.pool = self._load_unlabeled(unlabeled)
@@ -612,12 +621,12 @@ class _Run:
             run_dir=run_dir, steps_done=self.step, total_steps=self.config.steps, best_step=self.best_step,
             best_val=self.best_val, val_metric=self.val_metric, baseline_val=self.baseline_val,
             cancelled=cancelled, history=history, adapter_path=run_dir / ADAPTER_FILE,
-            encoder_passes=self.encoder.encoder_passes, skipped_images=self.skipped)
+            encoder_passes=self.encoder.encoder_passes, skipped_images=self.skipped, vanished=self.vanished)
         self._write_json(RESULT_FILE, {
             "status": "cancelled" if cancelled else "finished", "steps_done": self.step,
             "total_steps": self.config.steps, "best_step": self.best_step, "val_metric": self.val_metric,
             "best_val": self.best_val, "baseline_val": self.baseline_val,
-            "improved": result.improved, "improvement": result.improvement,
+            "improved": result.improved, "improvement": result.improvement, "vanished": self.vanished,
             "val_signal": None if not self.val_metric else {
                 "name": checkpoint_choice.metric_info(self.val_metric).name,
                 "against_labels": checkpoint_choice.metric_info(self.val_metric).against_labels}})

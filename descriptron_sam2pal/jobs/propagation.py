@@ -22,7 +22,7 @@ from descriptron_sam2pal.jobs.outputs import (check_outputs, check_predictions_o
                                              remove_leftover_temps)
 from descriptron_sam2pal.jobs.store_target import (check_not_our_file, check_store_holds, target_path,
                                                   write_to_names)
-from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
+from descriptron_sam2pal.jobs.templates import TemplateSpec, check_structures_kept, load_templates
 
 if TYPE_CHECKING:  # importing jobs loads no torch: these are for the annotations only
     from descriptron_sam2pal.engine.control import CancelToken, ProgressCallback
@@ -105,7 +105,10 @@ def preflight(request: PropagateRequest) -> Any:
         inputs["the checkpoint"] = [resolve_checkpoint(request.model.choice)]
     if request.model.adapter:
         inputs["the adapter"] = [adapter_file(request.model.adapter)]
-    check_memory_for(resolved_image_size(request.model))
+    size = resolved_image_size(request.model)
+    check_memory_for(size)
+    if size:  # a structure that vanishes at this size is named before the model loads
+        check_structures_kept(request.templates, size)
     from descriptron_sam2pal.jobs.specimens import check_distinct_specimens
 
     check_distinct_specimens(inputs["a specimen photo"] + inputs["a template image"])

@@ -5,8 +5,9 @@ full-size mask per structure), in whatever thread owns the source (the GUI
 reads its store in the GUI thread), and checked there: an empty outline, a
 mask of the wrong size or a missing image file is a UserError naming the file.
 ``load_templates`` then prepares the specs at the model's input size (slow:
-run it in a worker). The CLI's ``--templates`` / ``--template-image`` /
-``--template-mask`` and the GUI's ticked templates all end in the same two calls.
+run it in a worker), first refusing an outline that vanishes at that size. The
+CLI's ``--templates`` / ``--template-image`` / ``--template-mask`` and the GUI's
+ticked templates all end in the same two calls.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import numpy as np
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.imaging.io import load_image, read_image_size
+from descriptron_sam2pal.imaging.kept_pixels import MIN_KEPT_PIXELS, kept_pixels, largest_useful_size, \
+    smallest_keeping_size
 from descriptron_sam2pal.imaging.mask_png import Color, mask_from_binary_png, masks_from_color_png, parse_colors
 from descriptron_sam2pal.store.provenance import template_masks
 
@@ -147,11 +150,49 @@ def structure_names(specs: Sequence[TemplateSpec]) -> list[str]:
     return names_in_order(list(specs))
 
 
+def check_structures_kept(specs: Sequence[TemplateSpec], size: int) -> None:
+    """UserError, naming each structure and template photo, when an outline keeps fewer than
+    ``MIN_KEPT_PIXELS`` pixels at the model's input ``size`` (``imaging.kept_pixels``): such a
+    structure would be predicted as nothing and training could not learn it. The message
+    gives the smallest input size that keeps each one and what to do. Reads no image."""
+    vanished = []
+    for spec in specs:
+        for name, mask in spec.masks.items():
+            kept = kept_pixels(mask, size)
+            if kept < MIN_KEPT_PIXELS:
+                h, w = mask.shape[:2]
+                needed = smallest_keeping_size(mask, start=size + 1)
+                where = (f"the smallest input size that keeps it: {needed} px" if needed else
+                         f"no input size up to the photo's own ({largest_useful_size(h, w)} px) keeps it")
+                vanished.append((name, needed, f"'{name}' on the template photo {spec.path} "
+                                 f"({int(np.count_nonzero(mask))} px on its {w} x {h} px photo, {kept} px at "
+                                 f"{size} px; {where})"))
+    if not vanished:
+        return
+    unsized = list(dict.fromkeys(name for name, needed, _ in vanished if not needed))
+    sized = [n for n in dict.fromkeys(name for name, _, _ in vanished) if n not in unsized]
+    fixes = []
+    if sized:
+        size_needed = max(needed for name, needed, _ in vanished if name in sized)
+        fixes.append(f"use --image-size {size_needed} or larger (in the Train dialog: Image size), or leave "
+                     f"{', '.join(map(repr, sized))} out of the templates")
+    if unsized:
+        fixes.append(f"leave {', '.join(map(repr, unsized))} out of the templates (too small on "
+                     f"{'its photo' if len(unsized) == 1 else 'their photos'} at any input size)")
+    advice = "; ".join(fixes)
+    raise UserError(f"{len(vanished)} outline(s) vanish at the model's input size of {size} px (fewer than "
+                    f"{MIN_KEPT_PIXELS} pixels are left once the photo is shrunk to it), so they would be "
+                    "predicted as nothing and training could not learn them: "
+                    + "; ".join(text for _, _, text in vanished) + ". " + advice[0].upper() + advice[1:] + ".")
+
+
 def load_templates(specs: Sequence[TemplateSpec], size: int) -> list:
-    """The specs as engine Templates prepared at ``size`` px (reads and letterboxes each image)."""
+    """The specs as engine Templates prepared at ``size`` px (reads and letterboxes each image),
+    after :func:`check_structures_kept` (before any image is read)."""
     from descriptron_sam2pal.engine.preprocess import prepare_image
     from descriptron_sam2pal.engine.templates import Template
 
+    check_structures_kept(specs, size)
     templates = []
     for spec in specs:
         image = load_image(spec.path)

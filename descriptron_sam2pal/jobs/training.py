@@ -10,7 +10,7 @@ from typing import Any, TYPE_CHECKING, Callable, Sequence
 from descriptron_sam2pal.engine.validation_plan import METRICS, ValidationPlan, plan_validation
 from descriptron_sam2pal.jobs.models import ModelRequest, check_memory_for, load_model, resolved_image_size
 from descriptron_sam2pal.jobs.outputs import check_run_folder, check_writable_folder, mark_run_folder
-from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
+from descriptron_sam2pal.jobs.templates import TemplateSpec, check_structures_kept, load_templates
 
 if TYPE_CHECKING:  # importing jobs loads no torch: these are for the annotations only
     from descriptron_sam2pal.engine.control import CancelToken, ProgressCallback
@@ -89,7 +89,10 @@ def train_run(request: TrainRequest, progress: ProgressCallback | None = None, c
     if config.autocast is None and request.model.precision != "auto":
         config.autocast = request.model.precision == "bf16"  # "auto": bf16 on CUDA, fp32 on a CPU
     config.check()
-    check_memory_for(resolved_image_size(request.model), training=True)
+    size = resolved_image_size(request.model)
+    check_memory_for(size, training=True)
+    if size is not None:  # before the model is loaded (load_templates checks again at the model's size)
+        check_structures_kept(request.templates, size)
     run_dir = Path(request.run_dir).expanduser()
     check_run_folder(run_dir, overwrite=request.overwrite)
     check_writable_folder(run_dir, "the training run")
@@ -109,7 +112,14 @@ def describe_result(result: TrainResult) -> list[str]:
     """What a run did, in the lines both faces print: how it ended and what validation said."""
     state = "cancelled" if result.cancelled else "finished"
     lines = [f"training {state} after {result.steps_done} of {result.total_steps} steps"]
-    if result.improved is not None:
+    vanished = getattr(result, "vanished", None)
+    if vanished:  # never "improved": a structure the model could not see was not learnt
+        scores = (f" (validation {result.val_metric}: untrained {result.baseline_val:.4f}, best "
+                  f"{result.best_val:.4f} at step {result.best_step})" if result.improvement is not None else "")
+        lines.append(f"not reported as an improvement{scores}: {'; '.join(vanished)} vanished at the model's "
+                     "input size, so training could not learn it; train again at a larger --image-size or "
+                     "without that structure")
+    elif result.improved is not None:
         info = METRICS.get(result.val_metric)
         verdict = (f"improved by {result.improvement:.4f} at step {result.best_step}" if result.improved
                    else "training did not improve on the untrained model, which is kept")

@@ -4,7 +4,9 @@ The ``.json`` is the document (every field kept, key order included). The
 ``.rlejson`` companion is the same file except that some annotations carry
 RLE instead of polygons (masks with holes); on reading, its segmentation is
 preferred for the annotations it has, on writing it is regenerated from the
-document plus those RLE segmentations. Writing is atomic (temporary file in the
+document plus those RLE segmentations. A mask is never changed by a save: an
+RLE the ``.json`` holds (another tool's) stays RLE, uncompressed (see
+:meth:`CocoDocument.make_descriptron_safe`). Writing is atomic (temporary file in the
 same folder, then ``os.replace``), optionally after copying the previous
 version to ``<file name>.bak-<YYYYmmdd-HHMMSS>``.
 """
@@ -130,6 +132,9 @@ class CocoDocument:
         self.exists = exists            # read from disk (so a save replaces files, keeping backups)
         self.dirty = False
         self.warnings: list[str] = []
+        # The document is a .rlejson (its .json missing or older): its RLE are the companion's,
+        # so the .json written from it gets polygons (see make_descriptron_safe).
+        self.read_from_rlejson = False
 
     @property
     def rlejson_path(self) -> Path:
@@ -163,6 +168,7 @@ class CocoDocument:
                     # belong to the .json is a newer save cut off before its .json was renamed. The
                     # .rlejson is a complete document, so it is the (new) version read.
                     doc = cls(json_path, rle_data, indent=rle_indent, exists=True)
+                    doc.read_from_rlejson = True
                     doc.dirty = True
                     doc.warn(f"{rle_path}: a save was interrupted between {rle_path.name} and {json_path.name} "
                              f"(they are not a pair); the newer {rle_path.name} is read and both files are "
@@ -182,6 +188,7 @@ class CocoDocument:
             data, indent = read_json(rle_path)
             check_top_level(data, rle_path)
             doc = cls(json_path, data, indent=indent, exists=True)
+            doc.read_from_rlejson = True
             doc.warn(f"{rle_path}: its companion {json_path.name} is missing; it will be written on save.")
         if not doc.data["images"]:
             doc.warn(f"{path}: \"images\" is empty; there is nothing to segment in this file.")
@@ -247,11 +254,18 @@ class CocoDocument:
         return {k: (anns if k == "annotations" else v) for k, v in self.data.items()}
 
     def make_descriptron_safe(self) -> None:
-        """Make every mask annotation readable by Descriptron 2.8.2: polygons in the ``.json``
-        (its View Predictions reads polygons only) and never compressed RLE (its Load
-        Annotations crashes on it). RLE found in the ``.json`` (e.g. from another tool) becomes
-        polygons there and *uncompressed* RLE in the ``.rlejson`` when polygons cannot hold the
-        mask exactly; compressed RLE in the ``.rlejson`` becomes uncompressed. Same pixels."""
+        """Make every mask annotation readable by Descriptron 2.8.2 without changing a pixel:
+        never compressed RLE (its Load Annotations crashes on it, and on a list of RLEs).
+
+        An RLE the ``.json`` holds (a COCO file of another tool, often ``iscrowd: 1``) stays
+        RLE in both files: uncompressed RLE is kept exactly as it is; compressed RLE (counts
+        as a string) or a list of RLEs becomes the *uncompressed* RLE of the same pixels,
+        the one RLE form Descriptron's Load Annotations decodes (holes included; polygons
+        would fill them). Its View Predictions draws polygons only, so it shows such an
+        annotation blank: an accepted cost, the mask itself is never changed. Compressed
+        RLE in the ``.rlejson`` becomes uncompressed too. Only a document read from a
+        ``.rlejson`` (its ``.json`` missing, or a save cut off between the two) gets polygons
+        in the ``.json`` and the exact RLE in the ``.rlejson``, as a Descriptron save has."""
         sizes = {id_key(i["id"]): [i.get("height"), i.get("width")] for i in self.data["images"]
                  if isinstance(i, dict) and hashable(id_key(i.get("id")))}
         for ann in self.data["annotations"]:
@@ -264,8 +278,13 @@ class CocoDocument:
                 size = (seg if isinstance(seg, dict) else seg[0]).get("size")
                 if not hashable(image_key) or sizes.get(image_key) != size:
                     continue    # does not fit its image (already reported): the user's to fix, kept as is
+                if not self.read_from_rlejson and _is_uncompressed(seg):
+                    continue    # the form Descriptron reads: kept exactly, field for field
                 mask = self._decode_rle(seg, ann)
                 if mask is None:
+                    continue
+                if not self.read_from_rlejson:
+                    ann["segmentation"] = uncompressed_rle(mask)
                     continue
                 polygons = mask_polygons(mask)
                 ann["segmentation"] = polygons
@@ -312,6 +331,7 @@ class CocoDocument:
         self.path = json_path
         self.exists = True
         self.dirty = False
+        self.read_from_rlejson = False  # its .json is written now
         return [json_path, companion_path(json_path)]
 
 

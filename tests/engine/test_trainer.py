@@ -17,7 +17,9 @@ from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine import trainer
 from descriptron_sam2pal.engine.control import CancelToken
 from descriptron_sam2pal.engine.preprocess import prepare_image
+from descriptron_sam2pal.engine.templates import Template
 from descriptron_sam2pal.engine.trainer import TrainConfig, TrainingError, train
+from descriptron_sam2pal.jobs.training import describe_result
 from descriptron_sam2pal.model.adapter_file import load_adapter, read_adapter
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
 from descriptron_sam2pal.model.lora import trainable_state_dict
@@ -377,3 +379,28 @@ def test_objects_per_pass_auto_bounds_cpu_activations_and_keeps_pairwise_losses_
     assert TrainConfig(loss=LossWeights(overlap=1.0)).object_rows(3, "cpu") == [[0, 1, 2]]
     with pytest.raises(UserError, match="objects_per_pass"):
         TrainConfig(objects_per_pass=-1).check()
+
+
+def test_a_run_whose_structure_vanished_is_never_reported_as_improved(mini_model, tmp_path, monkeypatch):
+    """The check bypassed (templates built directly): the trainer says so, and a validation that
+    rises does not make the run "improved"."""
+    image, found = make_specimen(0, size=(128, 104), structures=("head", "eye"))
+    eye = np.zeros(found["eye"].shape, bool)
+    eye[60, 50] = True  # one pixel: at most 1 at 128 px
+    template = Template("t0", prepare_image(image, 128, source="t0.png"), {"head": found["head"], "eye": eye})
+    pool = [prepare_image(make_specimen(s, (128, 104))[0], 128, source=f"u{s}.png") for s in (10, 11)]
+    scores = iter([0.3, 0.5, 0.6, 0.7])  # untrained, then better at every validation
+    monkeypatch.setattr(trainer._Run, "_pool_score", lambda self: next(scores))
+    said = []
+    config = TrainConfig(steps=6, validate_every=2, val_images=1)
+    result = train(mini_model, [template], pool, tmp_path / "run", config, log_fn=said.append)
+    assert result.best_step > 0 and result.improvement > 0  # validation rose...
+    assert result.improved is False  # ...but the eye was never seen
+    assert result.vanished == ["'eye' on template t0 (1 px at 128 px)"]
+    assert any("vanished at the model's input size" in line for line in said)
+    written = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert written["improved"] is False and written["vanished"] == result.vanished
+    lines = describe_result(result)
+    assert not any("improved by" in line for line in lines)
+    assert any(line.startswith("not reported as an improvement (validation pool_score: untrained 0.3000")
+               and "'eye' on template t0" in line for line in lines)  # fmt: skip

@@ -113,8 +113,9 @@ def test_new_files_follow_the_umask_and_rewrites_keep_mode_and_group(tmp_path):
         os.umask(old)
 
 
-def test_compressed_rle_and_rle_in_the_json_become_polygons_plus_uncompressed_rle(tmp_path):
-    """Descriptron 2.8.2 crashes on compressed RLE and View Predictions reads polygons only."""
+def test_compressed_rle_in_the_json_becomes_uncompressed_rle_of_the_same_pixels(tmp_path):
+    """Descriptron 2.8.2 crashes on compressed RLE; its Load Annotations reads uncompressed RLE
+    exactly, while polygons would fill the ring's hole: an RLE stays RLE, never compressed."""
     from pycocotools import mask as mask_utils
 
     write_image(tmp_path / "a.png")
@@ -133,12 +134,30 @@ def test_compressed_rle_and_rle_in_the_json_become_polygons_plus_uncompressed_rl
     store.set_structure_status(store.images[0], "eye", "absent")
     store.save()
     saved, saved_rle = read_json(path), read_json(path.with_suffix(".rlejson"))
-    for ann in saved["annotations"]:
-        assert isinstance(ann["segmentation"], list) and ann["segmentation"]      # polygons
-    assert saved["annotations"][1]["segmentation"] == [[float(v) for v in p] for p in mask_to_polygons(box)]
-    ring_rle = saved_rle["annotations"][0]["segmentation"]
-    assert isinstance(ring_rle["counts"], list)                                # uncompressed
-    assert saved_rle["annotations"][1]["segmentation"] == saved["annotations"][1]["segmentation"]
+    assert saved_rle["annotations"] == saved["annotations"]
+    for ann, mask in zip(saved["annotations"], (ring, box)):
+        seg = ann["segmentation"]
+        assert isinstance(seg["counts"], list) and seg["size"] == [H, W]      # uncompressed RLE
+        np.testing.assert_array_equal(mask_utils.decode(mask_utils.frPyObjects(seg, H, W)).astype(bool), mask)
     _, got = masks(path)
     np.testing.assert_array_equal(got["scape"], ring)
     np.testing.assert_array_equal(got["head"], box)
+
+
+def test_a_document_read_from_its_rlejson_gets_polygons_in_the_json_again(tmp_path):
+    """Only the .rlejson of a Descriptron save is there: its RLE are the companion's, so the .json
+    written from it has polygons (as Descriptron's own save) and the .rlejson the exact ring."""
+    write_image(tmp_path / "a.png")
+    path = tmp_path / "session.json"
+    store = AnnotationStore.create(path, [tmp_path / "a.png"])
+    store.add_structure(store.images[0], "scape", ring_mask())
+    store.save()
+    path.unlink()
+    store = AnnotationStore.open(path.with_suffix(".rlejson"))
+    store.set_structure_status(store.images[0], "eye", "absent")
+    store.save()
+    seg = read_json(path)["annotations"][0]["segmentation"]
+    assert seg == [[float(v) for v in p] for p in mask_to_polygons(ring_mask())]
+    exact = read_json(path.with_suffix(".rlejson"))["annotations"][0]["segmentation"]
+    assert isinstance(exact["counts"], list)
+    np.testing.assert_array_equal(masks(path)[1]["scape"], ring_mask())
