@@ -111,6 +111,7 @@ def test_propagation_refuses_in_its_preflight_before_the_model_loads(tmp_path):
     from descriptron_sam2pal.jobs.propagation import PropagateRequest, preflight
 
     big = str(tmp_path / "big.png")  # no image is read: the file need not exist
-    request = PropagateRequest(ModelRequest(image_size=128, device="cpu"), [TemplateSpec(big, big, masks())], [])
+    spec = TemplateSpec(big, big, masks())
+    request = PropagateRequest(ModelRequest(image_size=128, device="cpu"), [spec], [])
     with pytest.raises(UserError, match="'eye' on the template photo"):
         preflight(request)
