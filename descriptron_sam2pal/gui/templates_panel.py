@@ -35,6 +35,7 @@ from descriptron_sam2pal.store.merge import find_image
 from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE, template_images
 from descriptron_sam2pal.host.api import CanvasHost
 from descriptron_sam2pal.gui.drawing_tools import TOOL_INFO, DrawingToolbar, DrawingTools, MaskHistory
+from descriptron_sam2pal.gui.errors import shown_errors
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
 from descriptron_sam2pal.gui.workers import EngineWorker, LatestCall
 from descriptron_sam2pal.gui.fitting import VerticalScroll
@@ -593,14 +594,15 @@ class TemplatesPanel(QWidget):
         store = self.host.store
         if store is None:
             return
-        try:
+
+        def add() -> None:
             for name, mask in masks.items():
                 mask = drop_fragments(mask)  # specks never reach the file
                 if mask.any():
                     store.add_structure(image_id, name, mask, attributes={"source": TEMPLATE_SOURCE},
                                         replace=True)
-        except Exception as exc:  # noqa: BLE001 - tell the user, keep the window usable
-            self.host.show_error("Add as template", f"{type(exc).__name__}: {exc}")
+
+        if not shown_errors(self.host, "Add as template", add)[0]:
             return
         self.host.notify_store_changed()
         self.host.show_status(f"Added {len(masks)} structure(s) as a template", 8000)

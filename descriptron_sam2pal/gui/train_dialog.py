@@ -38,6 +38,7 @@ from descriptron_sam2pal.jobs.training import (TrainOutcome, TrainRequest, descr
 from descriptron_sam2pal.model.device import accelerator_available
 from descriptron_sam2pal.store.provenance import template_images
 from descriptron_sam2pal.store.stem import find_image_files
+from descriptron_sam2pal.gui.errors import shown_errors
 from descriptron_sam2pal.gui.fitting import VerticalScroll, fit_to_screen, guard_wheel
 from descriptron_sam2pal.gui.loss_plot import LossPlot
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
@@ -106,25 +107,20 @@ class PropagateJob:
     trained: TrainOutcome | None = None  # reuse the model and templates trained in this window
 
 
-def _log(progress, message: str) -> None:
-    if progress is not None:
-        progress(Progress("log", 0, 0, message))
-
-
-def run_training(job: TrainJob, progress=None, cancel=None) -> TrainOutcome:
-    """``jobs.training.train_run`` in a worker thread, its log lines shown in the dialog."""
-    job.outcome = train_run(job.request, progress=progress, cancel=cancel,
-                            log_fn=lambda message: _log(progress, message))
+def run_training(job: TrainJob, progress=None, cancel=None, log_fn=None) -> TrainOutcome:
+    """``jobs.training.train_run`` in a worker thread (``EngineWorker(..., job=True)``), its log
+    lines shown in the dialog."""
+    job.outcome = train_run(job.request, progress=progress, cancel=cancel, log_fn=log_fn)
     return job.outcome
 
 
-def run_propagation(job: PropagateJob, progress=None, cancel=None) -> list:
+def run_propagation(job: PropagateJob, progress=None, cancel=None, log_fn=None) -> list:
     """``jobs.propagation.propagate_run`` in a worker thread; the results go to the Review panel."""
     outcome = propagate_run(job.request, progress=progress, cancel=cancel, trained=job.trained,
-                            keep_results=True, log_fn=lambda message: _log(progress, message))
-    if outcome.failed:
-        _log(progress, f"{len(outcome.failed)} image(s) could not be read: " +
-             ", ".join(str(r.path or r.image_id) for r in outcome.failed[:5]))
+                            keep_results=True, log_fn=log_fn)
+    if outcome.failed and log_fn is not None:
+        log_fn(f"{len(outcome.failed)} image(s) could not be read: "
+               + ", ".join(str(r.path or r.image_id) for r in outcome.failed[:5]))
     return outcome.results
 
 
@@ -573,7 +569,7 @@ class TrainDialog(QDialog):
         self.job = TrainJob(TrainRequest(model, specs, unlabeled, run_dir, config))
         self._append_log(f"Training {config.steps} steps at {model.image_size} px on {len(specs)} template(s) "
                          f"and {len(unlabeled)} unlabeled image(s).")
-        self._start(EngineWorker(run_training, self.job, description="Training SAM2-PAL"), "Training")
+        self._start(EngineWorker(run_training, self.job, description="Training SAM2-PAL", job=True), "Training")
 
     def start_propagation(self) -> None:
         try:
@@ -601,11 +597,13 @@ class TrainDialog(QDialog):
         self.run_dir = run_dir
         request = PropagateRequest(model, specs, targets, out=run_dir / PREDICTIONS_FILE)
         self.job = PropagateJob(request, trained)
-        self._start(EngineWorker(run_propagation, self.job, description="Segmenting specimens"), "Segmenting")
+        worker = EngineWorker(run_propagation, self.job, description="Segmenting specimens", job=True)
+        self._start(worker, "Segmenting")
 
     def _start(self, worker: EngineWorker, stage: str) -> None:
         self.worker = worker
         worker.progress.connect(self._on_progress)
+        worker.log.connect(self._append_log)
         worker.result.connect(self._on_result)
         worker.error.connect(self._on_error)
         worker.cancelled.connect(self._on_cancelled)
@@ -630,9 +628,6 @@ class TrainDialog(QDialog):
 
     def _on_progress(self, report: Any) -> None:
         if not isinstance(report, Progress):
-            return
-        if report.stage == "log":
-            self._append_log(report.message)
             return
         self.progress_bar.setRange(0, max(report.total, 1))
         self.progress_bar.setValue(report.done)
@@ -685,12 +680,9 @@ class TrainDialog(QDialog):
         present = sum(1 for r in results for s in r.structures.values() if s.present)
         self._append_log(f"Segmented {len(results)} specimen(s): {present} structure(s) found.")
         self.stage_label.setText(f"Done: {len(results)} specimens segmented. Review them in the Review panel.")
-        if self.on_results is not None:
-            try:
-                self.on_results(results, self.run_dir)
-            except Exception as exc:  # noqa: BLE001 - the results stay in self.results
-                log.exception("handing the results to the Review panel failed")
-                self.host.show_error("Review", f"Cannot show the results: {type(exc).__name__}: {exc}")
+        if self.on_results is not None:  # on failure the results stay in self.results
+            shown_errors(self.host, "Review", lambda: self.on_results(results, self.run_dir),
+                         message="Cannot show the results: {}")
 
     def _on_error(self, message: str, details: str) -> None:
         what = "Training" if isinstance(self.job, TrainJob) else "Segmenting"

@@ -55,6 +55,13 @@ def beetle_demo_available() -> bool:
     return beetle_checkpoint_path().is_file()
 
 
+def require_beetle_demo() -> None:
+    """UserError (saying what to do) when the beetle demo model is not installed."""
+    if not beetle_demo_available():
+        raise UserError("the beetle demo model is not installed with this copy of the plugin "
+                        f"({beetle_checkpoint_path()} is missing); reinstall it or choose a checkpoint")
+
+
 def describe_choice(choice: str | None) -> str:
     if choice is None:
         return "No SAM2 checkpoint chosen"
@@ -69,9 +76,8 @@ def resolve_checkpoint(choice: str | None) -> str:
     """The choice with None replaced by the checkpoint Descriptron would use; UserError when
     there is none or a given file does not exist."""
     if choice in (DEMO_CHOICE, BEETLE_DEMO_CHOICE):
-        if choice == BEETLE_DEMO_CHOICE and not beetle_demo_available():
-            raise UserError("the beetle demo model is not installed with this copy of the plugin "
-                            f"({beetle_checkpoint_path()} is missing); reinstall it or choose a checkpoint")
+        if choice == BEETLE_DEMO_CHOICE:
+            require_beetle_demo()
         return choice
     if choice is None:
         from descriptron_sam2pal.model.checkpoints import find_checkpoint

@@ -164,11 +164,11 @@ def test_opening_another_project_asks_about_unsaved_changes(qtbot, window, proje
 
 
 def test_close_while_a_worker_runs_asks_then_stops_it_cleanly(qtbot, window, dialogs):
-    def long_job(cancel=None):
+    def long_job(progress, cancel, log_fn):
         while not cancel.cancelled:
             cancel._event.wait(0.01)
 
-    worker = EngineWorker(long_job, description="Train SAM2-PAL")
+    worker = EngineWorker(long_job, description="Train SAM2-PAL", job=True)
     window.register_worker(worker)
     worker.start()
     assert "Train SAM2-PAL" in window.tasks_label.text()

@@ -5,6 +5,7 @@ import pytest
 from PyQt5.QtCore import Qt
 
 from descriptron_sam2pal.gui.train_dialog import TrainDialog
+from descriptron_sam2pal.gui.workers import running_work
 from descriptron_sam2pal.jobs.estimate import estimate_seconds, format_duration
 from tests.helpers.plugin_gui import wait_image
 
@@ -45,7 +46,7 @@ def test_training_reports_progress_finishes_then_segments(qtbot, window, specime
     worker.progress.connect(
         lambda p: shown.append((p.stage, dialog.progress_bar.text(), dialog.stage_label.text()))
     )
-    assert worker in window._workers  # the host knows: closing asks first
+    assert worker in running_work.announced()  # the host knows: closing asks first
     assert not dialog.start_button.isEnabled() and dialog.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: bool(results), timeout=60000)  # trained, then propagated
     qtbot.waitUntil(lambda: dialog.worker is None, timeout=10000)
