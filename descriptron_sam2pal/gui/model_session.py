@@ -242,8 +242,9 @@ class CheckpointPicker(QWidget):
     def refresh(self) -> None:
         choice = self.session.checkpoint_choice()
         # The beetle demo is offered only while no real SAM2 checkpoint is in use.
-        self.beetle_demo_button.setVisible(beetle_demo_available()
-                                           and (choice is None or choice in (DEMO_CHOICE, BEETLE_DEMO_CHOICE)))
+        self.beetle_demo_button.setVisible(
+            beetle_demo_available() and (choice is None or choice in (DEMO_CHOICE, BEETLE_DEMO_CHOICE))
+        )
         if choice is None:
             why = f" ({self.session.problem})" if self.session.problem else ""
             self.label.setText(f"<b>No SAM2 checkpoint found</b>{why}. Browse for one, download one, "
@@ -251,7 +252,9 @@ class CheckpointPicker(QWidget):
         elif choice == DEMO_CHOICE:
             self.label.setText(f"Model: <b>mini SAM2</b> <span style='color:#b00'>({DEMO_LABEL})</span>")
         elif choice == BEETLE_DEMO_CHOICE:
-            self.label.setText(f"Model: <b>beetle SAM2</b> <span style='color:#b00'>({BEETLE_DEMO_LABEL})</span>")
+            self.label.setText(
+                f"Model: <b>beetle SAM2</b> <span style='color:#b00'>({BEETLE_DEMO_LABEL})</span>"
+            )
         else:
             self.label.setText(f"Model: <b>{Path(choice).name}</b>")
             self.label.setToolTip(choice)

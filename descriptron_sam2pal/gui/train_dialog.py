@@ -74,7 +74,11 @@ DEFAULT_PRESET = "Balanced"
 
 #: The progress bar's text for each stage of the engine's reports: training counts steps
 #: (after reading the photos), segmenting counts images.
-PROGRESS_FORMATS = {"load": "reading photos: %v / %m", "train": "%v / %m steps", "propagate": "%v / %m images"}
+PROGRESS_FORMATS = {
+    "load": "reading photos: %v / %m",
+    "train": "%v / %m steps",
+    "propagate": "%v / %m images",
+}
 
 
 def unused_run_dir(wanted: Path, fresh_name: str) -> Path:
@@ -409,14 +413,15 @@ class TrainDialog(QDialog):
         self.source_combo.addItem("The base model (no fine-tuning)", "base")
         index = self.source_combo.findData(current) if self._source_chosen else -1
         if index < 0:  # not chosen by the user: the newest trained weights, else the base model
-            index = next(i for i in (self.source_combo.findData(d) for d in ("trained", "last", "base")) if i >= 0)
+            found = (self.source_combo.findData(d) for d in ("trained", "last", "base"))
+            index = next(i for i in found if i >= 0)
         self.source_combo.setCurrentIndex(index)
         self.source_combo.blockSignals(False)
 
     def chosen_templates(self) -> list[TemplateSpec]:
         """The ticked templates, read and checked by the same rules as the command line's."""
-        ids = [item.data(_ID_ROLE) for item in (self.template_list.item(r) for r in range(self.template_list.count()))
-               if item.checkState() == Qt.Checked]
+        items = (self.template_list.item(r) for r in range(self.template_list.count()))
+        ids = [item.data(_ID_ROLE) for item in items if item.checkState() == Qt.Checked]
         return specs_from_store(self.host.store, image_ids=ids) if ids else []
 
     def unlabeled_images(self) -> list:
@@ -475,8 +480,8 @@ class TrainDialog(QDialog):
                 structures = {name for spec in self.chosen_templates() for name in spec.structures}
             except UserError:  # an invalid template: the Start button says so; guess for five
                 structures = set()
-            return estimate_seconds(steps, size, self._gpu(), model_size_name(self.session.checkpoint_choice()),
-                                    structures=len(structures) or 5,
+            model = model_size_name(self.session.checkpoint_choice())
+            return estimate_seconds(steps, size, self._gpu(), model, structures=len(structures) or 5,
                                     unlabeled=max(1, len(self.unlabeled_images())),
                                     pseudo=self.pseudo_check.isChecked())
 
@@ -528,7 +533,8 @@ class TrainDialog(QDialog):
         try:
             lr = float(lr_text) if lr_text else None
         except ValueError:
-            raise UserError(f"the learning rate {lr_text!r} is not a number; e.g. 5e-4, or leave it empty")
+            raise UserError(f"the learning rate {lr_text!r} is not a number; e.g. 5e-4, "
+                            "or leave it empty") from None
         config = TrainConfig(steps=self.steps_spin.value(), lr=lr, lora_rank=self.rank_spin.value(),
                              full=self.full_check.isChecked(), seed=self.seed_spin.value())
         if not self.pseudo_check.isChecked():
@@ -542,7 +548,8 @@ class TrainDialog(QDialog):
         if choice is None:
             raise UserError("Choose a SAM2 checkpoint first (Browse..., Download... or the demo model).")
         if self.size_spin.value() % 32:
-            raise UserError(f"the image size must be a multiple of 32 (e.g. 512), not {self.size_spin.value()}")
+            raise UserError(f"the image size must be a multiple of 32 (e.g. 512), "
+                            f"not {self.size_spin.value()}")
         specs = self.chosen_templates()
         if not specs:
             raise UserError("Tick at least one template (outline structures in the Templates panel first).")
@@ -553,7 +560,8 @@ class TrainDialog(QDialog):
             model, specs = self._common()
             config = self.train_config()
             unlabeled = self.unlabeled_images()
-            if self.folder_radio.isChecked() and not Path(self.folder_edit.text().strip()).expanduser().is_dir():
+            folder = Path(self.folder_edit.text().strip()).expanduser()
+            if self.folder_radio.isChecked() and not folder.is_dir():
                 raise UserError("Choose an existing folder of unlabeled images, or use the project's images.")
             wanted = Path(self.output_edit.text().strip() or self._default_run_dir()).expanduser()
             run_dir = unused_run_dir(wanted, self._default_run_dir().name)
@@ -567,9 +575,10 @@ class TrainDialog(QDialog):
         self.loss_plot.clear()
         self.loss_plot.set_validation_metric(validation_metric(specs, len(unlabeled), config))
         self.job = TrainJob(TrainRequest(model, specs, unlabeled, run_dir, config))
-        self._append_log(f"Training {config.steps} steps at {model.image_size} px on {len(specs)} template(s) "
-                         f"and {len(unlabeled)} unlabeled image(s).")
-        self._start(EngineWorker(run_training, self.job, description="Training SAM2-PAL", job=True), "Training")
+        self._append_log(f"Training {config.steps} steps at {model.image_size} px on {len(specs)} "
+                         f"template(s) and {len(unlabeled)} unlabeled image(s).")
+        worker = EngineWorker(run_training, self.job, description="Training SAM2-PAL", job=True)
+        self._start(worker, "Training")
 
     def start_propagation(self) -> None:
         try:
@@ -679,7 +688,8 @@ class TrainDialog(QDialog):
         self.results = results
         present = sum(1 for r in results for s in r.structures.values() if s.present)
         self._append_log(f"Segmented {len(results)} specimen(s): {present} structure(s) found.")
-        self.stage_label.setText(f"Done: {len(results)} specimens segmented. Review them in the Review panel.")
+        self.stage_label.setText(f"Done: {len(results)} specimens segmented. "
+                                 "Review them in the Review panel.")
         if self.on_results is not None:  # on failure the results stay in self.results
             shown_errors(self.host, "Review", lambda: self.on_results(results, self.run_dir),
                          message="Cannot show the results: {}")
@@ -688,7 +698,8 @@ class TrainDialog(QDialog):
         what = "Training" if isinstance(self.job, TrainJob) else "Segmenting"
         self._append_log(f"{what} failed: {message}")
         self.stage_label.setText(f"{what} failed.")
-        if isinstance(self.job, TrainJob) and self.run_dir is not None and (self.run_dir / "adapter.pt").is_file():
+        adapter = self.run_dir / "adapter.pt" if self.run_dir is not None else None
+        if isinstance(self.job, TrainJob) and adapter is not None and adapter.is_file():
             self.last_adapter = self.run_dir / "adapter.pt"
             self._update_sources()
         self.host.show_error(f"{what} failed", message, details)

@@ -48,7 +48,9 @@ class ModelRequest:
 
 def beetle_checkpoint_path() -> Path:
     """The packaged beetle demo checkpoint (benchmarks/testbed/pretrain.py, then demo.py, made it)."""
-    return Path(str(resources.files("descriptron_sam2pal") / "resources" / "checkpoints" / "sam2pal_beetle.pt"))
+    return Path(
+        str(resources.files("descriptron_sam2pal") / "resources" / "checkpoints" / "sam2pal_beetle.pt")
+    )
 
 
 def beetle_demo_available() -> bool:
