@@ -555,57 +555,61 @@ class TrainDialog(QDialog):
             raise UserError("Tick at least one template (outline structures in the Templates panel first).")
         return ModelRequest(choice, self.device_combo.currentText(), self.size_spin.value()), specs
 
+    def _training_request(self) -> TrainRequest:
+        model, specs = self._common()
+        config = self.train_config()
+        unlabeled = self.unlabeled_images()
+        folder = Path(self.folder_edit.text().strip()).expanduser()
+        if self.folder_radio.isChecked() and not folder.is_dir():
+            raise UserError("Choose an existing folder of unlabeled images, or use the project's images.")
+        wanted = Path(self.output_edit.text().strip() or self._default_run_dir()).expanduser()
+        run_dir = unused_run_dir(wanted, self._default_run_dir().name)
+        if run_dir != wanted:
+            self.output_edit.setText(str(run_dir))
+        return TrainRequest(model, specs, unlabeled, run_dir, config)
+
     def start_training(self) -> None:
-        try:
-            model, specs = self._common()
-            config = self.train_config()
-            unlabeled = self.unlabeled_images()
-            folder = Path(self.folder_edit.text().strip()).expanduser()
-            if self.folder_radio.isChecked() and not folder.is_dir():
-                raise UserError("Choose an existing folder of unlabeled images, or use the project's images.")
-            wanted = Path(self.output_edit.text().strip() or self._default_run_dir()).expanduser()
-            run_dir = unused_run_dir(wanted, self._default_run_dir().name)
-            if run_dir != wanted:
-                self.output_edit.setText(str(run_dir))
-        except UserError as exc:
-            self.host.show_error("Train SAM2-PAL", str(exc))
+        done, request = shown_errors(self.host, "Train SAM2-PAL", self._training_request)
+        if not done:
             return
-        self.run_dir = run_dir
+        model, specs, unlabeled, config = request.model, request.templates, request.unlabeled, request.config
+        self.run_dir = request.run_dir
         self.trained = None
         self.loss_plot.clear()
         self.loss_plot.set_validation_metric(validation_metric(specs, len(unlabeled), config))
-        self.job = TrainJob(TrainRequest(model, specs, unlabeled, run_dir, config))
+        self.job = TrainJob(request)
         self._append_log(f"Training {config.steps} steps at {model.image_size} px on {len(specs)} "
                          f"template(s) and {len(unlabeled)} unlabeled image(s).")
         worker = EngineWorker(run_training, self.job, description="Training SAM2-PAL", job=True)
         self._start(worker, "Training")
 
-    def start_propagation(self) -> None:
-        try:
-            model, specs = self._common()
-            source = self.source_combo.currentData()
-            trained = None
-            if source == "trained":
-                trained = self.trained
-            elif source == "last":
-                model = replace(model, adapter=str(self.last_adapter), image_size=None)
-            elif source == "file":
-                adapter = self.adapter_edit.text().strip()
-                if not adapter or not Path(adapter).expanduser().is_file():
-                    raise UserError("Choose the adapter file (adapter.pt in a training run folder), "
-                                    "or segment with the base model.")
-                model = replace(model, adapter=adapter, image_size=None)  # the adapter's own size
-            targets = self.unlabeled_images()
-            if not targets:
-                raise UserError("There are no specimens to segment: the project has no images besides "
-                                "the templates (or the folder has none).")
-        except UserError as exc:
-            self.host.show_error("Segment specimens", str(exc))
-            return
+    def _propagation_job(self) -> PropagateJob:
+        model, specs = self._common()
+        source = self.source_combo.currentData()
+        trained = None
+        if source == "trained":
+            trained = self.trained
+        elif source == "last":
+            model = replace(model, adapter=str(self.last_adapter), image_size=None)
+        elif source == "file":
+            adapter = self.adapter_edit.text().strip()
+            if not adapter or not Path(adapter).expanduser().is_file():
+                raise UserError("Choose the adapter file (adapter.pt in a training run folder), "
+                                "or segment with the base model.")
+            model = replace(model, adapter=adapter, image_size=None)  # the adapter's own size
+        targets = self.unlabeled_images()
+        if not targets:
+            raise UserError("There are no specimens to segment: the project has no images besides "
+                            "the templates (or the folder has none).")
         run_dir = self.run_dir or Path(self.output_edit.text().strip() or self._default_run_dir())
-        self.run_dir = run_dir
-        request = PropagateRequest(model, specs, targets, out=run_dir / PREDICTIONS_FILE)
-        self.job = PropagateJob(request, trained)
+        return PropagateJob(PropagateRequest(model, specs, targets, out=run_dir / PREDICTIONS_FILE), trained)
+
+    def start_propagation(self) -> None:
+        done, job = shown_errors(self.host, "Segment specimens", self._propagation_job)
+        if not done:
+            return
+        self.run_dir = job.request.out.parent
+        self.job = job
         worker = EngineWorker(run_propagation, self.job, description="Segmenting specimens", job=True)
         self._start(worker, "Segmenting")
 
