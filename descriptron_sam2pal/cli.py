@@ -69,7 +69,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "usually 1024; smaller is faster and coarser)")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="arithmetic: auto = bf16 on a GPU and on CPUs with native bf16 "
-                        "(AVX512-BF16/AMX: 2-3x faster, masks agree at IoU ~0.99), fp32 on other "
+                        "(AVX512-BF16/AMX: faster, masks that agree with fp32's), fp32 on other "
                         "CPUs; training too (bf16 training measured within seed noise of fp32 on the "
                         "quality test-bed)")
 
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="try the 8 rotations/mirrorings of each specimen and keep the most confident")
     g.add_argument("--confidence", action="store_true",
                    help="also compute each result's palindrome confidence (the templates predicted back from "
-                        "it; about 1.3x the time; the review score does not need it; always on with "
+                        "it; it takes longer; the review score does not need it; always on with "
                         "--orientation-search)")
     g.add_argument("--no-confidence", action="store_true", help=argparse.SUPPRESS)  # the default now
     g.add_argument("--write-to", metavar="STORE",

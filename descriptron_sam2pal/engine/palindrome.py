@@ -56,8 +56,8 @@ class LossWeights:
     # cycle IoU in this step is pushed away (symmetric, the known structure gave way on the test-bed)
     pseudo: float = 1.0  # self-training: the forward half's masks on x1 (template -> x1) against
     # x1's pseudo-labels, where it has them (BCE + Dice; engine.pseudo_labels, made by the trainer).
-    # On by default: +2.7 mIoU over the palindrome term alone on the class-agnostic test-bed (K = 1,
-    # 3 seeds; benchmarks/testbed/README.md, session 7); 0 turns it off
+    # On by default: better than the palindrome term alone on the class-agnostic test-bed (K = 1,
+    # 3 seeds; the numbers: benchmarks/testbed/README.md, session 7); 0 turns it off
 
 
 @dataclass

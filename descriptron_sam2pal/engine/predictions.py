@@ -26,8 +26,8 @@ class PredictionsBuilder:
     Each result is turned into polygons (and RLE where needed) as it arrives and
     its annotations are spooled, as JSON text, to an anonymous temporary file: a
     run over thousands of specimens keeps a small record per image in memory,
-    neither its full-resolution masks nor its outlines (those grew the process by
-    about 1 MB per target at 512 px before). :func:`write_predictions` streams the
+    neither its full-resolution masks nor its outlines (those grew the process with every
+    target before: benchmarks/README.md). :func:`write_predictions` streams the
     spool into the output files.
     """
 

@@ -475,8 +475,8 @@ def _load(
 
 def default_batch_size(device: torch.device) -> int:
     """Targets per batch: 1 on the CPU, where batching saves no arithmetic and only costs
-    memory traffic (tiny, K = 5, 1 thread: 1.54 vs 1.73 s per target at 512 px, 12.3 vs
-    15.9 s at 1024 px, batch 1 vs 4), 4 on a GPU, where it fills the device."""
+    memory traffic (batch 1 is faster than 4 at 512 and 1024 px: benchmarks/README.md, "What
+    the profile shows"), 4 on a GPU, where it fills the device."""
     return 1 if torch.device(device).type == "cpu" else 4
 
 

@@ -108,7 +108,7 @@ RESULT_FILE = "result.json"
 # template, much above 1e-5 overfits the decoder quickly.
 DEFAULT_LORA_LR = 5e-4
 #: Activations one structure keeps for the backward pass of a palindrome at 512 px on the CPU
-#: (SAM2.1 tiny, fp32: a step with 5 structures peaked 6.1 GB above the model, benchmarks/README.md),
+#: (SAM2.1 tiny, fp32; the measured peaks: benchmarks/README.md, "Where the default job's time goes"),
 #: and what one pass may keep on the CPU: the auto split of ``TrainConfig.objects_per_pass``.
 OBJECT_BYTES_512 = 1.2e9
 CPU_PASS_BYTES = 1.5e9
@@ -130,10 +130,9 @@ class TrainConfig:
     least 1). ``validate_every=0`` turns validation off (the adapter is then the
     last step's weights). ``autocast=None``: bf16 on CUDA and on CPUs with native bf16
     (AVX512-BF16 / AMX, ``model.device.resolve_precision``), fp32 elsewhere; on the beetle
-    test-bed bf16 training matched fp32 on the same seeds (PAL, ``quality.py --quick``, 3
-    seeds: all-structure mIoU 50.4 vs 50.5, per seed +0.4 / +0.3 / -1.1, within the seed
-    spread; benchmarks/testbed/README.md, issue 13). The image size and device are the
-    model's (``build_model``).
+    test-bed bf16 training matched fp32 on the same seeds, within the seed spread (PAL,
+    ``quality.py --quick``, 3 seeds; benchmarks/testbed/README.md, issue 13). The image size and
+    device are the model's (``build_model``).
     """
 
     steps: int = 300

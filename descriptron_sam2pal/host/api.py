@@ -95,7 +95,8 @@ class Host(Protocol):
         """The image the user is looking at, or None."""
 
     def current_image_array(self) -> Optional["np.ndarray"]:
-        """Pixels of :meth:`current_image` as (H, W, 3) uint8 RGB (EXIF applied), or None."""
+        """Pixels of :meth:`current_image` as (H, W, 3) uint8 RGB in the file's raw pixel frame
+        (EXIF orientation not applied, as Descriptron), or None."""
 
     def set_current_image(self, image_id: Any) -> None:
         """Show the image with this store id. The switch may complete asynchronously

@@ -155,8 +155,8 @@ def load_model(request: ModelRequest) -> Any:
 
 def estimated_peak_bytes(image_size: int, training: bool = False) -> int:
     """A deliberately generous estimate of the memory a job needs at ``image_size`` px, growing
-    with the pixel count: 2.2 GB at 512 px and 5.9 GB at 1024 px for propagation, where SAM2.1
-    tiny peaked at 0.9-2.1 GB and 2.3 GB on a CPU (benchmarks/README.md, results-1024.md);
+    with the pixel count (2.2 GB at 512 px and 5.9 GB at 1024 px for propagation by this formula),
+    well above the peaks measured for SAM2.1 tiny on a CPU (benchmarks/README.md, results-1024.md);
     training holds activations for the backward pass, so its pixel term is tripled. Only sizes
     far beyond these are refused."""
     per_image = 5.0e9 * (image_size / 1024) ** 2
