@@ -112,7 +112,8 @@ class Host(Protocol):
 
         ``worker`` offers ``cancel()``, ``is_running()`` and a ``finished``
         signal (``descriptron_sam2pal.gui.workers.EngineWorker`` does); the host
-        forgets it when ``finished`` is emitted.
+        forgets it when ``finished`` is emitted. (The standalone workspace announces it in
+        the one registry of running work, ``gui.workers.running_work``.)
         """
 
 
