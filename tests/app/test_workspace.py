@@ -186,6 +186,23 @@ def test_close_while_a_worker_runs_asks_then_stops_it_cleanly(qtbot, window, dia
     assert worker.token.cancelled and not worker.is_running()
 
 
+def test_close_asks_only_about_announced_work(qtbot, window, dialogs):
+    """One registry holds every running worker; the window lists and asks about the ones announced
+    through register_worker, not background calls such as image decoding (joined at exit)."""
+    import threading
+
+    from descriptron_sam2pal.gui.workers import running_workers
+
+    gate = threading.Event()
+    background = EngineWorker(gate.wait, 10, description="loading an image")
+    background.start()
+    assert background in running_workers() and window.tasks_label.text() == ""
+    window.close()
+    assert not window.isVisible() and "Work in progress" not in dialogs.titles()
+    with qtbot.waitSignal(background.finished, timeout=5000):
+        gate.set()
+
+
 def test_opens_descriptron_per_image_final_files(qtbot, window, tmp_path):
     """Descriptron's own layout: <image without extension>_final_<ts>.json next to each image,
     string image ids; an image without a file yet is listed too."""
