@@ -174,9 +174,11 @@ def start_download(parent: QWidget, request: DownloadRequest, on_done: Callable[
 
     def on_progress(report: Progress) -> None:
         if report.total:
+            # setValue last: on a modal dialog it processes events, so a newer report may be shown
+            # inside it, and nothing of this older one may come after.
             dialog.setMaximum(100)
-            dialog.setValue(int(100 * report.fraction))
             dialog.setLabelText(f"Downloading {name}: {report.done / 1e6:.0f} of {report.total / 1e6:.0f} MB")
+            dialog.setValue(int(100 * report.fraction))
         else:
             dialog.setMaximum(0)
             dialog.setLabelText(f"Downloading {name}: {report.done / 1e6:.0f} MB")
