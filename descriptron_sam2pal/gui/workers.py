@@ -38,7 +38,6 @@ from descriptron_sam2pal.engine.control import CancelToken
 log = logging.getLogger(__name__)
 
 
-
 class WorkRegistry(QObject):
     """The one registry of running work in this process (``running_work``).
 
