@@ -69,7 +69,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "usually 1024; smaller is faster and coarser)")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="arithmetic: auto = bf16 on a GPU and on CPUs with native bf16 "
-                        "(AVX512-BF16/AMX: 2-3x faster, masks agree at IoU ~0.99), fp32 on other "
+                        "(AVX512-BF16/AMX: faster, masks that agree with fp32's), fp32 on other "
                         "CPUs; training too (bf16 training measured within seed noise of fp32 on the "
                         "quality test-bed)")
 
@@ -129,16 +129,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "do not fit in memory, and reruns skip the encoder")
     t.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("propagate", help="segment every specimen from the templates",
-                       description="Segment the templates' structures on every image of DIR and score "
-                                   "each result (review score, 0..1, an estimate of its IoU: low = check it).")
+    p = sub.add_parser(
+        "propagate",
+        help="segment every specimen from the templates",
+        description="Segment the templates' structures on every image of DIR and score "
+        "each result (review score, 0..1, an estimate of its IoU: low = check it).",
+    )
     _add_template_args(p)
     p.add_argument("--images", required=True, metavar="DIR", help="folder of specimen images to segment")
     p.add_argument("--out", required=True, metavar="PRED.json",
                    help="COCO file of predictions to write (a new file, or one an earlier run wrote)")
     p.add_argument("--overwrite", action="store_true",
                    help="allow --out to replace a file that sam2pal did not write (never one of the inputs)")
-    p.add_argument("--adapter", metavar="RUN_DIR", help="a trained run (or its adapter.pt); default: base SAM2")
+    p.add_argument(
+        "--adapter", metavar="RUN_DIR", help="a trained run (or its adapter.pt); default: base SAM2"
+    )
     _add_model_args(p)
     g = p.add_argument_group("propagation")
     g.add_argument("--batch-size", type=_positive, default=None,
@@ -147,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="try the 8 rotations/mirrorings of each specimen and keep the most confident")
     g.add_argument("--confidence", action="store_true",
                    help="also compute each result's palindrome confidence (the templates predicted back from "
-                        "it; about 1.3x the time; the review score does not need it; always on with "
+                        "it; it takes longer; the review score does not need it; always on with "
                         "--orientation-search)")
     g.add_argument("--no-confidence", action="store_true", help=argparse.SUPPRESS)  # the default now
     g.add_argument("--write-to", metavar="STORE",
@@ -167,9 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the paths of this machine; default: they read them from shared storage)")
     p.set_defaults(func=cmd_propagate)
 
-    e = sub.add_parser("evaluate", help="IoU of predictions against ground truth",
-                       description="Per-structure IoU and mean IoU of predictions against ground truth "
-                                   "(a COCO file, or a folder of colour/indexed mask PNGs named like the images).")
+    e = sub.add_parser(
+        "evaluate",
+        help="IoU of predictions against ground truth",
+        description="Per-structure IoU and mean IoU of predictions against ground truth "
+        "(a COCO file, or a folder of colour/indexed mask PNGs named like the images).",
+    )
     e.add_argument("--pred", required=True, metavar="PRED.json", help="predictions (sam2pal propagate --out)")
     e.add_argument("--truth", required=True, metavar="COCO.json|MASK_DIR", help="ground truth")
     e.add_argument("--colors", metavar='"name=R,G,B;..."', help="structure colours of mask PNGs")
@@ -220,11 +228,24 @@ def cmd_train(args) -> int:
     from descriptron_sam2pal.jobs.training import TrainRequest, describe_result, train_config, train_run
 
     specs = _template_specs(args)
-    config = train_config(steps=args.steps, lora_rank=args.lora_rank, full=args.full, seed=args.seed, lr=args.lr,
-                          pseudo_labels=not args.no_pseudo_labels)
-    request = TrainRequest(_model_request(args), specs, specimen_images(args.images, exclude=[s.path for s in specs]),
-                           Path(args.out), config, resume=args.resume, cache_dir=args.cache_dir,
-                           overwrite=args.overwrite)
+    config = train_config(
+        steps=args.steps,
+        lora_rank=args.lora_rank,
+        full=args.full,
+        seed=args.seed,
+        lr=args.lr,
+        pseudo_labels=not args.no_pseudo_labels,
+    )
+    request = TrainRequest(
+        _model_request(args),
+        specs,
+        specimen_images(args.images, exclude=[s.path for s in specs]),
+        Path(args.out),
+        config,
+        resume=args.resume,
+        cache_dir=args.cache_dir,
+        overwrite=args.overwrite,
+    )
     print(f"training on {len(specs)} template(s) ({', '.join(structure_names(specs))}) "
           f"and {len(request.unlabeled)} unlabeled image(s), {args.steps} steps, "
           f"{'full fine-tuning' if args.full else f'LoRA rank {args.lora_rank}'}"
@@ -256,7 +277,9 @@ def cmd_propagate(args) -> int:
     print(f"segmenting {', '.join(structure_names(specs))} on {len(targets)} image(s) "
           f"from {len(specs)} template(s)")
     with _Bar("propagate", unit="img") as bar:
-        outcome = propagate_run(request, progress=bar.update, log_fn=lambda text: print(text, file=sys.stderr))
+        outcome = propagate_run(
+            request, progress=bar.update, log_fn=lambda text: print(text, file=sys.stderr)
+        )
     if outcome.encoder_passes is not None:
         print(f"image encoder passes: {outcome.encoder_passes} "
               f"(templates and {len(targets)} image(s); each image once)")

@@ -12,6 +12,7 @@ from PyQt5.QtWidgets import QAction
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.app.descriptron_link import descriptron_command, find_descriptron, install_command
 from descriptron_sam2pal.app.descriptron_process import DescriptronRun
+from descriptron_sam2pal.gui.errors import shown_errors
 
 NOT_INSTALLED = (
     "Descriptron's annotation GUI (the descriptron-gui package) is not installed "
@@ -81,12 +82,9 @@ class DescriptronHandoff:
         if self.launcher is None:
             self.host.show_error("Open in Descriptron", NOT_INSTALLED.format(install=install_command()))
             return None
-        try:
-            if not self.settle_unsaved("open the specimen in Descriptron"):
-                return None
-            argv = self.command(record)
-        except UserError as exc:
-            self.host.show_error("Open in Descriptron", str(exc))
+        done, argv = shown_errors(self.host, "Open in Descriptron", lambda: self.command(record) if
+                                  self.settle_unsaved("open the specimen in Descriptron") else None)
+        if not done or argv is None:
             return None
         try:
             run = DescriptronRun(argv, self.host, cwd=str(Path(record.path).parent))

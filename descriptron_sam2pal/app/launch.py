@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(project: str | None = None, plugins: bool = True) -> int:
     """Create the application and the workspace, load plugins, open ``project``, run the event loop."""
-    from descriptron_sam2pal.app.workspace import Workspace  # imports the store and imaging stacks: after Qt is up
+    # Imports the store and imaging stacks: after Qt is up.
+    from descriptron_sam2pal.app.workspace import Workspace
 
     if QApplication.instance() is None:
         problem = startup_problem()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -45,9 +44,11 @@ from descriptron_sam2pal.app.menus import menu_for_path, strip_mnemonic
 from descriptron_sam2pal.app.panel_docks import CentralArea, PanelDocks
 from descriptron_sam2pal.app.start_page import StartPage
 from descriptron_sam2pal.gui.canvas import ImageCanvas, shared_colors
+from descriptron_sam2pal.gui.errors import shown_errors
 from descriptron_sam2pal.gui.fitting import fit_to_screen
 from descriptron_sam2pal.gui.image_loader import LatestImageLoader
 from descriptron_sam2pal.gui.project_folder import image_subfolders, open_project, photo_count, photos
+from descriptron_sam2pal.gui.workers import running_work
 from descriptron_sam2pal.host import api
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ class Workspace(QMainWindow):
             Callbacks(self._callback_failed) for _ in range(4)
         )
         self._proposal: tuple[str, np.ndarray] | None = None  # CanvasHost.show_proposal
-        self._workers: list = []
+        running_work.changed.connect(self._on_work_changed)
         self._close_plan: dict | None = None
         self.plugin_results: list[api.PluginLoadResult] = []
         self._panels_fitted = False
@@ -222,9 +223,8 @@ class Workspace(QMainWindow):
         self.setWindowModified(self.is_modified())
         name = f" \u2014 {self._store_name()}" if has_store else ""
         self.setWindowTitle(f"Descriptron workspace{name}[*]")
-        self.tasks_label.setText(  # registered and not finished: running or about to start
-            f"Running: {', '.join(self._describe(w) for w in self._workers)}" if self._workers else ""
-        )
+        announced = running_work.announced()  # registered and not finished: running or about to start
+        self.tasks_label.setText(f"Running: {', '.join(map(self._describe, announced))}" if announced else "")
 
     def _store_name(self) -> str:
         path = getattr(self._store, "path", None)
@@ -246,13 +246,7 @@ class Workspace(QMainWindow):
         return action
 
     def _run_plugin_callback(self, text: str, callback: Callable[[], Any]) -> None:
-        try:
-            callback()
-        except UserError as exc:
-            self.show_error(strip_mnemonic(text), str(exc))
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug must not close the window
-            log.exception("menu action %r failed", text)
-            self.show_error(strip_mnemonic(text), f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        shown_errors(self, strip_mnemonic(text), callback)  # a plugin's bug must not close the window
 
     def add_dock_panel(self, title: str, widget: QWidget, area: str = "right") -> QDockWidget:
         return self.docks.add(title, widget, area)
@@ -396,19 +390,16 @@ class Workspace(QMainWindow):
 
     # ---------------------------------------------------------- Host: work
     def register_worker(self, worker: Any) -> None:
-        self._workers.append(worker)
-        worker.finished.connect(lambda w=worker: self._on_worker_finished(w))
-        self._update_actions()
+        running_work.announce(worker)  # the one registry (gui.workers); it calls _on_work_changed
 
-    def _on_worker_finished(self, worker: Any) -> None:
-        if worker in self._workers:
-            self._workers.remove(worker)
+    def _on_work_changed(self) -> None:
         self._update_actions()
         if self._close_plan is not None and not self._running_workers():
             self.close()
 
-    def _running_workers(self) -> list:
-        return [w for w in self._workers if w.is_running()]
+    @staticmethod
+    def _running_workers() -> list:
+        return running_work.running(announced_only=True)
 
     @staticmethod
     def _describe(worker: Any) -> str:
@@ -443,14 +434,11 @@ class Workspace(QMainWindow):
             return False
         path, left_out = chosen
         previous, self.image_panel.left_out = self.image_panel.left_out, left_out  # the summary names them
-        try:
-            if self.open_store(str(path)) is not None:
-                return True
-        except UserError as exc:
-            self.show_error("Cannot open", str(exc))
-        except Exception as exc:  # noqa: BLE001 - a bad file must leave the window usable
-            log.exception("opening %s failed", path)
-            self.show_error("Cannot open", f"{path}: {type(exc).__name__}: {exc}", traceback.format_exc())
+        # A bad file must leave the window usable.
+        done, store = shown_errors(self, "Cannot open", lambda: self.open_store(str(path)),
+                                   unexpected=f"{path}: {{}}")
+        if done and store is not None:
+            return True
         self.image_panel.left_out = previous
         return False
 
@@ -472,15 +460,7 @@ class Workspace(QMainWindow):
             self.open_path(path)
 
     def _save_from_menu(self) -> bool:
-        try:
-            self.save_store()
-            return True
-        except UserError as exc:
-            self.show_error("Cannot save", str(exc))
-        except Exception as exc:  # noqa: BLE001
-            log.exception("saving failed")
-            self.show_error("Cannot save", f"{type(exc).__name__}: {exc}", traceback.format_exc())
-        return False
+        return shown_errors(self, "Cannot save", self.save_store)[0]
 
     def _set_store(self, store: AnnotationStore) -> None:
         self._store = store

@@ -4,8 +4,8 @@ its structure.
 A reviewer of a collection has every specimen's prediction; on a model that, like SAM2,
 knows no beetle part, the bad masks are mostly gross (a pronotum mask on the elytra, an
 empty leg), and a mask unlike the rest of the run is the one to look at first
-(``engine.review_score``: within-structure AUROC 0.76 against 0.65 without it, on the
-test-bed's evaluation photos). The signal, ``consensus``, is measured as in
+(``engine.review_score`` ranks bad masks better with it than without it on the test-bed's
+evaluation photos; the AUROCs: benchmarks/testbed/README.md). The signal, ``consensus``, is measured as in
 ``benchmarks/review_signals.py``: each mask letterboxed into a 64 x 64 square (the same
 centred letterbox as the model's input), its mean IoU with the other masks of the
 structure. Only predictions are compared, never a ground truth.
@@ -33,8 +33,8 @@ THUMBNAIL = 64
 #: means little among three).
 MIN_MASKS = 8
 #: A mask is compared with at most this many others (chosen by content, not by order), so a
-#: run of 20 000 specimens costs seconds, not hours (about 3 s per structure, 5000: 0.7-0.8 s, on
-#: a 2-core Xeon with AVX512: ``benchmarks/collection_timing.py``).
+#: run of 20 000 specimens costs seconds, not hours (measured by ``benchmarks/collection_timing.py``;
+#: the numbers: benchmarks/testbed/README.md).
 MAX_OTHERS = 2000
 
 
@@ -42,7 +42,7 @@ def mask_thumbnail(mask: np.ndarray) -> np.ndarray:
     """The (H, W) bool mask letterboxed into a THUMBNAIL square (pixels at least half
     covered), as packed bits."""
     mask = np.asarray(mask, dtype=bool)
-    step = max(1, max(mask.shape) // (4 * THUMBNAIL))  # thin it first: a 12 MP mask then takes under 1 ms
+    step = max(1, max(mask.shape) // (4 * THUMBNAIL))  # thin it first: a 12 MP mask is then cheap
     small = mask[::step, ::step]
     box = Letterbox.fit(small.shape[0], small.shape[1], THUMBNAIL)
     return np.packbits(box.apply_mask(small).ravel() >= 0.5)

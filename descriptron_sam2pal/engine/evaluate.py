@@ -84,8 +84,10 @@ def truth_from_color_pngs(pngs: str | Path | Iterable[str | Path], colors: Mappi
         raise UserError(f"no mask PNG found in {pngs}")
     if not any(m.any() for image in out.values() for m in image.masks.values()):
         listed = ", ".join(f"{n}={','.join(map(str, c))}" for n, c in colors.items())
-        raise UserError(f"none of the colours {listed} occurs in the {len(out)} mask PNG(s); check the colour "
-                        "map against the masks (exact colours; masks saved as JPEG have altered colours)")
+        raise UserError(
+            f"none of the colours {listed} occurs in the {len(out)} mask PNG(s); check the colour "
+            "map against the masks (exact colours; masks saved as JPEG have altered colours)"
+        )
     return out
 
 
@@ -172,10 +174,14 @@ class EvaluationReport:
                                for n, s in self.structures.items()}}
 
     def format(self) -> str:
-        lines = [f"{'structure':<20} {'mean IoU':>8} {'scored':>6} {'missed':>6} {'false+':>6} {'absent ok':>9}"]
+        lines = [
+            f"{'structure':<20} {'mean IoU':>8} {'scored':>6} {'missed':>6} {'false+':>6} {'absent ok':>9}"
+        ]
         for n, s in self.structures.items():
             iou = f"{s.mean_iou:.3f}" if s.mean_iou is not None else "-"
-            lines.append(f"{n:<20} {iou:>8} {len(s.ious):>6} {s.missed:>6} {s.false_present:>6} {s.true_absent:>9}")
+            lines.append(
+                f"{n:<20} {iou:>8} {len(s.ious):>6} {s.missed:>6} {s.false_present:>6} {s.true_absent:>9}"
+            )
         miou = f"{self.mean_iou:.3f}" if self.mean_iou is not None else "-"
         lines.append(f"mean IoU {miou} over {len(self.matched)} matched images"
                      f" ({len(self.unmatched_truth)} truth images without prediction,"
@@ -210,8 +216,12 @@ def evaluate(predictions: Any, truth: Any, colors: Mapping[str, Color] | str | N
             names.extend(n for n in p.masks if n not in names)
     else:
         names = list(structures)
-    report = EvaluationReport({n: StructureEvaluation(n) for n in names},
-                              sorted(set(pred) & set(gt)), sorted(set(gt) - set(pred)), sorted(set(pred) - set(gt)))
+    report = EvaluationReport(
+        {n: StructureEvaluation(n) for n in names},
+        sorted(set(pred) & set(gt)),
+        sorted(set(gt) - set(pred)),
+        sorted(set(pred) - set(gt)),
+    )
     for stem in report.matched:
         p, t = pred[stem], gt[stem]
         for name in names:

@@ -51,7 +51,9 @@ def hash_tensors(tensors: Sequence[torch.Tensor]) -> str:
 def model_identity(model: LoadedModel) -> str:
     """What the encoder output depends on: weights (checkpoint hash), config, input size, precision."""
     weights = model.checkpoint_hash or hash_tensors(list(model.sam.image_encoder.state_dict().values()))
-    return hashlib.sha256(f"{weights}|{model.config_name}|{model.image_size}|{model.resolved_precision}".encode()).hexdigest()
+    return hashlib.sha256(
+        f"{weights}|{model.config_name}|{model.image_size}|{model.resolved_precision}".encode()
+    ).hexdigest()
 
 
 def _high_res_convs(sam) -> list[torch.nn.Module]:
@@ -160,7 +162,7 @@ class FeatureEncoder:
         try:
             data = torch.load(path, map_location=self.model.device, weights_only=True)
             feats = ImageFeatures(list(data["levels"]), bool(data["projected"]))
-        except Exception as exc:  # a damaged cache entry is recomputed, never trusted
+        except Exception as exc:  # noqa: BLE001 - a damaged cache entry is recomputed, never trusted
             log.warning("ignoring unreadable feature cache file %s (%s)", path, exc)
             return None
         self._remember(key, feats, write=False)

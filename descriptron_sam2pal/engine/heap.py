@@ -2,10 +2,10 @@
 
 glibc's malloc keeps freed heap memory for reuse and raises its mmap threshold
 after large tensors are freed, so that later large tensors come from a heap
-that fragments: over hundreds of specimens the process grew 1.71 -> 1.97 GB
-peak RSS in 50 targets (tiny, 512 px, bf16 on the CPU) while the live tensors
-did not grow. ``malloc_trim`` after each batch returns the free pages; with it
-the peak stayed at 1.76 GB from the first batch on. Elsewhere (macOS, Windows,
+that fragments: over many specimens the process's peak RSS grew while the live
+tensors did not. ``malloc_trim`` after each batch returns the free pages; with it
+the peak stays flat from the first batch on (measured: benchmarks/README.md, "What the
+profile shows", Memory). Elsewhere (macOS, Windows,
 musl) there is no such call and nothing happens.
 """
 

@@ -79,9 +79,14 @@ class InteractiveSegmenter:
 
     # ---------------------------------------------------------------- predict
     @torch.no_grad()
-    def predict(self, points_xy: Sequence | np.ndarray | None = None, labels: Sequence | np.ndarray | None = None,
-                box: Sequence[float] | None = None, previous_logits: torch.Tensor | None = None,
-                multimask: bool | None = None) -> tuple[np.ndarray, float]:
+    def predict(
+        self,
+        points_xy: Sequence | np.ndarray | None = None,
+        labels: Sequence | np.ndarray | None = None,
+        box: Sequence[float] | None = None,
+        previous_logits: torch.Tensor | None = None,
+        multimask: bool | None = None,
+    ) -> tuple[np.ndarray, float]:
         """Mask for these prompts on the current image.
 
         ``points_xy``: (N, 2) image-pixel (x, y); ``labels``: (N,) 1 = on the
@@ -96,7 +101,11 @@ class InteractiveSegmenter:
         sam = self.model.sam
         device = self.model.device
         lb = self.image.letterbox
-        pts = np.zeros((0, 2), np.float32) if points_xy is None else np.asarray(points_xy, np.float32).reshape(-1, 2)
+        pts = (
+            np.zeros((0, 2), np.float32)
+            if points_xy is None
+            else np.asarray(points_xy, np.float32).reshape(-1, 2)
+        )
         lab = np.zeros((0,), np.int32) if labels is None else np.asarray(labels, np.int32).reshape(-1)
         if len(pts) != len(lab):
             raise ValueError(f"{len(pts)} points but {len(lab)} labels")
@@ -117,7 +126,9 @@ class InteractiveSegmenter:
         mask_input = None
         if previous_logits is not None:
             mask_input = previous_logits.to(device, torch.float32).reshape(1, 1, *previous_logits.shape[-2:])
-        sparse, dense = sam.sam_prompt_encoder(points=(point_coords, point_labels), boxes=None, masks=mask_input)
+        sparse, dense = sam.sam_prompt_encoder(
+            points=(point_coords, point_labels), boxes=None, masks=mask_input
+        )
         dtype = self._embed.dtype
         low_res, ious, _, _ = sam.sam_mask_decoder(
             image_embeddings=self._embed,

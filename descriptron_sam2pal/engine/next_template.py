@@ -48,7 +48,9 @@ def from_result(result: Any) -> SpecimenScores | None:
     return SpecimenScores(result.image_id, result.path, scores, frozenset(result.skipped))
 
 
-def uncertainty_of(specimen: SpecimenScores, structures: Sequence[str]) -> tuple[float, tuple[str, ...]] | None:
+def uncertainty_of(
+    specimen: SpecimenScores, structures: Sequence[str]
+) -> tuple[float, tuple[str, ...]] | None:
     """(uncertainty, the structures scored below 0.5 or missing) of one specimen, None when it
     cannot be judged (every structure skipped)."""
     values, weak = [], []

@@ -56,8 +56,8 @@ class LossWeights:
     # cycle IoU in this step is pushed away (symmetric, the known structure gave way on the test-bed)
     pseudo: float = 1.0  # self-training: the forward half's masks on x1 (template -> x1) against
     # x1's pseudo-labels, where it has them (BCE + Dice; engine.pseudo_labels, made by the trainer).
-    # On by default: +2.7 mIoU over the palindrome term alone on the class-agnostic test-bed (K = 1,
-    # 3 seeds; benchmarks/testbed/README.md, session 7); 0 turns it off
+    # On by default: better than the palindrome term alone on the class-agnostic test-bed (K = 1,
+    # 3 seeds; the numbers: benchmarks/testbed/README.md, session 7); 0 turns it off
 
 
 @dataclass
@@ -78,7 +78,9 @@ def mask_losses(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor)
     target = target.float()
     valid = valid.to(logits.device, torch.float32).expand_as(logits)
     n_valid = valid.sum(dim=(1, 2)).clamp(min=1.0)
-    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * valid).sum(dim=(1, 2)) / n_valid
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * valid).sum(
+        dim=(1, 2)
+    ) / n_valid
     prob = torch.sigmoid(logits) * valid
     inter = (prob * target).sum(dim=(1, 2))
     dice = 1.0 - (2.0 * inter + 1.0) / (prob.sum(dim=(1, 2)) + (target * valid).sum(dim=(1, 2)) + 1.0)
@@ -203,10 +205,15 @@ def supervised_loss(sam, m0: dict, frame, masks: torch.Tensor, valid: torch.Tens
     return bce.sum() + dice.sum() + presence
 
 
-def palindrome_step(sam, template: ImageFeatures, template_masks: torch.Tensor,
-                    template_valid: torch.Tensor, target: ImageFeatures,
-                    weights: LossWeights = LossWeights(),
-                    recon: tuple[ImageFeatures, torch.Tensor, torch.Tensor] | None = None) -> PalindromeOutput:
+def palindrome_step(
+    sam,
+    template: ImageFeatures,
+    template_masks: torch.Tensor,
+    template_valid: torch.Tensor,
+    target: ImageFeatures,
+    weights: LossWeights | None = None,
+    recon: tuple[ImageFeatures, torch.Tensor, torch.Tensor] | None = None,
+) -> PalindromeOutput:
     """Forward one palindrome for the K structures of one template and one unlabeled image.
 
     ``template_masks``: (K, S, S) in {0, 1} (letterboxed); ``template_valid``: (S, S) bool.
@@ -214,8 +221,9 @@ def palindrome_step(sam, template: ImageFeatures, template_masks: torch.Tensor,
     ``recon``: ``(features, masks, valid)`` of what the backward half predicts from M1
     and is scored against (an augmented copy of the template, same K objects in the same
     order); default the template itself. An object whose mask is empty there (pushed off
-    the canvas) is scored as absent.
+    the canvas) is scored as absent. ``weights``: default ``LossWeights()``.
     """
+    weights = LossWeights() if weights is None else weights
     k = template_masks.shape[0]
     if k == 0:
         raise ValueError("a palindrome needs at least one template structure")
@@ -246,10 +254,14 @@ def palindrome_step(sam, template: ImageFeatures, template_masks: torch.Tensor,
         present = torch.ones(k, 1, device=p3.object_score_logits.device)
     else:  # a structure pushed off an augmented copy is absent there
         present = (back_masks.flatten(1) > 0.5).any(dim=1).float()[:, None]
-    presence = F.binary_cross_entropy_with_logits(p3.object_score_logits.float(), present, reduction="none")[:, 0]
+    presence = F.binary_cross_entropy_with_logits(p3.object_score_logits.float(), present, reduction="none")[
+        :, 0
+    ]
     cycle_iou = hard_iou(p3.logits, back_masks, back_valid.to(device))
     iou_error = (p3.predicted_iou.float() - cycle_iou).abs()
-    per_object = weights.bce * bce + weights.dice * dice + weights.presence * presence + weights.iou * iou_error
+    per_object = (
+        weights.bce * bce + weights.dice * dice + weights.presence * presence + weights.iou * iou_error
+    )
     if weights.cycle_weighted:
         per_object = per_object * cycle_iou.detach()
     loss = per_object.sum()

@@ -26,12 +26,14 @@ class PredictionsBuilder:
     Each result is turned into polygons (and RLE where needed) as it arrives and
     its annotations are spooled, as JSON text, to an anonymous temporary file: a
     run over thousands of specimens keeps a small record per image in memory,
-    neither its full-resolution masks nor its outlines (those grew the process by
-    about 1 MB per target at 512 px before). :func:`write_predictions` streams the
+    neither its full-resolution masks nor its outlines (those grew the process with every
+    target before: benchmarks/README.md). :func:`write_predictions` streams the
     spool into the output files.
     """
 
-    def __init__(self, categories: Mapping[str, int] | None = None, spool_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, categories: Mapping[str, int] | None = None, spool_dir: str | Path | None = None
+    ) -> None:
         """``spool_dir``: where the (nameless, self-deleting) spool files live; give the output's
         folder so that they use the disk the output goes to (default: the system's temp folder)."""
         self.categories: dict[str, int] = dict(categories or {})
@@ -43,8 +45,12 @@ class PredictionsBuilder:
         self._ids: dict[tuple[int, str], int] = {}  # (result number, structure): annotation id
         self._scores: dict[int, float] = {}  # annotation id: its review score redone (set_scores)
         # One line per annotation: its polygon form, and its .rlejson form (RLE or the same).
-        self._plain: TextIO = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="sam2pal-pred-", dir=spool_dir)
-        self._rle: TextIO = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="sam2pal-pred-", dir=spool_dir)
+        self._plain: TextIO = tempfile.TemporaryFile(
+            "w+", encoding="utf-8", prefix="sam2pal-pred-", dir=spool_dir
+        )
+        self._rle: TextIO = tempfile.TemporaryFile(
+            "w+", encoding="utf-8", prefix="sam2pal-pred-", dir=spool_dir
+        )
 
     def add(self, r: TargetResult) -> None:
         self._count += 1
@@ -55,8 +61,14 @@ class PredictionsBuilder:
             self.errors.append({"path": r.path, "image_id": r.image_id, "error": r.error})
             return
         image_id = r.image_id if r.image_id is not None else self._count
-        self.images.append({"id": image_id, "file_name": basename(r.path) if r.path else f"image_{self._count}",
-                            "height": r.height, "width": r.width})
+        self.images.append(
+            {
+                "id": image_id,
+                "file_name": basename(r.path) if r.path else f"image_{self._count}",
+                "height": r.height,
+                "width": r.width,
+            }
+        )
         for name, s in r.structures.items():
             if not s.present:
                 continue
@@ -92,8 +104,11 @@ class PredictionsBuilder:
 
     def _head(self) -> dict:
         # OUTPUT_KEY first: the file is recognisably ours from its first bytes (store.ours).
-        head = {OUTPUT_KEY: PREDICTIONS, "info": {"description": "SAM2-PAL predictions", "errors": list(self.errors)},
-                "images": list(self.images)}
+        head = {
+            OUTPUT_KEY: PREDICTIONS,
+            "info": {"description": "SAM2-PAL predictions", "errors": list(self.errors)},
+            "images": list(self.images),
+        }
         if self.pair_token is not None:
             head[PAIR_KEY] = self.pair_token
         return head
@@ -159,8 +174,8 @@ def write_predictions(results: Iterable[TargetResult] | PredictionsBuilder, path
     images: ``id`` (the result's image id, else 1, 2, ...), ``file_name``, ``height``,
     ``width``; annotations (present structures only): every component's polygon, ``bbox``,
     ``area``, ``category_id``, ``score`` (the review score, an estimated IoU),
-    ``object_score``, ``predicted_iou``, ``palindrome_confidence``, ``orientation``; targets that failed are listed
-    in ``info.errors``. ``categories`` fixes ids (e.g. the store's); new names get ids
+    ``object_score``, ``predicted_iou``, ``palindrome_confidence``, ``orientation``; targets that
+    failed are listed in ``info.errors``. ``categories`` fixes ids (e.g. the store's); new names get ids
     after the largest.
     """
     path = Path(path)

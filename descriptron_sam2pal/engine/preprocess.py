@@ -44,7 +44,8 @@ class PreparedImage:
 
 
 def prepare_image(image: str | Path | np.ndarray, size: int, source: str | None = None) -> PreparedImage:
-    """Load (EXIF-aware) if given a path, then letterbox to ``size`` x ``size``."""
+    """Load if given a path (``imaging.io.load_image``: the raw pixel frame, EXIF orientation not
+    applied, as Descriptron), then letterbox to ``size`` x ``size``."""
     if not isinstance(image, np.ndarray):
         source = str(image)
         image = load_image(image)

@@ -45,12 +45,31 @@ from descriptron_sam2pal.engine.control import CancelToken, ProgressCallback, Pr
 from descriptron_sam2pal.engine.features import FeatureEncoder, ImageFeatures, hash_tensors
 from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory, repeat_memory
 from descriptron_sam2pal.engine.heap import release_freed_memory
-from descriptron_sam2pal.engine.orientation import IDENTITY, ORIENTATIONS, choose_orientation, orient, orientation_score, unorient
+from descriptron_sam2pal.engine.orientation import (
+    IDENTITY,
+    ORIENTATIONS,
+    choose_orientation,
+    orient,
+    orientation_score,
+    unorient,
+)
 from descriptron_sam2pal.engine.palindrome import hard_iou
 from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
-from descriptron_sam2pal.engine.results import JOURNAL_VERSION, ResultJournal, StructureResult, Target, TargetResult
+from descriptron_sam2pal.engine.results import (
+    JOURNAL_VERSION,
+    ResultJournal,
+    StructureResult,
+    Target,
+    TargetResult,
+)
 from descriptron_sam2pal.engine.collection_score import rescore_collection
-from descriptron_sam2pal.engine.review_score import REVIEW_SCORE_VERSION, combine, fit_for, mask_signals, soft_iou
+from descriptron_sam2pal.engine.review_score import (
+    REVIEW_SCORE_VERSION,
+    combine,
+    fit_for,
+    mask_signals,
+    soft_iou,
+)
 from descriptron_sam2pal.engine.templates import Template, structure_names
 
 log = logging.getLogger(__name__)
@@ -433,7 +452,9 @@ def run_identity(model: LoadedModel, memory: TemplateMemory, *, confidence: bool
     return hashlib.sha256(f"{weights_identity(model)}|{memory.identity()}|{settings}".encode()).hexdigest()
 
 
-def _load(target: Target, size: int, orientation_search: bool) -> tuple[list[tuple[str, PreparedImage]], int, int]:
+def _load(
+    target: Target, size: int, orientation_search: bool
+) -> tuple[list[tuple[str, PreparedImage]], int, int]:
     """Prepared images of a target (8 with orientation search) and its (height, width)."""
     img = target.image
     if isinstance(img, PreparedImage):
@@ -454,8 +475,8 @@ def _load(target: Target, size: int, orientation_search: bool) -> tuple[list[tup
 
 def default_batch_size(device: torch.device) -> int:
     """Targets per batch: 1 on the CPU, where batching saves no arithmetic and only costs
-    memory traffic (tiny, K = 5, 1 thread: 1.54 vs 1.73 s per target at 512 px, 12.3 vs
-    15.9 s at 1024 px, batch 1 vs 4), 4 on a GPU, where it fills the device."""
+    memory traffic (batch 1 is faster than 4 at 512 and 1024 px: benchmarks/README.md, "What
+    the profile shows"), 4 on a GPU, where it fills the device."""
     return 1 if torch.device(device).type == "cpu" else 4
 
 
@@ -555,11 +576,19 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
                         encoder_passes=encoder.encoder_passes)
 
 
-def propagate(model: LoadedModel, templates: Sequence[Template] | TemplateMemory, targets: Iterable[Any],
-              batch_size: int | None = None, progress: ProgressCallback | None = None,
-              cancel: CancelToken | None = None, journal: ResultJournal | str | Path | None = None,
-              orientation_search: bool = False, confidence: bool = True,
-              encoder: FeatureEncoder | None = None, small_structures: bool | None = None) -> list[TargetResult]:
+def propagate(
+    model: LoadedModel,
+    templates: Sequence[Template] | TemplateMemory,
+    targets: Iterable[Any],
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    journal: ResultJournal | str | Path | None = None,
+    orientation_search: bool = False,
+    confidence: bool = True,
+    encoder: FeatureEncoder | None = None,
+    small_structures: bool | None = None,
+) -> list[TargetResult]:
     """All results of :func:`iter_propagate` as a list (what was done before a cancel), scored
     with the collection they make (engine.collection_score)."""
     results = list(iter_propagate(model, templates, targets, batch_size, progress, cancel, journal,

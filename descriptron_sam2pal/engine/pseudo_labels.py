@@ -27,7 +27,11 @@ from descriptron_sam2pal.engine.control import CancelToken, is_cancelled
 from descriptron_sam2pal.engine.collection_score import MIN_MASKS, consensus, mask_thumbnail
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import PreparedImage
-from descriptron_sam2pal.engine.propagate import TemplateMemory, palindrome_confidence_on_grid, predict_prepared
+from descriptron_sam2pal.engine.propagate import (
+    TemplateMemory,
+    palindrome_confidence_on_grid,
+    predict_prepared,
+)
 from descriptron_sam2pal.engine.review_score import FITS, ReviewFit, fit_for, linear
 from descriptron_sam2pal.engine.templates import Template
 from descriptron_sam2pal.model.build import LoadedModel
@@ -54,9 +58,16 @@ PseudoLabels = dict[int, dict[str, np.ndarray]]
 Cycle = Callable[[int, str, np.ndarray], float]
 
 
-def select_pseudo_labels(model: LoadedModel, templates: Sequence[Template], images: Sequence[PreparedImage],
-                         encoder: FeatureEncoder, fraction: float, from_pool: int = 0,
-                         min_cycle: float = MIN_CYCLE, cancel: CancelToken | None = None) -> PseudoLabels | None:
+def select_pseudo_labels(
+    model: LoadedModel,
+    templates: Sequence[Template],
+    images: Sequence[PreparedImage],
+    encoder: FeatureEncoder,
+    fraction: float,
+    from_pool: int = 0,
+    min_cycle: float = MIN_CYCLE,
+    cancel: CancelToken | None = None,
+) -> PseudoLabels | None:
     """Per structure, the masks of the best-scored ``fraction`` of ``images`` (at least one
     image when any mask qualifies; only masks whose palindrome confidence reaches
     ``min_cycle`` do); see the module docstring. ``from_pool`` > 0: first the
@@ -109,9 +120,15 @@ def pool_templates(found: dict[str, list[tuple[int, dict, np.ndarray]]], images:
     return made
 
 
-def predict_masks(model: LoadedModel, templates: Sequence[Template], images: Sequence[PreparedImage],
-                  encoder: FeatureEncoder, cancel: CancelToken | None = None, confidence: bool = True,
-                  memory: TemplateMemory | None = None) -> dict[str, list[tuple[int, dict, np.ndarray]]] | None:
+def predict_masks(
+    model: LoadedModel,
+    templates: Sequence[Template],
+    images: Sequence[PreparedImage],
+    encoder: FeatureEncoder,
+    cancel: CancelToken | None = None,
+    confidence: bool = True,
+    memory: TemplateMemory | None = None,
+) -> dict[str, list[tuple[int, dict, np.ndarray]]] | None:
     """{structure: [(image index, review signals, (S, S) bool mask)]} of the present masks,
     the signals with the palindrome round trip back to ``templates`` when ``confidence``
     (else its signal ``palindrome`` is None; :func:`choose` computes it where it matters).
@@ -147,7 +164,9 @@ def choose(found: dict[str, list[tuple[int, dict, np.ndarray]]], fit: ReviewFit,
     for name, items in found.items():
         if fit.collection is not None and len(items) >= MIN_MASKS:
             agreement = consensus([mask_thumbnail(mask) for _, _, mask in items])
-            scores = [linear(fit.collection, {**s, "consensus": float(a)}) for (_, s, _), a in zip(items, agreement)]
+            scores = [
+                linear(fit.collection, {**s, "consensus": float(a)}) for (_, s, _), a in zip(items, agreement)
+            ]
         else:
             scores = [linear(fit.one_pass, s) for _, s, _ in items]
         taken = 0

@@ -56,9 +56,15 @@ class StructureResult:
         return mask_to_polygons(self.mask, tolerance) if self.mask is not None else []
 
     def to_json(self) -> dict:
-        return {"present": self.present, "score": self.score, "object_score": self.object_score,
-                "predicted_iou": self.predicted_iou, "palindrome_confidence": self.palindrome_confidence,
-                "stability": self.stability, "mask": mask_to_rle(self.mask) if self.mask is not None else None}
+        return {
+            "present": self.present,
+            "score": self.score,
+            "object_score": self.object_score,
+            "predicted_iou": self.predicted_iou,
+            "palindrome_confidence": self.palindrome_confidence,
+            "stability": self.stability,
+            "mask": mask_to_rle(self.mask) if self.mask is not None else None,
+        }
 
     @classmethod
     def from_json(cls, name: str, d: dict) -> "StructureResult":

@@ -85,7 +85,9 @@ def fit_for(checkpoint_hash: str | None) -> str:
     return FIT_BY_CHECKPOINT.get(checkpoint_hash or "", DEFAULT_FIT)
 
 
-def mask_signals(logits: torch.Tensor, valid: torch.Tensor, template_share: torch.Tensor) -> dict[str, torch.Tensor]:
+def mask_signals(
+    logits: torch.Tensor, valid: torch.Tensor, template_share: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Signals of masks themselves. ``logits`` (n, S, S), ``valid`` (n, S, S) bool,
     ``template_share`` (n,): the structure's share of its template's real pixels."""
     import torch

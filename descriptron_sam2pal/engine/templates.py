@@ -16,7 +16,8 @@ from descriptron_sam2pal.imaging.kept_pixels import MIN_KEPT_PIXELS
 class Template:
     """One annotated specimen: its prepared image and one mask per structure name.
 
-    ``masks`` are bool arrays on the image's own pixel grid (after EXIF orientation).
+    ``masks`` are bool arrays on the image's own pixel grid: the raw pixel frame, EXIF
+    orientation not applied (as Descriptron draws them).
     """
 
     image_id: str | int

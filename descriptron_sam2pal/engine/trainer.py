@@ -69,14 +69,24 @@ from descriptron_sam2pal.atomic import atomic_write
 from descriptron_sam2pal.model.adapter_file import save_adapter
 from descriptron_sam2pal.model.build import LoadedModel
 from descriptron_sam2pal.model.device import autocast_context, resolve_precision
-from descriptron_sam2pal.model.lora import (apply_lora, enable_full_finetune, load_trainable_state, trainable_parameters,
-                          trainable_state_dict)
+from descriptron_sam2pal.model.lora import (
+    apply_lora,
+    enable_full_finetune,
+    load_trainable_state,
+    trainable_parameters,
+    trainable_state_dict,
+)
 from descriptron_sam2pal.engine import checkpoint_choice
 from descriptron_sam2pal.engine.control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
-from descriptron_sam2pal.engine.palindrome import (LossWeights, augment_letterboxed, hard_iou, palindrome_step,
-                                                   pseudo_label_loss)
+from descriptron_sam2pal.engine.palindrome import (
+    LossWeights,
+    augment_letterboxed,
+    hard_iou,
+    palindrome_step,
+    pseudo_label_loss,
+)
 from descriptron_sam2pal.engine.pseudo_labels import (MAX_IMAGES, MIN_CYCLE, PseudoLabels, pack_labels,
                                                       select_pseudo_labels, unpack_labels)
 from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
@@ -98,7 +108,7 @@ RESULT_FILE = "result.json"
 # template, much above 1e-5 overfits the decoder quickly.
 DEFAULT_LORA_LR = 5e-4
 #: Activations one structure keeps for the backward pass of a palindrome at 512 px on the CPU
-#: (SAM2.1 tiny, fp32: a step with 5 structures peaked 6.1 GB above the model, benchmarks/README.md),
+#: (SAM2.1 tiny, fp32; the measured peaks: benchmarks/README.md, "Where the default job's time goes"),
 #: and what one pass may keep on the CPU: the auto split of ``TrainConfig.objects_per_pass``.
 OBJECT_BYTES_512 = 1.2e9
 CPU_PASS_BYTES = 1.5e9
@@ -120,10 +130,9 @@ class TrainConfig:
     least 1). ``validate_every=0`` turns validation off (the adapter is then the
     last step's weights). ``autocast=None``: bf16 on CUDA and on CPUs with native bf16
     (AVX512-BF16 / AMX, ``model.device.resolve_precision``), fp32 elsewhere; on the beetle
-    test-bed bf16 training matched fp32 on the same seeds (PAL, ``quality.py --quick``, 3
-    seeds: all-structure mIoU 50.4 vs 50.5, per seed +0.4 / +0.3 / -1.1, within the seed
-    spread; benchmarks/testbed/README.md, issue 13). The image size and device are the
-    model's (``build_model``).
+    test-bed bf16 training matched fp32 on the same seeds, within the seed spread (PAL,
+    ``quality.py --quick``, 3 seeds; benchmarks/testbed/README.md, issue 13). The image size and
+    device are the model's (``build_model``).
     """
 
     steps: int = 300
@@ -224,9 +233,11 @@ class TrainConfig:
             problems.append(f"template_versions must not be negative (got {self.template_versions})")
         if not 0.0 < self.pseudo_fraction <= 1.0 or self.pseudo_every < 1 or self.pseudo_templates < 0 \
                 or not 0.0 <= self.pseudo_min_cycle <= 1.0:
-            problems.append(f"pseudo_fraction must be in (0, 1], pseudo_every at least 1, pseudo_templates not "
-                            f"negative and pseudo_min_cycle in [0, 1] (got {self.pseudo_fraction}, "
-                            f"{self.pseudo_every}, {self.pseudo_templates}, {self.pseudo_min_cycle})")
+            problems.append(
+                f"pseudo_fraction must be in (0, 1], pseudo_every at least 1, pseudo_templates not "
+                f"negative and pseudo_min_cycle in [0, 1] (got {self.pseudo_fraction}, "
+                f"{self.pseudo_every}, {self.pseudo_templates}, {self.pseudo_min_cycle})"
+            )
         if self.loss.pseudo < 0:
             problems.append(f"the pseudo-label weight must not be negative (got {self.loss.pseudo})")
         if self.objects_per_pass < 0:
@@ -373,7 +384,9 @@ class _Run:
         if self.resume and not state.exists():
             raise UserError(f"nothing to resume in {self.run_dir}: it has no {STATE_FILE}; start a new run")
         if not self.resume and (state.exists() or log_file.exists()):
-            raise UserError(f"{self.run_dir} already holds a training run; resume it or choose an empty folder")
+            raise UserError(
+                f"{self.run_dir} already holds a training run; resume it or choose an empty folder"
+            )
 
     def _load_unlabeled(self, items: list) -> list[PreparedImage]:
         size = self.model.image_size
@@ -470,10 +483,16 @@ class _Run:
             if current_cfg[key] == defaults.get(key):
                 del current_cfg[key]
         if saved_cfg != current_cfg:
-            keys = sorted(k for k in set(saved_cfg) | set(current_cfg) if saved_cfg.get(k) != current_cfg.get(k))
+            keys = sorted(
+                k for k in set(saved_cfg) | set(current_cfg) if saved_cfg.get(k) != current_cfg.get(k)
+            )
             differs.append("settings (" + ", ".join(keys) + ")")
-        for key, what in (("model", "base model"), ("templates", "templates"), ("unlabeled", "unlabeled images"),
-                          ("validation", "validation images")):
+        for key, what in (
+            ("model", "base model"),
+            ("templates", "templates"),
+            ("unlabeled", "unlabeled images"),
+            ("validation", "validation images"),
+        ):
             a, b = saved.get(key), current[key]
             if key == "model":
                 a = {k: v for k, v in (a or {}).items() if k != "device"}
@@ -602,7 +621,9 @@ class _Run:
             self._load_state()
             history = [e for e in self._read_log() if e.get("step", 0) <= self.step]
             # Steps logged after the last state save are redone: drop their lines.
-            atomic_write(run_dir / LOG_FILE, lambda f: f.write("".join(json.dumps(e) + "\n" for e in history).encode()))
+            atomic_write(
+                run_dir / LOG_FILE, lambda f: f.write("".join(json.dumps(e) + "\n" for e in history).encode())
+            )
             self._say(f"resuming at step {self.step} of {self.config.steps}")
         else:
             random.seed(self.config.seed)
@@ -612,7 +633,9 @@ class _Run:
         try:
             cancelled = self._loop(history)
         except BaseException as exc:
-            self._write_json(RESULT_FILE, {"status": "failed", "step": self.step, "error": f"{type(exc).__name__}: {exc}"})
+            self._write_json(
+                RESULT_FILE, {"status": "failed", "step": self.step, "error": f"{type(exc).__name__}: {exc}"}
+            )
             raise
         if self.best_state is not None:
             load_trainable_state(self.sam, self.best_state)
@@ -662,7 +685,9 @@ class _Run:
             any_gradient = any_gradient or entry["grad_norm"] > 0
             self.step += 1
             entry = {"step": self.step, **entry}
-            validated = bool(self.val_metric) and (self.step % config.validate_every == 0 or self.step == config.steps)
+            validated = bool(self.val_metric) and (
+                self.step % config.validate_every == 0 or self.step == config.steps
+            )
             if validated:
                 entry["val"] = self._validate()
                 self._consider_best(entry["val"])
@@ -723,9 +748,11 @@ class _Run:
                       f"whose round trip to the template works); "
                       f"{sum(len(v) for v in self._pseudo.values())} in all")
         else:
-            self._say(f"step {self.step}: pseudo-labels remade on {len(subset)} of {n} unlabeled image(s), none "
-                      f"new: no outline there leads back to the template"
-                      + ("; learning from the palindromes alone until the next remake" if not kept else ""))
+            self._say(
+                f"step {self.step}: pseudo-labels remade on {len(subset)} of {n} unlabeled image(s), none "
+                f"new: no outline there leads back to the template"
+                + ("; learning from the palindromes alone until the next remake" if not kept else "")
+            )
         return time.monotonic() - t0
 
     def _checkpoint_due(self) -> bool:
@@ -806,14 +833,18 @@ class _Run:
                 try:
                     out = self._palindrome(t_index, image, version, rows)
                     loss = out.loss
-                    extra = pseudo_label_loss(out.target_logits, [names[r] for r in rows], labels, image_valid)
+                    extra = pseudo_label_loss(
+                        out.target_logits, [names[r] for r in rows], labels, image_valid
+                    )
                     if extra is not None:
                         loss = loss + config.loss.pseudo * extra
                         totals["pseudo"] += float(extra.detach()) / config.accumulate
                     if not torch.isfinite(loss):
                         raise TrainingError(
-                            f"training diverged at step {self.step + 1} ({where}): the loss is {loss.item()}; "
-                            f"lower the learning rate (now {config.effective_lr:g}) or check the images")
+                            f"training diverged at step {self.step + 1} ({where}): the loss is "
+                            f"{loss.item()}; lower the learning rate (now {config.effective_lr:g}) or check "
+                            "the images"
+                        )
                     (loss / config.accumulate).backward()
                 except TrainingError:
                     raise
@@ -863,7 +894,9 @@ class _Run:
         return float(np.mean(losses))
 
     def _pool_score(self) -> float:
-        return checkpoint_choice.held_out_review_score(self.model, self.templates, self.val_pool, self.encoder)
+        return checkpoint_choice.held_out_review_score(
+            self.model, self.templates, self.val_pool, self.encoder
+        )
 
     def _loo_iou(self) -> float:
         """Mean IoU of each template's structures predicted from the other templates' memories."""
@@ -872,7 +905,9 @@ class _Run:
         memories = []
         for i, t in enumerate(templates):
             masks, _ = self._template_tensors(i)
-            memories.append(encode_memory(sam, make_frame(sam, [feats[i]], len(t.structures)), masks[:, None]))
+            memories.append(
+                encode_memory(sam, make_frame(sam, [feats[i]], len(t.structures)), masks[:, None])
+            )
         ious: list[float] = []
         for h, held in enumerate(templates):
             # Structures of the held-out template, grouped by which other templates have them,

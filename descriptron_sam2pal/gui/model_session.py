@@ -24,8 +24,8 @@ from descriptron_sam2pal.engine.control import Progress
 from descriptron_sam2pal.gui.workers import EngineWorker
 from descriptron_sam2pal.jobs.checkpoint_download import DownloadRequest, approx_mb, download_run
 from descriptron_sam2pal.jobs.models import (BEETLE_DEMO_CHOICE, BEETLE_DEMO_LABEL, DEMO_CHOICE, DEMO_LABEL,
-                                            ModelRequest, beetle_checkpoint_path, beetle_demo_available,
-                                            describe_choice)
+                                            ModelRequest, beetle_demo_available, describe_choice,
+                                            require_beetle_demo)
 from descriptron_sam2pal.jobs.prompt_masks import PromptModel, fix_by_clicks, load_prompt_model
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,8 @@ class ModelSession(QObject):
 
     def set_checkpoint(self, choice: str) -> None:
         """Remember a checkpoint path (or ``DEMO_CHOICE`` / ``BEETLE_DEMO_CHOICE``); the next use loads it."""
-        if choice == BEETLE_DEMO_CHOICE and not beetle_demo_available():
-            raise UserError("the beetle demo model is not installed with this copy of the plugin "
-                            f"({beetle_checkpoint_path()} is missing); reinstall it or choose a checkpoint")
+        if choice == BEETLE_DEMO_CHOICE:
+            require_beetle_demo()
         if choice not in (DEMO_CHOICE, BEETLE_DEMO_CHOICE) and not Path(choice).is_file():
             raise UserError(f"{choice} is not a file; choose a SAM2 checkpoint (.pt)")
         self.settings.setValue(SETTINGS_CHECKPOINT, str(choice))
@@ -171,13 +170,15 @@ def start_download(parent: QWidget, request: DownloadRequest, on_done: Callable[
     dialog.setAutoClose(False)
     dialog.setAutoReset(False)
     dialog.setMinimumDuration(0)
-    worker = EngineWorker(download_run, request, description=f"Downloading {name}")
+    worker = EngineWorker(download_run, request, description=f"Downloading {name}", job=True)
 
     def on_progress(report: Progress) -> None:
         if report.total:
+            # setValue last: on a modal dialog it processes events, so a newer report may be shown
+            # inside it, and nothing of this older one may come after.
             dialog.setMaximum(100)
-            dialog.setValue(int(100 * report.fraction))
             dialog.setLabelText(f"Downloading {name}: {report.done / 1e6:.0f} of {report.total / 1e6:.0f} MB")
+            dialog.setValue(int(100 * report.fraction))
         else:
             dialog.setMaximum(0)
             dialog.setLabelText(f"Downloading {name}: {report.done / 1e6:.0f} MB")
@@ -187,6 +188,7 @@ def start_download(parent: QWidget, request: DownloadRequest, on_done: Callable[
             host.show_error("Download failed", message, details)
 
     worker.progress.connect(on_progress)
+    worker.log.connect(log.info)
     worker.result.connect(on_done)
     worker.error.connect(on_error)
     worker.finished.connect(dialog.close)
@@ -242,8 +244,9 @@ class CheckpointPicker(QWidget):
     def refresh(self) -> None:
         choice = self.session.checkpoint_choice()
         # The beetle demo is offered only while no real SAM2 checkpoint is in use.
-        self.beetle_demo_button.setVisible(beetle_demo_available()
-                                           and (choice is None or choice in (DEMO_CHOICE, BEETLE_DEMO_CHOICE)))
+        self.beetle_demo_button.setVisible(
+            beetle_demo_available() and (choice is None or choice in (DEMO_CHOICE, BEETLE_DEMO_CHOICE))
+        )
         if choice is None:
             why = f" ({self.session.problem})" if self.session.problem else ""
             self.label.setText(f"<b>No SAM2 checkpoint found</b>{why}. Browse for one, download one, "
@@ -251,7 +254,9 @@ class CheckpointPicker(QWidget):
         elif choice == DEMO_CHOICE:
             self.label.setText(f"Model: <b>mini SAM2</b> <span style='color:#b00'>({DEMO_LABEL})</span>")
         elif choice == BEETLE_DEMO_CHOICE:
-            self.label.setText(f"Model: <b>beetle SAM2</b> <span style='color:#b00'>({BEETLE_DEMO_LABEL})</span>")
+            self.label.setText(
+                f"Model: <b>beetle SAM2</b> <span style='color:#b00'>({BEETLE_DEMO_LABEL})</span>"
+            )
         else:
             self.label.setText(f"Model: <b>{Path(choice).name}</b>")
             self.label.setToolTip(choice)

@@ -46,8 +46,13 @@ from descriptron_sam2pal.gui.errors import shown_errors
 from descriptron_sam2pal.gui.resume_bar import ResumeBar
 from descriptron_sam2pal.gui.review_fix import FixController, Reprompt
 from descriptron_sam2pal.gui.review_keys import ReviewKeys
-from descriptron_sam2pal.gui.review_layout import (ALL_STRUCTURES, FILTER_CHOICES, build_buttons, build_filters,
-                                                   build_table)
+from descriptron_sam2pal.gui.review_layout import (
+    ALL_STRUCTURES,
+    FILTER_CHOICES,
+    build_buttons,
+    build_filters,
+    build_table,
+)
 from descriptron_sam2pal.gui.review_viewer import ReviewViewer
 from descriptron_sam2pal.gui.write_back_dialog import write_back_with_dialogs
 from descriptron_sam2pal.jobs.review import ACCEPTED, REJECTED, ReviewItem, ReviewSession
@@ -223,7 +228,7 @@ class ReviewPanel(QWidget):
     def predictions_folder(self) -> str:
         """Where "Open predictions..." starts (``jobs.review_files.predictions_folder``)."""
         store = getattr(self.host, "store", None)
-        return predictions_folder(self.session_path, getattr(store, "path", None) if store is not None else None)
+        return predictions_folder(self.session_path, getattr(store, "path", None))
 
     # ------------------------------------------------------------------ resuming
     def _offer_resume(self, store: Any) -> None:
@@ -545,7 +550,8 @@ class ReviewPanel(QWidget):
         if not self._act("Fix", lambda: self.session.correct(item, mask, points))[0]:
             return
         self._refresh_after(self.current_row(), item if self.current_item() is item else None, advance=False)
-        self.host.show_status(f"{item.label}: fixed with {len(points)} point(s). A to accept, Ctrl+Z to undo", 8000)
+        self.host.show_status(f"{item.label}: fixed with {len(points)} point(s). "
+                              "A to accept, Ctrl+Z to undo", 8000)
 
     def reprompt_running(self) -> bool:
         return self.fix.running()
@@ -623,15 +629,19 @@ class ReviewPanel(QWidget):
         self.fix_button.setEnabled(editable and self.reprompt is not None)
         self.fix_button.setToolTip(
             "Fix the outline with clicks (key F): left click = part of the structure, right click = not. "
-            "SAM2 re-segments after each click; Ctrl+Z undoes a click." if self.reprompt is not None else
-            "Fixing needs the SAM2 model loaded: press \u201cOutline on the image\u201d once in the Templates panel")
+            "SAM2 re-segments after each click; Ctrl+Z undoes a click."
+            if self.reprompt is not None
+            else "Fixing needs the SAM2 model loaded: press \u201cOutline on the image\u201d once in the "
+            "Templates panel"
+        )
         self.tools.set_enabled(editable)
         can_redo = self.session is not None and self.session.can_redo
         self.toolbar.redo_button.setEnabled(can_redo)
         can_undo = self.session is not None and self.session.can_undo
         self.toolbar.undo_button.setEnabled(can_undo)
         self.undo_button.setEnabled(can_undo)
-        self.undo_button.setToolTip(f"Undo: {self.session.undo_text()} (Ctrl+Z)" if can_undo else "Nothing to undo")
+        undo = f"Undo: {self.session.undo_text()} (Ctrl+Z)" if can_undo else "Nothing to undo"
+        self.undo_button.setToolTip(undo)
         self.write_button.setEnabled(self.session is not None and any(
             i.state == ACCEPTED and not i.written for i in self.session.items))
         self._update_counts()

@@ -92,7 +92,9 @@ class ReviewTableModel(QAbstractTableModel):
         if self.structure is not None:
             rows = [it for it in rows if it.structure == self.structure]
         if 0 <= self.sort_column < len(COLUMNS):
-            rows = sorted(rows, key=_sort_key(self.sort_column), reverse=self.sort_order == Qt.DescendingOrder)
+            rows = sorted(
+                rows, key=_sort_key(self.sort_column), reverse=self.sort_order == Qt.DescendingOrder
+            )
         self.rows = rows
         self.endResetModel()
 
@@ -102,11 +104,11 @@ class ReviewTableModel(QAbstractTableModel):
                 return r
         return -1
 
-    def rowCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self.rows)
+    def rowCount(self, parent: QModelIndex | None = None) -> int:
+        return 0 if parent is not None and parent.isValid() else len(self.rows)
 
-    def columnCount(self, parent=QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(COLUMNS)
+    def columnCount(self, parent: QModelIndex | None = None) -> int:
+        return 0 if parent is not None and parent.isValid() else len(COLUMNS)
 
     def headerData(self, section, orientation, role=Qt.DisplayRole):
         if orientation == Qt.Horizontal and role == Qt.DisplayRole:

@@ -35,6 +35,7 @@ from descriptron_sam2pal.store.merge import find_image
 from descriptron_sam2pal.store.provenance import TEMPLATE_SOURCE, template_images
 from descriptron_sam2pal.host.api import CanvasHost
 from descriptron_sam2pal.gui.drawing_tools import TOOL_INFO, DrawingToolbar, DrawingTools, MaskHistory
+from descriptron_sam2pal.gui.errors import shown_errors
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
 from descriptron_sam2pal.gui.workers import EngineWorker, LatestCall
 from descriptron_sam2pal.gui.fitting import VerticalScroll
@@ -60,7 +61,8 @@ def remove_annotation(store, image_id: Any, ann_id: Any) -> None:
 class _Prompts:
     """The clicks and box on the current image, in the order given (for Undo)."""
 
-    events: list[tuple] = field(default_factory=list)  # ("point", x, y, positive) or ("box", (x0, y0, x1, y1))
+    # ("point", x, y, positive) or ("box", (x0, y0, x1, y1))
+    events: list[tuple] = field(default_factory=list)
 
     def points(self) -> list[tuple[float, float, bool]]:
         return [(e[1], e[2], e[3]) for e in self.events if e[0] == "point"]
@@ -159,7 +161,9 @@ class TemplatesPanel(QWidget):
         self.score_label.setToolTip("SAM2's own estimate of the mask quality (0 to 1)")
         self.toolbar = None
         self.discard_refine_button = QPushButton("Back to my outline")
-        self.discard_refine_button.setToolTip("Discard SAM2's refinement and keep the outline you drew (Ctrl+Z)")
+        self.discard_refine_button.setToolTip(
+            "Discard SAM2's refinement and keep the outline you drew (Ctrl+Z)"
+        )
         self.discard_refine_button.clicked.connect(self.undo)
         self.discard_refine_button.hide()
         if self.tools is not None:
@@ -275,7 +279,9 @@ class TemplatesPanel(QWidget):
         elif self._encoder is not None:
             self.status.setText("Reading the image with SAM2...")
         elif refined:
-            self.status.setText("SAM2's refinement is shown: name it and accept it, or go back to your outline.")
+            self.status.setText(
+                "SAM2's refinement is shown: name it and accept it, or go back to your outline."
+            )
         elif self.proposal is not None and self.tools is not None and self.tools.tool:
             self.status.setText("Keep drawing, or name the structure and accept it (Enter in the name box).")
         elif self.tools is not None and self.tools.tool:
@@ -417,11 +423,14 @@ class TemplatesPanel(QWidget):
         self._record(self.proposal, "sam2", (self._shown_events, events))  # undo goes back to the first
         self._shown_events = events
         if self.proposal is None:
-            self.host.show_status("SAM2 found nothing there; click elsewhere on the structure or draw a box", 8000)
+            self.host.show_status(
+                "SAM2 found nothing there; click elsewhere on the structure or draw a box", 8000
+            )
         self._show()
 
     def _on_sam2_failed(self, key: tuple, message: str, details: str) -> None:
-        what = "refine the outline" if key[0] == "refine" else "propose a mask"  # a refinement keeps the outline
+        # A refinement keeps the outline.
+        what = "refine the outline" if key[0] == "refine" else "propose a mask"
         self.host.show_error("SAM2", f"SAM2 could not {what}: {message}", details)
 
     def _on_prompter_idle(self) -> None:
@@ -593,14 +602,15 @@ class TemplatesPanel(QWidget):
         store = self.host.store
         if store is None:
             return
-        try:
+
+        def add() -> None:
             for name, mask in masks.items():
                 mask = drop_fragments(mask)  # specks never reach the file
                 if mask.any():
                     store.add_structure(image_id, name, mask, attributes={"source": TEMPLATE_SOURCE},
                                         replace=True)
-        except Exception as exc:  # noqa: BLE001 - tell the user, keep the window usable
-            self.host.show_error("Add as template", f"{type(exc).__name__}: {exc}")
+
+        if not shown_errors(self.host, "Add as template", add)[0]:
             return
         self.host.notify_store_changed()
         self.host.show_status(f"Added {len(masks)} structure(s) as a template", 8000)

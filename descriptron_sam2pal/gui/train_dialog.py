@@ -38,6 +38,7 @@ from descriptron_sam2pal.jobs.training import (TrainOutcome, TrainRequest, descr
 from descriptron_sam2pal.model.device import accelerator_available
 from descriptron_sam2pal.store.provenance import template_images
 from descriptron_sam2pal.store.stem import find_image_files
+from descriptron_sam2pal.gui.errors import shown_errors
 from descriptron_sam2pal.gui.fitting import VerticalScroll, fit_to_screen, guard_wheel
 from descriptron_sam2pal.gui.loss_plot import LossPlot
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
@@ -73,7 +74,11 @@ DEFAULT_PRESET = "Balanced"
 
 #: The progress bar's text for each stage of the engine's reports: training counts steps
 #: (after reading the photos), segmenting counts images.
-PROGRESS_FORMATS = {"load": "reading photos: %v / %m", "train": "%v / %m steps", "propagate": "%v / %m images"}
+PROGRESS_FORMATS = {
+    "load": "reading photos: %v / %m",
+    "train": "%v / %m steps",
+    "propagate": "%v / %m images",
+}
 
 
 def unused_run_dir(wanted: Path, fresh_name: str) -> Path:
@@ -106,25 +111,20 @@ class PropagateJob:
     trained: TrainOutcome | None = None  # reuse the model and templates trained in this window
 
 
-def _log(progress, message: str) -> None:
-    if progress is not None:
-        progress(Progress("log", 0, 0, message))
-
-
-def run_training(job: TrainJob, progress=None, cancel=None) -> TrainOutcome:
-    """``jobs.training.train_run`` in a worker thread, its log lines shown in the dialog."""
-    job.outcome = train_run(job.request, progress=progress, cancel=cancel,
-                            log_fn=lambda message: _log(progress, message))
+def run_training(job: TrainJob, progress=None, cancel=None, log_fn=None) -> TrainOutcome:
+    """``jobs.training.train_run`` in a worker thread (``EngineWorker(..., job=True)``), its log
+    lines shown in the dialog."""
+    job.outcome = train_run(job.request, progress=progress, cancel=cancel, log_fn=log_fn)
     return job.outcome
 
 
-def run_propagation(job: PropagateJob, progress=None, cancel=None) -> list:
+def run_propagation(job: PropagateJob, progress=None, cancel=None, log_fn=None) -> list:
     """``jobs.propagation.propagate_run`` in a worker thread; the results go to the Review panel."""
     outcome = propagate_run(job.request, progress=progress, cancel=cancel, trained=job.trained,
-                            keep_results=True, log_fn=lambda message: _log(progress, message))
-    if outcome.failed:
-        _log(progress, f"{len(outcome.failed)} image(s) could not be read: " +
-             ", ".join(str(r.path or r.image_id) for r in outcome.failed[:5]))
+                            keep_results=True, log_fn=log_fn)
+    if outcome.failed and log_fn is not None:
+        log_fn(f"{len(outcome.failed)} image(s) could not be read: "
+               + ", ".join(str(r.path or r.image_id) for r in outcome.failed[:5]))
     return outcome.results
 
 
@@ -413,14 +413,15 @@ class TrainDialog(QDialog):
         self.source_combo.addItem("The base model (no fine-tuning)", "base")
         index = self.source_combo.findData(current) if self._source_chosen else -1
         if index < 0:  # not chosen by the user: the newest trained weights, else the base model
-            index = next(i for i in (self.source_combo.findData(d) for d in ("trained", "last", "base")) if i >= 0)
+            found = (self.source_combo.findData(d) for d in ("trained", "last", "base"))
+            index = next(i for i in found if i >= 0)
         self.source_combo.setCurrentIndex(index)
         self.source_combo.blockSignals(False)
 
     def chosen_templates(self) -> list[TemplateSpec]:
         """The ticked templates, read and checked by the same rules as the command line's."""
-        ids = [item.data(_ID_ROLE) for item in (self.template_list.item(r) for r in range(self.template_list.count()))
-               if item.checkState() == Qt.Checked]
+        items = (self.template_list.item(r) for r in range(self.template_list.count()))
+        ids = [item.data(_ID_ROLE) for item in items if item.checkState() == Qt.Checked]
         return specs_from_store(self.host.store, image_ids=ids) if ids else []
 
     def unlabeled_images(self) -> list:
@@ -479,8 +480,8 @@ class TrainDialog(QDialog):
                 structures = {name for spec in self.chosen_templates() for name in spec.structures}
             except UserError:  # an invalid template: the Start button says so; guess for five
                 structures = set()
-            return estimate_seconds(steps, size, self._gpu(), model_size_name(self.session.checkpoint_choice()),
-                                    structures=len(structures) or 5,
+            model = model_size_name(self.session.checkpoint_choice())
+            return estimate_seconds(steps, size, self._gpu(), model, structures=len(structures) or 5,
                                     unlabeled=max(1, len(self.unlabeled_images())),
                                     pseudo=self.pseudo_check.isChecked())
 
@@ -532,7 +533,8 @@ class TrainDialog(QDialog):
         try:
             lr = float(lr_text) if lr_text else None
         except ValueError:
-            raise UserError(f"the learning rate {lr_text!r} is not a number; e.g. 5e-4, or leave it empty")
+            raise UserError(f"the learning rate {lr_text!r} is not a number; e.g. 5e-4, "
+                            "or leave it empty") from None
         config = TrainConfig(steps=self.steps_spin.value(), lr=lr, lora_rank=self.rank_spin.value(),
                              full=self.full_check.isChecked(), seed=self.seed_spin.value())
         if not self.pseudo_check.isChecked():
@@ -546,66 +548,75 @@ class TrainDialog(QDialog):
         if choice is None:
             raise UserError("Choose a SAM2 checkpoint first (Browse..., Download... or the demo model).")
         if self.size_spin.value() % 32:
-            raise UserError(f"the image size must be a multiple of 32 (e.g. 512), not {self.size_spin.value()}")
+            raise UserError(f"the image size must be a multiple of 32 (e.g. 512), "
+                            f"not {self.size_spin.value()}")
         specs = self.chosen_templates()
         if not specs:
             raise UserError("Tick at least one template (outline structures in the Templates panel first).")
         return ModelRequest(choice, self.device_combo.currentText(), self.size_spin.value()), specs
 
+    def _training_request(self) -> TrainRequest:
+        model, specs = self._common()
+        config = self.train_config()
+        unlabeled = self.unlabeled_images()
+        folder = Path(self.folder_edit.text().strip()).expanduser()
+        if self.folder_radio.isChecked() and not folder.is_dir():
+            raise UserError("Choose an existing folder of unlabeled images, or use the project's images.")
+        wanted = Path(self.output_edit.text().strip() or self._default_run_dir()).expanduser()
+        run_dir = unused_run_dir(wanted, self._default_run_dir().name)
+        if run_dir != wanted:
+            self.output_edit.setText(str(run_dir))
+        return TrainRequest(model, specs, unlabeled, run_dir, config)
+
     def start_training(self) -> None:
-        try:
-            model, specs = self._common()
-            config = self.train_config()
-            unlabeled = self.unlabeled_images()
-            if self.folder_radio.isChecked() and not Path(self.folder_edit.text().strip()).expanduser().is_dir():
-                raise UserError("Choose an existing folder of unlabeled images, or use the project's images.")
-            wanted = Path(self.output_edit.text().strip() or self._default_run_dir()).expanduser()
-            run_dir = unused_run_dir(wanted, self._default_run_dir().name)
-            if run_dir != wanted:
-                self.output_edit.setText(str(run_dir))
-        except UserError as exc:
-            self.host.show_error("Train SAM2-PAL", str(exc))
+        done, request = shown_errors(self.host, "Train SAM2-PAL", self._training_request)
+        if not done:
             return
-        self.run_dir = run_dir
+        model, specs, unlabeled, config = request.model, request.templates, request.unlabeled, request.config
+        self.run_dir = request.run_dir
         self.trained = None
         self.loss_plot.clear()
         self.loss_plot.set_validation_metric(validation_metric(specs, len(unlabeled), config))
-        self.job = TrainJob(TrainRequest(model, specs, unlabeled, run_dir, config))
-        self._append_log(f"Training {config.steps} steps at {model.image_size} px on {len(specs)} template(s) "
-                         f"and {len(unlabeled)} unlabeled image(s).")
-        self._start(EngineWorker(run_training, self.job, description="Training SAM2-PAL"), "Training")
+        self.job = TrainJob(request)
+        self._append_log(f"Training {config.steps} steps at {model.image_size} px on {len(specs)} "
+                         f"template(s) and {len(unlabeled)} unlabeled image(s).")
+        worker = EngineWorker(run_training, self.job, description="Training SAM2-PAL", job=True)
+        self._start(worker, "Training")
+
+    def _propagation_job(self) -> PropagateJob:
+        model, specs = self._common()
+        source = self.source_combo.currentData()
+        trained = None
+        if source == "trained":
+            trained = self.trained
+        elif source == "last":
+            model = replace(model, adapter=str(self.last_adapter), image_size=None)
+        elif source == "file":
+            adapter = self.adapter_edit.text().strip()
+            if not adapter or not Path(adapter).expanduser().is_file():
+                raise UserError("Choose the adapter file (adapter.pt in a training run folder), "
+                                "or segment with the base model.")
+            model = replace(model, adapter=adapter, image_size=None)  # the adapter's own size
+        targets = self.unlabeled_images()
+        if not targets:
+            raise UserError("There are no specimens to segment: the project has no images besides "
+                            "the templates (or the folder has none).")
+        run_dir = self.run_dir or Path(self.output_edit.text().strip() or self._default_run_dir())
+        return PropagateJob(PropagateRequest(model, specs, targets, out=run_dir / PREDICTIONS_FILE), trained)
 
     def start_propagation(self) -> None:
-        try:
-            model, specs = self._common()
-            source = self.source_combo.currentData()
-            trained = None
-            if source == "trained":
-                trained = self.trained
-            elif source == "last":
-                model = replace(model, adapter=str(self.last_adapter), image_size=None)
-            elif source == "file":
-                adapter = self.adapter_edit.text().strip()
-                if not adapter or not Path(adapter).expanduser().is_file():
-                    raise UserError("Choose the adapter file (adapter.pt in a training run folder), "
-                                    "or segment with the base model.")
-                model = replace(model, adapter=adapter, image_size=None)  # the adapter's own size
-            targets = self.unlabeled_images()
-            if not targets:
-                raise UserError("There are no specimens to segment: the project has no images besides "
-                                "the templates (or the folder has none).")
-        except UserError as exc:
-            self.host.show_error("Segment specimens", str(exc))
+        done, job = shown_errors(self.host, "Segment specimens", self._propagation_job)
+        if not done:
             return
-        run_dir = self.run_dir or Path(self.output_edit.text().strip() or self._default_run_dir())
-        self.run_dir = run_dir
-        request = PropagateRequest(model, specs, targets, out=run_dir / PREDICTIONS_FILE)
-        self.job = PropagateJob(request, trained)
-        self._start(EngineWorker(run_propagation, self.job, description="Segmenting specimens"), "Segmenting")
+        self.run_dir = job.request.out.parent
+        self.job = job
+        worker = EngineWorker(run_propagation, self.job, description="Segmenting specimens", job=True)
+        self._start(worker, "Segmenting")
 
     def _start(self, worker: EngineWorker, stage: str) -> None:
         self.worker = worker
         worker.progress.connect(self._on_progress)
+        worker.log.connect(self._append_log)
         worker.result.connect(self._on_result)
         worker.error.connect(self._on_error)
         worker.cancelled.connect(self._on_cancelled)
@@ -630,9 +641,6 @@ class TrainDialog(QDialog):
 
     def _on_progress(self, report: Any) -> None:
         if not isinstance(report, Progress):
-            return
-        if report.stage == "log":
-            self._append_log(report.message)
             return
         self.progress_bar.setRange(0, max(report.total, 1))
         self.progress_bar.setValue(report.done)
@@ -684,19 +692,18 @@ class TrainDialog(QDialog):
         self.results = results
         present = sum(1 for r in results for s in r.structures.values() if s.present)
         self._append_log(f"Segmented {len(results)} specimen(s): {present} structure(s) found.")
-        self.stage_label.setText(f"Done: {len(results)} specimens segmented. Review them in the Review panel.")
-        if self.on_results is not None:
-            try:
-                self.on_results(results, self.run_dir)
-            except Exception as exc:  # noqa: BLE001 - the results stay in self.results
-                log.exception("handing the results to the Review panel failed")
-                self.host.show_error("Review", f"Cannot show the results: {type(exc).__name__}: {exc}")
+        self.stage_label.setText(f"Done: {len(results)} specimens segmented. "
+                                 "Review them in the Review panel.")
+        if self.on_results is not None:  # on failure the results stay in self.results
+            shown_errors(self.host, "Review", lambda: self.on_results(results, self.run_dir),
+                         message="Cannot show the results: {}")
 
     def _on_error(self, message: str, details: str) -> None:
         what = "Training" if isinstance(self.job, TrainJob) else "Segmenting"
         self._append_log(f"{what} failed: {message}")
         self.stage_label.setText(f"{what} failed.")
-        if isinstance(self.job, TrainJob) and self.run_dir is not None and (self.run_dir / "adapter.pt").is_file():
+        adapter = self.run_dir / "adapter.pt" if self.run_dir is not None else None
+        if isinstance(self.job, TrainJob) and adapter is not None and adapter.is_file():
             self.last_adapter = self.run_dir / "adapter.pt"
             self._update_sources()
         self.host.show_error(f"{what} failed", message, details)

@@ -1,14 +1,24 @@
 """Run engine calls in a QThread so the GUI never blocks.
 
 ``EngineWorker(fn, *args, **kwargs)`` calls ``fn(*args, **kwargs)`` in a
-background thread. If ``fn`` takes a ``progress`` or ``cancel`` keyword (the
-engine's convention, see ``engine/control.py``), the worker passes a callback
-that forwards each report to the ``progress`` signal and its ``CancelToken``.
+background thread. ``EngineWorker(fn, *args, job=True)`` is for a use case that
+takes the ``jobs/`` keywords ``progress``, ``cancel`` and ``log_fn`` (see
+``docs/design/layers.md``): the worker passes a callback that forwards each
+report to its ``progress`` signal, its ``CancelToken``, and a callback that
+forwards each log line to its ``log`` signal. The caller says so; the worker
+never guesses from the signature.
 
 All signals are delivered in the GUI thread, in this order:
-``progress*`` then exactly one of ``result`` / ``error`` / ``cancelled``, then
-``finished``, which is emitted however ``fn`` ends (returns, raises, or is
-cancelled), so the UI can always re-enable its buttons.
+``progress*`` / ``log*`` (in the order fn sent them) then exactly one of
+``result`` / ``error`` / ``cancelled``, then ``finished``, which is emitted
+however ``fn`` ends (returns, raises, or is cancelled), so the UI can always
+re-enable its buttons.
+
+Every EngineWorker joins the one registry of running work (``running_work``)
+when it starts and leaves it right after ``finished``; the registry keeps it
+referenced meanwhile. A host's ``register_worker`` marks the work the user
+started (``running_work.announce``): the window lists it and asks about it on
+close.
 
 ``LatestCall`` runs calls where only the latest request counts (SAM2 answering clicks)
 one at a time in EngineWorkers, delivering only the latest request's outcome.
@@ -16,7 +26,6 @@ one at a time in EngineWorkers, delivering only the latest request's outcome.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import traceback
 from typing import Any, Callable
@@ -28,24 +37,62 @@ from descriptron_sam2pal.engine.control import CancelToken
 
 log = logging.getLogger(__name__)
 
-# Workers whose thread is running, kept referenced so that neither the Python
-# object nor its QThread is destroyed mid-run ("QThread: Destroyed while
-# thread is still running" aborts the process).
-_RUNNING: set["EngineWorker"] = set()
 
+class WorkRegistry(QObject):
+    """The one registry of running work in this process (``running_work``).
 
-def _accepts(fn: Callable, name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    A worker (anything with ``cancel()``, ``is_running()`` and a ``finished`` signal) is in it
+    from ``join`` until it leaves: an EngineWorker joins when it starts and leaves right after
+    its ``finished``; other workers leave on their ``finished``. Being in it keeps the worker
+    referenced, so neither the Python object nor its QThread is destroyed mid-run ("QThread:
+    Destroyed while thread is still running" aborts the process). ``announce`` marks work the
+    user started (a host's ``register_worker``): the window lists it and asks about it on close;
+    the rest (image decoding) is only joined at shutdown. ``changed`` is emitted after each
+    join, announce and leave."""
+
+    changed = pyqtSignal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._announced: dict[Any, bool] = {}  # worker -> announced; insertion order kept
+
+    def join(self, worker: Any) -> None:
+        if worker not in self._announced:
+            self._announced[worker] = False
+            if not isinstance(worker, EngineWorker):  # an EngineWorker leaves by itself
+                worker.finished.connect(lambda w=worker: self.leave(w))
+            self.changed.emit()
+
+    def announce(self, worker: Any) -> None:
+        """Join (if not yet: it may be about to start) as work the user started."""
+        self.join(worker)
+        if not self._announced[worker]:
+            self._announced[worker] = True
+            self.changed.emit()
+
+    def leave(self, worker: Any) -> None:
+        if self._announced.pop(worker, None) is not None:
+            self.changed.emit()
+
+    def workers(self) -> list:
+        """Every worker joined and not finished (running, or announced and about to start)."""
+        return list(self._announced)
+
+    def announced(self) -> list:
+        """The work the user started, running or about to start."""
+        return [w for w, shown in self._announced.items() if shown]
+
+    def running(self, announced_only: bool = False) -> list:
+        """Workers whose thread runs (``announced_only``: the work the user started)."""
+        pool = self.announced() if announced_only else self.workers()
+        return [w for w in pool if w.is_running()]
 
 
 class _Runner(QThread):
     """The thread: calls fn and hands the outcome to its EngineWorker through queued signals."""
 
     reported = pyqtSignal(object)
+    logged = pyqtSignal(str)
     done = pyqtSignal(str, object, str, str)  # outcome, value, message, details
 
     def __init__(self, call: Callable[[], Any], token: CancelToken) -> None:
@@ -75,28 +122,30 @@ class _Runner(QThread):
 class EngineWorker(QObject):
     """One background call. Create, connect signals, ``start()``; ``cancel()`` to ask it to stop.
 
+    ``job=True``: fn takes ``progress=``, ``cancel=`` and ``log_fn=`` (a ``jobs/`` use case).
+
     Signals: ``progress(object)`` (whatever fn reports, usually an
-    ``engine.control.Progress``), ``result(object)`` (fn's return value),
+    ``engine.control.Progress``), ``log(str)`` (each line fn gives its ``log_fn``),
+    ``result(object)`` (fn's return value),
     ``error(str message, str details)`` (details empty for a ``UserError``,
     whose message is meant for the user as is; a traceback otherwise),
     ``cancelled()``, ``finished()``.
     """
 
     progress = pyqtSignal(object)
+    log = pyqtSignal(str)
     result = pyqtSignal(object)
     error = pyqtSignal(str, str)
     cancelled = pyqtSignal()
     finished = pyqtSignal()
 
-    def __init__(self, fn: Callable, *args, description: str = "", **kwargs) -> None:
+    def __init__(self, fn: Callable, *args, description: str = "", job: bool = False, **kwargs) -> None:
         super().__init__()
         self.fn = fn
         self.description = description or getattr(fn, "__name__", "task")
         self.token = CancelToken()
-        if _accepts(fn, "progress"):
-            kwargs.setdefault("progress", self._report)
-        if _accepts(fn, "cancel"):
-            kwargs.setdefault("cancel", self.token)
+        if job:
+            kwargs.update(progress=self._report, cancel=self.token, log_fn=self._log_line)
         self._args, self._kwargs = args, kwargs
         self._runner: _Runner | None = None
         self._running = False
@@ -107,15 +156,20 @@ class EngineWorker(QObject):
         if self._runner is not None:
             self._runner.reported.emit(report)
 
+    def _log_line(self, text: str) -> None:
+        if self._runner is not None:
+            self._runner.logged.emit(str(text))
+
     def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("an EngineWorker runs once; create a new one")
         self._runner = _Runner(lambda: self.fn(*self._args, **self._kwargs), self.token)
         self._runner.reported.connect(self.progress)
+        self._runner.logged.connect(self.log)
         self._runner.done.connect(self._on_done)
         self._runner.finished.connect(self._on_thread_finished)
         self._running = True
-        _RUNNING.add(self)
+        running_work.join(self)
         self._runner.start()
 
     def cancel(self) -> None:
@@ -159,13 +213,18 @@ class EngineWorker(QObject):
             return
         self._runner.wait()  # the thread is past run(); this only joins it
         self._running = False
-        _RUNNING.discard(self)
-        self.finished.emit()
+        try:
+            self.finished.emit()
+        finally:  # after the slots, which may start the next worker before the window counts
+            running_work.leave(self)
+
+
+running_work = WorkRegistry()
 
 
 def running_workers() -> list[EngineWorker]:
     """Workers started and not yet finished, in this process."""
-    return list(_RUNNING)
+    return [w for w in running_work.running() if isinstance(w, EngineWorker)]
 
 
 class _Wish:

@@ -58,18 +58,13 @@ def write_back_with_dialogs(
         return None
     saved = ""
     if summary.changed and how == WRITE_AND_SAVE:
-        try:
-            before = len(getattr(store, "session_files", []))
-            host.save_store()
+        before = len(getattr(store, "session_files", []))
+        # StoreError and the like: the data is safe in memory.
+        if shown_errors(host, "Save", host.save_store, message="The structures are in the project but it "
+                        "could not be saved: {}\nUse File > Save after fixing the problem.")[0]:
             saved = " Project saved." + "".join(
                 f" In Descriptron's folder session: Load Annotations {p.name}."
                 for p in getattr(store, "session_files", [])[before:]
-            )
-        except Exception as exc:  # noqa: BLE001 - StoreError and the like: the data is safe in memory
-            host.show_error(
-                "Save",
-                f"The structures are in the project but it could not be saved: "
-                f"{exc}\nUse File > Save after fixing the problem.",
             )
     host.show_status(summary.message().splitlines()[0] + saved, 10000)
     if summary.skipped:

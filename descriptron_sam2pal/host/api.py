@@ -95,7 +95,8 @@ class Host(Protocol):
         """The image the user is looking at, or None."""
 
     def current_image_array(self) -> Optional["np.ndarray"]:
-        """Pixels of :meth:`current_image` as (H, W, 3) uint8 RGB (EXIF applied), or None."""
+        """Pixels of :meth:`current_image` as (H, W, 3) uint8 RGB in the file's raw pixel frame
+        (EXIF orientation not applied, as Descriptron), or None."""
 
     def set_current_image(self, image_id: Any) -> None:
         """Show the image with this store id. The switch may complete asynchronously
@@ -111,7 +112,8 @@ class Host(Protocol):
 
         ``worker`` offers ``cancel()``, ``is_running()`` and a ``finished``
         signal (``descriptron_sam2pal.gui.workers.EngineWorker`` does); the host
-        forgets it when ``finished`` is emitted.
+        forgets it when ``finished`` is emitted. (The standalone workspace announces it in
+        the one registry of running work, ``gui.workers.running_work``.)
         """
 
 

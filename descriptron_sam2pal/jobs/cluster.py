@@ -43,7 +43,13 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Sequence
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine.control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
 from descriptron_sam2pal.engine.results import Target, TargetResult
-from descriptron_sam2pal.jobs.models import BEETLE_DEMO_CHOICE, DEMO_CHOICE, ModelRequest, load_model, resolve_checkpoint
+from descriptron_sam2pal.jobs.models import (
+    BEETLE_DEMO_CHOICE,
+    DEMO_CHOICE,
+    ModelRequest,
+    load_model,
+    resolve_checkpoint,
+)
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
 
 if TYPE_CHECKING:  # torch loads only when a run starts
@@ -230,10 +236,12 @@ def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
             pass
     except OSError as exc:
         why = "no answer" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
-        raise UserError(f"cannot reach the Ray cluster at {address} ({why} within {timeout:g} s): check that "
-                        f"`ray start --head` runs on {host}, that the port is right ({port}; 6379 for HOST:6379, "
-                        "10001 for ray://) and that no firewall blocks it; or run --ray without an address for a "
-                        "local cluster") from None
+        raise UserError(
+            f"cannot reach the Ray cluster at {address} ({why} within {timeout:g} s): check that "
+            f"`ray start --head` runs on {host}, that the port is right ({port}; 6379 for HOST:6379, "
+            "10001 for ray://) and that no firewall blocks it; or run --ray without an address for a "
+            "local cluster"
+        ) from None
 
 
 def connect(address: str | None) -> bool:
@@ -270,7 +278,9 @@ def plan_workers(settings: ClusterSettings) -> tuple[int, dict]:
     return workers, {"num_cpus": share}
 
 
-def portable(model: ModelRequest, templates: Sequence[TemplateSpec]) -> tuple[ModelRequest, list[TemplateSpec]]:
+def portable(
+    model: ModelRequest, templates: Sequence[TemplateSpec]
+) -> tuple[ModelRequest, list[TemplateSpec]]:
     """The model request and templates with every file as an absolute path (a worker's working
     folder is not the driver's) and the default checkpoint resolved here, on the driver."""
     choice = resolve_checkpoint(model.choice)
@@ -419,7 +429,9 @@ class RayQueue:
                 chunk = [self.retry.popleft()]
             else:
                 chunk = []
-                while self.pending and len(chunk) < self.batch and self.pending[0] < self.next_out + self.window:
+                while (
+                    self.pending and len(chunk) < self.batch and self.pending[0] < self.next_out + self.window
+                ):
                     chunk.append(self.pending.popleft())
             worker = self.idle.pop()
             self.in_flight[worker.segment.remote([self.item(i) for i in chunk])] = (worker, chunk)
@@ -433,8 +445,14 @@ class RayQueue:
                 data = Path(t.path).read_bytes()
             except OSError:
                 data = None  # the actor reports it unreadable, as a local run would
-        return {"index": i, "path": os.path.abspath(t.path), "image_id": t.image_id, "key": self.resume.keys[i],
-                "structure_status": t.structure_status, "data": data}
+        return {
+            "index": i,
+            "path": os.path.abspath(t.path),
+            "image_id": t.image_id,
+            "key": self.resume.keys[i],
+            "structure_status": t.structure_status,
+            "data": data,
+        }
 
     def collect(self) -> None:
         """Wait (up to a second) for a task to end and take in what it brought."""
@@ -458,7 +476,9 @@ class RayQueue:
             t = self.targets[i]
             if "error" in a:  # worded with the path as given, as a local run words it
                 error = a["error"].replace(os.path.abspath(t.path), str(t.path))
-                self.ready[i] = TargetResult(t.image_id, t.path, 0, 0, error=error, skipped=dict(a["skipped"]))
+                self.ready[i] = TargetResult(
+                    t.image_id, t.path, 0, 0, error=error, skipped=dict(a["skipped"])
+                )
                 continue
             r = TargetResult.from_json(a["result"])
             r.image_id, r.path, r.from_journal = t.image_id, t.path, False
@@ -487,8 +507,14 @@ class RayQueue:
             self.attempts[i] = self.attempts.get(i, 0) + 1
             if self.attempts[i] >= MAX_ATTEMPTS:
                 t = self.targets[i]
-                self.ready[i] = TargetResult(t.image_id, t.path, 0, 0, skipped=t.skipped,
-                                             error=f"the worker segmenting it failed {MAX_ATTEMPTS} times ({why})")
+                self.ready[i] = TargetResult(
+                    t.image_id,
+                    t.path,
+                    0,
+                    0,
+                    skipped=t.skipped,
+                    error=f"the worker segmenting it failed {MAX_ATTEMPTS} times ({why})",
+                )
             else:
                 self.retry.append(i)
         self.say(f"Ray: a task of {len(chunk)} image(s) failed ({why.splitlines()[0]}); "

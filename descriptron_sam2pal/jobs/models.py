@@ -48,11 +48,20 @@ class ModelRequest:
 
 def beetle_checkpoint_path() -> Path:
     """The packaged beetle demo checkpoint (benchmarks/testbed/pretrain.py, then demo.py, made it)."""
-    return Path(str(resources.files("descriptron_sam2pal") / "resources" / "checkpoints" / "sam2pal_beetle.pt"))
+    return Path(
+        str(resources.files("descriptron_sam2pal") / "resources" / "checkpoints" / "sam2pal_beetle.pt")
+    )
 
 
 def beetle_demo_available() -> bool:
     return beetle_checkpoint_path().is_file()
+
+
+def require_beetle_demo() -> None:
+    """UserError (saying what to do) when the beetle demo model is not installed."""
+    if not beetle_demo_available():
+        raise UserError("the beetle demo model is not installed with this copy of the plugin "
+                        f"({beetle_checkpoint_path()} is missing); reinstall it or choose a checkpoint")
 
 
 def describe_choice(choice: str | None) -> str:
@@ -69,9 +78,8 @@ def resolve_checkpoint(choice: str | None) -> str:
     """The choice with None replaced by the checkpoint Descriptron would use; UserError when
     there is none or a given file does not exist."""
     if choice in (DEMO_CHOICE, BEETLE_DEMO_CHOICE):
-        if choice == BEETLE_DEMO_CHOICE and not beetle_demo_available():
-            raise UserError("the beetle demo model is not installed with this copy of the plugin "
-                            f"({beetle_checkpoint_path()} is missing); reinstall it or choose a checkpoint")
+        if choice == BEETLE_DEMO_CHOICE:
+            require_beetle_demo()
         return choice
     if choice is None:
         from descriptron_sam2pal.model.checkpoints import find_checkpoint
@@ -147,8 +155,8 @@ def load_model(request: ModelRequest) -> Any:
 
 def estimated_peak_bytes(image_size: int, training: bool = False) -> int:
     """A deliberately generous estimate of the memory a job needs at ``image_size`` px, growing
-    with the pixel count: 2.2 GB at 512 px and 5.9 GB at 1024 px for propagation, where SAM2.1
-    tiny peaked at 0.9-2.1 GB and 2.3 GB on a CPU (benchmarks/README.md, results-1024.md);
+    with the pixel count (2.2 GB at 512 px and 5.9 GB at 1024 px for propagation by this formula),
+    well above the peaks measured for SAM2.1 tiny on a CPU (benchmarks/README.md, results-1024.md);
     training holds activations for the backward pass, so its pixel term is tripled. Only sizes
     far beyond these are refused."""
     per_image = 5.0e9 * (image_size / 1024) ** 2

@@ -324,7 +324,9 @@ def _run(request: PropagateRequest, store: AnnotationStore | None, *, progress: 
                 outcome.failed.append(r)
             elif store is not None:
                 added = merge_results(store, [r])
-                in_store.update({(number, name): (image_id, ann_id) for image_id, name, ann_id in added.written})
+                in_store.update(
+                    {(number, name): (image_id, ann_id) for image_id, name, ann_id in added.written}
+                )
                 merged += added
         if cancel is not None and cancel.cancelled:
             outcome.cancelled = True

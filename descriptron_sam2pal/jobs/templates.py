@@ -20,9 +20,18 @@ import numpy as np
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.imaging.io import load_image, read_image_size
-from descriptron_sam2pal.imaging.kept_pixels import MIN_KEPT_PIXELS, kept_pixels, largest_useful_size, \
-    smallest_keeping_size
-from descriptron_sam2pal.imaging.mask_png import Color, mask_from_binary_png, masks_from_color_png, parse_colors
+from descriptron_sam2pal.imaging.kept_pixels import (
+    MIN_KEPT_PIXELS,
+    kept_pixels,
+    largest_useful_size,
+    smallest_keeping_size,
+)
+from descriptron_sam2pal.imaging.mask_png import (
+    Color,
+    mask_from_binary_png,
+    masks_from_color_png,
+    parse_colors,
+)
 from descriptron_sam2pal.store.provenance import template_masks
 
 
@@ -51,8 +60,10 @@ def _check_masks(masks: Mapping[str, np.ndarray], image_path: Any, source: Any) 
     h, w = read_image_size(image_path)
     for name, mask in masks.items():
         if mask.shape != (h, w):
-            raise UserError(f"{source}: the mask of '{name}' is {mask.shape[1]}x{mask.shape[0]} px but the "
-                            f"image {image_path} is {w}x{h} px; give the mask drawn on this image at full size")
+            raise UserError(
+                f"{source}: the mask of '{name}' is {mask.shape[1]}x{mask.shape[0]} px but the "
+                f"image {image_path} is {w}x{h} px; give the mask drawn on this image at full size"
+            )
 
 
 def specs_from_store(store: Any, image_ids: Iterable[Any] | None = None,
@@ -66,9 +77,11 @@ def specs_from_store(store: Any, image_ids: Iterable[Any] | None = None,
         from descriptron_sam2pal.store.ours import is_our_predictions
 
         if is_our_predictions(Path(store).expanduser()):
-            raise UserError(f"{store} is a predictions file written by sam2pal: its outlines are unreviewed "
-                            "predictions, never templates. Give your Descriptron annotations (the folder of the "
-                            "photos or the annotation file you saved)")
+            raise UserError(
+                f"{store} is a predictions file written by sam2pal: its outlines are unreviewed "
+                "predictions, never templates. Give your Descriptron annotations (the folder of the "
+                "photos or the annotation file you saved)"
+            )
         store = AnnotationStore.open(store)
     wanted = set(structures) if structures is not None else None
     explicit = image_ids is not None
@@ -183,7 +196,8 @@ def check_structures_kept(specs: Sequence[TemplateSpec], size: int) -> None:
     raise UserError(f"{len(vanished)} outline(s) vanish at the model's input size of {size} px (fewer than "
                     f"{MIN_KEPT_PIXELS} pixels are left once the photo is shrunk to it), so they would be "
                     "predicted as nothing and training could not learn them: "
-                    + "; ".join(text for _, _, text in vanished) + ". " + advice[0].upper() + advice[1:] + ".")
+                    + "; ".join(text for _, _, text in vanished)
+                    + ". " + advice[0].upper() + advice[1:] + ".")
 
 
 def load_templates(specs: Sequence[TemplateSpec], size: int) -> list:

@@ -78,8 +78,12 @@ def unlabeled_paths(items: Sequence[str | os.PathLike | ImageRecord]) -> list[st
     return [str(item.path) if hasattr(item, "path") else str(item) for item in items]
 
 
-def train_run(request: TrainRequest, progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
-              log_fn: Callable[[str], None] | None = None) -> TrainOutcome:
+def train_run(
+    request: TrainRequest,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    log_fn: Callable[[str], None] | None = None,
+) -> TrainOutcome:
     """Build the model, prepare the templates, train. ``progress``/``cancel`` as in the engine;
     ``log_fn`` gets lines worth showing the user."""
     from descriptron_sam2pal.engine.trainer import TrainConfig, train
@@ -100,7 +104,8 @@ def train_run(request: TrainRequest, progress: ProgressCallback | None = None, c
     model = load_model(request.model)
     say(f"Model: {model.describe()} at {model.image_size} px on {model.device}")
     templates = load_templates(request.templates, model.image_size)
-    say(f"{len(templates)} template(s), {len(request.unlabeled)} unlabeled image(s); run folder {request.run_dir}")
+    say(f"{len(templates)} template(s), {len(request.unlabeled)} unlabeled image(s); "
+        f"run folder {request.run_dir}")
     mark_run_folder(run_dir)
     result = train(model, templates, unlabeled_paths(request.unlabeled), Path(request.run_dir), config,
                    progress=progress, cancel=cancel, resume=request.resume,
@@ -115,7 +120,8 @@ def describe_result(result: TrainResult) -> list[str]:
     vanished = getattr(result, "vanished", None)
     if vanished:  # never "improved": a structure the model could not see was not learnt
         scores = (f" (validation {result.val_metric}: untrained {result.baseline_val:.4f}, best "
-                  f"{result.best_val:.4f} at step {result.best_step})" if result.improvement is not None else "")
+                  f"{result.best_val:.4f} at step {result.best_step})"
+                  if result.improvement is not None else "")
         lines.append(f"not reported as an improvement{scores}: {'; '.join(vanished)} vanished at the model's "
                      "input size, so training could not learn it; train again at a larger --image-size or "
                      "without that structure")

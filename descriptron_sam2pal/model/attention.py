@@ -2,9 +2,9 @@
 
 torch's CPU kernel of ``scaled_dot_product_attention`` does not use the CPU's
 bf16 matrix units: with SAM2's memory-attention shapes (one head of 256
-channels over 1024 tokens, 5 objects) it takes 0.051 s per call in bf16 where
-two bf16 matrix products and a softmax take 0.015 s (torch 2.13, AVX512-BF16,
-one thread; in fp32 both take 0.053 s). Memory attention is most of the cost
+channels over 1024 tokens, 5 objects) it is no faster in bf16 than in fp32 and several
+times slower than two bf16 matrix products and a softmax (measured: benchmarks/README.md,
+"What the profile shows"). Memory attention is most of the cost
 of propagation and training beyond the image encoder, so :func:`install`
 routes the attention calls of ``sam2``'s transformer and Hiera modules through
 :func:`attention`, which computes ``softmax(q k^T * scale) v`` explicitly for

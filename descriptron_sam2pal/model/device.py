@@ -55,8 +55,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU does bf16 arithmetic in hardware (AVX512-BF16 or AMX), where
-    oneDNN's bf16 matrix products are 2-4x faster than fp32; elsewhere bf16 is emulated
-    and slower than fp32."""
+    oneDNN's bf16 matrix products are several times faster than fp32 (benchmarks/README.md);
+    elsewhere bf16 is emulated and slower than fp32."""
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):

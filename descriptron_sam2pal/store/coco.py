@@ -114,9 +114,11 @@ def is_labelme(data: Any) -> bool:
 
 
 def labelme_message(path: Path) -> str:
-    return (f"{path}: this is a labelme file (\"shapes\", \"imagePath\"), not a COCO annotation file, so its "
-            "outlines are not read. Convert it to COCO (e.g. `labelme2coco`, or open the image in Descriptron "
-            "and save), or give the outlines as mask PNGs (--template-mask).")
+    return (
+        f'{path}: this is a labelme file ("shapes", "imagePath"), not a COCO annotation file, so its '
+        "outlines are not read. Convert it to COCO (e.g. `labelme2coco`, or open the image in Descriptron "
+        "and save), or give the outlines as mask PNGs (--template-mask)."
+    )
 
 
 class CocoDocument:
@@ -170,19 +172,25 @@ class CocoDocument:
                     doc = cls(json_path, rle_data, indent=rle_indent, exists=True)
                     doc.read_from_rlejson = True
                     doc.dirty = True
-                    doc.warn(f"{rle_path}: a save was interrupted between {rle_path.name} and {json_path.name} "
-                             f"(they are not a pair); the newer {rle_path.name} is read and both files are "
-                             "rewritten on the next save. Check the masks of this file.")
+                    doc.warn(
+                        f"{rle_path}: a save was interrupted between {rle_path.name} and {json_path.name} "
+                        f"(they are not a pair); the newer {rle_path.name} is read and both files are "
+                        "rewritten on the next save. Check the masks of this file."
+                    )
                 else:
-                    doc.warn(f"{rle_path}: does not belong to {json_path.name} ({json_path.name} was saved by "
-                             f"SAM2-PAL, {rle_path.name} was not, or by another save); its RLE masks are not "
-                             f"used, the polygons of {json_path.name} are (holes filled). Restore the matching "
-                             f"{rle_path.name} from a *.bak-* file, or save again to rewrite it.")
+                    doc.warn(
+                        f"{rle_path}: does not belong to {json_path.name} ({json_path.name} was saved by "
+                        f"SAM2-PAL, {rle_path.name} was not, or by another save); its RLE masks are not "
+                        f"used, the polygons of {json_path.name} are (holes filled). Restore the matching "
+                        f"{rle_path.name} from a *.bak-* file, or save again to rewrite it."
+                    )
                     doc.dirty = True
             elif data.get(PAIR_KEY) is not None:
-                doc.warn(f"{json_path}: its companion {rle_path.name} is missing (deleted or moved?); masks with "
-                         f"holes are read from the polygons (holes filled). Restore {rle_path.name}, or save "
-                         "again to rewrite it.")
+                doc.warn(
+                    f"{json_path}: its companion {rle_path.name} is missing (deleted or moved?); masks with "
+                    f"holes are read from the polygons (holes filled). Restore {rle_path.name}, or save "
+                    "again to rewrite it."
+                )
         else:
             # Only the .rlejson is there: it is the document; the .json is written on save.
             data, indent = read_json(rle_path)
@@ -304,7 +312,7 @@ class CocoDocument:
         try:
             size = parts[0]["size"]
             return np.asarray(segmentation_to_mask(seg, int(size[0]), int(size[1])), dtype=bool)
-        except Exception as e:  # kept as it is: an undecodable entry is the user's to fix
+        except Exception as e:  # noqa: BLE001 - kept as it is: an undecodable entry is the user's to fix
             self.warn(f"{self.path}: annotation id {ann.get('id')!r}: its RLE cannot be decoded ({e}); "
                       "written unchanged. Redraw or remove it in Descriptron.")
             return None

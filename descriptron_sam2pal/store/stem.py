@@ -100,7 +100,9 @@ def find_image_files(folder: str | Path) -> list[Path]:
     merely ends in ``_mask.png`` is still found.
     """
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p))
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p)
+    )
     stems = {normalized_stem(p.name) for p in files}
     kept = []
     for p in files:

@@ -164,11 +164,11 @@ def test_opening_another_project_asks_about_unsaved_changes(qtbot, window, proje
 
 
 def test_close_while_a_worker_runs_asks_then_stops_it_cleanly(qtbot, window, dialogs):
-    def long_job(cancel=None):
+    def long_job(progress, cancel, log_fn):
         while not cancel.cancelled:
             cancel._event.wait(0.01)
 
-    worker = EngineWorker(long_job, description="Train SAM2-PAL")
+    worker = EngineWorker(long_job, description="Train SAM2-PAL", job=True)
     window.register_worker(worker)
     worker.start()
     assert "Train SAM2-PAL" in window.tasks_label.text()
@@ -184,6 +184,23 @@ def test_close_while_a_worker_runs_asks_then_stops_it_cleanly(qtbot, window, dia
         assert window.isVisible()  # stopping does not block; the window closes when it ends
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=5000)
     assert worker.token.cancelled and not worker.is_running()
+
+
+def test_close_asks_only_about_announced_work(qtbot, window, dialogs):
+    """One registry holds every running worker; the window lists and asks about the ones announced
+    through register_worker, not background calls such as image decoding (joined at exit)."""
+    import threading
+
+    from descriptron_sam2pal.gui.workers import running_workers
+
+    gate = threading.Event()
+    background = EngineWorker(gate.wait, 10, description="loading an image")
+    background.start()
+    assert background in running_workers() and window.tasks_label.text() == ""
+    window.close()
+    assert not window.isVisible() and "Work in progress" not in dialogs.titles()
+    with qtbot.waitSignal(background.finished, timeout=5000):
+        gate.set()
 
 
 def test_opens_descriptron_per_image_final_files(qtbot, window, tmp_path):

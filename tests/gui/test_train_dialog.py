@@ -5,6 +5,7 @@ import pytest
 from PyQt5.QtCore import Qt
 
 from descriptron_sam2pal.gui.train_dialog import TrainDialog
+from descriptron_sam2pal.gui.workers import running_work
 from descriptron_sam2pal.jobs.estimate import estimate_seconds, format_duration
 from tests.helpers.plugin_gui import wait_image
 
@@ -45,7 +46,7 @@ def test_training_reports_progress_finishes_then_segments(qtbot, window, specime
     worker.progress.connect(
         lambda p: shown.append((p.stage, dialog.progress_bar.text(), dialog.stage_label.text()))
     )
-    assert worker in window._workers  # the host knows: closing asks first
+    assert worker in running_work.announced()  # the host knows: closing asks first
     assert not dialog.start_button.isEnabled() and dialog.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: bool(results), timeout=60000)  # trained, then propagated
     qtbot.waitUntil(lambda: dialog.worker is None, timeout=10000)
@@ -278,3 +279,21 @@ def test_scrolling_over_the_dialog_changes_no_setting(qtbot, window, specimens, 
 
     assert dialog.height() + FRAME.height() <= available_geometry(dialog).height()  # 600 px offscreen
     dialog.close()
+
+
+def test_what_cannot_start_says_why_in_a_dialog_and_starts_nothing(
+    qtbot, window, specimens, session, messages, tmp_path
+):
+    _project_with_template(qtbot, window, specimens)
+    dialog = _dialog(qtbot, window, session, 3, [])
+    dialog.folder_radio.setChecked(True)
+    dialog.folder_edit.setText(str(tmp_path / "no such folder"))
+    dialog.start_training()
+    assert messages.seen[-1] == ("Train SAM2-PAL", "Choose an existing folder of unlabeled images, or use "
+                                 "the project's images.")
+    dialog.project_radio.setChecked(True)
+    dialog.source_combo.setCurrentIndex(dialog.source_combo.findData("file"))
+    dialog.adapter_edit.setText("")
+    dialog.start_propagation()
+    assert messages.seen[-1][0] == "Segment specimens" and "Choose the adapter file" in messages.seen[-1][1]
+    assert dialog.worker is None and dialog.job is None and dialog.run_dir is None

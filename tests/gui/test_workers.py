@@ -3,25 +3,32 @@ import threading
 import pytest
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.gui.workers import EngineWorker, running_workers
+from descriptron_sam2pal.gui.workers import EngineWorker, running_work, running_workers
 
 
 def test_result_then_finished_in_order(qtbot):
     seen = []
 
-    def double(x, progress=None):
+    def double(x, progress, cancel, log_fn):
         progress("half")
+        log_fn("halfway there")
+        progress("all")
         return 2 * x
 
-    worker = EngineWorker(double, 21)
+    worker = EngineWorker(double, 21, job=True)
     worker.progress.connect(lambda p: seen.append(("progress", p)))
+    worker.log.connect(lambda line: seen.append(("log", line)))
     worker.result.connect(lambda r: seen.append(("result", r)))
-    worker.finished.connect(lambda: seen.append(("finished",)))
+    worker.finished.connect(lambda: seen.append(("finished", worker in running_work.workers())))
     with qtbot.waitSignal(worker.finished, timeout=5000):
         worker.start()
-    assert seen == [("progress", "half"), ("result", 42), ("finished",)]
+        assert worker in running_workers()
+    # One log channel beside the progress one, in the order fn sent them; the worker is still
+    # registered while `finished` is delivered and leaves the registry right after.
+    assert seen == [("progress", "half"), ("log", "halfway there"), ("progress", "all"), ("result", 42),
+                    ("finished", True)]
     assert not worker.is_running()
-    assert worker not in running_workers()
+    assert worker not in running_workers() and worker not in running_work.workers()
 
 
 def test_raising_worker_still_emits_finished_and_ui_reenables(qtbot):
@@ -61,13 +68,13 @@ def test_user_error_message_is_plain(qtbot):
 def test_cancel_reaches_fn_and_reports_cancelled(qtbot):
     started = threading.Event()
 
-    def loop(cancel=None):
+    def loop(progress, cancel, log_fn):
         started.set()
         while not cancel.cancelled:
             cancel._event.wait(0.01)
         return "partial"
 
-    worker = EngineWorker(loop)
+    worker = EngineWorker(loop, job=True)
     results = []
     worker.result.connect(results.append)
     with qtbot.waitSignals([worker.cancelled, worker.finished], timeout=5000, order="strict"):
@@ -84,6 +91,63 @@ def test_fn_without_progress_or_cancel_gets_neither(qtbot):
         worker.start()
     assert blocker.args == [3]
     qtbot.waitUntil(lambda: not worker.is_running(), timeout=5000)
+
+
+def test_the_caller_says_what_fn_takes_the_signature_is_not_read(qtbot):
+    """Without job=True a fn that could take progress/cancel gets neither (no guessing); with it,
+    a fn that lacks the jobs/ keywords fails loudly instead of running without a cancel."""
+    got = []
+    worker = EngineWorker(lambda progress=None, cancel=None, **rest: got.append((progress, cancel, rest)))
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        worker.start()
+    assert got == [(None, None, {})]
+
+    strict = EngineWorker(lambda request: request, "r", job=True)
+    with qtbot.waitSignal(strict.error, timeout=5000) as blocker:
+        strict.start()
+    assert blocker.args[0].startswith("TypeError:") and "progress" in blocker.args[0]
+    qtbot.waitUntil(lambda: not strict.is_running(), timeout=5000)
+
+
+def test_one_registry_lists_announced_work_until_finished(qtbot):
+    """Every started worker is in the registry; the host's register_worker marks it as the user's
+    (announced, also before it starts); a worker that is not an EngineWorker leaves on finished."""
+    from PyQt5.QtCore import QObject, pyqtSignal
+
+    gate = threading.Event()
+    quiet = EngineWorker(gate.wait, 10)
+    shown = EngineWorker(gate.wait, 10, description="Train")
+    changes = []
+
+    def changed():
+        changes.append(True)
+
+    running_work.changed.connect(changed)
+    running_work.announce(shown)
+    assert running_work.announced() == [shown] and running_work.running(announced_only=True) == []
+    quiet.start()
+    shown.start()
+    assert {quiet, shown} <= set(running_work.running())
+    assert running_work.running(announced_only=True) == [shown]
+
+    class Foreign(QObject):
+        finished = pyqtSignal()
+
+        def is_running(self):
+            return True
+
+        def cancel(self):
+            pass
+
+    foreign = Foreign()
+    running_work.announce(foreign)
+    assert running_work.announced() == [shown, foreign]
+    foreign.finished.emit()
+    with qtbot.waitSignals([quiet.finished, shown.finished], timeout=5000):
+        gate.set()
+    assert not {quiet, shown, foreign} & set(running_work.workers())
+    running_work.changed.disconnect(changed)
+    assert len(changes) == 8  # join and leave of each, announce of two
 
 
 def test_a_worker_runs_once(qtbot):
