@@ -258,8 +258,10 @@ class LatestCall(QObject):
 
     @property
     def busy(self) -> bool:
-        """A call is running or waiting."""
-        return self._worker is not None or self._wanted is not None
+        """A call is running or waiting. Asked of the worker itself: when this object's Qt side is
+        deleted while its call runs (a closed panel's loader), ``finished`` no longer reaches it,
+        and it must not say busy forever."""
+        return (self._worker is not None and self._worker.is_running()) or self._wanted is not None
 
     @property
     def wanted(self) -> Any:

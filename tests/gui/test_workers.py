@@ -210,3 +210,23 @@ def test_latest_call_runs_one_at_a_time_and_answers_only_the_latest_request(qtbo
     calls.request("bad", work, "bad")
     qtbot.waitUntil(lambda: bool(failures), timeout=10000)
     assert failures == [("bad", "ValueError: no good")]
+
+
+def test_latest_call_is_not_busy_forever_when_its_owner_is_deleted_mid_call(qtbot):
+    """A panel closed (its Qt side deleted) while its photo loads: the call ends, and the loader
+    no longer says busy, though ``finished`` cannot reach the deleted object any more."""
+    import sip
+    from PyQt5.QtWidgets import QWidget
+
+    from descriptron_sam2pal.gui.workers import LatestCall
+
+    gate = threading.Event()
+    owner = QWidget()
+    calls = LatestCall(owner)
+    calls.request("photo", lambda: gate.wait(10))
+    assert calls.busy
+    calls.forget()  # the panel lets go of its request, as set_session(None) does
+    sip.delete(owner)  # closing the panel deletes the loader's Qt side with it
+    assert sip.isdeleted(calls)
+    gate.set()
+    qtbot.waitUntil(lambda: not calls.busy, timeout=10000)
