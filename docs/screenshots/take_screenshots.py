@@ -304,10 +304,9 @@ def run(args: argparse.Namespace) -> int:
     shots.wait_until(lambda: templates.session.is_ready and templates._encoder is None
                      and templates._encoded_id is not None, 180, "SAM2 to load and read the image")
     x, y = mask_center(args.data, OUTLINED_HERE, "elytra")
-    click_image(window.canvas, x, y)                    # on the elytra
-    hx, hy = mask_center(args.data, OUTLINED_HERE, "pronotum")
-    click_image(window.canvas, hx, hy, Qt.RightButton)  # not the pronotum
-    shots.wait_until(lambda: templates.proposal is not None, 30, "a SAM2 proposal")
+    click_image(window.canvas, x, y)                    # one click on the elytra
+    shots.wait_until(lambda: templates.proposal is not None and not templates.prompter.busy, 30,
+                     "a SAM2 proposal")
     combo = templates.name_combo
     click(combo.lineEdit())
     QTest.keyClicks(combo.lineEdit(), "elytra")
@@ -320,6 +319,15 @@ def run(args: argparse.Namespace) -> int:
     if args.undo_template:  # a demo model's poor proposal would spoil the training: take it back
         QTest.keyClick(window.canvas.view, Qt.Key_Z, Qt.ControlModifier)
         shots.wait_until(lambda: templates.template_list.count() == 2, 10, "Undo of the accepted structure")
+    # 2a. one click on the head: what the shipped model proposes for another part
+    hx, hy = mask_center(args.data, OUTLINED_HERE, "head")
+    click_image(window.canvas, hx, hy)
+    shots.wait_until(lambda: templates.proposal is not None and not templates.prompter.busy, 30,
+                     "a SAM2 proposal for the head")
+    templates.name_combo.setEditText("head")
+    shots.wait(300)
+    shots.save(window, "02b_one_click_head.png")
+    templates.clear_prompts()
     click(templates.active_button)  # done outlining: clicks on the image no longer go to SAM2
 
     # 2b. Drawing by hand: the polygon tool (P) on the main canvas, no model needed
