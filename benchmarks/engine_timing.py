@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))  # the repository root: tests.helpers, and the pac
 from descriptron_sam2pal.engine.features import FeatureEncoder  # noqa: E402
 from descriptron_sam2pal.engine.palindrome import palindrome_step  # noqa: E402
 from descriptron_sam2pal.engine.preprocess import prepare_image  # noqa: E402
-from descriptron_sam2pal.engine.propagate import TemplateMemory, propagate  # noqa: E402
-from descriptron_sam2pal.engine.templates import Template  # noqa: E402
+from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, propagate  # noqa: E402
+from descriptron_sam2pal.engine.prepared_templates import Template  # noqa: E402
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model  # noqa: E402
 from descriptron_sam2pal.model.lora import apply_lora, trainable_parameters  # noqa: E402
 from tests.helpers.synthetic import make_specimen  # noqa: E402

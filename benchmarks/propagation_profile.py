@@ -34,7 +34,7 @@ sys.path.insert(0, str(BENCH))
 
 import data as bdata  # noqa: E402
 
-from descriptron_sam2pal.engine.propagate import TemplateMemory, iter_propagate  # noqa: E402
+from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, iter_propagate  # noqa: E402
 from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png  # noqa: E402
 from descriptron_sam2pal.model.build import build_model  # noqa: E402
 

@@ -10,7 +10,7 @@ unlabeled pool. Three models are scored on the same targets:
 
 (a) ``zero_shot``: the checkpoint as it is (propagation only);
 (b) ``pal``: after palindrome training with the engine's own trainer and
-    propagation (``engine.trainer.train`` + ``engine.propagate.propagate``,
+    propagation (``engine.trainer.train`` + ``engine.memory_propagation.propagate``,
     exactly what ``sam2pal train`` / ``sam2pal propagate`` do), the unlabeled
     pool being the targets' images;
 (c) ``supervised``: for reference, the same trainable parameters (LoRA or
@@ -207,7 +207,7 @@ def supervised_finetune(model, templates, config, n_train_copies: int = 16, n_va
     from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
     from descriptron_sam2pal.engine.palindrome import hard_iou, mask_losses
     from descriptron_sam2pal.engine.preprocess import prepare_image
-    from descriptron_sam2pal.engine.templates import Template
+    from descriptron_sam2pal.engine.prepared_templates import Template
     from descriptron_sam2pal.imaging.io import load_image
     from descriptron_sam2pal.model.lora import (apply_lora, enable_full_finetune, load_trainable_state,
                                                  trainable_parameters, trainable_state_dict)
@@ -394,7 +394,7 @@ def draw_split(pairs, colors, k: int, seed: int, max_targets: int = 0):
 
 def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kwargs: dict) -> dict:
     from descriptron_sam2pal.engine.evaluate import truth_from_color_pngs
-    from descriptron_sam2pal.engine.propagate import propagate
+    from descriptron_sam2pal.engine.memory_propagation import propagate
     from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png
     from descriptron_sam2pal.engine.trainer import TrainConfig, train
     from descriptron_sam2pal.model.build import build_model

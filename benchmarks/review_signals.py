@@ -112,7 +112,7 @@ def auroc(bad: np.ndarray, score: np.ndarray) -> float | None:
 def collect(args, pairs, colors, seed: int, max_targets: int) -> list[dict]:
     from descriptron_sam2pal.engine.features import FeatureEncoder
     from descriptron_sam2pal.engine.preprocess import prepare_image
-    from descriptron_sam2pal.engine.propagate import TemplateMemory, predict_prepared
+    from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, predict_prepared
     from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png
     from descriptron_sam2pal.imaging.io import load_image
     from descriptron_sam2pal.imaging.mask_png import masks_from_color_png

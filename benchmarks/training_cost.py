@@ -64,7 +64,7 @@ def main(argv=None) -> int:
 
     from descriptron_sam2pal.engine.features import FeatureEncoder
     from descriptron_sam2pal.engine.preprocess import prepare_image
-    from descriptron_sam2pal.engine.propagate import TemplateMemory, predict_prepared
+    from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, predict_prepared
     from descriptron_sam2pal.engine.pseudo_labels import (
         MAX_IMAGES,
         choose,
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     from descriptron_sam2pal.engine.review_score import FITS, fit_for
     from descriptron_sam2pal.engine.trainer import TrainConfig, train
     from descriptron_sam2pal.imaging.mask_png import masks_from_color_png
-    from descriptron_sam2pal.engine.templates import Template
+    from descriptron_sam2pal.engine.prepared_templates import Template
     from descriptron_sam2pal.model.build import build_model
     from descriptron_sam2pal.model.device import cpu_has_native_bf16
 

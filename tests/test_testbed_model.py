@@ -24,8 +24,8 @@ def test_checkpoint_is_small_and_detected():
 def test_checkpoint_loads_and_segments_a_synthetic_image():
     torch.set_num_threads(1)
     from descriptron_sam2pal.engine.features import FeatureEncoder
-    from descriptron_sam2pal.engine.propagate import propagate
-    from descriptron_sam2pal.engine.templates import Template
+    from descriptron_sam2pal.engine.memory_propagation import propagate
+    from descriptron_sam2pal.engine.prepared_templates import Template
     from descriptron_sam2pal.engine.preprocess import prepare_image
 
     model = build_model(checkpoint=CHECKPOINT)  # config chosen from the weights

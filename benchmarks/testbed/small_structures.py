@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from descriptron_sam2pal.engine.evaluate import evaluate, truth_from_color_pngs
-    from descriptron_sam2pal.engine.propagate import propagate
+    from descriptron_sam2pal.engine.memory_propagation import propagate
     from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png
     from descriptron_sam2pal.imaging.letterbox import Letterbox
     from descriptron_sam2pal.imaging.mask_png import masks_from_color_png, parse_colors
@@ -132,7 +132,7 @@ def second_pass(args, pairs, complete, colors) -> dict:
     import time
 
     from descriptron_sam2pal.engine.evaluate import evaluate, truth_from_color_pngs
-    from descriptron_sam2pal.engine.propagate import propagate
+    from descriptron_sam2pal.engine.memory_propagation import propagate
     from descriptron_sam2pal.engine.small_structures import small_structure_names
     from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png
     from descriptron_sam2pal.model.build import build_model

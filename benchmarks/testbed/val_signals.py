@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         palindrome_step,
     )
     from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
-    from descriptron_sam2pal.engine.propagate import propagate
+    from descriptron_sam2pal.engine.memory_propagation import propagate
     from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png
     from descriptron_sam2pal.engine.trainer import TrainConfig, train
     from descriptron_sam2pal.model.build import build_model

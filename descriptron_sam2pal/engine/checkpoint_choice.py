@@ -33,9 +33,9 @@ import numpy as np
 
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import PreparedImage
-from descriptron_sam2pal.engine.propagate import TemplateMemory, predict_prepared
+from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, predict_prepared
 from descriptron_sam2pal.engine.review_score import combine, fit_for
-from descriptron_sam2pal.engine.templates import Template
+from descriptron_sam2pal.engine.prepared_templates import Template
 from descriptron_sam2pal.engine.validation_plan import METRICS, Metric
 from descriptron_sam2pal.model.build import LoadedModel
 

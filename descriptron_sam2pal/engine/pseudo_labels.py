@@ -3,7 +3,7 @@ review score trusts most.
 
 Every ``TrainConfig.pseudo_every`` steps the trainer propagates the templates onto its
 unlabeled images with the weights as they are (the same forward pass as
-``engine.propagate``: every template that annotates a structure is attended to) and scores
+``engine.memory_propagation``: every template that annotates a structure is attended to) and scores
 each present mask as the Review would (``engine.review_score``, with the collection
 signal of ``engine.collection_score`` when the model's fit has one and a structure has at
 least ``MIN_MASKS`` masks). Only a mask whose palindrome closes (as the only memory it
@@ -27,13 +27,13 @@ from descriptron_sam2pal.engine.control import CancelToken, is_cancelled
 from descriptron_sam2pal.engine.collection_score import MIN_MASKS, consensus, mask_thumbnail
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import PreparedImage
-from descriptron_sam2pal.engine.propagate import (
+from descriptron_sam2pal.engine.memory_propagation import (
     TemplateMemory,
     palindrome_confidence_on_grid,
     predict_prepared,
 )
 from descriptron_sam2pal.engine.review_score import FITS, ReviewFit, fit_for, linear
-from descriptron_sam2pal.engine.templates import Template
+from descriptron_sam2pal.engine.prepared_templates import Template
 from descriptron_sam2pal.model.build import LoadedModel
 
 #: Unlabeled images decoded per batch while the pseudo-labels are made.

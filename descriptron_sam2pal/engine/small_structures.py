@@ -43,10 +43,10 @@ import numpy as np
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.orientation import IDENTITY
 from descriptron_sam2pal.engine.preprocess import prepare_image
-from descriptron_sam2pal.engine.propagate import TemplateMemory, predict_prepared
+from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, predict_prepared
 from descriptron_sam2pal.engine.results import StructureResult, Target, TargetResult
 from descriptron_sam2pal.engine.review_score import combine, fit_for
-from descriptron_sam2pal.engine.templates import Template
+from descriptron_sam2pal.engine.prepared_templates import Template
 from descriptron_sam2pal.imaging.io import load_image
 from descriptron_sam2pal.model.build import LoadedModel
 

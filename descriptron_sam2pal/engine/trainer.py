@@ -90,7 +90,7 @@ from descriptron_sam2pal.engine.palindrome import (
 from descriptron_sam2pal.engine.pseudo_labels import (MAX_IMAGES, MIN_CYCLE, PseudoLabels, pack_labels,
                                                       select_pseudo_labels, unpack_labels)
 from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
-from descriptron_sam2pal.engine.templates import Template, structure_names, vanished_structures
+from descriptron_sam2pal.engine.prepared_templates import Template, structure_names, vanished_structures
 from descriptron_sam2pal.engine.validation_plan import plan_validation
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,8 @@ class TrainResult:
     adapter_path: Path
     encoder_passes: int  # images sent through the image encoder by this call
     skipped_images: list[dict] = field(default_factory=list)  # {"source", "error"}
-    # outlines that keep (almost) no pixel at the model's input size (engine.templates.vanished_structures)
+    # outlines that keep (almost) no pixel at the model's input size
+    # (engine.prepared_templates.vanished_structures)
     vanished: list[str] = field(default_factory=list)
 
     @property

@@ -2,7 +2,7 @@
 keeps enough of them.
 
 A template's mask reaches the model letterboxed to a ``size`` square (area averaging when the
-photo shrinks) and binarised at one half, as ``engine.templates.Template.model_masks`` does. A
+photo shrinks) and binarised at one half, as ``engine.prepared_templates.Template.model_masks`` does. A
 structure small in a large photo (a 3 px eye on a 4000 px photo at 256 px) keeps no pixel
 there: it is then "absent" to the model, is predicted as nothing, and training cannot learn it.
 :data:`MIN_KEPT_PIXELS` is the least we accept: a structure must keep at least a 2 x 2 block

@@ -4,7 +4,7 @@
 --ray [ADDRESS]``) hands the targets to a pool of Ray actors. Each actor builds its model and its template
 memories **once**, with the same calls as the single-process path
 (``jobs.models.load_model``, ``jobs.templates.load_templates``, then
-``engine.propagate.iter_propagate``), so its results are the ones a local run gives.
+``engine.memory_propagation.iter_propagate``), so its results are the ones a local run gives.
 Only the request (plain dataclasses: the ``ModelRequest`` and the ``TemplateSpec`` masks)
 and image paths go to the actors; results come back as the journal's JSON (masks as RLE).
 With ``ship_images`` the driver also sends each image's bytes, for workers that do not
@@ -13,7 +13,7 @@ see the driver's files.
 The driver keeps the one loop of the single-process path (``jobs.propagation``): it
 receives the results **in input order** (a bounded re-order window, :class:`RayQueue`), appends
 each finished target to the journal (same run identity and target keys as a local run, and the
-same resume rule, ``engine.propagate.JournalResume``: a local run can resume a Ray run and the
+same resume rule, ``engine.memory_propagation.JournalResume``: a local run can resume a Ray run and the
 other way round), and folds them into the predictions file and the store.
 
 Faults: an actor that dies is restarted by Ray (``max_restarts``) and what it was doing goes
@@ -53,7 +53,7 @@ from descriptron_sam2pal.jobs.models import (
 from descriptron_sam2pal.jobs.templates import TemplateSpec, load_templates
 
 if TYPE_CHECKING:  # torch loads only when a run starts
-    from descriptron_sam2pal.engine.propagate import JournalResume
+    from descriptron_sam2pal.engine.memory_propagation import JournalResume
     from descriptron_sam2pal.jobs.propagation import PropagateRequest
 
 #: Test hook, read on the driver: "N:MARKER" makes an actor exit abruptly (``os._exit``) when it
@@ -113,7 +113,7 @@ class PropagationWorker:
                  crash: str | None = None) -> None:
         import torch
 
-        from descriptron_sam2pal.engine.propagate import TemplateMemory
+        from descriptron_sam2pal.engine.memory_propagation import TemplateMemory
 
         if threads:
             torch.set_num_threads(threads)
@@ -131,13 +131,13 @@ class PropagationWorker:
 
     def identity(self) -> str:
         """The run identity of the journal (the same as a local run's)."""
-        from descriptron_sam2pal.engine.propagate import run_identity
+        from descriptron_sam2pal.engine.memory_propagation import run_identity
 
         return run_identity(self.model, self.memory, confidence=self.confidence,
                             orientation_search=self.orientation_search)
 
     def describe(self) -> dict:
-        from descriptron_sam2pal.engine.propagate import default_batch_size
+        from descriptron_sam2pal.engine.memory_propagation import default_batch_size
 
         return {"device": str(self.model.device), "image_size": self.model.image_size,
                 "batch_size": self.batch_size or default_batch_size(self.model.device),
@@ -150,7 +150,7 @@ class PropagationWorker:
         """Segment ``items`` ({"index", "path", "image_id", "structure_status", "key",
         "data": bytes or None}); returns per item {"index", "key", "result" (the journal's
         JSON) or "error" and "skipped"}."""
-        from descriptron_sam2pal.engine.propagate import iter_propagate, target_key
+        from descriptron_sam2pal.engine.memory_propagation import iter_propagate, target_key
         from descriptron_sam2pal.engine.results import Target
 
         self._maybe_crash(items)
@@ -322,7 +322,7 @@ def start_workers(request: PropagateRequest, say: Callable[[str], None]) -> tupl
 def ray_targets(items: Sequence[Any]) -> list[Target]:
     """The request's targets as engine Targets; a UserError for an image held only in memory
     (the actors read files)."""
-    from descriptron_sam2pal.engine.propagate import as_target
+    from descriptron_sam2pal.engine.memory_propagation import as_target
 
     targets = [as_target(t) for t in items]
     for t in targets:
@@ -337,10 +337,11 @@ def iter_propagate_on_ray(request: PropagateRequest, journal_file: Path | None,
                           stats: dict | None = None) -> Iterator[TargetResult]:
     """Yield a ``TargetResult`` per target of ``request``, in input order, segmented by a Ray
     actor pool as ``request.cluster`` says (see the module docstring). The journal at
-    ``journal_file`` is read (targets already in it are not redone: ``engine.propagate.JournalResume``,
-    the local loop's rule) and appended to here, on the driver. ``stats``, when given and the
+    ``journal_file`` is read (targets already in it are not redone:
+    ``engine.memory_propagation.JournalResume``, the local loop's rule) and appended to here, on
+    the driver. ``stats``, when given and the
     settings ask to ``measure_memory``, receives the actors' and the driver's peak memory at the end."""
-    from descriptron_sam2pal.engine.propagate import JournalResume
+    from descriptron_sam2pal.engine.memory_propagation import JournalResume
 
     ray = require_ray()
     settings = request.cluster or ClusterSettings()

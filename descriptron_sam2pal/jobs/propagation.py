@@ -272,7 +272,7 @@ def _segmentation(request: PropagateRequest, trained: TrainOutcome | None, journ
             "on a Ray cluster")
         return iter_propagate_on_ray(request, journal, progress=progress, cancel=cancel, say=say,
                                      stats=stats), None
-    from descriptron_sam2pal.engine.propagate import iter_propagate
+    from descriptron_sam2pal.engine.memory_propagation import iter_propagate
 
     if trained is not None:
         model, templates = trained.model, trained.templates

@@ -283,7 +283,7 @@ class ReviewSession:
     def from_results(
         cls, results: Iterable[Any], predictions_path: str | os.PathLike | None = None, compact: bool = False
     ) -> "ReviewSession":
-        """From ``engine.propagate.TargetResult`` objects (anything with their attributes).
+        """From ``engine.memory_propagation.TargetResult`` objects (anything with their attributes).
 
         ``compact`` keeps the masks as RLE only (encoding big masks takes a while, so do
         it in a worker thread for big runs): memory stays small once the results are

@@ -157,8 +157,8 @@ def template_specs(stores: Sequence[Any] = (), images: Sequence[str] = (), masks
 
 def structure_names(specs: Sequence[TemplateSpec]) -> list[str]:
     """Every structure the templates outline, in first-seen order (the order training and
-    propagation use: ``engine.templates.structure_names``)."""
-    from descriptron_sam2pal.engine.templates import structure_names as names_in_order
+    propagation use: ``engine.prepared_templates.structure_names``)."""
+    from descriptron_sam2pal.engine.prepared_templates import structure_names as names_in_order
 
     return names_in_order(list(specs))
 
@@ -204,7 +204,7 @@ def load_templates(specs: Sequence[TemplateSpec], size: int) -> list:
     """The specs as engine Templates prepared at ``size`` px (reads and letterboxes each image),
     after :func:`check_structures_kept` (before any image is read)."""
     from descriptron_sam2pal.engine.preprocess import prepare_image
-    from descriptron_sam2pal.engine.templates import Template
+    from descriptron_sam2pal.engine.prepared_templates import Template
 
     check_structures_kept(specs, size)
     templates = []

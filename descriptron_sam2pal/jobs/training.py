@@ -14,7 +14,7 @@ from descriptron_sam2pal.jobs.templates import TemplateSpec, check_structures_ke
 
 if TYPE_CHECKING:  # importing jobs loads no torch: these are for the annotations only
     from descriptron_sam2pal.engine.control import CancelToken, ProgressCallback
-    from descriptron_sam2pal.engine.templates import Template
+    from descriptron_sam2pal.engine.prepared_templates import Template
     from descriptron_sam2pal.engine.trainer import TrainConfig, TrainResult
     from descriptron_sam2pal.model.build import LoadedModel
     from descriptron_sam2pal.store import ImageRecord

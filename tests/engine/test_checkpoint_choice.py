@@ -9,7 +9,7 @@ from descriptron_sam2pal.engine.checkpoint_choice import better, describe, held_
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import prepare_image
 from descriptron_sam2pal.engine.review_score import combine, fit_for
-from descriptron_sam2pal.engine.propagate import TemplateMemory, predict_prepared
+from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, predict_prepared
 
 from tests.helpers.mini_models import set_object_score_bias
 from tests.helpers.synthetic import make_specimen, make_template

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from descriptron_sam2pal.engine import heap, propagate as propagate_module
-from descriptron_sam2pal.engine.propagate import propagate
+from descriptron_sam2pal.engine import heap, memory_propagation as propagate_module
+from descriptron_sam2pal.engine.memory_propagation import propagate
 from tests.helpers.synthetic import make_specimen, make_template
 
 

@@ -30,8 +30,8 @@ def test_index_finds_what_load_finds_past_damaged_lines_and_other_runs(tmp_path)
 
 
 def test_journal_resume_reuses_this_runs_lines_named_as_the_targets_are_now(tmp_path):
-    """The one resume rule of the local loop and the Ray driver (engine.propagate.JournalResume)."""
-    from descriptron_sam2pal.engine.propagate import JournalResume, target_key
+    """The one resume rule of the local loop and the Ray driver (engine.memory_propagation.JournalResume)."""
+    from descriptron_sam2pal.engine.memory_propagation import JournalResume, target_key
     from descriptron_sam2pal.engine.results import Target
 
     files = []

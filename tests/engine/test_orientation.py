@@ -17,7 +17,7 @@ from descriptron_sam2pal.engine.orientation import (
     unorient,
 )
 from descriptron_sam2pal.engine.preprocess import prepare_image
-from descriptron_sam2pal.engine.propagate import TemplateMemory, iter_propagate, propagate
+from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, iter_propagate, propagate
 from descriptron_sam2pal.engine.results import StructureResult
 from tests.helpers.synthetic import make_specimen, make_template
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from descriptron_sam2pal.engine.features import model_identity
-from descriptron_sam2pal.engine.propagate import propagate
+from descriptron_sam2pal.engine.memory_propagation import propagate
 from descriptron_sam2pal.model import device as device_module
 from descriptron_sam2pal.model.device import resolve_precision
 from tests.helpers.synthetic import make_specimen, make_template

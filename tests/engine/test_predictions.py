@@ -11,7 +11,7 @@ from PIL import Image
 from descriptron_sam2pal.engine.evaluate import evaluate
 from descriptron_sam2pal.engine.predictions import write_predictions
 from descriptron_sam2pal.store.merge import merge_results
-from descriptron_sam2pal.engine.propagate import propagate
+from descriptron_sam2pal.engine.memory_propagation import propagate
 from descriptron_sam2pal.engine.results import StructureResult, TargetResult
 from descriptron_sam2pal.imaging.masks import segmentation_to_mask
 from descriptron_sam2pal.store import AnnotationStore

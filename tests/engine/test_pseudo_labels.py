@@ -201,7 +201,7 @@ def test_on_by_default_and_off_with_weight_zero(tmp_path):
 
 def test_round_trips_computed_only_where_the_choice_reaches_choose_what_computing_all_would(monkeypatch):
     from descriptron_sam2pal.engine import pseudo_labels
-    from descriptron_sam2pal.engine.propagate import TemplateMemory, palindrome_confidence_on_grid
+    from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, palindrome_confidence_on_grid
     from descriptron_sam2pal.engine.pseudo_labels import pool_templates, predict_masks
     from descriptron_sam2pal.engine.review_score import fit_for
 

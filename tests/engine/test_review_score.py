@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from descriptron_sam2pal.engine.propagate import TemplateMemory, propagate
+from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, propagate
 from descriptron_sam2pal.engine.review_score import FITS, combine, linear, mask_signals, soft_iou
 from tests.helpers.synthetic import make_specimen, make_template
 

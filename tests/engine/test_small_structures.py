@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from descriptron_sam2pal.engine.preprocess import prepare_image
-from descriptron_sam2pal.engine.propagate import propagate
+from descriptron_sam2pal.engine.memory_propagation import propagate
 from descriptron_sam2pal.engine.results import StructureResult, TargetResult
 from descriptron_sam2pal.engine.small_structures import (
     SmallStructurePass,
@@ -17,10 +17,10 @@ from descriptron_sam2pal.engine.small_structures import (
     small_structure_names,
     square_box,
 )
-from descriptron_sam2pal.engine.templates import Template
+from descriptron_sam2pal.engine.prepared_templates import Template
 
 from tests.helpers.synthetic import make_specimen
-from tests.engine.test_propagate import count_encoder_images
+from tests.engine.test_memory_propagation import count_encoder_images
 
 
 def _template_file(tmp_path, seed=0, size=(400, 400)):

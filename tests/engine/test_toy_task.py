@@ -32,8 +32,8 @@ import pytest
 
 from descriptron_sam2pal.engine.evaluate import iou
 from descriptron_sam2pal.engine.preprocess import prepare_image
-from descriptron_sam2pal.engine.propagate import propagate
-from descriptron_sam2pal.engine.templates import Template
+from descriptron_sam2pal.engine.memory_propagation import propagate
+from descriptron_sam2pal.engine.prepared_templates import Template
 from descriptron_sam2pal.engine.trainer import TrainConfig, train
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
 from tests.helpers.mini_models import set_object_score_bias

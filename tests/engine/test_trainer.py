@@ -17,7 +17,7 @@ from descriptron_sam2pal import UserError
 from descriptron_sam2pal.engine import trainer
 from descriptron_sam2pal.engine.control import CancelToken
 from descriptron_sam2pal.engine.preprocess import prepare_image
-from descriptron_sam2pal.engine.templates import Template
+from descriptron_sam2pal.engine.prepared_templates import Template
 from descriptron_sam2pal.engine.trainer import TrainConfig, TrainingError, train
 from descriptron_sam2pal.jobs.training import describe_result
 from descriptron_sam2pal.model.adapter_file import load_adapter, read_adapter

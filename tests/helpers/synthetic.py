@@ -56,7 +56,7 @@ def make_specimen(seed: int, size=128, structures=("head", "eye", "scape")):
 def make_template(image_id, seed: int, size=128, structures=("head", "eye", "scape"), image_size: int = 128):
     """An engine ``Template`` of a synthetic specimen (see ``make_specimen``)."""
     from descriptron_sam2pal.engine.preprocess import prepare_image
-    from descriptron_sam2pal.engine.templates import Template
+    from descriptron_sam2pal.engine.prepared_templates import Template
 
     image, masks = make_specimen(seed, size, structures)
     return Template(image_id, prepare_image(image, image_size, source=f"specimen-{seed}"), masks)

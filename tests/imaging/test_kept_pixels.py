@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from descriptron_sam2pal.engine.preprocess import prepare_image
-from descriptron_sam2pal.engine.templates import Template, vanished_structures
+from descriptron_sam2pal.engine.prepared_templates import Template, vanished_structures
 from descriptron_sam2pal.imaging.letterbox import Letterbox
 from descriptron_sam2pal.imaging.kept_pixels import (
     MIN_KEPT_PIXELS,

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from descriptron_sam2pal.engine.collection_score import MIN_MASKS
-from descriptron_sam2pal.engine.propagate import iter_propagate
+from descriptron_sam2pal.engine.memory_propagation import iter_propagate
 from descriptron_sam2pal.jobs.models import ModelRequest, load_model
 from descriptron_sam2pal.jobs.propagation import PropagateRequest, propagate_run
 from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png

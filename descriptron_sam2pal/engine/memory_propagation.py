@@ -70,7 +70,7 @@ from descriptron_sam2pal.engine.review_score import (
     mask_signals,
     soft_iou,
 )
-from descriptron_sam2pal.engine.templates import Template, structure_names
+from descriptron_sam2pal.engine.prepared_templates import Template, structure_names
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from PIL import Image
 from descriptron_sam2pal.engine.control import CancelToken
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import prepare_image
-from descriptron_sam2pal.engine.propagate import (
+from descriptron_sam2pal.engine.memory_propagation import (
     TemplateMemory,
     group_structures,
     palindrome_confidence,
@@ -160,7 +160,7 @@ def test_absent_structures_are_reported_absent_and_status_is_respected(mini_mode
 
 
 def test_confidence_uses_a_memory_reset_and_scores_the_prediction(present_model, tmp_path, monkeypatch):
-    import descriptron_sam2pal.engine.propagate as prop
+    import descriptron_sam2pal.engine.memory_propagation as prop
 
     [path] = write_targets(tmp_path, 1)
     memory = TemplateMemory(present_model, [make_template("t0", seed=0)])
@@ -271,8 +271,8 @@ def test_an_unreadable_target_is_reported_and_the_batch_goes_on(present_model, t
 
 
 def test_default_batch_is_one_target_on_the_cpu_and_four_on_a_gpu(present_model, monkeypatch):
-    from descriptron_sam2pal.engine import propagate as propagate_module
-    from descriptron_sam2pal.engine.propagate import default_batch_size
+    from descriptron_sam2pal.engine import memory_propagation as propagate_module
+    from descriptron_sam2pal.engine.memory_propagation import default_batch_size
 
     assert default_batch_size(torch.device("cpu")) == 1
     assert default_batch_size(torch.device("cuda")) == 4
