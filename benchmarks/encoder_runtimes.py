@@ -25,8 +25,10 @@ template and each target are encoded by the runtime. The parent compares each ru
 features (min cosine, max absolute difference, over levels and photos) and masks (IoU of each
 structure present in both; present/absent disagreements) with eager fp32's.
 
-A runtime is **adopted** only when it is at least 1.3x faster than eager fp32 on every model and
-its masks agree (mean IoU >= 0.99, no present/absent disagreement) on every model. The last line:
+A runtime is **adopted** only when it is at least 1.3x faster than eager fp32 on the first model
+(SAM2.1 tiny at 512 px: the real model at the CPU preset; the demo's encoder is a few hundredths of
+a second at 256 px), not slower on the others, and its masks agree with eager fp32's (mean IoU >=
+0.99, no present/absent disagreement) on every model. The last line:
 
     encoder_runtimes: eager_s=A best=NAME best_s=B best_iou=C
 
@@ -62,7 +64,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
-RUNTIMES = ("eager", "compile", "int8", "int8-mlp", "onnxruntime", "openvino")
+RUNTIMES = ("eager", "compile", "int8", "int8-pc", "int8-mlp", "int8-mlp-pc", "onnxruntime", "openvino")
 MODELS = ("tiny", "demo")
 DEFAULT_IMAGES = BENCH.parent.parent / "shared" / "data" / "beetleflow-5class-train" / "images"
 AVX2_ENV = {
@@ -111,9 +113,29 @@ def _export_onnx(levels, size: int, folder: str) -> str:
     return path
 
 
+def _quantized(levels, name: str):
+    """int8 dynamic quantization of linear layers: ``int8`` all of them, ``int8-mlp`` only the blocks'
+    MLPs (2/3 of the linear arithmetic; attention stays fp32); ``-pc``: per-channel weight scales."""
+    import copy
+
+    import torch
+
+    qconfig = (
+        torch.ao.quantization.per_channel_dynamic_qconfig
+        if name.endswith("-pc")
+        else torch.ao.quantization.default_dynamic_qconfig
+    )
+    mlp_only = name.startswith("int8-mlp")
+    spec = {
+        n: qconfig
+        for n, m in levels.named_modules()
+        if isinstance(m, torch.nn.Linear) and (".mlp." in n or not mlp_only)
+    }
+    return torch.ao.quantization.quantize_dynamic(copy.deepcopy(levels), spec, dtype=torch.qint8)
+
+
 def make_runtime(name: str, encoder, size: int, threads: int, folder: str):
     """A function (1, 3, S, S) fp32 tensor -> tuple of fp32 level tensors, for runtime ``name``."""
-    import copy
 
     import torch
 
@@ -122,17 +144,8 @@ def make_runtime(name: str, encoder, size: int, threads: int, folder: str):
         return levels
     if name == "compile":
         return torch.compile(levels)
-    if name == "int8":
-        return torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(levels), {torch.nn.Linear}, dtype=torch.qint8
-        )
-    if name == "int8-mlp":  # only the blocks' MLPs (2/3 of the linear arithmetic), attention in fp32
-        spec = {
-            n: torch.ao.quantization.default_dynamic_qconfig
-            for n, m in levels.named_modules()
-            if isinstance(m, torch.nn.Linear) and ".mlp." in n
-        }
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(levels), spec, dtype=torch.qint8)
+    if name.startswith("int8"):
+        return _quantized(levels, name)
     if name == "onnxruntime":
         import onnxruntime as ort
 
@@ -280,13 +293,14 @@ def agreement(ref_npz: str, npz: str, photos: int, structures) -> dict:
         cosines.append(float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30)))
         diffs.append(float(np.abs(a - b).max()))
     ma, mb = _masks(ref, photos, structures), _masks(got, photos, structures)
-    ious, flips = [], 0
+    ious, flips, by_structure = [], 0, {}
     for key, a in ma.items():
         b = mb[key]
         if (a is None) != (b is None):
             flips += 1
         elif a is not None:
             ious.append(float((a & b).sum() / max((a | b).sum(), 1)))
+            by_structure.setdefault(key[1], []).append(ious[-1])
     return {
         "cosine_min": min(cosines),
         "max_abs_diff": max(diffs),
@@ -294,6 +308,7 @@ def agreement(ref_npz: str, npz: str, photos: int, structures) -> dict:
         "iou_min": float(np.min(ious)) if ious else float("nan"),
         "masks": len(ious),
         "flips": flips,
+        "iou_by_structure": {k: float(np.mean(v)) for k, v in by_structure.items()},
     }
 
 
@@ -424,12 +439,16 @@ def summarize(summary: dict, models: list[str]) -> int:
                 continue
             speed, agree = e["cpu_s"] / r["cpu_s"], r["agreement"]
             ious.append(agree["iou_mean"])
-            if speed < SPEEDUP_TO_ADOPT:
+            needed = SPEEDUP_TO_ADOPT if model == models[0] else 1.0
+            if speed < needed:
                 ok = False
-                why.append(f"{model}: {speed:.2f}x < {SPEEDUP_TO_ADOPT}x")
+                why.append(f"{model}: {speed:.2f}x < {needed}x")
             if not agree["iou_mean"] >= IOU_TO_ADOPT or agree["flips"]:
                 ok = False
-                why.append(f"{model}: mask IoU {agree['iou_mean']:.4f}, {agree['flips']} flips")
+                worst = ", ".join(
+                    f"{k} {v:.3f}" for k, v in sorted(agree["iou_by_structure"].items(), key=lambda kv: kv[1])
+                )
+                why.append(f"{model}: mask IoU {agree['iou_mean']:.4f} ({worst}), {agree['flips']} flips")
         print(f"{runtime}: {'ADOPT' if ok else 'not adopted'}" + (f" ({'; '.join(why)})" if why else ""))
         s = by_model[models[0]].get("cpu_s", float("inf")) if ok else float("inf")
         if ok and s < best_s:
