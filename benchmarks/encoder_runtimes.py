@@ -3,7 +3,7 @@
 int8 dynamic quantization, ONNX Runtime and OpenVINO, for speed and for agreement with eager fp32.
 
     ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/encoder_runtimes.py [--models tiny,demo]
-        [--runtimes eager,compile,int8,onnxruntime,openvino] [--threads 1] [--repeats 5] [--photos 6]
+        [--runtimes eager,compile,int8,int8-mlp,onnxruntime,openvino] [--threads 1] [--repeats 5] [--photos 6]
         [--image-size 512] [--avx2] [--images DIR]
 
 Models: ``tiny`` is SAM2.1 hiera-tiny with random weights (seed 0) at ``--image-size`` (default
@@ -17,8 +17,8 @@ threads (default 1). It builds the model in fp32, prepares the runtime (export, 
 quantization: ``setup_s``), runs the encoder twice to warm up and then ``--repeats`` times on the
 targets: ``s/image`` is the median over the repeats of the CPU seconds per image of one pass over
 every target (``process_time``, robust to the other sessions sharing this CPU; the median wall time
-is printed beside it). ``peak GB`` is the
-process's peak resident memory after those passes (model and runtime). Then the same process puts
+is printed beside it). ``peak GB`` is the process's peak resident memory after those passes (model
+and runtime). Then the same process puts
 the runtime in place of ``sam.image_encoder`` and propagates the template's structures to every
 target through the real path (``TemplateMemory`` + ``iter_propagate``, confidence on), so the
 template and each target are encoded by the runtime. The parent compares each runtime's encoder
@@ -37,10 +37,15 @@ is the fastest adopted runtime, ``eager`` when none qualifies).
 
 ``--avx2``: also limit MKL, ATen and FBGEMM to AVX2 in the children (``ONEDNN_MAX_CPU_ISA=AVX2
 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2``);
-``ONEDNN_MAX_CPU_ISA=AVX2`` alone limits only oneDNN (convolutions), while torch's fp32 matrix
+``ONEDNN_MAX_CPU_ISA=AVX2`` alone limits only oneDNN (convolutions, some other ops), while torch's fp32 matrix
 products (MKL) and int8 ones (FBGEMM) would use AVX-512 on a CPU that has it. ONNX Runtime's and
 OpenVINO's kernels cannot be limited this way: they use whatever the CPU has.
 
+Runtimes: ``eager`` (fp32, the baseline), ``compile`` (``torch.compile``, inductor), ``int8`` (torch's
+dynamic quantization of every ``nn.Linear``), ``int8-mlp`` (only the blocks' MLPs), ``int8-pc`` /
+``int8-mlp-pc`` (the same with per-channel weight scales; not in the default list),
+``onnxruntime`` (CPU execution provider) and ``openvino`` (CPU, fp32 precision hint), the last two
+on the encoder exported with ``torch.onnx.export`` (opset 17).
 ONNX Runtime and OpenVINO are measured when importable (``pip install onnxruntime openvino``);
 neither is a dependency of sam2pal.
 """
@@ -65,6 +70,7 @@ sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
 RUNTIMES = ("eager", "compile", "int8", "int8-pc", "int8-mlp", "int8-mlp-pc", "onnxruntime", "openvino")
+DEFAULT_RUNTIMES = ("eager", "compile", "int8", "int8-mlp", "onnxruntime", "openvino")
 MODELS = ("tiny", "demo")
 DEFAULT_IMAGES = BENCH.parent.parent / "shared" / "data" / "beetleflow-5class-train" / "images"
 AVX2_ENV = {
@@ -370,7 +376,7 @@ def _fmt(r: dict, eager_s: float | None) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--runtimes", default=",".join(RUNTIMES))
+    p.add_argument("--runtimes", default=",".join(DEFAULT_RUNTIMES), help=f"any of {', '.join(RUNTIMES)}")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--photos", type=int, default=6)
