@@ -17,10 +17,11 @@ from descriptron_sam2pal.store.stem import parse_final_name
 
 from tests.helpers.descriptron_harness import Descriptron
 
-from tests.helpers.synthetic import make_specimen
-from tests.helpers.cli_runs import run_cli as run
+from tests.helpers.synthetic import make_specimen, save_colour_template
+from tests.helpers.cli_runs import propagate_argv, run_cli as run
 
 COLORS = "head=200,0,0;eye=0,200,0;scape=0,0,200"
+TEMPLATE_COLOURS = {"head": (200, 0, 0), "eye": (0, 200, 0), "scape": (0, 0, 200)}
 
 
 def newest(folder: Path, stem: str, ext: str = "json") -> Path:
@@ -35,34 +36,11 @@ def test_a_correction_and_an_absent_mark_made_in_descriptron_survive_the_next_wr
     specimens.mkdir()
     for i in range(2):
         Image.fromarray(make_specimen(10 + i, size=(96, 120))[0]).save(specimens / f"s{i}.png")
-    image, masks = make_specimen(0, size=(96, 120), structures=("head", "eye", "scape"))
-    Image.fromarray(image).save(tmp_path / "t.png")
-    colour = np.zeros(image.shape, np.uint8)
-    for name, rgb in (("head", (200, 0, 0)), ("eye", (0, 200, 0)), ("scape", (0, 0, 200))):
-        colour[masks[name]] = rgb
-    Image.fromarray(colour).save(tmp_path / "t_mask.png")
-    argv = [
-        "propagate",
-        "--template-image",
-        tmp_path / "t.png",
-        "--template-mask",
-        tmp_path / "t_mask.png",
-        "--colors",
-        COLORS,
-        "--images",
-        specimens,
-        "--checkpoint",
-        present_checkpoint,
-        "--image-size",
-        128,
-        "--device",
-        "cpu",
-        "--no-confidence",
-        "--out",
-        tmp_path / "pred.json",
-        "--write-to",
-        specimens,
-    ]
+    template, template_mask, _ = save_colour_template(tmp_path, TEMPLATE_COLOURS)
+    argv = propagate_argv(
+        template, template_mask, COLORS, specimens, present_checkpoint, tmp_path / "pred.json",
+        "--no-confidence", "--write-to", specimens,
+    )  # fmt: skip
 
     code, out, err = run(capsys, *argv)
     assert code == 0, err

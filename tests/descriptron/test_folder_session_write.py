@@ -104,21 +104,17 @@ def test_a_folder_session_edit_and_absent_mark_survive_the_next_write_to(
     `--write-to` keeps what the person did and still writes one session file."""
     import time
 
-    from tests.descriptron.test_edits_win import COLORS
-    from tests.helpers.cli_runs import run_cli as run
-    from tests.helpers.synthetic import make_specimen
     from PIL import Image
+
+    from tests.descriptron.test_edits_win import COLORS, TEMPLATE_COLOURS
+    from tests.helpers.cli_runs import propagate_argv, run_cli as run
+    from tests.helpers.synthetic import make_specimen, save_colour_template
 
     specimens = tmp_path / "specimens"
     specimens.mkdir()
     for i in range(3):
         Image.fromarray(make_specimen(10 + i, size=(96, 120))[0]).save(specimens / f"s{i}.png")
-    image, masks = make_specimen(0, size=(96, 120), structures=("head", "eye", "scape"))
-    Image.fromarray(image).save(tmp_path / "t.png")
-    colour = np.zeros(image.shape, np.uint8)
-    for name, rgb in (("head", (200, 0, 0)), ("eye", (0, 200, 0)), ("scape", (0, 0, 200))):
-        colour[masks[name]] = rgb
-    Image.fromarray(colour).save(tmp_path / "t_mask.png")
+    template, template_mask, _ = save_colour_template(tmp_path, TEMPLATE_COLOURS)
     photos = [specimens / f"s{i}.png" for i in range(3)]
     monday = Descriptron(clock_start=1000)
     monday.start_folder(photos)
@@ -127,27 +123,16 @@ def test_a_folder_session_edit_and_absent_mark_survive_the_next_write_to(
     monday.visit(2)
     monday.add_mask("head", box(50, 80, 60, 100, 96, 120))
     session = monday.save(at=1000)
-    argv = [
-        "propagate",
-        "--template-image",
-        tmp_path / "t.png",
-        "--template-mask",
-        tmp_path / "t_mask.png",
-        "--colors",
+    argv = propagate_argv(
+        template,
+        template_mask,
         COLORS,
-        "--images",
         specimens,
-        "--checkpoint",
         present_checkpoint,
-        "--image-size",
-        128,
-        "--device",
-        "cpu",
-        "--out",
         tmp_path / "pred.json",
         "--write-to",
         specimens,
-    ]
+    )
     code, out, err = run(capsys, *argv)
     assert code == 0, err
     ours = AnnotationStore.open(specimens)

@@ -20,9 +20,9 @@ from pycocotools.coco import COCO
 from descriptron_sam2pal.imaging.masks import mask_to_rle
 from descriptron_sam2pal.store import AnnotationStore
 
-from tests.helpers.cli_runs import run_cli as run
+from tests.helpers.cli_runs import propagate_argv, run_cli as run
 from tests.helpers.descriptron_harness import Descriptron
-from tests.helpers.synthetic import make_specimen
+from tests.helpers.synthetic import make_specimen, save_colour_template
 
 H, W = 96, 120
 COLORS = "head=200,0,0;eye=0,200,0"
@@ -187,35 +187,14 @@ def test_propagate_write_to_a_coco_file_of_another_tool_keeps_its_rle_masks(
     specimens = tmp_path / "specimens"
     specimens.mkdir()
     path, source, truth = other_tool_file(specimens)
-    image, masks = make_specimen(0, size=(H, W), structures=("head", "eye"))
-    Image.fromarray(image).save(tmp_path / "t.png")
-    colour = np.zeros(image.shape, np.uint8)
-    colour[masks["head"]] = (200, 0, 0)
-    colour[masks["eye"]] = (0, 200, 0)
-    Image.fromarray(colour).save(tmp_path / "t_mask.png")
-    code, stdout, err = run(
-        capsys,
-        "propagate",
-        "--template-image",
-        tmp_path / "t.png",
-        "--template-mask",
-        tmp_path / "t_mask.png",
-        "--colors",
-        COLORS,
-        "--images",
-        specimens,
-        "--checkpoint",
-        present_checkpoint,
-        "--image-size",
-        128,
-        "--device",
-        "cpu",
-        "--no-confidence",
-        "--out",
-        tmp_path / "pred.json",
-        "--write-to",
-        path,
+    template, template_mask, _ = save_colour_template(
+        tmp_path, {"head": (200, 0, 0), "eye": (0, 200, 0)}, (H, W)
     )
+    argv = propagate_argv(
+        template, template_mask, COLORS, specimens, present_checkpoint, tmp_path / "pred.json",
+        "--no-confidence", "--write-to", path,
+    )  # fmt: skip
+    code, stdout, err = run(capsys, *argv)
     assert code == 0, err
     saved = json.loads(path.read_text())
     assert {a["id"] for a in saved["annotations"]} > {101, 102, 103}  # our predictions went in

@@ -62,8 +62,14 @@ def make_template(image_id, seed: int, size=128, structures=("head", "eye", "sca
     return Template(image_id, prepare_image(image, image_size, source=f"specimen-{seed}"), masks)
 
 
-def make_posed_specimen(seed: int, size=128, structures=("head", "eye", "scape"), shift: float = 0.12,
-                        scale: float = 0.1, colour_jitter: int = 12):
+def make_posed_specimen(
+    seed: int,
+    size=128,
+    structures=("head", "eye", "scape"),
+    shift: float = 0.12,
+    scale: float = 0.1,
+    colour_jitter: int = 12,
+):
     """Like ``make_specimen`` but with a pose: the whole layout is moved by up to
     ``shift`` (fraction of the image side, each axis) and scaled by ``1 +- scale``
     about the image centre; each structure also jitters by +-3 % and its colour by
@@ -92,3 +98,20 @@ def make_posed_specimen(seed: int, size=128, structures=("head", "eye", "scape")
         owner[inside] = i
     masks = {name: owner == i for i, name in enumerate(structures)}
     return np.clip(image, 0, 255).astype(np.uint8), masks
+
+
+def save_colour_template(folder, colours: dict, size=(96, 120), seed: int = 0):
+    """A synthetic template photo ``t.png`` and its colour mask ``t_mask.png`` in ``folder``
+    ({structure: (r, g, b)}); returns (photo path, mask path, {structure: mask})."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(folder)
+    image, masks = make_specimen(seed, size=size, structures=tuple(colours))
+    colour = np.zeros(image.shape, np.uint8)
+    for name, rgb in colours.items():
+        colour[masks[name]] = rgb
+    Image.fromarray(image).save(folder / "t.png")
+    Image.fromarray(colour).save(folder / "t_mask.png")
+    return folder / "t.png", folder / "t_mask.png", masks
