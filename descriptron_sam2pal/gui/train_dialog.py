@@ -24,7 +24,7 @@ from PyQt5.QtCore import QSize, Qt
 from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QFileDialog,
                              QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
                              QListWidgetItem, QPushButton, QRadioButton,
-                             QSpinBox, QSplitter, QVBoxLayout, QWidget)
+                             QSplitter, QVBoxLayout, QWidget)
 
 from descriptron_sam2pal import UserError
 from descriptron_sam2pal.jobs.estimate import (estimate_seconds, estimate_text,
@@ -42,6 +42,7 @@ from descriptron_sam2pal.gui.errors import shown_errors
 from descriptron_sam2pal.gui.fitting import VerticalScroll, fit_to_screen, guard_wheel
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
 from descriptron_sam2pal.gui.run_monitor import RunMonitor
+from descriptron_sam2pal.gui.train_layout import build_advanced
 from descriptron_sam2pal.gui.workers import EngineWorker
 
 log = logging.getLogger(__name__)
@@ -226,74 +227,16 @@ class TrainDialog(QDialog):
         return model_box
 
     def _build_advanced(self) -> QGroupBox:
-        """Advanced settings, folded away: steps, size, LoRA, pseudo-labels, learning rate, seed,
-        device, output folder (a preset fills the steps and the size)."""
-        self.advanced_box = QGroupBox("Advanced settings")
-        self.advanced_box.setCheckable(True)
-        self.advanced_box.setChecked(False)
-        self.advanced_widget = QWidget()
-        adv = QFormLayout(self.advanced_widget)
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 100000)
-        self.steps_spin.setToolTip("Optimizer steps (each: one template and one unlabeled image)")
-        self.size_spin = QSpinBox()
-        self.size_spin.setRange(64, 2048)
-        self.size_spin.setSingleStep(32)
-        self.size_spin.setSuffix(" px")
-        self.size_spin.setToolTip("Images are letterboxed to this square size (a multiple of 32). "
-                                  "Larger sees finer detail and is much slower")
-        self.rank_spin = QSpinBox()
-        self.rank_spin.setRange(1, 128)
-        self.rank_spin.setValue(8)
-        self.rank_spin.setToolTip("LoRA rank: the capacity of the small adapter that is trained")
-        self.full_check = QCheckBox("Full fine-tuning instead of LoRA")
-        self.full_check.setToolTip("Train the decoder and memory modules themselves (bigger files, "
-                                   "needs more templates)")
-        self.full_check.toggled.connect(self.rank_spin.setDisabled)
-        self.pseudo_check = QCheckBox("Also learn from the best predictions (pseudo-labels)")
-        self.pseudo_check.setChecked(True)
-        self.pseudo_check.setToolTip(
-            "Every 50 steps the model segments 24 of the unlabeled specimens (the next 24 each time); "
-            "the quarter of each structure's masks that the review score trusts most (most like the "
-            "others, and whose round trip back to the template works) are learnt from too. "
-            "Adds a fraction of the training time (the estimate counts it); on the test-bed it "
-            "helped most where the model started worst")
-        self.lr_edit = QLineEdit()
-        self.lr_edit.setPlaceholderText("default")
-        self.lr_edit.setToolTip("Learning rate; empty for the default (5e-4 LoRA, 1e-5 full)")
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2 ** 31 - 1)
-        self.seed_spin.setToolTip("The same seed and settings give the same run")
-        self.device_combo = QComboBox()
-        for d in ("auto", "cpu", "cuda", "mps"):
-            self.device_combo.addItem(d)
-        self.device_combo.setCurrentText(self.session.device)
-        self.device_combo.setToolTip("auto: the GPU when there is one, else the CPU")
-        self.output_edit = QLineEdit()
-        self.output_edit.setToolTip("The run folder: settings, log, adapter.pt (the trained weights)")
-        output_button = QPushButton("Browse...")
-        output_button.clicked.connect(self._browse_output)
-        output_row = QHBoxLayout()
-        output_row.addWidget(self.output_edit, 1)
-        output_row.addWidget(output_button)
-        adv.addRow("Steps:", self.steps_spin)
-        adv.addRow("Image size:", self.size_spin)
-        adv.addRow("LoRA rank:", self.rank_spin)
-        adv.addRow("", self.full_check)
-        adv.addRow("", self.pseudo_check)
-        adv.addRow("Learning rate:", self.lr_edit)
-        adv.addRow("Seed:", self.seed_spin)
-        adv.addRow("Device:", self.device_combo)
-        adv.addRow("Output folder:", output_row)
-        QVBoxLayout(self.advanced_box).addWidget(self.advanced_widget)
-        self.advanced_widget.setVisible(False)
-        self.advanced_box.toggled.connect(self.advanced_widget.setVisible)
+        """Advanced settings, folded away (``gui.train_layout.build_advanced``): a preset or the
+        device fills the steps and the size; the estimate follows them."""
+        box = build_advanced(self)
+        self.output_button.clicked.connect(self._browse_output)
         self.preset_combo.currentIndexChanged.connect(lambda _i: self._apply_preset())
         self.device_combo.currentIndexChanged.connect(lambda _i: self._apply_preset())
         for spin in (self.steps_spin, self.size_spin):
             spin.valueChanged.connect(lambda _v: self._update_estimate())
         self.pseudo_check.toggled.connect(lambda _on: self._update_estimate())
-        return self.advanced_box
+        return box
 
     def _build_propagation(self) -> QGroupBox:
         """4. Which weights segment the specimens."""
