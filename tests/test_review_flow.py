@@ -44,21 +44,21 @@ def test_review_large_in_the_centre_sorted_filtered_erased_and_written_back(
     assert panel.session_path == run / "review.json" and (run / "review.json").is_file()
     assert panel.splitter is None and panel.viewer.isVisible()  # the photo is the big view
     assert panel.viewer.parentWidget() is window.central
-    item = panel.current_item()
+    item = panel.rows.current_item()
     assert (item.target.file_name, item.structure) == ("specimen_02.png", "pronotum")  # worst first
     # One colour per structure: the same in the review and on the main canvas.
     assert panel.canvas.colors is window.canvas.colors
 
-    panel.set_structure_filter("eye")
+    panel.rows.set_structure_filter("eye")
     assert {i.structure for i in panel.model.rows} == {"eye"}
-    eye = panel.current_item()
-    panel.set_structure_filter(None)
-    assert panel.current_item() is eye  # the selection stays
-    assert panel.select(item)
-    panel.sort_by(0, Qt.DescendingOrder)  # by specimen, Z to A
+    eye = panel.rows.current_item()
+    panel.rows.set_structure_filter(None)
+    assert panel.rows.current_item() is eye  # the selection stays
+    assert panel.rows.select(item)
+    panel.rows.sort_by(0, Qt.DescendingOrder)  # by specimen, Z to A
     assert panel.model.rows[0].target.file_name == "specimen_04.png"
-    panel.sort_by(-1)
-    assert panel.current_item() is item
+    panel.rows.sort_by(-1)
+    assert panel.rows.current_item() is item
 
     panel.toolbar.buttons["eraser"].click()
     panel.toolbar.size_spin.setValue(4)

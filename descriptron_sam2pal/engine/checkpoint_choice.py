@@ -32,8 +32,10 @@ from typing import Sequence
 import numpy as np
 
 from descriptron_sam2pal.engine.features import FeatureEncoder
+from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
+from descriptron_sam2pal.engine.palindrome import hard_iou
 from descriptron_sam2pal.engine.preprocess import PreparedImage
-from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, predict_prepared
+from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, predict_prepared, select_rows
 from descriptron_sam2pal.engine.review_score import combine, fit_for
 from descriptron_sam2pal.engine.prepared_templates import Template
 from descriptron_sam2pal.engine.validation_plan import METRICS, Metric
@@ -72,6 +74,34 @@ def held_out_review_score(model: LoadedModel, templates: Sequence[Template], ima
         for r in raw.values():
             scores.append(combine(r.signals or {}, fit) if r.present else 0.0)
     return float(np.mean(scores))
+
+
+def leave_one_out_iou(model: LoadedModel, templates: Sequence[Template], encoder: FeatureEncoder) -> float:
+    """Mean IoU of each template's structures predicted from the other templates' memories
+    (``loo_iou``). The caller sets the model's mode, autocast and no-grad (the trainer's
+    validation)."""
+    sam, device = model.sam, model.device
+    feats = encoder.encode([t.image for t in templates])
+    memories = []
+    for i, t in enumerate(templates):
+        masks = t.model_masks(t.structures, device)
+        memories.append(encode_memory(sam, make_frame(sam, [feats[i]], len(t.structures)), masks[:, None]))
+    ious: list[float] = []
+    for h, held in enumerate(templates):
+        # Structures of the held-out template, grouped by which other templates have them,
+        # so each group is one batch attending to exactly those templates' memories.
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for name in held.structures:
+            owners = tuple(j for j, t in enumerate(templates) if j != h and name in t.masks)
+            if owners:
+                groups.setdefault(owners, []).append(name)
+        for owners, names in groups.items():
+            mems = [select_rows(memories[j], [templates[j].structures.index(n) for n in names])
+                    for j in owners]
+            pred = predict_from_memory(sam, make_frame(sam, [feats[h]], len(names)), mems)
+            truth = held.model_masks(names, device)
+            ious.extend(hard_iou(pred.logits, truth, held.valid(device)).tolist())
+    return float(np.mean(ious))
 
 
 def describe(metric: str) -> str:

@@ -124,7 +124,8 @@ def group_structures(templates: Sequence[Template]) -> list[StructureGroup]:
     return list(groups.values())
 
 
-def _select_rows(memory: dict, rows: list[int]) -> dict:
+def select_rows(memory: dict, rows: list[int]) -> dict:
+    """The memory of some of the objects (batch ``rows``) of ``memory``."""
     idx = torch.as_tensor(rows, dtype=torch.long, device=memory["maskmem_features"].device)
     return {"maskmem_features": memory["maskmem_features"].index_select(0, idx),
             "maskmem_pos_enc": [p.index_select(0, idx) for p in memory["maskmem_pos_enc"]],
@@ -176,7 +177,7 @@ class TemplateMemory:
     def memory(self, template: int, names: list[str]) -> dict:
         """Template ``template``'s memory restricted to ``names`` (rows in that order)."""
         t = self.templates[template]
-        return _select_rows(self._memories[template], [t.structures.index(n) for n in names])
+        return select_rows(self._memories[template], [t.structures.index(n) for n in names])
 
     def identity(self) -> str:
         """Hash of the templates' pixels and masks (what the results depend on)."""

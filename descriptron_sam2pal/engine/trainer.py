@@ -1,7 +1,7 @@
 """Palindrome fine-tuning of SAM2 from a few templates and a pool of unlabeled images.
 
 One call, ``train``, used by the GUI (in a worker thread) and the CLI alike. A
-run lives in a folder ``RUN_DIR``:
+run lives in a folder ``RUN_DIR`` (``engine.run_folder``):
 
 - ``settings.json``: everything needed to reproduce the run (configuration,
   templates, structures, images, base model identity, versions, seed);
@@ -37,7 +37,7 @@ Validation chooses the best checkpoint, never the noisy training loss
 (``engine.checkpoint_choice``, which also says why these signals):
 - ``loo_iou`` (higher is better, against labels) with two or more templates sharing a
   structure: each template is predicted from the memories of the others
-  (``encode_memory`` + ``predict_from_memory``), IoU per structure averaged;
+  (``checkpoint_choice.leave_one_out_iou``), IoU per structure averaged;
 - ``pool_score`` (higher is better, a label-free proxy) otherwise: the mean review score of
   the templates' masks on a fixed held-out subset of the unlabeled images (not trained on).
   ``val_loss`` (the palindrome loss on those images; with ``template_versions`` its backward
@@ -51,7 +51,6 @@ result says so (``best_step == 0``, ``improved`` False).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -79,27 +78,21 @@ from descriptron_sam2pal.model.lora import (
 from descriptron_sam2pal.engine import checkpoint_choice
 from descriptron_sam2pal.engine.control import CancelToken, ProgressCallback, ProgressReporter, is_cancelled
 from descriptron_sam2pal.engine.features import FeatureEncoder
-from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
 from descriptron_sam2pal.engine.palindrome import (
     LossWeights,
     augment_letterboxed,
-    hard_iou,
     palindrome_step,
     pseudo_label_loss,
 )
 from descriptron_sam2pal.engine.pseudo_labels import (MAX_IMAGES, MIN_CYCLE, PseudoLabels, pack_labels,
                                                       select_pseudo_labels, unpack_labels)
 from descriptron_sam2pal.engine.preprocess import PreparedImage, prepare_image
+from descriptron_sam2pal.engine.run_folder import (ADAPTER_FILE, RESULT_FILE, SETTINGS_FILE, STATE_FILE,
+                                                   RunFolder)
 from descriptron_sam2pal.engine.prepared_templates import Template, structure_names, vanished_structures
 from descriptron_sam2pal.engine.validation_plan import plan_validation
 
 log = logging.getLogger(__name__)
-
-SETTINGS_FILE = "settings.json"
-LOG_FILE = "log.jsonl"
-ADAPTER_FILE = "adapter.pt"
-STATE_FILE = "state.pt"
-RESULT_FILE = "result.json"
 
 # Default learning rates. LoRA: B starts at zero and the update is low-rank, so
 # a few hundred steps need a rate in the usual LoRA range (1e-4..1e-3) to move
@@ -347,7 +340,7 @@ class _Run:
         config.check()
         self.model, self.sam, self.device = model, model.sam, model.device
         self.config, self.progress, self.cancel, self.resume = config, progress, cancel, resume
-        self.run_dir = run_dir
+        self.run_dir, self.folder = run_dir, RunFolder(run_dir)
         self.log_fn = log_fn
         self.feature_cache_dir = feature_cache_dir
         self.templates = self._check_templates(templates)
@@ -356,7 +349,7 @@ class _Run:
         if self.vanished:
             self._say(f"{'; '.join(self.vanished)}: vanished at the model's input size, so training cannot "
                       "learn it; this run will not be reported as an improvement")
-        self._check_run_dir()  # before loading hundreds of images
+        self.folder.check_start(resume)  # before loading hundreds of images
         self.skipped: list[dict] = []
         self.pool = self._load_unlabeled(unlabeled)
         self.val_metric, self.train_pool, self.val_pool = self._plan_validation()
@@ -379,15 +372,6 @@ class _Run:
         if len(set(map(str, ids))) != len(ids):
             raise UserError(f"the same template is given twice ({ids}); give each annotated image once")
         return templates
-
-    def _check_run_dir(self) -> None:
-        state, log_file = self.run_dir / STATE_FILE, self.run_dir / LOG_FILE
-        if self.resume and not state.exists():
-            raise UserError(f"nothing to resume in {self.run_dir}: it has no {STATE_FILE}; start a new run")
-        if not self.resume and (state.exists() or log_file.exists()):
-            raise UserError(
-                f"{self.run_dir} already holds a training run; resume it or choose an empty folder"
-            )
 
     def _load_unlabeled(self, items: list) -> list[PreparedImage]:
         size = self.model.image_size
@@ -474,36 +458,6 @@ class _Run:
             "skipped_images": self.skipped,
         }
 
-    def _check_resumable(self, saved: dict, current: dict) -> None:
-        """UserError unless the saved run used the same data, model and settings (``steps`` may differ)."""
-        differs = []
-        saved_cfg = {k: v for k, v in saved.get("config", {}).items() if k not in ("steps", "resolved")}
-        current_cfg = {k: v for k, v in current["config"].items() if k not in ("steps", "resolved")}
-        defaults = TrainConfig().to_dict()
-        for key in set(current_cfg) - set(saved_cfg):  # a setting added since: its default is what ran
-            if current_cfg[key] == defaults.get(key):
-                del current_cfg[key]
-        if saved_cfg != current_cfg:
-            keys = sorted(
-                k for k in set(saved_cfg) | set(current_cfg) if saved_cfg.get(k) != current_cfg.get(k)
-            )
-            differs.append("settings (" + ", ".join(keys) + ")")
-        for key, what in (
-            ("model", "base model"),
-            ("templates", "templates"),
-            ("unlabeled", "unlabeled images"),
-            ("validation", "validation images"),
-        ):
-            a, b = saved.get(key), current[key]
-            if key == "model":
-                a = {k: v for k, v in (a or {}).items() if k != "device"}
-                b = {k: v for k, v in b.items() if k != "device"}
-            if json.loads(json.dumps(a)) != json.loads(json.dumps(b)):
-                differs.append(what)
-        if differs:
-            raise UserError(f"cannot resume the run in {self.run_dir}: its {', '.join(differs)} differ from "
-                            "this call's; resume with the same inputs, or start a new run in an empty folder")
-
     def _prepare_model(self) -> None:
         torch.manual_seed(self.config.seed)  # LoRA initialisation is random
         if self.config.full:
@@ -536,9 +490,6 @@ class _Run:
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     # -- files --------------------------------------------------------------------
-    def _write_json(self, name: str, data: dict) -> None:
-        atomic_write(self.run_dir / name, lambda f: f.write(json.dumps(data, indent=2, default=str).encode()))
-
     def _save_adapter(self) -> None:
         hyper = self.config.to_dict()
         hyper.update(best_step=self.best_step, val_metric=self.val_metric, best_val=self.best_val)
@@ -579,31 +530,13 @@ class _Run:
         self.baseline_val, self.best_state = state["baseline_val"], state["best_state"]
         self._pseudo = unpack_labels(state.get("pseudo_labels"), self.model.image_size)
 
-    def _read_log(self) -> list[dict]:
-        path = self.run_dir / LOG_FILE
-        if not path.exists():
-            return []
-        lines = []
-        for line in path.read_text().splitlines():
-            if line.strip():
-                try:
-                    lines.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut by a crash
-                    break
-        return lines
-
-    def _append_log(self, entry: dict) -> None:
-        with open(self.run_dir / LOG_FILE, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-
     # -- the run --------------------------------------------------------------------
     def execute(self) -> TrainResult:
         run_dir = self.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         settings = self._settings()
         if self.resume:
-            self._check_resumable(json.loads((run_dir / SETTINGS_FILE).read_text()), settings)
+            self.folder.check_resumable(settings, TrainConfig().to_dict())
 
         self._prepare_model()
         self.encoder = FeatureEncoder(self.model, cache_dir=self.feature_cache_dir)
@@ -620,21 +553,17 @@ class _Run:
         history: list[dict] = []
         if self.resume:
             self._load_state()
-            history = [e for e in self._read_log() if e.get("step", 0) <= self.step]
-            # Steps logged after the last state save are redone: drop their lines.
-            atomic_write(
-                run_dir / LOG_FILE, lambda f: f.write("".join(json.dumps(e) + "\n" for e in history).encode())
-            )
+            history = self.folder.log_until(self.step)  # steps logged after the state are redone
             self._say(f"resuming at step {self.step} of {self.config.steps}")
         else:
             random.seed(self.config.seed)
             np.random.seed(self.config.seed % (2 ** 32))
-        self._write_json(SETTINGS_FILE, settings)
+        self.folder.write_json(SETTINGS_FILE, settings)
 
         try:
             cancelled = self._loop(history)
         except BaseException as exc:
-            self._write_json(
+            self.folder.write_json(
                 RESULT_FILE, {"status": "failed", "step": self.step, "error": f"{type(exc).__name__}: {exc}"}
             )
             raise
@@ -646,7 +575,7 @@ class _Run:
             best_val=self.best_val, val_metric=self.val_metric, baseline_val=self.baseline_val,
             cancelled=cancelled, history=history, adapter_path=run_dir / ADAPTER_FILE,
             encoder_passes=self.encoder.encoder_passes, skipped_images=self.skipped, vanished=self.vanished)
-        self._write_json(RESULT_FILE, {
+        self.folder.write_json(RESULT_FILE, {
             "status": "cancelled" if cancelled else "finished", "steps_done": self.step,
             "total_steps": self.config.steps, "best_step": self.best_step, "val_metric": self.val_metric,
             "best_val": self.best_val, "baseline_val": self.baseline_val,
@@ -694,7 +623,7 @@ class _Run:
                 self._consider_best(entry["val"])
             elif not self.val_metric:
                 self.best_step, self.best_state = self.step, None
-            self._append_log(entry)
+            self.folder.append_log(entry)
             history.append(entry)
             if not self.val_metric and (self.step == config.steps or self._checkpoint_due()):
                 self._save_adapter()
@@ -900,31 +829,7 @@ class _Run:
         )
 
     def _loo_iou(self) -> float:
-        """Mean IoU of each template's structures predicted from the other templates' memories."""
-        sam, templates = self.sam, self.templates
-        feats = self.encoder.encode([t.image for t in templates])
-        memories = []
-        for i, t in enumerate(templates):
-            masks, _ = self._template_tensors(i)
-            memories.append(
-                encode_memory(sam, make_frame(sam, [feats[i]], len(t.structures)), masks[:, None])
-            )
-        ious: list[float] = []
-        for h, held in enumerate(templates):
-            # Structures of the held-out template, grouped by which other templates have them,
-            # so each group is one batch attending to exactly those templates' memories.
-            groups: dict[tuple[int, ...], list[str]] = {}
-            for name in held.structures:
-                owners = tuple(j for j, t in enumerate(templates) if j != h and name in t.masks)
-                if owners:
-                    groups.setdefault(owners, []).append(name)
-            for owners, names in groups.items():
-                mems = [_select_objects(memories[j], [templates[j].structures.index(n) for n in names])
-                        for j in owners]
-                pred = predict_from_memory(sam, make_frame(sam, [feats[h]], len(names)), mems)
-                truth = held.model_masks(names, self.device)
-                ious.extend(hard_iou(pred.logits, truth, held.valid(self.device)).tolist())
-        return float(np.mean(ious))
+        return checkpoint_choice.leave_one_out_iou(self.model, self.templates, self.encoder)
 
 
 class _PairSampler:
@@ -970,11 +875,3 @@ def _numpy_state_plain() -> tuple:
     """NumPy's global random state as plain values (loadable with ``weights_only=True``)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return kind, keys.tolist(), int(pos), int(has_gauss), float(cached)
-
-
-def _select_objects(memory: dict, indices: list[int]) -> dict:
-    """The memory of some of the objects (batch rows) of ``memory``."""
-    idx = torch.as_tensor(indices, device=memory["maskmem_features"].device)
-    return {"maskmem_features": memory["maskmem_features"][idx],
-            "maskmem_pos_enc": [p[idx] for p in memory["maskmem_pos_enc"]],
-            "obj_ptr": memory["obj_ptr"][idx]}

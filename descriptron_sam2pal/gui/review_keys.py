@@ -26,10 +26,10 @@ def key_action(panel: Any, event: Any) -> Callable[[], None] | None:
         return {
             Qt.Key_A: panel.accept_current,
             Qt.Key_R: panel.reject_current,
-            Qt.Key_Down: panel.next_item,
-            Qt.Key_Right: panel.next_item,
-            Qt.Key_Up: panel.previous_item,
-            Qt.Key_Left: panel.previous_item,
+            Qt.Key_Down: panel.rows.next_item,
+            Qt.Key_Right: panel.rows.next_item,
+            Qt.Key_Up: panel.rows.previous_item,
+            Qt.Key_Left: panel.rows.previous_item,
             Qt.Key_F: lambda: panel.set_fix_mode(not panel.fix_mode),
             Qt.Key_Escape: lambda: panel.tools.cancel() if panel.tools.tool else panel.set_fix_mode(False),
         }.get(key)

@@ -45,7 +45,7 @@ def build_filters(panel: Any) -> QGridLayout:
     panel.worst_first_button.setToolTip(
         "Back to the review order: predicted absent, then lowest Score (click a column header to sort by it)"
     )
-    panel.worst_first_button.clicked.connect(lambda: panel.sort_by(-1))
+    panel.worst_first_button.clicked.connect(lambda: panel.rows.sort_by(-1))
     panel.counts_label = QLabel("No predictions to review")
     counts_font = panel.counts_label.font()
     counts_font.setBold(True)
@@ -84,7 +84,7 @@ def build_table(panel: Any) -> None:
     header.setSectionsClickable(True)
     header.setSortIndicatorShown(True)
     header.setSortIndicator(-1, Qt.AscendingOrder)
-    header.sortIndicatorChanged.connect(lambda col, order: panel.sort_by(col, order))
+    header.sortIndicatorChanged.connect(lambda col, order: panel.rows.sort_by(col, order))
 
 
 def build_buttons(panel: Any) -> QGridLayout:

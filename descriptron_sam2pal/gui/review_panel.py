@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from PyQt5.QtCore import QModelIndex, Qt, QTimer, pyqtSignal
+from PyQt5.QtCore import Qt, QTimer, pyqtSignal
 from PyQt5.QtWidgets import QFileDialog, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from descriptron_sam2pal import UserError
@@ -46,13 +46,8 @@ from descriptron_sam2pal.gui.errors import shown_errors
 from descriptron_sam2pal.gui.resume_bar import ResumeBar
 from descriptron_sam2pal.gui.review_fix import FixController, Reprompt
 from descriptron_sam2pal.gui.review_keys import ReviewKeys
-from descriptron_sam2pal.gui.review_layout import (
-    ALL_STRUCTURES,
-    FILTER_CHOICES,
-    build_buttons,
-    build_filters,
-    build_table,
-)
+from descriptron_sam2pal.gui.review_layout import build_buttons, build_filters, build_table
+from descriptron_sam2pal.gui.review_rows import ReviewRows
 from descriptron_sam2pal.gui.review_viewer import ReviewViewer
 from descriptron_sam2pal.gui.write_back_dialog import write_back_with_dialogs
 from descriptron_sam2pal.jobs.review import ACCEPTED, REJECTED, ReviewItem, ReviewSession
@@ -90,7 +85,7 @@ class ReviewPanel(QWidget):
         self.session_path: Path | None = None
         #: The default of the write-back dialog's "replace outlines already in the project".
         self.replace_existing = False
-        self.fix = FixController(host, self.current_item, reprompt, self)
+        self.fix = FixController(host, lambda: self.rows.current_item(), reprompt, self)
         self.fix.fixed.connect(self._on_fixed)
         self.fix.failed.connect(lambda msg, details: self.host.show_error("Fix", msg, details))
         self._shown_item: ReviewItem | None = None
@@ -112,12 +107,11 @@ class ReviewPanel(QWidget):
         (or the table alone when the photo is in the host's central area), the action buttons."""
         top = build_filters(self)
         self.open_button.clicked.connect(self._ask_open_predictions)
-        self.filter_combo.currentIndexChanged.connect(self._on_filter_changed)
-        self.structure_combo.currentIndexChanged.connect(self._on_structure_changed)
         self.resume_bar = ResumeBar()
         self.resume_bar.continue_requested.connect(self._continue_review)
         build_table(self)
-        self.table.selectionModel().currentRowChanged.connect(self._on_current_changed)
+        self.rows = ReviewRows(self.table, self.model, self.filter_combo, self.structure_combo,
+                               self._show_current, self._update_actions)
         self._build_viewer()
         self.splitter = None
         if not self.central:
@@ -167,17 +161,7 @@ class ReviewPanel(QWidget):
             session.listeners.append(self._on_session_changed)
             self.canvas.colors.assign(session.structure_names())
             self.resume_bar.hide()
-        self.structure_combo.blockSignals(True)
-        self.structure_combo.clear()
-        self.structure_combo.addItem(ALL_STRUCTURES)
-        for name in (session.structure_names() if session is not None else []):
-            self.structure_combo.addItem(name)
-        self.structure_combo.blockSignals(False)
-        self.model.structure = None
-        self.model.set_session(session)
-        resume = session.resume_item() if session is not None else None
-        if resume is None or not self.select(resume):  # Continue: where the reviewer stopped
-            self._select_row(0)
+        self.rows.show_session(session)  # Continue: where the reviewer stopped
         if not self.model.rows:
             self._show_current()
         self._update_actions()
@@ -257,51 +241,20 @@ class ReviewPanel(QWidget):
             unsubscribe()
         self._unsubscribe = []
 
-    # ------------------------------------------------------------------ sorting and filtering
-    def sort_by(self, column: int, order=Qt.AscendingOrder) -> None:
-        """Sort the table by a column (0 specimen, 1 structure, 2 score, 3 state); -1: worst first."""
-        item = self.current_item()
-        header = self.table.horizontalHeader()
-        if header.sortIndicatorSection() != column or header.sortIndicatorOrder() != order:
-            header.blockSignals(True)
-            header.setSortIndicator(column, order)
-            header.blockSignals(False)
-        self.model.sort(column, order)
-        if item is None or not self.select(item):
-            self._select_row(0)
-        self._show_current()
-        self._update_actions()
-
-    def set_structure_filter(self, name: str | None) -> None:
-        """Only this structure's rows (None: all structures)."""
-        index = self.structure_combo.findText(name) if name else 0
-        if index < 0:
-            raise ValueError(f"no structure {name!r} in this review")
-        self.structure_combo.setCurrentIndex(index)
-
-    def _on_structure_changed(self, index: int) -> None:
-        item = self.current_item()
-        self.model.set_structure(None if index <= 0 else self.structure_combo.itemText(index))
-        if item is None or not self.select(item):
-            self._select_row(0)
-        self.table.setFocus()
-        self._show_current()
-        self._update_actions()
-
     # ------------------------------------------------------------------ drawing
     def _edit_source(self) -> np.ndarray | None:
-        item = self.current_item()
+        item = self.rows.current_item()
         return None if item is None else item.current_mask
 
     def _polygon_replaces(self) -> bool:
         """A polygon drawn over a prediction (or a click fix of it) is the new outline; once the
         outline was drawn by hand, more polygons add parts to it (six legs, say)."""
-        item = self.current_item()
+        item = self.rows.current_item()
         return item is not None and not item.hand_edited
 
     def _on_drawn(self, mask: np.ndarray, what: str) -> None:
         """A hand edit of the shown structure: it replaces the outline (one undoable step)."""
-        item = self.current_item()
+        item = self.rows.current_item()
         if item is None or self.session is None:
             return
         if item.written:
@@ -313,7 +266,7 @@ class ReviewPanel(QWidget):
         if replaced:
             self.host.show_status(f"{item.label}: your polygon replaced the prediction; more polygons add "
                                   "parts to it. Ctrl+Z brings the prediction back", 8000)
-        self._refresh_after(self.current_row(), item, advance=False)
+        self.rows.refresh_after(self.rows.current_row(), item, advance=False)
 
     def redo(self) -> None:
         self._undo_or_redo(redo=True)
@@ -323,10 +276,10 @@ class ReviewPanel(QWidget):
         if self.session is None or not (self.session.can_redo if redo else self.session.can_undo):
             self.host.show_status("Nothing to redo" if redo else "Nothing to undo")
             return
-        row = self.current_row()
+        row = self.rows.current_row()
         self.set_fix_mode(False)
         restored = self.session.redo() if redo else self.session.undo()
-        self._refresh_after(row, restored[0] if restored else None, advance=False)
+        self.rows.refresh_after(row, restored[0] if restored else None, advance=False)
 
     def _show_viewer(self) -> None:
         """Put the viewer in the host's central area (while this panel is shown)."""
@@ -375,70 +328,20 @@ class ReviewPanel(QWidget):
             self.host.show_central_view(None)  # another panel's turn: the photo with the project's outlines
         super().hideEvent(event)
 
-    # ------------------------------------------------------------------ selection
-    def current_item(self) -> ReviewItem | None:
-        row = self.table.currentIndex().row()
-        return self.model.rows[row] if 0 <= row < len(self.model.rows) else None
-
-    def current_row(self) -> int:
-        return self.table.currentIndex().row()
-
-    def select(self, item: ReviewItem) -> bool:
-        """Select ``item`` if the filter shows it."""
-        row = self.model.row_of(item)
-        if row >= 0:
-            self._select_row(row)
-        return row >= 0
-
-    def _select_row(self, row: int) -> None:
-        n = len(self.model.rows)
-        if n == 0:
-            self.table.setCurrentIndex(QModelIndex())
-            self._show_current()
-            return
-        row = min(max(row, 0), n - 1)
-        index = self.model.index(row, 0)
-        self.table.setCurrentIndex(index)
-        self.table.scrollTo(index)
-        if self.current_item() is not self._shown_item:
-            self._show_current()
-
-    def _on_current_changed(self, *_args) -> None:
-        self._show_current()
-        self._update_actions()
-
-    def next_item(self) -> None:
-        self._select_row(self.current_row() + 1)
-
-    def previous_item(self) -> None:
-        self._select_row(max(self.current_row() - 1, 0))
-
-    def _refresh_after(self, row: int, item: ReviewItem | None, advance: bool) -> None:
-        """Rows are rebuilt: select ``item`` (the one after it when ``advance``), else the same
-        ``row`` (``item`` None, or it left the view)."""
-        self.model.refresh()
-        new_row = self.model.row_of(item) if item is not None else -1
-        if new_row < 0:
-            self._select_row(row)
-        else:
-            self._select_row(new_row + 1 if advance and new_row + 1 < len(self.model.rows) else new_row)
-        self._show_current(force=True)
-        self._update_actions()
-
     # ------------------------------------------------------------------ actions
     def _act(self, what: str, fn: Callable[[], Any]) -> tuple[bool, Any]:
         """Run a review action -> (done, its value); a problem is shown, the panel stays usable."""
         return shown_errors(self.host, what, fn)
 
     def _set_current_state(self, state: str) -> None:
-        item = self.current_item()
+        item = self.rows.current_item()
         if item is None or self.session is None:
             return
-        row = self.current_row()
+        row = self.rows.current_row()
         self.set_fix_mode(False)
         if not self._act("Review", lambda: self.session.set_state(item, state))[0]:
             return
-        self._refresh_after(row, item, advance=True)
+        self.rows.refresh_after(row, item, advance=True)
 
     def accept_current(self) -> None:
         """Accept the selected structure and go to the next one."""
@@ -449,17 +352,17 @@ class ReviewPanel(QWidget):
         self._set_current_state(REJECTED)
 
     def _set_specimen_state(self, state: str) -> None:
-        item = self.current_item()
+        item = self.rows.current_item()
         if item is None or self.session is None:
             return
-        row = self.current_row()
+        row = self.rows.current_row()
         self.set_fix_mode(False)
         done, n = self._act("Review", lambda: self.session.set_target_state(item.target, state))
         if not done:
             return
         if n == 0:
             self.host.show_status(f"{item.target.label}: every structure is reviewed already")
-        self._refresh_after(row, item, advance=True)
+        self.rows.refresh_after(row, item, advance=True)
 
     def accept_specimen(self) -> None:
         self._set_specimen_state(ACCEPTED)
@@ -471,7 +374,7 @@ class ReviewPanel(QWidget):
         self._undo_or_redo(redo=False)
 
     def add_as_template(self) -> None:
-        item = self.current_item()
+        item = self.rows.current_item()
         if item is None or self.session is None:
             return
         masks = {i.structure: i.current_mask for i in self.session.items_of(item.target)
@@ -493,12 +396,12 @@ class ReviewPanel(QWidget):
         docstring and ``gui.write_back_dialog``)."""
         if self.session is None:
             return
-        row, item = self.current_row(), self.current_item()
+        row, item = self.rows.current_row(), self.rows.current_item()
 
         def after_write() -> None:
             self.set_fix_mode(False)
             self.save_session()
-            self._refresh_after(row, item, advance=False)
+            self.rows.refresh_after(row, item, advance=False)
 
         summary = write_back_with_dialogs(self, self.host, self.session, self.replace_existing, after_write)
         if summary is not None:
@@ -507,7 +410,7 @@ class ReviewPanel(QWidget):
     # ------------------------------------------------------------------ fix mode
     def set_fix_mode(self, on: bool) -> None:
         """In fix mode, clicks on the photo re-segment the selected structure with SAM2."""
-        on = bool(on) and self.fix.can_fix(self.current_item())
+        on = bool(on) and self.fix.can_fix(self.rows.current_item())
         self.fix.set_active(on)
         if on and self.tools.tool:
             self.tools.set_tool("")  # clicks go to SAM2 now, not to a drawing tool
@@ -537,7 +440,7 @@ class ReviewPanel(QWidget):
         self._update_actions()
 
     def _on_canvas_click(self, x: float, y: float, button: str) -> None:
-        item = self.current_item()
+        item = self.rows.current_item()
         if not self.fix.active or item is None:
             return
         points = self.fix.click(item, x, y, button)
@@ -549,7 +452,8 @@ class ReviewPanel(QWidget):
             return
         if not self._act("Fix", lambda: self.session.correct(item, mask, points))[0]:
             return
-        self._refresh_after(self.current_row(), item if self.current_item() is item else None, advance=False)
+        shown = item if self.rows.current_item() is item else None
+        self.rows.refresh_after(self.rows.current_row(), shown, advance=False)
         self.host.show_status(f"{item.label}: fixed with {len(points)} point(s). "
                               "A to accept, Ctrl+Z to undo", 8000)
 
@@ -558,7 +462,7 @@ class ReviewPanel(QWidget):
 
     # ------------------------------------------------------------------ display
     def _show_current(self, force: bool = False) -> None:
-        item = self.current_item()
+        item = self.rows.current_item()
         if item is self._shown_item and not force:
             return
         if item is not self._shown_item and self.fix_mode:
@@ -619,7 +523,7 @@ class ReviewPanel(QWidget):
         self.counts_label.setText(text)
 
     def _update_actions(self) -> None:
-        item = self.current_item()
+        item = self.rows.current_item()
         has = item is not None
         editable = has and not item.written
         for b in (self.accept_button, self.reject_button, self.accept_specimen_button,
@@ -645,20 +549,3 @@ class ReviewPanel(QWidget):
         self.write_button.setEnabled(self.session is not None and any(
             i.state == ACCEPTED and not i.written for i in self.session.items))
         self._update_counts()
-
-    def _on_filter_changed(self, _index: int) -> None:
-        item = self.current_item()
-        self.model.set_filter(self.filter_combo.currentData())
-        if item is None or not self.select(item):
-            self._select_row(0)
-        self.table.setFocus()  # the review keys work again at once
-        self._show_current()
-        self._update_actions()
-
-    def set_filter(self, name: str) -> None:
-        """"all", "unreviewed", "accepted" or "rejected"."""
-        for i, (_, value) in enumerate(FILTER_CHOICES):
-            if value == name:
-                self.filter_combo.setCurrentIndex(i)
-                return
-        raise ValueError(f"unknown filter {name!r}")

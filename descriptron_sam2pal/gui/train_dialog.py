@@ -1,7 +1,8 @@
 """The "Train SAM2-PAL" dialog: choose templates, unlabeled images, model and effort; train; propagate.
 
 Training and propagation run in :class:`EngineWorker` threads (the window
-stays usable): a progress bar with the time left, a live loss curve, a log.
+stays usable), shown by a :class:`~descriptron_sam2pal.gui.run_monitor.RunMonitor`
+(``dialog.monitor``): a progress bar with the time left, a live loss curve, a log.
 Cancel stops training at the next step; the last good checkpoint
 (``adapter.pt`` in the run folder) is kept and can be used to propagate. A
 failure is shown in a dialog and the buttons come back.
@@ -22,12 +23,11 @@ from typing import Any, Callable
 from PyQt5.QtCore import QSize, Qt
 from PyQt5.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QFileDialog,
                              QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget,
-                             QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QRadioButton,
-                             QSpinBox, QSplitter, QVBoxLayout, QWidget)
+                             QListWidgetItem, QPushButton, QRadioButton,
+                             QSplitter, QVBoxLayout, QWidget)
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.engine.control import Progress
-from descriptron_sam2pal.jobs.estimate import (estimate_seconds, estimate_text, format_duration,
+from descriptron_sam2pal.jobs.estimate import (estimate_seconds, estimate_text,
                                                measured_step_seconds, model_size_name, remember_step_seconds,
                                                step_key, step_table, training_estimate)
 from descriptron_sam2pal.jobs.models import ModelRequest, fixed_image_size
@@ -40,8 +40,9 @@ from descriptron_sam2pal.store.provenance import template_images
 from descriptron_sam2pal.store.stem import find_image_files
 from descriptron_sam2pal.gui.errors import shown_errors
 from descriptron_sam2pal.gui.fitting import VerticalScroll, fit_to_screen, guard_wheel
-from descriptron_sam2pal.gui.loss_plot import LossPlot
 from descriptron_sam2pal.gui.model_session import CheckpointPicker, ModelSession
+from descriptron_sam2pal.gui.run_monitor import RunMonitor
+from descriptron_sam2pal.gui.train_layout import build_advanced
 from descriptron_sam2pal.gui.workers import EngineWorker
 
 log = logging.getLogger(__name__)
@@ -71,15 +72,6 @@ PRESETS = (
     Preset("Thorough", 1000, 1024, 512, "The most careful training; hours without a GPU"),
 )
 DEFAULT_PRESET = "Balanced"
-
-#: The progress bar's text for each stage of the engine's reports: training counts steps
-#: (after reading the photos), segmenting counts images.
-PROGRESS_FORMATS = {
-    "load": "reading photos: %v / %m",
-    "train": "%v / %m steps",
-    "propagate": "%v / %m images",
-}
-
 
 def unused_run_dir(wanted: Path, fresh_name: str) -> Path:
     """``wanted``, unless it holds files already (never mix two runs in one folder): then a new
@@ -141,12 +133,13 @@ class TrainDialog(QDialog):
         self.session = session
         self.on_results = on_results
         self.setWindowTitle("Train SAM2-PAL")
-        self.worker: EngineWorker | None = None
+        self.monitor = RunMonitor(host, on_idle=self._on_idle)  # the running worker and its progress
         self.job: TrainJob | PropagateJob | None = None
         self.trained: TrainOutcome | None = None
         self.last_adapter: Path | None = None
         self.run_dir: Path | None = None
         self.results: list | None = None
+        self._propagate_next = False  # training ended well: segment next
         self._build()
         self.refresh()
         guard_wheel(self)  # scrolling over the form never changes Steps, Size, ...
@@ -167,7 +160,7 @@ class TrainDialog(QDialog):
         left_scroll.setWidget(left)
         splitter = QSplitter(Qt.Horizontal)
         splitter.addWidget(left_scroll)
-        splitter.addWidget(self._build_progress())
+        splitter.addWidget(self.monitor.widget)
         splitter.setStretchFactor(1, 1)
 
         layout = QVBoxLayout(self)
@@ -234,74 +227,16 @@ class TrainDialog(QDialog):
         return model_box
 
     def _build_advanced(self) -> QGroupBox:
-        """Advanced settings, folded away: steps, size, LoRA, pseudo-labels, learning rate, seed,
-        device, output folder (a preset fills the steps and the size)."""
-        self.advanced_box = QGroupBox("Advanced settings")
-        self.advanced_box.setCheckable(True)
-        self.advanced_box.setChecked(False)
-        self.advanced_widget = QWidget()
-        adv = QFormLayout(self.advanced_widget)
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 100000)
-        self.steps_spin.setToolTip("Optimizer steps (each: one template and one unlabeled image)")
-        self.size_spin = QSpinBox()
-        self.size_spin.setRange(64, 2048)
-        self.size_spin.setSingleStep(32)
-        self.size_spin.setSuffix(" px")
-        self.size_spin.setToolTip("Images are letterboxed to this square size (a multiple of 32). "
-                                  "Larger sees finer detail and is much slower")
-        self.rank_spin = QSpinBox()
-        self.rank_spin.setRange(1, 128)
-        self.rank_spin.setValue(8)
-        self.rank_spin.setToolTip("LoRA rank: the capacity of the small adapter that is trained")
-        self.full_check = QCheckBox("Full fine-tuning instead of LoRA")
-        self.full_check.setToolTip("Train the decoder and memory modules themselves (bigger files, "
-                                   "needs more templates)")
-        self.full_check.toggled.connect(self.rank_spin.setDisabled)
-        self.pseudo_check = QCheckBox("Also learn from the best predictions (pseudo-labels)")
-        self.pseudo_check.setChecked(True)
-        self.pseudo_check.setToolTip(
-            "Every 50 steps the model segments 24 of the unlabeled specimens (the next 24 each time); "
-            "the quarter of each structure's masks that the review score trusts most (most like the "
-            "others, and whose round trip back to the template works) are learnt from too. "
-            "Adds a fraction of the training time (the estimate counts it); on the test-bed it "
-            "helped most where the model started worst")
-        self.lr_edit = QLineEdit()
-        self.lr_edit.setPlaceholderText("default")
-        self.lr_edit.setToolTip("Learning rate; empty for the default (5e-4 LoRA, 1e-5 full)")
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, 2 ** 31 - 1)
-        self.seed_spin.setToolTip("The same seed and settings give the same run")
-        self.device_combo = QComboBox()
-        for d in ("auto", "cpu", "cuda", "mps"):
-            self.device_combo.addItem(d)
-        self.device_combo.setCurrentText(self.session.device)
-        self.device_combo.setToolTip("auto: the GPU when there is one, else the CPU")
-        self.output_edit = QLineEdit()
-        self.output_edit.setToolTip("The run folder: settings, log, adapter.pt (the trained weights)")
-        output_button = QPushButton("Browse...")
-        output_button.clicked.connect(self._browse_output)
-        output_row = QHBoxLayout()
-        output_row.addWidget(self.output_edit, 1)
-        output_row.addWidget(output_button)
-        adv.addRow("Steps:", self.steps_spin)
-        adv.addRow("Image size:", self.size_spin)
-        adv.addRow("LoRA rank:", self.rank_spin)
-        adv.addRow("", self.full_check)
-        adv.addRow("", self.pseudo_check)
-        adv.addRow("Learning rate:", self.lr_edit)
-        adv.addRow("Seed:", self.seed_spin)
-        adv.addRow("Device:", self.device_combo)
-        adv.addRow("Output folder:", output_row)
-        QVBoxLayout(self.advanced_box).addWidget(self.advanced_widget)
-        self.advanced_widget.setVisible(False)
-        self.advanced_box.toggled.connect(self.advanced_widget.setVisible)
+        """Advanced settings, folded away (``gui.train_layout.build_advanced``): a preset or the
+        device fills the steps and the size; the estimate follows them."""
+        box = build_advanced(self)
+        self.output_button.clicked.connect(self._browse_output)
         self.preset_combo.currentIndexChanged.connect(lambda _i: self._apply_preset())
         self.device_combo.currentIndexChanged.connect(lambda _i: self._apply_preset())
         for spin in (self.steps_spin, self.size_spin):
             spin.valueChanged.connect(lambda _v: self._update_estimate())
         self.pseudo_check.toggled.connect(lambda _on: self._update_estimate())
-        return self.advanced_box
+        return box
 
     def _build_propagation(self) -> QGroupBox:
         """4. Which weights segment the specimens."""
@@ -323,30 +258,6 @@ class TrainDialog(QDialog):
         propagate_form.addRow("Use:", self.source_combo)
         propagate_form.addRow("Adapter file:", adapter_row)
         return propagate_box
-
-    def _build_progress(self) -> QWidget:
-        """The right side: the stage, the progress bar with the time left, the loss plot, the log."""
-        self.stage_label = QLabel("Ready.")
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.eta_label = QLabel("")
-        self.loss_plot = LossPlot()
-        self.log_view = QPlainTextEdit()
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(5000)
-        right = QWidget()
-        right_layout = QVBoxLayout(right)
-        right_layout.setContentsMargins(0, 0, 0, 0)
-        right_layout.addWidget(self.stage_label)
-        bar_row = QHBoxLayout()
-        bar_row.addWidget(self.progress_bar, 1)
-        bar_row.addWidget(self.eta_label)
-        right_layout.addLayout(bar_row)
-        right_layout.addWidget(self.loss_plot.legend_label)
-        right_layout.addWidget(self.loss_plot.plot, 2)
-        right_layout.addWidget(self.log_view, 1)
-        return right
 
     def _build_buttons(self) -> QHBoxLayout:
         self.start_button = QPushButton("Start training")
@@ -492,7 +403,7 @@ class TrainDialog(QDialog):
                                                   self._gpu(), self.estimate()))
 
     def _update(self) -> None:
-        running = self.worker is not None
+        running = self.monitor.running
         n_templates = sum(self.template_list.item(r).checkState() == Qt.Checked
                           for r in range(self.template_list.count()))
         self.project_radio.setText(f"The project's other images ({len(self.unlabeled_images())})"
@@ -575,11 +486,11 @@ class TrainDialog(QDialog):
         model, specs, unlabeled, config = request.model, request.templates, request.unlabeled, request.config
         self.run_dir = request.run_dir
         self.trained = None
-        self.loss_plot.clear()
-        self.loss_plot.set_validation_metric(validation_metric(specs, len(unlabeled), config))
+        self.monitor.loss_plot.clear()
+        self.monitor.loss_plot.set_validation_metric(validation_metric(specs, len(unlabeled), config))
         self.job = TrainJob(request)
-        self._append_log(f"Training {config.steps} steps at {model.image_size} px on {len(specs)} "
-                         f"template(s) and {len(unlabeled)} unlabeled image(s).")
+        self.monitor.append_log(f"Training {config.steps} steps at {model.image_size} px on {len(specs)} "
+                                f"template(s) and {len(unlabeled)} unlabeled image(s).")
         worker = EngineWorker(run_training, self.job, description="Training SAM2-PAL", job=True)
         self._start(worker, "Training")
 
@@ -614,55 +525,12 @@ class TrainDialog(QDialog):
         self._start(worker, "Segmenting")
 
     def _start(self, worker: EngineWorker, stage: str) -> None:
-        self.worker = worker
-        worker.progress.connect(self._on_progress)
-        worker.log.connect(self._append_log)
-        worker.result.connect(self._on_result)
-        worker.error.connect(self._on_error)
-        worker.cancelled.connect(self._on_cancelled)
-        worker.finished.connect(self._on_finished)
-        self.stage_label.setText(f"{stage}...")
-        self.progress_bar.setRange(0, 0)  # busy until the first report
-        self.eta_label.setText("")
-        self.host.register_worker(worker)
+        self.monitor.start(worker, stage, self._on_result, self._on_error, self._on_cancelled)
         self._update()
-        worker.start()
 
     def cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel()
+        if self.monitor.cancel():
             self.cancel_button.setEnabled(False)
-            self.eta_label.setText("")  # no time left to wait for: it stops
-            self.stage_label.setText("Stopping at the next step...")
-
-    def _append_log(self, text: str) -> None:
-        stamp = _dt.datetime.now().strftime("%H:%M:%S")
-        self.log_view.appendPlainText(f"{stamp}  {text}")
-
-    def _on_progress(self, report: Any) -> None:
-        if not isinstance(report, Progress):
-            return
-        self.progress_bar.setRange(0, max(report.total, 1))
-        self.progress_bar.setValue(report.done)
-        self.progress_bar.setFormat(PROGRESS_FORMATS.get(report.stage, "%v / %m"))
-        stopping = self.worker is not None and self.worker.token.cancelled
-        self.eta_label.setText(f"{format_duration(report.eta_s)} left"
-                               if report.eta_s is not None and not stopping else "")
-        if report.stage == "load" and not stopping:
-            self.stage_label.setText(f"Training: reading the photos first ({report.done} of {report.total})")
-        if report.stage == "train":
-            self.stage_label.setText(f"Training: step {report.done} of {report.total}")
-            loss = report.metrics.get("loss")
-            if loss is not None:
-                self.loss_plot.add_loss(report.done, loss)
-            val = report.metrics.get("val")
-            if val is not None:
-                self.loss_plot.add_validation(report.done, val)
-            if loss is not None and (report.done % 10 == 0 or report.done == report.total):
-                self._append_log(f"step {report.done}/{report.total}  loss {loss:.4f}" + (
-                    f"  {self.loss_plot.validation_name} {val:.4f}" if val is not None else ""))
-        elif report.stage == "propagate":
-            self.stage_label.setText(f"Segmenting: {report.done} of {report.total} specimens")
 
     def _on_result(self, value: Any) -> None:
         if isinstance(value, TrainOutcome):
@@ -678,11 +546,11 @@ class TrainDialog(QDialog):
             self._remember_step_seconds(outcome.result.history, outcome.model.image_size)
             self._update_estimate()
             for line in describe_result(outcome.result)[:2]:  # the adapter line follows below
-                self._append_log(line[:1].upper() + line[1:])
+                self.monitor.append_log(line[:1].upper() + line[1:])
         if self.last_adapter is not None:
-            self._append_log(f"Trained weights: {self.last_adapter}")
-        self.stage_label.setText("Training cancelled: the last good checkpoint is kept." if cancelled
-                                 else "Training finished.")
+            self.monitor.append_log(f"Trained weights: {self.last_adapter}")
+        self.monitor.stage_label.setText("Training cancelled: the last good checkpoint is kept."
+                                         if cancelled else "Training finished.")
         self._update_sources()
         self.source_combo.setCurrentIndex(0)
         if not cancelled and self.propagate_after.isChecked():
@@ -691,17 +559,17 @@ class TrainDialog(QDialog):
     def _propagation_ended(self, results: list) -> None:
         self.results = results
         present = sum(1 for r in results for s in r.structures.values() if s.present)
-        self._append_log(f"Segmented {len(results)} specimen(s): {present} structure(s) found.")
-        self.stage_label.setText(f"Done: {len(results)} specimens segmented. "
-                                 "Review them in the Review panel.")
+        self.monitor.append_log(f"Segmented {len(results)} specimen(s): {present} structure(s) found.")
+        self.monitor.stage_label.setText(f"Done: {len(results)} specimens segmented. "
+                                         "Review them in the Review panel.")
         if self.on_results is not None:  # on failure the results stay in self.results
             shown_errors(self.host, "Review", lambda: self.on_results(results, self.run_dir),
                          message="Cannot show the results: {}")
 
     def _on_error(self, message: str, details: str) -> None:
         what = "Training" if isinstance(self.job, TrainJob) else "Segmenting"
-        self._append_log(f"{what} failed: {message}")
-        self.stage_label.setText(f"{what} failed.")
+        self.monitor.append_log(f"{what} failed: {message}")
+        self.monitor.stage_label.setText(f"{what} failed.")
         adapter = self.run_dir / "adapter.pt" if self.run_dir is not None else None
         if isinstance(self.job, TrainJob) and adapter is not None and adapter.is_file():
             self.last_adapter = self.run_dir / "adapter.pt"
@@ -712,17 +580,13 @@ class TrainDialog(QDialog):
         if isinstance(self.job, TrainJob):
             self._training_ended(self.job.outcome, cancelled=True)
         else:
-            self._append_log("Segmenting cancelled; finished images are kept in the run folder "
-                             "and are not redone next time.")
-            self.stage_label.setText("Segmenting cancelled.")
+            self.monitor.append_log("Segmenting cancelled; finished images are kept in the run folder "
+                                    "and are not redone next time.")
+            self.monitor.stage_label.setText("Segmenting cancelled.")
 
-    def _on_finished(self) -> None:
-        self.worker = None
-        self.eta_label.setText("")
-        if self.progress_bar.maximum() == 0:
-            self.progress_bar.setRange(0, 1)
+    def _on_idle(self) -> None:
         self._update()
-        if getattr(self, "_propagate_next", False):
+        if self._propagate_next:
             self._propagate_next = False
             self.start_propagation()
 

@@ -167,7 +167,7 @@ def check_predictions_out(
 
 def run_files() -> tuple[str, ...]:
     """The names a training run writes into its folder."""
-    from descriptron_sam2pal.engine.trainer import (
+    from descriptron_sam2pal.engine.run_folder import (
         ADAPTER_FILE,
         LOG_FILE,
         RESULT_FILE,

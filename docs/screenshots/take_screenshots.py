@@ -388,10 +388,10 @@ def run(args: argparse.Namespace) -> int:
         state["shot"] = True
         shots.save(dialog, "04_train_running.png")
     click(dialog.start_button)
-    dialog.worker.progress.connect(on_progress)
+    dialog.monitor.worker.progress.connect(on_progress)
     shots.wait_until(lambda: state["shot"], 600, "training to pass 60%")
     # training ends, then the specimens are segmented and the results go to the Review panel
-    shots.wait_until(lambda: review.session is not None and dialog.worker is None, 900,
+    shots.wait_until(lambda: review.session is not None and dialog.monitor.worker is None, 900,
                      "training and segmentation to finish")
     shots.wait(300)
     shots.save(dialog, "05_train_finished.png")

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from descriptron_sam2pal import UserError
-from descriptron_sam2pal.engine import trainer
+from descriptron_sam2pal.engine import checkpoint_choice, trainer
 from descriptron_sam2pal.engine.control import CancelToken
 from descriptron_sam2pal.engine.preprocess import prepare_image
 from descriptron_sam2pal.engine.prepared_templates import Template
@@ -230,7 +230,8 @@ def test_templates_with_different_structures_and_leave_one_out_validation(mini_m
         return real_step(sam, template, masks, valid, target, weights)
 
     monkeypatch.setattr(trainer, "palindrome_step", spy_step)
-    predictions = record_calls(monkeypatch, trainer, "predict_from_memory")  # (sam, frame, memories)
+    # (sam, frame, memories) of the leave-one-out validation
+    predictions = record_calls(monkeypatch, checkpoint_choice, "predict_from_memory")
     result = train(mini_model, templates, _pool((10, 11)), tmp_path / "run",
                    TrainConfig(steps=6, validate_every=3, seed=1, objects_per_pass=99))
     groups = [(frame.batch, len(memories)) for _, frame, memories in predictions]

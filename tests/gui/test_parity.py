@@ -52,7 +52,7 @@ def test_the_gui_names_the_validation_the_trainer_runs(qtbot, window, specimens,
     shown = validation_metric(specs, len(dialog.unlabeled_images()), dialog.train_config())
     assert shown == "loo_iou"  # two templates share "pronotum"
     dialog.start_training()
-    qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: dialog.monitor.worker is None, timeout=60000)
     assert dialog.trained is not None and dialog.trained.result.val_metric == shown
     dialog.template_list.item(1).setCheckState(Qt.Unchecked)  # one template: a held-out loss
     assert validation_metric(dialog.chosen_templates(), 2, dialog.train_config()) == "pool_score"
@@ -71,9 +71,9 @@ def test_the_gui_and_the_cli_write_the_same_predictions(
     dialog.source_combo.setCurrentIndex(dialog.source_combo.findData("base"))
     dialog.output_edit.setText(str(tmp_path / "run"))
     dialog.start_propagation()
-    qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: dialog.monitor.worker is None, timeout=60000)
     gui_file = dialog.run_dir / PREDICTIONS_FILE
-    assert messages.seen == [] and gui_file.is_file(), dialog.log_view.toPlainText()
+    assert messages.seen == [] and gui_file.is_file(), dialog.monitor.log_view.toPlainText()
     code = cli_main(["propagate", "--templates", str(store_file), "--images", str(specimens),
                      "--checkpoint", str(checkpoint), "--image-size", "128", "--device", "cpu",
                      "--out", str(tmp_path / "cli.json")])

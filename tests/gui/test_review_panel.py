@@ -86,7 +86,7 @@ def panel(qtbot, project, dialogs):
 
 
 def current(panel):
-    item = panel.current_item()
+    item = panel.rows.current_item()
     return (item.target.file_name, item.structure)
 
 
@@ -123,11 +123,11 @@ def test_review_accept_reject_undo_by_keys(qtbot, panel):
     assert not panel.undo_button.isEnabled()
 
     # Shift+A: the specimen's structures not reviewed yet, in one undoable step.
-    panel.select(
+    panel.rows.select(
         next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_02.png", "eye"))
     )
     qtbot.keyClick(panel, Qt.Key_R)
-    panel.select(
+    panel.rows.select(
         next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_02.png", "head"))
     )
     qtbot.keyClick(panel, Qt.Key_A, Qt.ShiftModifier)
@@ -157,23 +157,23 @@ def test_buttons_say_their_keys(panel):
 
 
 def test_filter_shows_one_state_and_moves_on(qtbot, panel):
-    panel.set_filter(UNREVIEWED)
+    panel.rows.set_filter(UNREVIEWED)
     assert len(panel.model.rows) == 9
     qtbot.keyClick(panel, Qt.Key_A)
     assert len(panel.model.rows) == 8 and current(panel) == WORST_FIRST[1]  # the next one to review
     qtbot.keyClick(panel, Qt.Key_R)
-    panel.set_filter(ACCEPTED)
+    panel.rows.set_filter(ACCEPTED)
     assert [(r.target.file_name, r.structure) for r in panel.model.rows] == [WORST_FIRST[0]]
-    panel.set_filter(REJECTED)
+    panel.rows.set_filter(REJECTED)
     assert [(r.target.file_name, r.structure) for r in panel.model.rows] == [WORST_FIRST[1]]
     qtbot.keyClick(panel, Qt.Key_Z, Qt.ControlModifier)  # back to unreviewed: leaves this view
-    assert panel.model.rows == [] and panel.current_item() is None
+    assert panel.model.rows == [] and panel.rows.current_item() is None
     qtbot.keyClick(panel, Qt.Key_A)  # nothing selected: nothing happens
     assert panel.session.counts()[ACCEPTED] == 1
 
 
 def test_canvas_highlights_the_structure_and_dims_the_others(qtbot, panel):
-    panel.select(
+    panel.rows.select(
         next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_01.png", "eye"))
     )
     wait_image(qtbot, panel)
@@ -187,7 +187,7 @@ def test_canvas_highlights_the_structure_and_dims_the_others(qtbot, panel):
     assert "ant_01.png" in panel.viewer.title_label.text() and "eye" in panel.viewer.title_label.text()
     assert panel.viewer.state_label.text() == "To review"
     # An absent structure: a message, no outline.
-    panel.select(panel.session.visible()[0])
+    panel.rows.select(panel.session.visible()[0])
     wait_image(qtbot, panel)
     assert panel.canvas.masks() == {} and "absent" in panel.viewer.title_label.text()
 
@@ -208,7 +208,7 @@ def test_fix_by_clicks_reprompts_and_undoes(qtbot, project, dialogs):
     panel = make_panel(qtbot, host, reprompt)
     panel.load_results(make_results(project.parent))
     item = next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_01.png", "eye"))
-    panel.select(item)
+    panel.rows.select(item)
     wait_image(qtbot, panel)
     qtbot.keyClick(panel, Qt.Key_F)
     assert panel.fix_mode and panel.fix_button.isChecked()
@@ -222,7 +222,7 @@ def test_fix_by_clicks_reprompts_and_undoes(qtbot, project, dialogs):
     assert item.current_mask[20, 30] and not item.current_mask[21, 31]
     assert np.array_equal(panel.canvas.masks()["eye"], item.current_mask)
     assert len(panel.canvas.points()) == 2
-    assert "(fixed)" in panel.model.data(panel.model.index(panel.current_row(), 3))
+    assert "(fixed)" in panel.model.data(panel.model.index(panel.rows.current_row(), 3))
     qtbot.keyClick(panel, Qt.Key_Z, Qt.ControlModifier)  # undoes the last click
     assert len(item.points) == 1 and item.current_mask[21, 31]
     qtbot.keyClick(panel, Qt.Key_Z, Qt.ControlModifier)
@@ -287,7 +287,7 @@ def test_write_back_changes_the_store_exactly_as_reviewed(qtbot, panel, project,
     }
     assert "in project" in panel.model.data(panel.model.index(1, 3))
     # Written items are locked; the session file knows they are written.
-    panel.select(panel.model.rows[1])
+    panel.rows.select(panel.model.rows[1])
     assert not panel.accept_button.isEnabled() and not panel.write_button.isEnabled()
     saved = json.loads(review_path_for(project.parent / "predictions.json").read_text())
     assert sum(1 for e in saved["items"] if e["written"]) == 2
@@ -341,9 +341,9 @@ def test_review_is_saved_and_continues_after_closing(qtbot, project, dialogs):
     assert again.open_predictions(preds) is not None
     assert again.counts_label.text() == "2 of 9 reviewed: 1 accepted, 1 rejected"
     assert (
-        again.current_row() == 2 and current(again) == WORST_FIRST[2]
+        again.rows.current_row() == 2 and current(again) == WORST_FIRST[2]
     )  # still worst first, where it stopped
-    assert again.current_item().state == UNREVIEWED
+    assert again.rows.current_item().state == UNREVIEWED
     bad = project.parent / "nothing.json"
     bad.write_text("not json")
     assert again.open_predictions(bad) is None and again.host.errors[-1][0] == "Cannot open the predictions"
@@ -358,9 +358,9 @@ def test_continue_selects_the_row_where_the_reviewer_stopped(qtbot, project, dia
     panel.load_results(make_results(project.parent), predictions_path=preds)
     for _ in range(3):
         qtbot.keyClick(panel, Qt.Key_A)
-    panel.select(panel.model.rows[6])  # looked further down, then stopped there
+    panel.rows.select(panel.model.rows[6])  # looked further down, then stopped there
     qtbot.keyClick(panel, Qt.Key_R)
-    stopped = panel.current_item()
+    stopped = panel.rows.current_item()
     assert current(panel) == WORST_FIRST[7]
     panel.hide()
     qtbot.waitUntil(lambda: not panel.image_loading(), timeout=20000)
@@ -368,21 +368,21 @@ def test_continue_selects_the_row_where_the_reviewer_stopped(qtbot, project, dia
     again = make_panel(qtbot, RecordingHost(AnnotationStore.open(project)))
     again.host.store = AnnotationStore.open(project)
     assert again.open_predictions(preds) is not None
-    assert current(again) == (stopped.target.file_name, stopped.structure) and again.current_row() == 7
+    assert current(again) == (stopped.target.file_name, stopped.structure) and again.rows.current_row() == 7
 
     data = json.loads(review_path_for(preds).read_text())
     del data["position"]  # a review saved by an earlier version
     review_path_for(preds).write_text(json.dumps(data))
     third = make_panel(qtbot, RecordingHost())
     assert third.open_predictions(preds) is not None
-    assert third.current_row() == 3 and third.current_item().state == UNREVIEWED
+    assert third.rows.current_row() == 3 and third.rows.current_item().state == UNREVIEWED
 
 
 def test_add_as_template_sends_the_specimens_outlines(qtbot, panel):
     item = next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_02.png", "eye"))
-    panel.select(item)
+    panel.rows.select(item)
     qtbot.keyClick(panel, Qt.Key_R)
-    panel.select(item)
+    panel.rows.select(item)
     with qtbot.waitSignal(panel.template_requested) as sig:
         panel.add_as_template()
     image_id, path, masks = sig.args
@@ -404,7 +404,7 @@ def test_in_the_workspace_keys_win_over_the_hosts_shortcuts(qtbot, project, dial
     win.add_dock_panel("Review", panel)
     panel.load_results(make_results(project.parent, win.store))
     # The main view follows the reviewed specimen (never two different specimens on screen).
-    reviewed = panel.current_item().target.file_name
+    reviewed = panel.rows.current_item().target.file_name
     qtbot.waitUntil(
         lambda: win.current_image() is not None and win.current_image().file_name == reviewed, timeout=5000
     )
@@ -437,7 +437,7 @@ def test_a_polygon_drawn_over_a_prediction_replaces_it_and_specks_are_never_writ
     from descriptron_sam2pal.imaging.drawing import polygon_to_mask
 
     item = next(i for i in panel.session.items if (i.target.file_name, i.structure) == ("ant_02.png", "head"))
-    panel.select(item)
+    panel.rows.select(item)
     wait_image(qtbot, panel)
     predicted = item.current_mask.copy()
     assert predicted[30, 50]
@@ -470,7 +470,7 @@ def test_a_polygon_drawn_over_a_prediction_replaces_it_and_specks_are_never_writ
     specked = both.copy()
     specked[47, 2] = True
     panel.session.edit(item, specked, "brush")
-    panel.select(item)
+    panel.rows.select(item)
     qtbot.keyClick(panel, Qt.Key_A)
     dialogs.answers = [QMessageBox.Save]
     panel.write_back()

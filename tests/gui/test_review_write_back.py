@@ -42,7 +42,7 @@ def accept_first(qtbot, panel, n: int) -> list:
     panel.table.setFocus()
     accepted = []
     for _ in range(n):
-        accepted.append(panel.current_item())
+        accepted.append(panel.rows.current_item())
         qtbot.keyClick(panel.table, Qt.Key_A)
     assert [i.state for i in accepted] == [ACCEPTED] * n
     return accepted

@@ -215,9 +215,9 @@ def test_drawn_polygon_template_without_a_model_then_training(qtbot, window, spe
     assert "pronotum" in dialog.template_list.item(0).text()
     dialog.propagate_after.setChecked(False)
     dialog.start_training()
-    qtbot.waitUntil(lambda: dialog.worker is None, timeout=90000)
+    qtbot.waitUntil(lambda: dialog.monitor.worker is None, timeout=90000)
     assert (dialog.run_dir / "adapter.pt").is_file() and messages.seen == []
-    assert "Training finished" in dialog.log_view.toPlainText()
+    assert "Training finished" in dialog.monitor.log_view.toPlainText()
 
 
 def test_refine_a_drawn_outline_with_sam2_then_go_back(qtbot, window, specimens, session, messages):

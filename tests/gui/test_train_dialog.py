@@ -41,19 +41,20 @@ def test_training_reports_progress_finishes_then_segments(qtbot, window, specime
     reports = []
     shown = []  # (stage, the progress bar's text, the stage line) as the user sees them
     dialog.start_training()
-    worker = dialog.worker
+    worker = dialog.monitor.worker
     worker.progress.connect(reports.append)
+    monitor = dialog.monitor
     worker.progress.connect(
-        lambda p: shown.append((p.stage, dialog.progress_bar.text(), dialog.stage_label.text()))
+        lambda p: shown.append((p.stage, monitor.progress_bar.text(), monitor.stage_label.text()))
     )
     assert worker in running_work.announced()  # the host knows: closing asks first
     assert not dialog.start_button.isEnabled() and dialog.cancel_button.isEnabled()
     qtbot.waitUntil(lambda: bool(results), timeout=60000)  # trained, then propagated
-    qtbot.waitUntil(lambda: dialog.worker is None, timeout=10000)
+    qtbot.waitUntil(lambda: dialog.monitor.worker is None, timeout=10000)
     train_steps = [r.done for r in reports if r.stage == "train"]
     assert train_steps == [0, 1, 2, 3]  # 0: the untrained model's validation
-    assert len(dialog.loss_plot.losses) == 3 and dialog.progress_bar.value() >= 1
-    vals = dialog.loss_plot.vals
+    assert len(dialog.monitor.loss_plot.losses) == 3 and dialog.monitor.progress_bar.value() >= 1
+    vals = dialog.monitor.loss_plot.vals
     assert vals and vals[0][0] == 0  # the curve starts at what training must beat
     assert (dialog.run_dir / "adapter.pt").is_file()
     ((res, run_dir),) = results
@@ -65,13 +66,14 @@ def test_training_reports_progress_finishes_then_segments(qtbot, window, specime
     ]
     assert dialog.start_button.isEnabled() and not dialog.cancel_button.isEnabled()
     assert messages.seen == []
-    assert "Training finished" in dialog.log_view.toPlainText()
+    assert "Training finished" in dialog.monitor.log_view.toPlainText()
     seen = {stage: {text for st, text, _ in shown if st == stage} for stage in ("load", "train")}
     assert seen["train"] == {f"{i} / 3 steps" for i in range(4)}
     assert seen["load"] and all(t.startswith("reading photos: ") for t in seen["load"])  # not "0 / 3 images"
     assert all("reading the photos" in line for st, _, line in shown if st == "load")
     assert not any("images" in text for st, text, _ in shown if st in ("load", "train"))
-    assert "pseudo-labels remade" in dialog.log_view.toPlainText()  # on by default, and the user sees it
+    # on by default, and the user sees it
+    assert "pseudo-labels remade" in dialog.monitor.log_view.toPlainText()
 
 
 def test_cancel_stops_and_keeps_a_usable_checkpoint(qtbot, window, specimens, session, messages):
@@ -81,16 +83,16 @@ def test_cancel_stops_and_keeps_a_usable_checkpoint(qtbot, window, specimens, se
     dialog.propagate_after.setChecked(True)
     steps = []
     dialog.start_training()
-    dialog.worker.progress.connect(lambda p: steps.append(p.done) if p.stage == "train" else None)
+    dialog.monitor.worker.progress.connect(lambda p: steps.append(p.done) if p.stage == "train" else None)
     qtbot.waitUntil(lambda: len(steps) >= 2, timeout=60000)
-    qtbot.waitUntil(lambda: dialog.eta_label.text().endswith("left"), timeout=60000)
+    qtbot.waitUntil(lambda: dialog.monitor.eta_label.text().endswith("left"), timeout=60000)
     qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
-    assert "Stopping" in dialog.stage_label.text()  # it says so while stopping
-    assert dialog.eta_label.text() == ""  # no time left is promised for a run that stops
+    assert "Stopping" in dialog.monitor.stage_label.text()  # it says so while stopping
+    assert dialog.monitor.eta_label.text() == ""  # no time left is promised for a run that stops
     at_cancel = max(steps)
-    qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: dialog.monitor.worker is None, timeout=60000)
     assert max(steps) <= at_cancel + 1 and results == []  # within one step; no propagation after a cancel
-    assert "cancelled" in dialog.stage_label.text().lower() and dialog.eta_label.text() == ""
+    assert "cancelled" in dialog.monitor.stage_label.text().lower() and dialog.monitor.eta_label.text() == ""
     adapter = dialog.run_dir / "adapter.pt"
     assert adapter.is_file() and dialog.last_adapter == adapter
     assert dialog.start_button.isEnabled()
@@ -105,7 +107,7 @@ def test_cancel_stops_and_keeps_a_usable_checkpoint(qtbot, window, specimens, se
     assert dialog.source_combo.currentData() in ("trained", "last")
     dialog.source_combo.setCurrentIndex(dialog.source_combo.findData("last"))
     dialog.start_propagation()
-    qtbot.waitUntil(lambda: bool(results) and dialog.worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: bool(results) and dialog.monitor.worker is None, timeout=60000)
     assert len(results[0][0]) == 3 and messages.seen == []
 
 
@@ -120,13 +122,13 @@ def test_a_failing_worker_shows_the_error_and_gives_the_buttons_back(
     dialog.folder_edit.setText(str(bad))
     dialog.folder_radio.setChecked(True)
     dialog.start_training()
-    assert dialog.worker is not None and not dialog.start_button.isEnabled()
-    qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
+    assert dialog.monitor.worker is not None and not dialog.start_button.isEnabled()
+    qtbot.waitUntil(lambda: dialog.monitor.worker is None, timeout=60000)
     assert [t for t, _ in messages.seen] == ["Training failed"]
     assert "no usable unlabeled image" in messages.seen[0][1]
     assert dialog.start_button.isEnabled() and dialog.propagate_button.isEnabled()
     assert not dialog.cancel_button.isEnabled() and dialog.template_list.isEnabled()
-    assert "failed" in dialog.stage_label.text()
+    assert "failed" in dialog.monitor.stage_label.text()
 
 
 def test_presets_and_estimates(qtbot, window, specimens, settings, mini_checkpoint):
@@ -161,7 +163,7 @@ def test_the_estimate_is_a_range_until_measured_then_what_this_computer_did(
     dialog.propagate_after.setChecked(False)
     assert " to " in dialog.estimate_label.text() and "guess" in dialog.estimate_label.text()
     dialog.start_training()
-    qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: dialog.monitor.worker is None, timeout=60000)
     assert dialog.trained is not None
     assert "measured on this computer" in dialog.estimate_label.text()
     assert "4 steps at 128 px" in dialog.estimate_label.text()  # the settings that ran
@@ -196,8 +198,8 @@ def test_the_loss_plot_is_readable_and_names_validation_once(qtbot, window, spec
     dialog = _dialog(qtbot, window, session, 3, [])
     dialog.propagate_after.setChecked(False)
     dialog.start_training()
-    qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
-    plot = dialog.loss_plot
+    qtbot.waitUntil(lambda: dialog.monitor.worker is None, timeout=60000)
+    plot = dialog.monitor.loss_plot
     name = plot.validation_name
     assert name == "held-out review score"  # one template: the review score of held-out specimens
     assert "label-free proxy" in plot.plot.toolTip() and "untrained" in plot.plot.toolTip()
@@ -296,4 +298,4 @@ def test_what_cannot_start_says_why_in_a_dialog_and_starts_nothing(
     dialog.adapter_edit.setText("")
     dialog.start_propagation()
     assert messages.seen[-1][0] == "Segment specimens" and "Choose the adapter file" in messages.seen[-1][1]
-    assert dialog.worker is None and dialog.job is None and dialog.run_dir is None
+    assert dialog.monitor.worker is None and dialog.job is None and dialog.run_dir is None

@@ -31,7 +31,7 @@ def test_a_structure_that_vanishes_at_the_image_size_is_named_in_the_error(
     dialog.size_spin.setValue(64)
     dialog.show()
     dialog.start_training()
-    qtbot.waitUntil(lambda: dialog.worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: dialog.monitor.worker is None, timeout=60000)
     assert [title for title, _ in messages.seen] == ["Training failed"]
     text = messages.seen[0][1]
     needed = smallest_keeping_size(seta, start=65)
@@ -40,5 +40,5 @@ def test_a_structure_that_vanishes_at_the_image_size_is_named_in_the_error(
     )
     assert f"the smallest input size that keeps it: {needed} px" in text and "Image size" in text
     assert "pronotum" not in text
-    assert "failed" in dialog.stage_label.text() and dialog.start_button.isEnabled()
+    assert "failed" in dialog.monitor.stage_label.text() and dialog.start_button.isEnabled()
     assert not (dialog.run_dir / "adapter.pt").exists()  # no step was taken
