@@ -102,6 +102,9 @@ def parse_args(argv=None):
                    help="use every image, also those the checkpoint was pretrained on")
     p.add_argument("--max-targets", type=int, default=0, help="at most this many targets (0: all)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default 300, quick 150)")
+    p.add_argument("--validation", choices=("auto", "loo_iou", "pool_score"), default="auto",
+                   help="the checkpoint choice's validation for every trained method (default: as the "
+                        "product decides, engine.validation_plan)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the trainer's)")
     p.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA (both methods)")
     p.add_argument("--lora-rank", type=int, default=8)
@@ -426,7 +429,8 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
         if (
             method == "default"
             and "pal" in out
-            and TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast).to_dict()
+            and TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast,
+                            validation=config.validation).to_dict()
             == config.to_dict()
         ):
             out["default"] = dict(out["pal"], same_as="pal")  # the same run: not trained twice
@@ -443,7 +447,8 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
             cfg = (
                 config
                 if method == "pal"
-                else TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast)
+                else TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast,
+                                 validation=config.validation)
             )
             res = train(model, templates, target_paths, pal_dir, cfg,
                         feature_cache_dir=args.out / "feature_cache")
@@ -515,6 +520,7 @@ def main(argv=None) -> int:
         "loss": loss,
         "template_versions": args.template_versions,
         "lora_dropout": args.lora_dropout,
+        "validation": args.validation,
     }
     config_kwargs.update({k: v for k, v in (("pseudo_fraction", args.pseudo_fraction),
                                             ("pseudo_every", args.pseudo_every),

@@ -141,6 +141,7 @@ class TrainConfig:
     accumulate: int = 1
     seed: int = 0
     validate_every: int = 25
+    validation: str = "auto"  # "auto" (engine.validation_plan decides), "loo_iou" or "pool_score"
     checkpoint_every: int = 25  # state.pt (for resume) every this many steps, and at the end
     val_images: int = 4  # held-out unlabeled images (validation with one template); at most a
     # fifth of the unlabeled images are held out (at least one when there are two or more)
@@ -421,7 +422,8 @@ class _Run:
         """(metric, training images, held-out images) as ``plan_validation`` decides."""
         plan = plan_validation([t.masks for t in self.templates], len(self.pool),
                                validate_every=self.config.validate_every,
-                               val_images=self.config.val_images, seed=self.config.seed)
+                               val_images=self.config.val_images, seed=self.config.seed,
+                               metric=None if self.config.validation == "auto" else self.config.validation)
         for note in plan.notes:
             self._say(note)
         if plan.on_training_images:

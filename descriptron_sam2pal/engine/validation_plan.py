@@ -71,14 +71,18 @@ class ValidationPlan:
 
 
 def plan_validation(template_structures: Sequence[Iterable[str]], n_unlabeled: int, *,
-                    validate_every: int = 25, val_images: int = 4, seed: int = 0) -> ValidationPlan:
+                    validate_every: int = 25, val_images: int = 4, seed: int = 0,
+                    metric: str | None = None) -> ValidationPlan:
     """The plan for templates annotating ``template_structures`` (one collection of structure
-    names per template) and ``n_unlabeled`` usable unlabeled images."""
+    names per template) and ``n_unlabeled`` usable unlabeled images; ``metric`` (``LOO_IOU`` or
+    ``POOL_SCORE``) asks for one where the templates allow it, None decides as above."""
     if validate_every == 0:
         return ValidationPlan(None)
+    if metric not in (None, LOO_IOU, POOL_SCORE):
+        raise ValueError(f"validation metric {metric!r}: use {LOO_IOU!r} or {POOL_SCORE!r}")
     sets = [set(names) for names in template_structures]
     shared = any(sum(name in s for s in sets) >= 2 for name in set().union(*sets)) if sets else False
-    if len(sets) >= 2 and shared:
+    if len(sets) >= 2 and shared and metric != POOL_SCORE:
         return ValidationPlan(LOO_IOU)
     notes = []
     if len(sets) >= 2:
