@@ -28,8 +28,10 @@ worse, not better (the model outlines the dominant object in view: with room aro
 spreads onto the body). See benchmarks/testbed/README.md ("Issue 23: zooming in on thin
 parts") for the measurements.
 
-Corrective clicks keep the window of the prompt set's first prompt (the first click, or the
-box) while every click lies in it, so one outlining session encodes its crop once.
+Corrective clicks keep the decision of the prompt set's first prompt (the first click, or the
+box): a part found wide is never zoomed because a corrective click changed the first pass
+(that cost the elytra 2-4 points with three clicks), and a zoomed part keeps its window while
+every click lies in it, so one outlining session encodes its crop once.
 
 Skipped (first pass returned): an image given already prepared (no full-resolution pixels),
 ``previous_logits`` (they belong to the whole-photo grid), and prompts with neither a
@@ -51,7 +53,7 @@ from descriptron_sam2pal.engine.small_structures import Box, mask_box, square_bo
 from descriptron_sam2pal.model.build import LoadedModel
 
 #: Whether the product's click segmenter (``jobs.prompt_masks``) zooms in.
-ON_BY_DEFAULT = False
+ON_BY_DEFAULT = True
 #: The first pass's part is thin when it is under this many model pixels wide (twice its
 #: largest inner distance; 3 cells of the decoder's 4-pixel output grid): then we zoom in.
 THIN = 12.0
@@ -161,7 +163,7 @@ class ZoomInSegmenter(InteractiveSegmenter):
         self.last_window: Box | None = None
         self.windows = 0
         self._pixels: np.ndarray | None = None
-        self._session: tuple[tuple, Box] | None = None
+        self._session: tuple[tuple, Box | None] | None = None
 
     def set_image(self, image: np.ndarray | PreparedImage) -> None:
         super().set_image(image)
@@ -199,9 +201,13 @@ class ZoomInSegmenter(InteractiveSegmenter):
     def _window_for(
         self, mask: np.ndarray, pts: np.ndarray, lab: np.ndarray, box: Sequence[float] | None
     ) -> Box | None:
-        """The crop window: the session's while its clicks lie in it, else a new one."""
+        """The crop window (None: no zoom). A prompt set (the same first click or box) keeps the
+        decision of its first prompt: no zoom for a part found wide, and the first window while
+        the clicks lie in it; a click outside the window chooses a new one."""
         first = (tuple(np.round(pts[0], 2)) if len(pts) else None, None if box is None else tuple(box))
         if self._session is not None and self._session[0] == first:
+            if self._session[1] is None:
+                return None
             y0, x0, y1, x1 = self._session[1]
             if all(x0 - 0.5 <= x < x1 - 0.5 and y0 - 0.5 <= y < y1 - 0.5 for x, y in pts):
                 return self._session[1]
@@ -210,7 +216,7 @@ class ZoomInSegmenter(InteractiveSegmenter):
             return None
         h, w = mask.shape
         window = zoom_window(*found, h, w, self.image.letterbox.scale)
-        self._session = None if window is None else (first, window)
+        self._session = (first, window)
         return window
 
     def _predict_in(

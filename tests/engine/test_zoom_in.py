@@ -129,9 +129,17 @@ def test_wide_parts_prepared_images_and_zoom_off_keep_the_first_pass(present_mod
     seg.set_image(photo)
     assert np.array_equal(seg.predict([(150.0, 80.0)], [1])[0], expected) and seg.last_window is None
     monkeypatch.setattr(zoom_in, "THIN", float("inf"))
+    # corrective clicks keep the first prompt's decision: a part found wide stays unzoomed
+    seg.predict([(150.0, 80.0), (130.0, 100.0)], [1, 0])
+    assert seg.last_window is None
+    seg.predict([(150.0, 80.0), (130.0, 100.0), (170.0, 70.0)], [1, 0, 1])
+    assert seg.last_window is None and seg.windows == 0
+    seg.predict([(60.0, 41.0)], [1])  # a new prompt set decides again
+    assert seg.last_window is not None
     off = ZoomInSegmenter(present_model, FeatureEncoder(present_model), zoom=False)
     off.set_image(photo)
     assert np.array_equal(off.predict([(150.0, 80.0)], [1])[0], expected) and off.windows == 0
+    passes = seg.crop.encoder.encoder_passes
     seg.set_image(prepare_image(photo, present_model.image_size))  # no full-resolution pixels
-    seg.predict([(150.0, 80.0)], [1])
-    assert seg.last_window is None and seg.crop.encoder.encoder_passes == 0
+    seg.predict([(60.0, 41.0)], [1])
+    assert seg.last_window is None and seg.crop.encoder.encoder_passes == passes
