@@ -227,7 +227,7 @@ def child(args) -> int:
 
     import data as bdata
     from descriptron_sam2pal.engine.preprocess import prepare_image
-    from descriptron_sam2pal.engine.propagate import TemplateMemory, iter_propagate
+    from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, iter_propagate
     from descriptron_sam2pal.jobs.templates import load_templates, spec_from_color_png
 
     torch.set_num_threads(args.threads)
