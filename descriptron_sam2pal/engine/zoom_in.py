@@ -31,7 +31,11 @@ parts") for the measurements.
 Corrective clicks keep the decision of the prompt set's first prompt (the first click, or the
 box): a part found wide is never zoomed because a corrective click changed the first pass
 (that cost the elytra 2-4 points with three clicks), and a zoomed part keeps its window while
-every click lies in it, so one outlining session encodes its crop once.
+every click lies in it, so one outlining session encodes its crop once. A positive click
+outside the window grows it to the smallest square that holds the window and the click
+(choosing a new window from the whole photo's answer instead spread legs onto the body:
+3-click legs 15.3 instead of 22.9); a negative click outside it is left out (the pasted mask
+is empty there).
 
 Skipped (first pass returned): an image given already prepared (no full-resolution pixels),
 ``previous_logits`` (they belong to the whole-photo grid), and prompts with neither a
@@ -202,15 +206,27 @@ class ZoomInSegmenter(InteractiveSegmenter):
         self, mask: np.ndarray, pts: np.ndarray, lab: np.ndarray, box: Sequence[float] | None
     ) -> Box | None:
         """The crop window (None: no zoom). A prompt set (the same first click or box) keeps the
-        decision of its first prompt: no zoom for a part found wide, and the first window while
-        the clicks lie in it; a click outside the window chooses a new one."""
+        decision of its first prompt: no zoom for a part found wide; for a zoomed part its
+        window, grown to hold positive clicks outside it."""
         first = (tuple(np.round(pts[0], 2)) if len(pts) else None, None if box is None else tuple(box))
         if self._session is not None and self._session[0] == first:
             if self._session[1] is None:
                 return None
-            y0, x0, y1, x1 = self._session[1]
-            if all(x0 - 0.5 <= x < x1 - 0.5 and y0 - 0.5 <= y < y1 - 0.5 for x, y in pts):
-                return self._session[1]
+            window = self._session[1]
+            y0, x0, y1, x1 = window
+            outside = [
+                (x, y)
+                for (x, y), on in zip(pts, lab)
+                if on and not (x0 - 0.5 <= x < x1 - 0.5 and y0 - 0.5 <= y < y1 - 0.5)
+            ]
+            if outside:  # the smallest square holding the window and the new positive clicks
+                h, w = mask.shape
+                clicks = [
+                    (int(round(y)), int(round(x)), int(round(y)) + 1, int(round(x)) + 1) for x, y in outside
+                ]
+                window = square_box(union_box([window, *clicks]), 1.0, h, w)
+                self._session = (first, window)
+            return window
         found = proposal(mask, pts, lab, box)
         if found is None:
             return None

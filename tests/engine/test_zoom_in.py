@@ -115,8 +115,17 @@ def test_corrective_clicks_reuse_the_crop(present_model, thin_everywhere):
     seg.predict([(60.0, 41.0), inside, (x0 + 1.0, y0 + 1.0)], [1, 0, 1])
     assert seg.last_window == window
     assert seg.crop.encoder.encoder_passes == 1 and seg.encoder.encoder_passes == 1
+    seg.predict([(60.0, 41.0), inside, (x0 + 1.0, y0 + 1.0), (5.0, 5.0)], [1, 0, 1, 0])
+    assert seg.last_window == window and seg.crop.encoder.encoder_passes == 1  # a negative click outside
+    # a positive click outside: the smallest square holding the window and the click
+    far = (x0 - 20.0, 100.0) if x0 >= 20 else (x1 + 20.0, 100.0)
+    seg.predict([(60.0, 41.0), inside, (x0 + 1.0, y0 + 1.0), (5.0, 5.0), far], [1, 0, 1, 0, 1])
+    gy0, gx0, gy1, gx1 = seg.last_window
+    assert gx0 <= min(x0, far[0]) and gx1 >= max(x1, far[0] + 1) and gy0 <= y0 and gy1 >= y1
+    assert gy1 - gy0 == min(120, gx1 - gx0)  # a square, cut to the photo
+    assert seg.crop.encoder.encoder_passes == 2
     seg.predict(box=(100, 50, 199, 119))  # another prompt set: its own window
-    assert seg.last_window != window and seg.crop.encoder.encoder_passes == 2
+    assert seg.crop.encoder.encoder_passes == 3
 
 
 def test_wide_parts_prepared_images_and_zoom_off_keep_the_first_pass(present_model, monkeypatch):
