@@ -80,6 +80,24 @@ def corrective_click(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float,
     return x, y, int(positive)
 
 
+def count_prompts(segmenter) -> dict[str, float]:
+    """Wrap ``segmenter.predict`` to count its calls and their seconds (the zoom-in pass's crops
+    included, the whole photo's encoding not)."""
+    counts = {"prompts": 0, "seconds": 0.0}
+    predict = segmenter.predict
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return predict(*args, **kwargs)
+        finally:
+            counts["prompts"] += 1
+            counts["seconds"] += time.perf_counter() - t
+
+    segmenter.predict = timed
+    return counts
+
+
 def part_box(part: np.ndarray) -> tuple[float, float, float, float]:
     ys, xs = np.nonzero(part)
     return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
@@ -165,6 +183,12 @@ def parse_args(argv=None):
         default=REPO.parent / "shared" / "data" / "beetleflow-5class-train",
         help="the test-bed's 5-class folder, to find copies of its evaluation photos",
     )
+    p.add_argument(
+        "--zoom",
+        choices=("on", "off"),
+        default=None,
+        help="the zoom-in pass for small parts (engine/zoom_in.py; default: what the product does)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
@@ -176,7 +200,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from descriptron_sam2pal.engine.features import FeatureEncoder
-    from descriptron_sam2pal.engine.interactive import InteractiveSegmenter
+    from descriptron_sam2pal.engine import zoom_in
     from descriptron_sam2pal.imaging.io import load_image
     from descriptron_sam2pal.imaging.mask_png import masks_from_color_png, parse_colors
     from descriptron_sam2pal.model.build import build_model
@@ -189,7 +213,10 @@ def main(argv=None) -> int:
         pairs = pairs[: args.max_images]
     print(f"{len(pairs)} photos ({which}), checkpoint {args.checkpoint}", flush=True)
     model = build_model(checkpoint=args.checkpoint, device=args.device)
-    segmenter = InteractiveSegmenter(model, FeatureEncoder(model, max_memory_bytes=64 << 20))
+    zoom = zoom_in.ON_BY_DEFAULT if args.zoom is None else args.zoom == "on"
+    segmenter = zoom_in.ZoomInSegmenter(model, FeatureEncoder(model, max_memory_bytes=64 << 20), zoom=zoom)
+    print(f"zoom-in pass: {'on' if zoom else 'off'}", flush=True)
+    prompts = count_prompts(segmenter)
     settings = ("one_click", "three_click", "box")
     scores = {n: {s: [] for s in settings} for n in colors}
     n_parts = {n: 0 for n in colors}
@@ -221,7 +248,12 @@ def main(argv=None) -> int:
             f"{v['three_click']:>9.1f} {v['box']:>6.1f}"
         )
     overall = {s: round(float(np.mean([v[s] for v in per.values()])), 1) if per else 0.0 for s in settings}
+    per_prompt = prompts["seconds"] / max(1, prompts["prompts"])
     print(f"({len(pairs)} photos, {seconds:.0f} s; mIoU = mean over the {len(per)} structures)")
+    print(
+        f"{prompts['prompts']} prompts, {per_prompt:.3f} s per prompt (photo encoding not included), "
+        f"{segmenter.windows} zoomed crops, {torch.get_num_threads()} thread(s)"
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
@@ -234,6 +266,11 @@ def main(argv=None) -> int:
                     "overall": overall,
                     "parts": n_parts,
                     "seconds": round(seconds, 1),
+                    "zoom": zoom,
+                    "prompts": prompts["prompts"],
+                    "seconds_per_prompt": round(per_prompt, 4),
+                    "zoomed_crops": segmenter.windows,
+                    "threads": torch.get_num_threads(),
                 },
                 indent=1,
             )

@@ -60,10 +60,10 @@ class PromptedMask:
 def prompt_model_for(model: LoadedModel, cache_bytes: int = PANEL_CACHE_BYTES) -> PromptModel:
     """A click segmenter with its own feature cache for an already loaded model."""
     from descriptron_sam2pal.engine.features import FeatureEncoder
-    from descriptron_sam2pal.engine.interactive import InteractiveSegmenter
+    from descriptron_sam2pal.engine.zoom_in import ZoomInSegmenter
 
     encoder = FeatureEncoder(model, max_memory_bytes=cache_bytes)
-    return PromptModel(model, encoder, InteractiveSegmenter(model, encoder))
+    return PromptModel(model, encoder, ZoomInSegmenter(model, encoder))
 
 
 def load_prompt_model(request: ModelRequest, cache_bytes: int = PANEL_CACHE_BYTES) -> PromptModel:

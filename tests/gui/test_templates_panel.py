@@ -237,3 +237,23 @@ def test_refine_a_drawn_outline_with_sam2_then_go_back(qtbot, window, specimens,
     qtbot.mouseClick(panel.discard_refine_button, Qt.LeftButton)
     assert np.array_equal(panel.proposal, drawn) and not panel.discard_refine_button.isVisible()
     assert messages.seen == []
+
+
+def test_a_click_on_a_thin_part_is_answered_from_a_close_up(qtbot, window, specimens, session, monkeypatch):
+    """The panel's clicks go through the zoom-in pass: with every first pass counted as thin,
+    the proposal is the close-up's mask, nothing outside its window."""
+    from descriptron_sam2pal.engine import zoom_in
+
+    monkeypatch.setattr(zoom_in, "THIN", float("inf"))
+    panel = _open(qtbot, window, specimens, session)
+    panel.set_active(True)
+    _ready(qtbot, panel)
+    window.canvas.box_drawn.emit(25.0, 15.0, 90.0, 55.0)
+    _answered(qtbot, panel)
+    segmenter = session.loaded.segmenter
+    assert isinstance(segmenter, zoom_in.ZoomInSegmenter) and segmenter.last_window is not None
+    y0, x0, y1, x1 = segmenter.last_window
+    assert panel.proposal is not None and panel.proposal.shape == (72, 112)
+    outside = panel.proposal.copy()
+    outside[y0:y1, x0:x1] = False
+    assert not outside.any() and segmenter.crop.encoder.encoder_passes == 1

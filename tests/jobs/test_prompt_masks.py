@@ -35,3 +35,11 @@ def test_fix_by_clicks_segments_the_file_of_each_image(tmp_path):
         expected = mask_from_prompts(other, [(30.0, 20.0, True), (5.0, 5.0, False)]).mask
         assert mask is not None and mask.shape == load_image(path).shape[:2]
         assert np.array_equal(mask, expected)
+
+
+def test_the_panels_segmenter_zooms_in_as_the_product_does():
+    from descriptron_sam2pal.engine import zoom_in
+    from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
+
+    segmenter = prompt_model_for(build_model(MINI_CONFIG, image_size=128, seed=0)).segmenter
+    assert isinstance(segmenter, zoom_in.ZoomInSegmenter) and segmenter.zoom is zoom_in.ON_BY_DEFAULT
