@@ -35,11 +35,13 @@ same run; ``log.jsonl`` has ``pseudo_seconds`` on the step after each remake.
 
 Validation chooses the best checkpoint, never the noisy training loss
 (``engine.checkpoint_choice``, which also says why these signals):
-- ``loo_iou`` (higher is better, against labels) with two or more templates sharing a
-  structure: each template is predicted from the memories of the others
-  (``checkpoint_choice.leave_one_out_iou``), IoU per structure averaged;
-- ``pool_score`` (higher is better, a label-free proxy) otherwise: the mean review score of
-  the templates' masks on a fixed held-out subset of the unlabeled images (not trained on).
+- ``pool_score`` (higher is better, a label-free proxy), with any number of templates: the
+  mean review score of the templates' masks on a fixed held-out subset of the unlabeled
+  images (not trained on);
+- ``loo_iou`` (higher is better, against labels) only with ``validation="loo_iou"`` and two
+  or more templates sharing a structure: each template is predicted from the memories of
+  the others (``checkpoint_choice.leave_one_out_iou``), IoU per structure averaged (the
+  templates are trained on too: why it is not the default, ``engine.checkpoint_choice``).
   ``val_loss`` (the palindrome loss on those images; with ``template_versions`` its backward
   half reconstructs a held-out augmented copy of the template) is still computed by
   ``_val_loss`` for the benchmarks but chooses nothing: it falls whatever the targets do.

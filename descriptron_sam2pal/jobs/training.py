@@ -51,8 +51,9 @@ class TrainOutcome:
 def validation_plan_for(templates: Sequence[TemplateSpec], n_unlabeled: int,
                         config: TrainConfig | None = None) -> ValidationPlan:
     """The validation the trainer will use for these templates (the GUI names its plot after it)."""
-    from_config = {} if config is None else {"validate_every": config.validate_every,
-                                             "val_images": config.val_images, "seed": config.seed}
+    from_config = {} if config is None else {
+        "validate_every": config.validate_every, "val_images": config.val_images, "seed": config.seed,
+        "metric": None if config.validation == "auto" else config.validation}
     return plan_validation([t.masks for t in templates], n_unlabeled, **from_config)
 
 

@@ -233,7 +233,7 @@ def test_templates_with_different_structures_and_leave_one_out_validation(mini_m
     # (sam, frame, memories) of the leave-one-out validation
     predictions = record_calls(monkeypatch, checkpoint_choice, "predict_from_memory")
     result = train(mini_model, templates, _pool((10, 11)), tmp_path / "run",
-                   TrainConfig(steps=6, validate_every=3, seed=1, objects_per_pass=99))
+                   TrainConfig(steps=6, validate_every=3, seed=1, objects_per_pass=99, validation="loo_iou"))
     groups = [(frame.batch, len(memories)) for _, frame, memories in predictions]
 
     # Each step trains one template with all (and only) its structures.

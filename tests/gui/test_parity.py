@@ -50,12 +50,15 @@ def test_the_gui_names_the_validation_the_trainer_runs(qtbot, window, specimens,
     dialog.steps_spin.setValue(1)
     specs = dialog.chosen_templates()
     shown = validation_metric(specs, len(dialog.unlabeled_images()), dialog.train_config())
-    assert shown == "loo_iou"  # two templates share "pronotum"
+    assert shown == "pool_score"  # the held-out review score, also with two templates (issue 25)
     dialog.start_training()
     qtbot.waitUntil(lambda: dialog.monitor.worker is None, timeout=60000)
     assert dialog.trained is not None and dialog.trained.result.val_metric == shown
-    dialog.template_list.item(1).setCheckState(Qt.Unchecked)  # one template: a held-out loss
-    assert validation_metric(dialog.chosen_templates(), 2, dialog.train_config()) == "pool_score"
+    asked = dialog.train_config()
+    asked.validation = "loo_iou"  # two templates share "pronotum": each can be predicted from the other
+    assert validation_metric(specs, 2, asked) == "loo_iou"
+    dialog.template_list.item(1).setCheckState(Qt.Unchecked)  # one template: nothing to compare
+    assert validation_metric(dialog.chosen_templates(), 2, asked) == "pool_score"
 
 
 def test_the_gui_and_the_cli_write_the_same_predictions(
