@@ -225,9 +225,9 @@ class CheckpointPicker(QWidget):
         self.beetle_demo_button.setToolTip(
             f"{BEETLE_DEMO_LABEL}. A 5M-parameter SAM2 trained on every part of ~400 public beetle photos "
             "(BeetleFlow / NEON, CC BY 4.0), with clicks, boxes and outlines from templates, to try the "
-            "workspace without Meta's checkpoints. It outlines the head, pronotum and elytra from a click or "
-            "a box; legs, antennae and eyes are too thin or small for it. Use a real SAM2 checkpoint for "
-            "your own specimens.")
+            "workspace without Meta's checkpoints. It outlines the pronotum and elytra from a click or a "
+            "box, the head less well; legs, antennae and eyes (zoomed in on) only in part. Use a real SAM2 "
+            "checkpoint for your own specimens.")
         self.beetle_demo_button.clicked.connect(lambda: self._choose(BEETLE_DEMO_CHOICE))
         buttons = QHBoxLayout()
         for b in (self.browse_button, self.download_button, self.beetle_demo_button, self.demo_button):
