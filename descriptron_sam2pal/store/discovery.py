@@ -21,7 +21,7 @@ from typing import Any
 from descriptron_sam2pal.imaging.io import IMAGE_EXTENSIONS
 from descriptron_sam2pal.store.coco import CocoDocument, StoreError, hashable, id_key, is_labelme, read_json
 from descriptron_sam2pal.store.ours import is_our_predictions
-from descriptron_sam2pal.store.saving import fingerprint
+from descriptron_sam2pal.store.saving import file_stamp
 from descriptron_sam2pal.store.stem import (
     basename,
     entry_stem,
@@ -156,7 +156,7 @@ def choose_session_file(folder: Path, others: list[Path]) -> tuple[Path | None, 
 def file_age(doc: CocoDocument) -> tuple:
     """How new a file's content is: its ``_final_<ts>``, else its modification time (then name)."""
     parsed = parse_final_name(doc.path)
-    ts = parsed[1] if parsed else int(fingerprint(doc.path)[0] // 10**9) if doc.exists else 0
+    ts = parsed[1] if parsed else int(file_stamp(doc.path)[0] // 10**9) if doc.exists else 0
     return ts, doc.path.name
 
 

@@ -26,7 +26,7 @@ class StoreChangedError(StoreError):
     """The annotation files changed on disk (another program saved) since the store read them."""
 
 
-def fingerprint(path: Path) -> tuple[int, int] | None:
+def file_stamp(path: Path) -> tuple[int, int] | None:
     """(mtime_ns, size) of ``path`` now, or None when it does not exist."""
     try:
         st = path.stat()
@@ -40,7 +40,7 @@ class DiskSnapshot:
     folders it watches) were on disk when it read or last wrote them."""
 
     def __init__(self) -> None:
-        self.fingerprints: dict[Path, tuple[int, int] | None] = {}  # file -> (mtime_ns, size) as read
+        self.stamps: dict[Path, tuple[int, int] | None] = {}  # file -> (mtime_ns, size) as read
         self.watched: dict[Path, set[str]] = {}  # folder -> `_final_` file names known
 
     def remember(self, path: Path) -> None:
@@ -49,7 +49,7 @@ class DiskSnapshot:
             Path(path),
             Path(path).with_suffix(".rlejson" if Path(path).suffix.lower() == ".json" else ".json"),
         ):
-            self.fingerprints[p] = fingerprint(p)
+            self.stamps[p] = file_stamp(p)
             if p.parent in self.watched:
                 self.watched[p.parent].add(p.name)
 
@@ -65,12 +65,12 @@ class DiskSnapshot:
         or created, and new ``_final_`` files in a watched folder holding one of ``stems`` (the
         photos about to be written)."""
         problems = []
-        for path, before in self.fingerprints.items():
-            now = fingerprint(path)
+        for path, before in self.stamps.items():
+            now = file_stamp(path)
             if now != before:
                 what = "was created" if before is None else "was removed" if now is None else "was modified"
                 problems.append(f"{path} {what}")
-        own = set(self.fingerprints)
+        own = set(self.stamps)
         for folder, known in self.watched.items():
             if not folder.is_dir():
                 continue
