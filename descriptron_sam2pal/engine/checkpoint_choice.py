@@ -24,6 +24,12 @@ and says whether it is measured against labels or is a proxy):
   photos fell (54.4 -> 52.8, 53.5 -> 52.3, 54.0 -> 53.7), so every run said "improved";
   the held-out review score kept the untrained weights on all three (54.4, 53.5, 54.0).
 
+Not yet a guarantee: on the packaged all-parts demo (issue 23's model, one template) the
+held-out review score rose on every seed while two of three runs ended worse on held-out
+photos (benchmarks/testbed/README.md, "Session 9"): training makes that model's masks more
+stable and its IoU head more confident, which is what the score measures. The result names
+the signal and says it is a label-free proxy.
+
 A trained checkpoint replaces the best so far only when it is strictly better (ties keep the
 earlier, hence the untrained, weights). On the packaged demo the held-out review score of
 every trained checkpoint stayed 0.04-0.18 below the untrained model's, so no margin was
