@@ -53,16 +53,25 @@ def _exact(mask: np.ndarray, category: str) -> str:
     return h.hexdigest()[:24]
 
 
-def _box(filled: np.ndarray) -> list[int]:
-    ys, xs = np.nonzero(filled)
+def _filled_pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ys, xs) of the mask's pixels with its holes filled (Descriptron's .json polygons cannot
+    hold holes), worked out on the mask's box only: a 12-megapixel photo costs its box, not
+    the whole frame (filling inside the box with a one-pixel margin is the same fill)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    ys, xs = np.nonzero(fill_holes(mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]))
+    return ys + rows[0], xs + cols[0]
+
+
+def _box(ys: np.ndarray, xs: np.ndarray) -> list[int]:
     if not len(ys):
         return [-1, -1, -1, -1]
     return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
 
 
-def _grid_counts(filled: np.ndarray, box: list[int]) -> tuple[list[int], int]:
+def _grid_counts(ys: np.ndarray, xs: np.ndarray, box: list[int]) -> tuple[list[int], int]:
     """Pixel counts of a GRID x GRID grid over ``box``, and the pixels outside it."""
-    ys, xs = np.nonzero(filled)
     x0, y0, x1, y1 = box
     inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
     rows = np.minimum((ys[inside] - y0) * GRID // max(1, y1 - y0), GRID - 1)
@@ -75,9 +84,9 @@ def fingerprint(mask: np.ndarray, category: str) -> str:
     """The record of an outline we write: its category, every bit of its mask, and its coarse
     shape (see the module docstring): ``v2:<exact>:<category>:<x0,y0,x1,y1>:<grid counts>``."""
     mask = np.asarray(mask, dtype=bool)
-    filled = fill_holes(mask)   # Descriptron's .json polygons cannot hold holes
-    box = _box(filled)
-    counts, _ = _grid_counts(filled, box)
+    ys, xs = _filled_pixels(mask)
+    box = _box(ys, xs)
+    counts, _ = _grid_counts(ys, xs, box)
     return (f"v2:{_exact(mask, category)}:{_category_hash(category)}:{','.join(map(str, box))}:"
             + ".".join(map(str, counts)))
 
@@ -100,10 +109,10 @@ def matches(recorded: str, mask: np.ndarray, category: str) -> bool:
         return False
     if len(box) != 4 or len(counts) != GRID * GRID:
         return False
-    filled = fill_holes(mask)
-    now_counts, outside = _grid_counts(filled, box)
+    ys, xs = _filled_pixels(mask)
+    now_counts, outside = _grid_counts(ys, xs, box)
     allowed = max(NUDGE_AREA[0], NUDGE_AREA[1] * sum(counts))
-    return (max(abs(a - b) for a, b in zip(box, _box(filled))) <= NUDGE_PX
+    return (max(abs(a - b) for a, b in zip(box, _box(ys, xs))) <= NUDGE_PX
             and outside + sum(abs(a - b) for a, b in zip(counts, now_counts)) <= allowed)
 
 
