@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from quality import BEETLE_COLORS, PACKAGED, checkpoint_meta, pair_images  # noqa: E402
+from quality import BEETLE_COLORS, CHECKPOINT_HELP, PACKAGED, checkpoint_meta, checkpoint_path, pair_images  # noqa: E402
 
 MIN_SHARE = 0.001  # parts under 0.1% of the photo are skipped
 CORRECTIONS = 2
@@ -171,7 +171,7 @@ def parse_args(argv=None):
         "--colors", default=BEETLE_COLORS, help="structure=R,G,B;... (default: the 5-class beetle map)"
     )
     p.add_argument(
-        "--checkpoint", type=Path, default=PACKAGED, help="SAM2 checkpoint (default: the packaged demo)"
+        "--checkpoint", type=checkpoint_path, default=PACKAGED, help=CHECKPOINT_HELP
     )
     p.add_argument(
         "--all-images", action="store_true", help="every photo, also those the checkpoint trained on"

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from quality import BEETLE_COLORS, PACKAGED, pair_images, score  # noqa: E402
+from quality import BEETLE_COLORS, CHECKPOINT_HELP, PACKAGED, checkpoint_path, pair_images, score  # noqa: E402
 from testbed.data import DEFAULT_DATA, load_or_make_split  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--data", type=Path, default=DEFAULT_DATA, help="images/ and masks/ of the 5-class test-bed set"
     )
-    p.add_argument("--checkpoint", type=Path, default=PACKAGED)
+    p.add_argument("--checkpoint", type=checkpoint_path, default=PACKAGED, help=CHECKPOINT_HELP)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--pool", type=int, default=40, help="unlabeled training-split specimens to rank")
     p.add_argument("--eval", type=int, default=24, help="held-out evaluation images scored (of 72)")

@@ -67,9 +67,24 @@ from descriptron_sam2pal import UserError  # noqa: E402
 
 BEETLE_COLORS = "head=200,0,0;pronotum=0,200,0;elytra=0,0,200;legs=200,200,0;antennas=200,0,200"
 PACKAGED = REPO / "descriptron_sam2pal" / "resources" / "checkpoints" / "sam2pal_beetle.pt"
+#: The committed instruments, by the name ``--checkpoint`` accepts (benchmarks/testbed/README.md).
+INSTRUMENTS = {
+    "packaged": PACKAGED,
+    "testbed": REPO / "benchmarks" / "testbed" / "checkpoints" / "sam2pal_beetle_class_agnostic.pt",
+    "headout": REPO / "benchmarks" / "testbed" / "checkpoints" / "sam2pal_beetle_headout.pt",
+}
 METHODS = ("zero_shot", "pal", "default", "supervised")
 #: Not run by default: the trivial baseline a one-shot model must beat (``--methods copy,...``).
 BASELINES = ("copy",)
+
+
+def checkpoint_path(value: str) -> Path:
+    """``--checkpoint``: a file, or an instrument's name (``INSTRUMENTS``: packaged, testbed,
+    headout)."""
+    return INSTRUMENTS.get(value, Path(value))
+
+
+CHECKPOINT_HELP = "SAM2 checkpoint file, or an instrument: " + ", ".join(INSTRUMENTS) + " (default: packaged)"
 
 
 def parse_args(argv=None):
@@ -91,7 +106,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="1 template only, 150 steps, at most 40 targets (a few minutes on a CPU)")
     p.add_argument(
-        "--checkpoint", type=Path, default=PACKAGED, help="SAM2 checkpoint (default: the beetle model)"
+        "--checkpoint", type=checkpoint_path, default=PACKAGED, help=CHECKPOINT_HELP
     )
     p.add_argument(
         "--novel",

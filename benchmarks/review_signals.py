@@ -246,7 +246,8 @@ def main(argv=None) -> int:
         "--masks", type=Path, default=REPO.parent / "shared" / "data" / "beetleflow-5class-train" / "masks"
     )
     p.add_argument("--colors", default=quality.BEETLE_COLORS)
-    p.add_argument("--checkpoint", type=Path, default=quality.PACKAGED)
+    p.add_argument("--checkpoint", type=quality.checkpoint_path, default=quality.PACKAGED,
+                   help=quality.CHECKPOINT_HELP)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--fit-targets", type=int, default=70, help="targets per seed in the fit set")
     p.add_argument("--fit", action="store_true")

@@ -31,9 +31,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import data as tbdata  # noqa: E402
 import pseudo  # noqa: E402
+from quality import CHECKPOINT_HELP, checkpoint_path  # noqa: E402
 
 COLORS9 = (
     "head=100,0,0;eyes=0,100,0;mouthparts=0,0,100;pronotum=100,100,0;elytra=100,0,100;"
@@ -57,7 +59,7 @@ def held_out_nine_class(data5: Path, data9: Path, size: int = 256) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--checkpoint", type=checkpoint_path, required=True, help=CHECKPOINT_HELP)
     ap.add_argument("--data", type=Path, default=tbdata.DEFAULT_DATA)
     ap.add_argument("--data9", type=Path, default=pseudo.DEFAULT_DATA9)
     ap.add_argument("--sizes", default="256,512")

@@ -72,6 +72,35 @@ SIGNALS = {
 }  # + = higher better
 
 
+DUMP_SIDE = 128  # masks kept per checkpoint for post-hoc signals (masks_seedN.npz)
+
+
+def dump_step(dumps: dict, step: int, results, per_image: dict, names) -> None:
+    """Append one checkpoint's per-(target, structure) IoU, review score, presence and a
+    DUMP_SIDE x DUMP_SIDE mask to ``dumps`` (arrays by field), for signals computed afterwards
+    (``val_signals_posthoc.py``) without training again."""
+    import cv2
+
+    from descriptron_sam2pal.store.stem import normalized_stem
+
+    for r in results:
+        stem = normalized_stem(Path(r.path).name)
+        for name in names:
+            st = r.structures.get(name)
+            present = bool(st is not None and st.present)
+            mask = np.zeros((DUMP_SIDE, DUMP_SIDE), bool)
+            if present and st.mask is not None:
+                side = (DUMP_SIDE, DUMP_SIDE)
+                small = cv2.resize(st.mask.astype(np.float32), side, interpolation=cv2.INTER_AREA)
+                mask = small >= 0.5
+            for key, value in (("step", step), ("target", str(r.path)), ("structure", name),
+                               ("iou", per_image.get(name, {}).get(stem, np.nan)),
+                               ("score", (st.score or 0.0) if present else 0.0),
+                               ("predicted_iou", (st.predicted_iou or 0.0) if present else 0.0),
+                               ("present", present), ("mask", np.packbits(mask.ravel()))):
+                dumps.setdefault(key, []).append(value)
+
+
 def rank_corr(a, b) -> float:
     a, b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     if np.std(a) == 0 or np.std(b) == 0:
@@ -99,7 +128,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--max-targets", type=int, default=40, help="targets (= the pool) per seed (quality.py --quick: 40)"
     )
-    p.add_argument("--checkpoint", type=Path, default=quality.PACKAGED)
+    p.add_argument("--checkpoint", type=quality.checkpoint_path, default=quality.PACKAGED,
+                   help=quality.CHECKPOINT_HELP)
     p.add_argument("--seed-list", default="", help="only these seeds (comma-separated)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "val_signals")
     args = p.parse_args(argv)
@@ -196,6 +226,7 @@ def main(argv=None) -> int:
         val_by_step = {e["step"]: e["val"] for e in res.history if "val" in e}
         val_by_step[0] = res.baseline_val
         rows = []
+        dumps: dict = {}
         # Step 0, the untrained adapter: LoRA's B matrices start at zero.
         snaps[0] = {k: (torch.zeros_like(v) if "lora_B" in k else v) for k, v in snaps[max(snaps)].items()}
         for step in sorted(snaps):
@@ -203,7 +234,8 @@ def main(argv=None) -> int:
             load_trainable_state(model.sam, state)
             model.sam.eval()
             results = propagate(model, [template], target_paths, confidence=True)
-            per = quality.score(results, truth, colors)
+            per, per_image = quality.score(results, truth, colors, per_image=True)
+            dump_step(dumps, step, results, per_image, names)
             seen, nov = quality.summarise(per, novel)
             nov = float("nan") if nov is None else nov
             all_miou = float(np.mean([v for v in per.values() if v is not None]))
@@ -294,8 +326,15 @@ def main(argv=None) -> int:
                 f"    {k:<13} {c['all']:+.2f} {c['seen']:+.2f} {c['novel']:+.2f}  picks {c['picks']:3d}  "
                 f"{c['picked_all']:5.1f} ({c['gain']:+.1f})"
             )
+        trainer = {"best_step": res.best_step, "improved": res.best_step > 0, "metric": res.val_metric,
+                   "picked_all": next((r["all"] for r in rows if r["step"] == res.best_step), None)}
+        print(f"seed {seed} trainer kept step {res.best_step} ({res.val_metric}): "
+              f"all {trainer['picked_all']} vs untrained {rows[0]['all']:.1f}")
+        np.savez_compressed(args.out / f"masks_seed{seed}.npz", val=np.array(sorted(val_sources)),
+                            **{k: np.asarray(v) for k, v in dumps.items()})
         report.append(
-            {"seed": seed, "template": template_pair[0].name, "rows": rows, "corr": corr, "best": best}
+            {"seed": seed, "template": template_pair[0].name, "rows": rows, "corr": corr, "best": best,
+             "trainer": trainer}
         )
         (args.out / "val_signals.json").write_text(
             json.dumps({"args": {a: str(v) for a, v in vars(args).items()}, "runs": report}, indent=1)
