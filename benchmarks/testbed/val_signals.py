@@ -97,6 +97,7 @@ def dump_step(dumps: dict, step: int, results, per_image: dict, names) -> None:
                                ("iou", per_image.get(name, {}).get(stem, np.nan)),
                                ("score", (st.score or 0.0) if present else 0.0),
                                ("predicted_iou", (st.predicted_iou or 0.0) if present else 0.0),
+                               ("stability", (st.stability or 0.0) if present else 0.0),
                                ("present", present), ("mask", np.packbits(mask.ravel()))):
                 dumps.setdefault(key, []).append(value)
 
