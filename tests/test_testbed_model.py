@@ -79,3 +79,28 @@ def test_gui_offers_the_beetle_demo_when_no_checkpoint_is_found(qtbot, tmp_path,
     )
     picker._choose(str(CHECKPOINT))  # a real checkpoint file: the beetle demo is no longer offered
     assert picker.beetle_demo_button.isHidden()
+
+
+def _quality_module():
+    import importlib.util
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("quality_benchmark", repo / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_instruments_load_and_record_their_evaluation_photos():
+    """``--checkpoint testbed`` / ``headout`` name committed files that say which photos they
+    never trained on (what makes a rerun of the test-bed's tables possible)."""
+    quality = _quality_module()
+    assert quality.checkpoint_path("testbed") == quality.INSTRUMENTS["testbed"]
+    assert quality.checkpoint_path("some/file.pt") == Path("some/file.pt")
+    for name in ("testbed", "headout"):
+        path = quality.INSTRUMENTS[name]
+        assert path.is_file() and path.stat().st_size < 25e6
+        assert detect_config(load_checkpoint_state(path)) == BEETLE_CONFIG
+        meta = quality.checkpoint_meta(path)
+        assert len(meta["eval_images"]) == 72 and meta["recipe"].startswith("benchmarks/testbed/")
+    assert quality.checkpoint_meta(quality.INSTRUMENTS["testbed"])["class_agnostic"] is True
