@@ -517,6 +517,7 @@ class _Run:
             "cuda_random": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "best_step": self.best_step, "best_val": self.best_val, "baseline_val": self.baseline_val,
             "best_state": self.best_state, "pseudo_labels": pack_labels(self._pseudo),
+            "untrained_masks": None if self.untrained_masks is None else self.untrained_masks.to_state(),
         }
         atomic_write(self.run_dir / STATE_FILE, lambda f: torch.save(state, f))
 
@@ -541,6 +542,8 @@ class _Run:
         self.best_step, self.best_val = int(state["best_step"]), state["best_val"]
         self.baseline_val, self.best_state = state["baseline_val"], state["best_state"]
         self._pseudo = unpack_labels(state.get("pseudo_labels"), self.model.image_size)
+        anchor = state.get("untrained_masks")
+        self.untrained_masks = None if anchor is None else checkpoint_choice.HeldOutMasks.from_state(anchor)
 
     # -- the run --------------------------------------------------------------------
     def execute(self) -> TrainResult:
@@ -559,6 +562,7 @@ class _Run:
         self.sampler = _PairSampler(len(self.templates), len(self.train_pool), self.config.seed)
         self.step, self.best_step, self.best_val, self.baseline_val = 0, 0, None, None
         self.stopped_early = False
+        self.untrained_masks: checkpoint_choice.HeldOutMasks | None = None  # set at step 0's validation
         self.best_state: dict | None = None
         self._masks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._versions = self._make_versions()
@@ -853,9 +857,12 @@ class _Run:
         return float(np.mean(losses))
 
     def _pool_score(self) -> float:
-        return checkpoint_choice.held_out_review_score(
-            self.model, self.templates, self.val_pool, self.encoder
-        )
+        current = checkpoint_choice.held_out_masks(self.model, self.templates, self.val_pool, self.encoder)
+        if self.step == 0:  # the untrained model: what every later validation is anchored to
+            self.untrained_masks = current
+        if self.untrained_masks is None:  # a run begun before anchoring: go on as it began
+            return float(current.scores.mean())
+        return checkpoint_choice.anchored_review_score(current, self.untrained_masks)
 
     def _loo_iou(self) -> float:
         return checkpoint_choice.leave_one_out_iou(self.model, self.templates, self.encoder)

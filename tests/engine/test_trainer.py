@@ -169,6 +169,9 @@ def test_cancel_resume_and_seed_reproduce_an_uninterrupted_run(tmp_path):
     assert steps == [1, 2, 3, 4, 5]
     # Optimizer, schedule, sampling and random states restored: the same losses exactly.
     assert _losses(tmp_path / "split") == _losses(tmp_path / "straight")
+    # and the validation after the resume is anchored to the same untrained masks (state.pt)
+    assert [e.get("val") for e in resumed.history] == [e.get("val") for e in straight.history]
+    assert resumed.baseline_val == straight.baseline_val
 
     other_seed = train(_fresh_model(), [template], _pool(), tmp_path / "seed8",
                        TrainConfig(steps=2, validate_every=0, seed=8))
