@@ -138,9 +138,12 @@ def test_train_without_pseudo_labels(project, mini_checkpoint, capsys):
         "--lora-rank",
         2,
         "--no-pseudo-labels",
+        "--stop-after",
+        0,
     )
     assert code == 0, err
-    assert json.loads((root / "run" / "settings.json").read_text())["config"]["loss"]["pseudo"] == 0
+    config = json.loads((root / "run" / "settings.json").read_text())["config"]
+    assert config["loss"]["pseudo"] == 0 and config["stop_after"] == 0
     assert "pseudo-label" not in out + err
 
 

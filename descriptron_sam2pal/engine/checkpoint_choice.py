@@ -8,9 +8,10 @@ did not improve (``TrainResult.improved`` is False) and leaves the model unchang
 What it validates with is decided by ``engine.validation_plan`` (``METRICS`` names each one
 and says whether it is measured against labels or is a proxy):
 
-* ``pool_score``, with any number of templates: :func:`held_out_review_score`, the mean review score of the
-  masks the templates give on the unlabeled images held out of training (a proxy: the
-  review score is an estimate of the IoU, ``engine.review_score``). Measured on the
+* ``pool_score``, with any number of templates: :func:`anchored_review_score`, the mean review
+  score of the masks the templates give on the unlabeled images held out of training (a proxy:
+  the review score is an estimate of the IoU, ``engine.review_score``), anchored to the untrained
+  model's masks where its score says they are right (since session 10; see below). Measured on the
   packaged part-label demo along default runs (``benchmarks/testbed/val_signals.py``,
   benchmarks/testbed/README.md, "Issue 25"): it is the label-free signal that keeps the
   untrained model where training made the targets worse; the palindrome loss on the same
@@ -24,11 +25,13 @@ and says whether it is measured against labels or is a proxy):
   photos fell (54.4 -> 52.8, 53.5 -> 52.3, 54.0 -> 53.7), so every run said "improved";
   the held-out review score kept the untrained weights on all three (54.4, 53.5, 54.0).
 
-Not yet a guarantee: on the packaged all-parts demo (issue 23's model, one template) the
+Not yet a guarantee: on the packaged all-parts demo (issue 23's model, one template) the plain
 held-out review score rose on every seed while two of three runs ended worse on held-out
 photos (benchmarks/testbed/README.md, "Session 9"): training makes that model's masks more
-stable and its IoU head more confident, which is what the score measures. The result names
-the signal and says it is a label-free proxy.
+stable and its IoU head more confident, which is what the score measures. Anchoring it to the
+untrained masks (``anchored_review_score``) was designed against that before it was measured,
+and is what ``pool_score`` computes since session 10 (its figures: benchmarks/testbed/README.md,
+"Session 10"). The result names the signal and says it is a label-free proxy.
 
 A trained checkpoint replaces the best so far only when it is strictly better (ties keep the
 earlier, hence the untrained, weights). On the packaged demo the held-out review score of
@@ -38,9 +41,11 @@ needed there; none was measured.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
@@ -71,20 +76,70 @@ def improvement(metric: str | None, baseline: float | None, best: float | None) 
     return delta if METRICS[metric].higher_is_better else -delta
 
 
-def held_out_review_score(model: LoadedModel, templates: Sequence[Template], images: Sequence[PreparedImage],
-                          encoder: FeatureEncoder) -> float:
-    """The mean review score (one-pass, the model's fit) of every template structure on
-    ``images``; a structure the model does not find there counts 0. No autograd; the
-    model's training flags are left as they were."""
+@dataclass(frozen=True)
+class HeldOutMasks:
+    """Every template structure on the held-out images, always in the same order: its review
+    score (one-pass, the model's fit; 0 where the model does not find it) and its mask on the
+    model's grid (packed bits, all zero where not found)."""
+
+    scores: np.ndarray  # (n,) float64
+    masks: np.ndarray  # (n, bytes) uint8, np.packbits of each flattened (S, S) mask
+
+    def to_state(self) -> dict[str, torch.Tensor]:
+        """Tensors for ``state.pt`` (a resumed run compares with the same untrained masks)."""
+        return {"scores": torch.from_numpy(self.scores.copy()), "masks": torch.from_numpy(self.masks.copy())}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> "HeldOutMasks":
+        return cls(state["scores"].numpy().astype(np.float64), state["masks"].numpy().astype(np.uint8))
+
+
+def held_out_masks(model: LoadedModel, templates: Sequence[Template], images: Sequence[PreparedImage],
+                   encoder: FeatureEncoder) -> HeldOutMasks:
+    """The masks and review scores of every template structure on ``images``. No autograd;
+    the model's training flags are left as they were."""
     if not images:
-        raise ValueError("held_out_review_score needs at least one image")
+        raise ValueError("held-out validation needs at least one image")
     memory = TemplateMemory(model, templates, encoder)
     fit = fit_for(model.checkpoint_hash)
-    scores = []
+    scores, masks = [], []
     for raw in predict_prepared(memory, images, encoder.encode(images), confidence=False):
-        for r in raw.values():
+        for name in sorted(raw):
+            r = raw[name]
             scores.append(combine(r.signals or {}, fit) if r.present else 0.0)
-    return float(np.mean(scores))
+            masks.append(np.packbits((r.logits > 0).ravel() & r.present))
+    return HeldOutMasks(np.asarray(scores, dtype=np.float64), np.stack(masks))
+
+
+def held_out_review_score(model: LoadedModel, templates: Sequence[Template], images: Sequence[PreparedImage],
+                          encoder: FeatureEncoder) -> float:
+    """The mean review score of every template structure on ``images`` (``held_out_masks``);
+    a structure the model does not find there counts 0."""
+    return float(held_out_masks(model, templates, images, encoder).scores.mean())
+
+
+def anchored_review_score(current: HeldOutMasks, untrained: HeldOutMasks) -> float:
+    """The held-out review score of ``current`` anchored to the ``untrained`` model's masks of
+    the same structures: the mean over masks of ``s0 * IoU(mask, untrained mask) + (1 - s0) * s``
+    where ``s0`` is the untrained mask's review score and ``s`` the current one's. Read ``s0``
+    as the chance that the untrained mask is right: then the current mask's IoU is about its
+    overlap with it; otherwise the current mask's own estimate is all there is. Training can
+    raise ``s`` by making masks stable and confident without making them right (the all-parts
+    demo, benchmarks/testbed/README.md "Session 10"); where the untrained model was sure, that
+    no longer counts unless the mask stays. For the untrained model itself each term is
+    ``s0 * (2 - s0)``."""
+    if current.scores.shape != untrained.scores.shape:
+        raise ValueError("anchored_review_score compares the same structures on the same images")
+    s0, s = untrained.scores, current.scores
+    overlap = _packed_iou(current.masks, untrained.masks)
+    return float(np.mean(s0 * overlap + (1.0 - s0) * s))
+
+
+def _packed_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of packed-bit masks (two empty masks agree: 1)."""
+    inter = np.unpackbits(a & b, axis=1).sum(1)
+    union = np.unpackbits(a | b, axis=1).sum(1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 def leave_one_out_iou(model: LoadedModel, templates: Sequence[Template], encoder: FeatureEncoder) -> float:

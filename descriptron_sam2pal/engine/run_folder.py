@@ -73,12 +73,13 @@ class RunFolder:
 
     def check_resumable(self, current: dict, defaults: dict) -> None:
         """UserError unless ``settings.json`` has the data, model and settings of ``current`` (the
-        settings this call would write; ``steps`` may differ). ``defaults``: ``TrainConfig()``'s,
-        what ran for a setting added since the saved run."""
+        settings this call would write; ``steps`` and ``stop_after`` may differ). ``defaults``:
+        ``TrainConfig()``'s, what ran for a setting added since the saved run."""
         saved = json.loads((self.path / SETTINGS_FILE).read_text())
         differs = []
-        saved_cfg = {k: v for k, v in saved.get("config", {}).items() if k not in ("steps", "resolved")}
-        current_cfg = {k: v for k, v in current["config"].items() if k not in ("steps", "resolved")}
+        free = ("steps", "resolved", "stop_after")  # how long a run goes on, not what it trains
+        saved_cfg = {k: v for k, v in saved.get("config", {}).items() if k not in free}
+        current_cfg = {k: v for k, v in current["config"].items() if k not in free}
         for key in set(current_cfg) - set(saved_cfg):  # a setting added since: its default is what ran
             if current_cfg[key] == defaults.get(key):
                 del current_cfg[key]

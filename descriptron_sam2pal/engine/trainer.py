@@ -143,6 +143,10 @@ class TrainConfig:
     accumulate: int = 1
     seed: int = 0
     validate_every: int = 25
+    # Stop when this many validations in a row have not beaten the best so far (0: train every
+    # step); the weights kept are the best validation's either way, so stopping early changes
+    # only how long a run takes. Resuming may change it, as it may change ``steps``.
+    stop_after: int = 4
     validation: str = "auto"  # "auto" (engine.validation_plan decides), "loo_iou" or "pool_score"
     checkpoint_every: int = 25  # state.pt (for resume) every this many steps, and at the end
     val_images: int = 4  # held-out unlabeled images (validation with one template); at most a
@@ -238,8 +242,9 @@ class TrainConfig:
             problems.append(f"the pseudo-label weight must not be negative (got {self.loss.pseudo})")
         if self.objects_per_pass < 0:
             problems.append(f"objects_per_pass must not be negative (got {self.objects_per_pass})")
-        if self.validate_every < 0 or self.checkpoint_every < 0 or self.val_images < 0:
-            problems.append("validate_every, checkpoint_every and val_images must not be negative")
+        if min(self.validate_every, self.checkpoint_every, self.val_images, self.stop_after) < 0:
+            problems.append("validate_every, checkpoint_every, val_images and stop_after must not be "
+                            "negative")
         if self.effective_warmup < 0:
             problems.append(f"warmup_steps must not be negative (got {self.warmup_steps})")
         if problems:
@@ -280,6 +285,9 @@ class TrainResult:
     # outlines that keep (almost) no pixel at the model's input size
     # (engine.prepared_templates.vanished_structures)
     vanished: list[str] = field(default_factory=list)
+    # the run stopped before ``total_steps``: ``TrainConfig.stop_after`` validations in a row
+    # did not beat the best one
+    stopped_early: bool = False
 
     @property
     def higher_is_better(self) -> bool:
@@ -509,6 +517,7 @@ class _Run:
             "cuda_random": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "best_step": self.best_step, "best_val": self.best_val, "baseline_val": self.baseline_val,
             "best_state": self.best_state, "pseudo_labels": pack_labels(self._pseudo),
+            "untrained_masks": None if self.untrained_masks is None else self.untrained_masks.to_state(),
         }
         atomic_write(self.run_dir / STATE_FILE, lambda f: torch.save(state, f))
 
@@ -533,6 +542,8 @@ class _Run:
         self.best_step, self.best_val = int(state["best_step"]), state["best_val"]
         self.baseline_val, self.best_state = state["baseline_val"], state["best_state"]
         self._pseudo = unpack_labels(state.get("pseudo_labels"), self.model.image_size)
+        anchor = state.get("untrained_masks")
+        self.untrained_masks = None if anchor is None else checkpoint_choice.HeldOutMasks.from_state(anchor)
 
     # -- the run --------------------------------------------------------------------
     def execute(self) -> TrainResult:
@@ -550,6 +561,8 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: self._lr_factor(s))
         self.sampler = _PairSampler(len(self.templates), len(self.train_pool), self.config.seed)
         self.step, self.best_step, self.best_val, self.baseline_val = 0, 0, None, None
+        self.stopped_early = False
+        self.untrained_masks: checkpoint_choice.HeldOutMasks | None = None  # set at step 0's validation
         self.best_state: dict | None = None
         self._masks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._versions = self._make_versions()
@@ -578,12 +591,14 @@ class _Run:
             run_dir=run_dir, steps_done=self.step, total_steps=self.config.steps, best_step=self.best_step,
             best_val=self.best_val, val_metric=self.val_metric, baseline_val=self.baseline_val,
             cancelled=cancelled, history=history, adapter_path=run_dir / ADAPTER_FILE,
-            encoder_passes=self.encoder.encoder_passes, skipped_images=self.skipped, vanished=self.vanished)
+            encoder_passes=self.encoder.encoder_passes, skipped_images=self.skipped, vanished=self.vanished,
+            stopped_early=self.stopped_early)
         self.folder.write_json(RESULT_FILE, {
             "status": "cancelled" if cancelled else "finished", "steps_done": self.step,
             "total_steps": self.config.steps, "best_step": self.best_step, "val_metric": self.val_metric,
             "best_val": self.best_val, "baseline_val": self.baseline_val,
             "improved": result.improved, "improvement": result.improvement, "vanished": self.vanished,
+            "stopped_early": self.stopped_early,
             "val_signal": None if not self.val_metric else {
                 "name": checkpoint_choice.metric_info(self.val_metric).name,
                 "against_labels": checkpoint_choice.metric_info(self.val_metric).against_labels}})
@@ -637,6 +652,13 @@ class _Run:
             if "val" in entry:
                 metrics.update(val=entry["val"], val_metric=self.val_metric)
             reporter.report(self.step, f"step {self.step}/{config.steps}", **metrics)
+            if validated and self._stalled():
+                self.stopped_early = True
+                self._say(f"stopping early at step {self.step} of {config.steps}: {config.stop_after} "
+                          f"validations in a row did not beat step {self.best_step}'s "
+                          f"({self.best_val:.4f}), which is kept; stop_after 0 trains every step")
+                self._save_state()
+                break
         if self.step > start_step and not any_gradient:
             raise TrainingError("no gradient reached the trained weights in any step, so nothing was "
                                 "learned; check that the templates' structures are visible in the images")
@@ -688,6 +710,13 @@ class _Run:
                 + ("; learning from the palindromes alone until the next remake" if not kept else "")
             )
         return time.monotonic() - t0
+
+    def _stalled(self) -> bool:
+        """Whether ``stop_after`` validations in a row since the best one did not beat it (and
+        steps are left to skip)."""
+        every, wait = self.config.validate_every, self.config.stop_after
+        return bool(wait and every and self.step < self.config.steps
+                    and self.step - self.best_step >= wait * every)
 
     def _checkpoint_due(self) -> bool:
         every = self.config.checkpoint_every
@@ -828,9 +857,12 @@ class _Run:
         return float(np.mean(losses))
 
     def _pool_score(self) -> float:
-        return checkpoint_choice.held_out_review_score(
-            self.model, self.templates, self.val_pool, self.encoder
-        )
+        current = checkpoint_choice.held_out_masks(self.model, self.templates, self.val_pool, self.encoder)
+        if self.step == 0:  # the untrained model: what every later validation is anchored to
+            self.untrained_masks = current
+        if self.untrained_masks is None:  # a run begun before anchoring: go on as it began
+            return float(current.scores.mean())
+        return checkpoint_choice.anchored_review_score(current, self.untrained_masks)
 
     def _loo_iou(self) -> float:
         return checkpoint_choice.leave_one_out_iou(self.model, self.templates, self.encoder)

@@ -53,7 +53,8 @@ METRICS = {
                      "the palindrome loss on a few unlabeled specimens held out of training"),
     POOL_SCORE: Metric("held-out review score", True, False,
                        "the mean review score (an IoU estimate, 0 to 1; a structure not found counts 0) of "
-                       "the masks on a few unlabeled specimens held out of training"),
+                       "the masks on a few unlabeled specimens held out of training; where the untrained "
+                       "model's mask scored well, a mask counts by how much of it it keeps"),
 }
 
 

@@ -233,7 +233,7 @@ class TrainDialog(QDialog):
         self.output_button.clicked.connect(self._browse_output)
         self.preset_combo.currentIndexChanged.connect(lambda _i: self._apply_preset())
         self.device_combo.currentIndexChanged.connect(lambda _i: self._apply_preset())
-        for spin in (self.steps_spin, self.size_spin):
+        for spin in (self.steps_spin, self.size_spin, self.stop_spin):
             spin.valueChanged.connect(lambda _v: self._update_estimate())
         self.pseudo_check.toggled.connect(lambda _on: self._update_estimate())
         return box
@@ -400,7 +400,8 @@ class TrainDialog(QDialog):
 
     def _update_estimate(self) -> None:
         self.estimate_label.setText(estimate_text(self.steps_spin.value(), self.size_spin.value(),
-                                                  self._gpu(), self.estimate()))
+                                                  self._gpu(), self.estimate(),
+                                                  stops_early=self.stop_spin.value() > 0))
 
     def _update(self) -> None:
         running = self.monitor.running
@@ -447,7 +448,8 @@ class TrainDialog(QDialog):
             raise UserError(f"the learning rate {lr_text!r} is not a number; e.g. 5e-4, "
                             "or leave it empty") from None
         config = TrainConfig(steps=self.steps_spin.value(), lr=lr, lora_rank=self.rank_spin.value(),
-                             full=self.full_check.isChecked(), seed=self.seed_spin.value())
+                             full=self.full_check.isChecked(), seed=self.seed_spin.value(),
+                             stop_after=self.stop_spin.value())
         if not self.pseudo_check.isChecked():
             config.loss.pseudo = 0.0
         config.check()

@@ -62,6 +62,16 @@ def build_advanced(dialog: Any) -> QGroupBox:
         "Adds a fraction of the training time (the estimate counts it); on the test-bed it "
         "helped most where the model started worst"
     )
+    dialog.stop_spin = QSpinBox()
+    dialog.stop_spin.setRange(0, 1000)
+    dialog.stop_spin.setValue(4)
+    dialog.stop_spin.setSpecialValueText("never (train every step)")
+    dialog.stop_spin.setSuffix(" checks without a better one")
+    dialog.stop_spin.setToolTip(
+        "Training is checked every 25 steps on specimens it does not learn from, and the best "
+        "check's weights are kept. After this many checks in a row that do not beat the best, "
+        "the run stops: the result is the same, sooner. 0 trains every step"
+    )
     dialog.lr_edit = QLineEdit()
     dialog.lr_edit.setPlaceholderText("default")
     dialog.lr_edit.setToolTip("Learning rate; empty for the default (5e-4 LoRA, 1e-5 full)")
@@ -84,6 +94,7 @@ def build_advanced(dialog: Any) -> QGroupBox:
     adv.addRow("LoRA rank:", dialog.rank_spin)
     adv.addRow("", dialog.full_check)
     adv.addRow("", dialog.pseudo_check)
+    adv.addRow("Stop early after:", dialog.stop_spin)
     adv.addRow("Learning rate:", dialog.lr_edit)
     adv.addRow("Seed:", dialog.seed_spin)
     adv.addRow("Device:", dialog.device_combo)

@@ -199,10 +199,13 @@ def training_estimate(steps: int, size: int, measured: dict[int, float],
     return 0.75 * s, 1.3 * s, "a first guess for this computer, until a run here measures it"
 
 
-def estimate_text(steps: int, size: int, gpu: bool, estimate: tuple[float, float, str]) -> str:
-    """The estimate in words, with the settings it is for."""
+def estimate_text(steps: int, size: int, gpu: bool, estimate: tuple[float, float, str],
+                  stops_early: bool = False) -> str:
+    """The estimate in words, with the settings it is for (``stops_early``: the run may stop
+    before its last step, ``TrainConfig.stop_after``, so the estimate is for all of them)."""
     low, high, how = estimate
     where = "with the GPU" if gpu else "on the CPU"
     when = (f"about {format_duration(low)}" if low == high
             else f"{format_duration(low)} to {format_duration(high)}")
-    return f"{steps} steps at {size} px {where}: {when} ({how}), plus reading the images"
+    early = "; less if it stops early" if stops_early else ""
+    return f"{steps} steps at {size} px {where}: {when} ({how}), plus reading the images{early}"

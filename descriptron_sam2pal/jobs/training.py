@@ -58,7 +58,7 @@ def validation_plan_for(templates: Sequence[TemplateSpec], n_unlabeled: int,
 
 
 def train_config(steps: int | None = None, lora_rank: int | None = None, full: bool = False, seed: int = 0,
-                 lr: float | None = None, pseudo_labels: bool = True) -> Any:
+                 lr: float | None = None, pseudo_labels: bool = True, stop_after: int | None = None) -> Any:
     """The training settings (``engine.trainer.TrainConfig``) from a face's choices; None keeps
     the default (``lr``: the one of LoRA or of full fine-tuning); ``pseudo_labels=False`` trains
     on the palindromes alone."""
@@ -69,6 +69,8 @@ def train_config(steps: int | None = None, lora_rank: int | None = None, full: b
         config.steps = steps
     if lora_rank is not None:
         config.lora_rank = lora_rank
+    if stop_after is not None:
+        config.stop_after = stop_after
     if not pseudo_labels:
         config.loss.pseudo = 0.0
     return config
@@ -118,6 +120,8 @@ def describe_result(result: TrainResult) -> list[str]:
     """What a run did, in the lines both faces print: how it ended and what validation said."""
     state = "cancelled" if result.cancelled else "finished"
     lines = [f"training {state} after {result.steps_done} of {result.total_steps} steps"]
+    if getattr(result, "stopped_early", False):
+        lines[0] += " (stopped early: validation had stopped improving)"
     vanished = getattr(result, "vanished", None)
     if vanished:  # never "improved": a structure the model could not see was not learnt
         scores = (f" (validation {result.val_metric}: untrained {result.baseline_val:.4f}, best "

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from descriptron_sam2pal.engine.checkpoint_choice import better, describe, held_out_review_score, improvement
+import numpy as np
+
+from descriptron_sam2pal.engine.checkpoint_choice import (
+    HeldOutMasks,
+    anchored_review_score,
+    better,
+    describe,
+    held_out_masks,
+    held_out_review_score,
+    improvement,
+)
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import prepare_image
 from descriptron_sam2pal.engine.review_score import combine, fit_for
@@ -56,3 +66,31 @@ def test_a_structure_the_model_does_not_find_counts_zero(mini_model):
     assert value == 0.0
     with pytest.raises(ValueError):
         held_out_review_score(mini_model, [make_template("t0", seed=0)], [], FeatureEncoder(mini_model))
+
+
+def _masks(*rows):
+    return np.stack([np.packbits(np.asarray(r, bool)) for r in rows])
+
+
+def test_the_anchored_score_does_not_reward_confidence_that_leaves_a_sure_mask():
+    """Where the untrained model was sure (s0 high), a trained mask counts by how much of the
+    untrained mask it keeps, whatever its own score; where it was unsure, its own score counts."""
+    a, b = [1] * 8 + [0] * 8, [0] * 8 + [1] * 8
+    untrained = HeldOutMasks(np.array([0.9, 0.0]), _masks(a, a))
+    assert anchored_review_score(untrained, untrained) == pytest.approx((0.9 * 1.1 + 0.0) / 2)
+    moved_but_confident = HeldOutMasks(np.array([1.0, 0.0]), _masks(b, a))
+    assert anchored_review_score(moved_but_confident, untrained) < anchored_review_score(untrained, untrained)
+    better_where_unsure = HeldOutMasks(np.array([0.9, 0.8]), _masks(a, b))
+    assert anchored_review_score(better_where_unsure, untrained) == pytest.approx((0.9 + 0.1 * 0.9 + 0.8) / 2)
+    with pytest.raises(ValueError):
+        anchored_review_score(HeldOutMasks(np.array([0.5]), _masks(a)), untrained)
+
+
+def test_held_out_masks_round_trip_through_a_resume_state(mini_model):
+    set_object_score_bias(mini_model, 3.0)
+    found = held_out_masks(mini_model, [make_template("t0", seed=0)], _images(), FeatureEncoder(mini_model))
+    assert found.scores.shape == (6,) and found.masks.shape == (6, 128 * 128 // 8)
+    back = HeldOutMasks.from_state(found.to_state())
+    assert np.array_equal(back.scores, found.scores) and np.array_equal(back.masks, found.masks)
+    expected = float(np.mean(found.scores * (2 - found.scores)))
+    assert anchored_review_score(back, found) == pytest.approx(expected)

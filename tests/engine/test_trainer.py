@@ -169,6 +169,9 @@ def test_cancel_resume_and_seed_reproduce_an_uninterrupted_run(tmp_path):
     assert steps == [1, 2, 3, 4, 5]
     # Optimizer, schedule, sampling and random states restored: the same losses exactly.
     assert _losses(tmp_path / "split") == _losses(tmp_path / "straight")
+    # and the validation after the resume is anchored to the same untrained masks (state.pt)
+    assert [e.get("val") for e in resumed.history] == [e.get("val") for e in straight.history]
+    assert resumed.baseline_val == straight.baseline_val
 
     other_seed = train(_fresh_model(), [template], _pool(), tmp_path / "seed8",
                        TrainConfig(steps=2, validate_every=0, seed=8))
@@ -405,3 +408,41 @@ def test_a_run_whose_structure_vanished_is_never_reported_as_improved(mini_model
     assert not any("improved by" in line for line in lines)
     assert any(line.startswith("not reported as an improvement (validation pool_score: untrained 0.3000")
                and "'eye' on template t0" in line for line in lines)  # fmt: skip
+
+
+def test_a_run_stops_early_when_validation_stalls_keeps_the_best_and_can_go_on(
+        mini_model, tmp_path, monkeypatch):
+    """``stop_after`` validations in a row without a better one end the run: the kept weights are
+    the best's (the same as a full run would keep up to there), the log, result.json and the
+    summary say it stopped early, and a resume with ``stop_after=0`` trains the remaining steps."""
+    values = {0: 0.5, 2: 0.7}  # the best at step 2; every later validation 0.6
+    monkeypatch.setattr(trainer._Run, "_pool_score", lambda self: values.get(self.step, 0.6))
+    messages, reports = [], []
+    run_dir = tmp_path / "run"
+    config = TrainConfig(steps=10, validate_every=2, val_images=1, stop_after=2)
+    result = train(mini_model, [make_template("t0", seed=0)], _pool((10, 11)), run_dir, config,
+                   log_fn=messages.append, progress=reports.append)
+    assert result.stopped_early and not result.cancelled
+    assert (result.steps_done, result.best_step, result.best_val) == (6, 2, 0.7)  # 4 and 6 did not beat it
+    assert result.improved
+    written = json.loads((run_dir / "result.json").read_text())
+    assert written["stopped_early"] is True and written["steps_done"] == 6 and written["status"] == "finished"
+    assert any("stopping early at step 6 of 10" in m and "step 2" in m for m in messages)
+    summary = describe_result(result)[0]
+    assert "stopped early" in summary and "after 6 of 10 steps" in summary
+    assert reports[-1].done == 6
+    assert read_adapter(result.adapter_path)[0].hyperparameters["best_step"] == 2
+
+    go_on = TrainConfig(steps=10, validate_every=2, val_images=1, stop_after=0)
+    resumed = train(_fresh_model(), [make_template("t0", seed=0)], _pool((10, 11)), run_dir, go_on,
+                    resume=True)
+    assert resumed.steps_done == 10 and not resumed.stopped_early and resumed.best_step == 2
+
+
+def test_stop_after_zero_trains_every_step_and_a_negative_value_is_refused(mini_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer._Run, "_pool_score", lambda self: 0.5)  # never better than untrained
+    result = train(mini_model, [make_template("t0", seed=0)], _pool((10, 11)), tmp_path / "run",
+                   TrainConfig(steps=8, validate_every=2, val_images=1, stop_after=0))
+    assert result.steps_done == 8 and not result.stopped_early and result.best_step == 0
+    with pytest.raises(UserError, match="stop_after must not be negative"):
+        TrainConfig(stop_after=-1).check()
