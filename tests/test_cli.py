@@ -139,11 +139,11 @@ def test_train_without_pseudo_labels(project, mini_checkpoint, capsys):
         2,
         "--no-pseudo-labels",
         "--stop-after",
-        0,
+        3,
     )
     assert code == 0, err
     config = json.loads((root / "run" / "settings.json").read_text())["config"]
-    assert config["loss"]["pseudo"] == 0 and config["stop_after"] == 0
+    assert config["loss"]["pseudo"] == 0 and config["stop_after"] == 3
     assert "pseudo-label" not in out + err
 
 

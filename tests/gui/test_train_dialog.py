@@ -304,9 +304,8 @@ def test_what_cannot_start_says_why_in_a_dialog_and_starts_nothing(
 def test_stop_early_is_a_setting_the_run_and_the_estimate_follow(qtbot, window, specimens, session):
     _project_with_template(qtbot, window, specimens)
     dialog = _dialog(qtbot, window, session, 300, [])
-    assert dialog.stop_spin.value() == 4 and dialog.train_config().stop_after == 4
+    assert dialog.stop_spin.value() == 0 and dialog.train_config().stop_after == 0  # TrainConfig's default
+    assert dialog.stop_spin.text().startswith("never") and "stops early" not in dialog.estimate_label.text()
+    dialog.stop_spin.setValue(4)
+    assert dialog.train_config().stop_after == 4
     assert "less if it stops early" in dialog.estimate_label.text()
-    dialog.stop_spin.setValue(0)
-    assert dialog.train_config().stop_after == 0
-    assert "stops early" not in dialog.estimate_label.text()
-    assert dialog.stop_spin.text().startswith("never")
