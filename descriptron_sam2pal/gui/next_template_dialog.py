@@ -17,7 +17,8 @@ _SUGGESTION_ROLE = Qt.UserRole
 #: What the list is, without promising a gain: on the test-beds measured so far a suggested
 #: specimen was no better a second template than a random one (benchmarks/README.md, "Next
 #: template"; issue 25 item 5: the GUI says it ranks by uncertainty only until a test-bed shows
-#: a gain of at least 1 mIoU over 3 seeds).
+#: a gain of at least 1 mIoU over 3 seeds). On the class-agnostic test-bed (session 10, without
+#: retraining) the mean gain was +1.1, but -0.8 / +4.2 / 0.0 by seed: one seed, not a pattern.
 EXPLANATION = ("Ranked by uncertainty only: the specimens the model is least sure of (lowest review "
                "scores, structures it could not find) come first; specimens whose structures you all "
                "accepted in Review are left out. This shows where the model struggles; "
