@@ -146,9 +146,9 @@ class TrainConfig:
     # >0: stop when this many validations in a row have not beaten the best so far; the weights
     # kept are the best validation's either way, so it changes only how long a run takes.
     # Resuming may change it, as it may change ``steps``. Off by default: on the class-agnostic
-    # test-bed the held-out review score falls for the first 25-75 steps of every seed and only
-    # then rises above the untrained model's, and 4 (100 steps) stopped such a run before its
-    # gain (benchmarks/testbed/README.md, "Session 10").
+    # test-bed the held-out review score fell at step 25 on every seed and, where training
+    # helped, got back above the untrained model's only at step 50-75; 4 (100 steps) stopped
+    # such a run before its gain (benchmarks/testbed/README.md, "Session 10").
     stop_after: int = 0
     validation: str = "auto"  # "auto" (engine.validation_plan decides), "loo_iou" or "pool_score"
     checkpoint_every: int = 25  # state.pt (for resume) every this many steps, and at the end

@@ -73,7 +73,7 @@ def build_advanced(dialog: Any) -> QGroupBox:
         "Training is checked every 25 steps on specimens it does not learn from, and the best "
         "check's weights are kept. After this many checks in a row that do not beat the best, "
         "the run stops, sooner and with the best so far. Off by default: on the test-bed the "
-        "checks first fell for 25-75 steps and only then rose above the untrained model"
+        "checks first fell and only after 50-75 steps rose above the untrained model"
     )
     dialog.lr_edit = QLineEdit()
     dialog.lr_edit.setPlaceholderText("default")
