@@ -657,8 +657,10 @@ class _Run:
             reporter.report(self.step, f"step {self.step}/{config.steps}", **metrics)
             if validated and self._stalled():
                 self.stopped_early = True
-                self._say(f"stopping early at step {self.step} of {config.steps}: {config.stop_after} "
-                          f"validations in a row did not beat step {self.best_step}'s "
+                in_a_row = ("1 validation" if config.stop_after == 1
+                            else f"{config.stop_after} validations in a row")
+                self._say(f"stopping early at step {self.step} of {config.steps}: {in_a_row} "
+                          f"did not beat step {self.best_step}'s "
                           f"({self.best_val:.4f}), which is kept; stop_after 0 trains every step")
                 self._save_state()
                 break
