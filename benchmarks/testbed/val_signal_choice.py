@@ -40,12 +40,6 @@ SIGNALS = ("score", "anchored", "predicted_iou", "drift")
 VALIDATE_EVERY = 25
 
 
-def packed_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    inter = np.unpackbits(a & b, axis=1).sum(1)
-    union = np.unpackbits(a | b, axis=1).sum(1)
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-
 def one_pass_scores(d, fit: str) -> np.ndarray:
     from descriptron_sam2pal.engine.review_score import combine
 
@@ -55,6 +49,8 @@ def one_pass_scores(d, fit: str) -> np.ndarray:
 
 def signal_rows(d, fit: str, photos: set[str] | None) -> dict[int, dict[str, float]]:
     """{step: {"miou": all-structure mIoU of every target, signal: value on ``photos``}}."""
+    from descriptron_sam2pal.engine.checkpoint_choice import HeldOutMasks, anchored_review_score, packed_iou
+
     keys = zip(d["step"], d["target"], d["structure"])
     index = {(int(s), str(t), str(n)): i for i, (s, t, n) in enumerate(keys)}
     score = one_pass_scores(d, fit)
@@ -67,13 +63,14 @@ def signal_rows(d, fit: str, photos: set[str] | None) -> dict[int, dict[str, flo
             if k[0] == step and not np.isnan(d["iou"][i]):
                 per.setdefault(k[2], []).append(float(d["iou"][i]))
         it = np.array([index[(step, k[1], k[2])] for k in base])
-        s0, s, overlap = score[i0], score[it], packed_iou(d["mask"][it], d["mask"][i0])
+        untrained = HeldOutMasks(score[i0], d["mask"][i0])
+        current = HeldOutMasks(score[it], d["mask"][it])
         rows[step] = {
             "miou": 100 * float(np.mean([np.mean(v) for v in per.values()])),
-            "score": float(s.mean()),
-            "anchored": float(np.mean(s0 * overlap + (1 - s0) * s)),
+            "score": float(current.scores.mean()),
+            "anchored": anchored_review_score(current, untrained),
             "predicted_iou": float(d["predicted_iou"][it].mean()),
-            "drift": float(overlap.mean()),
+            "drift": float(packed_iou(current.masks, untrained.masks).mean()),
         }
     return rows
 

@@ -131,11 +131,11 @@ def anchored_review_score(current: HeldOutMasks, untrained: HeldOutMasks) -> flo
     if current.scores.shape != untrained.scores.shape:
         raise ValueError("anchored_review_score compares the same structures on the same images")
     s0, s = untrained.scores, current.scores
-    overlap = _packed_iou(current.masks, untrained.masks)
+    overlap = packed_iou(current.masks, untrained.masks)
     return float(np.mean(s0 * overlap + (1.0 - s0) * s))
 
 
-def _packed_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def packed_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise IoU of packed-bit masks (two empty masks agree: 1)."""
     inter = np.unpackbits(a & b, axis=1).sum(1)
     union = np.unpackbits(a | b, axis=1).sum(1)
