@@ -128,6 +128,8 @@ def parse_args(argv=None):
                    help="PAL: the backward half reconstructs one of this many augmented copies of the "
                         "template instead of the template itself (TrainConfig.template_versions; 0: off)")
     p.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout (both methods)")
+    p.add_argument("--memory-dropout", type=float, default=None,
+                   help="SAM2's dropout in memory attention while training (default: the trainer's)")
     p.add_argument(
         "--pseudo-fraction",
         type=float,
@@ -227,6 +229,7 @@ def supervised_finetune(model, templates, config, n_train_copies: int = 16, n_va
     from descriptron_sam2pal.engine.preprocess import prepare_image
     from descriptron_sam2pal.engine.prepared_templates import Template
     from descriptron_sam2pal.imaging.io import load_image
+    from descriptron_sam2pal.model.dropout import set_memory_dropout
     from descriptron_sam2pal.model.lora import (apply_lora, enable_full_finetune, load_trainable_state,
                                                  trainable_parameters, trainable_state_dict)
 
@@ -236,6 +239,8 @@ def supervised_finetune(model, templates, config, n_train_copies: int = 16, n_va
         enable_full_finetune(sam)
     else:
         apply_lora(sam, rank=config.lora_rank, alpha=config.effective_lora_alpha, dropout=config.lora_dropout)
+    if config.memory_dropout is not None:
+        set_memory_dropout(sam, config.memory_dropout)
     params = trainable_parameters(sam)
     rng = np.random.RandomState(config.seed)
     copies: list[list] = []  # per template: augmented Templates
@@ -539,7 +544,8 @@ def main(argv=None) -> int:
     }
     config_kwargs.update({k: v for k, v in (("pseudo_fraction", args.pseudo_fraction),
                                             ("pseudo_every", args.pseudo_every),
-                                            ("pseudo_templates", args.pseudo_templates)) if v is not None})
+                                            ("pseudo_templates", args.pseudo_templates),
+                                            ("memory_dropout", args.memory_dropout)) if v is not None})
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"quality benchmark: {len(pairs)} images, structures {', '.join(colors)}"
           f" (novel: {novel or 'none'}), K in {ks}, {args.seeds} seeds, {steps} steps, "
@@ -547,7 +553,8 @@ def main(argv=None) -> int:
           f"checkpoint {args.checkpoint.name}"
           + (f", loss {args.loss}" if args.loss else "")
           + (f", template copies {args.template_versions}" if args.template_versions else "")
-          + (f", LoRA dropout {args.lora_dropout}" if args.lora_dropout else ""), flush=True)
+          + (f", LoRA dropout {args.lora_dropout}" if args.lora_dropout else "")
+          + (f", memory dropout {args.memory_dropout}" if args.memory_dropout is not None else ""), flush=True)
     runs = []
     seeds = [int(x) for x in args.seed_list.split(",") if x.strip()] or list(range(args.seeds))
     for k in ks:

@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     p.add_argument("--objects-per-pass", type=int, default=0,
                    help="TrainConfig.objects_per_pass for the step part (0: the default, auto; 5: all five "
                         "structures in one pass, as before issue 21)")
+    p.add_argument("--memory-dropout", type=float, default=None,
+                   help="TrainConfig.memory_dropout for the step part (default: the trainer's)")
     p.add_argument("--parts", default="propagate,remake,step",
                    help="which parts to measure (comma-separated); the last line needs all three")
     p.add_argument(
@@ -160,6 +162,8 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for steps in (1, 1 + args.repeats):
                 config = TrainConfig(steps=steps, validate_every=0, objects_per_pass=args.objects_per_pass)
+                if args.memory_dropout is not None:
+                    config.memory_dropout = args.memory_dropout
                 config.loss.pseudo = 0.0
                 step_model = tiny()
                 t0 = time.process_time()

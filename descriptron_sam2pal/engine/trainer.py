@@ -70,6 +70,7 @@ from descriptron_sam2pal.atomic import atomic_write
 from descriptron_sam2pal.model.adapter_file import save_adapter
 from descriptron_sam2pal.model.build import LoadedModel
 from descriptron_sam2pal.model.device import autocast_context, resolve_precision
+from descriptron_sam2pal.model.dropout import set_memory_dropout
 from descriptron_sam2pal.model.lora import (
     apply_lora,
     enable_full_finetune,
@@ -176,6 +177,9 @@ class TrainConfig:
     # (``OBJECT_BYTES_512`` each at 512 px on the CPU). 0 (auto): ``object_rows``. With
     # ``loss.overlap`` (pairs of structures) always all.
     objects_per_pass: int = 0
+    # SAM2's dropout in memory attention while training (``model.dropout``): None keeps the
+    # checkpoint's (0.1 in SAM2.1), 0 turns it off.
+    memory_dropout: float | None = None
 
     def object_rows(self, k: int, device, image_size: int = 512) -> list[list[int]]:
         """The rows (structures) of a K-structure palindrome, split into the passes of
@@ -245,6 +249,8 @@ class TrainConfig:
             problems.append(f"the pseudo-label weight must not be negative (got {self.loss.pseudo})")
         if self.objects_per_pass < 0:
             problems.append(f"objects_per_pass must not be negative (got {self.objects_per_pass})")
+        if self.memory_dropout is not None and not 0.0 <= self.memory_dropout < 1.0:
+            problems.append(f"memory_dropout must be in [0, 1) (got {self.memory_dropout})")
         if min(self.validate_every, self.checkpoint_every, self.val_images, self.stop_after) < 0:
             problems.append("validate_every, checkpoint_every, val_images and stop_after must not be "
                             "negative")
@@ -480,6 +486,8 @@ class _Run:
         else:
             apply_lora(self.sam, rank=self.config.lora_rank, alpha=self.config.effective_lora_alpha,
                        dropout=self.config.lora_dropout)
+        if self.config.memory_dropout is not None:
+            set_memory_dropout(self.sam, self.config.memory_dropout)
         self.sam.to(self.device)
         leaked = [n for n, p in self.sam.image_encoder.named_parameters() if p.requires_grad]
         if leaked:

@@ -22,6 +22,7 @@ from descriptron_sam2pal.engine.trainer import TrainConfig, TrainingError, train
 from descriptron_sam2pal.jobs.training import describe_result
 from descriptron_sam2pal.model.adapter_file import load_adapter, read_adapter
 from descriptron_sam2pal.model.build import MINI_CONFIG, build_model
+from descriptron_sam2pal.model.dropout import memory_dropout_modules
 from descriptron_sam2pal.model.lora import trainable_state_dict
 from tests.helpers.recording import record_calls
 from tests.helpers.synthetic import make_specimen, make_template
@@ -446,3 +447,13 @@ def test_stop_after_zero_trains_every_step_and_a_negative_value_is_refused(mini_
     assert result.steps_done == 8 and not result.stopped_early and result.best_step == 0
     with pytest.raises(UserError, match="stop_after must not be negative"):
         TrainConfig(stop_after=-1).check()
+
+
+def test_memory_dropout_off_is_applied_recorded_and_checked(tmp_path):
+    model = _fresh_model()
+    config = TrainConfig(steps=2, validate_every=0, memory_dropout=0.0)
+    train(model, [make_template("t0", seed=0)], _pool((10, 11)), tmp_path / "run", config)
+    assert all(getattr(m, attr) == 0.0 for m, attr in memory_dropout_modules(model.sam))
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["config"]["memory_dropout"] == 0.0
+    with pytest.raises(UserError, match="memory_dropout must be in"):
+        TrainConfig(memory_dropout=1.5).check()
