@@ -554,7 +554,7 @@ def main(argv=None) -> int:
           + (f", loss {args.loss}" if args.loss else "")
           + (f", template copies {args.template_versions}" if args.template_versions else "")
           + (f", LoRA dropout {args.lora_dropout}" if args.lora_dropout else "")
-          + (f", memory dropout {args.memory_dropout}" if args.memory_dropout is not None else ""), flush=True)
+          + ("" if args.memory_dropout is None else f", memory dropout {args.memory_dropout}"), flush=True)
     runs = []
     seeds = [int(x) for x in args.seed_list.split(",") if x.strip()] or list(range(args.seeds))
     for k in ks:
