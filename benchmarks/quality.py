@@ -129,7 +129,8 @@ def parse_args(argv=None):
                         "template instead of the template itself (TrainConfig.template_versions; 0: off)")
     p.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout (both methods)")
     p.add_argument("--memory-dropout", type=float, default=None,
-                   help="SAM2's dropout in memory attention while training (default: the trainer's)")
+                   help="SAM2's dropout in memory attention while training, also for the default method "
+                        "(default: the trainer's)")
     p.add_argument(
         "--pseudo-fraction",
         type=float,
@@ -445,13 +446,18 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
         return made
 
     config = TrainConfig(seed=seed, **config_kwargs)
+
+    def default_config(seed):
+        """The product's defaults; the run length, precision, validation and memory dropout as
+        asked (what a candidate default is measured with)."""
+        return TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast,
+                           validation=config.validation, memory_dropout=config.memory_dropout)
+
     for method in methods:
         if (
             method == "default"
             and "pal" in out
-            and TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast,
-                            validation=config.validation).to_dict()
-            == config.to_dict()
+            and default_config(seed).to_dict() == config.to_dict()
         ):
             out["default"] = dict(out["pal"], same_as="pal")  # the same run: not trained twice
             continue
@@ -467,8 +473,7 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
             cfg = (
                 config
                 if method == "pal"
-                else TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast,
-                                 validation=config.validation)
+                else default_config(seed)
             )
             res = train(model, templates, target_paths, pal_dir, cfg,
                         feature_cache_dir=args.out / "feature_cache")
