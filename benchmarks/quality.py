@@ -130,7 +130,7 @@ def parse_args(argv=None):
     p.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout (both methods)")
     p.add_argument("--memory-dropout", type=float, default=None,
                    help="SAM2's dropout in memory attention while training, also for the default method "
-                        "(default: the trainer's)")
+                        "(default: the trainer's, off; 0.1 is SAM2.1's own)")
     p.add_argument(
         "--pseudo-fraction",
         type=float,

@@ -71,10 +71,11 @@ class RunFolder:
         )
         return history
 
-    def check_resumable(self, current: dict, defaults: dict) -> None:
+    def check_resumable(self, current: dict, defaults: dict) -> dict:
         """UserError unless ``settings.json`` has the data, model and settings of ``current`` (the
         settings this call would write; ``steps`` and ``stop_after`` may differ). ``defaults``:
-        ``TrainConfig()``'s, what ran for a setting added since the saved run."""
+        ``TrainConfig()``'s, what ran for a setting added since the saved run. Returns the saved
+        settings."""
         saved = json.loads((self.path / SETTINGS_FILE).read_text())
         differs = []
         free = ("steps", "resolved", "stop_after")  # how long a run goes on, not what it trains
@@ -105,3 +106,4 @@ class RunFolder:
                 f"cannot resume the run in {self.path}: its {', '.join(differs)} differ from "
                 "this call's; resume with the same inputs, or start a new run in an empty folder"
             )
+        return saved

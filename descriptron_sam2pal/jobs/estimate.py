@@ -23,8 +23,10 @@ from typing import Callable
 
 #: CPU seconds per structure at 512 px, SAM2.1 tiny, fp32, one thread, on the measuring machine:
 #: a training step (forward and backward of one palindrome), a pseudo-label remake per unlabeled
-#: photo, and segmenting a specimen (its encoder pass is ``ENCODER_SECONDS``).
-STEP_SECONDS = 2.58
+#: photo, and segmenting a specimen (its encoder pass is ``ENCODER_SECONDS``). The step is 2.58 s
+#: measured with SAM2's memory-attention dropout, times 10.01 / 11.10, what turning it off
+#: (``TrainConfig.memory_dropout``) measured on one quiet machine.
+STEP_SECONDS = 2.33
 REMAKE_SECONDS = 0.82
 DECODE_SECONDS = 0.34
 ENCODER_SECONDS = 0.93

@@ -457,3 +457,25 @@ def test_memory_dropout_off_is_applied_recorded_and_checked(tmp_path):
     assert json.loads((tmp_path / "run" / "settings.json").read_text())["config"]["memory_dropout"] == 0.0
     with pytest.raises(UserError, match="memory_dropout must be in"):
         TrainConfig(memory_dropout=1.5).check()
+
+
+def test_a_run_saved_before_memory_dropout_existed_resumes_with_sam2s_dropout(tmp_path):
+    template, cancel = make_template("t0", seed=0), CancelToken()
+
+    def stop_at_one(p):
+        if p.done == 1:
+            cancel.cancel()
+
+    run = tmp_path / "run"
+    train(_fresh_model(), [template], _pool((10, 11)), run, TrainConfig(steps=3, validate_every=0),
+          progress=stop_at_one, cancel=cancel)
+    settings = json.loads((run / "settings.json").read_text())
+    assert settings["config"]["memory_dropout"] == 0.0  # the default: off
+    del settings["config"]["memory_dropout"]  # as written before the setting existed
+    (run / "settings.json").write_text(json.dumps(settings))
+    model = _fresh_model()
+    result = train(model, [template], _pool((10, 11)), run, TrainConfig(steps=3, validate_every=0),
+                   resume=True)
+    assert result.steps_done == 3
+    assert {getattr(m, attr) for m, attr in memory_dropout_modules(model.sam)} == {0.1}
+    assert json.loads((run / "settings.json").read_text())["config"]["memory_dropout"] is None
