@@ -34,9 +34,14 @@ and is what ``pool_score`` computes since session 10 (its figures: benchmarks/te
 "Session 10"). The result names the signal and says it is a label-free proxy.
 
 A trained checkpoint replaces the best so far only when it is strictly better (ties keep the
-earlier, hence the untrained, weights). On the packaged demo the held-out review score of
-every trained checkpoint stayed 0.04-0.18 below the untrained model's, so no margin was
-needed there; none was measured.
+earlier, hence the untrained, weights) and, with ``pool_score``, when it improves **most masks**:
+more of the held-out masks' anchored terms rose above the untrained model's than fell below
+(:func:`mostly_better`). Where the anchored mean rose while the runs ended worse on the all-parts
+demo, a few masks had gained much and most had lost a little; where training helped the
+class-agnostic model, most masks gained. Measured after the fact on the 12 saved seed runs of
+``val_signal_choice.py`` (demo worse on 2 of 6 seeds -> 0 of 6, the class-agnostic gains all
+kept), then on new trainer runs (benchmarks/testbed/README.md, "Session 11"). A fixed margin on
+the mean separates neither (the same section).
 """
 
 from __future__ import annotations
@@ -128,11 +133,24 @@ def anchored_review_score(current: HeldOutMasks, untrained: HeldOutMasks) -> flo
     demo, benchmarks/testbed/README.md "Session 10"); where the untrained model was sure, that
     no longer counts unless the mask stays. For the untrained model itself each term is
     ``s0 * (2 - s0)``."""
+    return float(np.mean(anchored_terms(current, untrained)))
+
+
+def anchored_terms(current: HeldOutMasks, untrained: HeldOutMasks) -> np.ndarray:
+    """The per-mask terms whose mean is :func:`anchored_review_score`."""
     if current.scores.shape != untrained.scores.shape:
         raise ValueError("anchored_review_score compares the same structures on the same images")
     s0, s = untrained.scores, current.scores
     overlap = packed_iou(current.masks, untrained.masks)
-    return float(np.mean(s0 * overlap + (1.0 - s0) * s))
+    return s0 * overlap + (1.0 - s0) * s
+
+
+def mostly_better(current: HeldOutMasks, untrained: HeldOutMasks, tolerance: float = 1e-9) -> bool:
+    """Whether more held-out masks' anchored terms rose above the untrained model's than fell
+    below them: a checkpoint must improve most masks, not only their mean (see the module
+    docstring, "most masks")."""
+    change = anchored_terms(current, untrained) - anchored_terms(untrained, untrained)
+    return int((change > tolerance).sum()) > int((change < -tolerance).sum())
 
 
 def packed_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -581,6 +581,7 @@ class _Run:
         self.step, self.best_step, self.best_val, self.baseline_val = 0, 0, None, None
         self.stopped_early = False
         self.untrained_masks: checkpoint_choice.HeldOutMasks | None = None  # set at step 0's validation
+        self._mostly_better = True  # the last validation improved most held-out masks (pool_score)
         self.best_state: dict | None = None
         self._masks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._versions = self._make_versions()
@@ -743,10 +744,15 @@ class _Run:
         return every > 0 and self.step % every == 0
 
     def _consider_best(self, value: float) -> None:
-        if checkpoint_choice.better(self.val_metric, value, self.best_val):
-            self.best_val, self.best_step = value, self.step
-            self.best_state = trainable_state_dict(self.sam)
-            self._save_adapter()
+        if not checkpoint_choice.better(self.val_metric, value, self.best_val):
+            return
+        if not self._mostly_better:
+            self._say(f"step {self.step}: {self.val_metric} {value:.4f} beats step {self.best_step}'s "
+                      f"({self.best_val:.4f}), but fewer held-out masks improved than got worse; not kept")
+            return
+        self.best_val, self.best_step = value, self.step
+        self.best_state = trainable_state_dict(self.sam)
+        self._save_adapter()
 
     def _template_tensors(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if index not in self._masks:
@@ -882,6 +888,8 @@ class _Run:
             self.untrained_masks = current
         if self.untrained_masks is None:  # a run begun before anchoring: go on as it began
             return float(current.scores.mean())
+        if self.step:
+            self._mostly_better = checkpoint_choice.mostly_better(current, self.untrained_masks)
         return checkpoint_choice.anchored_review_score(current, self.untrained_masks)
 
     def _loo_iou(self) -> float:

@@ -15,6 +15,7 @@ from descriptron_sam2pal.engine.checkpoint_choice import (
     held_out_masks,
     held_out_review_score,
     improvement,
+    mostly_better,
 )
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import prepare_image
@@ -84,6 +85,20 @@ def test_the_anchored_score_does_not_reward_confidence_that_leaves_a_sure_mask()
     assert anchored_review_score(better_where_unsure, untrained) == pytest.approx((0.9 + 0.1 * 0.9 + 0.8) / 2)
     with pytest.raises(ValueError):
         anchored_review_score(HeldOutMasks(np.array([0.5]), _masks(a)), untrained)
+
+
+def test_a_higher_mean_from_a_few_masks_while_most_got_worse_is_not_mostly_better():
+    """The demo's failures: one unsure mask gains much, three others lose a little; the
+    anchored mean rises, yet most masks are worse, so the checkpoint must not be kept."""
+    a, b = [1] * 8 + [0] * 8, [0] * 8 + [1] * 8
+    near_a = [1] * 7 + [0] * 9  # IoU 7/8 with a
+    untrained = HeldOutMasks(np.array([0.1, 0.5, 0.5, 0.5]), _masks(a, a, a, a))
+    few_gain = HeldOutMasks(np.array([1.0, 0.45, 0.45, 0.45]), _masks(b, near_a, near_a, near_a))
+    assert anchored_review_score(few_gain, untrained) > anchored_review_score(untrained, untrained)
+    assert not mostly_better(few_gain, untrained)
+    most_gain = HeldOutMasks(np.array([0.3, 0.6, 0.6, 0.5]), _masks(a, a, a, a))
+    assert mostly_better(most_gain, untrained)
+    assert not mostly_better(untrained, untrained)  # a tie is not better
 
 
 def test_held_out_masks_round_trip_through_a_resume_state(mini_model):

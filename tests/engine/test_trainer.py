@@ -479,3 +479,16 @@ def test_a_run_saved_before_memory_dropout_existed_resumes_with_sam2s_dropout(tm
     assert result.steps_done == 3
     assert {getattr(m, attr) for m, attr in memory_dropout_modules(model.sam)} == {0.1}
     assert json.loads((run / "settings.json").read_text())["config"]["memory_dropout"] is None
+
+
+def test_a_higher_score_that_most_held_out_masks_do_not_share_is_not_kept(mini_model, tmp_path, monkeypatch):
+    means = iter([0.5, 0.6, 0.7, 0.8])  # the untrained model, then steps 2, 4, 6: each higher
+    monkeypatch.setattr(checkpoint_choice, "anchored_review_score", lambda current, untrained: next(means))
+    verdicts = iter([False, True, False])  # whether most held-out masks improved, steps 2, 4, 6
+    monkeypatch.setattr(checkpoint_choice, "mostly_better", lambda current, untrained: next(verdicts))
+    lines: list[str] = []
+    result = train(mini_model, [make_template("t0", seed=0)], _pool((10, 11)), tmp_path / "run",
+                   TrainConfig(steps=6, validate_every=2, val_images=1), log_fn=lines.append)
+    assert result.val_metric == "pool_score"
+    assert (result.best_step, result.best_val, result.baseline_val) == (4, 0.7, 0.5)
+    assert sum("fewer held-out masks improved than got worse; not kept" in line for line in lines) == 2
