@@ -14,11 +14,14 @@ Signals, each on the validation photos the trainer holds out (``val``) and on th
   checkpoint's fit; a structure not found counts 0), the plain held-out review score;
 - ``anchored``: ``engine.checkpoint_choice.anchored_review_score``, the same anchored to the
   untrained masks (s0 x overlap with the untrained mask + (1 - s0) x the mask's own score);
+- ``anchored_most``: ``anchored``, a step kept only if it also improves most masks over the
+  untrained model's (``engine.checkpoint_choice.mostly_better``): the trainer's choice since
+  session 11;
 - ``predicted_iou``: SAM2's IoU head alone; ``drift``: the mean overlap with the untrained
   masks (always keeps step 0: the "never train" reference).
 
 For each seed and signal: the step it keeps, that step's all-structure mIoU minus the
-untrained model's (its gain) and, with ``stop_after = 4`` (the trainer's default), where the
+untrained model's (its gain) and, with ``stop_after = 4`` (not the trainer's default, which is off), where the
 run would have stopped. The last line:
 
     val_signal_choice: SIGNAL worse=W/N mean_gain=G ...   (on the val photos)
@@ -36,7 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-SIGNALS = ("score", "anchored", "predicted_iou", "drift")
+SIGNALS = ("score", "anchored", "anchored_most", "predicted_iou", "drift")
 VALIDATE_EVERY = 25
 
 
@@ -49,7 +52,8 @@ def one_pass_scores(d, fit: str) -> np.ndarray:
 
 def signal_rows(d, fit: str, photos: set[str] | None) -> dict[int, dict[str, float]]:
     """{step: {"miou": all-structure mIoU of every target, signal: value on ``photos``}}."""
-    from descriptron_sam2pal.engine.checkpoint_choice import HeldOutMasks, anchored_review_score, packed_iou
+    from descriptron_sam2pal.engine.checkpoint_choice import (HeldOutMasks, anchored_review_score,
+                                                               mostly_better, packed_iou)
 
     keys = zip(d["step"], d["target"], d["structure"])
     index = {(int(s), str(t), str(n)): i for i, (s, t, n) in enumerate(keys)}
@@ -69,6 +73,8 @@ def signal_rows(d, fit: str, photos: set[str] | None) -> dict[int, dict[str, flo
             "miou": 100 * float(np.mean([np.mean(v) for v in per.values()])),
             "score": float(current.scores.mean()),
             "anchored": anchored_review_score(current, untrained),
+            "anchored_most": anchored_review_score(current, untrained),
+            "mostly_better": bool(step == 0 or mostly_better(current, untrained)),
             "predicted_iou": float(d["predicted_iou"][it].mean()),
             "drift": float(packed_iou(current.masks, untrained.masks).mean()),
         }
@@ -79,7 +85,7 @@ def keeps(rows: dict[int, dict[str, float]], signal: str, stop_after: int = 0) -
     """(the step the trainer would keep, the step it would stop at) with ``signal``."""
     best, value = 0, rows[0][signal]
     for step in sorted(rows):
-        if step and rows[step][signal] > value:
+        if step and rows[step][signal] > value and (signal != "anchored_most" or rows[step]["mostly_better"]):
             best, value = step, rows[step][signal]
         if stop_after and step - best >= stop_after * VALIDATE_EVERY and step < max(rows):
             return best, step
