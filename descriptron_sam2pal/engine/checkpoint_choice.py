@@ -194,5 +194,6 @@ def describe(metric: str) -> str:
     """One line for the log: what the run validates with and whether it is measured against labels."""
     info = METRICS[metric]
     better_word = "higher" if info.higher_is_better else "lower"
+    most = " and improves most of the held-out masks" if metric == "pool_score" else ""
     return (f"validation: {info.name} ({metric}, {better_word} is better; {info.basis}): {info.what}; "
-            f"the untrained model is step 0 and is kept unless a trained step beats it")
+            f"the untrained model is step 0 and is kept unless a trained step beats it{most}")

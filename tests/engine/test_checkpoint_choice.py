@@ -38,6 +38,7 @@ def test_a_tie_with_the_untrained_model_is_not_an_improvement():
 def test_the_log_line_names_the_signal_and_whether_it_is_measured_against_labels():
     assert "held-out review score" in describe("pool_score") and "label-free proxy" in describe("pool_score")
     assert "measured against your outlines" in describe("loo_iou")
+    assert "most of the held-out masks" in describe("pool_score") and "most" not in describe("loo_iou")
 
 
 def _images():
