@@ -120,9 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-pseudo-labels", action="store_true",
                    help="train on the palindromes alone, without also learning from the model's best-scored "
                         "masks on the unlabeled images (on by default)")
-    g.add_argument("--stop-after", type=int, default=0, metavar="N",
+    g.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop when N validations in a row (every 25 steps) do not beat the best one, whose "
-                        "weights are kept either way (default 0: train every step)")
+                        "weights are kept either way (default: off, 0, train every step)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR")
     t.add_argument("--overwrite", action="store_true",
                    help="allow replacing files in RUN_DIR that sam2pal did not write (settings.json, "

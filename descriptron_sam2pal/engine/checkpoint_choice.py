@@ -119,13 +119,6 @@ def held_out_masks(model: LoadedModel, templates: Sequence[Template], images: Se
     return HeldOutMasks(np.asarray(scores, dtype=np.float64), np.stack(masks))
 
 
-def held_out_review_score(model: LoadedModel, templates: Sequence[Template], images: Sequence[PreparedImage],
-                          encoder: FeatureEncoder) -> float:
-    """The mean review score of every template structure on ``images`` (``held_out_masks``);
-    a structure the model does not find there counts 0."""
-    return float(held_out_masks(model, templates, images, encoder).scores.mean())
-
-
 def anchored_review_score(current: HeldOutMasks, untrained: HeldOutMasks) -> float:
     """The held-out review score of ``current`` anchored to the ``untrained`` model's masks of
     the same structures: the mean over masks of ``s0 * IoU(mask, untrained mask) + (1 - s0) * s``

@@ -111,6 +111,12 @@ CPU_PASS_BYTES = 1.5e9
 DEFAULT_FULL_LR = 1e-5
 
 
+#: Settings added since runs were first saved whose value before they existed is not their
+#: default now: a run saved without one resumes with that value (``RunFolder.check_resumable``
+#: lets a missing setting through when this call has the default).
+SETTINGS_BEFORE_THEY_EXISTED = {"memory_dropout": None}  # SAM2's own dropout ran
+
+
 class TrainingError(UserError):
     """Training could not go on (diverged, no gradient, nothing to train on)."""
 
@@ -180,9 +186,10 @@ class TrainConfig:
     # SAM2's dropout in memory attention while training (``model.dropout``): None keeps the
     # checkpoint's (0.1 in SAM2.1). Off (0) by default since issue 21: a training step 10% faster
     # on an AVX2 CPU in fp32 (torch's fused attention kernel instead of its math path) and 4% with
-    # native bf16, 17% less peak memory, the class-agnostic quality line unchanged within seed
-    # noise (benchmarks/README.md, "Where the default job's time goes"). A run saved before the
-    # setting existed resumes with SAM2's dropout.
+    # native bf16, 17% less peak memory (SAM2.1 tiny at 512 px, a 2-core AMD EPYC), the
+    # class-agnostic quality line unchanged within seed noise (benchmarks/README.md, "Where the
+    # default job's time goes"). A run saved before the setting existed resumes with SAM2's
+    # dropout (``SETTINGS_BEFORE_THEY_EXISTED``).
     memory_dropout: float | None = 0.0
 
     def object_rows(self, k: int, device, image_size: int = 512) -> list[list[int]]:
@@ -566,9 +573,10 @@ class _Run:
         run_dir.mkdir(parents=True, exist_ok=True)
         settings = self._settings()
         if self.resume:
-            saved = self.folder.check_resumable(settings, TrainConfig().to_dict())
-            if "memory_dropout" not in saved.get("config", {}):  # saved before the setting existed:
-                self.config = replace(self.config, memory_dropout=None)  # SAM2's dropout ran, and goes on
+            saved = self.folder.check_resumable(settings, TrainConfig().to_dict()).get("config", {})
+            ran = {k: v for k, v in SETTINGS_BEFORE_THEY_EXISTED.items() if k not in saved}
+            if ran:  # the run goes on as it ran
+                self.config = replace(self.config, **ran)
                 settings = self._settings()
 
         self._prepare_model()

@@ -33,8 +33,8 @@ from descriptron_sam2pal.jobs.estimate import (estimate_seconds, estimate_text,
 from descriptron_sam2pal.jobs.models import ModelRequest, fixed_image_size
 from descriptron_sam2pal.jobs.propagation import PREDICTIONS_FILE, PropagateRequest, propagate_run
 from descriptron_sam2pal.jobs.templates import TemplateSpec, specs_from_store
-from descriptron_sam2pal.jobs.training import (TrainOutcome, TrainRequest, describe_result, train_run,
-                                               validation_plan_for)
+from descriptron_sam2pal.jobs.training import (TrainOutcome, TrainRequest, describe_result, train_config,
+                                               train_run, validation_plan_for)
 from descriptron_sam2pal.model.device import accelerator_available
 from descriptron_sam2pal.store.provenance import template_images
 from descriptron_sam2pal.store.stem import find_image_files
@@ -440,18 +440,15 @@ class TrainDialog(QDialog):
 
     # ------------------------------------------------------------ running
     def train_config(self):
-        from descriptron_sam2pal.engine.trainer import TrainConfig
         lr_text = self.lr_edit.text().strip()
         try:
             lr = float(lr_text) if lr_text else None
         except ValueError:
             raise UserError(f"the learning rate {lr_text!r} is not a number; e.g. 5e-4, "
                             "or leave it empty") from None
-        config = TrainConfig(steps=self.steps_spin.value(), lr=lr, lora_rank=self.rank_spin.value(),
-                             full=self.full_check.isChecked(), seed=self.seed_spin.value(),
-                             stop_after=self.stop_spin.value())
-        if not self.pseudo_check.isChecked():
-            config.loss.pseudo = 0.0
+        config = train_config(steps=self.steps_spin.value(), lr=lr, lora_rank=self.rank_spin.value(),
+                              full=self.full_check.isChecked(), seed=self.seed_spin.value(),
+                              pseudo_labels=self.pseudo_check.isChecked(), stop_after=self.stop_spin.value())
         config.check()
         return config
 

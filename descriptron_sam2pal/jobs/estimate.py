@@ -25,7 +25,8 @@ from typing import Callable
 #: a training step (forward and backward of one palindrome), a pseudo-label remake per unlabeled
 #: photo, and segmenting a specimen (its encoder pass is ``ENCODER_SECONDS``). The step is 2.58 s
 #: measured with SAM2's memory-attention dropout, times 10.01 / 11.10, what turning it off
-#: (``TrainConfig.memory_dropout``) measured on one quiet machine.
+#: (``TrainConfig.memory_dropout``) measured (a 2-core AMD EPYC with bf16 hidden from torch,
+#: ``ONEDNN_MAX_CPU_ISA=AVX2``, one thread, otherwise idle).
 STEP_SECONDS = 2.33
 REMAKE_SECONDS = 0.82
 DECODE_SECONDS = 0.34

@@ -120,7 +120,7 @@ def describe_result(result: TrainResult) -> list[str]:
     """What a run did, in the lines both faces print: how it ended and what validation said."""
     state = "cancelled" if result.cancelled else "finished"
     lines = [f"training {state} after {result.steps_done} of {result.total_steps} steps"]
-    if getattr(result, "stopped_early", False):
+    if result.stopped_early:
         lines[0] += " (stopped early: validation had stopped improving)"
     vanished = getattr(result, "vanished", None)
     if vanished:  # never "improved": a structure the model could not see was not learnt

@@ -13,7 +13,6 @@ from descriptron_sam2pal.engine.checkpoint_choice import (
     better,
     describe,
     held_out_masks,
-    held_out_review_score,
     improvement,
     mostly_better,
 )
@@ -50,7 +49,7 @@ def test_the_held_out_review_score_is_the_mean_score_of_the_masks(mini_model):
     template = make_template("t0", seed=0)
     encoder = FeatureEncoder(mini_model)
     images = _images()
-    value = held_out_review_score(mini_model, [template], images, encoder)
+    value = float(held_out_masks(mini_model, [template], images, encoder).scores.mean())
     raws = predict_prepared(
         TemplateMemory(mini_model, [template], encoder), images, encoder.encode(images), confidence=False
     )
@@ -62,12 +61,12 @@ def test_the_held_out_review_score_is_the_mean_score_of_the_masks(mini_model):
 
 def test_a_structure_the_model_does_not_find_counts_zero(mini_model):
     set_object_score_bias(mini_model, -30.0)  # nothing present
-    value = held_out_review_score(
+    value = float(held_out_masks(
         mini_model, [make_template("t0", seed=0)], _images(), FeatureEncoder(mini_model)
-    )
+    ).scores.mean())
     assert value == 0.0
     with pytest.raises(ValueError):
-        held_out_review_score(mini_model, [make_template("t0", seed=0)], [], FeatureEncoder(mini_model))
+        held_out_masks(mini_model, [make_template("t0", seed=0)], [], FeatureEncoder(mini_model))
 
 
 def _masks(*rows):
