@@ -1,9 +1,11 @@
 """The packaged demo model: every beetle part, by clicks, boxes and mask memories.
 
-One command (see README.md, "Issue 23: the all-parts demo"):
+One command (see README.md, "Issue 23: a demo trained on the zoom-in crops too"; 95 minutes
+on one core of a 2-core CPU):
 
-    python benchmarks/testbed/demo.py --out benchmarks/out/testbed_demo \
-        [--time-limit 65] [--threads 1] [--install]
+    python benchmarks/testbed/demo.py --out benchmarks/out/testbed_demo --threads 1 \
+        --precision bf16 --freeze-trunk --batch 4 --max-prompt-objects 48 --prompt-lr-mult 5 \
+        --zoom-crops 8 --balanced-steps 300 --steps 100000 --time-limit 95 [--install]
 
 What it trains on: every structure of the *training* photos of both shared beetle folders
 (5-class: head, pronotum, elytra, legs, antennas; 9-class: head, eyes, mouthparts, pronotum,
@@ -31,12 +33,22 @@ The first click is the part's most interior point or a uniform draw inside it; a
 corrective click the most interior point of the largest error region or a uniform draw
 in the error.
 
+**Zoom-in crops** (``--zoom-crops N``): the product looks closer at a part under
+``zoom_in.THIN`` model pixels wide (``engine.zoom_in``: the part's window, at least a tenth of
+the photo's longer side, letterboxed to the model's full input). Each step also prompts N
+such parts (any structure thin at its photo's scale: legs, antennae, eyes, mouthparts, pin)
+in that window, cut from the full-resolution photo around the part's box (its corners
+jittered, as a first pass finds it roughly), with clicks and boxes as above: the model
+otherwise never sees a part at the zoomed scale.
+
 The prompt masks' loss balances part and background pixels for the first
 ``--balanced-steps`` steps (without it they collapse to empty), then plain BCE + 2 x Dice
 (the balanced term over-segments); see ``prompt_mask_loss``. ``--freeze-trunk`` keeps the
 Hiera trunk as it is (no backward through it), ``--prompt-lr-mult`` raises the learning
-rate of the prompt encoder and mask decoder. The run that made the packaged demo, and why
-it was not one command, is in README.md ("Issue 23").
+rate of the prompt encoder and mask decoder. The runs that made the packaged demo (the first
+stages, and session 12's 95 minutes with ``--zoom-crops 8`` from them) and the one command
+that rebuilds a demo from the head-held-out model are in README.md ("Issue 23" and "Issue 23:
+a demo trained on the zoom-in crops too").
 
 Starts from ``pretrain.py``'s head-held-out model, the packaged demo before issue 23, kept in
 ``checkpoints/sam2pal_beetle_headout.pt`` (``--init``; ``--init ''`` for random).
@@ -115,6 +127,14 @@ def parse_args(argv=None):
         "pixels (see prompt_mask_loss)",
     )
     p.add_argument("--max-corrections", type=int, default=3)
+    p.add_argument(
+        "--zoom-crops",
+        type=int,
+        default=0,
+        help="thin parts per step also prompted in a zoom-in crop, as the product's zoom-in pass "
+        "sees them (engine.zoom_in: the part's window, at least a tenth of the photo, at the model's "
+        "full input); 0: none",
+    )
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--save-every", type=int, default=25)
@@ -163,6 +183,55 @@ def build_demo_cache(args, path: Path) -> dict:
     out = {**cache, "labels": labels, "folder": folder}
     np.savez_compressed(path, **out)
     return tbdata.load_cache(path)
+
+
+def thin_parts(args, names) -> list[tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]]:
+    """The parts the product's zoom-in pass looks at closer, from the full-resolution photos
+    of the training set: every connected part (of any structure) under ``zoom_in.THIN`` model
+    pixels wide at the photo's scale. (photo pixels, part mask, part box (y0, x0, y1, x1)) each."""
+    from descriptron_sam2pal.engine import zoom_in
+    from descriptron_sam2pal.engine.small_structures import mask_box
+    from descriptron_sam2pal.imaging.io import load_image
+    from descriptron_sam2pal.imaging.mask_png import masks_from_color_png
+
+    out = []
+    for name in names:
+        origin, file = str(name).split("/")
+        root, colors = (args.data, tbdata.COLORS) if origin == "5class" else (args.data9, COLORS9)
+        pixels = load_image(root / "images" / file)
+        scale = args.size / max(pixels.shape[:2])
+        for mask in masks_from_color_png(root / "masks" / file, colors).values():
+            n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+            for c in range(1, n):
+                if stats[c, cv2.CC_STAT_AREA] < 4:
+                    continue
+                part = lab == c
+                if zoom_in.mask_width(part) * scale < zoom_in.THIN:
+                    out.append((pixels, part, mask_box(part)))
+    return out
+
+
+def zoom_crop(pixels: np.ndarray, part: np.ndarray, box, size: int, rng: np.random.RandomState):
+    """The product's zoom-in window around a part (``zoom_in.zoom_window`` on the part's box,
+    its corners jittered by up to 15% of its side, as a first pass finds it roughly),
+    letterboxed to ``size``: (pixels uint8 (S,S,3), part (S,S) bool, valid (S,S) bool)."""
+    from descriptron_sam2pal.engine import zoom_in
+    from descriptron_sam2pal.engine.preprocess import prepare_image
+
+    h, w = part.shape
+    y0, x0, y1, x1 = box
+    j = (rng.rand(4) - 0.5) * 0.3 * max(y1 - y0, x1 - x0)
+    where = (
+        int(np.clip(y0 + j[0], 0, h - 1)),
+        int(np.clip(x0 + j[1], 0, w - 1)),
+        int(np.clip(y1 + j[2], 1, h)),
+        int(np.clip(x1 + j[3], 1, w)),
+    )
+    where = (where[0], where[1], max(where[2], where[0] + 1), max(where[3], where[1] + 1))
+    wy0, wx0, wy1, wx1 = zoom_in.zoom_window(where, 0.0, h, w, size / max(h, w))
+    prep = prepare_image(np.ascontiguousarray(pixels[wy0:wy1, wx0:wx1]), size)
+    truth = prep.letterbox.apply_mask(part[wy0:wy1, wx0:wx1]) >= 0.5
+    return prep.pixels, truth, prep.letterbox.valid_mask()
 
 
 # --------------------------------------------------------------------------- prompts
@@ -415,6 +484,9 @@ def main(argv=None) -> int:
     cache = tbdata.load_cache(cache_path) if cache_path.exists() else build_demo_cache(args, cache_path)
     n_img = len(cache["names"])
     by_folder = [np.nonzero(cache["folder"] == f)[0] for f in (0, 1)]
+    thin = thin_parts(args, cache["names"]) if args.zoom_crops else []
+    if args.zoom_crops:
+        print(f"{len(thin)} thin parts for the zoom-in crops", flush=True)
 
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
@@ -481,6 +553,7 @@ def main(argv=None) -> int:
             "trained_structures": sorted(set(tbdata.COLORS) | set(COLORS9)),
             "label_free_regions": "felzenszwalb levels " + json.dumps(tbpseudo.LEVELS),
             "prompts": "clicks (1 positive + 0-3 corrective), boxes (+ corrective clicks), mask memories",
+            "zoom_crops_per_step": args.zoom_crops,
             "frozen_trunk": bool(args.freeze_trunk),
             "init": (Path(args.init).name if args.init else None),
             "colors": tbdata.COLOR_SPEC,
@@ -594,6 +667,39 @@ def main(argv=None) -> int:
                     )
                     loss = loss + args.prompt_weight * p_loss
                     log.add("prompt_loss", float(p_loss.detach()))
+            if args.prompt_weight > 0 and thin:
+                crops = [zoom_crop(*thin[int(i)], args.size, rng) for i in rng.choice(len(thin), args.zoom_crops)]
+                crops = [c for c in crops if int(c[1].sum()) >= MIN_PART]
+                if crops:
+                    # colour only (a crop is already at the part's scale; the window is the product's)
+                    zx, zmasks, zval = tbpre.augment(
+                        torch.from_numpy(np.stack([c[0] for c in crops])),
+                        torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64)),
+                        torch.from_numpy(np.stack([c[2] for c in crops])),
+                        1,
+                        gen,
+                        device,
+                        geometry=0.0,
+                    )
+                    z_truths = [m for m in zmasks[:, 0].bool().cpu().numpy()]
+                    keep_z = [i for i, m in enumerate(z_truths) if m.sum() >= MIN_PART]
+                    if keep_z:
+                        z_feats = encode(sam, zx, args.freeze_trunk)
+                        z_loss, z_stats = prompt_task(
+                            sam,
+                            z_feats,
+                            [z_truths[i] for i in keep_z],
+                            [zval[i].cpu().numpy() for i in keep_z],
+                            keep_z,
+                            rng,
+                            args.size,
+                            args.max_corrections,
+                            step <= args.balanced_steps,
+                        )
+                        loss = loss + args.prompt_weight * z_loss
+                        log.add("zoom_loss", float(z_loss.detach()))
+                        log.add("zoom_click_iou", z_stats["click_iou"])
+                        log.add("zoom_box_iou", z_stats["box_iou"])
         grad_norm = tbpre.optimizer_step(loss, opt, sched, params, step)
         for key, value in (
             ("loss", float(loss.detach())),
