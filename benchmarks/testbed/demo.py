@@ -426,6 +426,40 @@ def prompt_task(
     }
 
 
+def zoom_crop_task(sam, thin: list, args, rng, gen, device, balanced: bool):
+    """``prompt_task`` on ``args.zoom_crops`` thin parts in their zoom-in windows
+    (:func:`zoom_crop`): (mean loss, stats), or None when no drawn part is left in its crop."""
+    crops = [zoom_crop(*thin[int(i)], args.size, rng) for i in rng.choice(len(thin), args.zoom_crops)]
+    crops = [c for c in crops if int(c[1].sum()) >= MIN_PART]
+    if not crops:
+        return None
+    # colour only: a crop is already at the part's scale, and the window is the product's
+    x, masks, valid = tbpre.augment(
+        torch.from_numpy(np.stack([c[0] for c in crops])),
+        torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64)),
+        torch.from_numpy(np.stack([c[2] for c in crops])),
+        1,
+        gen,
+        device,
+        geometry=0.0,
+    )
+    truths = list(masks[:, 0].bool().cpu().numpy())
+    keep = [i for i, m in enumerate(truths) if m.sum() >= MIN_PART]
+    if not keep:
+        return None
+    return prompt_task(
+        sam,
+        encode(sam, x, args.freeze_trunk),
+        [truths[i] for i in keep],
+        [valid[i].cpu().numpy() for i in keep],
+        keep,
+        rng,
+        args.size,
+        args.max_corrections,
+        balanced,
+    )
+
+
 @torch.no_grad()
 def click_eval(sam, ecache, size: int, device, n_images: int = 16) -> dict:
     """One interior click and one box per part (>= MIN_PART px) on the first eval photos,
@@ -668,38 +702,13 @@ def main(argv=None) -> int:
                     loss = loss + args.prompt_weight * p_loss
                     log.add("prompt_loss", float(p_loss.detach()))
             if args.prompt_weight > 0 and thin:
-                crops = [zoom_crop(*thin[int(i)], args.size, rng) for i in rng.choice(len(thin), args.zoom_crops)]
-                crops = [c for c in crops if int(c[1].sum()) >= MIN_PART]
-                if crops:
-                    # colour only (a crop is already at the part's scale; the window is the product's)
-                    zx, zmasks, zval = tbpre.augment(
-                        torch.from_numpy(np.stack([c[0] for c in crops])),
-                        torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64)),
-                        torch.from_numpy(np.stack([c[2] for c in crops])),
-                        1,
-                        gen,
-                        device,
-                        geometry=0.0,
-                    )
-                    z_truths = [m for m in zmasks[:, 0].bool().cpu().numpy()]
-                    keep_z = [i for i, m in enumerate(z_truths) if m.sum() >= MIN_PART]
-                    if keep_z:
-                        z_feats = encode(sam, zx, args.freeze_trunk)
-                        z_loss, z_stats = prompt_task(
-                            sam,
-                            z_feats,
-                            [z_truths[i] for i in keep_z],
-                            [zval[i].cpu().numpy() for i in keep_z],
-                            keep_z,
-                            rng,
-                            args.size,
-                            args.max_corrections,
-                            step <= args.balanced_steps,
-                        )
-                        loss = loss + args.prompt_weight * z_loss
-                        log.add("zoom_loss", float(z_loss.detach()))
-                        log.add("zoom_click_iou", z_stats["click_iou"])
-                        log.add("zoom_box_iou", z_stats["box_iou"])
+                zoomed = zoom_crop_task(sam, thin, args, rng, gen, device, step <= args.balanced_steps)
+                if zoomed is not None:
+                    z_loss, z_stats = zoomed
+                    loss = loss + args.prompt_weight * z_loss
+                    log.add("zoom_loss", float(z_loss.detach()))
+                    log.add("zoom_click_iou", z_stats["click_iou"])
+                    log.add("zoom_box_iou", z_stats["box_iou"])
         grad_norm = tbpre.optimizer_step(loss, opt, sched, params, step)
         for key, value in (
             ("loss", float(loss.detach())),
