@@ -157,6 +157,14 @@ def parse_args(argv=None):
 # --------------------------------------------------------------------------- data
 
 
+def photo_files(args, name) -> tuple[Path, Path, dict]:
+    """A cache name ("5class/0001.png" or "9class/...") -> its photo, its mask PNG and its
+    folder's colour map."""
+    origin, file = str(name).split("/")
+    root, colors = (args.data, tbdata.COLORS) if origin == "5class" else (args.data9, COLORS9)
+    return root / "images" / file, root / "masks" / file, colors
+
+
 def build_demo_cache(args, path: Path) -> dict:
     """pseudo.py's photos (5-class pretrain half + 9-class minus copies of eval photos) with
     their Felzenszwalb levels, plus each photo's part label map (its own folder's structures)."""
@@ -173,11 +181,10 @@ def build_demo_cache(args, path: Path) -> dict:
     labels = np.zeros(cache["valid"].shape, np.uint8)
     folder = np.zeros(len(cache["names"]), np.uint8)  # 0: 5-class, 1: 9-class
     for i, name in enumerate(cache["names"]):
-        origin, file = str(name).split("/")
-        root, colors = (args.data, tbdata.COLORS) if origin == "5class" else (args.data9, COLORS9)
-        folder[i] = 0 if origin == "5class" else 1
-        lb = prepare_image(root / "images" / file, args.size).letterbox
-        masks = masks_from_color_png(root / "masks" / file, colors)
+        image, mask_file, colors = photo_files(args, name)
+        folder[i] = 0 if str(name).startswith("5class/") else 1
+        lb = prepare_image(image, args.size).letterbox
+        masks = masks_from_color_png(mask_file, colors)
         soft = np.stack([lb.apply_mask(masks[n]) for n in colors])
         labels[i] = np.where(soft.max(0) >= 0.5, soft.argmax(0) + 1, 0)
     out = {**cache, "labels": labels, "folder": folder}
@@ -196,11 +203,10 @@ def thin_parts(args, names) -> list[tuple[np.ndarray, np.ndarray, tuple[int, int
 
     out = []
     for name in names:
-        origin, file = str(name).split("/")
-        root, colors = (args.data, tbdata.COLORS) if origin == "5class" else (args.data9, COLORS9)
-        pixels = load_image(root / "images" / file)
+        image, mask_file, colors = photo_files(args, name)
+        pixels = load_image(image)
         scale = args.size / max(pixels.shape[:2])
-        for mask in masks_from_color_png(root / "masks" / file, colors).values():
+        for mask in masks_from_color_png(mask_file, colors).values():
             n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
             for c in range(1, n):
                 if stats[c, cv2.CC_STAT_AREA] < 4:

@@ -42,8 +42,9 @@ class-agnostic model, most masks gained. Measured after the fact on the 12 saved
 ``val_signal_choice.py`` (demo worse on 2 of 6 seeds -> 0 of 6, the class-agnostic gains all
 kept), then on new trainer runs of the same seeds: it kept the untrained model in the 3 runs
 that had ended worse and changed no run where training helped. On runs it was not found on
-(300 steps; new seeds) it changed nothing: two demo runs still end worse (benchmarks/testbed/
-README.md, "Session 11"). A conservative check, not a guarantee. A fixed margin on the mean
+(300 steps; new seeds) it changed nothing: two runs of the demo before session 12 still end
+worse (benchmarks/testbed/README.md, "Session 11"; the session-12 demo kept its untrained
+weights on all 9 of its runs). A conservative check, not a guarantee. A fixed margin on the mean
 separates neither (the same section).
 """
 
