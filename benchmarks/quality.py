@@ -131,6 +131,9 @@ def parse_args(argv=None):
     p.add_argument("--memory-dropout", type=float, default=None,
                    help="SAM2's dropout in memory attention while training, also for the default method "
                         "(default: the trainer's, off; 0.1 is SAM2.1's own)")
+    p.add_argument("--structures-per-step", type=int, default=None,
+                   help="how many of a template's structures one palindrome trains, taking turns, also "
+                        "for the default method (TrainConfig.structures_per_step; default: the trainer's)")
     p.add_argument(
         "--pseudo-fraction",
         type=float,
@@ -451,7 +454,8 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
         """The product's defaults; the run length, precision, validation and memory dropout as
         asked (what a candidate default is measured with)."""
         return TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast,
-                           validation=config.validation, memory_dropout=config.memory_dropout)
+                           validation=config.validation, memory_dropout=config.memory_dropout,
+                           structures_per_step=config.structures_per_step)
 
     for method in methods:
         if (
@@ -550,7 +554,9 @@ def main(argv=None) -> int:
     config_kwargs.update({k: v for k, v in (("pseudo_fraction", args.pseudo_fraction),
                                             ("pseudo_every", args.pseudo_every),
                                             ("pseudo_templates", args.pseudo_templates),
-                                            ("memory_dropout", args.memory_dropout)) if v is not None})
+                                            ("memory_dropout", args.memory_dropout),
+                                            ("structures_per_step", args.structures_per_step))
+                           if v is not None})
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"quality benchmark: {len(pairs)} images, structures {', '.join(colors)}"
           f" (novel: {novel or 'none'}), K in {ks}, {args.seeds} seeds, {steps} steps, "
@@ -559,7 +565,9 @@ def main(argv=None) -> int:
           + (f", loss {args.loss}" if args.loss else "")
           + (f", template copies {args.template_versions}" if args.template_versions else "")
           + (f", LoRA dropout {args.lora_dropout}" if args.lora_dropout else "")
-          + ("" if args.memory_dropout is None else f", memory dropout {args.memory_dropout}"), flush=True)
+          + ("" if args.memory_dropout is None else f", memory dropout {args.memory_dropout}")
+          + ("" if args.structures_per_step is None else f", {args.structures_per_step} structures a step"),
+          flush=True)
     runs = []
     seeds = [int(x) for x in args.seed_list.split(",") if x.strip()] or list(range(args.seeds))
     for k in ks:

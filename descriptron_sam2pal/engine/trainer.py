@@ -114,7 +114,8 @@ DEFAULT_FULL_LR = 1e-5
 #: Settings added since runs were first saved whose value before they existed is not their
 #: default now: a run saved without one resumes with that value (``RunFolder.check_resumable``
 #: lets a missing setting through when this call has the default).
-SETTINGS_BEFORE_THEY_EXISTED = {"memory_dropout": None}  # SAM2's own dropout ran
+SETTINGS_BEFORE_THEY_EXISTED = {"memory_dropout": None,  # SAM2's own dropout ran
+                                "structures_per_step": 0}  # every structure in every step
 
 
 class TrainingError(UserError):
@@ -191,6 +192,19 @@ class TrainConfig:
     # default job's time goes"). A run saved before the setting existed resumes with SAM2's
     # dropout (``SETTINGS_BEFORE_THEY_EXISTED``).
     memory_dropout: float | None = 0.0
+    # How many of a template's structures one palindrome trains (0: all). Fewer cost
+    # proportionally less (a step's forward and backward are per structure); the structures take
+    # turns (``step_structures``), so each is trained as often as the others.
+    structures_per_step: int = 0
+
+    def step_structures(self, k: int, turn: int) -> list[int]:
+        """Which of a template's ``k`` structures palindrome number ``turn`` of the run trains
+        (``structures_per_step`` of them, taking turns; all when it is 0 or at least ``k``)."""
+        per = self.structures_per_step
+        if not per or per >= k:
+            return list(range(k))
+        start = (turn * per) % k
+        return sorted((start + j) % k for j in range(per))
 
     def object_rows(self, k: int, device, image_size: int = 512) -> list[list[int]]:
         """The rows (structures) of a K-structure palindrome, split into the passes of
@@ -260,6 +274,8 @@ class TrainConfig:
             problems.append(f"the pseudo-label weight must not be negative (got {self.loss.pseudo})")
         if self.objects_per_pass < 0:
             problems.append(f"objects_per_pass must not be negative (got {self.objects_per_pass})")
+        if self.structures_per_step < 0:
+            problems.append(f"structures_per_step must not be negative (got {self.structures_per_step})")
         if self.memory_dropout is not None and not 0.0 <= self.memory_dropout < 1.0:
             problems.append(f"memory_dropout must be in [0, 1) (got {self.memory_dropout})")
         if min(self.validate_every, self.checkpoint_every, self.val_images, self.stop_after) < 0:
@@ -815,7 +831,7 @@ class _Run:
         totals = {"loss": 0.0, "bce": 0.0, "dice": 0.0, "presence": 0.0, "iou_error": 0.0, "cycle_iou": 0.0,
                   "pseudo": 0.0}
         used = []
-        for _ in range(config.accumulate):
+        for turn in range(config.accumulate):
             t_index = self.sampler.next_template()
             i_image = self.sampler.next_image()
             image = self.train_pool[i_image]
@@ -826,7 +842,9 @@ class _Run:
             names = template.structures
             labels = (self._pseudo or {}).get(i_image, {})
             image_valid = torch.from_numpy(image.valid_mask()).to(self.device)
-            for rows in config.object_rows(len(names), self.device, self.model.image_size):
+            trained = config.step_structures(len(names), self.step * config.accumulate + turn)
+            for part in config.object_rows(len(trained), self.device, self.model.image_size):
+                rows = [trained[r] for r in part]
                 try:
                     out = self._palindrome(t_index, image, version, rows)
                     loss = out.loss
@@ -852,9 +870,10 @@ class _Run:
                 for key, value in (("bce", out.bce), ("dice", out.dice), ("presence", out.presence),
                                    ("iou_error", out.iou_error)):
                     totals[key] += float(value.sum()) / config.accumulate
-                totals["cycle_iou"] += float(out.cycle_iou.sum()) / len(names) / config.accumulate
+                totals["cycle_iou"] += float(out.cycle_iou.sum()) / len(trained) / config.accumulate
             used.append({"template": template.image_id, "image": image.source or image.key[:12]}
-                        | ({"copy": version} if version is not None else {}))
+                        | ({"copy": version} if version is not None else {})
+                        | ({"structures": [names[r] for r in trained]} if len(trained) < len(names) else {}))
         if all(p.grad is None for p in self.params):
             raise TrainingError(f"step {self.step + 1}: the loss is not connected to the trained weights")
         max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
