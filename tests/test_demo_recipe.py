@@ -74,3 +74,39 @@ def test_thin_parts_are_the_parts_the_product_zooms_into(demo, tmp_path):
     assert len(parts) == 1  # the leg; the elytra are 80 photo pixels wide
     pixels, part, box = parts[0]
     assert (part == leg).all() and box == mask_box(leg) and pixels.shape == img.shape
+
+
+def test_small_crops_are_the_second_pass_crops_of_the_small_structures(demo, tmp_path):
+    from descriptron_sam2pal.engine import small_structures as ss
+
+    root = tmp_path / "nine"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    h, w = 400, 600
+    img = np.full((h, w, 3), 230, np.uint8)
+    head, eye = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    head[100:300, 100:400] = True
+    eye[150:170, 200:220] = True  # 20 x 20 photo pixels: 8.5 model pixels at 256 px
+    img[head] = (90, 60, 40)
+    img[eye] = (10, 10, 10)
+    mask = np.zeros(img.shape, np.uint8)
+    mask[head & ~eye] = demo.COLORS9["head"]
+    mask[eye] = demo.COLORS9["eyes"]
+    Image.fromarray(img).save(root / "images" / "a.png")
+    Image.fromarray(mask).save(root / "masks" / "a.png")
+    args = Namespace(data=tmp_path / "five", data9=root, size=256)
+    groups = demo.small_groups(args, ["9class/a.png"])
+    assert len(groups) == 1  # the eye; the head is large
+    pixels, masks = groups[0]
+    assert list(masks) == ["eyes"] and (masks["eyes"] == eye).all()
+    # unmoved, the crop is the product's: CONTEXT times the eye's side, the eye in its middle
+    crop, labels, valid = demo.small_crop(pixels, masks, ["eyes"], 256, np.random.RandomState(0), 0.0)
+    y0, x0, y1, x1 = ss.square_box(ss.mask_box(eye), ss.CONTEXT, h, w)
+    assert (y1 - y0, x1 - x0) == (32, 32) and valid.all()
+    shown = labels == 1 + list(demo.COLORS9).index("eyes")
+    assert shown.sum() == pytest.approx(256**2 / ss.CONTEXT**2, rel=0.1)
+    assert crop[shown].mean() < 40 and crop[~shown].mean() > 60
+    # placed roughly, the eye stays in the crop
+    for seed in range(5):
+        _, labels, _ = demo.small_crop(pixels, masks, ["eyes"], 256, np.random.RandomState(seed), 0.15)
+        assert (labels > 0).sum() > 0.3 * 256**2 / ss.CONTEXT**2

@@ -135,6 +135,14 @@ def parse_args(argv=None):
         "sees them (engine.zoom_in: the part's window, at least a tenth of the photo, at the model's "
         "full input); 0: none",
     )
+    p.add_argument(
+        "--small-crops",
+        type=int,
+        default=0,
+        help="pairs of photos per step whose small structures (eyes, mouthparts) are also segmented "
+        "crop to crop through the memory path, as the product's second pass does (engine."
+        "small_structures: the template's crop as memory, the target's crop placed roughly); 0: none",
+    )
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--save-every", type=int, default=25)
@@ -238,6 +246,104 @@ def zoom_crop(pixels: np.ndarray, part: np.ndarray, box, size: int, rng: np.rand
     prep = prepare_image(np.ascontiguousarray(pixels[wy0:wy1, wx0:wx1]), size)
     truth = prep.letterbox.apply_mask(part[wy0:wy1, wx0:wx1]) >= 0.5
     return prep.pixels, truth, prep.letterbox.valid_mask()
+
+
+def small_groups(args, names) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """The small structures of the 9-class training photos as the product's second pass takes
+    them (``small_structures.is_small_mask`` at the photo's scale, grouped by ``group_boxes``):
+    (photo pixels, {structure: mask}) per photo and group."""
+    from descriptron_sam2pal.engine import small_structures as ss
+    from descriptron_sam2pal.imaging.io import load_image
+    from descriptron_sam2pal.imaging.mask_png import masks_from_color_png
+
+    out = []
+    for name in names:
+        if not str(name).startswith("9class/"):
+            continue
+        image, mask_file, colors = photo_files(args, name)
+        pixels = load_image(image)
+        scale = args.size / max(pixels.shape[:2])
+        masks = masks_from_color_png(mask_file, colors)
+        boxes = {n: ss.mask_box(m) for n, m in masks.items() if ss.is_small_mask(m, scale)}
+        for group in ss.group_boxes(boxes, ss.MAX_BOX / scale):
+            out.append((pixels, {n: masks[n] for n in group}))
+    return out
+
+
+def small_crop(pixels: np.ndarray, masks: dict, names: list, size: int, rng, jitter: float):
+    """The second pass's crop around ``names`` (``small_structures.square_box`` of their joint
+    box, ``CONTEXT`` times its side); ``jitter`` > 0 moves the box's centre and scales its side
+    by up to that share, as the target's crop, placed by the large structures, lands roughly.
+    (pixels (S,S,3), label map (S,S): 1 + index in ``COLORS9``, valid (S,S))."""
+    from descriptron_sam2pal.engine import small_structures as ss
+    from descriptron_sam2pal.engine.preprocess import prepare_image
+
+    h, w = pixels.shape[:2]
+    y0, x0, y1, x1 = ss.union_box([ss.mask_box(masks[n]) for n in names])
+    side = max(y1 - y0, x1 - x0)
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    if jitter:
+        cy, cx = cy + (rng.rand() - 0.5) * 2 * jitter * side, cx + (rng.rand() - 0.5) * 2 * jitter * side
+        side *= 1 + (rng.rand() - 0.5) * 2 * jitter
+    half = side / 2
+    box = (int(round(cy - half)), int(round(cx - half)), int(round(cy + half)), int(round(cx + half)))
+    y0, x0, y1, x1 = ss.square_box(box, ss.CONTEXT, h, w)
+    prep = prepare_image(np.ascontiguousarray(pixels[y0:y1, x0:x1]), size)
+    labels = np.zeros((size, size), np.int64)
+    for n in names:
+        labels[prep.letterbox.apply_mask(masks[n][y0:y1, x0:x1]) >= 0.5] = 1 + list(COLORS9).index(n)
+    return prep.pixels, labels, prep.letterbox.valid_mask()
+
+
+def small_crop_task(sam, groups: list, args, rng, gen, device):
+    """``args.small_crops`` pairs of photos with the same small structures: the first's crop
+    (its masks as memory) predicts the second's, roughly placed (:func:`small_crop`), through
+    the memory path. (mean loss, mean IoU of the present objects) or None when no pair is left."""
+    by_names: dict[tuple, list[int]] = {}
+    for i, (_, masks) in enumerate(groups):
+        by_names.setdefault(tuple(sorted(masks)), []).append(i)
+    mems, tgts, names = [], [], []
+    for i in rng.choice(len(groups), args.small_crops):
+        key = tuple(sorted(groups[int(i)][1]))
+        others = [j for j in by_names[key] if j != int(i)]
+        if not others:
+            continue
+        j = others[rng.randint(len(others))]
+        mems.append(small_crop(*groups[int(i)], list(key), args.size, rng, 0.0))
+        tgts.append(small_crop(*groups[j], list(key), args.size, rng, 0.15))
+        names.append([list(COLORS9).index(n) for n in key])
+    if not mems:
+        return None
+    rows = mems + tgts
+    x, masks, val = tbpre.augment(
+        torch.from_numpy(np.stack([r[0] for r in rows])),
+        torch.from_numpy(np.stack([r[1] for r in rows])),
+        torch.from_numpy(np.stack([r[2] for r in rows])),
+        N_CH,
+        gen,
+        device,
+        geometry=0.0,
+    )
+    n = len(mems)
+    here = masks.sum((2, 3)) >= MIN_PART
+    objects = [[c for c in names[k] if bool(here[k, c])] for k in range(n)]  # shown on the memory
+    keep = [k for k in range(n) if objects[k]]
+    if not keep:
+        return None
+    feats = encode(sam, x, args.freeze_trunk)
+    pred = tbpre.one_shot_forward(
+        sam,
+        [[feats[k] for k in keep]],
+        [torch.cat([masks[k, objects[k]] for k in keep])],
+        [feats[n + k] for k in keep],
+        [len(objects[k]) for k in keep],
+    )
+    truth = torch.cat([masks[n + k, objects[k]] for k in keep])
+    tval = torch.cat([val[n + k][None].expand(len(objects[k]), -1, -1) for k in keep])
+    present = torch.cat([here[n + k, objects[k]] for k in keep])
+    parts = tbpre.object_losses(pred, truth, tval, present)
+    loss = (parts["bce"] + parts["dice"] + parts["iou_head"] + parts["presence"]).mean()
+    return loss, float(parts["iou"][present].mean()) if bool(present.any()) else float("nan")
 
 
 # --------------------------------------------------------------------------- prompts
@@ -527,6 +633,9 @@ def main(argv=None) -> int:
     thin = thin_parts(args, cache["names"]) if args.zoom_crops else []
     if args.zoom_crops:
         print(f"{len(thin)} thin parts for the zoom-in crops", flush=True)
+    small = small_groups(args, cache["names"]) if args.small_crops else []
+    if args.small_crops:
+        print(f"{len(small)} groups of small structures for the crop-to-crop memories", flush=True)
 
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
@@ -594,6 +703,7 @@ def main(argv=None) -> int:
             "label_free_regions": "felzenszwalb levels " + json.dumps(tbpseudo.LEVELS),
             "prompts": "clicks (1 positive + 0-3 corrective), boxes (+ corrective clicks), mask memories",
             "zoom_crops_per_step": args.zoom_crops,
+            "small_crop_pairs_per_step": args.small_crops,
             "frozen_trunk": bool(args.freeze_trunk),
             "init": (Path(args.init).name if args.init else None),
             "colors": tbdata.COLOR_SPEC,
@@ -715,6 +825,13 @@ def main(argv=None) -> int:
                     log.add("zoom_loss", float(z_loss.detach()))
                     log.add("zoom_click_iou", z_stats["click_iou"])
                     log.add("zoom_box_iou", z_stats["box_iou"])
+            if small:
+                cropped = small_crop_task(sam, small, args, rng, gen, device)
+                if cropped is not None:
+                    s_loss, s_iou = cropped
+                    loss = loss + s_loss
+                    log.add("small_loss", float(s_loss.detach()))
+                    log.add("small_iou", s_iou)
         grad_norm = tbpre.optimizer_step(loss, opt, sched, params, step)
         for key, value in (
             ("loss", float(loss.detach())),

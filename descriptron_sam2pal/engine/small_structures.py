@@ -95,9 +95,15 @@ def square_box(box: Box, context: float, height: int, width: int) -> Box:
 
 def is_small(template: Template, name: str, small_side: float = SMALL_SIDE) -> bool:
     """Whether the structure is small on the template (see the module docstring), in model pixels."""
-    mask = template.masks[name]
+    return is_small_mask(template.masks[name], template.image.letterbox.scale, small_side)
+
+
+def is_small_mask(mask: np.ndarray, scale: float, small_side: float = SMALL_SIDE) -> bool:
+    """Whether a mask on an image's own pixel grid is small at ``scale`` model pixels per image
+    pixel (``is_small``; False when empty)."""
     box = mask_box(mask)
-    scale = template.image.letterbox.scale
+    if box is None:
+        return False
     return (
         float(np.sqrt(mask.sum())) * scale <= small_side
         and max(box[2] - box[0], box[3] - box[1]) * scale <= MAX_BOX

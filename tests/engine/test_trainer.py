@@ -373,6 +373,37 @@ def test_trainer_passes_cover_every_structure_once_per_palindrome(mini_model, tm
     assert rows_seen == per_step * 2
 
 
+def test_structures_take_turns_when_a_palindrome_trains_some_of_them():
+    turns = [TrainConfig(structures_per_step=2).step_structures(5, t) for t in range(5)]
+    assert turns == [[0, 1], [2, 3], [0, 4], [1, 2], [3, 4]]
+    assert sorted(sum(turns, [])) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]  # each as often as the others
+    assert TrainConfig(structures_per_step=0).step_structures(3, 7) == [0, 1, 2]  # 0: all
+    assert TrainConfig(structures_per_step=4).step_structures(3, 1) == [0, 1, 2]
+    with pytest.raises(UserError, match="structures_per_step"):
+        TrainConfig(structures_per_step=-1).check()
+
+
+def test_a_step_trains_only_its_turn_of_structures_and_logs_which(mini_model, tmp_path, monkeypatch):
+    trained = []
+    real = trainer._Run._palindrome
+
+    def spy(self, t_index, image, version=None, rows=None):
+        trained.append(list(rows))
+        return real(self, t_index, image, version, rows)
+
+    monkeypatch.setattr(trainer._Run, "_palindrome", spy)
+    template = make_template("t0", seed=0, size=(120, 128))
+    names = template.structures
+    assert len(names) >= 3
+    run = tmp_path / "run"
+    train(mini_model, [template], _pool((10, 11)), run,
+          TrainConfig(steps=3, validate_every=0, structures_per_step=1, objects_per_pass=1))
+    assert trained == [[0], [1], [2]]
+    lines = (run / "log.jsonl").read_text().splitlines()
+    logged = [json.loads(line)["pairs"][0]["structures"] for line in lines]
+    assert logged == [[names[0]], [names[1]], [names[2]]]
+
+
 def test_objects_per_pass_auto_bounds_cpu_activations_and_keeps_pairwise_losses_together():
     from descriptron_sam2pal.engine.palindrome import LossWeights
 
