@@ -131,9 +131,9 @@ def parse_args(argv=None):
     p.add_argument("--memory-dropout", type=float, default=None,
                    help="SAM2's dropout in memory attention while training, also for the default method "
                         "(default: the trainer's, off; 0.1 is SAM2.1's own)")
-    p.add_argument("--structures-per-step", type=int, default=None,
-                   help="how many of a template's structures one palindrome trains, taking turns, also "
-                        "for the default method (TrainConfig.structures_per_step; default: the trainer's)")
+    p.add_argument("--structure-share", type=float, default=None,
+                   help="the share of a template's structures one palindrome trains, taking turns, also "
+                        "for the default method (TrainConfig.structure_share; default: the trainer's)")
     p.add_argument(
         "--pseudo-fraction",
         type=float,
@@ -455,7 +455,7 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
         asked (what a candidate default is measured with)."""
         return TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast,
                            validation=config.validation, memory_dropout=config.memory_dropout,
-                           structures_per_step=config.structures_per_step)
+                           structure_share=config.structure_share)
 
     for method in methods:
         if (
@@ -555,7 +555,7 @@ def main(argv=None) -> int:
                                             ("pseudo_every", args.pseudo_every),
                                             ("pseudo_templates", args.pseudo_templates),
                                             ("memory_dropout", args.memory_dropout),
-                                            ("structures_per_step", args.structures_per_step))
+                                            ("structure_share", args.structure_share))
                            if v is not None})
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"quality benchmark: {len(pairs)} images, structures {', '.join(colors)}"
@@ -566,7 +566,7 @@ def main(argv=None) -> int:
           + (f", template copies {args.template_versions}" if args.template_versions else "")
           + (f", LoRA dropout {args.lora_dropout}" if args.lora_dropout else "")
           + ("" if args.memory_dropout is None else f", memory dropout {args.memory_dropout}")
-          + ("" if args.structures_per_step is None else f", {args.structures_per_step} structures a step"),
+          + ("" if args.structure_share is None else f", structure share {args.structure_share} a step"),
           flush=True)
     runs = []
     seeds = [int(x) for x in args.seed_list.split(",") if x.strip()] or list(range(args.seeds))

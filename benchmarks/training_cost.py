@@ -48,8 +48,8 @@ def main(argv=None) -> int:
                         "structures in one pass, as before issue 21)")
     p.add_argument("--memory-dropout", type=float, default=None,
                    help="TrainConfig.memory_dropout for the step part (default: the trainer's)")
-    p.add_argument("--structures-per-step", type=int, default=None,
-                   help="TrainConfig.structures_per_step for the step part (default: the trainer's)")
+    p.add_argument("--structure-share", type=float, default=None,
+                   help="TrainConfig.structure_share for the step part (default: the trainer's)")
     p.add_argument("--parts", default="propagate,remake,step",
                    help="which parts to measure (comma-separated); the last line needs all three")
     p.add_argument(
@@ -166,16 +166,16 @@ def main(argv=None) -> int:
                 config = TrainConfig(steps=steps, validate_every=0, objects_per_pass=args.objects_per_pass)
                 if args.memory_dropout is not None:
                     config.memory_dropout = args.memory_dropout
-                if args.structures_per_step is not None:
-                    config.structures_per_step = args.structures_per_step
+                if args.structure_share is not None:
+                    config.structure_share = args.structure_share
                 config.loss.pseudo = 0.0
                 step_model = tiny()
                 t0 = time.process_time()
                 train(step_model, [template], images[:2], Path(tmp) / f"run{steps}", config)
                 cpu.append(time.process_time() - t0)
         step = (cpu[1] - cpu[0]) / args.repeats
-        trained = len(TrainConfig(structures_per_step=args.structures_per_step or 0)
-                      .step_structures(len(template.structures), 0))
+        share = TrainConfig().structure_share if args.structure_share is None else args.structure_share
+        trained = len(TrainConfig(structure_share=share).step_structures(len(template.structures), 0))
         print(f"training step ({trained} of {len(template.structures)} structures): {step:.2f} s "
               f"(peak {peak_gb():.2f} GB)")
     if None in (remake, step) or not prop:

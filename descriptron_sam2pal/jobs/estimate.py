@@ -94,7 +94,8 @@ def training_seconds(steps: int, size: int, gpu: bool, model_size: str = "tiny",
 
     config = TrainConfig(steps=steps)
     scale = _scale(size, model_size, gpu, bf16) * max(1, structures)
-    seconds = steps * STEP_SECONDS * scale
+    trained = len(config.step_structures(max(1, structures), 0))  # the structures a step trains
+    seconds = steps * STEP_SECONDS * _scale(size, model_size, gpu, bf16) * trained
     validations = 1 + steps // max(1, config.validate_every)
     seconds += validations * config.val_images * DECODE_SECONDS * scale  # held-out photos segmented
     if pseudo:

@@ -240,11 +240,16 @@ def test_templates_with_different_structures_and_leave_one_out_validation(mini_m
                    TrainConfig(steps=6, validate_every=3, seed=1, objects_per_pass=99, validation="loo_iou"))
     groups = [(frame.batch, len(memories)) for _, frame, memories in predictions]
 
-    # Each step trains one template with all (and only) its structures.
-    templates_used = [p["template"] for e in result.history for p in e["pairs"]]
-    assert set(templates_used) == {"t0", "t1", "t2"}
-    expected_k = {"t0": 3, "t1": 2, "t2": 3}
-    assert trained_k == [expected_k[t] for t in templates_used]
+    # Each step trains one template with its share of (and only) its structures.
+    pairs = [p for e in result.history for p in e["pairs"]]
+    assert {p["template"] for p in pairs} == {"t0", "t1", "t2"}
+    own = {t.image_id: t.structures for t in templates}
+    config = TrainConfig()
+    for p in pairs:
+        trained = p.get("structures", own[p["template"]])
+        assert set(trained) <= set(own[p["template"]])
+        assert len(trained) == len(config.step_structures(len(own[p["template"]]), 0))
+    assert trained_k == [len(p.get("structures", own[p["template"]])) for p in pairs]
 
     # Leave-one-template-out: every held-out structure batch attends to exactly the
     # other templates that have those structures (mandible: only t2 has it, not predicted).
@@ -367,20 +372,22 @@ def test_trainer_passes_cover_every_structure_once_per_palindrome(mini_model, tm
     monkeypatch.setattr(trainer, "palindrome_step", spy)
     template = make_template("t0", seed=0, size=(120, 128))
     train(mini_model, [template], _pool((10, 11)), tmp_path / "run",
-          TrainConfig(steps=2, validate_every=0, objects_per_pass=2))
+          TrainConfig(steps=2, validate_every=0, objects_per_pass=2, structure_share=1.0))
     k = len(template.structures)
     per_step = [min(2, k - a) for a in range(0, k, 2)]
     assert rows_seen == per_step * 2
 
 
 def test_structures_take_turns_when_a_palindrome_trains_some_of_them():
-    turns = [TrainConfig(structures_per_step=2).step_structures(5, t) for t in range(5)]
+    turns = [TrainConfig(structure_share=0.4).step_structures(5, t) for t in range(5)]
     assert turns == [[0, 1], [2, 3], [0, 4], [1, 2], [3, 4]]
     assert sorted(sum(turns, [])) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]  # each as often as the others
-    assert TrainConfig(structures_per_step=0).step_structures(3, 7) == [0, 1, 2]  # 0: all
-    assert TrainConfig(structures_per_step=4).step_structures(3, 1) == [0, 1, 2]
-    with pytest.raises(UserError, match="structures_per_step"):
-        TrainConfig(structures_per_step=-1).check()
+    assert len(TrainConfig(structure_share=0.4).step_structures(9, 0)) == 4  # the share, rounded up
+    assert TrainConfig(structure_share=0.4).step_structures(1, 3) == [0]  # at least one
+    assert TrainConfig(structure_share=1.0).step_structures(3, 7) == [0, 1, 2]  # 1: all
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(UserError, match="structure_share"):
+            TrainConfig(structure_share=bad).check()
 
 
 def test_a_step_trains_only_its_turn_of_structures_and_logs_which(mini_model, tmp_path, monkeypatch):
@@ -397,7 +404,7 @@ def test_a_step_trains_only_its_turn_of_structures_and_logs_which(mini_model, tm
     assert len(names) >= 3
     run = tmp_path / "run"
     train(mini_model, [template], _pool((10, 11)), run,
-          TrainConfig(steps=3, validate_every=0, structures_per_step=1, objects_per_pass=1))
+          TrainConfig(steps=3, validate_every=0, structure_share=0.2, objects_per_pass=1))
     assert trained == [[0], [1], [2]]
     lines = (run / "log.jsonl").read_text().splitlines()
     logged = [json.loads(line)["pairs"][0]["structures"] for line in lines]
@@ -490,7 +497,7 @@ def test_memory_dropout_off_is_applied_recorded_and_checked(tmp_path):
         TrainConfig(memory_dropout=1.5).check()
 
 
-def test_a_run_saved_before_memory_dropout_existed_resumes_with_sam2s_dropout(tmp_path):
+def test_a_run_saved_before_a_setting_existed_resumes_with_what_ran_then(tmp_path):
     template, cancel = make_template("t0", seed=0), CancelToken()
 
     def stop_at_one(p):
@@ -502,14 +509,17 @@ def test_a_run_saved_before_memory_dropout_existed_resumes_with_sam2s_dropout(tm
           progress=stop_at_one, cancel=cancel)
     settings = json.loads((run / "settings.json").read_text())
     assert settings["config"]["memory_dropout"] == 0.0  # the default: off
-    del settings["config"]["memory_dropout"]  # as written before the setting existed
+    assert settings["config"]["structure_share"] == 0.4  # the default: 2 of 5 structures a step
+    for name in ("memory_dropout", "structure_share"):  # as written before the settings existed
+        del settings["config"][name]
     (run / "settings.json").write_text(json.dumps(settings))
     model = _fresh_model()
     result = train(model, [template], _pool((10, 11)), run, TrainConfig(steps=3, validate_every=0),
                    resume=True)
     assert result.steps_done == 3
     assert {getattr(m, attr) for m, attr in memory_dropout_modules(model.sam)} == {0.1}
-    assert json.loads((run / "settings.json").read_text())["config"]["memory_dropout"] is None
+    config = json.loads((run / "settings.json").read_text())["config"]
+    assert config["memory_dropout"] is None and config["structure_share"] == 1.0  # what ran then
 
 
 def test_a_higher_score_that_most_held_out_masks_do_not_share_is_not_kept(mini_model, tmp_path, monkeypatch):
