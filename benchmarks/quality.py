@@ -451,11 +451,11 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
     config = TrainConfig(seed=seed, **config_kwargs)
 
     def default_config(seed):
-        """The product's defaults; the run length, precision, validation and memory dropout as
-        asked (what a candidate default is measured with)."""
+        """The product's defaults; the run length, precision, validation, memory dropout,
+        structure share and remake interval as asked (what a candidate default is measured with)."""
         return TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast,
                            validation=config.validation, memory_dropout=config.memory_dropout,
-                           structure_share=config.structure_share)
+                           structure_share=config.structure_share, pseudo_every=config.pseudo_every)
 
     for method in methods:
         if (
