@@ -174,8 +174,12 @@ class TrainConfig:
     # ``pseudo_fraction`` of the unlabeled images per structure become pseudo-labels
     # (engine.pseudo_labels) that the forward half is also supervised by; before that, the
     # best ``pseudo_templates`` masks per structure join the templates (0: the templates alone).
+    # Every 125 steps since the structures take turns (``structure_share``): as many palindromes
+    # of each structure between two remakes as 50 steps of every structure had, and the remakes
+    # back under a quarter of the training time (issue 21; the class-agnostic quality line at 300
+    # steps held: benchmarks/README.md, "Where the default job's time goes").
     pseudo_fraction: float = 0.25
-    pseudo_every: int = 50
+    pseudo_every: int = 125
     pseudo_templates: int = 4
     pseudo_min_cycle: float = MIN_CYCLE  # a pseudo-label's palindrome must close this well (IoU)
     # How many of a template's structures go through one forward and backward pass together:

@@ -53,17 +53,19 @@ def build_advanced(dialog: Any) -> QGroupBox:
         "Train the decoder and memory modules themselves (bigger files, needs more templates)"
     )
     dialog.full_check.toggled.connect(dialog.rank_spin.setDisabled)
+    from descriptron_sam2pal.engine.pseudo_labels import MAX_IMAGES  # torch: loaded when the dialog opens
+    from descriptron_sam2pal.engine.trainer import TrainConfig
+
     dialog.pseudo_check = QCheckBox("Also learn from the best predictions (pseudo-labels)")
     dialog.pseudo_check.setChecked(True)
     dialog.pseudo_check.setToolTip(
-        "Every 50 steps the model segments 24 of the unlabeled specimens (the next 24 each time); "
+        f"Every {TrainConfig().pseudo_every} steps the model segments {MAX_IMAGES} of the unlabeled "
+        f"specimens (the next {MAX_IMAGES} each time); "
         "the quarter of each structure's masks that the review score trusts most (most like the "
         "others, and whose round trip back to the template works) are learnt from too. "
         "Adds a fraction of the training time (the estimate counts it); on the test-bed it "
         "helped most where the model started worst"
     )
-    from descriptron_sam2pal.engine.trainer import TrainConfig  # torch: loaded when the dialog opens
-
     dialog.stop_spin = QSpinBox()
     dialog.stop_spin.setRange(0, 1000)
     dialog.stop_spin.setValue(TrainConfig().stop_after)

@@ -27,7 +27,7 @@ def test_training_counts_steps_remakes_validations_encoder_and_setup(unit_machin
     encoder = (n + 1) * estimate.ENCODER_SECONDS
     assert plain == pytest.approx(steps + validations + encoder + estimate.SETUP_SECONDS)
     with_pseudo = training_seconds(300, 512, False, structures=k, unlabeled=n, pseudo=True)
-    remakes = 6 * min(n, MAX_IMAGES) * estimate.REMAKE_SECONDS * k  # steps 0, 50, ..., 250
+    remakes = 3 * min(n, MAX_IMAGES) * estimate.REMAKE_SECONDS * k  # steps 0, 125, 250
     assert with_pseudo - plain == pytest.approx(remakes)
     # A remake takes a window of the pool, so a bigger pool does not make remakes dearer.
     assert training_seconds(300, 512, False, unlabeled=1000) - training_seconds(
