@@ -41,8 +41,8 @@ BATCH = 16
 #: At most this many unlabeled images are pseudo-labelled in one remake (the trainer moves a
 #: window of them round its pool, remake after remake): a remake costs two decoder passes per
 #: image and the round trips of the masks the choice reaches; with 24 of 100 photos every 125
-#: steps (``TrainConfig.pseudo_every``) the remakes cost about a sixth of the training time on an
-#: AVX2 CPU (benchmarks/training_cost.py, README).
+#: steps (``TrainConfig.pseudo_every``) the remakes cost under a quarter of the training time on
+#: an AVX2 CPU (benchmarks/README.md, "Time to result").
 MAX_IMAGES = 24
 #: A mask becomes a pseudo-label only if, as the only memory, it predicts the templates back
 #: with at least this IoU (its palindrome confidence): a model that knows nothing yet (random

@@ -199,10 +199,11 @@ class TrainConfig:
     # The share of a template's structures one palindrome trains (at least one; 1: all). A step's
     # forward and backward are per structure, so fewer cost proportionally less; the structures
     # take turns (``step_structures``), so each is trained as often as the others. 0.4 by default
-    # since issue 21 (2 of 5 structures a step: a step 2.4x faster on an AVX2 CPU, the whole
-    # default job about 1.6x), measured on the class-agnostic test-bed at the Balanced preset's 300
-    # steps without a loss (benchmarks/README.md, "Where the default job's time goes"). A run saved
-    # before the setting existed resumes with every structure (``SETTINGS_BEFORE_THEY_EXISTED``).
+    # since issue 21 (2 of 5 structures a step: 3.87 s against 10.74 s on an AVX2 CPU, tiny at
+    # 512 px, one thread; a tenth of the default job 231 s against 434 s), the class-agnostic
+    # quality line unchanged at the Balanced preset's 300 steps, not at 150 (benchmarks/README.md,
+    # "Where the default job's time goes"). A run saved before the setting existed resumes with
+    # every structure (``SETTINGS_BEFORE_THEY_EXISTED``).
     structure_share: float = 0.4
 
     def step_structures(self, k: int, turn: int) -> list[int]:

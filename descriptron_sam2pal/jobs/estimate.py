@@ -93,16 +93,16 @@ def training_seconds(steps: int, size: int, gpu: bool, model_size: str = "tiny",
     from descriptron_sam2pal.engine.trainer import TrainConfig
 
     config = TrainConfig(steps=steps)
-    scale = _scale(size, model_size, gpu, bf16) * max(1, structures)
+    unit = _scale(size, model_size, gpu, bf16)
+    scale = unit * max(1, structures)
     trained = len(config.step_structures(max(1, structures), 0))  # the structures a step trains
-    seconds = steps * STEP_SECONDS * _scale(size, model_size, gpu, bf16) * trained
+    seconds = steps * STEP_SECONDS * unit * trained
     validations = 1 + steps // max(1, config.validate_every)
     seconds += validations * config.val_images * DECODE_SECONDS * scale  # held-out photos segmented
     if pseudo:
         remakes = math.ceil(steps / config.pseudo_every)
         seconds += remakes * min(unlabeled, MAX_IMAGES) * REMAKE_SECONDS * scale
-    scale1 = _scale(size, model_size, gpu, bf16)
-    encoder = ENCODER_SECONDS * scale1
+    encoder = ENCODER_SECONDS * unit
     return seconds + (unlabeled + 1) * encoder + SETUP_SECONDS * machine_factor()  # each image encoded once
 
 
