@@ -174,8 +174,7 @@ def main(argv=None) -> int:
                 train(step_model, [template], images[:2], Path(tmp) / f"run{steps}", config)
                 cpu.append(time.process_time() - t0)
         step = (cpu[1] - cpu[0]) / args.repeats
-        share = TrainConfig().structure_share if args.structure_share is None else args.structure_share
-        trained = len(TrainConfig(structure_share=share).step_structures(len(template.structures), 0))
+        trained = len(config.step_structures(len(template.structures), 0))
         print(f"training step ({trained} of {len(template.structures)} structures): {step:.2f} s "
               f"(peak {peak_gb():.2f} GB)")
     if None in (remake, step) or not prop:

@@ -331,19 +331,25 @@ def small_crop_task(sam, groups: list, args, rng, gen, device):
     if not keep:
         return None
     feats = encode(sam, x, args.freeze_trunk)
-    pred = tbpre.one_shot_forward(
-        sam,
-        [[feats[k] for k in keep]],
-        [torch.cat([masks[k, objects[k]] for k in keep])],
-        [feats[n + k] for k in keep],
-        [len(objects[k]) for k in keep],
+    loss, parts, present = memory_task(
+        sam, feats, masks, val, here, [[k] for k in keep], [n + k for k in keep], [objects[k] for k in keep]
     )
-    truth = torch.cat([masks[n + k, objects[k]] for k in keep])
-    tval = torch.cat([val[n + k][None].expand(len(objects[k]), -1, -1) for k in keep])
-    present = torch.cat([here[n + k, objects[k]] for k in keep])
-    parts = tbpre.object_losses(pred, truth, tval, present)
-    loss = (parts["bce"] + parts["dice"] + parts["iou_head"] + parts["presence"]).mean()
     return loss, float(parts["iou"][present].mean()) if bool(present.any()) else float("nan")
+
+
+def memory_task(sam, feats: list, masks, val, here, memories: list, targets: list, objects: list):
+    """The memory path's one-shot task on encoded rows: pair k's target row ``targets[k]``
+    attends to its memory rows ``memories[k]`` (as many for every pair) holding the label
+    channels ``objects[k]``. (mean loss, ``pretrain.object_losses``' parts, present (N,) bool)."""
+    counts, n_mem = [len(o) for o in objects], len(memories[0])
+    mem_feats = [[feats[m[j]] for m in memories] for j in range(n_mem)]
+    mem_masks = [torch.cat([masks[m[j], o] for m, o in zip(memories, objects)]) for j in range(n_mem)]
+    pred = tbpre.one_shot_forward(sam, mem_feats, mem_masks, [feats[t] for t in targets], counts)
+    truth = torch.cat([masks[t, o] for t, o in zip(targets, objects)])
+    tval = torch.cat([val[t][None].expand(len(o), -1, -1) for t, o in zip(targets, objects)])
+    present = torch.cat([here[t, o] for t, o in zip(targets, objects)])
+    parts = tbpre.object_losses(pred, truth, tval, present)
+    return (parts["bce"] + parts["dice"] + parts["iou_head"] + parts["presence"]).mean(), parts, present
 
 
 # --------------------------------------------------------------------------- prompts
@@ -777,17 +783,18 @@ def main(argv=None) -> int:
         keep = [k for k in range(b) if objects[k]]
         if not keep:
             continue
-        counts = [len(objects[k]) for k in keep]
         with tbpre._autocast(device, args.precision):
             feats = encode(sam, x, args.freeze_trunk)
-            mem_feats = [[feats[tm(k, j)] for k in keep] for j in range(n_mem)]
-            mem_masks = [torch.cat([masks[tm(k, j), objects[k]] for k in keep]) for j in range(n_mem)]
-            pred = tbpre.one_shot_forward(sam, mem_feats, mem_masks, [feats[tr(k)] for k in keep], counts)
-            truth = torch.cat([masks[tr(k), objects[k]] for k in keep])
-            tval = torch.cat([val[tr(k)][None].expand(len(objects[k]), -1, -1) for k in keep])
-            present = torch.cat([here[tr(k), objects[k]] for k in keep])
-            parts = tbpre.object_losses(pred, truth, tval, present)
-            mem_loss = (parts["bce"] + parts["dice"] + parts["iou_head"] + parts["presence"]).mean()
+            mem_loss, parts, present = memory_task(
+                sam,
+                feats,
+                masks,
+                val,
+                here,
+                [[tm(k, j) for j in range(n_mem)] for k in keep],
+                [tr(k) for k in keep],
+                [objects[k] for k in keep],
+            )
             loss = mem_loss
             stats = {}
             if args.prompt_weight > 0:

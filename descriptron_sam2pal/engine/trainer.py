@@ -200,7 +200,7 @@ class TrainConfig:
     # forward and backward are per structure, so fewer cost proportionally less; the structures
     # take turns (``step_structures``), so each is trained as often as the others. 0.4 by default
     # since issue 21 (2 of 5 structures a step: 3.87 s against 10.74 s on an AVX2 CPU, tiny at
-    # 512 px, one thread; a tenth of the default job 231 s against 434 s), the class-agnostic
+    # 512 px, one thread; a tenth of the default job 222.5 s against 433.9 s), the class-agnostic
     # quality line unchanged at the Balanced preset's 300 steps, not at 150 (benchmarks/README.md,
     # "Where the default job's time goes"). A run saved before the setting existed resumes with
     # every structure (``SETTINGS_BEFORE_THEY_EXISTED``).
