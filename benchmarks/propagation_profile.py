@@ -2,7 +2,7 @@
 
     python benchmarks/propagation_profile.py [--model tiny|test] [--checkpoint PT] [--image-size 512]
         [--targets 4] [--precision auto|fp32|bf16] [--batch-size 1] [--threads 1] [--images DIR]
-        [--trace-rss] [--agreement]
+        [--trace-rss] [--agreement] [--no-confidence] [--flops]
 
 The template and targets are those of ``run.py`` (the beetle photos when present, else
 generated images). After one warm-up target, ``--targets`` targets are propagated (K
@@ -11,6 +11,14 @@ time each SAM2 module took per target (forward hooks: image encoder, memory atte
 its layers' attention modules, mask decoder, memory encoder) and what is left outside them.
 
 ``--trace-rss``: resident and peak memory after each target (does the process grow with N?).
+``--no-confidence``: without the palindrome confidence, as ``sam2pal propagate`` and the
+GUI segment by default.
+
+``--flops``: the floating-point operations of one target, per SAM2 module
+(``torch.utils.flop_counter``, counted, not timed), and the share of the image encoder in
+them: the ceiling of ``propagate_vs_encoder_limit`` (run.py) for a propagation that
+computes what SAM2 computes, if every operation ran at the encoder's speed.
+
 ``--agreement``: the same targets once in fp32 and once in bf16: mask IoU between the two,
 present/absent disagreements and confidence differences (meaningful with trained weights,
 e.g. ``--checkpoint descriptron_sam2pal/resources/checkpoints/sam2pal_beetle.pt``).
@@ -78,16 +86,37 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _run(model, memory, targets, batch_size, trace_rss=False, keep=False):
+def _run(model, memory, targets, batch_size, trace_rss=False, keep=False, confidence=True):
     """Propagate; the results are kept (full-resolution masks) only when ``keep``."""
     results = []
-    for i, r in enumerate(iter_propagate(model, memory, targets, batch_size=batch_size)):
+    for i, r in enumerate(iter_propagate(model, memory, targets, batch_size=batch_size, confidence=confidence)):
         if keep:
             results.append(r)
         if trace_rss:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(f"  target {i + 1:3d}: resident {_rss_mb():6.0f} MB, peak {peak:6.0f} MB", flush=True)
     return results
+
+
+def flops_per_module(model, memory, target, confidence: bool) -> dict[str, float]:
+    """GFLOP of one target's propagation per top-level SAM2 module (and in all: "total")."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sam = model.sam
+    flags = [p.requires_grad for p in sam.parameters()]
+    sam.requires_grad_(False)  # the counter's module tracker needs no autograd hooks
+    try:
+        with FlopCounterMode(display=False) as counter:
+            _run(model, memory, [target], 1, confidence=confidence)
+    finally:
+        for p, f in zip(sam.parameters(), flags):
+            p.requires_grad_(f)
+    counts = counter.get_flop_counts()
+    out = {"total": sum(counts.get("Global", {}).values()) / 1e9}
+    for name in MODULES:
+        cls = type(getattr(sam, name)).__name__
+        out[name] = sum(counts.get(cls, {}).values()) / 1e9
+    return out
 
 
 def agreement(a_results, b_results) -> str:
@@ -123,7 +152,10 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     p.add_argument("--trace-rss", action="store_true")
     p.add_argument("--agreement", action="store_true")
+    p.add_argument("--no-confidence", action="store_true", help="without the palindrome confidence")
+    p.add_argument("--flops", action="store_true", help="count one target's operations per module")
     args = p.parse_args(argv)
+    confidence = not args.no_confidence
     torch.set_num_threads(args.threads)
 
     ds = bdata.load_dataset(args.images, args.targets + 1, BENCH / "cache")
@@ -137,14 +169,14 @@ def main(argv=None) -> int:
     print(
         f"{model.describe()}, {args.image_size} px, {model.resolved_precision}, K={len(ds.colors)}, "
         f"{len(targets)} targets ({ds.source}), batch {args.batch_size or 'default'}, "
-        f"{args.threads} thread(s)"
+        f"{args.threads} thread(s), palindrome confidence {'on' if confidence else 'off'}"
     )
 
     timer = ModuleTimer(model.sam)
-    _run(model, memory, warm, args.batch_size)
+    _run(model, memory, warm, args.batch_size, confidence=confidence)
     timer.reset()
     t0 = time.perf_counter()
-    _run(model, memory, targets, args.batch_size, args.trace_rss)
+    _run(model, memory, targets, args.batch_size, args.trace_rss, confidence=confidence)
     total = (time.perf_counter() - t0) / len(targets)
     print(f"total per target {total:.3f} s")
     inside = sum(timer.seconds[m] for m in MODULES)
@@ -153,12 +185,20 @@ def main(argv=None) -> int:
               f"calls per target {timer.calls[name] / len(targets):.1f}")
     print(f"  {'outside these modules':38s} {total - inside / len(targets):.3f} s")
 
+    if args.flops:
+        flops = flops_per_module(model, memory, targets[0], confidence)
+        print(f"operations per target: {flops['total']:.1f} GFLOP")
+        for name in MODULES:
+            print(f"  {name:38s} {flops[name]:7.1f} GFLOP  {100 * flops[name] / flops['total']:5.1f}%")
+        print(f"flops: encoder_share={flops['image_encoder'] / flops['total']:.2f} "
+              f"(the most propagate_vs_encoder_limit can be at equal speed per operation)")
+
     if args.agreement:
         by_precision = {}
         for precision in ("fp32", "bf16"):
             model.precision = precision
             by_precision[precision] = _run(model, TemplateMemory(model, [template]), targets, args.batch_size,
-                                           keep=True)
+                                           keep=True, confidence=confidence)
         print(agreement(by_precision["fp32"], by_precision["bf16"]))
     return 0
 

@@ -539,7 +539,9 @@ class Bench:
         )
 
     def our_propagate_cmd(self, targets: Path, out: Path) -> list[str]:
-        return self.our_cmd("propagate", targets, out / "pred.json")
+        # Like for like with the reference's --cycle_consistency: ours has its palindrome
+        # confidence off by default since ffb9033, so (a) asks for it.
+        return self.our_cmd("propagate", targets, out / "pred.json", "--confidence")
 
     def our_train_cmd(self, targets: Path, out: Path, steps: int) -> list[str]:
         return self.our_cmd("train", targets, out, "--steps", str(steps), "--lora-rank", str(LORA_RANK),
