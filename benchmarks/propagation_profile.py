@@ -89,7 +89,8 @@ def _rss_mb() -> float:
 def _run(model, memory, targets, batch_size, trace_rss=False, keep=False, confidence=True):
     """Propagate; the results are kept (full-resolution masks) only when ``keep``."""
     results = []
-    for i, r in enumerate(iter_propagate(model, memory, targets, batch_size=batch_size, confidence=confidence)):
+    propagation = iter_propagate(model, memory, targets, batch_size=batch_size, confidence=confidence)
+    for i, r in enumerate(propagation):
         if keep:
             results.append(r)
         if trace_rss:
