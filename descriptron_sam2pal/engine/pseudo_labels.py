@@ -29,6 +29,7 @@ from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import PreparedImage
 from descriptron_sam2pal.engine.memory_propagation import (
     TemplateMemory,
+    default_batch_size,
     palindrome_confidence_on_grid,
     predict_prepared,
 )
@@ -36,8 +37,6 @@ from descriptron_sam2pal.engine.review_score import FITS, ReviewFit, fit_for, li
 from descriptron_sam2pal.engine.prepared_templates import Template
 from descriptron_sam2pal.model.build import LoadedModel
 
-#: Unlabeled images decoded per batch while the pseudo-labels are made.
-BATCH = 16
 #: At most this many unlabeled images are pseudo-labelled in one remake (the trainer moves a
 #: window of them round its pool, remake after remake): a remake costs two decoder passes per
 #: image and the round trips of the masks the choice reaches; with 24 of 100 photos every 125
@@ -136,10 +135,14 @@ def predict_masks(
     None when ``cancel`` is set meanwhile. ``memory``: the templates already encoded."""
     memory = memory or TemplateMemory(model, templates, encoder)
     found: dict[str, list[tuple[int, dict, np.ndarray]]] = {}
-    for start in range(0, len(images), BATCH):
+    # As many images per decoder batch as propagation takes: 1 on the CPU, where a batch of 16
+    # held 1.9 GB more at 512 px (a remake's memory attention for 80 objects) and was 12% slower
+    # (benchmarks/README.md, "Time to result").
+    per_batch = default_batch_size(model.device)
+    for start in range(0, len(images), per_batch):
         if is_cancelled(cancel):
             return None
-        batch = list(images[start:start + BATCH])
+        batch = list(images[start:start + per_batch])
         raws = predict_prepared(memory, batch, encoder.encode(batch), confidence=confidence)
         for offset, (image, raw) in enumerate(zip(batch, raws)):
             valid = image.valid_mask()
