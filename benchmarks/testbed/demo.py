@@ -7,6 +7,16 @@ on one core of a 2-core CPU):
         --precision bf16 --freeze-trunk --batch 4 --max-prompt-objects 48 --prompt-lr-mult 5 \
         --zoom-crops 8 --balanced-steps 300 --steps 100000 --time-limit 95 [--install]
 
+The packaged demo since session 14 is that model trained 145 minutes more with crop pairs of
+small structures (README.md, "Session 14": it ran 70 minutes with ``--small-crops 4`` and was
+resumed with ``--small-crops 8 --time-limit 145``, 1,510 steps; the one command that follows
+the same schedule, not run end to end):
+
+    python benchmarks/testbed/demo.py --init <the model above> --out OUT --threads 1 \
+        --precision bf16 --freeze-trunk --batch 4 --max-prompt-objects 48 --prompt-lr-mult 5 \
+        --warmup 25 --balanced-steps 0 --zoom-crops 8 --small-crops 8 --steps 100000 \
+        --time-limit 145 [--install]
+
 What it trains on: every structure of the *training* photos of both shared beetle folders
 (5-class: head, pronotum, elytra, legs, antennas; 9-class: head, eyes, mouthparts, pronotum,
 elytra, tail, legs, antennas, pin), with no held-out structure, plus label-free regions
