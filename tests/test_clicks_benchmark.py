@@ -1,6 +1,5 @@
 """benchmarks/clicks.py: the click benchmark, on generated photos with a small random SAM2."""
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -9,15 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.benchmark_modules import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def clicks():
-    spec = importlib.util.spec_from_file_location("clicks_benchmark", REPO / "benchmarks" / "clicks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("benchmarks/clicks.py", "clicks_benchmark")
 
 
 def test_interior_point_is_the_centre_of_a_rectangle(clicks):

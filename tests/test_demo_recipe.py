@@ -1,9 +1,7 @@
 """benchmarks/testbed/demo.py: the demo model's zoom-in crops are the product's zoom-in windows."""
 
-import importlib.util
 import sys
 from argparse import Namespace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +9,7 @@ from PIL import Image
 
 from descriptron_sam2pal.engine import zoom_in
 from descriptron_sam2pal.engine.small_structures import mask_box
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.benchmark_modules import load_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +19,7 @@ def demo():
     path, modules = list(sys.path), dict(sys.modules)
     for name in ("data", "pretrain", "pseudo", "clicks", "quality"):
         sys.modules.pop(name, None)
-    spec = importlib.util.spec_from_file_location("demo_recipe", REPO / "benchmarks" / "testbed" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
+    yield load_benchmark("benchmarks/testbed/demo.py", "demo_recipe")
     sys.path[:] = path
     for name in set(sys.modules) - set(modules):
         del sys.modules[name]

@@ -1,24 +1,16 @@
 """benchmarks/encoder_runtimes.py: its stand-in encoder, int8 quantization, agreement and adoption rule,
 on the small random SAM2 (ONNX Runtime / OpenVINO / torch.compile are not dependencies: not run here)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers.benchmark_modules import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "encoder_runtimes_benchmark", REPO / "benchmarks" / "encoder_runtimes.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("benchmarks/encoder_runtimes.py", "encoder_runtimes_benchmark")
 
 
 @pytest.fixture(scope="module")

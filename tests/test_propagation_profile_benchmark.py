@@ -1,25 +1,16 @@
 """benchmarks/propagation_profile.py --flops: one target's operations per SAM2 module, counted on
 the small random SAM2 (the real propagation), with and without the palindrome confidence."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from PIL import Image
 
+from tests.helpers.benchmark_modules import load_benchmark
 from tests.helpers.synthetic import make_specimen, make_template
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "propagation_profile_benchmark", REPO / "benchmarks" / "propagation_profile.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("benchmarks/propagation_profile.py", "propagation_profile_benchmark")
 
 
 def test_flops_per_module_count_what_propagation_computes(bench, tmp_path):

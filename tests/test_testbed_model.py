@@ -82,13 +82,9 @@ def test_gui_offers_the_beetle_demo_when_no_checkpoint_is_found(qtbot, tmp_path,
 
 
 def _quality_module():
-    import importlib.util
+    from tests.helpers.benchmark_modules import load_benchmark
 
-    repo = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("quality_benchmark", repo / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("benchmarks/quality.py", "quality_benchmark")
 
 
 def test_the_committed_instruments_load_and_record_their_evaluation_photos():
