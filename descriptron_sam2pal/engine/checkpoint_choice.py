@@ -60,12 +60,7 @@ from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.frames import encode_memory, make_frame, predict_from_memory
 from descriptron_sam2pal.engine.palindrome import hard_iou
 from descriptron_sam2pal.engine.preprocess import PreparedImage
-from descriptron_sam2pal.engine.memory_propagation import (
-    TemplateMemory,
-    default_batch_size,
-    predict_prepared,
-    select_rows,
-)
+from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, predict_in_batches, select_rows
 from descriptron_sam2pal.engine.review_score import combine, fit_for
 from descriptron_sam2pal.engine.prepared_templates import Template
 from descriptron_sam2pal.engine.validation_plan import METRICS, Metric
@@ -117,12 +112,8 @@ def held_out_masks(model: LoadedModel, templates: Sequence[Template], images: Se
     memory = TemplateMemory(model, templates, encoder)
     fit = fit_for(model.checkpoint_hash)
     scores, masks = [], []
-    per_batch = default_batch_size(model.device)  # 1 on the CPU: a batch only adds memory there
-    raws = []
-    for start in range(0, len(images), per_batch):
-        chunk = list(images[start:start + per_batch])
-        raws.extend(predict_prepared(memory, chunk, encoder.encode(chunk), confidence=False))
-    for raw in raws:
+    batches = predict_in_batches(memory, images, encoder, confidence=False)
+    for raw in (raw for _, _, batch in batches for raw in batch):
         for name in sorted(raw):
             r = raw[name]
             scores.append(combine(r.signals or {}, fit) if r.present else 0.0)

@@ -481,6 +481,21 @@ def default_batch_size(device: torch.device) -> int:
     return 1 if torch.device(device).type == "cpu" else 4
 
 
+def predict_in_batches(
+    memory: TemplateMemory, images: Sequence[PreparedImage], encoder: FeatureEncoder, confidence: bool,
+    batch_size: int | None = None, cache: bool = True,
+) -> Iterator[tuple[int, list[PreparedImage], list[dict[str, _Raw]]]]:
+    """:func:`predict_prepared` over ``images``, ``batch_size`` at a time (default
+    :func:`default_batch_size`: 1 on the CPU, where a remake's batch of 16 held 1.9 GB more at
+    512 px and was slower: benchmarks/README.md, "Time to result"), encoded as it goes
+    (``cache`` as ``FeatureEncoder.encode``). Yields (index of the batch's first image, the
+    batch, its results); the next batch is computed only when asked for."""
+    per_batch = batch_size or default_batch_size(memory.model.device)
+    for start in range(0, len(images), per_batch):
+        chunk = list(images[start:start + per_batch])
+        yield start, chunk, predict_prepared(memory, chunk, encoder.encode(chunk, cache=cache), confidence)
+
+
 def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateMemory,
                    targets: Iterable[Any], batch_size: int | None = None,
                    progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
@@ -542,9 +557,9 @@ def iter_propagate(model: LoadedModel, templates: Sequence[Template] | TemplateM
             loaded[i] = (h, w)
             jobs.extend((i, o, p) for o, p in prepared)
         raws: list[dict[str, _Raw]] = []
-        for s in range(0, len(jobs), batch_size):
-            chunk = [p for _, _, p in jobs[s:s + batch_size]]
-            raws.extend(predict_prepared(memory, chunk, encoder.encode(chunk, cache=False), confidence))
+        for _, _, batch_raws in predict_in_batches(memory, [p for _, _, p in jobs], encoder, confidence,
+                                                   batch_size, cache=False):
+            raws.extend(batch_raws)
         by_target: dict[int, list[tuple[str, PreparedImage, dict[str, _Raw]]]] = {}
         for (i, o, p), raw in zip(jobs, raws):
             by_target.setdefault(i, []).append((o, p, raw))

@@ -29,9 +29,8 @@ from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.preprocess import PreparedImage
 from descriptron_sam2pal.engine.memory_propagation import (
     TemplateMemory,
-    default_batch_size,
     palindrome_confidence_on_grid,
-    predict_prepared,
+    predict_in_batches,
 )
 from descriptron_sam2pal.engine.review_score import FITS, ReviewFit, fit_for, linear
 from descriptron_sam2pal.engine.prepared_templates import Template
@@ -135,21 +134,18 @@ def predict_masks(
     None when ``cancel`` is set meanwhile. ``memory``: the templates already encoded."""
     memory = memory or TemplateMemory(model, templates, encoder)
     found: dict[str, list[tuple[int, dict, np.ndarray]]] = {}
-    # As many images per decoder batch as propagation takes: 1 on the CPU, where a batch of 16
-    # held 1.9 GB more at 512 px (a remake's memory attention for 80 objects) and was 12% slower
-    # (benchmarks/README.md, "Time to result").
-    per_batch = default_batch_size(model.device)
-    for start in range(0, len(images), per_batch):
-        if is_cancelled(cancel):
-            return None
-        batch = list(images[start:start + per_batch])
-        raws = predict_prepared(memory, batch, encoder.encode(batch), confidence=confidence)
+    if is_cancelled(cancel):
+        return None
+    # As many images per decoder batch as propagation takes (1 on the CPU).
+    for start, batch, raws in predict_in_batches(memory, images, encoder, confidence):
         for offset, (image, raw) in enumerate(zip(batch, raws)):
             valid = image.valid_mask()
             for name, r in raw.items():
                 mask = (r.logits > 0) & valid
                 if r.present and mask.any():
                     found.setdefault(name, []).append((start + offset, dict(r.signals or {}), mask))
+        if is_cancelled(cancel):  # before the next batch is computed
+            return None
     return found
 
 

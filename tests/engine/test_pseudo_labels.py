@@ -277,7 +277,7 @@ def test_remakes_and_validation_decode_one_image_at_a_time_on_the_cpu(monkeypatc
     """On the CPU a batch of 16 images through memory attention held 1.9 GB more at 512 px and
     was slower; the remake and the held-out validation take propagation's batch size (1 there)
     and find the same masks as one batch of every image."""
-    from descriptron_sam2pal.engine import checkpoint_choice, pseudo_labels
+    from descriptron_sam2pal.engine import checkpoint_choice, memory_propagation, pseudo_labels
     from descriptron_sam2pal.engine.memory_propagation import TemplateMemory, predict_prepared
     from tests.helpers.recording import record_calls
 
@@ -285,7 +285,7 @@ def test_remakes_and_validation_decode_one_image_at_a_time_on_the_cpu(monkeypatc
     template = make_template("t0", seed=0, size=(120, 128))
     pool = _pool(range(30, 36))
     encoder = FeatureEncoder(model)
-    calls = record_calls(monkeypatch, pseudo_labels, "predict_prepared")
+    calls = record_calls(monkeypatch, memory_propagation, "predict_prepared")
     found = pseudo_labels.predict_masks(model, [template], pool, encoder, confidence=False)
     assert [len(args[1]) for args in calls] == [1] * len(pool)
     together = predict_prepared(TemplateMemory(model, [template], encoder), pool, encoder.encode(pool),
@@ -295,6 +295,6 @@ def test_remakes_and_validation_decode_one_image_at_a_time_on_the_cpu(monkeypatc
             alone = (together[index][name].logits > 0) & pool[index].valid_mask()
             assert np.count_nonzero(alone != mask) <= 2, (name, index)
 
-    held = record_calls(monkeypatch, checkpoint_choice, "predict_prepared")
+    held = record_calls(monkeypatch, memory_propagation, "predict_prepared")
     checkpoint_choice.held_out_masks(model, [template], pool[:3], encoder)
     assert [len(args[1]) for args in held] == [1, 1, 1]
