@@ -252,7 +252,8 @@ def main(argv=None) -> int:
     print(f"({len(pairs)} photos, {seconds:.0f} s; mIoU = mean over the {len(per)} structures)")
     print(
         f"{prompts['prompts']} prompts, {per_prompt:.3f} s per prompt (photo encoding not included), "
-        f"{segmenter.windows} zoomed crops, {torch.get_num_threads()} thread(s)"
+        f"{segmenter.windows} zoomed crops ({segmenter.looks} looked around first), "
+        f"{torch.get_num_threads()} thread(s)"
     )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -270,6 +271,7 @@ def main(argv=None) -> int:
                     "prompts": prompts["prompts"],
                     "seconds_per_prompt": round(per_prompt, 4),
                     "zoomed_crops": segmenter.windows,
+                    "looks": segmenter.looks,
                     "threads": torch.get_num_threads(),
                 },
                 indent=1,

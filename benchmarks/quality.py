@@ -131,6 +131,9 @@ def parse_args(argv=None):
     p.add_argument("--memory-dropout", type=float, default=None,
                    help="SAM2's dropout in memory attention while training, also for the default method "
                         "(default: the trainer's, off; 0.1 is SAM2.1's own)")
+    p.add_argument("--val-images", type=int, default=None,
+                   help="held-out unlabeled photos the run validates on (TrainConfig.val_images; default "
+                        "the trainer's)")
     p.add_argument("--structure-share", type=float, default=None,
                    help="the share of a template's structures one palindrome trains, taking turns, also "
                         "for the default method (TrainConfig.structure_share; default: the trainer's)")
@@ -452,10 +455,11 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
 
     def default_config(seed):
         """The product's defaults; the run length, precision, validation, memory dropout,
-        structure share and remake interval as asked (what a candidate default is measured with)."""
+        structure share, remake interval and held-out photos as asked (what a candidate default is measured with)."""
         return TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast,
                            validation=config.validation, memory_dropout=config.memory_dropout,
-                           structure_share=config.structure_share, pseudo_every=config.pseudo_every)
+                           structure_share=config.structure_share, pseudo_every=config.pseudo_every,
+                           val_images=config.val_images)
 
     for method in methods:
         if (
@@ -555,7 +559,8 @@ def main(argv=None) -> int:
                                             ("pseudo_every", args.pseudo_every),
                                             ("pseudo_templates", args.pseudo_templates),
                                             ("memory_dropout", args.memory_dropout),
-                                            ("structure_share", args.structure_share))
+                                            ("structure_share", args.structure_share),
+                                            ("val_images", args.val_images))
                            if v is not None})
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"quality benchmark: {len(pairs)} images, structures {', '.join(colors)}"

@@ -8,12 +8,16 @@ from descriptron_sam2pal.engine import zoom_in
 from descriptron_sam2pal.engine.features import FeatureEncoder
 from descriptron_sam2pal.engine.interactive import InteractiveSegmenter
 from descriptron_sam2pal.engine.preprocess import prepare_image
+from descriptron_sam2pal.engine.small_structures import union_box
 from descriptron_sam2pal.engine.zoom_in import (
     ZoomInSegmenter,
+    look_window,
     mask_width,
+    needs_look,
     paste,
     prompts_in_window,
     proposal,
+    reaches_side,
     zoom_window,
 )
 
@@ -67,8 +71,72 @@ def test_prompts_are_mapped_into_the_window_and_the_mask_pasted_back():
 
 @pytest.fixture
 def thin_everywhere(monkeypatch):
-    """Every first-pass mask counts as thin, so the random mini model's answers are zoomed."""
+    """Every first-pass mask counts as thin, so the random mini model's answers are zoomed; no
+    look around (tested on its own below), so one window is encoded per prompt set."""
     monkeypatch.setattr(zoom_in, "THIN", float("inf"))
+    monkeypatch.setattr(zoom_in, "LOOK", 0.0)
+
+
+def test_a_click_looks_around_when_its_answer_may_be_only_part_of_the_part():
+    window = (20, 40, 60, 80)
+    one = np.array([[60.0, 40.0]], np.float32), np.array([1])
+    blob = np.zeros((120, 200), bool)
+    blob[35:45, 55:66] = True  # an eye: compact, well inside its window
+    assert not reaches_side(blob, window, 120, 200) and not needs_look(blob, window, *one)
+    piece = np.zeros((120, 200), bool)
+    piece[39:42, 45:76] = True  # a piece of a leg inside the window: 31 px long, 3 wide
+    assert not reaches_side(piece, window, 120, 200) and needs_look(piece, window, *one)
+    cut = np.zeros((120, 200), bool)
+    cut[30:50, 50:80] = True  # reaches the window's right side: the part may go on
+    assert reaches_side(cut, window, 120, 200) and needs_look(cut, window, *one)
+    assert not reaches_side(cut, (20, 40, 60, 80), 120, 80)  # ... unless that is the photo's edge
+    other = np.zeros((120, 200), bool)
+    other[10:13, 100:180] = True  # nothing under the click
+    assert needs_look(other, window, *one)
+    assert not needs_look(piece, window, one[0], np.array([0]))  # no positive click
+    # the look: a square of LOOK of the photo's longer side around the first positive click
+    y0, x0, y1, x1 = look_window(np.array([[5.0, 5.0], [60.0, 40.0]], np.float32), np.array([0, 1]), 120, 200)
+    assert y1 - y0 == x1 - x0 == round(zoom_in.LOOK * 200) and x0 <= 60 < x1 and y0 <= 40 < y1
+
+
+def test_a_look_around_widens_the_window_to_what_it_finds(present_model, monkeypatch):
+    monkeypatch.setattr(zoom_in, "THIN", float("inf"))
+    photo = _photo()
+    click = ([(60.0, 41.0)], [1])
+    monkeypatch.setattr(zoom_in, "LOOK", 0.0)
+    plain_zoom = ZoomInSegmenter(present_model, FeatureEncoder(present_model))
+    plain_zoom.set_image(photo)
+    plain_zoom.predict(*click)
+    first = plain_zoom.last_window
+    assert plain_zoom.looks == 0 and plain_zoom.crop.encoder.encoder_passes == 1
+    monkeypatch.setattr(zoom_in, "LOOK", 0.4)
+    monkeypatch.setattr(zoom_in, "LOOK_ELONGATION", 0.0)  # every answer may be a piece
+    seg = ZoomInSegmenter(present_model, FeatureEncoder(present_model))
+    seg.set_image(photo)
+    mask, score = seg.predict(*click)
+    assert seg.looks == 1
+    # what the look sees: the clicks segmented in the square around the click ...
+    pts, labels = np.array(click[0], np.float32), np.array(click[1])
+    ly0, lx0, ly1, lx1 = look_window(pts, labels, *photo.shape[:2])
+    crop = InteractiveSegmenter(present_model, FeatureEncoder(present_model))
+    crop.set_image(np.ascontiguousarray(photo[ly0:ly1, lx0:lx1]))
+    seen, _ = crop.predict([(60.0 - lx0, 41.0 - ly0)], [1])
+    found = proposal(paste(seen, (ly0, lx0, ly1, lx1), *photo.shape[:2]), pts, labels, None)
+    assert found is not None and found[1] > 0, "the mini model finds something around the click"
+    # ... and the window is that part's with the first window, the answer segmented there
+    wider = zoom_window(union_box([found[0], first]), 0.0, *photo.shape[:2], seg.image.letterbox.scale)
+    assert seg.last_window == wider
+    wy0, wx0, wy1, wx1 = wider
+    assert wy0 <= first[0] and wx0 <= first[1] and wy1 >= first[2] and wx1 >= first[3]
+    crop.set_image(np.ascontiguousarray(photo[wy0:wy1, wx0:wx1]))
+    expected, expected_score = crop.predict([(60.0 - wx0, 41.0 - wy0)], [1])
+    assert np.array_equal(mask, paste(expected, wider, *photo.shape[:2])) and score == expected_score
+    # corrective clicks keep the look's window and look no more; a box never looks
+    passes = seg.crop.encoder.encoder_passes
+    seg.predict([(60.0, 41.0), (wx0 + 1.0, wy0 + 1.0)], [1, 0])
+    assert seg.last_window == wider and seg.looks == 1 and seg.crop.encoder.encoder_passes == passes
+    seg.predict(box=(30, 38, 150, 46))
+    assert seg.looks == 1
 
 
 def test_a_zoomed_click_is_the_crop_segmenters_answer_pasted(present_model, thin_everywhere, monkeypatch):
