@@ -455,7 +455,8 @@ def run_one(args, pairs, colors, k: int, seed: int, novel: str | None, config_kw
 
     def default_config(seed):
         """The product's defaults; the run length, precision, validation, memory dropout,
-        structure share, remake interval and held-out photos as asked (what a candidate default is measured with)."""
+        structure share, remake interval and held-out photos as asked (what a candidate default
+        is measured with)."""
         return TrainConfig(seed=seed, steps=config.steps, autocast=config.autocast,
                            validation=config.validation, memory_dropout=config.memory_dropout,
                            structure_share=config.structure_share, pseudo_every=config.pseudo_every,

@@ -255,7 +255,9 @@ class ZoomInSegmenter(InteractiveSegmenter):
             return mask, score
         h, w = mask.shape
         crop_mask, crop_score = self._predict_in(window, pts, lab, box, multimask)
-        answer, answer_score = (paste(crop_mask, window, h, w), crop_score) if crop_mask.any() else (mask, score)
+        answer, answer_score = mask, score
+        if crop_mask.any():
+            answer, answer_score = paste(crop_mask, window, h, w), crop_score
         if first and box is None and LOOK > 0 and needs_look(answer, window, pts, lab):
             wider = self._look_around(window, pts, lab, h, w)
             if wider is not None:
