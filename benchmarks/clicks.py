@@ -252,7 +252,8 @@ def main(argv=None) -> int:
     print(f"({len(pairs)} photos, {seconds:.0f} s; mIoU = mean over the {len(per)} structures)")
     print(
         f"{prompts['prompts']} prompts, {per_prompt:.3f} s per prompt (photo encoding not included), "
-        f"{segmenter.windows} zoomed crops ({segmenter.looks} looked around first), "
+        f"{segmenter.windows} zoomed crops ({segmenter.looks} looked around first, "
+        f"{segmenter.smaller_looks} closer looks at a smaller answer), "
         f"{torch.get_num_threads()} thread(s)"
     )
     if args.out:
@@ -272,6 +273,7 @@ def main(argv=None) -> int:
                     "seconds_per_prompt": round(per_prompt, 4),
                     "zoomed_crops": segmenter.windows,
                     "looks": segmenter.looks,
+                    "smaller_looks": segmenter.smaller_looks,
                     "threads": torch.get_num_threads(),
                 },
                 indent=1,

@@ -44,6 +44,7 @@ class InteractiveSegmenter:
         self._embed: torch.Tensor | None = None
         self._high_res: list[torch.Tensor] = []
         self.last_low_res_logits: torch.Tensor | None = None
+        self._others: list[tuple[torch.Tensor, float]] = []
 
     # ------------------------------------------------------------------ image
     def set_image(self, image: np.ndarray | PreparedImage) -> None:
@@ -56,6 +57,7 @@ class InteractiveSegmenter:
         self._embed, self._high_res = self._decoder_inputs(feats)
         self.image = image
         self.last_low_res_logits = None
+        self._others = []
 
     @property
     def image_shape(self) -> tuple[int, int] | None:
@@ -142,6 +144,19 @@ class InteractiveSegmenter:
         best = int(torch.argmax(ious[0]))
         chosen = low_res[:, best:best + 1].float()  # (1, 1, S/4, S/4)
         self.last_low_res_logits = chosen.clamp(-_LOGIT_CLAMP, _LOGIT_CLAMP)
-        full = F.interpolate(chosen, size=(lb.size, lb.size), mode="bilinear", align_corners=False)
-        logits = lb.unapply(full[0, 0].cpu().numpy())
-        return logits > 0.0, float(ious[0, best])
+        self._others = [
+            (low_res[:, i:i + 1].float(), float(ious[0, i])) for i in range(low_res.shape[1]) if i != best
+        ]
+        return self._on_image(chosen), float(ious[0, best])
+
+    def _on_image(self, low_res: torch.Tensor) -> np.ndarray:
+        """A (1, 1, S/4, S/4) decoder mask on the image grid (bool)."""
+        lb = self.image.letterbox
+        full = F.interpolate(low_res, size=(lb.size, lb.size), mode="bilinear", align_corners=False)
+        return lb.unapply(full[0, 0].cpu().numpy()) > 0.0
+
+    def alternatives(self) -> list[tuple[np.ndarray, float]]:
+        """The masks the last prediction did not choose (SAM2's other answers to one click: a
+        smaller or a larger part), each on the image grid with its predicted IoU; empty after a
+        prompt with one answer (several clicks, a box)."""
+        return [(self._on_image(m), iou) for m, iou in self._others]

@@ -78,3 +78,31 @@ def test_points_follow_the_letterbox(segmenter, monkeypatch):
     expected = lb.points_to_model(np.array([[0, 0], [200, 50], [100, 25]], np.float32))
     np.testing.assert_allclose(seen["coords"][0].numpy(), expected, atol=1e-4)
     assert seen["labels"][0].tolist() == [2, 3, 1]
+
+
+def test_a_single_click_keeps_sam2s_other_answers(segmenter, mini_model):
+    img = _image(70, 190)
+    segmenter.set_image(img)
+    mask, score = segmenter.predict([(50, 25)], [1])  # one click: three answers, one chosen
+    others = segmenter.alternatives()
+    assert len(others) == 2 and all(m.shape == (70, 190) and m.dtype == bool for m, _ in others)
+    # each is what the decoder gave for that output: the chosen one's sibling outputs
+    import torch
+
+    original = torch.argmax
+    seen = []
+    for k in range(3):
+        torch.argmax = lambda t, *a, _k=k, **kw: torch.tensor(_k)
+        try:
+            seen.append(segmenter.predict([(50, 25)], [1])[0])
+        finally:
+            torch.argmax = original
+    chosen = next(k for k in range(3) if np.array_equal(seen[k], mask))
+    rest = [k for k in range(3) if k != chosen]
+    assert all(np.array_equal(m, seen[k]) for (m, _), k in zip(others, rest))
+    assert all(iou <= score for _, iou in others)  # the chosen one is the surest
+    segmenter.predict(box=(40, 15, 100, 40))  # one answer: nothing else
+    assert segmenter.alternatives() == []
+    segmenter.predict([(50, 25)], [1])
+    segmenter.set_image(_image(70, 190, seed=1))
+    assert segmenter.alternatives() == []

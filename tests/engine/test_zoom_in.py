@@ -220,3 +220,54 @@ def test_wide_parts_prepared_images_and_zoom_off_keep_the_first_pass(present_mod
     seg.set_image(prepare_image(photo, present_model.image_size))  # no full-resolution pixels
     seg.predict([(60.0, 41.0)], [1])
     assert seg.last_window is None and seg.crop.encoder.encoder_passes == passes
+
+
+def test_the_smallest_thin_other_answer_gives_the_window():
+    pts, labels = np.array([[60.0, 41.0]], np.float32), np.array([1])
+    body = np.zeros((120, 200), bool)
+    body[20:110, 20:180] = True  # a wide answer
+    eye = np.zeros((120, 200), bool)
+    eye[38:45, 56:64] = True  # 7 x 8 px under the click
+    ring = np.zeros((120, 200), bool)
+    ring[35:48, 50:70] = True  # smaller than the body but 13 px wide: 16.6 model px, not thin
+    elsewhere = np.zeros((120, 200), bool)
+    elsewhere[90:95, 150:160] = True  # thin, not under the click
+    window = zoom_in.smaller_window([(body, 0.9), (ring, 0.5), (eye, 0.4)], pts, labels, 1.28)
+    assert window == zoom_window(*proposal(eye, pts, labels, None), 120, 200, 1.28)
+    assert zoom_in.smaller_window([(body, 0.9), (elsewhere, 0.5)], pts, labels, 1.28) is None
+    assert zoom_in.smaller_window([], pts, labels, 1.28) is None
+
+
+def test_a_wide_answer_to_a_click_gives_way_to_a_smaller_ones_close_up(present_model, monkeypatch):
+    monkeypatch.setattr(zoom_in, "THIN", 0.0)  # every answer is wide: no zoom-in of its own
+    photo = _photo()
+    click = ([(60.0, 41.0)], [1])
+    plain = InteractiveSegmenter(present_model, FeatureEncoder(present_model))
+    plain.set_image(photo)
+    whole, whole_score = plain.predict(*click)
+    crop = InteractiveSegmenter(present_model, FeatureEncoder(present_model))
+
+    def close_up(window):
+        y0, x0, y1, x1 = window
+        crop.set_image(np.ascontiguousarray(photo[y0:y1, x0:x1]))
+        mask, score = crop.predict([(60.0 - x0, 41.0 - y0)], [1])
+        return paste(mask, window, *photo.shape[:2]), score
+
+    surer, less_sure = (16, 45, 46, 75), (21, 40, 61, 80)  # for this seeded mini model
+    surer_mask, surer_score = close_up(surer)
+    assert surer_mask.any() and surer_score > whole_score and close_up(less_sure)[1] < whole_score
+    for window, inside, kept in ((surer, True, True), (surer, False, False), (less_sure, True, False)):
+        monkeypatch.setattr(zoom_in, "smaller_window", lambda *a, _w=window: _w)
+        monkeypatch.setattr(zoom_in, "reaches_side", lambda *a, _r=not inside: _r)
+        seg = ZoomInSegmenter(present_model, FeatureEncoder(present_model))
+        seg.set_image(photo)
+        mask, score = seg.predict(*click)
+        assert seg.smaller_looks == 1
+        if kept:  # inside its window and surer than the wide answer: the close-up, in its window
+            assert np.array_equal(mask, surer_mask) and score == surer_score and seg.last_window == surer
+            seg.predict([click[0][0], (45.0, 25.0)], [1, 0])  # corrective clicks keep the window
+            assert seg.last_window == surer and seg.smaller_looks == 1
+        else:  # reaching its window's side, or less sure than the wide answer: the wide answer
+            assert np.array_equal(mask, whole) and score == whole_score and seg.last_window is None
+    seg.predict(box=(30, 38, 150, 46))  # a box never takes another answer
+    assert seg.smaller_looks == 1
