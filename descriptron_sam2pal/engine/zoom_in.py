@@ -313,7 +313,7 @@ class ZoomInSegmenter(InteractiveSegmenter):
     ) -> tuple[np.ndarray, float]:
         """A click answered with a wide part: the close-up of SAM2's smallest other answer under
         the click where that one is thin (:func:`smaller_window`), kept when it lies inside its
-        window; else the wide answer."""
+        window and SAM2 is surer of it than of the wide answer; else the wide answer."""
         window = smaller_window(self.alternatives(), pts, lab, self.image.letterbox.scale)
         if window is None:
             return mask, score
