@@ -80,23 +80,20 @@ def test_points_follow_the_letterbox(segmenter, monkeypatch):
     assert seen["labels"][0].tolist() == [2, 3, 1]
 
 
-def test_a_single_click_keeps_sam2s_other_answers(segmenter, mini_model):
+def test_a_single_click_keeps_sam2s_other_answers(segmenter, monkeypatch):
+    import torch
+
     img = _image(70, 190)
     segmenter.set_image(img)
     mask, score = segmenter.predict([(50, 25)], [1])  # one click: three answers, one chosen
     others = segmenter.alternatives()
     assert len(others) == 2 and all(m.shape == (70, 190) and m.dtype == bool for m, _ in others)
-    # each is what the decoder gave for that output: the chosen one's sibling outputs
-    import torch
-
-    original = torch.argmax
+    # each is what the decoder gave for that output: each output in turn made the chosen one
     seen = []
     for k in range(3):
-        torch.argmax = lambda t, *a, _k=k, **kw: torch.tensor(_k)
-        try:
-            seen.append(segmenter.predict([(50, 25)], [1])[0])
-        finally:
-            torch.argmax = original
+        monkeypatch.setattr(torch, "argmax", lambda t, *a, _k=k, **kw: torch.tensor(_k))
+        seen.append(segmenter.predict([(50, 25)], [1])[0])
+        monkeypatch.undo()
     chosen = next(k for k in range(3) if np.array_equal(seen[k], mask))
     rest = [k for k in range(3) if k != chosen]
     assert all(np.array_equal(m, seen[k]) for (m, _), k in zip(others, rest))
