@@ -119,6 +119,17 @@ def proposal(
         found = np.zeros_like(mask)
         found[where[0] : where[2], where[1] : where[3]] = mask[where[0] : where[2], where[1] : where[3]]
         return where, mask_width(found)
+    clicked = clicked_parts(mask, points, labels)
+    if clicked is None:
+        return None
+    where, parts = clicked
+    return where, mask_width(parts)
+
+
+def clicked_parts(mask: np.ndarray, points: np.ndarray, labels: np.ndarray) -> tuple[Box, np.ndarray] | None:
+    """The connected parts of ``mask`` under the positive clicks (all False when no click is on
+    it) and the box of the clicks and those parts; None without a positive click."""
+    h, w = mask.shape
     positive = points[labels == 1]
     if not len(positive):
         return None
@@ -127,10 +138,8 @@ def proposal(
     clicks = (int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1)
     _, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     hit = sorted({int(c) for c in lab[ys, xs] if c})
-    if not hit:
-        return clicks, 0.0
-    found = np.isin(lab, hit)
-    return union_box([clicks, mask_box(found)]), mask_width(found)
+    parts = np.isin(lab, hit)
+    return (union_box([clicks, mask_box(parts)]) if hit else clicks), parts
 
 
 def mask_width(mask: np.ndarray) -> float:
@@ -160,17 +169,12 @@ def needs_look(answer: np.ndarray, window: Box, points: np.ndarray, labels: np.n
     """Whether a click's zoomed ``answer`` (photo grid) may be only part of the part: its
     connected parts under the positive clicks reach the window's side, or are at least
     :data:`LOOK_ELONGATION` times longer (their box with the clicks) than wide, or are empty."""
-    found = proposal(answer, points, labels, None)
-    if found is None:
+    clicked = clicked_parts(answer, points, labels)
+    if clicked is None:
         return False
-    where, width = found
-    if width <= 0:
-        return True
-    h, w = answer.shape
-    _, lab = cv2.connectedComponents(answer.astype(np.uint8), connectivity=8)
-    ys, xs = zip(*[(int(round(y)), int(round(x))) for (x, y), on in zip(points, labels) if on])
-    hit = [int(c) for c in lab[np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)] if c]
-    if reaches_side(np.isin(lab, hit), window, h, w):
+    where, parts = clicked
+    width = mask_width(parts)
+    if width <= 0 or reaches_side(parts, window, *answer.shape):
         return True
     return max(where[2] - where[0], where[3] - where[1]) >= LOOK_ELONGATION * width
 
